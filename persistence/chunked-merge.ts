@@ -1,0 +1,33 @@
+import * as Y from 'yjs'
+
+/**
+ * How many updates one Y.mergeUpdates call takes before control returns to the event loop. A
+ * merge of 50 small updates takes well under a millisecond; a merge of 10,000 in one call
+ * would stall every socket of the process for the whole of it.
+ */
+export const MERGE_CHUNK_SIZE = 50
+
+const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve))
+
+/**
+ * Y.mergeUpdates over any number of v1 updates, `chunkSize` at a time, as a tree: chunks merge
+ * into partial results, which merge the same way, so each byte is re-merged log(n) times rather
+ * than n times as a running accumulator would. Yields with setImmediate between chunks.
+ */
+export async function mergeUpdatesInChunks(updates: readonly Uint8Array[], chunkSize = MERGE_CHUNK_SIZE): Promise<Uint8Array> {
+  if (updates.length === 0) throw new RangeError('nothing to merge')
+  if (chunkSize < 2) throw new RangeError('chunkSize must be at least 2')
+  let level: readonly Uint8Array[] = updates
+  let first = true
+  while (level.length > 1) {
+    const next: Uint8Array[] = []
+    for (let start = 0; start < level.length; start += chunkSize) {
+      if (!first) await yieldToEventLoop()
+      first = false
+      const chunk = level.slice(start, start + chunkSize)
+      next.push(chunk.length === 1 ? (chunk[0] as Uint8Array) : Y.mergeUpdates(chunk))
+    }
+    level = next
+  }
+  return level[0] as Uint8Array
+}

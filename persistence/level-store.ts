@@ -1,0 +1,163 @@
+import { mkdir } from 'node:fs/promises'
+import { Level } from 'level'
+import { StoreClosedError } from './errors.js'
+import { formatSequence, parseSequence } from './log-key.js'
+import { assertStorableRoomName, type LogEntry, type Store, type StoredRoom } from './store.js'
+
+/**
+ * Key layout (UTF-8 strings, compared bytewise by LevelDB):
+ *
+ *   log \0 <room> \0 <16-digit sequence>   one update of the room's log
+ *
+ * The kind comes first so later kinds (`version\0…`, `meta\0…`) get their own ranges without a
+ * migration. Room names never contain control characters (assertStorableRoomName), so the \0
+ * after the room ends it unambiguously: room "a" owns exactly [`log\0a\0`, `log\0a\x01`), which
+ * holds no key of "a:b" or "ab" (their next byte is ≥ 0x20). The fixed-width sequence sorts
+ * numerically; the key handed to callers is the sequence alone, so a key can never name an entry
+ * of another room.
+ */
+const LOG_KIND = 'log\u0000'
+const ROOM_END = '\u0000'
+/** The byte after ROOM_END: the exclusive upper bound of one room's range. */
+const ROOM_RANGE_END = '\u0001'
+const SEQUENCE_LENGTH = formatSequence(0).length
+
+function roomRange(room: string): { gte: string; lt: string } {
+  return { gte: LOG_KIND + room + ROOM_END, lt: LOG_KIND + room + ROOM_RANGE_END }
+}
+
+/** classic-level hands out Buffers (often slices of a shared pool); callers get plain views. */
+function asPlainBytes(value: Uint8Array): Uint8Array {
+  return Buffer.isBuffer(value) ? new Uint8Array(value.buffer, value.byteOffset, value.byteLength) : value
+}
+
+export interface LevelStoreOptions {
+  /**
+   * fsync every write. Off by default: a resolved write survives a crash of the process (it is in
+   * LevelDB's log, in the OS page cache) but not a power loss. On costs one fsync per append.
+   */
+  sync?: boolean
+}
+
+export class LevelStore implements Store {
+  readonly kind = 'leveldb'
+  /**
+   * The next sequence per room, found from the room's highest stored key the first time the room
+   * is touched (one reverse seek), so sequences keep increasing across restarts without a scan of
+   * the whole database at open. A promise, so concurrent first appends share one lookup.
+   */
+  private readonly nextSequence = new Map<string, Promise<{ next: number }>>()
+  private closed = false
+
+  private constructor(
+    private readonly db: Level<string, Uint8Array>,
+    readonly location: string,
+    private readonly sync: boolean,
+  ) {}
+
+  /** Opens (creating the directory and the database when missing) the LevelDB at `dir`. */
+  static async open(dir: string, options: LevelStoreOptions = {}): Promise<LevelStore> {
+    await mkdir(dir, { recursive: true })
+    const db = new Level<string, Uint8Array>(dir, { keyEncoding: 'utf8', valueEncoding: 'view' })
+    try {
+      await db.open()
+    } catch (err) {
+      // LEVEL_LOCKED (another process has it) hides in `cause`; name it in the message.
+      const cause = err instanceof Error && err.cause instanceof Error ? `: ${err.cause.message}` : ''
+      throw new Error(`cannot open LevelDB at ${dir}${cause}`, { cause: err })
+    }
+    return new LevelStore(db, dir, options.sync ?? false)
+  }
+
+  async readLog(room: string): Promise<LogEntry[]> {
+    this.assertOpen()
+    assertStorableRoomName(room)
+    const entries: LogEntry[] = []
+    for await (const [key, value] of this.db.iterator(roomRange(room))) {
+      entries.push({ key: key.slice(-SEQUENCE_LENGTH), update: asPlainBytes(value) })
+    }
+    return entries
+  }
+
+  async append(room: string, update: Uint8Array): Promise<string> {
+    this.assertOpen()
+    assertStorableRoomName(room)
+    const counter = await this.sequenceFor(room)
+    // Taken synchronously after the shared lookup, so keys follow the order of append calls.
+    const key = formatSequence(counter.next++)
+    await this.db.put(LOG_KIND + room + ROOM_END + key, update, { sync: this.sync })
+    return key
+  }
+
+  async replace(room: string, keys: readonly string[], merged: Uint8Array): Promise<void> {
+    this.assertOpen()
+    assertStorableRoomName(room)
+    if (keys.length === 0) throw new RangeError('replace needs at least one key')
+    const sequences = keys.map(parseSequence)
+    // The merged entry takes the highest replaced key: after everything it replaces, before
+    // anything appended later (those got higher sequences).
+    const mergedKey = formatSequence(Math.max(...sequences))
+    const prefix = LOG_KIND + room + ROOM_END
+    await this.db.batch(
+      [
+        ...keys.map((key) => ({ type: 'del' as const, key: prefix + key })),
+        // After the deletes in the same batch: LevelDB applies a batch in order.
+        { type: 'put' as const, key: prefix + mergedKey, value: merged },
+      ],
+      { sync: this.sync },
+    )
+  }
+
+  async deleteRoom(room: string): Promise<void> {
+    this.assertOpen()
+    assertStorableRoomName(room)
+    // The sequence counter is kept: keys stay increasing for this process even across a delete.
+    await this.db.clear(roomRange(room))
+  }
+
+  /** Streams the log keys and value lengths; memory use is one room's counters, not the values. */
+  async listRooms(): Promise<StoredRoom[]> {
+    this.assertOpen()
+    const rooms: StoredRoom[] = []
+    let current: StoredRoom | null = null
+    // A room's keys are contiguous (they share one prefix), so one pass groups them.
+    for await (const [key, value] of this.db.iterator({ gte: LOG_KIND, lt: LOG_KIND.slice(0, -1) + ROOM_RANGE_END })) {
+      const room = key.slice(LOG_KIND.length, key.length - SEQUENCE_LENGTH - ROOM_END.length)
+      if (current === null || current.room !== room) {
+        current = { room, bytes: 0, entries: 0 }
+        rooms.push(current)
+      }
+      current.bytes += value.byteLength
+      current.entries += 1
+    }
+    return rooms
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    await this.db.close()
+  }
+
+  private sequenceFor(room: string): Promise<{ next: number }> {
+    let counter = this.nextSequence.get(room)
+    if (counter === undefined) {
+      counter = this.findNextSequence(room)
+      this.nextSequence.set(room, counter)
+      // A failed lookup must not stick: the next append tries again.
+      counter.catch(() => this.nextSequence.delete(room))
+    }
+    return counter
+  }
+
+  private async findNextSequence(room: string): Promise<{ next: number }> {
+    for await (const key of this.db.keys({ ...roomRange(room), reverse: true, limit: 1 })) {
+      return { next: parseSequence(key.slice(-SEQUENCE_LENGTH)) + 1 }
+    }
+    return { next: 0 }
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new StoreClosedError()
+  }
+}

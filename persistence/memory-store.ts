@@ -1,0 +1,85 @@
+import { StoreClosedError } from './errors.js'
+import { formatSequence, parseSequence } from './log-key.js'
+import { assertStorableRoomName, type LogEntry, type Store, type StoredRoom } from './store.js'
+
+interface MemoryLog {
+  /** Kept across deleteRoom, as LevelStore does within one process. */
+  next: number
+  /** Sorted by key. */
+  entries: LogEntry[]
+}
+
+/**
+ * The Store contract in a Map: for `--data memory`, demos and unit tests. Same keys, same
+ * room-name rule and same ordering as LevelStore; bytes are copied in and out so callers
+ * cannot change stored entries by mutating their arrays.
+ */
+export class MemoryStore implements Store {
+  readonly kind = 'memory'
+  private readonly logs = new Map<string, MemoryLog>()
+  private closed = false
+
+  async readLog(room: string): Promise<LogEntry[]> {
+    this.assertOpen()
+    assertStorableRoomName(room)
+    return (this.logs.get(room)?.entries ?? []).map(({ key, update }) => ({ key, update: update.slice() }))
+  }
+
+  async append(room: string, update: Uint8Array): Promise<string> {
+    this.assertOpen()
+    assertStorableRoomName(room)
+    const log = this.logFor(room)
+    const key = formatSequence(log.next++)
+    log.entries.push({ key, update: update.slice() })
+    return key
+  }
+
+  async replace(room: string, keys: readonly string[], merged: Uint8Array): Promise<void> {
+    this.assertOpen()
+    assertStorableRoomName(room)
+    if (keys.length === 0) throw new RangeError('replace needs at least one key')
+    const mergedKey = formatSequence(Math.max(...keys.map(parseSequence)))
+    const log = this.logFor(room)
+    const replaced = new Set(keys)
+    const kept = log.entries.filter((entry) => !replaced.has(entry.key))
+    kept.push({ key: mergedKey, update: merged.slice() })
+    kept.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0))
+    log.entries = kept
+  }
+
+  async deleteRoom(room: string): Promise<void> {
+    this.assertOpen()
+    assertStorableRoomName(room)
+    const log = this.logs.get(room)
+    if (log !== undefined) log.entries = []
+  }
+
+  async listRooms(): Promise<StoredRoom[]> {
+    this.assertOpen()
+    const rooms: StoredRoom[] = []
+    for (const [room, log] of this.logs) {
+      if (log.entries.length === 0) continue
+      rooms.push({ room, entries: log.entries.length, bytes: log.entries.reduce((sum, entry) => sum + entry.update.byteLength, 0) })
+    }
+    // The order LevelStore yields: bytewise UTF-8, which for these strings is code point order.
+    const utf8 = (text: string): Buffer => Buffer.from(text, 'utf8')
+    return rooms.sort((a, b) => Buffer.compare(utf8(a.room), utf8(b.room)))
+  }
+
+  async close(): Promise<void> {
+    this.closed = true
+  }
+
+  private logFor(room: string): MemoryLog {
+    let log = this.logs.get(room)
+    if (log === undefined) {
+      log = { next: 0, entries: [] }
+      this.logs.set(room, log)
+    }
+    return log
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new StoreClosedError()
+  }
+}

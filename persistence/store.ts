@@ -1,0 +1,47 @@
+import { isValidRoomName } from '../protocol/room-name.js'
+import { InvalidRoomNameError } from './errors.js'
+
+/** What `listRooms` reports about one stored document: the size of its update log. */
+export interface StoredRoom {
+  room: string
+  /** Sum of the stored update sizes; the log, not the merged document. */
+  bytes: number
+  entries: number
+}
+
+/** One entry of a room's update log. */
+export interface LogEntry {
+  /** Opaque; keys of one room increase in append order. */
+  key: string
+  update: Uint8Array
+}
+
+/**
+ * The only way persistence touches storage: an append-only log of Yjs updates per room, plus an
+ * atomic replace used by compaction. Implemented by LevelStore (the real one) and MemoryStore
+ * (tests, demos, `--data memory`); both validate room names the same way.
+ */
+export interface Store {
+  readonly kind: 'leveldb' | 'memory'
+  /** Every entry of the room's update log, oldest first, with its key. Empty when never stored. */
+  readLog(room: string): Promise<LogEntry[]>
+  /** Appends one entry; durable (the LevelDB write done) when it resolves. */
+  append(room: string, update: Uint8Array): Promise<string>
+  /**
+   * Atomically deletes the listed entries and writes `merged` in their place, ordered before any
+   * entry appended after them. `keys` must not be empty.
+   */
+  replace(room: string, keys: readonly string[], merged: Uint8Array): Promise<void>
+  deleteRoom(room: string): Promise<void>
+  listRooms(): Promise<StoredRoom[]>
+  /** Idempotent. Every other method rejects afterwards. */
+  close(): Promise<void>
+}
+
+/**
+ * Same rule as the server's URL check (protocol/room-name.ts). Stores enforce it again because
+ * their key layout depends on it: a room name never contains U+0000, the separator after it.
+ */
+export function assertStorableRoomName(room: string): void {
+  if (!isValidRoomName(room)) throw new InvalidRoomNameError(room)
+}

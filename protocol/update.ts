@@ -1,0 +1,265 @@
+import { ByteReader } from './byte-reader.js'
+
+/** What a valid update contains; `bytes` is its length, for metrics and limits. */
+export interface UpdateSummary {
+  clients: number
+  structs: number
+  deleteRanges: number
+  bytes: number
+}
+
+const DEFAULT_MAX_DEPTH = 64
+
+// Low 5 bits of a struct's info byte: 0 and 10 are GC and Skip, 1..9 are Item content refs.
+const STRUCT_GC = 0
+const STRUCT_SKIP = 10
+const ContentRef = { deleted: 1, json: 2, binary: 3, string: 4, embed: 5, format: 6, type: 7, any: 8, doc: 9 } as const
+const INFO_CONTENT_BITS = 0x1f
+const INFO_HAS_PARENT_SUB = 0x20
+const INFO_HAS_RIGHT_ORIGIN = 0x40
+const INFO_HAS_ORIGIN = 0x80
+
+// ContentType's type refs; XmlElement and XmlHook carry a node name / hook key.
+const TypeRef = { array: 0, map: 1, text: 2, xmlElement: 3, xmlFragment: 4, xmlHook: 5, xmlText: 6 } as const
+
+// lib0 writeAny tags, 127 down to 116.
+const AnyTag = {
+  undefined: 127, null: 126, integer: 125, float32: 124, float64: 123, bigint: 122,
+  false: 121, true: 120, string: 119, object: 118, array: 117, bytes: 116
+} as const
+
+// Smallest encodings, used to refuse a count before looping over it.
+const MIN_CLIENT_BYTES = 3 // struct count, client id, first clock
+const MIN_STRUCT_BYTES = 2 // info + length, or info + the smallest content
+const MIN_DELETE_CLIENT_BYTES = 2 // client id, range count
+const MIN_DELETE_RANGE_BYTES = 2 // clock, length
+const MIN_JSON_STRING_BYTES = 2 // length + one character: the empty string is not JSON
+const MIN_ANY_BYTES = 1 // a tag
+const MIN_ANY_ENTRY_BYTES = 2 // key length + value tag
+
+/**
+ * Checks that `update` is a complete, well-formed Yjs v1 update before Y.applyUpdate sees it.
+ *
+ * Why: Yjs's decoders can loop forever on crafted input (yjs#479, yjs#498), so catching their
+ * exceptions is not enough; and Yjs integrates the structs before it reads the delete set, so an
+ * update that fails late leaves the document half-changed. Every update accepted here parses
+ * to its last byte with no trailing bytes, and everything Yjs would JSON.parse or UTF-8 decode
+ * has been checked to parse.
+ *
+ * Termination invariant: every loop below either consumes at least one byte per iteration or
+ * has a count that readCount has checked against the remaining bytes (count × smallest element
+ * size ≤ remaining), and Any nesting is bounded by maxDepth. So the walk is O(update.length)
+ * for every input and cannot overflow the stack.
+ *
+ * This is structural: it cannot tell whether an origin or parent ID exists in the document the
+ * update will be applied to.
+ */
+export function validateUpdate (update: Uint8Array, opts: { maxDepth?: number } = {}): UpdateSummary {
+  const maxDepth = opts.maxDepth ?? DEFAULT_MAX_DEPTH
+  const reader = new ByteReader(update, 1007)
+  // yjs#498: an empty update made Yjs hang.
+  if (update.length === 0) reader.fail('empty update')
+
+  const clients = reader.readCount(MIN_CLIENT_BYTES, 'client')
+  let structs = 0
+  for (let c = 0; c < clients; c++) {
+    const structCount = reader.readCount(MIN_STRUCT_BYTES, 'struct')
+    const client = reader.readVarUint()
+    let clock = reader.readVarUint()
+    for (let s = 0; s < structCount; s++) {
+      clock += readStruct(reader, client, clock, maxDepth)
+      // Yjs does clock arithmetic in doubles; past 2^53 neighbouring clocks compare equal.
+      if (clock > Number.MAX_SAFE_INTEGER) reader.fail('struct clock exceeds 2^53')
+    }
+    structs += structCount
+  }
+
+  const deleteClients = reader.readCount(MIN_DELETE_CLIENT_BYTES, 'delete set client')
+  let deleteRanges = 0
+  for (let c = 0; c < deleteClients; c++) {
+    reader.readVarUint() // client id
+    const ranges = reader.readCount(MIN_DELETE_RANGE_BYTES, 'delete range')
+    for (let r = 0; r < ranges; r++) {
+      const clock = reader.readVarUint()
+      const length = reader.readVarUint()
+      // Yjs never writes an empty range, and one for a client it has not seen throws
+      // "Unexpected case" (found by fuzzing) after the structs were already integrated.
+      if (length === 0) reader.fail('delete range of length 0')
+      if (clock + length > Number.MAX_SAFE_INTEGER) reader.fail('delete range exceeds 2^53')
+    }
+    deleteRanges += ranges
+  }
+
+  reader.expectEnd('update')
+  return { clients, structs, deleteRanges, bytes: update.length }
+}
+
+/** True for the two-byte update (no structs, empty delete set) that Yjs sends when there is nothing to send. */
+export function isEmptyUpdate (update: Uint8Array): boolean {
+  return update.length === 2 && update[0] === 0 && update[1] === 0
+}
+
+/** Reads one struct, whose ID is (client, clock), and returns its length in clock units. */
+function readStruct (reader: ByteReader, client: number, clock: number, maxDepth: number): number {
+  const info = reader.readUint8()
+  const ref = info & INFO_CONTENT_BITS
+  if (ref === STRUCT_GC || ref === STRUCT_SKIP) {
+    // Yjs writes these info bytes bare; flag bits on them are not something it produced.
+    if (info !== ref) reader.fail(`struct info ${info} has flags on a ${ref === STRUCT_GC ? 'GC' : 'Skip'} struct`)
+    return nonEmpty(reader, reader.readVarUint())
+  }
+  if (info & INFO_HAS_ORIGIN) readEarlierId(reader, client, clock)
+  if (info & INFO_HAS_RIGHT_ORIGIN) readEarlierId(reader, client, clock)
+  // Without an origin the parent cannot be inherited from a neighbour, so it is written out.
+  if ((info & (INFO_HAS_ORIGIN | INFO_HAS_RIGHT_ORIGIN)) === 0) {
+    const parentIsRootKey = reader.readVarUint()
+    if (parentIsRootKey === 1) reader.readVarString()
+    else if (parentIsRootKey === 0) readEarlierId(reader, client, clock)
+    else reader.fail(`parent info ${parentIsRootKey} is neither 0 nor 1`)
+    if (info & INFO_HAS_PARENT_SUB) reader.readVarString()
+  }
+  return nonEmpty(reader, readContent(reader, ref, maxDepth))
+}
+
+/**
+ * Yjs never writes a struct of length 0, and its clock bookkeeping assumes every struct moves
+ * the clock forward, so one is refused rather than handed to it.
+ */
+function nonEmpty (reader: ByteReader, length: number): number {
+  if (length === 0) reader.fail('struct of length 0')
+  return length
+}
+
+/**
+ * Reads the ID of an item's origin, right origin or parent. Those existed before the item was
+ * created, so one from the item's own client has a smaller clock. Yjs does not check this, and
+ * an item that names itself or a later item of its client as a neighbour makes it throw after
+ * other structs were integrated (found by fuzzing with structurally valid updates).
+ */
+function readEarlierId (reader: ByteReader, client: number, clock: number): void {
+  const idClient = reader.readVarUint()
+  const idClock = reader.readVarUint()
+  if (idClient === client && idClock >= clock) reader.fail(`struct (${client}, ${clock}) refers to (${idClient}, ${idClock}), which is not older`)
+}
+
+/** Reads Item content and returns its length in clock units (UTF-16 code units for strings). */
+function readContent (reader: ByteReader, ref: number, maxDepth: number): number {
+  switch (ref) {
+    case ContentRef.deleted:
+      return reader.readVarUint()
+    case ContentRef.json: {
+      const count = reader.readCount(MIN_JSON_STRING_BYTES, 'JSON content')
+      for (let i = 0; i < count; i++) {
+        const text = reader.readVarString()
+        // Legacy ContentJSON writes undefined as the bare word, which is not JSON.
+        if (text !== 'undefined') readJson(reader, text)
+      }
+      return count
+    }
+    case ContentRef.binary:
+      reader.readVarBytes()
+      return 1
+    case ContentRef.string:
+      return reader.readVarString().length
+    case ContentRef.embed:
+      readJson(reader, reader.readVarString())
+      return 1
+    case ContentRef.format:
+      reader.readVarString() // attribute key
+      readJson(reader, reader.readVarString())
+      return 1
+    case ContentRef.type:
+      readTypeRef(reader)
+      return 1
+    case ContentRef.any: {
+      const count = reader.readCount(MIN_ANY_BYTES, 'Any content')
+      for (let i = 0; i < count; i++) readAny(reader, maxDepth, 0)
+      return count
+    }
+    case ContentRef.doc: {
+      reader.readVarString() // guid
+      // Yjs reads `opts.shouldLoad` from this value, which throws for null and undefined;
+      // Yjs itself always writes an object here.
+      if (readAny(reader, maxDepth, 0) !== AnyTag.object) reader.fail('subdocument options are not an object')
+      return 1
+    }
+    default:
+      return reader.fail(`unknown content ref ${ref}`)
+  }
+}
+
+function readTypeRef (reader: ByteReader): void {
+  const typeRef = reader.readVarUint()
+  switch (typeRef) {
+    case TypeRef.xmlElement:
+    case TypeRef.xmlHook:
+      reader.readVarString() // node name or hook name
+      return
+    case TypeRef.array:
+    case TypeRef.map:
+    case TypeRef.text:
+    case TypeRef.xmlFragment:
+    case TypeRef.xmlText:
+      return
+    default:
+      reader.fail(`unknown type ref ${typeRef}`)
+  }
+}
+
+function readJson (reader: ByteReader, text: string): void {
+  try {
+    JSON.parse(text)
+  } catch {
+    reader.fail('content is not valid JSON')
+  }
+}
+
+/**
+ * Walks one lib0 `writeAny` value and returns its tag. `depth` counts the objects and arrays
+ * around it: lib0's readAny recurses without a limit, so deep nesting would overflow the stack
+ * inside Y.applyUpdate after earlier structs were already integrated.
+ */
+function readAny (reader: ByteReader, maxDepth: number, depth: number): number {
+  const tag = reader.readUint8()
+  switch (tag) {
+    case AnyTag.undefined:
+    case AnyTag.null:
+    case AnyTag.false:
+    case AnyTag.true:
+      break
+    case AnyTag.integer:
+      reader.readVarInt()
+      break
+    case AnyTag.float32:
+      reader.readBytes(4)
+      break
+    case AnyTag.float64:
+    case AnyTag.bigint:
+      reader.readBytes(8)
+      break
+    case AnyTag.string:
+      reader.readVarString()
+      break
+    case AnyTag.bytes:
+      reader.readVarBytes()
+      break
+    case AnyTag.object: {
+      if (depth >= maxDepth) reader.fail(`Any nesting deeper than ${maxDepth}`)
+      const count = reader.readCount(MIN_ANY_ENTRY_BYTES, 'Any object entry')
+      for (let i = 0; i < count; i++) {
+        reader.readVarString() // key
+        readAny(reader, maxDepth, depth + 1)
+      }
+      break
+    }
+    case AnyTag.array: {
+      if (depth >= maxDepth) reader.fail(`Any nesting deeper than ${maxDepth}`)
+      const count = reader.readCount(MIN_ANY_BYTES, 'Any array element')
+      for (let i = 0; i < count; i++) readAny(reader, maxDepth, depth + 1)
+      break
+    }
+    default:
+      reader.fail(`unknown Any tag ${tag}`)
+  }
+  return tag
+}

@@ -1,0 +1,105 @@
+import { ByteReader } from './byte-reader.js'
+import { ProtocolError } from './errors.js'
+import { varUintSize, writeVarUint } from './varuint-writer.js'
+
+/** Outer message types of the y-websocket protocol (y-protocols). */
+export const MessageType = { sync: 0, awareness: 1, auth: 2, queryAwareness: 3 } as const
+
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true })
+
+const SyncType = { step1: 0, step2: 1, update: 2 } as const
+const AuthType = { permissionDenied: 0 } as const
+
+export type YMessage =
+  | { kind: 'sync-step-1'; stateVector: Uint8Array }
+  | { kind: 'sync-step-2'; update: Uint8Array }
+  | { kind: 'sync-update'; update: Uint8Array }
+  | { kind: 'awareness'; update: Uint8Array }
+  | { kind: 'auth-denied'; reason: string }
+  | { kind: 'query-awareness' }
+
+/**
+ * Decodes one WebSocket frame. The frame must hold exactly one message: y-websocket sends one
+ * per frame, so leftover bytes mean a broken or hostile peer. Payloads are views into `frame`;
+ * copy them if they must outlive it. Only the framing is checked here; the server validates
+ * the Yjs or awareness payload itself.
+ */
+export function decodeYMessage (frame: Uint8Array): YMessage {
+  const reader = new ByteReader(frame, 1002)
+  const message = readMessage(reader)
+  reader.expectEnd(message.kind)
+  return message
+}
+
+function readMessage (reader: ByteReader): YMessage {
+  const type = reader.readVarUint()
+  switch (type) {
+    case MessageType.sync: {
+      const syncType = reader.readVarUint()
+      switch (syncType) {
+        case SyncType.step1: return { kind: 'sync-step-1', stateVector: reader.readVarBytes() }
+        case SyncType.step2: return { kind: 'sync-step-2', update: reader.readVarBytes() }
+        case SyncType.update: return { kind: 'sync-update', update: reader.readVarBytes() }
+        default: return reader.fail(`unknown sync message type ${syncType}`)
+      }
+    }
+    case MessageType.awareness:
+      return { kind: 'awareness', update: reader.readVarBytes() }
+    case MessageType.auth: {
+      const authType = reader.readVarUint()
+      if (authType !== AuthType.permissionDenied) reader.fail(`unknown auth message type ${authType}`)
+      return { kind: 'auth-denied', reason: readReason(reader) }
+    }
+    case MessageType.queryAwareness:
+      return { kind: 'query-awareness' }
+    default:
+      return reader.fail(`unknown message type ${type}`)
+  }
+}
+
+function readReason (reader: ByteReader): string {
+  const bytes = reader.readVarBytes()
+  try {
+    return utf8.decode(bytes)
+  } catch {
+    // The frame parsed; only its text is bad, which RFC 6455 files under 1007.
+    throw new ProtocolError(1007, 'auth reason is not valid UTF-8')
+  }
+}
+
+/**
+ * [type, subType?, varuint length, payload], written into one exactly sized array: this runs
+ * once per broadcast, so no growable encoder and no second copy. Every type and sub-type is
+ * below 128 and therefore its own one-byte varuint.
+ */
+function frameWithPayload (prefix: readonly number[], payload: Uint8Array): Uint8Array {
+  const frame = new Uint8Array(prefix.length + varUintSize(payload.length) + payload.length)
+  frame.set(prefix)
+  const pos = writeVarUint(frame, prefix.length, payload.length)
+  frame.set(payload, pos)
+  return frame
+}
+
+export function encodeSyncStep1 (stateVector: Uint8Array): Uint8Array {
+  return frameWithPayload([MessageType.sync, SyncType.step1], stateVector)
+}
+
+export function encodeSyncStep2 (update: Uint8Array): Uint8Array {
+  return frameWithPayload([MessageType.sync, SyncType.step2], update)
+}
+
+export function encodeSyncUpdate (update: Uint8Array): Uint8Array {
+  return frameWithPayload([MessageType.sync, SyncType.update], update)
+}
+
+export function encodeAwareness (awarenessUpdate: Uint8Array): Uint8Array {
+  return frameWithPayload([MessageType.awareness], awarenessUpdate)
+}
+
+export function encodeQueryAwareness (): Uint8Array {
+  return Uint8Array.of(MessageType.queryAwareness)
+}
+
+export function encodePermissionDenied (reason: string): Uint8Array {
+  return frameWithPayload([MessageType.auth, AuthType.permissionDenied], new TextEncoder().encode(reason))
+}

@@ -1,0 +1,253 @@
+import * as Y from 'yjs'
+import type { AwarenessEntry } from '../protocol/index.js'
+import type { DocumentWriter } from '../persistence/index.js'
+import { RoomAwareness } from './room-awareness.js'
+import type { Logger } from './logger.js'
+
+/**
+ * How a member wants broadcasts framed. A room encodes each broadcast once per format in use and
+ * hands the same buffer to every member of that format.
+ */
+export interface WireFormat {
+  readonly name: string
+  update(room: string, update: Uint8Array): Uint8Array
+  awareness(room: string, entries: readonly AwarenessEntry[]): Uint8Array
+}
+
+/** One participant of a room: a y-websocket connection, or one document of a Hocuspocus socket. */
+export interface RoomMember {
+  readonly format: WireFormat
+  deliver(frame: Uint8Array): void
+  /** The room is going away under the member (deleted, or failed to load). */
+  evict(code: number, reason: string): void
+}
+
+export type RoomState = 'loading' | 'active' | 'unloading' | 'unloaded'
+
+/** The lifecycle of a room; anything else is a bug and throws. */
+const ROOM_TRANSITIONS: Readonly<Record<RoomState, readonly RoomState[]>> = {
+  loading: ['active', 'unloaded'],
+  active: ['unloading'],
+  // A member arriving while the last writes are flushed takes the room back; nothing is reloaded.
+  unloading: ['active', 'unloaded'],
+  unloaded: [],
+}
+
+export class RoomLoadError extends Error {}
+
+/**
+ * One Yjs document and the members editing it. The room has a Y.Doc; it is not one.
+ */
+export class Room {
+  readonly doc = new Y.Doc({ gc: true })
+  readonly awareness = new RoomAwareness()
+  private readonly members = new Set<RoomMember>()
+  private stateValue: RoomState = 'loading'
+  private unloadTimer: NodeJS.Timeout | null = null
+  /** Resolves when the stored document has been applied; rejects when storage failed. */
+  readonly loaded: Promise<void>
+
+  constructor(
+    readonly name: string,
+    private readonly writer: DocumentWriter,
+    private readonly registry: RoomRegistry,
+    private readonly log: Logger,
+  ) {
+    this.loaded = this.load()
+    // Never an unhandled rejection: members await `loaded` and handle the failure themselves.
+    this.loaded.catch(() => {})
+    this.doc.on('update', this.onDocUpdate)
+  }
+
+  get state(): RoomState {
+    return this.stateValue
+  }
+
+  get memberCount(): number {
+    return this.members.size
+  }
+
+  private transition(next: RoomState): void {
+    if (!ROOM_TRANSITIONS[this.stateValue].includes(next)) {
+      throw new Error(`room ${this.name}: illegal transition ${this.stateValue} -> ${next}`)
+    }
+    this.stateValue = next
+  }
+
+  private async load(): Promise<void> {
+    const started = performance.now()
+    let stored: Uint8Array | null
+    try {
+      stored = await this.writer.load(this.name)
+    } catch (err) {
+      this.log.error({ room: this.name, err }, 'room load failed')
+      this.fail(`storage error while loading`)
+      throw new RoomLoadError(`room ${this.name} could not be loaded`)
+    }
+    // Applied with the room as origin: the update handler knows not to store it again.
+    if (stored !== null) Y.applyUpdate(this.doc, stored, this)
+    this.transition('active')
+    this.log.debug({ room: this.name, bytes: stored?.length ?? 0, ms: Math.round(performance.now() - started) }, 'room loaded')
+    if (this.members.size === 0) this.scheduleUnload()
+  }
+
+  private fail(reason: string): void {
+    for (const member of this.members) member.evict(1011, reason)
+    this.members.clear()
+    this.transition('unloaded')
+    this.registry.forget(this)
+    this.doc.destroy()
+  }
+
+  private readonly onDocUpdate = (update: Uint8Array, origin: unknown): void => {
+    if (origin === this) return
+    // Durability first: the write is scheduled before anyone hears of the update.
+    this.writer.write(this.name, update).catch((err: unknown) => {
+      this.log.error({ room: this.name, err }, 'update could not be stored')
+    })
+    this.broadcast((format) => format.update(this.name, update), origin)
+  }
+
+  /** Encodes once per wire format and sends the same buffer to every member except `except`. */
+  broadcast(encode: (format: WireFormat) => Uint8Array, except: unknown): void {
+    let lastFormat: WireFormat | null = null
+    let lastFrame: Uint8Array | null = null
+    let frames: Map<WireFormat, Uint8Array> | null = null
+    for (const member of this.members) {
+      if (member === except) continue
+      let frame: Uint8Array | undefined
+      if (member.format === lastFormat) frame = lastFrame as Uint8Array
+      else {
+        frame = frames?.get(member.format)
+        if (frame === undefined) {
+          frame = encode(member.format)
+          frames ??= new Map()
+          frames.set(member.format, frame)
+        }
+        lastFormat = member.format
+        lastFrame = frame
+      }
+      member.deliver(frame)
+    }
+  }
+
+  /** Applies an update a member sent; the doc's update event stores and relays it. */
+  applyUpdate(update: Uint8Array, origin: RoomMember): void {
+    Y.applyUpdate(this.doc, update, origin)
+  }
+
+  /** Applies awareness entries from `owner`; relays what changed to every member, sender included. */
+  applyAwareness(entries: readonly AwarenessEntry[], owner: RoomMember): { refused: number } {
+    const { accepted, refused } = this.awareness.apply(entries, owner)
+    // The sender hears its own awareness back: stock clients count incoming traffic as liveness,
+    // and a client alone in a room would otherwise reconnect every 30 s.
+    if (accepted.length > 0) this.broadcast((format) => format.awareness(this.name, accepted), null)
+    return { refused }
+  }
+
+  /** Adds a member; cancels a pending unload. Safe in any state but `unloaded`. */
+  join(member: RoomMember): void {
+    if (this.stateValue === 'unloaded') throw new Error(`room ${this.name} is unloaded`)
+    if (this.unloadTimer !== null) {
+      clearTimeout(this.unloadTimer)
+      this.unloadTimer = null
+    }
+    if (this.stateValue === 'unloading') this.transition('active')
+    this.members.add(member)
+  }
+
+  /** Removes a member and its awareness states (broadcast at once: no ghost cursors). */
+  leave(member: RoomMember): void {
+    if (!this.members.delete(member)) return
+    const removed = this.awareness.removeOwner(member)
+    if (removed.length > 0) this.broadcast((format) => format.awareness(this.name, removed), null)
+    if (this.members.size === 0 && this.stateValue === 'active') this.scheduleUnload()
+  }
+
+  private scheduleUnload(): void {
+    if (this.unloadTimer !== null || this.registry.unloadDelayMs < 0) return
+    this.unloadTimer = setTimeout(() => {
+      this.unloadTimer = null
+      void this.unload()
+    }, this.registry.unloadDelayMs)
+    this.unloadTimer.unref()
+  }
+
+  /**
+   * Flushes, then unloads if still nobody joined. A member joining during the flush moves the room
+   * back to `active` with its document intact (Hocuspocus#971 lost updates in exactly this race).
+   */
+  async unload(): Promise<void> {
+    if (this.stateValue !== 'active' || this.members.size > 0) return
+    this.transition('unloading')
+    while (true) {
+      try {
+        await this.writer.flush(this.name)
+      } catch (err) {
+        this.log.warn({ room: this.name, err }, 'flush before unload failed; room stays loaded')
+        if ((this.stateValue as RoomState) === 'unloading') {
+          this.transition('active')
+          this.scheduleUnload()
+        }
+        return
+      }
+      // A member may have joined during the await (TypeScript cannot see that the state moved).
+      if ((this.stateValue as RoomState) !== 'unloading') return
+      if (!this.writer.hasPending(this.name)) break
+    }
+    this.transition('unloaded')
+    this.registry.forget(this)
+    this.doc.off('update', this.onDocUpdate)
+    this.doc.destroy()
+    this.log.debug({ room: this.name }, 'room unloaded')
+  }
+
+  /** Cancels timers; used when the whole server stops. */
+  dispose(): void {
+    if (this.unloadTimer !== null) clearTimeout(this.unloadTimer)
+    this.unloadTimer = null
+  }
+
+  memberList(): RoomMember[] {
+    return [...this.members]
+  }
+}
+
+/** The loaded rooms by name. Connections arriving during a load share that load. */
+export class RoomRegistry {
+  private readonly rooms = new Map<string, Room>()
+
+  constructor(
+    private readonly writer: DocumentWriter,
+    private readonly log: Logger,
+    /** Milliseconds an empty room stays loaded; negative = never unload (tests). */
+    readonly unloadDelayMs: number,
+  ) {}
+
+  /** Joins `member` to the room, loading it when needed. Await `room.loaded` before syncing. */
+  join(name: string, member: RoomMember): Room {
+    let room = this.rooms.get(name)
+    if (room === undefined) {
+      room = new Room(name, this.writer, this, this.log)
+      this.rooms.set(name, room)
+    }
+    room.join(member)
+    return room
+  }
+
+  get(name: string): Room | undefined {
+    return this.rooms.get(name)
+  }
+
+  forget(room: Room): void {
+    if (this.rooms.get(room.name) === room) this.rooms.delete(room.name)
+  }
+
+  get size(): number {
+    return this.rooms.size
+  }
+
+  all(): IterableIterator<Room> {
+    return this.rooms.values()
+  }
+}

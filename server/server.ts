@@ -1,0 +1,381 @@
+import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http'
+import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https'
+import { readFileSync } from 'node:fs'
+import type { AddressInfo } from 'node:net'
+import type { Duplex } from 'node:stream'
+import { WebSocketServer, type WebSocket } from 'ws'
+import { roomFromPath } from '../protocol/index.js'
+import { DocumentWriter, openStore, type StorageHealth } from '../persistence/index.js'
+import { CloseCode, HttpError, type HttpErrorCode } from './codes.js'
+import { resolveOptions, type WeftOptions } from './config.js'
+import { Connection } from './connection.js'
+import { createLogger, type Logger } from './logger.js'
+import { ServerMetrics } from './metrics.js'
+import { RoomRegistry } from './room.js'
+import { YWebsocketSession } from './ywebsocket-session.js'
+
+export type ServerState = 'starting' | 'serving' | 'draining' | 'stopped'
+
+const SERVER_TRANSITIONS: Readonly<Record<ServerState, readonly ServerState[]>> = {
+  starting: ['serving', 'draining', 'stopped'],
+  serving: ['draining', 'stopped'],
+  draining: ['stopped'],
+  stopped: [],
+}
+
+export interface CreateServerOptions extends Partial<WeftOptions> {
+  /** A pino logger to use instead of the JSON stdout logger built from `logLevel`. */
+  logger?: Logger
+}
+
+export interface DrainResult {
+  /** Rooms whose last writes could not be stored before the deadline. */
+  unsaved: string[]
+}
+
+/** How long a refused client should wait before it comes back, in seconds. */
+const RETRY_AFTER_SECONDS = 5
+
+/**
+ * One weft instance: HTTP endpoints, WebSocket upgrades, rooms and storage.
+ * `starting → serving → draining → stopped`; `drain()` and `close()` are idempotent.
+ */
+export class WeftServer {
+  readonly options: Readonly<WeftOptions>
+  readonly log: Logger
+  readonly metrics = new ServerMetrics()
+  private stateValue: ServerState = 'starting'
+  private httpServer: HttpServer | HttpsServer | null = null
+  private ownsHttpServer = false
+  private readonly wss: WebSocketServer
+  private writer: DocumentWriter | null = null
+  private rooms: RoomRegistry | null = null
+  private startPromise: Promise<void> | null = null
+  private drainPromise: Promise<DrainResult> | null = null
+  private heartbeatTimer: NodeJS.Timeout | null = null
+  private readonly connections = new Set<Connection>()
+  private readonly connectionsPerIp = new Map<string, number>()
+  private storageHealth: StorageHealth = { ok: true }
+
+  constructor(options: CreateServerOptions = {}) {
+    const { logger, ...settings } = options
+    this.options = resolveOptions(settings)
+    this.log = logger ?? createLogger(this.options.logLevel)
+    this.wss = new WebSocketServer({
+      noServer: true,
+      maxPayload: this.options.maxMessageBytes,
+      // Yjs updates are already compact binary; compression would cost CPU per recipient.
+      perMessageDeflate: false,
+      clientTracking: false,
+    })
+    this.metrics.storageUp.set(1)
+  }
+
+  get state(): ServerState {
+    return this.stateValue
+  }
+
+  private transition(next: ServerState): void {
+    if (!SERVER_TRANSITIONS[this.stateValue].includes(next)) throw new Error(`server: illegal transition ${this.stateValue} -> ${next}`)
+    this.stateValue = next
+    this.log.debug({ state: next }, 'server state')
+  }
+
+  /** Opens storage. Called by `listen` and `attach`; safe to call more than once. */
+  start(): Promise<void> {
+    this.startPromise ??= this.open()
+    return this.startPromise
+  }
+
+  private async open(): Promise<void> {
+    const store = await openStore(this.options.data)
+    const writer = new DocumentWriter(store, {
+      persistWindowMs: this.options.persistWindowMs,
+      logger: this.log,
+    })
+    writer.on('health', (health) => {
+      this.storageHealth = health
+      this.metrics.storageUp.set(health.ok ? 1 : 0)
+      if (health.ok) this.log.info('storage recovered')
+      else this.log.error({ error: health.error }, 'storage failing')
+    })
+    this.writer = writer
+    this.rooms = new RoomRegistry(writer, this.log, this.options.roomUnloadDelayMs)
+    this.heartbeatTimer = setInterval(() => this.heartbeat(), this.options.heartbeatIntervalMs)
+    this.heartbeatTimer.unref()
+    if (this.options.authSecret === null && this.options.allowOrigins === null) {
+      this.log.warn('open mode: no --auth-secret and no --allow-origin; anyone who can reach this port can read and edit every document')
+    }
+    if (this.stateValue === 'starting') this.transition('serving')
+  }
+
+  /** Listens on `options.host`/`options.port` with weft's own HTTP(S) server. */
+  async listen(): Promise<AddressInfo> {
+    await this.start()
+    const handler = (req: IncomingMessage, res: ServerResponse): void => this.handleRequest(req, res)
+    const server =
+      this.options.tlsCert !== null && this.options.tlsKey !== null
+        ? createHttpsServer({ cert: readFileSync(this.options.tlsCert), key: readFileSync(this.options.tlsKey) }, handler)
+        : createHttpServer(handler)
+    this.ownsHttpServer = true
+    this.attach(server)
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject)
+      server.listen(this.options.port, this.options.host, () => {
+        server.off('error', reject)
+        resolve()
+      })
+    })
+    const address = server.address() as AddressInfo
+    this.log.info({ port: address.port, host: address.address }, 'listening')
+    return address
+  }
+
+  /** Handles WebSocket upgrades of an existing HTTP(S) server. Other requests stay the caller's (see `handleRequest`). */
+  attach(server: HttpServer | HttpsServer): void {
+    if (this.httpServer !== null) throw new Error('weft is already attached to a server')
+    this.httpServer = server
+    server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => this.handleUpgrade(req, socket, head))
+    void this.start().catch((err: unknown) => this.log.error({ err }, 'storage could not be opened'))
+  }
+
+  address(): AddressInfo | null {
+    const address = this.httpServer?.address()
+    return address !== null && typeof address === 'object' ? address : null
+  }
+
+  /** weft's HTTP endpoints, for use from an embedding server's request handler. */
+  handleRequest(req: IncomingMessage, res: ServerResponse): void {
+    const url = new URL(req.url ?? '/', 'http://weft')
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      if (url.pathname.startsWith('/health/') || url.pathname === '/metrics') {
+        sendJsonError(res, 'method_not_allowed', `${req.method} is not allowed on ${url.pathname}`)
+      } else sendJsonError(res, 'not_found', `no route for ${req.method} ${url.pathname}`)
+      return
+    }
+    switch (url.pathname) {
+      case '/health/live':
+        sendJson(res, 200, { status: 'live' })
+        return
+      case '/health/ready': {
+        const ready = this.stateValue === 'serving' && this.storageHealth.ok
+        sendJson(res, ready ? 200 : 503, {
+          status: ready ? 'ready' : 'unavailable',
+          state: this.stateValue,
+          storage: this.storageHealth.ok ? 'ok' : 'failing',
+        })
+        return
+      }
+      case '/metrics':
+        this.serveMetrics(req, res)
+        return
+      default:
+        sendJsonError(res, 'not_found', `no route for GET ${url.pathname}`)
+    }
+  }
+
+  private serveMetrics(req: IncomingMessage, res: ServerResponse): void {
+    const token = this.options.metricsToken
+    if (token !== null && req.headers.authorization !== `Bearer ${token}`) {
+      sendJsonError(res, 'unauthorized', 'metrics need a bearer token')
+      return
+    }
+    this.metrics.connections.set(this.connections.size)
+    this.metrics.roomsLoaded.set(this.rooms?.size ?? 0)
+    this.metrics.registry.metrics().then(
+      (text) => {
+        res.writeHead(200, { 'content-type': this.metrics.registry.contentType })
+        res.end(text)
+      },
+      (err: unknown) => {
+        this.log.error({ err }, 'metrics failed')
+        sendJsonError(res, 'internal_error', 'metrics could not be collected')
+      },
+    )
+  }
+
+  private refuseUpgrade(socket: Duplex, code: HttpErrorCode, message: string, result: string): void {
+    this.metrics.upgrades.inc({ result })
+    const status = HttpError[code]
+    const body = JSON.stringify({ error: code, message })
+    const retry = status === 503 || status === 429 ? `Retry-After: ${RETRY_AFTER_SECONDS}\r\n` : ''
+    socket.end(
+      `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Error'}\r\n` +
+        `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n${retry}Connection: close\r\n\r\n${body}`,
+    )
+  }
+
+  private handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    socket.on('error', () => socket.destroy())
+    if (this.stateValue !== 'serving' || this.rooms === null) {
+      this.refuseUpgrade(socket, 'unavailable', this.stateValue === 'draining' ? 'server is draining' : 'server is not ready', 'unavailable')
+      return
+    }
+    const url = new URL(req.url ?? '/', 'http://weft')
+    const room = roomFromPath(url.pathname)
+    if (room === null) {
+      this.refuseUpgrade(socket, 'invalid_room', 'room names are 1 to 512 bytes of UTF-8 without control characters', 'invalid_room')
+      return
+    }
+    const ip = req.socket.remoteAddress ?? 'unknown'
+    if (this.connections.size >= this.options.maxConnections) {
+      this.refuseUpgrade(socket, 'unavailable', 'server is full', 'full')
+      return
+    }
+    if ((this.connectionsPerIp.get(ip) ?? 0) >= this.options.maxConnectionsPerIp) {
+      this.refuseUpgrade(socket, 'too_many_requests', 'too many connections from this address', 'ip_limit')
+      return
+    }
+    this.wss.handleUpgrade(req, socket, head, (ws: WebSocket) => {
+      this.metrics.upgrades.inc({ result: 'accepted' })
+      this.admit(ws, socket, ip, room)
+    })
+  }
+
+  private admit(ws: WebSocket, raw: Duplex, ip: string, roomName: string): void {
+    const rooms = this.rooms as RoomRegistry
+    const connection = new Connection(ws, raw, ip, {
+      sendQueueBytes: this.options.sendQueueBytes,
+      sendQueueGraceMs: 10_000,
+    })
+    this.connections.add(connection)
+    this.connectionsPerIp.set(ip, (this.connectionsPerIp.get(ip) ?? 0) + 1)
+    const session = new YWebsocketSession(
+      connection,
+      roomName,
+      rooms,
+      { maxPendingMessages: 1_000, maxPendingBytes: Math.max(this.options.maxMessageBytes, 8 * 1024 * 1024) },
+      this.log,
+    )
+    const sessionClose = connection.onClose
+    connection.onClose = (code) => {
+      sessionClose?.(code)
+      this.connections.delete(connection)
+      const left = (this.connectionsPerIp.get(ip) ?? 1) - 1
+      if (left <= 0) this.connectionsPerIp.delete(ip)
+      else this.connectionsPerIp.set(ip, left)
+      this.metrics.closes.inc({ code: String(code) })
+      if (code === CloseCode.protocolError || code === CloseCode.invalidPayload || code === CloseCode.messageTooBig) {
+        this.metrics.malformedMessages.inc({ code: String(code) })
+      }
+    }
+    void session
+  }
+
+  private heartbeat(): void {
+    for (const connection of this.connections) {
+      if (!connection.heartbeat()) this.metrics.heartbeatTerminations.inc()
+    }
+  }
+
+  /**
+   * Graceful drain: readiness turns 503 and upgrades are refused at once; connections are closed
+   * with 1012 spread over the drain window so clients do not all reconnect at the same instant;
+   * every room is flushed. Resolves with the rooms that could not be saved by the deadline.
+   */
+  drain(): Promise<DrainResult> {
+    this.drainPromise ??= this.runDrain()
+    return this.drainPromise
+  }
+
+  private async runDrain(): Promise<DrainResult> {
+    if (this.stateValue === 'stopped') return { unsaved: [] }
+    const deadline = Date.now() + this.options.drainSeconds * 1000
+    this.transition('draining')
+    this.log.info({ connections: this.connections.size, drainSeconds: this.options.drainSeconds }, 'draining')
+    await this.startPromise?.catch(() => {})
+    // Spread the closes over the first half of the window; the rest is for the final flush.
+    const spreadMs = Math.max(0, this.options.drainSeconds * 1000 * 0.5)
+    const connections = [...this.connections]
+    const batches = Math.min(connections.length, Math.max(1, Math.floor(spreadMs / 50)))
+    const perBatch = batches === 0 ? 0 : Math.ceil(connections.length / batches)
+    const started = Date.now()
+    for (let i = 0; i < batches; i++) {
+      const target = started + (spreadMs * i) / batches + Math.random() * (spreadMs / batches) * 0.5
+      const wait = target - Date.now()
+      if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait))
+      for (const connection of connections.slice(i * perBatch, (i + 1) * perBatch)) {
+        connection.close(CloseCode.serviceRestart, 'service restart')
+      }
+    }
+    return this.shutdown(deadline)
+  }
+
+  /** Closes everything now: connections with 1012 (1001 is not in the contract), then flush and close storage. */
+  async close(): Promise<DrainResult> {
+    if (this.drainPromise !== null) return this.drainPromise
+    if (this.stateValue === 'stopped') return { unsaved: [] }
+    this.drainPromise = (async () => {
+      if (this.stateValue !== 'draining') this.transition('draining')
+      await this.startPromise?.catch(() => {})
+      for (const connection of this.connections) connection.close(CloseCode.serviceRestart, 'service restart')
+      return this.shutdown(Date.now() + Math.max(1000, this.options.drainSeconds * 1000))
+    })()
+    return this.drainPromise
+  }
+
+  private async shutdown(deadline: number): Promise<DrainResult> {
+    if (this.heartbeatTimer !== null) clearInterval(this.heartbeatTimer)
+    // Wait for the close handshakes (bounded), so updates that arrived meanwhile are applied first.
+    while (this.connections.size > 0 && Date.now() < deadline - 500) {
+      await new Promise((resolve) => setTimeout(resolve, 20))
+    }
+    for (const connection of this.connections) connection.terminate()
+    let unsaved: string[] = []
+    if (this.writer !== null) {
+      const result = await this.writer.close({ deadlineMs: Math.max(100, deadline - Date.now()) })
+      unsaved = result.unsaved
+    }
+    if (this.rooms !== null) for (const room of this.rooms.all()) room.dispose()
+    if (this.ownsHttpServer && this.httpServer !== null) {
+      const server = this.httpServer
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()))
+      // Keep-alive HTTP sockets would hold close() open; upgraded sockets are already ours and gone.
+      server.closeAllConnections()
+      await closed
+    }
+    this.wss.close()
+    this.transition('stopped')
+    if (unsaved.length > 0) this.log.error({ rooms: unsaved }, 'stopped with unsaved rooms')
+    else this.log.info('stopped')
+    return { unsaved }
+  }
+
+  /** For tests and the HTTP API: the loaded room, if any. */
+  loadedRoom(name: string) {
+    return this.rooms?.get(name)
+  }
+}
+
+/** Creates a weft server; `listen()` or `attach(httpServer)` to start it. */
+export function createServer(options: CreateServerOptions = {}): WeftServer {
+  return new WeftServer(options)
+}
+
+const STATUS_TEXT: Readonly<Record<number, string>> = {
+  400: 'Bad Request',
+  401: 'Unauthorized',
+  403: 'Forbidden',
+  404: 'Not Found',
+  405: 'Method Not Allowed',
+  413: 'Payload Too Large',
+  429: 'Too Many Requests',
+  500: 'Internal Server Error',
+  503: 'Service Unavailable',
+}
+
+function sendJson(res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body)
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' })
+  res.end(text)
+}
+
+function sendJsonError(res: ServerResponse, code: HttpErrorCode, message: string): void {
+  const status = HttpError[code]
+  const headers: Record<string, string | number> = { 'content-type': 'application/json', 'cache-control': 'no-store' }
+  if (status === 503 || status === 429) headers['retry-after'] = RETRY_AFTER_SECONDS
+  const text = JSON.stringify({ error: code, message })
+  headers['content-length'] = Buffer.byteLength(text)
+  res.writeHead(status, headers)
+  res.end(text)
+}

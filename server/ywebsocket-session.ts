@@ -1,0 +1,149 @@
+import * as Y from 'yjs'
+import {
+  decodeAwarenessUpdate,
+  decodeYMessage,
+  encodeAwareness,
+  encodeAwarenessUpdate,
+  encodeSyncStep1,
+  encodeSyncStep2,
+  encodeSyncUpdate,
+  ProtocolError,
+  validateUpdate,
+  type AwarenessEntry,
+} from '../protocol/index.js'
+import { CloseCode } from './codes.js'
+import type { Connection } from './connection.js'
+import type { Logger } from './logger.js'
+import type { Room, RoomMember, RoomRegistry, WireFormat } from './room.js'
+
+/** y-websocket framing: one message per frame, no document name (the URL names the room). */
+export const yWebsocketFormat: WireFormat = {
+  name: 'y-websocket',
+  update: (_room, update) => encodeSyncUpdate(update),
+  awareness: (_room, entries) => encodeAwareness(encodeAwarenessUpdate(entries)),
+}
+
+export interface PendingLimits {
+  /** Frames held while the room loads, at most. */
+  maxPendingMessages: number
+  /** Bytes held while the room loads, at most. */
+  maxPendingBytes: number
+}
+
+/**
+ * One y-websocket connection bound to one room. Nothing is answered before the room has loaded
+ * (y-websocket#81: a client that syncs against an empty document overwrites data); frames arriving
+ * meanwhile are held within `PendingLimits`.
+ */
+export class YWebsocketSession implements RoomMember {
+  readonly format = yWebsocketFormat
+  private readonly room: Room
+  private pending: Uint8Array[] | null = []
+  private pendingBytes = 0
+
+  constructor(
+    private readonly connection: Connection,
+    roomName: string,
+    registry: RoomRegistry,
+    private readonly limits: PendingLimits,
+    private readonly log: Logger,
+  ) {
+    this.room = registry.join(roomName, this)
+    connection.onClose = () => this.room.leave(this)
+    connection.socket.on('message', (data: Buffer, isBinary: boolean) => this.receive(data, isBinary))
+    this.room.loaded.then(this.start, () => {
+      // Room.fail() has already evicted every member with 1011.
+    })
+  }
+
+  private readonly start = (): void => {
+    if (this.connection.state !== 'open') return
+    const doc = this.room.doc
+    this.connection.send(encodeSyncStep1(Y.encodeStateVector(doc)))
+    const states = this.room.awareness.liveEntries()
+    if (states.length > 0) this.connection.send(encodeAwareness(encodeAwarenessUpdate(states)))
+    const held = this.pending ?? []
+    this.pending = null
+    this.pendingBytes = 0
+    for (const frame of held) {
+      if (this.connection.state !== 'open') return
+      this.handle(frame)
+    }
+  }
+
+  private receive(data: Buffer, isBinary: boolean): void {
+    if (this.connection.state !== 'open') return
+    if (!isBinary) {
+      this.connection.close(CloseCode.protocolError, 'text frames are not part of the protocol')
+      return
+    }
+    if (this.pending !== null) {
+      this.pendingBytes += data.length
+      if (this.pending.length >= this.limits.maxPendingMessages || this.pendingBytes > this.limits.maxPendingBytes) {
+        this.connection.close(CloseCode.tryAgainLater, 'too much sent before the document loaded')
+        return
+      }
+      this.pending.push(data)
+      return
+    }
+    this.handle(data)
+  }
+
+  private handle(frame: Uint8Array): void {
+    try {
+      const message = decodeYMessage(frame)
+      switch (message.kind) {
+        case 'sync-step-1':
+          this.connection.send(encodeSyncStep2(Y.encodeStateAsUpdate(this.room.doc, message.stateVector)))
+          break
+        case 'sync-step-2':
+        case 'sync-update':
+          this.applyUpdate(message.update)
+          break
+        case 'awareness':
+          this.applyAwareness(decodeAwarenessUpdate(message.update))
+          break
+        case 'query-awareness': {
+          const states = this.room.awareness.liveEntries()
+          this.connection.send(encodeAwareness(encodeAwarenessUpdate(states)))
+          break
+        }
+        case 'auth-denied':
+          // Only servers send permission-denied; a client sending it is ignored, as y-protocols does.
+          break
+      }
+    } catch (err) {
+      if (err instanceof ProtocolError) {
+        this.log.info({ room: this.room.name, conn: this.connection.id, code: err.closeCode, reason: err.message }, 'malformed message')
+        this.connection.close(err.closeCode, err.message.slice(0, 100))
+        return
+      }
+      this.log.error({ room: this.room.name, conn: this.connection.id, err }, 'message handling failed')
+      this.connection.close(CloseCode.internalError, 'internal error')
+    }
+  }
+
+  private applyUpdate(update: Uint8Array): void {
+    // Parse the whole update before Yjs sees it: a truncated or crafted update must neither hang
+    // the process (yjs#479, yjs#498) nor leave the document half-applied.
+    validateUpdate(update)
+    try {
+      this.room.applyUpdate(update, this)
+    } catch (err) {
+      throw new ProtocolError(1007, `update rejected by Yjs: ${(err as Error).message}`)
+    }
+  }
+
+  private applyAwareness(entries: AwarenessEntry[]): void {
+    this.room.applyAwareness(entries, this)
+  }
+
+  deliver(frame: Uint8Array): void {
+    if (this.pending !== null) return // not synced yet: sync step 2 will carry it
+    this.connection.send(frame)
+  }
+
+  evict(code: number, reason: string): void {
+    this.connection.close(code, reason)
+  }
+}

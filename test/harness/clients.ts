@@ -1,0 +1,122 @@
+import { WebSocket } from 'ws'
+import * as Y from 'yjs'
+import { WebsocketProvider } from 'y-websocket'
+import { until, withDeadline } from './wait.js'
+
+/**
+ * A stock y-websocket provider in Node: `ws` as its WebSocket, and no BroadcastChannel (two
+ * providers in one process would otherwise sync through it and a test would pass without the server).
+ */
+export function provider(url: string, room: string, doc = new Y.Doc(), options: { connect?: boolean } = {}): WebsocketProvider {
+  return new WebsocketProvider(url, room, doc, {
+    WebSocketPolyfill: WebSocket as unknown as typeof globalThis.WebSocket,
+    disableBc: true,
+    connect: options.connect ?? true,
+    maxBackoffTime: 500,
+  })
+}
+
+export function synced(p: WebsocketProvider, timeoutMs = 10_000): Promise<void> {
+  if (p.synced) return Promise.resolve()
+  return withDeadline(
+    new Promise<void>((resolve) => {
+      const handler = (isSynced: boolean): void => {
+        if (isSynced) {
+          p.off('sync', handler)
+          resolve()
+        }
+      }
+      p.on('sync', handler)
+    }),
+    `provider of ${p.roomname} to sync`,
+    timeoutMs,
+  )
+}
+
+/** Waits until every doc has the same encoded state (byte-identical after a fresh load) and returns it. */
+export async function converged(docs: readonly Y.Doc[], what = 'documents to converge', timeoutMs = 15_000): Promise<Uint8Array> {
+  await until(() => {
+    const first = canonicalState(docs[0] as Y.Doc)
+    return docs.every((doc) => Buffer.from(canonicalState(doc)).equals(Buffer.from(first)))
+  }, what, timeoutMs)
+  return canonicalState(docs[0] as Y.Doc)
+}
+
+/**
+ * A doc's state in canonical bytes: the encoded state of a fresh doc that applied it. Two docs with
+ * the same content can encode differently (struct splitting depends on history); a fresh load
+ * normalises that.
+ */
+export function canonicalState(doc: Y.Doc): Uint8Array {
+  const fresh = new Y.Doc()
+  Y.applyUpdate(fresh, Y.encodeStateAsUpdate(doc))
+  const bytes = Y.encodeStateAsUpdate(fresh)
+  fresh.destroy()
+  return bytes
+}
+
+export function canonicalUpdate(update: Uint8Array): Uint8Array {
+  const doc = new Y.Doc()
+  Y.applyUpdate(doc, update)
+  return canonicalState(doc)
+}
+
+/** A raw WebSocket that records every frame and its close, for byte-level tests. */
+export class RawClient {
+  readonly frames: Uint8Array[] = []
+  closeCode: number | null = null
+  closeReason = ''
+  readonly opened: Promise<void>
+  readonly closed: Promise<number>
+
+  constructor(readonly socket: WebSocket) {
+    socket.binaryType = 'nodebuffer'
+    socket.on('message', (data: Buffer) => this.frames.push(new Uint8Array(data)))
+    this.opened = new Promise((resolve, reject) => {
+      socket.once('open', () => resolve())
+      socket.once('error', reject)
+      socket.once('unexpected-response', (_req, res) => reject(new Error(`upgrade refused with HTTP ${res.statusCode}`)))
+    })
+    this.closed = new Promise((resolve) => {
+      socket.once('close', (code: number, reason: Buffer) => {
+        this.closeCode = code
+        this.closeReason = reason.toString()
+        resolve(code)
+      })
+    })
+    this.opened.catch(() => {})
+  }
+
+  static async open(url: string): Promise<RawClient> {
+    const client = new RawClient(new WebSocket(url))
+    await withDeadline(client.opened, `raw client to open ${url}`)
+    return client
+  }
+
+  send(frame: Uint8Array): void {
+    this.socket.send(frame)
+  }
+
+  /** Waits for a frame matching `match` (from the start of the record) and returns it. */
+  async frame(match: (frame: Uint8Array) => boolean, what: string, timeoutMs = 10_000): Promise<Uint8Array> {
+    let found: Uint8Array | undefined
+    await until(() => (found = this.frames.find(match)) !== undefined, what, timeoutMs)
+    return found as Uint8Array
+  }
+
+  waitClosed(timeoutMs = 10_000): Promise<number> {
+    return withDeadline(this.closed, 'socket to close', timeoutMs)
+  }
+
+  close(): void {
+    this.socket.close()
+  }
+}
+
+/** Destroys a provider and its awareness (whose interval would otherwise keep the process alive). */
+export function destroy(...providers: WebsocketProvider[]): void {
+  for (const p of providers) {
+    p.destroy()
+    p.awareness.destroy()
+  }
+}
