@@ -7,6 +7,7 @@
  */
 
 import { readFileSync } from 'node:fs'
+import { ClientAddress } from './admission.js'
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent'
 
@@ -50,6 +51,16 @@ export interface WeftOptions {
   tlsKey: string | null
   /** JSON log level (logs go to stdout). */
   logLevel: LogLevel
+  /** Connections admitted at once to one room. */
+  maxRoomConnections: number
+  /** WebSocket upgrades admitted per second (token bucket; the burst is twice this). */
+  upgradesPerSecond: number
+  /** Inbound messages per second per connection; past it the socket is paused, not dropped. */
+  inboundMessagesPerSecond: number
+  /** Inbound bytes per second per connection; past it the socket is paused, not dropped. */
+  inboundBytesPerSecond: number
+  /** Milliseconds a connection may stay over --send-queue-bytes before it is closed with 1013. */
+  slowConsumerGraceMs: number
   /** Milliseconds a room with no connections stays loaded after it is persisted. */
   roomUnloadDelayMs: number
   /** Milliseconds between server pings; a connection silent for two intervals is terminated. */
@@ -77,6 +88,11 @@ export const DEFAULTS: Readonly<WeftOptions> = Object.freeze({
   tlsCert: null,
   tlsKey: null,
   logLevel: 'info',
+  maxRoomConnections: 10_000,
+  upgradesPerSecond: 1_000,
+  inboundMessagesPerSecond: 500,
+  inboundBytesPerSecond: 8 * 1024 * 1024,
+  slowConsumerGraceMs: 5_000,
   roomUnloadDelayMs: 5_000,
   heartbeatIntervalMs: 30_000,
 })
@@ -122,6 +138,13 @@ export const SETTINGS: readonly SettingSpec[] = [
   { key: 'tlsCert', flag: '--tls-cert', env: 'WEFT_TLS_CERT', kind: 'file' },
   { key: 'tlsKey', flag: '--tls-key', env: 'WEFT_TLS_KEY', kind: 'file' },
   { key: 'logLevel', flag: '--log-level', env: 'WEFT_LOG_LEVEL', kind: 'level' },
+  // Beyond the contract's table: limits of the connection core.
+  { key: 'maxRoomConnections', flag: '--max-room-connections', env: 'WEFT_MAX_ROOM_CONNECTIONS', kind: 'int', min: 1 },
+  { key: 'upgradesPerSecond', flag: '--upgrades-per-second', env: 'WEFT_UPGRADES_PER_SECOND', kind: 'int', min: 1 },
+  { key: 'inboundMessagesPerSecond', flag: '--inbound-messages-per-second', env: 'WEFT_INBOUND_MESSAGES_PER_SECOND', kind: 'int', min: 1 },
+  { key: 'inboundBytesPerSecond', flag: '--inbound-bytes-per-second', env: 'WEFT_INBOUND_BYTES_PER_SECOND', kind: 'int', min: 1024 },
+  { key: 'slowConsumerGraceMs', flag: '--slow-consumer-grace-ms', env: 'WEFT_SLOW_CONSUMER_GRACE_MS', kind: 'int', min: 0, max: 600_000 },
+  { key: 'heartbeatIntervalMs', flag: '--heartbeat-interval-ms', env: 'WEFT_HEARTBEAT_INTERVAL_MS', kind: 'int', min: 100, max: 600_000 },
 ]
 
 const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']
@@ -224,9 +247,22 @@ export function resolveOptions(partial: Partial<WeftOptions> = {}): Readonly<Wef
   if ((options.tlsCert === null) !== (options.tlsKey === null)) {
     throw new ConfigError(options.tlsCert === null ? '--tls-cert' : '--tls-key', 'invalid --tls-cert/--tls-key: both must be given')
   }
-  for (const key of ['maxConnections', 'maxConnectionsPerIp', 'maxMessageBytes', 'sendQueueBytes', 'maxDocumentBytes'] as const) {
+  for (const key of [
+    'maxConnections',
+    'maxConnectionsPerIp',
+    'maxMessageBytes',
+    'sendQueueBytes',
+    'maxDocumentBytes',
+    'maxRoomConnections',
+    'upgradesPerSecond',
+    'inboundMessagesPerSecond',
+    'inboundBytesPerSecond',
+    'heartbeatIntervalMs',
+  ] as const) {
     if (!Number.isInteger(options[key]) || options[key] <= 0) throw new ConfigError(key, `invalid ${key}: must be a positive whole number`)
   }
   if (options.data === '') throw new ConfigError('--data', 'invalid --data: must not be empty')
+  const badProxy = ClientAddress.validate(options.trustedProxies)
+  if (badProxy !== null) throw new ConfigError('--trusted-proxies', `invalid --trusted-proxies: "${badProxy}" is not an IP address or CIDR range`)
   return Object.freeze({ ...options })
 }

@@ -1,20 +1,40 @@
 import type { Duplex } from 'node:stream'
 import type { WebSocket } from 'ws'
+import type { AwarenessEntry } from '../protocol/index.js'
 import { CloseCode } from './codes.js'
+import { SendQueue } from './send-queue.js'
+import { TokenBucket, systemClock, type Clock } from './token-bucket.js'
+import type { SharedFrames, WireFormat } from './wire-format.js'
 
 export interface ConnectionLimits {
-  /** Outbound budget: what `ws` has buffered for this socket. */
+  /** Outbound budget in bytes: what `ws` has buffered plus what weft holds. */
   sendQueueBytes: number
   /** How long the budget may stay exceeded before the connection is closed with 1013. */
-  sendQueueGraceMs: number
+  slowConsumerGraceMs: number
+  /** Inbound messages per second (sustained); the burst is twice that. */
+  inboundMessagesPerSecond: number
+  /** Inbound bytes per second (sustained); the burst is the larger of that and one largest frame. */
+  inboundBytesPerSecond: number
+  maxMessageBytes: number
+}
+
+export interface ConnectionEvents {
+  onSlowConsumer?(): void
+  onCoalesced?(count: number): void
+  onPause?(): void
+  onResume?(): void
 }
 
 export type ConnectionState = 'open' | 'closing' | 'closed'
 
+/** Share of the budget past which broadcasts are held and merged instead of sent. */
+const SOFT_MARK_SHARE = 0.25
+
 let nextConnectionId = 1
 
 /**
- * The protocol-independent part of one client socket: sending within a byte budget, liveness for
+ * The protocol-independent part of one client socket: a bounded send queue, inbound rate limits
+ * that pause the socket (TCP pushes back on the sender; nothing is dropped), liveness for
  * heartbeats, and closing once with a code. Protocol sessions (y-websocket, Hocuspocus) sit on top.
  */
 export class Connection {
@@ -22,23 +42,51 @@ export class Connection {
   private stateValue: ConnectionState = 'open'
   /** Set by any sign of life (pong, or bytes arriving); cleared by each heartbeat tick. */
   private alive = true
-  private overBudgetSince: number | null = null
+  private readonly queue: SendQueue
+  private readonly messageBucket: TokenBucket
+  private readonly byteBucket: TokenBucket
+  private resumeTimer: NodeJS.Timeout | null = null
+  private messageHandler: ((data: Buffer) => void) | null = null
   closeCode: number | null = null
-  onClose: ((code: number) => void) | null = null
+  private readonly closeHandlers: Array<(code: number) => void> = []
 
   constructor(
     readonly socket: WebSocket,
     /** The raw TCP/TLS stream under the WebSocket: bytes arriving there count as life, so a long upload is never cut off. */
-    raw: Duplex,
+    private readonly raw: Duplex,
     readonly ip: string,
-    private readonly limits: ConnectionLimits,
+    limits: ConnectionLimits,
+    format: WireFormat,
+    private readonly events: ConnectionEvents = {},
+    clock: Clock = systemClock,
   ) {
+    this.queue = new SendQueue(
+      { send: (frame) => socket.send(frame, { binary: true }), bufferedAmount: () => socket.bufferedAmount },
+      format,
+      { softBytes: Math.floor(limits.sendQueueBytes * SOFT_MARK_SHARE), hardBytes: limits.sendQueueBytes, graceMs: limits.slowConsumerGraceMs },
+      {
+        onSlowConsumer: () => {
+          this.events.onSlowConsumer?.()
+          this.close(CloseCode.tryAgainLater, 'slow consumer')
+        },
+        onCoalesced: (count) => this.events.onCoalesced?.(count),
+      },
+      clock,
+    )
+    this.messageBucket = new TokenBucket(limits.inboundMessagesPerSecond, limits.inboundMessagesPerSecond * 2, clock)
+    this.byteBucket = new TokenBucket(limits.inboundBytesPerSecond, Math.max(limits.inboundBytesPerSecond, limits.maxMessageBytes), clock)
     socket.on('pong', this.markAlive)
     raw.on('data', this.markAlive)
+    raw.on('drain', this.flush)
+    socket.on('message', (data: Buffer, isBinary: boolean) => this.receive(data, isBinary))
     socket.on('close', (code: number) => {
       this.stateValue = 'closed'
       raw.off('data', this.markAlive)
-      this.onClose?.(this.closeCode ?? code)
+      raw.off('drain', this.flush)
+      this.queue.close()
+      if (this.resumeTimer !== null) clearTimeout(this.resumeTimer)
+      const final = this.closeCode ?? code
+      for (const handler of this.closeHandlers) handler(final)
     })
     socket.on('error', () => {
       // ws reports protocol violations (bad frames, too-large payloads) here and closes the socket
@@ -50,39 +98,86 @@ export class Connection {
     return this.stateValue
   }
 
-  get bufferedBytes(): number {
-    return this.socket.bufferedAmount
+  /** Bytes this connection costs on the outbound side: socket buffer plus what weft holds. */
+  get queuedBytes(): number {
+    return this.queue.totalBytes
+  }
+
+  get paused(): boolean {
+    return this.resumeTimer !== null
+  }
+
+  onClose(handler: (code: number) => void): void {
+    this.closeHandlers.push(handler)
+  }
+
+  /** The session's handler for binary frames; text frames are a protocol error (1002). */
+  onMessage(handler: (data: Buffer) => void): void {
+    this.messageHandler = handler
   }
 
   private readonly markAlive = (): void => {
     this.alive = true
   }
 
-  /**
-   * Queues a frame. The first frame always goes out whatever its size (a big document's sync step
-   * 2 must be deliverable); past the budget the connection has `sendQueueGraceMs` to catch up.
-   */
-  send(frame: Uint8Array): void {
-    if (this.stateValue !== 'open') return
-    this.socket.send(frame, { binary: true })
-    if (this.socket.bufferedAmount > this.limits.sendQueueBytes) {
-      const now = Date.now()
-      if (this.overBudgetSince === null) this.overBudgetSince = now
-      else if (now - this.overBudgetSince > this.limits.sendQueueGraceMs) this.close(CloseCode.tryAgainLater, 'slow consumer')
-    } else {
-      this.overBudgetSince = null
-    }
+  private readonly flush = (): void => {
+    this.queue.flush()
   }
 
-  /** Called by the heartbeat: true when the connection showed life since the last tick. Pings it. */
+  private receive(data: Buffer, isBinary: boolean): void {
+    if (this.stateValue !== 'open') return
+    if (!isBinary) {
+      this.close(CloseCode.protocolError, 'text frames are not part of the protocol')
+      return
+    }
+    // Charge first, then handle: the frame is here and is never dropped. When a bucket is in debt
+    // the socket stops being read until it is paid off, so TCP slows the sender down.
+    const wait = Math.max(this.messageBucket.take(1), this.byteBucket.take(data.length))
+    if (wait > 0 && this.resumeTimer === null) {
+      this.socket.pause()
+      this.events.onPause?.()
+      this.resumeTimer = setTimeout(this.resume, wait)
+    }
+    this.messageHandler?.(data)
+  }
+
+  private readonly resume = (): void => {
+    this.resumeTimer = null
+    if (this.stateValue === 'closed') return
+    const wait = Math.max(this.messageBucket.waitFor(0), this.byteBucket.waitFor(0))
+    if (wait > 0) {
+      this.resumeTimer = setTimeout(this.resume, wait)
+      return
+    }
+    this.socket.resume()
+    this.events.onResume?.()
+  }
+
+  /** A frame that must arrive as it is, in order. */
+  send(frame: Uint8Array): void {
+    if (this.stateValue !== 'open') return
+    this.queue.sendFrame(frame)
+  }
+
+  /** A broadcast document update: the shared frame when the reader keeps up, merged with others when it is behind. */
+  sendUpdate(document: string, update: Uint8Array, frames: SharedFrames): void {
+    if (this.stateValue !== 'open') return
+    this.queue.sendUpdate(document, update, frames)
+  }
+
+  sendAwareness(document: string, entries: readonly AwarenessEntry[], frames: SharedFrames): void {
+    if (this.stateValue !== 'open') return
+    this.queue.sendAwareness(document, entries, frames)
+  }
+
+  /**
+   * Called by the heartbeat: false when the connection showed no life since the last tick (it is
+   * then terminated). A socket still writing out a large transfer counts as alive.
+   */
   heartbeat(): boolean {
     if (this.stateValue !== 'open') return true
-    if (this.overBudgetSince !== null && this.socket.bufferedAmount <= this.limits.sendQueueBytes) this.overBudgetSince = null
-    if (this.overBudgetSince !== null && Date.now() - this.overBudgetSince > this.limits.sendQueueGraceMs) {
-      this.close(CloseCode.tryAgainLater, 'slow consumer')
-      return true
-    }
-    const wasAlive = this.alive || this.socket.bufferedAmount > 0
+    this.queue.flush()
+    const wasAlive = this.alive || this.socket.bufferedAmount > 0 || this.paused
     this.alive = false
     if (!wasAlive) {
       this.terminate()
@@ -100,6 +195,7 @@ export class Connection {
     if (this.stateValue !== 'open') return
     this.stateValue = 'closing'
     this.closeCode = code
+    this.queue.close()
     this.socket.close(code, reason)
     // A peer that never answers the close handshake must not hold the socket forever.
     setTimeout(() => this.terminate(), 5_000).unref()

@@ -1,4 +1,4 @@
-import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client'
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 
 /**
  * The server's Prometheus metrics. Each server has its own registry, so several servers in one
@@ -22,6 +22,37 @@ export class ServerMetrics {
   readonly heartbeatTerminations = new Counter({
     name: 'weft_heartbeat_terminations_total',
     help: 'Connections terminated for showing no sign of life',
+    registers: [this.registry],
+  })
+  readonly slowConsumerCloses = new Counter({
+    name: 'weft_slow_consumer_closes_total',
+    help: 'Connections closed with 1013 for staying over the send-queue budget past the grace period',
+    registers: [this.registry],
+  })
+  readonly coalescedUpdates = new Counter({
+    name: 'weft_coalesced_updates_total',
+    help: 'Updates merged into others for connections that fell behind',
+    registers: [this.registry],
+  })
+  readonly pausedSockets = new Gauge({
+    name: 'weft_paused_sockets',
+    help: 'Sockets not being read because their inbound rate limit is exhausted',
+    registers: [this.registry],
+  })
+  readonly sendQueueBytes = new Histogram({
+    name: 'weft_send_queue_bytes',
+    help: 'Per-connection outbound bytes (socket buffer plus held), sampled each heartbeat',
+    buckets: [0, 1024, 16 * 1024, 256 * 1024, 1024 * 1024, 4 * 1024 * 1024, 16 * 1024 * 1024],
+    registers: [this.registry],
+  })
+  readonly drainClosed = new Gauge({
+    name: 'weft_drain_closed_connections',
+    help: 'Connections closed so far by the current drain',
+    registers: [this.registry],
+  })
+  readonly drainTotal = new Gauge({
+    name: 'weft_drain_total_connections',
+    help: 'Connections the current drain has to close',
     registers: [this.registry],
   })
   readonly roomsLoaded = new Gauge({ name: 'weft_rooms_loaded', help: 'Rooms loaded in memory', registers: [this.registry] })

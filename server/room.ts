@@ -2,22 +2,15 @@ import * as Y from 'yjs'
 import type { AwarenessEntry } from '../protocol/index.js'
 import type { DocumentWriter } from '../persistence/index.js'
 import { RoomAwareness } from './room-awareness.js'
+import { FrameCache, type SharedFrames, type WireFormat } from './wire-format.js'
 import type { Logger } from './logger.js'
-
-/**
- * How a member wants broadcasts framed. A room encodes each broadcast once per format in use and
- * hands the same buffer to every member of that format.
- */
-export interface WireFormat {
-  readonly name: string
-  update(room: string, update: Uint8Array): Uint8Array
-  awareness(room: string, entries: readonly AwarenessEntry[]): Uint8Array
-}
 
 /** One participant of a room: a y-websocket connection, or one document of a Hocuspocus socket. */
 export interface RoomMember {
   readonly format: WireFormat
-  deliver(frame: Uint8Array): void
+  /** A document update; `frames.get(format)` is the encoding shared by every member of that format. */
+  deliverUpdate(update: Uint8Array, frames: SharedFrames): void
+  deliverAwareness(entries: readonly AwarenessEntry[], frames: SharedFrames): void
   /** The room is going away under the member (deleted, or failed to load). */
   evict(code: number, reason: string): void
 }
@@ -44,6 +37,8 @@ export class Room {
   private readonly members = new Set<RoomMember>()
   private stateValue: RoomState = 'loading'
   private unloadTimer: NodeJS.Timeout | null = null
+  /** An upper bound of the document's encoded size: measured exactly now and then, plus every update applied since. */
+  private sizeEstimate = 0
   /** Resolves when the stored document has been applied; rejects when storage failed. */
   readonly loaded: Promise<void>
 
@@ -86,6 +81,7 @@ export class Room {
     }
     // Applied with the room as origin: the update handler knows not to store it again.
     if (stored !== null) Y.applyUpdate(this.doc, stored, this)
+    this.sizeEstimate = stored?.length ?? 0
     this.transition('active')
     this.log.debug({ room: this.name, bytes: stored?.length ?? 0, ms: Math.round(performance.now() - started) }, 'room loaded')
     if (this.members.size === 0) this.scheduleUnload()
@@ -101,34 +97,37 @@ export class Room {
 
   private readonly onDocUpdate = (update: Uint8Array, origin: unknown): void => {
     if (origin === this) return
+    this.sizeEstimate += update.length
     // Durability first: the write is scheduled before anyone hears of the update.
     this.writer.write(this.name, update).catch((err: unknown) => {
       this.log.error({ room: this.name, err }, 'update could not be stored')
     })
-    this.broadcast((format) => format.update(this.name, update), origin)
+    this.broadcastUpdate(update, origin)
   }
 
-  /** Encodes once per wire format and sends the same buffer to every member except `except`. */
-  broadcast(encode: (format: WireFormat) => Uint8Array, except: unknown): void {
-    let lastFormat: WireFormat | null = null
-    let lastFrame: Uint8Array | null = null
-    let frames: Map<WireFormat, Uint8Array> | null = null
+  /** Sends an update to every member except `except`, encoded once per wire format. */
+  private broadcastUpdate(update: Uint8Array, except: unknown): void {
+    const frames = new FrameCache((format) => format.update(this.name, update))
     for (const member of this.members) {
-      if (member === except) continue
-      let frame: Uint8Array | undefined
-      if (member.format === lastFormat) frame = lastFrame as Uint8Array
-      else {
-        frame = frames?.get(member.format)
-        if (frame === undefined) {
-          frame = encode(member.format)
-          frames ??= new Map()
-          frames.set(member.format, frame)
-        }
-        lastFormat = member.format
-        lastFrame = frame
-      }
-      member.deliver(frame)
+      if (member !== except) member.deliverUpdate(update, frames)
     }
+  }
+
+  /** Sends awareness entries to every member, encoded once per wire format. */
+  private broadcastAwareness(entries: readonly AwarenessEntry[]): void {
+    const frames = new FrameCache((format) => format.awareness(this.name, entries))
+    for (const member of this.members) member.deliverAwareness(entries, frames)
+  }
+
+  /**
+   * True when applying `updateBytes` more could grow the document past `--max-document-bytes`.
+   * Measures the document only when the cheap estimate is over the limit.
+   */
+  wouldExceedSizeLimit(updateBytes: number): boolean {
+    const limit = this.registry.maxDocumentBytes
+    if (this.sizeEstimate + updateBytes <= limit) return false
+    this.sizeEstimate = Y.encodeStateAsUpdate(this.doc).length
+    return this.sizeEstimate + updateBytes > limit
   }
 
   /** Applies an update a member sent; the doc's update event stores and relays it. */
@@ -141,7 +140,7 @@ export class Room {
     const { accepted, refused } = this.awareness.apply(entries, owner)
     // The sender hears its own awareness back: stock clients count incoming traffic as liveness,
     // and a client alone in a room would otherwise reconnect every 30 s.
-    if (accepted.length > 0) this.broadcast((format) => format.awareness(this.name, accepted), null)
+    if (accepted.length > 0) this.broadcastAwareness(accepted)
     return { refused }
   }
 
@@ -160,7 +159,7 @@ export class Room {
   leave(member: RoomMember): void {
     if (!this.members.delete(member)) return
     const removed = this.awareness.removeOwner(member)
-    if (removed.length > 0) this.broadcast((format) => format.awareness(this.name, removed), null)
+    if (removed.length > 0) this.broadcastAwareness(removed)
     if (this.members.size === 0 && this.stateValue === 'active') this.scheduleUnload()
   }
 
@@ -222,6 +221,8 @@ export class RoomRegistry {
     private readonly log: Logger,
     /** Milliseconds an empty room stays loaded; negative = never unload (tests). */
     readonly unloadDelayMs: number,
+    /** Updates that would grow a document past this many bytes are refused. */
+    readonly maxDocumentBytes: number,
   ) {}
 
   /** Joins `member` to the room, loading it when needed. Await `room.loaded` before syncing. */

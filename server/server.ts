@@ -8,11 +8,12 @@ import { roomFromPath } from '../protocol/index.js'
 import { DocumentWriter, openStore, type StorageHealth } from '../persistence/index.js'
 import { CloseCode, HttpError, type HttpErrorCode } from './codes.js'
 import { resolveOptions, type WeftOptions } from './config.js'
+import { Admission, ClientAddress, type AdmissionTicket } from './admission.js'
 import { Connection } from './connection.js'
 import { createLogger, type Logger } from './logger.js'
 import { ServerMetrics } from './metrics.js'
 import { RoomRegistry } from './room.js'
-import { YWebsocketSession } from './ywebsocket-session.js'
+import { YWebsocketSession, yWebsocketFormat } from './ywebsocket-session.js'
 
 export type ServerState = 'starting' | 'serving' | 'draining' | 'stopped'
 
@@ -32,6 +33,10 @@ export interface DrainResult {
   /** Rooms whose last writes could not be stored before the deadline. */
   unsaved: string[]
 }
+
+/** What a connection may send before its room has loaded: past either bound it is closed with 1013. */
+const PENDING_MESSAGES = 1_000
+const PENDING_BYTES = 8 * 1024 * 1024
 
 /** How long a refused client should wait before it comes back, in seconds. */
 const RETRY_AFTER_SECONDS = 5
@@ -54,7 +59,8 @@ export class WeftServer {
   private drainPromise: Promise<DrainResult> | null = null
   private heartbeatTimer: NodeJS.Timeout | null = null
   private readonly connections = new Set<Connection>()
-  private readonly connectionsPerIp = new Map<string, number>()
+  private readonly admission: Admission
+  private readonly clientAddress: ClientAddress
   private storageHealth: StorageHealth = { ok: true }
 
   constructor(options: CreateServerOptions = {}) {
@@ -69,6 +75,8 @@ export class WeftServer {
       clientTracking: false,
     })
     this.metrics.storageUp.set(1)
+    this.admission = new Admission(this.options)
+    this.clientAddress = new ClientAddress(this.options.trustedProxies)
   }
 
   get state(): ServerState {
@@ -100,7 +108,7 @@ export class WeftServer {
       else this.log.error({ error: health.error }, 'storage failing')
     })
     this.writer = writer
-    this.rooms = new RoomRegistry(writer, this.log, this.options.roomUnloadDelayMs)
+    this.rooms = new RoomRegistry(writer, this.log, this.options.roomUnloadDelayMs, this.options.maxDocumentBytes)
     this.heartbeatTimer = setInterval(() => this.heartbeat(), this.options.heartbeatIntervalMs)
     this.heartbeatTimer.unref()
     if (this.options.authSecret === null && this.options.allowOrigins === null) {
@@ -217,53 +225,70 @@ export class WeftServer {
       this.refuseUpgrade(socket, 'invalid_room', 'room names are 1 to 512 bytes of UTF-8 without control characters', 'invalid_room')
       return
     }
-    const ip = req.socket.remoteAddress ?? 'unknown'
-    if (this.connections.size >= this.options.maxConnections) {
-      this.refuseUpgrade(socket, 'unavailable', 'server is full', 'full')
+    const ip = this.clientAddress.of(req)
+    const verdict = this.admission.tryAdmit(ip, this.rooms.get(room)?.memberCount ?? 0)
+    if (!verdict.admitted) {
+      this.refuseUpgrade(socket, verdict.error, verdict.message, verdict.result)
       return
     }
-    if ((this.connectionsPerIp.get(ip) ?? 0) >= this.options.maxConnectionsPerIp) {
-      this.refuseUpgrade(socket, 'too_many_requests', 'too many connections from this address', 'ip_limit')
-      return
-    }
+    const { ticket } = verdict
+    // A handshake that fails (ws answers it with 400 itself) or a peer that goes away mid-handshake
+    // gives the slot back.
+    socket.once('close', () => ticket.release())
     this.wss.handleUpgrade(req, socket, head, (ws: WebSocket) => {
+      if (this.stateValue !== 'serving') {
+        ws.close(CloseCode.serviceRestart, 'service restart')
+        return
+      }
       this.metrics.upgrades.inc({ result: 'accepted' })
-      this.admit(ws, socket, ip, room)
+      this.admit(ws, socket, ticket, room)
     })
   }
 
-  private admit(ws: WebSocket, raw: Duplex, ip: string, roomName: string): void {
+  private admit(ws: WebSocket, raw: Duplex, ticket: AdmissionTicket, roomName: string): void {
     const rooms = this.rooms as RoomRegistry
-    const connection = new Connection(ws, raw, ip, {
-      sendQueueBytes: this.options.sendQueueBytes,
-      sendQueueGraceMs: 10_000,
-    })
+    const { metrics, options } = this
+    const connection = new Connection(
+      ws,
+      raw,
+      ticket.ip,
+      {
+        sendQueueBytes: options.sendQueueBytes,
+        slowConsumerGraceMs: options.slowConsumerGraceMs,
+        inboundMessagesPerSecond: options.inboundMessagesPerSecond,
+        inboundBytesPerSecond: options.inboundBytesPerSecond,
+        maxMessageBytes: options.maxMessageBytes,
+      },
+      yWebsocketFormat,
+      {
+        onSlowConsumer: () => metrics.slowConsumerCloses.inc(),
+        onCoalesced: (count) => metrics.coalescedUpdates.inc(count),
+        onPause: () => metrics.pausedSockets.inc(),
+        onResume: () => metrics.pausedSockets.dec(),
+      },
+    )
     this.connections.add(connection)
-    this.connectionsPerIp.set(ip, (this.connectionsPerIp.get(ip) ?? 0) + 1)
-    const session = new YWebsocketSession(
+    connection.onClose((code) => {
+      this.connections.delete(connection)
+      ticket.release()
+      if (connection.paused) metrics.pausedSockets.dec()
+      metrics.closes.inc({ code: String(code) })
+      if (code === CloseCode.protocolError || code === CloseCode.invalidPayload || code === CloseCode.messageTooBig) {
+        metrics.malformedMessages.inc({ code: String(code) })
+      }
+    })
+    new YWebsocketSession(
       connection,
       roomName,
       rooms,
-      { maxPendingMessages: 1_000, maxPendingBytes: Math.max(this.options.maxMessageBytes, 8 * 1024 * 1024) },
+      { maxPendingMessages: PENDING_MESSAGES, maxPendingBytes: Math.max(options.maxMessageBytes, PENDING_BYTES) },
       this.log,
     )
-    const sessionClose = connection.onClose
-    connection.onClose = (code) => {
-      sessionClose?.(code)
-      this.connections.delete(connection)
-      const left = (this.connectionsPerIp.get(ip) ?? 1) - 1
-      if (left <= 0) this.connectionsPerIp.delete(ip)
-      else this.connectionsPerIp.set(ip, left)
-      this.metrics.closes.inc({ code: String(code) })
-      if (code === CloseCode.protocolError || code === CloseCode.invalidPayload || code === CloseCode.messageTooBig) {
-        this.metrics.malformedMessages.inc({ code: String(code) })
-      }
-    }
-    void session
   }
 
   private heartbeat(): void {
     for (const connection of this.connections) {
+      this.metrics.sendQueueBytes.observe(connection.queuedBytes)
       if (!connection.heartbeat()) this.metrics.heartbeatTerminations.inc()
     }
   }
@@ -290,13 +315,15 @@ export class WeftServer {
     const batches = Math.min(connections.length, Math.max(1, Math.floor(spreadMs / 50)))
     const perBatch = batches === 0 ? 0 : Math.ceil(connections.length / batches)
     const started = Date.now()
+    this.metrics.drainTotal.set(connections.length)
+    this.metrics.drainClosed.set(0)
     for (let i = 0; i < batches; i++) {
       const target = started + (spreadMs * i) / batches + Math.random() * (spreadMs / batches) * 0.5
       const wait = target - Date.now()
       if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait))
-      for (const connection of connections.slice(i * perBatch, (i + 1) * perBatch)) {
-        connection.close(CloseCode.serviceRestart, 'service restart')
-      }
+      const batch = connections.slice(i * perBatch, (i + 1) * perBatch)
+      for (const connection of batch) connection.close(CloseCode.serviceRestart, 'service restart')
+      this.metrics.drainClosed.inc(batch.length)
     }
     return this.shutdown(deadline)
   }

@@ -4,6 +4,7 @@ import {
   decodeYMessage,
   encodeAwareness,
   encodeAwarenessUpdate,
+  encodePermissionDenied,
   encodeSyncStep1,
   encodeSyncStep2,
   encodeSyncUpdate,
@@ -14,7 +15,8 @@ import {
 import { CloseCode } from './codes.js'
 import type { Connection } from './connection.js'
 import type { Logger } from './logger.js'
-import type { Room, RoomMember, RoomRegistry, WireFormat } from './room.js'
+import type { Room, RoomMember, RoomRegistry } from './room.js'
+import type { SharedFrames, WireFormat } from './wire-format.js'
 
 /** y-websocket framing: one message per frame, no document name (the URL names the room). */
 export const yWebsocketFormat: WireFormat = {
@@ -49,8 +51,8 @@ export class YWebsocketSession implements RoomMember {
     private readonly log: Logger,
   ) {
     this.room = registry.join(roomName, this)
-    connection.onClose = () => this.room.leave(this)
-    connection.socket.on('message', (data: Buffer, isBinary: boolean) => this.receive(data, isBinary))
+    connection.onClose(() => this.room.leave(this))
+    connection.onMessage((data) => this.receive(data))
     this.room.loaded.then(this.start, () => {
       // Room.fail() has already evicted every member with 1011.
     })
@@ -71,12 +73,7 @@ export class YWebsocketSession implements RoomMember {
     }
   }
 
-  private receive(data: Buffer, isBinary: boolean): void {
-    if (this.connection.state !== 'open') return
-    if (!isBinary) {
-      this.connection.close(CloseCode.protocolError, 'text frames are not part of the protocol')
-      return
-    }
+  private receive(data: Buffer): void {
     if (this.pending !== null) {
       this.pendingBytes += data.length
       if (this.pending.length >= this.limits.maxPendingMessages || this.pendingBytes > this.limits.maxPendingBytes) {
@@ -127,6 +124,13 @@ export class YWebsocketSession implements RoomMember {
     // Parse the whole update before Yjs sees it: a truncated or crafted update must neither hang
     // the process (yjs#479, yjs#498) nor leave the document half-applied.
     validateUpdate(update)
+    if (this.room.wouldExceedSizeLimit(update.length)) {
+      // Refused and told (y-protocols permission-denied); the connection stays, so the client can
+      // still read and the rest of the room carries on.
+      this.log.warn({ room: this.room.name, conn: this.connection.id, bytes: update.length }, 'update refused: document size limit')
+      this.connection.send(encodePermissionDenied('update refused: the document would exceed the size limit'))
+      return
+    }
     try {
       this.room.applyUpdate(update, this)
     } catch (err) {
@@ -138,9 +142,14 @@ export class YWebsocketSession implements RoomMember {
     this.room.applyAwareness(entries, this)
   }
 
-  deliver(frame: Uint8Array): void {
-    if (this.pending !== null) return // not synced yet: sync step 2 will carry it
-    this.connection.send(frame)
+  // Before the room has loaded nothing is relayed: the sync step 2 that answers the client's
+  // step 1 carries everything.
+  deliverUpdate(update: Uint8Array, frames: SharedFrames): void {
+    if (this.pending === null) this.connection.sendUpdate(this.room.name, update, frames)
+  }
+
+  deliverAwareness(entries: readonly AwarenessEntry[], frames: SharedFrames): void {
+    if (this.pending === null) this.connection.sendAwareness(this.room.name, entries, frames)
   }
 
   evict(code: number, reason: string): void {

@@ -1,0 +1,224 @@
+import * as Y from 'yjs'
+import type { AwarenessEntry } from '../protocol/index.js'
+import type { Clock } from './token-bucket.js'
+import type { SharedFrames, WireFormat } from './wire-format.js'
+
+/** Where frames go: a WebSocket, seen through what the queue needs of it. */
+export interface FrameSink {
+  send(frame: Uint8Array): void
+  /** Bytes the socket has accepted but not yet written to the network. */
+  bufferedAmount(): number
+}
+
+export interface SendQueueLimits {
+  /** Past this many bytes (buffered + held) new broadcasts are held and coalesced instead of sent. */
+  softBytes: number
+  /** Past this many bytes for longer than `graceMs` the connection is a slow consumer. */
+  hardBytes: number
+  graceMs: number
+}
+
+export interface SendQueueEvents {
+  /** Over the hard mark for longer than the grace period: the owner closes with 1013. */
+  onSlowConsumer(): void
+  /** `count` updates were merged into one. */
+  onCoalesced?(count: number): void
+}
+
+interface PendingDocument {
+  updates: Uint8Array[]
+  updateBytes: number
+  /** Newest entry per client ID: older states of the same client are worthless to a reader who is behind. */
+  awareness: Map<number, AwarenessEntry>
+  awarenessBytes: number
+}
+
+/** Merging is O(total bytes); doing it every few updates keeps the held bytes near the real change size. */
+const MERGE_EVERY_UPDATES = 64
+
+/**
+ * The outbound side of one connection, bounded in bytes.
+ *
+ * Below the soft mark every frame goes straight to the socket (the same buffer the room encoded
+ * once for all recipients). Above it, document updates are held and merged with `Y.mergeUpdates`
+ * and awareness is reduced to the newest state per client, so a slow reader catches up with less
+ * data and nothing is dropped. Held data is written out when the socket drains. Over the hard mark
+ * for longer than the grace period, the owner is told to close the connection.
+ */
+export class SendQueue {
+  /** Frames that must go out as they are, in order (sync replies, acks, errors). */
+  private frames: Uint8Array[] = []
+  private frameBytes = 0
+  private documents = new Map<string, PendingDocument>()
+  private heldBytes = 0
+  private overSince: number | null = null
+  private overTimer: NodeJS.Timeout | null = null
+  private closed = false
+
+  constructor(
+    private readonly sink: FrameSink,
+    /** The connection's protocol: picks the shared frame, and frames what the queue merged. */
+    private readonly format: WireFormat,
+    private readonly limits: SendQueueLimits,
+    private readonly events: SendQueueEvents,
+    private readonly clock: Clock,
+  ) {}
+
+  /** Bytes held by weft plus bytes buffered in the socket: what the budget counts. */
+  get totalBytes(): number {
+    return this.heldBytes + this.sink.bufferedAmount()
+  }
+
+  get heldByteCount(): number {
+    return this.heldBytes
+  }
+
+  private get holding(): boolean {
+    return this.heldBytes > 0 || this.sink.bufferedAmount() >= this.limits.softBytes
+  }
+
+  /** A frame that must arrive as it is. */
+  sendFrame(frame: Uint8Array): void {
+    if (this.closed) return
+    if (!this.holding) {
+      this.sink.send(frame)
+    } else {
+      this.frames.push(frame)
+      this.frameBytes += frame.length
+      this.heldBytes += frame.length
+    }
+    this.checkBudget()
+  }
+
+  /** A document update; `frames` holds the encoding shared by every recipient of the same format. */
+  sendUpdate(document: string, update: Uint8Array, frames: SharedFrames): void {
+    if (this.closed) return
+    if (!this.holding) {
+      this.sink.send(frames.get(this.format))
+    } else {
+      const pending = this.pending(document)
+      pending.updates.push(update)
+      pending.updateBytes += update.length
+      this.heldBytes += update.length
+      if (pending.updates.length >= MERGE_EVERY_UPDATES) this.merge(pending)
+    }
+    this.checkBudget()
+  }
+
+  /** Awareness entries; `frames` holds the encoding shared by every recipient of the same format. */
+  sendAwareness(document: string, entries: readonly AwarenessEntry[], frames: SharedFrames): void {
+    if (this.closed) return
+    if (!this.holding) {
+      this.sink.send(frames.get(this.format))
+    } else {
+      const pending = this.pending(document)
+      for (const entry of entries) {
+        const previous = pending.awareness.get(entry.clientId)
+        if (previous !== undefined && previous.clock > entry.clock) continue
+        const size = entry.state.length + 16
+        if (previous !== undefined) pending.awarenessBytes -= previous.state.length + 16
+        pending.awareness.set(entry.clientId, entry)
+        pending.awarenessBytes += size
+      }
+      this.recount()
+    }
+    this.checkBudget()
+  }
+
+  /** Writes held data while the socket is below the soft mark. Call when the socket drains. */
+  flush(): void {
+    if (this.closed) return
+    while (this.frames.length > 0 && this.sink.bufferedAmount() < this.limits.softBytes) {
+      const frame = this.frames.shift() as Uint8Array
+      this.frameBytes -= frame.length
+      this.sink.send(frame)
+    }
+    if (this.frames.length === 0) {
+      for (const [document, pending] of this.documents) {
+        if (this.sink.bufferedAmount() >= this.limits.softBytes) break
+        if (pending.updates.length > 0) {
+          this.merge(pending)
+          const merged = pending.updates[0] as Uint8Array
+          pending.updates = []
+          pending.updateBytes = 0
+          this.sink.send(this.format.update(document, merged))
+        }
+        if (pending.awareness.size > 0) {
+          const entries = [...pending.awareness.values()]
+          pending.awareness.clear()
+          pending.awarenessBytes = 0
+          this.sink.send(this.format.awareness(document, entries))
+        }
+        this.documents.delete(document)
+      }
+    }
+    this.recount()
+    this.checkBudget()
+  }
+
+  /** Stops the queue and releases what it held. */
+  close(): void {
+    this.closed = true
+    this.frames = []
+    this.documents.clear()
+    this.heldBytes = 0
+    this.frameBytes = 0
+    if (this.overTimer !== null) clearTimeout(this.overTimer)
+    this.overTimer = null
+  }
+
+  private pending(document: string): PendingDocument {
+    let pending = this.documents.get(document)
+    if (pending === undefined) {
+      pending = { updates: [], updateBytes: 0, awareness: new Map(), awarenessBytes: 0 }
+      this.documents.set(document, pending)
+    }
+    return pending
+  }
+
+  private merge(pending: PendingDocument): void {
+    if (pending.updates.length < 2) return
+    const count = pending.updates.length
+    const merged = Y.mergeUpdates(pending.updates)
+    pending.updates = [merged]
+    pending.updateBytes = merged.length
+    this.recount()
+    this.events.onCoalesced?.(count)
+  }
+
+  private recount(): void {
+    let bytes = this.frameBytes
+    for (const pending of this.documents.values()) bytes += pending.updateBytes + pending.awarenessBytes
+    this.heldBytes = bytes
+  }
+
+  private checkBudget(): void {
+    if (this.closed) return
+    if (this.totalBytes <= this.limits.hardBytes) {
+      this.overSince = null
+      if (this.overTimer !== null) {
+        clearTimeout(this.overTimer)
+        this.overTimer = null
+      }
+      return
+    }
+    // Over the hard mark: first shrink what can be shrunk.
+    for (const pending of this.documents.values()) this.merge(pending)
+    if (this.totalBytes <= this.limits.hardBytes) return
+    if (this.overSince === null) {
+      this.overSince = this.clock.now()
+      this.overTimer = setTimeout(() => this.expire(), this.limits.graceMs)
+      this.overTimer.unref()
+    }
+  }
+
+  private expire(): void {
+    this.overTimer = null
+    if (this.closed || this.overSince === null) return
+    if (this.totalBytes > this.limits.hardBytes) {
+      this.events.onSlowConsumer()
+      return
+    }
+    this.overSince = null
+  }
+}
