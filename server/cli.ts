@@ -109,7 +109,12 @@ async function importCommand(args: readonly string[]): Promise<number> {
   const room = roomArgument(positional[0])
   const file = positional[1]
   if (file === undefined) throw new UsageError('missing FILE')
-  const update = new Uint8Array(await readFile(file))
+  let update: Uint8Array
+  try {
+    update = new Uint8Array(await readFile(file))
+  } catch (err) {
+    throw new ConfigError('FILE', `invalid FILE: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? 'error'})`, { cause: err })
+  }
   try {
     validateUpdate(update)
   } catch (err) {

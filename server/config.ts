@@ -99,8 +99,8 @@ export const DEFAULTS: Readonly<WeftOptions> = Object.freeze({
 
 /** A setting that cannot be used; the CLI prints `message` and exits with status 2. */
 export class ConfigError extends Error {
-  constructor(readonly setting: string, message: string) {
-    super(message)
+  constructor(readonly setting: string, message: string, options?: ErrorOptions) {
+    super(message, options)
     this.name = 'ConfigError'
   }
 }

@@ -38,6 +38,9 @@ export interface DrainResult {
 const PENDING_MESSAGES = 1_000
 const PENDING_BYTES = 8 * 1024 * 1024
 
+/** How long a hurried shutdown may take to close sockets and flush. */
+const HURRIED_SHUTDOWN_MS = 1_000
+
 /** How long a refused client should wait before it comes back, in seconds. */
 const RETRY_AFTER_SECONDS = 5
 
@@ -57,6 +60,9 @@ export class WeftServer {
   private rooms: RoomRegistry | null = null
   private startPromise: Promise<void> | null = null
   private drainPromise: Promise<DrainResult> | null = null
+  /** Set when close() arrives during a drain: the rest of the drain goes at once. */
+  private hurried = false
+  private hurry: (() => void) | null = null
   private heartbeatTimer: NodeJS.Timeout | null = null
   private readonly connections = new Set<Connection>()
   private readonly admission: Admission
@@ -320,17 +326,33 @@ export class WeftServer {
     for (let i = 0; i < batches; i++) {
       const target = started + (spreadMs * i) / batches + Math.random() * (spreadMs / batches) * 0.5
       const wait = target - Date.now()
-      if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait))
-      const batch = connections.slice(i * perBatch, (i + 1) * perBatch)
+      if (wait > 0 && !this.hurried) {
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, wait)
+          this.hurry = () => {
+            clearTimeout(timer)
+            resolve()
+          }
+        })
+        this.hurry = null
+      }
+      // Hurried (a second signal, or close() during a drain): everything left goes now.
+      const end = this.hurried ? connections.length : (i + 1) * perBatch
+      const batch = connections.slice(i * perBatch, end)
       for (const connection of batch) connection.close(CloseCode.serviceRestart, 'service restart')
       this.metrics.drainClosed.inc(batch.length)
+      if (this.hurried) break
     }
-    return this.shutdown(deadline)
+    return this.shutdown(this.hurried ? Math.min(deadline, Date.now() + HURRIED_SHUTDOWN_MS) : deadline)
   }
 
   /** Closes everything now: connections with 1012 (1001 is not in the contract), then flush and close storage. */
   async close(): Promise<DrainResult> {
-    if (this.drainPromise !== null) return this.drainPromise
+    if (this.drainPromise !== null) {
+      this.hurried = true
+      this.hurry?.()
+      return this.drainPromise
+    }
     if (this.stateValue === 'stopped') return { unsaved: [] }
     this.drainPromise = (async () => {
       if (this.stateValue !== 'draining') this.transition('draining')
