@@ -50,3 +50,13 @@ function hasControlCharacter (text: string): boolean {
   }
   return false
 }
+
+/**
+ * The path of an HTTP request target exactly as sent, without the query string. Rooms come from
+ * this, not from WHATWG URL parsing, which would resolve `..`, turn `\\` into `/` and read `//x`
+ * as a host: different names must never share a room.
+ */
+export function pathOfTarget (target: string): string {
+  const query = target.indexOf('?')
+  return query === -1 ? target : target.slice(0, query)
+}

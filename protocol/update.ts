@@ -95,6 +95,21 @@ export function validateUpdate (update: Uint8Array, opts: { maxDepth?: number } 
 }
 
 /** True for the two-byte update (no structs, empty delete set) that Yjs sends when there is nothing to send. */
+/**
+ * Checks a state vector (sync step 1) completely: pairs of client id and clock, nothing after.
+ * Yjs would otherwise throw a plain Error deep inside encodeStateAsUpdate, or ignore trailing bytes.
+ */
+export function validateStateVector (stateVector: Uint8Array): void {
+  const reader = new ByteReader(stateVector, 1007)
+  // Each entry is two varuints of at least one byte each, so the loop is bounded by the input.
+  const entries = reader.readCount(2, 'state vector entry')
+  for (let i = 0; i < entries; i++) {
+    reader.readVarUint()
+    reader.readVarUint()
+  }
+  reader.expectEnd('state vector')
+}
+
 export function isEmptyUpdate (update: Uint8Array): boolean {
   return update.length === 2 && update[0] === 0 && update[1] === 0
 }

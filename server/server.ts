@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs'
 import type { AddressInfo } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { WebSocketServer, type WebSocket } from 'ws'
-import { roomFromPath } from '../protocol/index.js'
+import { pathOfTarget, roomFromPath } from '../protocol/index.js'
 import { DocumentWriter, openStore, type StorageHealth } from '../persistence/index.js'
 import { CloseCode, HttpError, type HttpErrorCode } from './codes.js'
 import { resolveOptions, type WeftOptions } from './config.js'
@@ -79,6 +79,11 @@ export class WeftServer {
       // Yjs updates are already compact binary; compression would cost CPU per recipient.
       perMessageDeflate: false,
       clientTracking: false,
+    })
+    // Handshakes ws itself refuses (bad key, version or method) still get the contract's JSON errors.
+    this.wss.on('wsClientError', (err: Error, socket: Duplex) => {
+      const code: HttpErrorCode = err.message === 'Invalid HTTP method' ? 'method_not_allowed' : 'bad_request'
+      this.refuseUpgrade(socket, code, err.message, 'bad_handshake')
     })
     this.metrics.storageUp.set(1)
     this.admission = new Admission(this.options)
@@ -160,7 +165,7 @@ export class WeftServer {
 
   /** weft's HTTP endpoints, for use from an embedding server's request handler. */
   handleRequest(req: IncomingMessage, res: ServerResponse): void {
-    const url = new URL(req.url ?? '/', 'http://weft')
+    const url = { pathname: pathOfTarget(req.url ?? '/') }
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       if (url.pathname.startsWith('/health/') || url.pathname === '/metrics') {
         sendJsonError(res, 'method_not_allowed', `${req.method} is not allowed on ${url.pathname}`)
@@ -173,11 +178,12 @@ export class WeftServer {
         return
       case '/health/ready': {
         const ready = this.stateValue === 'serving' && this.storageHealth.ok
-        sendJson(res, ready ? 200 : 503, {
-          status: ready ? 'ready' : 'unavailable',
-          state: this.stateValue,
-          storage: this.storageHealth.ok ? 'ok' : 'failing',
-        })
+        const detail = { state: this.stateValue, storage: this.storageHealth.ok ? 'ok' : 'failing' }
+        if (ready) sendJson(res, 200, { status: 'ready', ...detail })
+        else {
+          const why = this.stateValue !== 'serving' ? `server is ${this.stateValue}` : 'storage is failing'
+          sendJson(res, 503, { error: 'unavailable', message: why, status: 'unavailable', ...detail }, { 'retry-after': RETRY_AFTER_SECONDS })
+        }
         return
       }
       case '/metrics':
@@ -225,8 +231,7 @@ export class WeftServer {
       this.refuseUpgrade(socket, 'unavailable', this.stateValue === 'draining' ? 'server is draining' : 'server is not ready', 'unavailable')
       return
     }
-    const url = new URL(req.url ?? '/', 'http://weft')
-    const room = roomFromPath(url.pathname)
+    const room = roomFromPath(pathOfTarget(req.url ?? '/'))
     if (room === null) {
       this.refuseUpgrade(socket, 'invalid_room', 'room names are 1 to 512 bytes of UTF-8 without control characters', 'invalid_room')
       return
@@ -413,9 +418,9 @@ const STATUS_TEXT: Readonly<Record<number, string>> = {
   503: 'Service Unavailable',
 }
 
-function sendJson(res: ServerResponse, status: number, body: unknown): void {
+function sendJson(res: ServerResponse, status: number, body: unknown, extraHeaders: Record<string, string | number> = {}): void {
   const text = JSON.stringify(body)
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' })
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store', ...extraHeaders })
   res.end(text)
 }
 

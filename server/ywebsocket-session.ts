@@ -9,6 +9,7 @@ import {
   encodeSyncStep2,
   encodeSyncUpdate,
   ProtocolError,
+  validateStateVector,
   validateUpdate,
   type AwarenessEntry,
 } from '../protocol/index.js'
@@ -91,6 +92,7 @@ export class YWebsocketSession implements RoomMember {
       const message = decodeYMessage(frame)
       switch (message.kind) {
         case 'sync-step-1':
+          validateStateVector(message.stateVector)
           this.connection.send(encodeSyncStep2(Y.encodeStateAsUpdate(this.room.doc, message.stateVector)))
           break
         case 'sync-step-2':
