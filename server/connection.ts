@@ -46,6 +46,9 @@ export class Connection {
   private readonly messageBucket: TokenBucket
   private readonly byteBucket: TokenBucket
   private resumeTimer: NodeJS.Timeout | null = null
+  /** Frames ws delivered after the socket was paused; handled in order when the limit allows. */
+  private backlog: Buffer[] = []
+  private socketPaused = false
   private messageHandler: ((data: Buffer) => void) | null = null
   closeCode: number | null = null
   private readonly closeHandlers: Array<(code: number) => void> = []
@@ -85,6 +88,7 @@ export class Connection {
       raw.off('drain', this.flush)
       this.queue.close()
       if (this.resumeTimer !== null) clearTimeout(this.resumeTimer)
+      this.backlog = []
       const final = this.closeCode ?? code
       for (const handler of this.closeHandlers) handler(final)
     })
@@ -104,7 +108,7 @@ export class Connection {
   }
 
   get paused(): boolean {
-    return this.resumeTimer !== null
+    return this.socketPaused
   }
 
   onClose(handler: (code: number) => void): void {
@@ -125,17 +129,33 @@ export class Connection {
   }
 
   private receive(data: Buffer, isBinary: boolean): void {
-    if (this.stateValue !== 'open') return
+    // During a drain's close handshake the client's last edits still count; after any other close
+    // (a protocol error, a slow consumer) nothing more is read.
+    if (this.stateValue === 'closed' || (this.stateValue === 'closing' && this.closeCode !== CloseCode.serviceRestart)) return
     if (!isBinary) {
       this.close(CloseCode.protocolError, 'text frames are not part of the protocol')
       return
     }
+    // ws.pause() stops reading the socket, but frames it has already read (up to a socket read)
+    // are still delivered: they wait here, so the limit is exact.
+    if (this.resumeTimer !== null) {
+      this.backlog.push(data)
+      return
+    }
+    this.charge(data)
+  }
+
+  /** Charges the buckets, handles the frame, and pauses when a bucket went into debt. */
+  private charge(data: Buffer): void {
     // Charge first, then handle: the frame is here and is never dropped. When a bucket is in debt
     // the socket stops being read until it is paid off, so TCP slows the sender down.
     const wait = Math.max(this.messageBucket.take(1), this.byteBucket.take(data.length))
     if (wait > 0 && this.resumeTimer === null) {
-      this.socket.pause()
-      this.events.onPause?.()
+      if (!this.socketPaused) {
+        this.socketPaused = true
+        this.socket.pause()
+        this.events.onPause?.()
+      }
       this.resumeTimer = setTimeout(this.resume, wait)
     }
     this.messageHandler?.(data)
@@ -149,6 +169,11 @@ export class Connection {
       this.resumeTimer = setTimeout(this.resume, wait)
       return
     }
+    while (this.backlog.length > 0) {
+      this.charge(this.backlog.shift() as Buffer)
+      if (this.resumeTimer !== null) return // in debt again: still paused
+    }
+    this.socketPaused = false
     this.socket.resume()
     this.events.onResume?.()
   }

@@ -202,14 +202,14 @@ export class SendQueue {
       }
       return
     }
-    // Over the hard mark: first shrink what can be shrunk.
+    if (this.overSince !== null) return
+    // Crossing the hard mark: first shrink what can be shrunk (once per crossing; after that the
+    // regular merge every few updates keeps the held bytes down without re-merging per broadcast).
     for (const pending of this.documents.values()) this.merge(pending)
     if (this.totalBytes <= this.limits.hardBytes) return
-    if (this.overSince === null) {
-      this.overSince = this.clock.now()
-      this.overTimer = setTimeout(() => this.expire(), this.limits.graceMs)
-      this.overTimer.unref()
-    }
+    this.overSince = this.clock.now()
+    this.overTimer = setTimeout(() => this.expire(), this.limits.graceMs)
+    this.overTimer.unref()
   }
 
   private expire(): void {

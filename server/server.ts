@@ -281,6 +281,7 @@ export class WeftServer {
     this.connections.add(connection)
     connection.onClose((code) => {
       this.connections.delete(connection)
+      if (this.stateValue === 'draining' && this.connections.size === 0) this.hurry?.()
       ticket.release()
       if (connection.paused) metrics.pausedSockets.dec()
       metrics.closes.inc({ code: String(code) })
@@ -329,6 +330,7 @@ export class WeftServer {
     this.metrics.drainTotal.set(connections.length)
     this.metrics.drainClosed.set(0)
     for (let i = 0; i < batches; i++) {
+      if (this.connections.size === 0) break // everyone left already: nothing to wait for
       const target = started + (spreadMs * i) / batches + Math.random() * (spreadMs / batches) * 0.5
       const wait = target - Date.now()
       if (wait > 0 && !this.hurried) {

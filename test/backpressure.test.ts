@@ -1,0 +1,330 @@
+import assert from 'node:assert/strict'
+import { after, before, describe, it } from 'node:test'
+import type { Socket } from 'node:net'
+import * as Y from 'yjs'
+import type { WebsocketProvider } from 'y-websocket'
+import { decodeYMessage, encodeSyncStep1, encodeSyncUpdate } from '../protocol/index.js'
+import type { Connection } from '../server/connection.js'
+import { destroy, provider, RawClient, synced } from './harness/clients.js'
+import { startServer, type InProcessServer } from './harness/server.js'
+import { until, withDeadline } from './harness/wait.js'
+
+// Issue #4 over real sockets: a reader that stops reading is first fed merged data, then closed
+// with 1013, and never slows the rest of its room; an inbound flood pauses the sender's socket
+// without losing anything.
+
+/** Per-connection outbound budget of these tests (the soft mark is a quarter of it). */
+const BUDGET = 256 * 1024
+const GRACE_MS = 500
+/** Text inserted by each writer update. */
+const UPDATE_BYTES = 1024
+/** The writer stops here whatever happens, so a server that never closes the reader fails instead of eating memory. */
+const MAX_WRITER_BYTES = 96 * 1024 * 1024
+/** Budget of the lagging-reader test: large, so that a reader resuming soon stays within the grace. */
+const ROOMY_BUDGET = 2 * 1024 * 1024
+/** Inbound flood: messages sent at once, and the per-connection rate (burst twice that). */
+const FLOOD_MESSAGES = 5_000
+const FLOOD_RATE = 1_000
+/** Characters per flood edit: a frame of ~60 bytes. */
+const FLOOD_EDIT_CHARS = 40
+/** The inbound limits are not the subject of the outbound tests: high enough that the writer is never paused. */
+const UNTHROTTLED = { inboundMessagesPerSecond: 1_000_000, inboundBytesPerSecond: 1024 * 1024 * 1024 }
+
+/** One Prometheus sample: `name` with exactly `labels` (e.g. `{code="1013"}`), 0 when absent. */
+async function metric(server: InProcessServer, name: string, labels = ''): Promise<number> {
+  const text = await (await fetch(`${server.http}/metrics`)).text()
+  const line = text.split('\n').find((l) => l.startsWith(`${name}${labels} `))
+  return line === undefined ? 0 : Number(line.slice(line.lastIndexOf(' ') + 1))
+}
+
+/**
+ * The server's open connections. Read through a cast (weft exposes no per-connection API): the
+ * queue size of one connection is what the budget is about, and the histogram on /metrics only
+ * samples it once per heartbeat.
+ */
+function connectionsOf(server: InProcessServer): Set<Connection> {
+  return (server.server as unknown as { connections: Set<Connection> }).connections
+}
+
+/** The TCP socket under a `ws` client: pausing it stops reading, so the server's writes back up. */
+function tcpOf(client: RawClient): Socket {
+  return (client.socket as unknown as { _socket: Socket })._socket
+}
+
+/** Opens a raw reader, syncs it, and returns it with its server-side Connection. */
+async function slowReader(server: InProcessServer, room: string): Promise<{ client: RawClient; connection: Connection }> {
+  const known = new Set(connectionsOf(server))
+  const client = await RawClient.open(`${server.url}/${room}`)
+  await client.frame((f) => decodeYMessage(f).kind === 'sync-step-1', 'the server sync step 1')
+  client.send(encodeSyncStep1(Y.encodeStateVector(new Y.Doc())))
+  await client.frame((f) => decodeYMessage(f).kind === 'sync-step-2', 'the server sync step 2')
+  const connection = [...connectionsOf(server)].find((c) => !known.has(c))
+  assert.ok(connection !== undefined, 'the reader has a server-side connection')
+  return { client, connection }
+}
+
+/** The document a raw reader has built from every frame it received. */
+function docFromFrames(frames: readonly Uint8Array[]): { doc: Y.Doc; updateFrames: number } {
+  const doc = new Y.Doc()
+  let updateFrames = 0
+  for (const frame of frames) {
+    const message = decodeYMessage(frame)
+    if (message.kind === 'sync-step-2' || message.kind === 'sync-update') {
+      Y.applyUpdate(doc, message.update)
+      if (message.kind === 'sync-update') updateFrames++
+    }
+  }
+  return { doc, updateFrames }
+}
+
+/**
+ * A provider that appends UPDATE_BYTES of text per update, together with its send time in the
+ * `sent` array (readers compute their latency from it), in bursts between event-loop turns.
+ */
+class BusyWriter {
+  writes = 0
+  bytes = 0
+  private stopped = false
+  readonly done: Promise<void>
+
+  constructor(
+    private readonly p: WebsocketProvider,
+    private readonly keepGoing: () => boolean,
+  ) {
+    this.done = this.run()
+  }
+
+  private async run(): Promise<void> {
+    const text = this.p.doc.getText('text')
+    const sent = this.p.doc.getArray<number>('sent')
+    while (!this.stopped && this.keepGoing() && this.bytes < MAX_WRITER_BYTES) {
+      for (let i = 0; i < 16; i++) {
+        const chunk = String(this.writes % 10).repeat(UPDATE_BYTES - 1) + '\n'
+        this.p.doc.transact(() => {
+          text.insert(text.length, chunk)
+          sent.push([performance.now()])
+        })
+        this.writes++
+        this.bytes += UPDATE_BYTES
+      }
+      await new Promise((resolve) => setImmediate(resolve))
+    }
+  }
+
+  stop(): Promise<void> {
+    this.stopped = true
+    return this.done
+  }
+}
+
+/** Records, for a reader provider, how long each writer update took to arrive. */
+function latencies(p: WebsocketProvider): number[] {
+  const seen: number[] = []
+  p.doc.getArray<number>('sent').observe((event) => {
+    const now = performance.now()
+    for (const item of event.changes.added) for (const sentAt of item.content.getContent() as number[]) seen.push(now - sentAt)
+  })
+  return seen
+}
+
+function summary(ms: number[]): string {
+  const sorted = [...ms].sort((a, b) => a - b)
+  const at = (q: number): number => Math.round(sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? NaN)
+  return `p50 ${at(0.5)} ms, p99 ${at(0.99)} ms, max ${at(1)} ms over ${ms.length} updates`
+}
+
+describe('outbound backpressure over real sockets', () => {
+  let server: InProcessServer
+
+  before(async () => {
+    server = await startServer({ sendQueueBytes: BUDGET, slowConsumerGraceMs: GRACE_MS, ...UNTHROTTLED })
+  })
+  after(() => server.stop())
+
+  it('a reader that stops reading gets merged updates, then is closed with 1013; its queue stays bounded and the room is not held back', async (t) => {
+    const room = 'stalled-reader'
+    const writer = provider(server.url, room)
+    const fast = [provider(server.url, room), provider(server.url, room)]
+    let slow: RawClient | null = null
+    try {
+      await Promise.all([writer, ...fast].map((p) => synced(p)))
+      const fastLatency = fast.map(latencies)
+      const fastSockets = fast.map((p) => p.ws)
+      const reader = await slowReader(server, room)
+      slow = reader.client
+      const coalescedBefore = await metric(server, 'weft_coalesced_updates_total')
+      tcpOf(slow).pause()
+
+      // The stalled connection's queue only grows when the room broadcasts, so it is sampled right
+      // after each update the server applies (the room's own handler, registered first, has run).
+      const serverDoc = server.server.loadedRoom(room)?.doc
+      assert.ok(serverDoc !== undefined)
+      let maxQueued = 0
+      let appliedBytes = 0
+      let overAt: number | null = null
+      let closedAt: number | null = null
+      const sample = (update: Uint8Array): void => {
+        appliedBytes += update.length
+        maxQueued = Math.max(maxQueued, reader.connection.queuedBytes)
+        if (overAt === null && reader.connection.queuedBytes > BUDGET) overAt = appliedBytes
+        if (closedAt === null && reader.connection.closeCode !== null) closedAt = appliedBytes
+      }
+      serverDoc.on('update', sample)
+      const busy = new BusyWriter(writer, () => reader.connection.closeCode === null)
+      await withDeadline(busy.done, 'the writer to stop (it stops when the stalled reader is closed)', 30_000)
+      serverDoc.off('update', sample)
+      t.diagnostic(`writer sent ${busy.writes} updates (${(busy.bytes / 1048576).toFixed(1)} MiB); stalled queue peaked at ${maxQueued} bytes (budget ${BUDGET})`)
+      assert.equal(reader.connection.closeCode, 1013, `the stalled reader was closed with 1013 by the server (writer stopped at ${busy.bytes} bytes)`)
+
+      const coalesced = (await metric(server, 'weft_coalesced_updates_total')) - coalescedBefore
+      assert.ok(coalesced > 0, 'updates were merged for the stalled reader before it was closed')
+      assert.equal(await metric(server, 'weft_slow_consumer_closes_total'), 1)
+
+      // Bounded: never more than the budget plus what the room applied while the reader was over it
+      // (the grace period: the queue merges then, it drops nothing), plus frame overhead.
+      assert.ok(overAt !== null && closedAt !== null, 'the stalled queue went over the budget, then the reader was closed')
+      const duringGrace = (closedAt ?? 0) - (overAt ?? 0)
+      t.diagnostic(`bytes applied while the reader was over the budget: ${duringGrace}`)
+      assert.ok(maxQueued <= BUDGET + duringGrace + 16 * 1024, `queue peaked at ${maxQueued} bytes`)
+      assert.ok(maxQueued < busy.bytes * 0.75, 'the queue did not grow with everything the writer sent')
+
+      // The reader, reading again, finds the close frame after whatever was already in flight.
+      tcpOf(slow).resume()
+      assert.equal(await slow.waitClosed(15_000), 1013, `close reason: ${slow.closeReason}`)
+      await until(() => !connectionsOf(server).has(reader.connection), 'the server to forget the closed connection')
+      assert.equal(await metric(server, 'weft_closes_total', '{code="1013"}'), 1)
+      assert.equal(reader.connection.queuedBytes, 0, 'nothing is held for a closed connection')
+
+      // Everyone else received every update and has the writer's document.
+      const sent = writer.doc.getArray('sent').length
+      for (const [i, p] of fast.entries()) {
+        await until(() => p.doc.getArray('sent').length === sent, `fast reader ${i} to receive all ${sent} updates`, 20_000)
+        assert.equal(p.doc.getText('text').length, writer.doc.getText('text').length)
+        assert.equal(p.doc.getText('text').toString(), writer.doc.getText('text').toString())
+        assert.equal(fastLatency[i]?.length, sent, `fast reader ${i} saw each update`)
+        t.diagnostic(`fast reader ${i} latency: ${summary(fastLatency[i] ?? [])}`)
+      }
+      for (const [i, p] of fast.entries()) assert.equal(p.ws, fastSockets[i], `fast reader ${i} kept its socket`)
+    } finally {
+      slow?.socket.terminate()
+      destroy(writer, ...fast)
+    }
+  })
+
+  it('a reader that is slow but resumes before the grace period catches up from merged updates to the exact document', async (t) => {
+    const roomy = await startServer({ sendQueueBytes: ROOMY_BUDGET, slowConsumerGraceMs: GRACE_MS, ...UNTHROTTLED })
+    const room = 'lagging-reader'
+    const writer = provider(roomy.url, room)
+    let lagging: RawClient | null = null
+    let busy: BusyWriter | null = null
+    try {
+      await synced(writer)
+      const reader = await slowReader(roomy, room)
+      lagging = reader.client
+      const coalescedBefore = await metric(roomy, 'weft_coalesced_updates_total')
+      tcpOf(lagging).pause()
+      let maxQueued = 0
+      busy = new BusyWriter(writer, () => {
+        maxQueued = Math.max(maxQueued, reader.connection.queuedBytes)
+        return true
+      })
+      // Paused until the server holds and merges for this reader, i.e. it is past the soft mark.
+      await until(() => reader.connection.queuedBytes > ROOMY_BUDGET / 4, 'the lagging reader to pass the soft mark', 20_000)
+      await until(() => (reader.connection as unknown as { queue: { heldByteCount: number } }).queue.heldByteCount > 0, 'updates to be held for the lagging reader', 20_000)
+      tcpOf(lagging).resume()
+      const resumedAt = busy.writes
+      await until(() => busy !== null && busy.writes >= resumedAt + 256, 'the writer to go on after the reader resumed', 20_000)
+      await busy.stop()
+      const coalesced = (await metric(roomy, 'weft_coalesced_updates_total')) - coalescedBefore
+      t.diagnostic(`writer sent ${busy.writes} updates; lagging queue peaked at ${maxQueued} bytes (budget ${ROOMY_BUDGET}); ${coalesced} updates merged`)
+
+      const expected = writer.doc.getText('text').toString()
+      const frames = lagging.frames
+      let built = docFromFrames([])
+      await until(() => {
+        built = docFromFrames(frames)
+        return built.doc.getText('text').length === expected.length
+      }, 'the lagging reader to catch up', 20_000)
+      assert.equal(built.doc.getText('text').toString(), expected)
+      assert.equal(built.doc.getArray('sent').length, busy.writes)
+      assert.ok(coalesced > 0, 'updates were merged for the lagging reader')
+      assert.ok(built.updateFrames < busy.writes, `the reader got ${built.updateFrames} update frames for ${busy.writes} updates: some were merged`)
+      assert.equal(lagging.closeCode, null, 'the lagging reader was not closed')
+      assert.equal(reader.connection.state, 'open')
+      assert.equal(await metric(roomy, 'weft_slow_consumer_closes_total'), 0)
+    } finally {
+      await busy?.stop()
+      lagging?.socket.terminate()
+      destroy(writer)
+      await roomy.stop()
+    }
+  })
+})
+
+describe('inbound rate limit over real sockets', () => {
+  let server: InProcessServer
+
+  before(async () => {
+    server = await startServer({ inboundMessagesPerSecond: FLOOD_RATE })
+  })
+  after(() => server.stop())
+
+  it(`a flood of ${FLOOD_MESSAGES} tiny updates pauses the sender's socket, and every edit arrives`, async (t) => {
+    const room = 'flood'
+    const observer = provider(server.url, room)
+    let flooder: RawClient | null = null
+    try {
+      await synced(observer)
+      // Each edit its own small update, made beforehand so the loop below only writes. (Not one
+      // character each: a 64 KiB socket read would then hold ~3,800 frames, all handled before the
+      // pause can take effect; see the diagnostic below.)
+      const source = new Y.Doc()
+      const updates: Uint8Array[] = []
+      source.on('update', (u: Uint8Array) => updates.push(encodeSyncUpdate(u)))
+      const text = source.getText('text')
+      for (let i = 0; i < FLOOD_MESSAGES; i++) text.insert(text.length, String.fromCharCode(97 + (i % 26)).repeat(FLOOD_EDIT_CHARS))
+      assert.equal(updates.length, FLOOD_MESSAGES)
+
+      flooder = await RawClient.open(`${server.url}/${room}`)
+      await flooder.frame((f) => decodeYMessage(f).kind === 'sync-step-1', 'the server sync step 1')
+      const serverDoc = server.server.loadedRoom(room)?.doc
+      assert.ok(serverDoc !== undefined)
+      const startedAt = performance.now()
+      for (const u of updates) flooder.send(u)
+
+      // While the flood is throttled, the socket is counted as paused and the server has applied
+      // only part of what was sent (all of it is already written to the socket).
+      let appliedWhilePaused = -1
+      let pausedSeen = 0
+      await until(() => {
+        if (connectionsPaused(server) > 0) {
+          appliedWhilePaused = serverDoc.getText('text').length / FLOOD_EDIT_CHARS
+          pausedSeen++
+        }
+        return pausedSeen > 0
+      }, 'the flooding socket to be paused', 10_000)
+      const pausedMetric = await metric(server, 'weft_paused_sockets')
+      t.diagnostic(`paused after ${Math.round(performance.now() - startedAt)} ms with ${appliedWhilePaused} of ${FLOOD_MESSAGES} edits applied (burst ${2 * FLOOD_RATE}); weft_paused_sockets ${pausedMetric}`)
+      assert.equal(pausedMetric, 1, 'weft_paused_sockets counts the flooding socket')
+      assert.ok(appliedWhilePaused < FLOOD_MESSAGES * 0.8, `${appliedWhilePaused} of ${FLOOD_MESSAGES} edits were applied when the socket was paused`)
+
+      await until(() => observer.doc.getText('text').length === FLOOD_MESSAGES * FLOOD_EDIT_CHARS, `the observer to receive all ${FLOOD_MESSAGES} edits`, 30_000)
+      const tookMs = performance.now() - startedAt
+      t.diagnostic(`all ${FLOOD_MESSAGES} edits applied after ${Math.round(tookMs)} ms (at ${FLOOD_RATE}/s with a burst of ${2 * FLOOD_RATE}: ~${Math.round(((FLOOD_MESSAGES - 2 * FLOOD_RATE) / FLOOD_RATE) * 1000)} ms expected)`)
+      assert.equal(observer.doc.getText('text').toString(), source.getText('text').toString())
+      assert.equal(serverDoc.getText('text').toString(), source.getText('text').toString())
+      assert.equal(flooder.closeCode, null, 'the flooding client was throttled, not closed')
+      await until(() => connectionsPaused(server) === 0, 'the socket to be resumed after the flood', 10_000)
+      assert.equal(await metric(server, 'weft_paused_sockets'), 0)
+    } finally {
+      flooder?.socket.terminate()
+      destroy(observer)
+    }
+  })
+})
+
+function connectionsPaused(server: InProcessServer): number {
+  let paused = 0
+  for (const connection of connectionsOf(server)) if (connection.paused) paused++
+  return paused
+}
