@@ -12,6 +12,29 @@ export {
 export type { YMessage } from './ywebsocket.js'
 export { decodeAwarenessUpdate, encodeAwarenessUpdate } from './awareness.js'
 export type { AwarenessEntry } from './awareness.js'
-export { isEmptyUpdate, validateUpdate } from './update.js'
+export { isEmptyUpdate, validateStateVector, validateUpdate } from './update.js'
 export type { UpdateSummary } from './update.js'
-export { MAX_ROOM_NAME_BYTES, isValidRoomName, roomFromPath } from './room-name.js'
+export { MAX_ROOM_NAME_BYTES, isValidRoomName, pathOfTarget, roomFromPath } from './room-name.js'
+export {
+  HocuspocusMessageType,
+  decodeHocuspocusMessage,
+  peekDocumentName,
+  parseHocuspocusRoutingKey,
+  encodeHocuspocusSyncStep1,
+  encodeHocuspocusSyncStep2,
+  encodeHocuspocusSyncUpdate,
+  encodeHocuspocusAwareness,
+  encodeHocuspocusQueryAwareness,
+  encodeHocuspocusStateless,
+  encodeHocuspocusAuthenticated,
+  encodeHocuspocusPermissionDenied,
+  encodeHocuspocusTokenRequest,
+  encodeHocuspocusSyncStatus,
+  encodeHocuspocusClose,
+  encodeHocuspocusPing,
+  encodeHocuspocusClientAuthToken,
+  encodeHocuspocusClientBroadcastStateless,
+  encodeHocuspocusClientClose,
+  encodeHocuspocusClientPong
+} from './hocuspocus.js'
+export type { HocuspocusMessage, HocuspocusScope } from './hocuspocus.js'

@@ -1,4 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import type { Relay, RelayStats } from '../cluster/index.js'
 
 /**
  * The server's Prometheus metrics. Each server has its own registry, so several servers in one
@@ -63,6 +64,51 @@ export class ServerMetrics {
     labelNames: ['code'] as const,
     registers: [this.registry],
   })
+
+  /** Reports the cluster relay's state: weft_redis_up, relay lag, and its message counters. */
+  observeRelay(relay: Relay): void {
+    new Gauge({
+      name: 'weft_redis_up',
+      help: '1 while the Redis relay is connected, 0 while it is down',
+      registers: [this.registry],
+      collect() {
+        this.set(relay.health().up ? 1 : 0)
+      },
+    })
+    new Gauge({
+      name: 'weft_relay_lag_seconds',
+      help: 'Time from another instance publishing an update to this one receiving it (smoothed)',
+      registers: [this.registry],
+      collect() {
+        const health = relay.health()
+        this.set(health.up ? health.lagMs / 1000 : 0)
+      },
+    })
+    const counters: Array<[keyof RelayStats, string]> = [
+      ['published', 'Updates this instance published to the cluster'],
+      ['received', 'Updates received from other instances'],
+      ['healed', 'Updates recovered by gap detection or catch-up instead of arriving live'],
+      ['commands', 'Redis commands the relay sent'],
+    ]
+    for (const [key, help] of counters) {
+      new Gauge({
+        name: `weft_relay_${key}_total`,
+        help,
+        registers: [this.registry],
+        collect() {
+          this.set(relay.stats()[key])
+        },
+      })
+    }
+    new Gauge({
+      name: 'weft_relay_held_bytes',
+      help: 'Bytes of updates held while Redis is down',
+      registers: [this.registry],
+      collect() {
+        this.set(relay.stats().heldBytes)
+      },
+    })
+  }
 
   constructor() {
     // Event-loop lag, heap and CPU come from prom-client's default collectors.

@@ -1,5 +1,13 @@
 import type { AwarenessEntry } from '../protocol/index.js'
 
+/**
+ * The owner of awareness states that came from clients of another instance. Those states may be
+ * taken over by a newer state from anywhere: their client has moved, or its instance died.
+ */
+export class RemoteInstance {
+  constructor(readonly id: string) {}
+}
+
 interface ClientPresence {
   clock: number
   /** JSON text as the client sent it; `null` once the client is gone (kept for its clock). */
@@ -27,7 +35,7 @@ export class RoomAwareness {
     let refused = 0
     for (const entry of entries) {
       const current = this.clients.get(entry.clientId)
-      if (current !== undefined && current.state !== null && current.owner !== owner) {
+      if (current !== undefined && current.state !== null && current.owner !== owner && !(current.owner instanceof RemoteInstance)) {
         refused++
         continue
       }
@@ -59,11 +67,13 @@ export class RoomAwareness {
     return removed
   }
 
-  /** Every live state, for a newcomer or a query-awareness answer. */
-  liveEntries(): AwarenessEntry[] {
+  /** Every live state (or those whose owner passes `ownedBy`), for a newcomer or a query-awareness answer. */
+  liveEntries(ownedBy?: (owner: object) => boolean): AwarenessEntry[] {
     const out: AwarenessEntry[] = []
     for (const [clientId, presence] of this.clients) {
-      if (presence.state !== null) out.push({ clientId, clock: presence.clock, state: presence.state })
+      if (presence.state === null) continue
+      if (ownedBy !== undefined && !ownedBy(presence.owner)) continue
+      out.push({ clientId, clock: presence.clock, state: presence.state })
     }
     return out
   }

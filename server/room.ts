@@ -1,7 +1,8 @@
 import * as Y from 'yjs'
 import type { AwarenessEntry } from '../protocol/index.js'
 import type { DocumentWriter } from '../persistence/index.js'
-import { RoomAwareness } from './room-awareness.js'
+import type { Relay, RelayRoomHandlers } from '../cluster/index.js'
+import { RemoteInstance, RoomAwareness } from './room-awareness.js'
 import { FrameCache, type SharedFrames, type WireFormat } from './wire-format.js'
 import type { Logger } from './logger.js'
 
@@ -28,6 +29,9 @@ const ROOM_TRANSITIONS: Readonly<Record<RoomState, readonly RoomState[]>> = {
 
 export class RoomLoadError extends Error {}
 
+/** Origin of updates that came from other instances: stored and relayed locally, never published back. */
+const FROM_CLUSTER = Object.freeze({ origin: 'cluster' })
+
 /**
  * One Yjs document and the members editing it. The room has a Y.Doc; it is not one.
  */
@@ -41,6 +45,9 @@ export class Room {
   private sizeEstimate = 0
   /** Resolves when the stored document has been applied; rejects when storage failed. */
   readonly loaded: Promise<void>
+  /** Whether the cluster relays this room (joined after the local load). */
+  private relayed = false
+  private readonly remoteOwners = new Map<string, RemoteInstance>()
 
   constructor(
     readonly name: string,
@@ -82,6 +89,19 @@ export class Room {
     // Applied with the room as origin: the update handler knows not to store it again.
     if (stored !== null) Y.applyUpdate(this.doc, stored, this)
     this.sizeEstimate = stored?.length ?? 0
+    const relay = this.registry.relay
+    if (relay !== null) {
+      await this.registry.leaving(this.name)
+      try {
+        const shared = await relay.joinRoom(this.name, stored, this.relayHandlers)
+        this.relayed = true
+        // What the cluster has and this instance lacked: stored here too, relayed to nobody.
+        if (shared !== null) this.applyFromCluster(shared)
+      } catch (err) {
+        // The relay catches up when Redis is back; the room serves its local copy meanwhile.
+        this.log.error({ room: this.name, err }, 'joining the cluster for this room failed')
+      }
+    }
     this.transition('active')
     this.log.debug({ room: this.name, bytes: stored?.length ?? 0, ms: Math.round(performance.now() - started) }, 'room loaded')
     if (this.members.size === 0) this.scheduleUnload()
@@ -99,10 +119,49 @@ export class Room {
     if (origin === this) return
     this.sizeEstimate += update.length
     // Durability first: the write is scheduled before anyone hears of the update.
-    this.writer.write(this.name, update).catch((err: unknown) => {
+    this.lastWrite = this.writer.write(this.name, update)
+    this.lastWrite.catch((err: unknown) => {
       this.log.error({ room: this.name, err }, 'update could not be stored')
     })
+    if (this.relayed && origin !== FROM_CLUSTER) this.registry.relay?.publishUpdate(this.name, update)
     this.broadcastUpdate(update, origin)
+  }
+
+  /** The durability promise of the last update the doc emitted (set synchronously inside applyUpdate). */
+  private lastWrite: Promise<void> | null = null
+
+  private applyFromCluster(update: Uint8Array): void {
+    try {
+      Y.applyUpdate(this.doc, update, FROM_CLUSTER)
+    } catch (err) {
+      this.log.error({ room: this.name, err }, 'an update from the cluster could not be applied')
+    }
+  }
+
+  private remoteOwner(instanceId: string): RemoteInstance {
+    let owner = this.remoteOwners.get(instanceId)
+    if (owner === undefined) {
+      owner = new RemoteInstance(instanceId)
+      this.remoteOwners.set(instanceId, owner)
+    }
+    return owner
+  }
+
+  private readonly relayHandlers: RelayRoomHandlers = {
+    onUpdate: (update) => this.applyFromCluster(update),
+    onAwareness: (entries, instanceId) => {
+      const { accepted } = this.awareness.apply(entries, this.remoteOwner(instanceId))
+      if (accepted.length > 0) this.broadcastAwareness(accepted)
+    },
+    onInstanceGone: (instanceId) => {
+      const owner = this.remoteOwners.get(instanceId)
+      if (owner === undefined) return
+      this.remoteOwners.delete(instanceId)
+      const removed = this.awareness.removeOwner(owner)
+      if (removed.length > 0) this.broadcastAwareness(removed)
+    },
+    localAwareness: () => this.awareness.liveEntries((owner) => !(owner instanceof RemoteInstance)),
+    localState: () => Y.encodeStateAsUpdate(this.doc),
   }
 
   /** Sends an update to every member except `except`, encoded once per wire format. */
@@ -130,9 +189,16 @@ export class Room {
     return this.sizeEstimate + updateBytes > limit
   }
 
-  /** Applies an update a member sent; the doc's update event stores and relays it. */
-  applyUpdate(update: Uint8Array, origin: RoomMember): void {
+  /**
+   * Applies an update a member sent; the doc's update event stores and relays it. Resolves when
+   * what it changed is durable in storage (at once when it changed nothing).
+   */
+  applyUpdate(update: Uint8Array, origin: RoomMember): Promise<void> {
+    this.lastWrite = null
     Y.applyUpdate(this.doc, update, origin)
+    const durable = this.lastWrite ?? this.writer.flush(this.name)
+    this.lastWrite = null
+    return durable
   }
 
   /** Applies awareness entries from `owner`; relays what changed to every member, sender included. */
@@ -140,7 +206,10 @@ export class Room {
     const { accepted, refused } = this.awareness.apply(entries, owner)
     // The sender hears its own awareness back: stock clients count incoming traffic as liveness,
     // and a client alone in a room would otherwise reconnect every 30 s.
-    if (accepted.length > 0) this.broadcastAwareness(accepted)
+    if (accepted.length > 0) {
+      this.broadcastAwareness(accepted)
+      if (this.relayed) this.registry.relay?.publishAwareness(this.name, accepted)
+    }
     return { refused }
   }
 
@@ -159,7 +228,10 @@ export class Room {
   leave(member: RoomMember): void {
     if (!this.members.delete(member)) return
     const removed = this.awareness.removeOwner(member)
-    if (removed.length > 0) this.broadcastAwareness(removed)
+    if (removed.length > 0) {
+      this.broadcastAwareness(removed)
+      if (this.relayed) this.registry.relay?.publishAwareness(this.name, removed)
+    }
     if (this.members.size === 0 && this.stateValue === 'active') this.scheduleUnload()
   }
 
@@ -196,6 +268,7 @@ export class Room {
     }
     this.transition('unloaded')
     this.registry.forget(this)
+    if (this.relayed) this.registry.leaveRelay(this.name)
     this.doc.off('update', this.onDocUpdate)
     this.doc.destroy()
     this.log.debug({ room: this.name }, 'room unloaded')
@@ -223,7 +296,27 @@ export class RoomRegistry {
     readonly unloadDelayMs: number,
     /** Updates that would grow a document past this many bytes are refused. */
     readonly maxDocumentBytes: number,
+    /** The cluster, with --redis; null for a single instance. */
+    readonly relay: Relay | null = null,
   ) {}
+
+  /** Leaves of the cluster still under way, by room: a room loading again waits for its leave. */
+  private readonly leaves = new Map<string, Promise<void>>()
+
+  leaveRelay(name: string): void {
+    if (this.relay === null) return
+    const leave = this.relay
+      .leaveRoom(name)
+      .catch((err: unknown) => this.log.warn({ room: name, err }, 'leaving the cluster for this room failed'))
+      .finally(() => {
+        if (this.leaves.get(name) === leave) this.leaves.delete(name)
+      })
+    this.leaves.set(name, leave)
+  }
+
+  leaving(name: string): Promise<void> {
+    return this.leaves.get(name) ?? Promise.resolve()
+  }
 
   /** Joins `member` to the room, loading it when needed. Await `room.loaded` before syncing. */
   join(name: string, member: RoomMember): Room {

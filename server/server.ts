@@ -3,7 +3,9 @@ import { createServer as createHttpsServer, type Server as HttpsServer } from 'n
 import { readFileSync } from 'node:fs'
 import type { AddressInfo } from 'node:net'
 import type { Duplex } from 'node:stream'
+import { randomUUID } from 'node:crypto'
 import { WebSocketServer, type WebSocket } from 'ws'
+import { createRelay, type Relay } from '../cluster/index.js'
 import { pathOfTarget, roomFromPath } from '../protocol/index.js'
 import { DocumentWriter, openStore, type StorageHealth } from '../persistence/index.js'
 import { CloseCode, HttpError, type HttpErrorCode } from './codes.js'
@@ -58,6 +60,7 @@ export class WeftServer {
   private readonly wss: WebSocketServer
   private writer: DocumentWriter | null = null
   private rooms: RoomRegistry | null = null
+  private relay: Relay | null = null
   private startPromise: Promise<void> | null = null
   private drainPromise: Promise<DrainResult> | null = null
   /** Set when close() arrives during a drain: the rest of the drain goes at once. */
@@ -119,7 +122,21 @@ export class WeftServer {
       else this.log.error({ error: health.error }, 'storage failing')
     })
     this.writer = writer
-    this.rooms = new RoomRegistry(writer, this.log, this.options.roomUnloadDelayMs, this.options.maxDocumentBytes)
+    if (this.options.redisUrl !== null) {
+      const relay = createRelay({
+        redisUrl: this.options.redisUrl,
+        instanceId: this.options.instanceId ?? randomUUID(),
+        logger: this.log.child({ part: 'relay' }),
+      })
+      relay.on('health', (health) => {
+        if (this.stateValue === 'draining' || this.stateValue === 'stopped') return
+        if (health.up) this.log.info('redis relay up')
+        else this.log.error({ error: health.error }, 'redis relay down; serving local clients, holding updates until it is back')
+      })
+      this.relay = relay
+      this.metrics.observeRelay(relay)
+    }
+    this.rooms = new RoomRegistry(writer, this.log, this.options.roomUnloadDelayMs, this.options.maxDocumentBytes, this.relay)
     this.heartbeatTimer = setInterval(() => this.heartbeat(), this.options.heartbeatIntervalMs)
     this.heartbeatTimer.unref()
     if (this.options.authSecret === null && this.options.allowOrigins === null) {
@@ -146,7 +163,9 @@ export class WeftServer {
       })
     })
     const address = server.address() as AddressInfo
-    this.log.info({ port: address.port, host: address.address }, 'listening')
+    // Operators and scripts wait for this line (the contract), so it is printed at any level but silent.
+    const announce = this.log.level === 'silent' ? this.log : this.log.child({}, { level: 'info' })
+    announce.info({ port: address.port, host: address.address }, 'listening')
     return address
   }
 
@@ -178,7 +197,10 @@ export class WeftServer {
         return
       case '/health/ready': {
         const ready = this.stateValue === 'serving' && this.storageHealth.ok
-        const detail = { state: this.stateValue, storage: this.storageHealth.ok ? 'ok' : 'failing' }
+        // Redis being down does not make an instance unready: it still serves its own clients
+        // (and holds their updates for the cluster); taking every instance out would be an outage.
+        const redis = this.relay === null ? 'none' : this.relay.health().up ? 'up' : 'down'
+        const detail = { state: this.stateValue, storage: this.storageHealth.ok ? 'ok' : 'failing', redis }
         if (ready) sendJson(res, 200, { status: 'ready', ...detail })
         else {
           const why = this.stateValue !== 'serving' ? `server is ${this.stateValue}` : 'storage is failing'
@@ -377,6 +399,10 @@ export class WeftServer {
       await new Promise((resolve) => setTimeout(resolve, 20))
     }
     for (const connection of this.connections) connection.terminate()
+    if (this.relay !== null) {
+      // Says goodbye (other instances drop this one's awareness at once) and stops heartbeats.
+      await this.relay.close().catch((err: unknown) => this.log.warn({ err }, 'closing the redis relay failed'))
+    }
     let unsaved: string[] = []
     if (this.writer !== null) {
       const result = await this.writer.close({ deadlineMs: Math.max(100, deadline - Date.now()) })

@@ -1,0 +1,17 @@
+/** The cluster part of weft: the Relay interface, its Redis implementation and an in-memory fake. */
+export type { Relay, RelayHealth, RelayRoomHandlers, RelayStats } from './relay.js'
+export { CLUSTER_DEFAULTS, RedisRelay } from './redis-relay.js'
+export type { ClusterTuning, RedisRelayOptions, RelayFaults, RelayLogger } from './redis-relay.js'
+export { MemoryBus, MemoryRelay } from './memory-relay.js'
+import { RedisRelay, type RelayLogger } from './redis-relay.js'
+
+export interface CreateRelayOptions {
+  redisUrl: string
+  instanceId: string
+  logger: RelayLogger
+}
+
+/** The relay for `--redis URL`: connects at once and keeps reconnecting (with backoff) until closed. */
+export function createRelay(options: CreateRelayOptions): RedisRelay {
+  return new RedisRelay(options)
+}

@@ -1,0 +1,763 @@
+import { randomBytes } from 'node:crypto'
+import { EventEmitter } from 'node:events'
+import { Redis, type RedisOptions } from 'ioredis'
+import * as Y from 'yjs'
+import { mergeUpdatesInChunks } from '../persistence/chunked-merge.js'
+import { decodeAwarenessUpdate, encodeAwarenessUpdate, type AwarenessEntry } from '../protocol/index.js'
+import { EPOCH_KEY, compareStreamIds, instanceKey, nextStreamId, roomKeys, type RoomKeys } from './keys.js'
+import { decodeRelayMessage, encodeRelayMessage, type RelayMessage } from './relay-message.js'
+import type { Relay, RelayHealth, RelayRoomHandlers, RelayStats } from './relay.js'
+import { COMPACT_ROOM, ENSURE_EPOCH, PUBLISH_UPDATE, READ_ROOM, type Script } from './scripts.js'
+
+const SCRIPTS = [PUBLISH_UPDATE, READ_ROOM, COMPACT_ROOM, ENSURE_EPOCH]
+import { missingFrom } from './state-diff.js'
+
+/** The subset of a pino logger the relay writes to. */
+export interface RelayLogger {
+  debug(obj: object, msg: string): void
+  info(obj: object, msg: string): void
+  warn(obj: object, msg: string): void
+  error(obj: object, msg: string): void
+}
+
+/** Fault injection for tests: lets a test lose pub/sub messages the way Redis may. */
+export interface RelayFaults {
+  /** Return true to drop this incoming channel message before the relay sees it. */
+  dropMessage?(room: string, message: RelayMessage): boolean
+}
+
+/** Timings and budgets of the Redis relay; units are in the names. */
+export interface ClusterTuning {
+  heartbeatMs: number
+  instanceTtlMs: number
+  checkMs: number
+  compactAfterEntries: number
+  heldBytes: number
+  maxRetryDelayMs: number
+  joinWaitMs: number
+  closeMs: number
+}
+
+export const CLUSTER_DEFAULTS: Readonly<ClusterTuning> = Object.freeze({
+  /** How often the heartbeat key is refreshed. */
+  heartbeatMs: 1000,
+  /** TTL of the heartbeat key: awareness of a dead instance goes within this plus one check (< 5 s, issue #6). */
+  instanceTtlMs: 3000,
+  /** How often `last` of every held room, the epoch and the heartbeats of remote instances are read (one pipeline). */
+  checkMs: 1000,
+  /** Stream length at which the publisher that reaches it folds the stream into the snapshot. */
+  compactAfterEntries: 500,
+  /** Budget for updates held while Redis is down; past it a room is re-synced from `localState()` instead. */
+  heldBytes: 16 * 1024 * 1024,
+  /** Reconnect backoff: 50 ms doubling, capped here, with jitter. The cap bounds convergence after a fault clears. */
+  maxRetryDelayMs: 1000,
+  /** How long `joinRoom` waits for the first connection before serving the room from local state alone. */
+  joinWaitMs: 2000,
+  /** Deadline of the goodbye messages in `close()`. */
+  closeMs: 1000,
+})
+
+export interface RedisRelayOptions extends Partial<ClusterTuning> {
+  redisUrl: string
+  instanceId: string
+  logger: RelayLogger
+  faults?: RelayFaults
+}
+
+type RoomState = 'joining' | 'active'
+
+interface HeldRoom {
+  name: string
+  keys: RoomKeys
+  handlers: RelayRoomHandlers
+  state: RoomState
+  /** Id of the newest stream entry applied with nothing missing before it; '' = none yet. */
+  lastApplied: string
+  /** Messages seen out of order (prev → id), applied but not yet part of the gapless chain. */
+  ahead: Map<string, string>
+  /** Messages that arrived while joining. */
+  buffered: RelayMessage[]
+  /** The cluster copy may lack local edits: read it whole and publish the difference. */
+  needsFullSync: boolean
+  healing: boolean
+  compacting: boolean
+  /** `lastApplied` at the previous check that found `last` ahead of it. */
+  behindAt: string | null
+  /** Remote instances whose awareness this room holds. */
+  remoteInstances: Set<string>
+}
+
+interface ReadResult {
+  upto: string
+  version: string
+  /** Snapshot, then stream entries, in order. */
+  updates: Uint8Array[]
+  /** Entries by other instances (what counts as healed). */
+  foreign: number
+  lastId: string
+}
+
+const MAX_AHEAD = 1024
+/** Updates held per room before they are merged into one. */
+const HOLD_MERGE_AT = 64
+
+/**
+ * The Redis relay (issue #6). Two connections: `cmd` for scripts, heartbeats and checks, `sub`
+ * for the room channels. Nothing queues inside ioredis (no offline queue, no resend): while a
+ * connection is down this class decides what happens (updates are held, awareness is dropped and
+ * re-sent later), so a dead Redis can never grow memory without bound or replay stale commands.
+ */
+export class RedisRelay implements Relay {
+  readonly instanceId: string
+  private readonly options: Readonly<ClusterTuning>
+  private readonly logger: RelayLogger
+  private readonly faults: RelayFaults
+  private readonly cmd: Redis
+  private readonly sub: Redis
+  private readonly events = new EventEmitter()
+  private readonly rooms = new Map<string, HeldRoom>()
+  private readonly channels = new Map<string, string>()
+  private readonly held = new Map<string, { updates: Uint8Array[]; bytes: number }>()
+  private heldBytes = 0
+  private readonly counters = { published: 0, received: 0, healed: 0, commands: 0 }
+  private lagMs = 0
+  private cmdReady = false
+  private subReady = false
+  private downSince = Date.now()
+  private lastError = 'connecting'
+  private reportedUp = false
+  private epoch: string | null = null
+  /** Remote instances are not declared gone before this time (they may still be reconnecting). */
+  private graceUntil = 0
+  private reconciling = false
+  private reconcileAgain = false
+  private checking = false
+  private closed = false
+  private closing: Promise<void> | null = null
+  private readonly firstReady: Promise<void>
+  private readonly timers: NodeJS.Timeout[] = []
+
+  constructor(options: RedisRelayOptions) {
+    const { redisUrl, instanceId, logger, faults, ...rest } = options
+    this.instanceId = instanceId
+    this.logger = logger
+    this.faults = faults ?? {}
+    this.options = Object.freeze({ ...CLUSTER_DEFAULTS, ...stripUndefined(rest) })
+    const connection = (role: string): RedisOptions => ({
+      connectionName: `weft:${instanceId}:${role}`,
+      enableOfflineQueue: false,
+      autoResendUnfulfilledCommands: false,
+      autoResubscribe: false,
+      maxRetriesPerRequest: 1,
+      connectTimeout: 2000,
+      // No command may hang a reconcile, heal or compaction (each runs one at a time) forever.
+      commandTimeout: 3000,
+      retryStrategy: (times) => {
+        const base = Math.min(this.options.maxRetryDelayMs, 50 * 2 ** Math.min(times, 16))
+        return Math.round(base / 2 + (Math.random() * base) / 2)
+      },
+    })
+    this.cmd = new Redis(redisUrl, connection('cmd'))
+    this.sub = new Redis(redisUrl, connection('sub'))
+    this.firstReady = new Promise((resolve) => this.events.once('up', resolve))
+    this.firstReady.catch(() => undefined)
+    this.watch(this.cmd, 'cmd')
+    this.watch(this.sub, 'sub')
+    this.sub.on('messageBuffer', (channel: Buffer, message: Buffer) => this.onChannelMessage(channel.toString('utf8'), message))
+    const heartbeat = setInterval(() => this.heartbeat(), this.options.heartbeatMs)
+    const check = setInterval(() => void this.check(), this.options.checkMs)
+    heartbeat.unref()
+    check.unref()
+    this.timers.push(heartbeat, check)
+  }
+
+  // ---- Relay -------------------------------------------------------------------------------
+
+  async joinRoom(name: string, localState: Uint8Array | null, handlers: RelayRoomHandlers): Promise<Uint8Array | null> {
+    if (this.closed) throw new Error('relay is closed')
+    if (this.rooms.has(name)) throw new Error(`room ${JSON.stringify(name)} is already joined`)
+    const keys = roomKeys(name)
+    const room: HeldRoom = {
+      name, keys, handlers, state: 'joining', lastApplied: '', ahead: new Map(), buffered: [],
+      needsFullSync: false, healing: false, compacting: false, behindAt: null, remoteInstances: new Set(),
+    }
+    this.rooms.set(name, room)
+    this.channels.set(keys.channel, name)
+    if (!this.isUp()) await Promise.race([this.firstReady, delay(this.options.joinWaitMs)])
+    let cluster: Uint8Array | null = null
+    try {
+      if (!this.isUp()) throw new Error('redis is down')
+      // Subscribe before reading: whatever is published after the read is then buffered, not lost.
+      await this.subscribe([keys.channel])
+      const read = await this.read(room, '')
+      cluster = read.updates.length === 0 ? null : await mergeUpdatesInChunks(read.updates)
+      room.lastApplied = read.lastId
+      // From here to activation nothing awaits, so no message can slip between buffer and room.
+      const newer: Uint8Array[] = []
+      for (const message of room.buffered) {
+        if (message.kind !== 'update' || compareStreamIds(message.id, room.lastApplied) <= 0) continue
+        if (message.instance !== this.instanceId) newer.push(message.update)
+        this.advance(room, message.prev, message.id)
+      }
+      if (newer.length > 0) cluster = Y.mergeUpdates(cluster === null ? newer : [cluster, ...newer])
+    } catch (err) {
+      // Serve from local state; the reconcile after the next connect reads the cluster copy and
+      // publishes what this instance has that the cluster lacks.
+      this.logger.warn({ room: name, err: errorText(err) }, 'cluster copy unavailable at join; serving local state')
+      room.needsFullSync = true
+    }
+    room.buffered = []
+    if (this.rooms.get(name) !== room) return cluster // left while joining
+    room.state = 'active'
+    if (!room.needsFullSync) {
+      if (localState !== null) {
+        const missing = missingFrom(localState, cluster)
+        if (missing !== null) this.sendUpdate(name, missing)
+      }
+      this.publishControl(room, { kind: 'query', instance: this.instanceId, ts: Date.now() })
+      if (room.ahead.size > 0) void this.heal(room)
+    } else {
+      this.scheduleReconcile()
+    }
+    return cluster
+  }
+
+  async leaveRoom(name: string): Promise<void> {
+    const room = this.rooms.get(name)
+    if (room === undefined) return
+    this.rooms.delete(name)
+    this.channels.delete(room.keys.channel)
+    if (this.subReady) {
+      this.counters.commands++
+      await this.sub.unsubscribe(room.keys.channel).catch(() => undefined)
+    }
+  }
+
+  publishUpdate(room: string, update: Uint8Array): void {
+    if (this.closed) return
+    if (!this.isUp()) this.hold(room, update)
+    else this.sendUpdate(room, update)
+  }
+
+  publishAwareness(name: string, entries: readonly AwarenessEntry[]): void {
+    if (this.closed || entries.length === 0 || !this.isUp()) return
+    const message = encodeRelayMessage({ kind: 'awareness', instance: this.instanceId, ts: Date.now(), awareness: encodeAwarenessUpdate(entries) })
+    this.counters.commands++
+    this.cmd.publish(roomKeys(name).channel, message).catch((err: unknown) => this.noteError(err))
+  }
+
+  health(): RelayHealth {
+    return this.isUp() ? { up: true, lagMs: Math.round(this.lagMs) } : { up: false, since: this.downSince, error: this.lastError }
+  }
+
+  stats(): RelayStats {
+    return { ...this.counters, heldBytes: this.heldBytes }
+  }
+
+  on(event: 'health', listener: (health: RelayHealth) => void): void {
+    this.events.on(event, listener)
+  }
+
+  close(): Promise<void> {
+    this.closing ??= this.shutdown()
+    return this.closing
+  }
+
+  /**
+   * Drops both connections and stops every timer without a word to the cluster: what the other
+   * instances see when this process is killed (-9). For fault tests; `close()` is the real shutdown.
+   */
+  abort(): void {
+    this.closed = true
+    this.closing ??= Promise.resolve()
+    for (const timer of this.timers) clearInterval(timer)
+    this.cmd.disconnect(false)
+    this.sub.disconnect(false)
+  }
+
+  // ---- connections -------------------------------------------------------------------------
+
+  private watch(connection: Redis, role: 'cmd' | 'sub'): void {
+    connection.on('error', (err: unknown) => this.noteError(err))
+    connection.on('ready', () => {
+      if (role === 'cmd') {
+        // Loaded before the relay counts as up, so that a burst of edits after a restart of Redis
+        // does not become a burst of NOSCRIPT errors and EVAL fallbacks.
+        const pipeline = this.cmd.pipeline()
+        for (const script of SCRIPTS) pipeline.script('LOAD', script.lua)
+        this.counters.commands += pipeline.length
+        pipeline.exec().then(
+          () => {
+            this.cmdReady = this.cmd.status === 'ready'
+            this.updateHealth()
+          },
+          (err: unknown) => this.noteError(err),
+        )
+        return
+      }
+      // Resubscribing is ours (autoResubscribe is off): the relay is up, and catches up, only
+      // once every held room's channel is subscribed again.
+      const channels = [...this.channels.keys()]
+      const subscribed = channels.length === 0 ? Promise.resolve() : this.subscribe(channels)
+      subscribed.then(
+        () => {
+          this.subReady = this.sub.status === 'ready'
+          this.updateHealth()
+        },
+        (err: unknown) => this.noteError(err),
+      )
+    })
+    connection.on('close', () => {
+      if (role === 'cmd') this.cmdReady = false
+      else this.subReady = false
+      this.updateHealth()
+    })
+  }
+
+  private isUp(): boolean {
+    return this.cmdReady && this.subReady && !this.closed
+  }
+
+  private updateHealth(): void {
+    const up = this.isUp()
+    if (up === this.reportedUp) return
+    this.reportedUp = up
+    if (up) {
+      this.logger.info({ instance: this.instanceId }, 'redis relay up')
+      // Instances that lost their connection too get a few heartbeats' time to come back.
+      this.graceUntil = Date.now() + this.options.instanceTtlMs
+      this.events.emit('up')
+      this.heartbeat()
+      this.scheduleReconcile()
+    } else {
+      this.downSince = Date.now()
+      if (!this.closed) this.logger.warn({ instance: this.instanceId, err: this.lastError }, 'redis relay down; holding updates')
+    }
+    this.events.emit('health', this.health())
+  }
+
+  private noteError(err: unknown): void {
+    const text = errorText(err)
+    if (text !== this.lastError) this.logger.debug({ err: text }, 'redis relay error')
+    this.lastError = text
+  }
+
+  private async subscribe(channels: string[]): Promise<void> {
+    this.counters.commands++
+    await this.sub.subscribe(...channels)
+  }
+
+  private async evalScript(script: Script, keys: string[], args: Array<string | Uint8Array>): Promise<unknown> {
+    const argv = args.map((arg) => (typeof arg === 'string' ? arg : Buffer.from(arg.buffer, arg.byteOffset, arg.byteLength)))
+    this.counters.commands++
+    try {
+      return await this.cmd.callBuffer('evalsha', script.sha, keys.length, ...keys, ...argv)
+    } catch (err) {
+      // The script cache is empty after Redis restarted: send the script itself once.
+      if (!errorText(err).startsWith('NOSCRIPT')) throw err
+      this.counters.commands++
+      return await this.cmd.callBuffer('eval', script.lua, keys.length, ...keys, ...argv)
+    }
+  }
+
+  // ---- publishing --------------------------------------------------------------------------
+
+  private sendUpdate(name: string, update: Uint8Array): void {
+    const keys = roomKeys(name)
+    this.evalScript(PUBLISH_UPDATE, [keys.log, keys.last], [this.instanceId, update, String(Date.now()), keys.channel]).then(
+      (reply) => {
+        this.counters.published++
+        const length = Number((reply as unknown[])[2])
+        const room = this.rooms.get(name)
+        if (room !== undefined && length >= this.options.compactAfterEntries && !room.compacting) void this.compact(room)
+      },
+      (err: unknown) => {
+        // Whether it reached Redis is unknown; sending it again is harmless (updates are idempotent).
+        this.noteError(err)
+        this.hold(name, update)
+      },
+    )
+  }
+
+  private hold(name: string, update: Uint8Array): void {
+    const held = this.held.get(name) ?? { updates: [], bytes: 0 }
+    held.updates.push(update)
+    held.bytes += update.byteLength
+    this.heldBytes += update.byteLength
+    if (held.updates.length >= HOLD_MERGE_AT) {
+      const merged = Y.mergeUpdates(held.updates)
+      this.heldBytes += merged.byteLength - held.bytes
+      held.updates = [merged]
+      held.bytes = merged.byteLength
+    }
+    this.held.set(name, held)
+    if (this.heldBytes > this.options.heldBytes) {
+      // Over budget: forget what is held for this room and re-sync it from the local document
+      // later. A room not held any more publishes its local state when it next joins.
+      this.dropHeld(name)
+      const room = this.rooms.get(name)
+      if (room !== undefined) room.needsFullSync = true
+      this.logger.warn({ room: name, budgetBytes: this.options.heldBytes }, 'held updates over budget; room will re-sync from local state')
+    }
+  }
+
+  private dropHeld(name: string): void {
+    const held = this.held.get(name)
+    if (held === undefined) return
+    this.heldBytes -= held.bytes
+    this.held.delete(name)
+  }
+
+  private async flushHeld(): Promise<void> {
+    for (const name of [...this.held.keys()]) {
+      if (!this.isUp()) return
+      const held = this.held.get(name)
+      if (held === undefined) continue
+      this.dropHeld(name)
+      const update = held.updates.length === 1 ? (held.updates[0] as Uint8Array) : await mergeUpdatesInChunks(held.updates)
+      this.sendUpdate(name, update)
+    }
+  }
+
+  private publishControl(room: HeldRoom, message: RelayMessage): void {
+    if (!this.isUp()) return
+    this.counters.commands++
+    this.cmd.publish(room.keys.channel, encodeRelayMessage(message)).catch((err: unknown) => this.noteError(err))
+  }
+
+  private resendAwareness(room: HeldRoom): void {
+    const entries = room.handlers.localAwareness()
+    if (entries.length > 0) this.publishAwareness(room.name, entries)
+    this.publishControl(room, { kind: 'query', instance: this.instanceId, ts: Date.now() })
+  }
+
+  // ---- receiving ---------------------------------------------------------------------------
+
+  private onChannelMessage(channel: string, bytes: Buffer): void {
+    const name = this.channels.get(channel)
+    const room = name === undefined ? undefined : this.rooms.get(name)
+    if (room === undefined || this.closed) return
+    const message = decodeRelayMessage(bytes)
+    if (message === null) return
+    if (this.faults.dropMessage?.(room.name, message) === true) return
+    if (room.state === 'joining') {
+      room.buffered.push(message)
+      return
+    }
+    if (message.instance !== this.instanceId) this.lagMs = this.lagMs * 0.8 + Math.max(0, Date.now() - message.ts) * 0.2
+    try {
+      this.apply(room, message)
+    } catch (err) {
+      this.logger.error({ room: room.name, err: errorText(err) }, 'room handler failed on a relayed message')
+    }
+  }
+
+  private apply(room: HeldRoom, message: RelayMessage): void {
+    switch (message.kind) {
+      case 'update': {
+        if (compareStreamIds(message.id, room.lastApplied) <= 0) return
+        if (message.instance !== this.instanceId) {
+          this.counters.received++
+          room.handlers.onUpdate(message.update)
+        }
+        // Own messages carry no news but keep the chain gapless.
+        if (!this.advance(room, message.prev, message.id)) void this.heal(room)
+        return
+      }
+      case 'awareness': {
+        if (message.instance === this.instanceId) return
+        let entries: AwarenessEntry[]
+        try {
+          entries = decodeAwarenessUpdate(message.awareness)
+        } catch {
+          return
+        }
+        room.remoteInstances.add(message.instance)
+        room.handlers.onAwareness(entries, message.instance)
+        return
+      }
+      case 'query': {
+        if (message.instance === this.instanceId) return
+        const entries = room.handlers.localAwareness()
+        if (entries.length > 0) this.publishAwareness(room.name, entries)
+        return
+      }
+      case 'gone': {
+        if (message.instance === this.instanceId || !room.remoteInstances.delete(message.instance)) return
+        room.handlers.onInstanceGone(message.instance)
+        return
+      }
+    }
+  }
+
+  /** Extends the gapless chain with (prev → id); returns false when something before it is missing. */
+  private advance(room: HeldRoom, prev: string, id: string): boolean {
+    if (prev !== room.lastApplied) {
+      if (room.ahead.size >= MAX_AHEAD) room.ahead.clear()
+      room.ahead.set(prev, id)
+      return false
+    }
+    room.lastApplied = id
+    this.followAhead(room)
+    return true
+  }
+
+  private followAhead(room: HeldRoom): void {
+    for (let next = room.ahead.get(room.lastApplied); next !== undefined; next = room.ahead.get(room.lastApplied)) {
+      room.ahead.delete(room.lastApplied)
+      room.lastApplied = next
+    }
+    for (const [prev, id] of room.ahead) {
+      if (compareStreamIds(id, room.lastApplied) <= 0) room.ahead.delete(prev)
+    }
+  }
+
+  // ---- healing -----------------------------------------------------------------------------
+
+  private async read(room: HeldRoom, after: string): Promise<ReadResult> {
+    const reply = (await this.evalScript(READ_ROOM, [room.keys.doc, room.keys.log], [after])) as [Buffer, Buffer, Buffer | null, Array<[Buffer, Buffer[]]>]
+    const [upto, version, snapshot, entries] = reply
+    const updates: Uint8Array[] = snapshot === null ? [] : [snapshot]
+    let foreign = 0
+    let lastId = after
+    if (upto.length > 0 && compareStreamIds(upto.toString(), lastId) > 0) lastId = upto.toString()
+    for (const [id, fields] of entries) {
+      let instance = ''
+      for (let i = 0; i + 1 < fields.length; i += 2) {
+        const field = (fields[i] as Buffer).toString()
+        if (field === 'u') updates.push(fields[i + 1] as Buffer)
+        else if (field === 'i') instance = (fields[i + 1] as Buffer).toString('utf8')
+      }
+      if (instance !== this.instanceId) foreign++
+      lastId = id.toString()
+    }
+    return { upto: upto.toString(), version: version.toString(), updates, foreign, lastId }
+  }
+
+  /** Fetches and applies everything after `lastApplied` (a message was lost, or the connection was). */
+  private async heal(room: HeldRoom): Promise<void> {
+    if (room.healing || room.state !== 'active' || !this.isUp()) return
+    room.healing = true
+    let progressed = false
+    try {
+      const from = room.lastApplied
+      const read = await this.read(room, from)
+      if (this.rooms.get(room.name) !== room) return
+      if (read.updates.length > 0) {
+        const merged = read.updates.length === 1 ? (read.updates[0] as Uint8Array) : await mergeUpdatesInChunks(read.updates)
+        room.handlers.onUpdate(merged)
+        this.counters.healed += read.foreign
+      }
+      if (compareStreamIds(read.lastId, room.lastApplied) > 0) {
+        room.lastApplied = read.lastId
+        progressed = true
+      }
+      this.followAhead(room)
+      room.behindAt = null
+    } catch (err) {
+      this.noteError(err)
+    } finally {
+      room.healing = false
+    }
+    // A message lost while this read was in flight left a gap behind the messages that followed.
+    if (progressed && room.ahead.size > 0) void this.heal(room)
+  }
+
+  /** Reads the cluster copy whole, applies it, and publishes what the local document has beyond it. */
+  private async fullSync(room: HeldRoom): Promise<void> {
+    const read = await this.read(room, '')
+    if (this.rooms.get(room.name) !== room) return
+    const cluster = read.updates.length === 0 ? null : await mergeUpdatesInChunks(read.updates)
+    if (cluster !== null) {
+      room.handlers.onUpdate(cluster)
+      this.counters.healed += read.foreign
+    }
+    if (compareStreamIds(read.lastId, room.lastApplied) > 0 || room.lastApplied === '') room.lastApplied = read.lastId
+    this.followAhead(room)
+    // The local document already holds every update held for this room.
+    this.dropHeld(room.name)
+    const missing = missingFrom(room.handlers.localState(), cluster)
+    if (missing !== null) this.sendUpdate(room.name, missing)
+    room.needsFullSync = false
+  }
+
+  private async compact(room: HeldRoom): Promise<void> {
+    room.compacting = true
+    try {
+      const read = await this.read(room, '')
+      if (read.updates.length === 0 || read.lastId === '' || read.lastId === read.upto) return
+      const snapshot = await mergeUpdatesInChunks(read.updates)
+      const applied = await this.evalScript(COMPACT_ROOM, [room.keys.doc, room.keys.log], [read.version, snapshot, read.lastId, nextStreamId(read.lastId)])
+      this.logger.debug({ room: room.name, upto: read.lastId, bytes: snapshot.byteLength, applied: Number(applied) === 1 }, 'room stream compacted')
+    } catch (err) {
+      this.noteError(err)
+    } finally {
+      room.compacting = false
+    }
+  }
+
+  // ---- periodic work -----------------------------------------------------------------------
+
+  private heartbeat(): void {
+    if (!this.cmdReady || this.closed) return
+    this.counters.commands++
+    this.cmd.set(instanceKey(this.instanceId), String(Date.now()), 'PX', this.options.instanceTtlMs).catch((err: unknown) => this.noteError(err))
+  }
+
+  private scheduleReconcile(): void {
+    if (this.reconciling) {
+      this.reconcileAgain = true
+      return
+    }
+    void this.reconcile()
+  }
+
+  /** After a (re)connect or a lost epoch: catch every held room up and send what was held. */
+  private async reconcile(): Promise<void> {
+    this.reconciling = true
+    try {
+      do {
+        this.reconcileAgain = false
+        if (!this.isUp()) return
+        await this.checkEpoch()
+        for (const room of [...this.rooms.values()]) {
+          if (!this.isUp()) return
+          if (room.state !== 'active' || this.rooms.get(room.name) !== room) continue
+          if (room.needsFullSync) await this.fullSync(room)
+          else await this.heal(room)
+          this.resendAwareness(room)
+        }
+        await this.flushHeld()
+      } while (this.reconcileAgain)
+    } catch (err) {
+      this.noteError(err)
+      this.logger.warn({ err: errorText(err) }, 'redis relay reconcile failed; retrying at the next check')
+      this.reconcileAgain = true
+    } finally {
+      this.reconciling = false
+    }
+  }
+
+  private async checkEpoch(): Promise<void> {
+    const reply = await this.evalScript(ENSURE_EPOCH, [EPOCH_KEY], [randomBytes(12).toString('base64url')])
+    const epoch = (reply as Buffer).toString()
+    if (this.epoch !== null && epoch !== this.epoch) {
+      // Redis lost its data (restarted empty, or flushed): every held room republishes its state.
+      this.logger.warn({ instance: this.instanceId }, 'redis lost its data; re-publishing every held room')
+      this.graceUntil = Date.now() + this.options.instanceTtlMs
+      for (const room of this.rooms.values()) {
+        room.needsFullSync = true
+        room.lastApplied = ''
+        room.ahead.clear()
+      }
+    }
+    this.epoch = epoch
+  }
+
+  /** One pipeline: the epoch, `last` of every held room, the heartbeats of instances whose awareness is held. */
+  private async check(): Promise<void> {
+    if (!this.isUp() || this.checking) return
+    if (this.reconciling) return
+    if (this.reconcileAgain) {
+      this.scheduleReconcile()
+      return
+    }
+    this.checking = true
+    try {
+      const rooms = [...this.rooms.values()].filter((room) => room.state === 'active')
+      const instances = new Set<string>()
+      for (const room of rooms) for (const id of room.remoteInstances) instances.add(id)
+      const remote = [...instances]
+      const pipeline = this.cmd.pipeline().get(EPOCH_KEY)
+      if (rooms.length > 0) pipeline.mget(...rooms.map((room) => room.keys.last))
+      if (remote.length > 0) pipeline.mget(...remote.map(instanceKey))
+      this.counters.commands += pipeline.length
+      const results = (await pipeline.exec()) ?? []
+      for (const [err] of results) if (err) throw err
+      const epoch = results[0]?.[1] as string | null
+      if (epoch !== this.epoch) {
+        this.scheduleReconcile()
+        return
+      }
+      if (rooms.length > 0) {
+        const lasts = results[1]?.[1] as Array<string | null>
+        rooms.forEach((room, i) => this.checkBehind(room, lasts[i] ?? null))
+      }
+      if (remote.length > 0 && Date.now() >= this.graceUntil) {
+        const beats = results[results.length - 1]?.[1] as Array<string | null>
+        remote.forEach((id, i) => {
+          if (beats[i] === null) this.instanceGone(id)
+        })
+      }
+      if (this.held.size > 0) await this.flushHeld()
+    } catch (err) {
+      this.noteError(err)
+    } finally {
+      this.checking = false
+    }
+  }
+
+  /**
+   * `last` ahead of what was applied twice in a row with no progress in between: the newest
+   * message was lost (a gap before a later message would have been noticed when it came).
+   */
+  private checkBehind(room: HeldRoom, last: string | null): void {
+    if (last === null || room.healing || compareStreamIds(last, room.lastApplied) <= 0) {
+      room.behindAt = null
+      return
+    }
+    if (room.behindAt === room.lastApplied) void this.heal(room)
+    else room.behindAt = room.lastApplied
+  }
+
+  private instanceGone(id: string): void {
+    this.logger.info({ instance: id }, 'instance heartbeat expired; removing its awareness')
+    for (const room of this.rooms.values()) {
+      if (!room.remoteInstances.delete(id)) continue
+      try {
+        room.handlers.onInstanceGone(id)
+      } catch (err) {
+        this.logger.error({ room: room.name, err: errorText(err) }, 'room handler failed on onInstanceGone')
+      }
+    }
+  }
+
+  // ---- shutdown ----------------------------------------------------------------------------
+
+  private async shutdown(): Promise<void> {
+    for (const timer of this.timers) clearInterval(timer)
+    if (this.isUp()) {
+      const pipeline = this.cmd.pipeline()
+      for (const room of this.rooms.values()) {
+        pipeline.publish(room.keys.channel, encodeRelayMessage({ kind: 'gone', instance: this.instanceId, ts: Date.now() }))
+      }
+      pipeline.del(instanceKey(this.instanceId))
+      this.counters.commands += pipeline.length
+      await Promise.race([pipeline.exec().catch(() => undefined), delay(this.options.closeMs)])
+    }
+    this.closed = true
+    this.rooms.clear()
+    this.channels.clear()
+    await Promise.all([quit(this.cmd, this.options.closeMs), quit(this.sub, this.options.closeMs)])
+    this.updateHealth()
+  }
+}
+
+async function quit(connection: Redis, deadlineMs: number): Promise<void> {
+  if (connection.status === 'end') return
+  const done = connection.status === 'ready' ? connection.quit().then(() => undefined, () => undefined) : Promise.resolve()
+  await Promise.race([done, delay(deadlineMs)])
+  connection.disconnect(false)
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref())
+}
+
+function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err)
+}
+
+function stripUndefined<T extends object>(value: T): Partial<T> {
+  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as Partial<T>
+}

@@ -1,0 +1,85 @@
+import { createHash } from 'node:crypto'
+
+/** A Lua script sent with EVALSHA (EVAL once after NOSCRIPT, e.g. after Redis restarted). */
+export interface Script {
+  name: string
+  lua: string
+  sha: string
+}
+
+function script(name: string, lua: string): Script {
+  return { name, lua, sha: createHash('sha1').update(lua).digest('hex') }
+}
+
+const NETSTRING = `local function ns(s) return #s .. ':' .. s end`
+
+/**
+ * One edit, one command: appends the update to the room's stream, swaps `last` and publishes
+ * the message (prev, id, instance, ts, update) that lets every receiver notice a lost predecessor.
+ * Atomic, so the prev chain on the channel is exactly the stream's order.
+ *   KEYS: log, last    ARGV: instance, update, ts, channel
+ *   returns { id, prev, stream length }
+ */
+export const PUBLISH_UPDATE = script('publish', `${NETSTRING}
+local id = redis.call('XADD', KEYS[1], '*', 'i', ARGV[1], 'u', ARGV[2])
+local prev = redis.call('GET', KEYS[2])
+if not prev then prev = '' end
+redis.call('SET', KEYS[2], id)
+redis.call('PUBLISH', ARGV[4], 'U' .. ns(prev) .. ns(id) .. ns(ARGV[1]) .. ns(ARGV[3]) .. ns(ARGV[2]))
+return { id, prev, redis.call('XLEN', KEYS[1]) }
+`)
+
+/**
+ * Everything after stream id ARGV[1] ('' = from the start), atomically with the snapshot, so a
+ * compaction cannot fall between the two reads. The snapshot is returned only when the reader is
+ * behind what it covers (its stream entries are gone).
+ *   KEYS: doc, log    ARGV: after
+ *   returns { upto or '', version, snapshot or nil, [[id, [field, value, ...]], ...] }
+ */
+export const READ_ROOM = script('read', `
+local function before(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
+  return am < bm or (am == bm and as < bs)
+end
+local snap = redis.call('HMGET', KEYS[1], 'upto', 'v')
+local upto = snap[1]
+local after = ARGV[1]
+local doc = false
+if upto and (after == '' or before(after, upto)) then doc = redis.call('HGET', KEYS[1], 'u') end
+local entries
+if after == '' then
+  entries = redis.call('XRANGE', KEYS[2], '-', '+')
+else
+  entries = redis.call('XRANGE', KEYS[2], '(' .. after, '+')
+end
+return { upto or '', snap[2] or '0', doc, entries }
+`)
+
+/**
+ * Replaces the snapshot with one that also covers the stream up to ARGV[3] and trims those
+ * entries, unless another compaction changed the snapshot since it was read (version compare):
+ * the stream and the snapshot together always hold the whole document.
+ *   KEYS: doc, log    ARGV: expected version, snapshot, upto, minid (the id after upto)
+ *   returns 1 when applied, 0 when another compaction won
+ */
+export const COMPACT_ROOM = script('compact', `
+local v = redis.call('HGET', KEYS[1], 'v') or '0'
+if v ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'u', ARGV[2], 'upto', ARGV[3], 'v', tostring(tonumber(v) + 1))
+redis.call('XTRIM', KEYS[2], 'MINID', ARGV[4])
+return 1
+`)
+
+/**
+ * The data epoch: returns the current token, creating it (ARGV[1]) when missing. An instance
+ * that finds a token other than the one it knew is talking to a Redis that lost its data.
+ *   KEYS: epoch    ARGV: candidate token
+ */
+export const ENSURE_EPOCH = script('epoch', `
+local e = redis.call('GET', KEYS[1])
+if e then return e end
+redis.call('SET', KEYS[1], ARGV[1])
+return ARGV[1]
+`)

@@ -1,0 +1,428 @@
+import assert from 'node:assert/strict'
+import { after, before, describe, it } from 'node:test'
+import * as Y from 'yjs'
+import { RedisRelay, type RedisRelayOptions, type RelayHealth } from '../cluster/index.js'
+import type { RelayMessage } from '../cluster/relay-message.js'
+import type { AwarenessEntry } from '../protocol/index.js'
+import { startRedis, type RedisProcess } from './harness/redis.js'
+import { until } from './harness/wait.js'
+
+const print = (level: string) => (obj: object, msg: string): void => console.log(JSON.stringify({ level, t: Date.now() % 100000, msg, ...obj }))
+const silent = process.env.WEFT_TEST_LOG === undefined
+  ? { debug() {}, info() {}, warn() {}, error() {} }
+  : { debug: print('debug'), info: print('info'), warn: print('warn'), error: print('error') }
+const RELAYED = Symbol('relayed')
+
+/** One instance: a relay and, per room, a real Y.Doc plus the awareness it heard, as the server keeps them. */
+class Peer {
+  readonly relay: RedisRelay
+  readonly docs = new Map<string, Y.Doc>()
+  /** room → instance → clientId → state */
+  readonly remote = new Map<string, Map<string, Map<number, string>>>()
+  readonly local = new Map<string, AwarenessEntry[]>()
+  readonly healthLog: boolean[] = []
+
+  constructor(readonly id: string, url: string, options: Partial<RedisRelayOptions> = {}) {
+    const log = silent
+    this.relay = new RedisRelay({ redisUrl: url, instanceId: id, logger: { debug: (o, m) => log.debug({ id, ...o }, m), info: (o, m) => log.info({ id, ...o }, m), warn: (o, m) => log.warn({ id, ...o }, m), error: (o, m) => log.error({ id, ...o }, m) }, ...options })
+    this.relay.on('health', (health: RelayHealth) => this.healthLog.push(health.up))
+  }
+
+  async join(room: string, doc = new Y.Doc()): Promise<Y.Doc> {
+    this.docs.set(room, doc)
+    this.remote.set(room, new Map())
+    const state = await this.relay.joinRoom(room, Y.encodeStateAsUpdate(doc), {
+      onUpdate: (update) => Y.applyUpdate(doc, update, RELAYED),
+      onAwareness: (entries, instance) => {
+        const states = this.remote.get(room)?.get(instance) ?? new Map<number, string>()
+        for (const entry of entries) {
+          if (entry.state === 'null') states.delete(entry.clientId)
+          else states.set(entry.clientId, entry.state)
+        }
+        this.remote.get(room)?.set(instance, states)
+      },
+      onInstanceGone: (instance) => this.remote.get(room)?.delete(instance),
+      localAwareness: () => this.local.get(room) ?? [],
+      localState: () => Y.encodeStateAsUpdate(doc),
+    })
+    if (state !== null) Y.applyUpdate(doc, state, RELAYED)
+    doc.on('update', (update: Uint8Array, origin: unknown) => {
+      if (origin !== RELAYED) this.relay.publishUpdate(room, update)
+    })
+    return doc
+  }
+
+  edit(room: string, text: string): void {
+    const doc = this.docs.get(room) as Y.Doc
+    doc.getArray<string>('log').push([text])
+  }
+
+  setAwareness(room: string, clientId: number, clock: number, state: object | null): void {
+    const entry = { clientId, clock, state: JSON.stringify(state) }
+    this.local.set(room, state === null ? [] : [entry])
+    this.relay.publishAwareness(room, [entry])
+  }
+
+  remoteStates(room: string, instance: string): number {
+    return this.remote.get(room)?.get(instance)?.size ?? 0
+  }
+
+  canonical(room: string): Buffer {
+    return canonical(Y.encodeStateAsUpdate(this.docs.get(room) as Y.Doc))
+  }
+
+  length(room: string): number {
+    return this.docs.get(room)?.getArray('log').length ?? 0
+  }
+}
+
+function canonical(update: Uint8Array): Buffer {
+  const doc = new Y.Doc()
+  Y.applyUpdate(doc, update)
+  return Buffer.from(Y.encodeStateAsUpdate(doc))
+}
+
+function converged(peers: Peer[], room: string): boolean {
+  const first = peers[0]?.canonical(room) as Buffer
+  return peers.every((peer) => peer.canonical(room).equals(first))
+}
+
+async function commandStats(redis: RedisProcess): Promise<Map<string, number>> {
+  const text = await redis.command('INFO', 'commandstats')
+  const calls = new Map<string, number>()
+  for (const match of text.matchAll(/cmdstat_([a-z|]+):calls=(\d+)/g)) calls.set(match[1] as string, Number(match[2]))
+  return calls
+}
+
+/** Kills the Redis connections of one instance from the server side (CLIENT KILL), as a network cut would. */
+async function cutConnections(redis: RedisProcess, instanceId: string): Promise<number> {
+  const list = await redis.command('CLIENT', 'LIST')
+  let killed = 0
+  for (const line of list.split('\n')) {
+    const id = /\bid=(\d+)/.exec(line)?.[1]
+    const name = /\bname=(\S*)/.exec(line)?.[1]
+    if (id !== undefined && name?.startsWith(`weft:${instanceId}:`) === true) {
+      await redis.command('CLIENT', 'KILL', 'ID', id)
+      killed++
+    }
+  }
+  return killed
+}
+
+/** `until` for a condition that needs Redis to answer. */
+async function eventually(condition: () => Promise<boolean>, what: string, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
+
+describe('RedisRelay against a real redis-server', () => {
+  let redis: RedisProcess
+  const peers: Peer[] = []
+  const peer = async (id: string, options: Partial<RedisRelayOptions> = {}): Promise<Peer> => {
+    const p = new Peer(id, redis.url, options)
+    peers.push(p)
+    await until(() => p.relay.health().up, `${id} up`, 5000)
+    return p
+  }
+
+  before(async () => {
+    redis = await startRedis()
+  })
+  after(async () => {
+    await Promise.all(peers.map((p) => p.relay.close()))
+    await redis.dispose()
+  })
+
+  it('relays live both ways, ignores its own messages, and sends one EVALSHA per edit', async () => {
+    const a = await peer('live-a')
+    const b = await peer('live-b')
+    await a.join('live')
+    await b.join('live')
+    await redis.command('CONFIG', 'RESETSTAT')
+    const commandsBefore = a.relay.stats().commands + b.relay.stats().commands
+    const started = Date.now()
+    for (let i = 0; i < 20; i++) {
+      a.edit('live', `a${i}`)
+      b.edit('live', `b${i}`)
+    }
+    await until(() => a.length('live') === 40 && b.length('live') === 40, 'both sides have 40 items', 5000)
+    const elapsed = Date.now() - started
+    assert.ok(converged([a, b], 'live'))
+    const stats = await commandStats(redis)
+    assert.equal(stats.get('evalsha'), 40, 'one EVALSHA per edit')
+    assert.equal(stats.get('eval') ?? 0, 0)
+    assert.equal(stats.get('publish') ?? 0, 40, 'the PUBLISH inside the script, once per edit')
+    assert.equal(a.relay.stats().published, 20)
+    assert.equal(a.relay.stats().received, 20, 'own messages are not applied back')
+    assert.equal(b.relay.stats().received, 20)
+    const perEdit = (a.relay.stats().commands + b.relay.stats().commands - commandsBefore) / 40
+    // Background heartbeats/checks fall into the window too, so allow a little over 1.
+    assert.ok(perEdit < 1.5, `commands per edit ${perEdit}`)
+    console.log(`# live: 40 edits in ${elapsed} ms; client commands per edit ${perEdit.toFixed(2)}; redis evalsha=${stats.get('evalsha')}`)
+  })
+
+  it('heals lost messages: a gap before a later message at once, a lost final message by the periodic check', async () => {
+    let drop = false
+    const dropUpdates = (_room: string, message: RelayMessage): boolean => drop && message.kind === 'update'
+    const a = await peer('gap-a')
+    const b = await peer('gap-b', { faults: { dropMessage: dropUpdates } })
+    await a.join('gap')
+    await b.join('gap')
+    a.edit('gap', 'first')
+    await until(() => b.length('gap') === 1, 'first edit relayed', 5000)
+    drop = true
+    a.edit('gap', 'lost-1')
+    a.edit('gap', 'lost-2')
+    await until(() => b.relay.stats().commands > 0 && a.relay.stats().published === 3, 'published', 5000)
+    await sleep(100)
+    assert.equal(b.length('gap'), 1, 'b really lost the two messages')
+    drop = false
+    a.edit('gap', 'next')
+    await until(() => b.length('gap') === 4, 'gap healed when the next message names its prev', 5000)
+    assert.ok(b.relay.stats().healed >= 2, `healed ${b.relay.stats().healed}`)
+    // The final message lost: nothing follows it, only the check of `last` can notice.
+    drop = true
+    a.edit('gap', 'final')
+    await sleep(50)
+    drop = false
+    const lostAt = Date.now()
+    await until(() => b.length('gap') === 5, 'lost final message healed by the check', 5000)
+    console.log(`# gap: lost final message healed after ${Date.now() - lostAt} ms`)
+    assert.ok(converged([a, b], 'gap'))
+  })
+
+  it('gives a late joiner the whole document, also after compaction trimmed the stream', async () => {
+    const a = await peer('late-a', { compactAfterEntries: 20 })
+    await a.join('late')
+    for (let i = 0; i < 75; i++) a.edit('late', `e${i}`)
+    await until(() => a.relay.stats().published === 75, 'all published', 5000)
+    await eventually(async () => (await redis.command('HEXISTS', roomKey('late', 'doc'), 'u')).startsWith(':1'), 'a snapshot exists')
+    const xlen = Number(/:(\d+)/.exec(await redis.command('XLEN', roomKey('late', 'log')))?.[1])
+    assert.ok(xlen < 75, `stream trimmed to ${xlen} entries`)
+    const c = await peer('late-c')
+    await c.join('late')
+    assert.equal(c.length('late'), 75)
+    assert.ok(converged([a, c], 'late'))
+  })
+
+  it('relays awareness, removes a killed instance within 5 s and a closed one at once', async () => {
+    const a = await peer('aw-a')
+    const b = await peer('aw-b')
+    const c = await peer('aw-c')
+    await a.join('aw')
+    await b.join('aw')
+    await c.join('aw')
+    b.setAwareness('aw', 11, 1, { user: 'b' })
+    c.setAwareness('aw', 12, 1, { user: 'c' })
+    await until(() => a.remoteStates('aw', 'aw-b') === 1 && a.remoteStates('aw', 'aw-c') === 1, 'awareness relayed', 5000)
+    // A newcomer gets the states already there (its join asks the others to re-send).
+    const d = await peer('aw-d')
+    await d.join('aw')
+    await until(() => d.remoteStates('aw', 'aw-b') === 1 && d.remoteStates('aw', 'aw-c') === 1, 'newcomer got awareness', 5000)
+
+    b.relay.abort()
+    const killedAt = Date.now()
+    await until(() => a.remoteStates('aw', 'aw-b') === 0 && d.remoteStates('aw', 'aw-b') === 0, 'killed instance removed', 5000)
+    const killGone = Date.now() - killedAt
+    assert.equal(a.remoteStates('aw', 'aw-c'), 1, 'the live instance stays')
+
+    const closedAt = Date.now()
+    await c.relay.close()
+    await until(() => a.remoteStates('aw', 'aw-c') === 0 && d.remoteStates('aw', 'aw-c') === 0, 'closed instance removed', 1000)
+    console.log(`# awareness: killed instance removed after ${killGone} ms, closed after ${Date.now() - closedAt} ms`)
+  })
+
+  it('publishes what a joining instance holds that the cluster lacks', async () => {
+    const a = await peer('seed-a')
+    const local = new Y.Doc()
+    local.getArray<string>('log').push(['from local storage'])
+    await a.join('seed', local)
+    const b = await peer('seed-b')
+    await b.join('seed')
+    assert.deepEqual(b.docs.get('seed')?.getArray('log').toArray(), ['from local storage'])
+    // Joining again with nothing new publishes nothing.
+    const published = b.relay.stats().published
+    await b.relay.leaveRoom('seed')
+    await b.join('seed', b.docs.get('seed'))
+    assert.equal(b.relay.stats().published, published)
+  })
+
+  it('survives a cut connection (CLIENT KILL) and catches up on what it missed', async () => {
+    const a = await peer('cut-a')
+    const b = await peer('cut-b')
+    await a.join('cut')
+    await b.join('cut')
+    b.setAwareness('cut', 21, 1, { user: 'b' })
+    await until(() => a.remoteStates('cut', 'cut-b') === 1, 'awareness relayed', 5000)
+    assert.equal(await cutConnections(redis, 'cut-b'), 2)
+    for (let i = 0; i < 5; i++) a.edit('cut', `while-cut-${i}`)
+    b.edit('cut', 'b-while-cut')
+    const cutAt = Date.now()
+    await until(() => a.length('cut') === 6 && converged([a, b], 'cut'), 'converged after the cut', 5000)
+    console.log(`# client kill: converged ${Date.now() - cutAt} ms after the cut`)
+    assert.ok(b.healthLog.includes(false), 'b noticed')
+    assert.equal(b.relay.health().up, true)
+    // A short cut is not a death: b's awareness stays (its heartbeat key outlives the reconnect).
+    await sleep(1500)
+    assert.equal(a.remoteStates('cut', 'cut-b'), 1)
+  })
+
+  it('keeps room names with braces, colons, spaces and unicode apart', async () => {
+    const names = ['{a}:b c', '{a}', 'a}:{b', 'zürich 🚀 文档', 'a', 'a:b', ' ']
+    const a = await peer('names-a')
+    const b = await peer('names-b')
+    for (const name of names) {
+      await a.join(name)
+      await b.join(name)
+    }
+    names.forEach((name, i) => a.edit(name, `${i}:${name}`))
+    await until(() => names.every((name) => b.length(name) === 1), 'every room relayed', 5000)
+    names.forEach((name, i) => assert.deepEqual(b.docs.get(name)?.getArray('log').toArray(), [`${i}:${name}`]))
+    const keys = await redis.command('KEYS', 'weft:{*}:log')
+    for (const name of names) assert.ok(keys.includes(roomKey(name, 'log')), `${name} has its own stream`)
+  })
+})
+
+describe('RedisRelay through Redis faults', () => {
+  it('converges byte-identical after Redis is SIGKILLed and restarts empty, and re-seeds Redis', async () => {
+    const redis = await startRedis()
+    const peers: Peer[] = []
+    try {
+      const a = new Peer('kill-a', redis.url)
+      const b = new Peer('kill-b', redis.url)
+      peers.push(a, b)
+      await until(() => a.relay.health().up && b.relay.health().up, 'up', 5000)
+      await a.join('doc')
+      await b.join('doc')
+      for (let i = 0; i < 10; i++) {
+        a.edit('doc', `a${i}`)
+        b.edit('doc', `b${i}`)
+      }
+      await until(() => converged([a, b], 'doc') && a.length('doc') === 20, 'converged before the fault', 5000)
+      await redis.kill()
+      await until(() => !a.relay.health().up && !b.relay.health().up, 'health down', 5000)
+      a.edit('doc', 'a-down')
+      b.edit('doc', 'b-down')
+      assert.ok(a.relay.stats().heldBytes > 0, 'held while down')
+      await redis.restart()
+      const restartedAt = Date.now()
+      await until(() => a.length('doc') === 22 && b.length('doc') === 22 && converged([a, b], 'doc'), 'converged after restart', 5000)
+      console.log(`# redis kill+restart empty: converged ${Date.now() - restartedAt} ms after restart`)
+      assert.deepEqual(a.healthLog.slice(-2), [false, true])
+      assert.equal(a.relay.stats().heldBytes, 0)
+      // Redis holds the whole document again: a newcomer gets all of it.
+      const c = new Peer('kill-c', redis.url)
+      peers.push(c)
+      await until(() => c.relay.health().up, 'c up', 5000)
+      await c.join('doc')
+      assert.equal(c.length('doc'), 22)
+      assert.ok(converged([a, b, c], 'doc'))
+    } finally {
+      await Promise.all(peers.map((p) => p.relay.close()))
+      await redis.dispose()
+    }
+  })
+
+  it('converges after Redis was stopped for ~3 s while both instances kept editing', async () => {
+    const redis = await startRedis()
+    const peers: Peer[] = []
+    try {
+      const a = new Peer('stop-a', redis.url)
+      const b = new Peer('stop-b', redis.url)
+      peers.push(a, b)
+      await until(() => a.relay.health().up && b.relay.health().up, 'up', 5000)
+      await a.join('doc')
+      await b.join('doc')
+      a.edit('doc', 'before')
+      await until(() => b.length('doc') === 1, 'relayed', 5000)
+      await redis.stop()
+      const stoppedAt = Date.now()
+      let i = 0
+      while (Date.now() - stoppedAt < 3000) {
+        a.edit('doc', `a${i}`)
+        b.edit('doc', `b${i}`)
+        i++
+        await sleep(100)
+      }
+      assert.equal(a.relay.health().up, false)
+      // A room loaded while Redis is down is served from local state and reconciled later.
+      const local = new Y.Doc()
+      local.getArray<string>('log').push(['joined while down'])
+      const joinedAt = Date.now()
+      await a.join('offline', local)
+      assert.ok(Date.now() - joinedAt < 500, 'join does not wait for a Redis that was up before')
+      await redis.restart()
+      const restartedAt = Date.now()
+      await b.join('offline')
+      await until(() => a.length('doc') === 1 + 2 * i && converged([a, b], 'doc'), 'converged after restart', 5000)
+      await until(() => b.length('offline') === 1, 'room joined while down reached the cluster', 5000)
+      console.log(`# redis stopped 3 s: ${2 * i} offline edits, converged ${Date.now() - restartedAt} ms after restart`)
+    } finally {
+      await Promise.all(peers.map((p) => p.relay.close()))
+      await redis.dispose()
+    }
+  })
+
+  it('converges byte-identical after random edits on 3 instances with faults at random moments', async () => {
+    const redis = await startRedis()
+    const peers: Peer[] = []
+    let dropRate = 0
+    const faults = { dropMessage: (): boolean => Math.random() < dropRate }
+    try {
+      for (const id of ['r-a', 'r-b', 'r-c']) peers.push(new Peer(id, redis.url, { faults, compactAfterEntries: 40 }))
+      await until(() => peers.every((p) => p.relay.health().up), 'up', 5000)
+      const rooms = ['r1', 'r{2}', 'r 3']
+      for (const p of peers) for (const room of rooms) await p.join(room)
+      const faultsSeen: string[] = []
+      const started = Date.now()
+      let step = 0
+      while (Date.now() - started < 8000) {
+        const p = peers[Math.floor(Math.random() * peers.length)] as Peer
+        const room = rooms[Math.floor(Math.random() * rooms.length)] as string
+        const doc = p.docs.get(room) as Y.Doc
+        const text = doc.getText('t')
+        if (text.length > 0 && Math.random() < 0.3) text.delete(Math.floor(Math.random() * text.length), 1)
+        else text.insert(Math.floor(Math.random() * (text.length + 1)), String.fromCharCode(97 + (step % 26)))
+        step++
+        const dice = Math.random()
+        if (dice < 0.01) {
+          faultsSeen.push('cut')
+          await cutConnections(redis, p.id)
+        } else if (dice < 0.014) {
+          faultsSeen.push('redis-restart')
+          await redis.kill()
+          await sleep(200 + Math.random() * 500)
+          await redis.restart()
+        } else if (dice < 0.03) {
+          dropRate = dropRate > 0 ? 0 : 0.3
+          faultsSeen.push(`drop=${dropRate}`)
+        }
+        await sleep(Math.random() * 15)
+      }
+      dropRate = 0
+      const calmAt = Date.now()
+      await until(() => rooms.every((room) => converged(peers, room)), 'all rooms converged', 5000)
+      console.log(`# random: ${step} edits, faults ${faultsSeen.join(',') || 'none'}; converged ${Date.now() - calmAt} ms after the last fault`)
+      // And Redis agrees: a newcomer reads the same document.
+      const d = new Peer('r-d', redis.url)
+      peers.push(d)
+      await until(() => d.relay.health().up, 'd up', 5000)
+      for (const room of rooms) {
+        await d.join(room)
+        assert.ok(d.canonical(room).equals(peers[0]?.canonical(room) as Buffer), `redis copy of ${room} matches`)
+      }
+    } finally {
+      await Promise.all(peers.map((p) => p.relay.close()))
+      await redis.dispose()
+    }
+  })
+})
+
+function roomKey(room: string, part: 'log' | 'doc' | 'last'): string {
+  return `weft:{${Buffer.from(room, 'utf8').toString('base64url')}}:${part}`
+}

@@ -1,0 +1,119 @@
+import { spawn, type ChildProcess } from 'node:child_process'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { createConnection, createServer } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+
+/** A real redis-server process on a free loopback port, with no persistence, in a temp dir. */
+export interface RedisProcess {
+  port: number
+  url: string
+  /** SIGTERM, waits for the exit; the temp dir stays for `restart()`. Idempotent. */
+  stop(): Promise<void>
+  /** SIGKILL, waits for the exit. */
+  kill(): Promise<void>
+  /** Starts it again on the same port, empty (stops it first if it still runs). */
+  restart(): Promise<void>
+  /** Stops it and removes its temp dir: the teardown. Idempotent. */
+  dispose(): Promise<void>
+  /** Sends one command (RESP) on a fresh connection and resolves with the raw reply text. */
+  command(...args: string[]): Promise<string>
+}
+
+/** Redis cannot take `--port 0`: ask the kernel for a free port, release it, and give that to redis. */
+async function freePort(): Promise<number> {
+  const server = createServer()
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const address = server.address()
+  await new Promise<void>((resolve) => server.close(() => resolve()))
+  if (address === null || typeof address === 'string') throw new Error('no port')
+  return address.port
+}
+
+function encode(args: string[]): string {
+  return `*${args.length}\r\n${args.map((arg) => `$${Buffer.byteLength(arg)}\r\n${arg}\r\n`).join('')}`
+}
+
+/** One RESP command on a fresh socket; resolves with the reply as text once a complete reply arrived (simple cases only). */
+function send(port: number, args: string[], timeoutMs = 2000): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = createConnection({ port, host: '127.0.0.1' })
+    let reply = ''
+    const timer = setTimeout(() => {
+      socket.destroy()
+      reject(new Error(`redis on ${port} did not answer ${args[0]}`))
+    }, timeoutMs)
+    socket.on('error', (err) => {
+      clearTimeout(timer)
+      reject(err)
+    })
+    socket.on('connect', () => socket.write(encode(args)))
+    socket.on('data', (chunk) => {
+      reply += chunk.toString('utf8')
+      if (complete(reply)) {
+        clearTimeout(timer)
+        socket.end()
+        resolve(reply)
+      }
+    })
+  })
+}
+
+function complete(reply: string): boolean {
+  if (!reply.endsWith('\r\n')) return false
+  if (reply[0] !== '$') return true
+  const head = reply.indexOf('\r\n')
+  const length = Number(reply.slice(1, head))
+  return length < 0 || Buffer.byteLength(reply) >= head + 2 + length + 2
+}
+
+export async function startRedis(): Promise<RedisProcess> {
+  const dir = await mkdtemp(join(tmpdir(), 'weft-redis-'))
+  const port = await freePort()
+  let child: ChildProcess | null = null
+  let exited: Promise<void> = Promise.resolve()
+
+  const launch = async (): Promise<void> => {
+    const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    })
+    child = proc
+    exited = new Promise((resolve) => proc.once('exit', () => resolve()))
+    const deadline = Date.now() + 5000
+    while (true) {
+      if (proc.exitCode !== null) throw new Error(`redis-server exited with ${proc.exitCode} on port ${port}`)
+      try {
+        if ((await send(port, ['PING'], 500)).startsWith('+PONG')) return
+      } catch {
+        // not listening yet
+      }
+      if (Date.now() > deadline) throw new Error(`redis-server on port ${port} did not answer PING within 5 s`)
+      await new Promise((resolve) => setTimeout(resolve, 20))
+    }
+  }
+
+  const signal = async (name: NodeJS.Signals): Promise<void> => {
+    const proc = child
+    if (proc === null) return
+    child = null
+    if (proc.exitCode === null && proc.signalCode === null) proc.kill(name)
+    await exited
+  }
+
+  await launch()
+  return {
+    port,
+    url: `redis://127.0.0.1:${port}`,
+    stop: () => signal('SIGTERM'),
+    kill: () => signal('SIGKILL'),
+    async restart() {
+      await signal('SIGTERM')
+      await launch()
+    },
+    async dispose() {
+      await signal('SIGTERM')
+      await rm(dir, { recursive: true, force: true })
+    },
+    command: (...args: string[]) => send(port, args),
+  }
+}
