@@ -59,13 +59,11 @@ export class Connection {
     private readonly raw: Duplex,
     readonly ip: string,
     limits: ConnectionLimits,
-    format: WireFormat,
     private readonly events: ConnectionEvents = {},
     clock: Clock = systemClock,
   ) {
     this.queue = new SendQueue(
       { send: (frame) => socket.send(frame, { binary: true }), bufferedAmount: () => socket.bufferedAmount },
-      format,
       { softBytes: Math.floor(limits.sendQueueBytes * SOFT_MARK_SHARE), hardBytes: limits.sendQueueBytes, graceMs: limits.slowConsumerGraceMs },
       {
         onSlowConsumer: () => {
@@ -185,14 +183,14 @@ export class Connection {
   }
 
   /** A broadcast document update: the shared frame when the reader keeps up, merged with others when it is behind. */
-  sendUpdate(document: string, update: Uint8Array, frames: SharedFrames): void {
+  sendUpdate(document: string, update: Uint8Array, frames: SharedFrames, format: WireFormat): void {
     if (this.stateValue !== 'open') return
-    this.queue.sendUpdate(document, update, frames)
+    this.queue.sendUpdate(document, update, frames, format)
   }
 
-  sendAwareness(document: string, entries: readonly AwarenessEntry[], frames: SharedFrames): void {
+  sendAwareness(document: string, entries: readonly AwarenessEntry[], frames: SharedFrames, format: WireFormat): void {
     if (this.stateValue !== 'open') return
-    this.queue.sendAwareness(document, entries, frames)
+    this.queue.sendAwareness(document, entries, frames, format)
   }
 
   /**

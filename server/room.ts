@@ -12,6 +12,8 @@ export interface RoomMember {
   /** A document update; `frames.get(format)` is the encoding shared by every member of that format. */
   deliverUpdate(update: Uint8Array, frames: SharedFrames): void
   deliverAwareness(entries: readonly AwarenessEntry[], frames: SharedFrames): void
+  /** A Hocuspocus stateless message; members whose protocol has none leave it out. */
+  deliverStateless?(payload: string): void
   /** The room is going away under the member (deleted, or failed to load). */
   evict(code: number, reason: string): void
 }
@@ -213,6 +215,17 @@ export class Room {
     return { refused }
   }
 
+  /** Sends a stateless payload to every member that understands one (Hocuspocus), except `except`. */
+  broadcastStateless(payload: string, except: RoomMember | null = null): number {
+    let sent = 0
+    for (const member of this.members) {
+      if (member === except || member.deliverStateless === undefined) continue
+      member.deliverStateless(payload)
+      sent++
+    }
+    return sent
+  }
+
   /** Adds a member; cancels a pending unload. Safe in any state but `unloaded`. */
   join(member: RoomMember): void {
     if (this.stateValue === 'unloaded') throw new Error(`room ${this.name} is unloaded`)
@@ -296,6 +309,8 @@ export class RoomRegistry {
     readonly unloadDelayMs: number,
     /** Updates that would grow a document past this many bytes are refused. */
     readonly maxDocumentBytes: number,
+    /** Connections (or Hocuspocus documents) one room admits. */
+    readonly maxRoomConnections: number,
     /** The cluster, with --redis; null for a single instance. */
     readonly relay: Relay | null = null,
   ) {}

@@ -26,6 +26,8 @@ export interface SendQueueEvents {
 }
 
 interface PendingDocument {
+  /** How this document's held data is framed when it goes out. */
+  format: WireFormat
   updates: Uint8Array[]
   updateBytes: number
   /** Newest entry per client ID: older states of the same client are worthless to a reader who is behind. */
@@ -57,8 +59,6 @@ export class SendQueue {
 
   constructor(
     private readonly sink: FrameSink,
-    /** The connection's protocol: picks the shared frame, and frames what the queue merged. */
-    private readonly format: WireFormat,
     private readonly limits: SendQueueLimits,
     private readonly events: SendQueueEvents,
     private readonly clock: Clock,
@@ -90,13 +90,16 @@ export class SendQueue {
     this.checkBudget()
   }
 
-  /** A document update; `frames` holds the encoding shared by every recipient of the same format. */
-  sendUpdate(document: string, update: Uint8Array, frames: SharedFrames): void {
+  /**
+   * A document update; `frames` holds the encoding shared by every recipient of the same format,
+   * and `format` frames what the queue merges when it has to hold updates.
+   */
+  sendUpdate(document: string, update: Uint8Array, frames: SharedFrames, format: WireFormat): void {
     if (this.closed) return
     if (!this.holding) {
-      this.sink.send(frames.get(this.format))
+      this.sink.send(frames.get(format))
     } else {
-      const pending = this.pending(document)
+      const pending = this.pending(document, format)
       pending.updates.push(update)
       pending.updateBytes += update.length
       this.heldBytes += update.length
@@ -105,13 +108,13 @@ export class SendQueue {
     this.checkBudget()
   }
 
-  /** Awareness entries; `frames` holds the encoding shared by every recipient of the same format. */
-  sendAwareness(document: string, entries: readonly AwarenessEntry[], frames: SharedFrames): void {
+  /** Awareness entries, likewise. */
+  sendAwareness(document: string, entries: readonly AwarenessEntry[], frames: SharedFrames, format: WireFormat): void {
     if (this.closed) return
     if (!this.holding) {
-      this.sink.send(frames.get(this.format))
+      this.sink.send(frames.get(format))
     } else {
-      const pending = this.pending(document)
+      const pending = this.pending(document, format)
       for (const entry of entries) {
         const previous = pending.awareness.get(entry.clientId)
         if (previous !== undefined && previous.clock > entry.clock) continue
@@ -141,13 +144,13 @@ export class SendQueue {
           const merged = pending.updates[0] as Uint8Array
           pending.updates = []
           pending.updateBytes = 0
-          this.sink.send(this.format.update(document, merged))
+          this.sink.send(pending.format.update(document, merged))
         }
         if (pending.awareness.size > 0) {
           const entries = [...pending.awareness.values()]
           pending.awareness.clear()
           pending.awarenessBytes = 0
-          this.sink.send(this.format.awareness(document, entries))
+          this.sink.send(pending.format.awareness(document, entries))
         }
         this.documents.delete(document)
       }
@@ -167,10 +170,10 @@ export class SendQueue {
     this.overTimer = null
   }
 
-  private pending(document: string): PendingDocument {
+  private pending(document: string, format: WireFormat): PendingDocument {
     let pending = this.documents.get(document)
     if (pending === undefined) {
-      pending = { updates: [], updateBytes: 0, awareness: new Map(), awarenessBytes: 0 }
+      pending = { format, updates: [], updateBytes: 0, awareness: new Map(), awarenessBytes: 0 }
       this.documents.set(document, pending)
     }
     return pending

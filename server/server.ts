@@ -10,12 +10,14 @@ import { pathOfTarget, roomFromPath } from '../protocol/index.js'
 import { DocumentWriter, openStore, type StorageHealth } from '../persistence/index.js'
 import { CloseCode, HttpError, type HttpErrorCode } from './codes.js'
 import { resolveOptions, type WeftOptions } from './config.js'
+import { JwtAuthorizer, openAccess, type Authorizer, type Grant } from './access.js'
 import { Admission, ClientAddress, type AdmissionTicket } from './admission.js'
+import { HocuspocusSession, type StatelessEvent } from './hocuspocus-session.js'
 import { Connection } from './connection.js'
 import { createLogger, type Logger } from './logger.js'
 import { ServerMetrics } from './metrics.js'
 import { RoomRegistry } from './room.js'
-import { YWebsocketSession, yWebsocketFormat } from './ywebsocket-session.js'
+import { YWebsocketSession } from './ywebsocket-session.js'
 
 export type ServerState = 'starting' | 'serving' | 'draining' | 'stopped'
 
@@ -43,6 +45,12 @@ const PENDING_BYTES = 8 * 1024 * 1024
 /** How long a hurried shutdown may take to close sockets and flush. */
 const HURRIED_SHUTDOWN_MS = 1_000
 
+/** Documents one Hocuspocus socket may hold at once. */
+const MAX_DOCUMENTS_PER_SOCKET = 1_000
+
+/** The grant of every connection in open mode (no --auth-secret). */
+const OPEN_GRANT: Grant = Object.freeze({ access: 'write', subject: null, rooms: null, expiresAt: null })
+
 /** How long a refused client should wait before it comes back, in seconds. */
 const RETRY_AFTER_SECONDS = 5
 
@@ -69,6 +77,7 @@ export class WeftServer {
   private heartbeatTimer: NodeJS.Timeout | null = null
   private readonly connections = new Set<Connection>()
   private readonly admission: Admission
+  private readonly authorizer: Authorizer
   private readonly clientAddress: ClientAddress
   private storageHealth: StorageHealth = { ok: true }
 
@@ -90,6 +99,7 @@ export class WeftServer {
     })
     this.metrics.storageUp.set(1)
     this.admission = new Admission(this.options)
+    this.authorizer = this.options.authSecret === null ? openAccess : new JwtAuthorizer(this.options.authSecret)
     this.clientAddress = new ClientAddress(this.options.trustedProxies)
   }
 
@@ -136,7 +146,7 @@ export class WeftServer {
       this.relay = relay
       this.metrics.observeRelay(relay)
     }
-    this.rooms = new RoomRegistry(writer, this.log, this.options.roomUnloadDelayMs, this.options.maxDocumentBytes, this.relay)
+    this.rooms = new RoomRegistry(writer, this.log, this.options.roomUnloadDelayMs, this.options.maxDocumentBytes, this.options.maxRoomConnections, this.relay)
     this.heartbeatTimer = setInterval(() => this.heartbeat(), this.options.heartbeatIntervalMs)
     this.heartbeatTimer.unref()
     if (this.options.authSecret === null && this.options.allowOrigins === null) {
@@ -249,17 +259,50 @@ export class WeftServer {
 
   private handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     socket.on('error', () => socket.destroy())
+    this.upgrade(req, socket, head).catch((err: unknown) => {
+      this.log.error({ err }, 'upgrade failed')
+      this.refuseUpgrade(socket, 'internal_error', 'internal error', 'error')
+    })
+  }
+
+  private async upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
     if (this.stateValue !== 'serving' || this.rooms === null) {
       this.refuseUpgrade(socket, 'unavailable', this.stateValue === 'draining' ? 'server is draining' : 'server is not ready', 'unavailable')
       return
     }
-    const room = roomFromPath(pathOfTarget(req.url ?? '/'))
-    if (room === null) {
+    const allowed = this.options.allowOrigins
+    const origin = req.headers.origin
+    if (allowed !== null && (origin === undefined || !allowed.includes(origin))) {
+      // Cross-site WebSocket hijacking: a page elsewhere must not ride on a user's cookies or network.
+      this.refuseUpgrade(socket, 'forbidden', 'origin not allowed', 'origin')
+      return
+    }
+    const target = req.url ?? '/'
+    const path = pathOfTarget(target)
+    const hocuspocus = path === this.options.hocuspocusPath
+    const room = hocuspocus ? null : roomFromPath(path)
+    if (!hocuspocus && room === null) {
       this.refuseUpgrade(socket, 'invalid_room', 'room names are 1 to 512 bytes of UTF-8 without control characters', 'invalid_room')
       return
     }
+    // y-websocket carries its credential on the URL and is checked before the upgrade; the
+    // Hocuspocus provider sends it per document inside the socket.
+    let grant: Grant | null = null
+    if (room !== null) {
+      const query = new URLSearchParams(target.length > path.length ? target.slice(path.length + 1) : '')
+      const decision = await this.authorizer.authorize(query.get('token'), room)
+      if (!decision.ok) {
+        this.refuseUpgrade(socket, decision.status === 401 ? 'unauthorized' : 'forbidden', decision.reason, decision.status === 401 ? 'unauthorized' : 'forbidden')
+        return
+      }
+      grant = decision.grant
+      if (this.stateValue !== 'serving') {
+        this.refuseUpgrade(socket, 'unavailable', 'server is draining', 'unavailable')
+        return
+      }
+    }
     const ip = this.clientAddress.of(req)
-    const verdict = this.admission.tryAdmit(ip, this.rooms.get(room)?.memberCount ?? 0)
+    const verdict = this.admission.tryAdmit(ip, room === null ? 0 : (this.rooms.get(room)?.memberCount ?? 0))
     if (!verdict.admitted) {
       this.refuseUpgrade(socket, verdict.error, verdict.message, verdict.result)
       return
@@ -274,11 +317,11 @@ export class WeftServer {
         return
       }
       this.metrics.upgrades.inc({ result: 'accepted' })
-      this.admit(ws, socket, ticket, room)
+      this.admit(ws, socket, ticket, room, grant)
     })
   }
 
-  private admit(ws: WebSocket, raw: Duplex, ticket: AdmissionTicket, roomName: string): void {
+  private admit(ws: WebSocket, raw: Duplex, ticket: AdmissionTicket, roomName: string | null, grant: Grant | null): void {
     const rooms = this.rooms as RoomRegistry
     const { metrics, options } = this
     const connection = new Connection(
@@ -292,7 +335,6 @@ export class WeftServer {
         inboundBytesPerSecond: options.inboundBytesPerSecond,
         maxMessageBytes: options.maxMessageBytes,
       },
-      yWebsocketFormat,
       {
         onSlowConsumer: () => metrics.slowConsumerCloses.inc(),
         onCoalesced: (count) => metrics.coalescedUpdates.inc(count),
@@ -311,13 +353,35 @@ export class WeftServer {
         metrics.malformedMessages.inc({ code: String(code) })
       }
     })
-    new YWebsocketSession(
-      connection,
-      roomName,
-      rooms,
-      { maxPendingMessages: PENDING_MESSAGES, maxPendingBytes: Math.max(options.maxMessageBytes, PENDING_BYTES) },
-      this.log,
-    )
+    const pending = { maxPendingMessages: PENDING_MESSAGES, maxPendingBytes: Math.max(options.maxMessageBytes, PENDING_BYTES) }
+    if (roomName === null) {
+      new HocuspocusSession(connection, rooms, this.authorizer, pending, { onStateless: (event) => this.emitStateless(event), maxDocumentsPerSocket: MAX_DOCUMENTS_PER_SOCKET }, this.log)
+      return
+    }
+    new YWebsocketSession(connection, roomName, rooms, pending, grant ?? OPEN_GRANT, this.log)
+  }
+
+  private readonly statelessListeners = new Set<(event: StatelessEvent) => void>()
+
+  private emitStateless(event: StatelessEvent): void {
+    for (const listener of this.statelessListeners) {
+      try {
+        listener(event)
+      } catch (err) {
+        this.log.error({ err }, 'stateless listener threw')
+      }
+    }
+  }
+
+  /** Listens for Hocuspocus stateless messages clients send; returns a function that stops listening. */
+  onStateless(listener: (event: StatelessEvent) => void): () => void {
+    this.statelessListeners.add(listener)
+    return () => this.statelessListeners.delete(listener)
+  }
+
+  /** Sends a Hocuspocus stateless message to every connection of a loaded room; returns how many got it. */
+  sendStateless(room: string, payload: string): number {
+    return this.rooms?.get(room)?.broadcastStateless(payload) ?? 0
   }
 
   private heartbeat(): void {

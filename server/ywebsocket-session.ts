@@ -13,7 +13,9 @@ import {
   validateUpdate,
   type AwarenessEntry,
 } from '../protocol/index.js'
+import { allows, type Grant } from './access.js'
 import { CloseCode } from './codes.js'
+import { updateChangesDocument } from './update-effect.js'
 import type { Connection } from './connection.js'
 import type { Logger } from './logger.js'
 import type { Room, RoomMember, RoomRegistry } from './room.js'
@@ -49,10 +51,16 @@ export class YWebsocketSession implements RoomMember {
     roomName: string,
     registry: RoomRegistry,
     private readonly limits: PendingLimits,
+    private readonly grant: Grant,
     private readonly log: Logger,
   ) {
     this.room = registry.join(roomName, this)
-    connection.onClose(() => this.room.leave(this))
+    const expiry = grant.expiresAt === null ? null : setTimeout(() => connection.close(CloseCode.unauthorized, 'access token expired'), Math.max(0, grant.expiresAt - Date.now()))
+    expiry?.unref()
+    connection.onClose(() => {
+      if (expiry !== null) clearTimeout(expiry)
+      this.room.leave(this)
+    })
     connection.onMessage((data) => this.receive(data))
     this.room.loaded.then(this.start, () => {
       // Room.fail() has already evicted every member with 1011.
@@ -126,6 +134,15 @@ export class YWebsocketSession implements RoomMember {
     // Parse the whole update before Yjs sees it: a truncated or crafted update must neither hang
     // the process (yjs#479, yjs#498) nor leave the document half-applied.
     validateUpdate(update)
+    if (!allows(this.grant.access, 'write')) {
+      // Read access syncs too: a step 2 that only repeats what the room has is harmless. Anything
+      // new is refused and the client told; the document never changes.
+      if (updateChangesDocument(this.room.doc, update)) {
+        this.log.info({ room: this.room.name, conn: this.connection.id }, 'write refused: read-only access')
+        this.connection.send(encodePermissionDenied('read-only access: the update was refused'))
+      }
+      return
+    }
     if (this.room.wouldExceedSizeLimit(update.length)) {
       // Refused and told (y-protocols permission-denied); the connection stays, so the client can
       // still read and the rest of the room carries on.
@@ -134,7 +151,9 @@ export class YWebsocketSession implements RoomMember {
       return
     }
     try {
-      this.room.applyUpdate(update, this)
+      void this.room.applyUpdate(update, this).catch(() => {
+        // Storage errors are logged by the room and retried by the writer.
+      })
     } catch (err) {
       throw new ProtocolError(1007, `update rejected by Yjs: ${(err as Error).message}`)
     }
@@ -147,11 +166,11 @@ export class YWebsocketSession implements RoomMember {
   // Before the room has loaded nothing is relayed: the sync step 2 that answers the client's
   // step 1 carries everything.
   deliverUpdate(update: Uint8Array, frames: SharedFrames): void {
-    if (this.pending === null) this.connection.sendUpdate(this.room.name, update, frames)
+    if (this.pending === null) this.connection.sendUpdate(this.room.name, update, frames, yWebsocketFormat)
   }
 
   deliverAwareness(entries: readonly AwarenessEntry[], frames: SharedFrames): void {
-    if (this.pending === null) this.connection.sendAwareness(this.room.name, entries, frames)
+    if (this.pending === null) this.connection.sendAwareness(this.room.name, entries, frames, yWebsocketFormat)
   }
 
   evict(code: number, reason: string): void {

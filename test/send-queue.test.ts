@@ -50,9 +50,9 @@ function editUpdates(count: number): { doc: Y.Doc; updates: Uint8Array[] } {
 
 test('below the soft mark every frame goes straight out, the shared buffer itself', () => {
   const sink = new FakeSink()
-  const queue = new SendQueue(sink, encoder, { softBytes: 1000, hardBytes: 4000, graceMs: 50 }, { onSlowConsumer: () => assert.fail('not slow') }, new FakeClock())
+  const queue = new SendQueue(sink, { softBytes: 1000, hardBytes: 4000, graceMs: 50 }, { onSlowConsumer: () => assert.fail('not slow') }, new FakeClock())
   const frame = encodeSyncUpdate(new Uint8Array([0, 0]))
-  queue.sendUpdate('d', new Uint8Array([0, 0]), shared(frame))
+  queue.sendUpdate('d', new Uint8Array([0, 0]), shared(frame), encoder)
   assert.equal(sink.sent.length, 1)
   assert.equal(sink.sent[0], frame, 'the same buffer, not a copy')
   assert.equal(queue.heldByteCount, 0)
@@ -61,10 +61,10 @@ test('below the soft mark every frame goes straight out, the shared buffer itsel
 test('above the soft mark updates are held and merged into one update that yields the same document', () => {
   const sink = new FakeSink()
   let coalesced = 0
-  const queue = new SendQueue(sink, encoder, { softBytes: 10, hardBytes: 1_000_000, graceMs: 50 }, { onSlowConsumer: () => assert.fail('not slow'), onCoalesced: (n) => (coalesced += n) }, new FakeClock())
+  const queue = new SendQueue(sink, { softBytes: 10, hardBytes: 1_000_000, graceMs: 50 }, { onSlowConsumer: () => assert.fail('not slow'), onCoalesced: (n) => (coalesced += n) }, new FakeClock())
   sink.buffered = 100 // the reader is behind
   const { doc, updates } = editUpdates(500)
-  for (const u of updates) queue.sendUpdate('d', u, shared(encodeSyncUpdate(u)))
+  for (const u of updates) queue.sendUpdate('d', u, shared(encodeSyncUpdate(u)), encoder)
   assert.equal(sink.sent.length, 0, 'nothing sent while the socket is over the soft mark')
   assert.ok(coalesced >= 64, 'updates were merged while held')
   const held = queue.heldByteCount
@@ -83,14 +83,14 @@ test('above the soft mark updates are held and merged into one update that yield
 
 test('held awareness keeps only the newest state per client', () => {
   const sink = new FakeSink()
-  const queue = new SendQueue(sink, encoder, { softBytes: 10, hardBytes: 1_000_000, graceMs: 50 }, { onSlowConsumer: () => assert.fail('not slow') }, new FakeClock())
+  const queue = new SendQueue(sink, { softBytes: 10, hardBytes: 1_000_000, graceMs: 50 }, { onSlowConsumer: () => assert.fail('not slow') }, new FakeClock())
   sink.buffered = 100
   for (let clock = 1; clock <= 50; clock++) {
     const entries = [
       { clientId: 1, clock, state: JSON.stringify({ cursor: clock }) },
       { clientId: 2, clock, state: JSON.stringify({ cursor: -clock }) },
     ]
-    queue.sendAwareness('d', entries, shared(encodeAwareness(encodeAwarenessUpdate(entries))))
+    queue.sendAwareness('d', entries, shared(encodeAwareness(encodeAwarenessUpdate(entries))), encoder)
   }
   sink.drainAll()
   queue.flush()
@@ -110,13 +110,13 @@ test('held awareness keeps only the newest state per client', () => {
 
 test('frames keep their order and go before held updates', () => {
   const sink = new FakeSink()
-  const queue = new SendQueue(sink, encoder, { softBytes: 10, hardBytes: 1_000_000, graceMs: 50 }, { onSlowConsumer: () => assert.fail('not slow') }, new FakeClock())
+  const queue = new SendQueue(sink, { softBytes: 10, hardBytes: 1_000_000, graceMs: 50 }, { onSlowConsumer: () => assert.fail('not slow') }, new FakeClock())
   sink.buffered = 100
   const a = new Uint8Array([1, 1])
   const b = new Uint8Array([2, 2])
   queue.sendFrame(a)
   const { updates } = editUpdates(3)
-  for (const u of updates) queue.sendUpdate('d', u, shared(encodeSyncUpdate(u)))
+  for (const u of updates) queue.sendUpdate('d', u, shared(encodeSyncUpdate(u)), encoder)
   queue.sendFrame(b)
   sink.drainAll()
   queue.flush()
@@ -131,7 +131,6 @@ test('over the hard mark for longer than the grace period: slow consumer', async
   const fired = new Promise<void>((resolve) => {
     const queue = new SendQueue(
       sink,
-      encoder,
       { softBytes: 10, hardBytes: 100, graceMs: 20 },
       {
         onSlowConsumer: () => {
@@ -150,7 +149,7 @@ test('over the hard mark for longer than the grace period: slow consumer', async
 
 test('a reader that catches up within the grace period is not closed', async () => {
   const sink = new FakeSink()
-  const queue = new SendQueue(sink, encoder, { softBytes: 10, hardBytes: 100, graceMs: 30 }, { onSlowConsumer: () => assert.fail('caught up in time') }, new FakeClock())
+  const queue = new SendQueue(sink, { softBytes: 10, hardBytes: 100, graceMs: 30 }, { onSlowConsumer: () => assert.fail('caught up in time') }, new FakeClock())
   sink.buffered = 1000
   queue.sendFrame(new Uint8Array(10))
   sink.drainAll()

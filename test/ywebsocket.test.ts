@@ -334,7 +334,6 @@ describe('room names in the URL', () => {
   const refused: Array<[string, string]> = [
     ['a control character', '/%00x'],
     ['a C1 control character', '/a%C2%85b'],
-    ['the empty room', '/'],
     ['a 513-byte name', `/${'x'.repeat(513)}`],
     ['a 514-byte name in two-byte characters', `/${encodeURIComponent('ä'.repeat(257))}`],
     ['malformed percent-encoding', '/%E0%A4%A'],
@@ -349,6 +348,23 @@ describe('room names in the URL', () => {
       assert.equal(typeof body.message, 'string')
     })
   }
+
+  it('serves / with the Hocuspocus protocol (the default --hocuspocus-path), not as an empty room', async () => {
+    const answer = await rawUpgrade(server.port, '/')
+    assert.equal(answer.status, 101)
+  })
+
+  it('refuses the empty room with HTTP 400 when the Hocuspocus protocol is on another path', async () => {
+    const other = await startServer({ hocuspocusPath: '/collab' })
+    try {
+      const answer = await rawUpgrade(other.port, '/')
+      assert.equal(answer.status, 400, answer.body)
+      assert.equal((JSON.parse(answer.body) as { error?: unknown }).error, 'invalid_room')
+      assert.equal((await rawUpgrade(other.port, '/collab')).status, 101)
+    } finally {
+      await other.stop()
+    }
+  })
 
   it('refuses a bad name through the stock ws client too (unexpected-response)', async () => {
     const socket = new WebSocket(`${server.url}/%00x`)

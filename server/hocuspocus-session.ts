@@ -1,0 +1,346 @@
+import * as Y from 'yjs'
+import {
+  decodeAwarenessUpdate,
+  decodeHocuspocusMessage,
+  encodeAwarenessUpdate,
+  encodeHocuspocusAuthenticated,
+  encodeHocuspocusAwareness,
+  encodeHocuspocusClose,
+  encodeHocuspocusPermissionDenied,
+  encodeHocuspocusPing,
+  encodeHocuspocusStateless,
+  encodeHocuspocusSyncStatus,
+  encodeHocuspocusSyncStep1,
+  encodeHocuspocusSyncStep2,
+  encodeHocuspocusSyncUpdate,
+  isValidRoomName,
+  parseHocuspocusRoutingKey,
+  ProtocolError,
+  validateStateVector,
+  validateUpdate,
+  type AwarenessEntry,
+  type HocuspocusMessage,
+} from '../protocol/index.js'
+import { allows, type Authorizer, type Grant } from './access.js'
+import { CloseCode } from './codes.js'
+import type { Connection } from './connection.js'
+import type { Logger } from './logger.js'
+import type { PendingLimits } from './ywebsocket-session.js'
+import type { Room, RoomMember, RoomRegistry } from './room.js'
+import { updateChangesDocument } from './update-effect.js'
+import type { SharedFrames, WireFormat } from './wire-format.js'
+
+/** Hocuspocus framing for members whose document key is the room name: shared by all of them. */
+export const hocuspocusFormat: WireFormat = {
+  name: 'hocuspocus',
+  update: (room, update) => encodeHocuspocusSyncUpdate(room, update),
+  awareness: (room, entries) => encodeHocuspocusAwareness(room, encodeAwarenessUpdate(entries)),
+}
+
+/** Framing for a `name\0session` key: every frame must carry the full key, so nothing is shared. */
+function sessionFormat(key: string): WireFormat {
+  return {
+    name: `hocuspocus:${key}`,
+    update: (_room, update) => encodeHocuspocusSyncUpdate(key, update),
+    awareness: (_room, entries) => encodeHocuspocusAwareness(key, encodeAwarenessUpdate(entries)),
+  }
+}
+
+/**
+ * The provider closes a socket that received nothing for 30 s (messageReconnectTimeout); a ping
+ * well inside that keeps idle sockets open.
+ */
+const KEEPALIVE_MS = 10_000
+
+export interface StatelessEvent {
+  room: string
+  payload: string
+  /** The sender's grant subject, when authenticated. */
+  subject: string | null
+}
+
+export interface HocuspocusHooks {
+  onStateless(event: StatelessEvent): void
+  /** Documents a socket may hold at once. */
+  maxDocumentsPerSocket: number
+}
+
+type DocumentState = 'authenticating' | 'loading' | 'ready' | 'closed'
+
+/** One document of a Hocuspocus socket: the room member. */
+class HocuspocusDocument implements RoomMember {
+  readonly format: WireFormat
+  state: DocumentState = 'authenticating'
+  authStarted = false
+  room: Room | null = null
+  grant: Grant | null = null
+  /** Frames held until the document is authenticated and its room loaded, with their sizes. */
+  held: Array<{ message: HocuspocusMessage; bytes: number }> = []
+
+  constructor(
+    readonly key: string,
+    readonly roomName: string,
+    private readonly session: HocuspocusSession,
+  ) {
+    this.format = key === roomName ? hocuspocusFormat : sessionFormat(key)
+  }
+
+  get readOnly(): boolean {
+    return this.grant === null || !allows(this.grant.access, 'write')
+  }
+
+  deliverUpdate(update: Uint8Array, frames: SharedFrames): void {
+    if (this.state === 'ready') this.session.connection.sendUpdate(this.key, update, frames, this.format)
+  }
+
+  deliverAwareness(entries: readonly AwarenessEntry[], frames: SharedFrames): void {
+    if (this.state === 'ready') this.session.connection.sendAwareness(this.key, entries, frames, this.format)
+  }
+
+  deliverStateless(payload: string): void {
+    if (this.state === 'ready') this.session.connection.send(encodeHocuspocusStateless(this.key, payload))
+  }
+
+  evict(code: number, reason: string): void {
+    // One document going away (deleted, failed to load) does not end the socket's other documents.
+    this.session.closeDocument(this, reason, code)
+  }
+}
+
+/**
+ * One socket speaking the Hocuspocus provider protocol: many documents, each authenticated on its
+ * own and joined to its room. The socket's send queue, limits and heartbeats are the connection
+ * core's; a document costs a map entry and a room membership.
+ */
+export class HocuspocusSession {
+  private readonly documents = new Map<string, HocuspocusDocument>()
+  private heldMessages = 0
+  private heldBytes = 0
+  private readonly keepalive: NodeJS.Timeout
+
+  constructor(
+    readonly connection: Connection,
+    private readonly registry: RoomRegistry,
+    private readonly authorizer: Authorizer,
+    private readonly limits: PendingLimits,
+    private readonly hooks: HocuspocusHooks,
+    private readonly log: Logger,
+  ) {
+    connection.onMessage((data) => this.receive(data))
+    connection.onClose(() => this.closeAll())
+    this.keepalive = setInterval(() => connection.send(encodeHocuspocusPing()), KEEPALIVE_MS)
+    this.keepalive.unref()
+  }
+
+  private closeAll(): void {
+    clearInterval(this.keepalive)
+    for (const document of this.documents.values()) {
+      document.state = 'closed'
+      document.room?.leave(document)
+    }
+    this.documents.clear()
+  }
+
+  private receive(frame: Uint8Array): void {
+    let message: HocuspocusMessage
+    try {
+      message = decodeHocuspocusMessage(frame)
+    } catch (err) {
+      this.fail(err)
+      return
+    }
+    if (message.kind === 'ping' || message.kind === 'pong') return // liveness is counted by the connection
+    const document = this.documents.get(message.document)
+    if (message.kind === 'auth-token') {
+      // A second token for a document already authenticating or open is ignored: the provider
+      // sends a new one only after a denial, and a denial forgets the document.
+      if (document === undefined || (document.state === 'authenticating' && !document.authStarted)) void this.open(message.document, message.token)
+      return
+    }
+    if (document === undefined) {
+      // The provider always sends its token first; anything else for an unknown document is
+      // held under the same bound as pre-auth frames, waiting for that token.
+      if (!this.hold(frame.length)) return
+      const fresh = this.create(message.document)
+      if (fresh === null) {
+        this.release(frame.length)
+        return
+      }
+      fresh.held.push({ message, bytes: frame.length })
+      return
+    }
+    if (document.state !== 'ready') {
+      if (!this.hold(frame.length)) return
+      document.held.push({ message, bytes: frame.length })
+      return
+    }
+    this.handle(document, message)
+  }
+
+  /** Counts a frame held before its document is ready; past the bound the socket gets 1013. */
+  private hold(bytes: number): boolean {
+    this.heldMessages++
+    this.heldBytes += bytes
+    if (this.heldMessages > this.limits.maxPendingMessages || this.heldBytes > this.limits.maxPendingBytes) {
+      this.connection.close(CloseCode.tryAgainLater, 'too much sent before authentication')
+      return false
+    }
+    return true
+  }
+
+  private create(key: string): HocuspocusDocument | null {
+    const { documentName } = parseHocuspocusRoutingKey(key)
+    if (!isValidRoomName(documentName)) {
+      this.connection.send(encodeHocuspocusPermissionDenied(key, 'invalid document name'))
+      return null
+    }
+    if (this.documents.size >= this.hooks.maxDocumentsPerSocket) {
+      this.connection.send(encodeHocuspocusPermissionDenied(key, 'too many documents on one connection'))
+      return null
+    }
+    const document = new HocuspocusDocument(key, documentName, this)
+    this.documents.set(key, document)
+    return document
+  }
+
+  private async open(key: string, token: string): Promise<void> {
+    const existing = this.documents.get(key)
+    const document = existing ?? this.create(key)
+    if (document === null) return
+    document.authStarted = true
+    const decision = await this.authorizer.authorize(this.authorizer.open ? null : token, document.roomName)
+    if (document.state === 'closed' || this.connection.state !== 'open') return
+    if (!decision.ok) {
+      this.connection.send(encodeHocuspocusPermissionDenied(key, decision.reason))
+      // Forget the document, so the provider's retry with a new token starts afresh.
+      this.forget(document)
+      return
+    }
+    const room = this.registry.get(document.roomName)
+    if (room !== undefined && room.memberCount >= this.registry.maxRoomConnections) {
+      this.connection.send(encodeHocuspocusPermissionDenied(key, 'room is full'))
+      this.forget(document)
+      return
+    }
+    document.grant = decision.grant
+    this.connection.send(encodeHocuspocusAuthenticated(key, allows(decision.grant.access, 'write') ? 'read-write' : 'readonly'))
+    document.state = 'loading'
+    document.room = this.registry.join(document.roomName, document)
+    try {
+      await document.room.loaded
+    } catch {
+      return // the room evicted its members
+    }
+    if ((document.state as DocumentState) !== 'loading') return
+    document.state = 'ready'
+    const states = document.room.awareness.liveEntries()
+    if (states.length > 0) this.connection.send(encodeHocuspocusAwareness(key, encodeAwarenessUpdate(states)))
+    const held = document.held
+    document.held = []
+    for (const { message, bytes } of held) {
+      this.release(bytes)
+      if ((document.state as DocumentState) !== 'ready' || this.connection.state !== 'open') return
+      this.handle(document, message)
+    }
+  }
+
+  private release(bytes: number): void {
+    this.heldMessages--
+    this.heldBytes -= bytes
+  }
+
+  private forget(document: HocuspocusDocument): void {
+    for (const { bytes } of document.held) this.release(bytes)
+    document.held = []
+    document.state = 'closed'
+    document.room?.leave(document)
+    this.documents.delete(document.key)
+  }
+
+  closeDocument(document: HocuspocusDocument, reason: string, code: number): void {
+    if (document.state === 'closed') return
+    this.forget(document)
+    this.connection.send(encodeHocuspocusClose(document.key, reason))
+    this.log.debug({ room: document.roomName, conn: this.connection.id, code }, 'hocuspocus document closed by the server')
+  }
+
+  private handle(document: HocuspocusDocument, message: HocuspocusMessage): void {
+    const room = document.room as Room
+    try {
+      switch (message.kind) {
+        case 'sync-step-1':
+          validateStateVector(message.stateVector)
+          this.connection.send(encodeHocuspocusSyncStep2(document.key, Y.encodeStateAsUpdate(room.doc, message.stateVector)))
+          // The provider's own step 2 answers this; its ack is what clears its unsynced counter.
+          if (!message.reply) this.connection.send(encodeHocuspocusSyncStep1(document.key, Y.encodeStateVector(room.doc)))
+          break
+        case 'sync-step-2':
+        case 'sync-update':
+          this.applyUpdate(document, room, message.update)
+          break
+        case 'awareness':
+          room.applyAwareness(decodeAwarenessUpdate(message.update), document)
+          break
+        case 'query-awareness':
+          this.connection.send(encodeHocuspocusAwareness(document.key, encodeAwarenessUpdate(room.awareness.liveEntries())))
+          break
+        case 'stateless':
+          this.hooks.onStateless({ room: document.roomName, payload: message.payload, subject: document.grant?.subject ?? null })
+          break
+        case 'broadcast-stateless':
+          if (document.readOnly) break
+          room.broadcastStateless(message.payload, document)
+          break
+        case 'close':
+          this.forget(document)
+          break
+        case 'auth-token':
+        case 'ping':
+        case 'pong':
+          break
+      }
+    } catch (err) {
+      this.fail(err)
+    }
+  }
+
+  private applyUpdate(document: HocuspocusDocument, room: Room, update: Uint8Array): void {
+    validateUpdate(update)
+    const key = document.key
+    if (document.readOnly) {
+      // Readonly providers keep sending their edits; refused ones get SyncStatus(0), a step 2
+      // that repeats what the room has gets SyncStatus(1) so the provider can reach "synced".
+      this.connection.send(encodeHocuspocusSyncStatus(key, !updateChangesDocument(room.doc, update)))
+      return
+    }
+    if (room.wouldExceedSizeLimit(update.length)) {
+      this.connection.send(encodeHocuspocusSyncStatus(key, false))
+      this.log.warn({ room: room.name, conn: this.connection.id, bytes: update.length }, 'update refused: document size limit')
+      return
+    }
+    let durable: Promise<void>
+    try {
+      durable = room.applyUpdate(update, document)
+    } catch (err) {
+      throw new ProtocolError(1007, `update rejected by Yjs: ${(err as Error).message}`)
+    }
+    // Acknowledged only once the update is in storage: "no unsynced changes" means saved.
+    durable.then(
+      () => this.connection.send(encodeHocuspocusSyncStatus(key, true)),
+      (err: unknown) => {
+        this.log.error({ room: room.name, err }, 'update could not be stored; not acknowledged')
+        this.connection.send(encodeHocuspocusSyncStatus(key, false))
+      },
+    )
+  }
+
+  private fail(err: unknown): void {
+    if (err instanceof ProtocolError) {
+      this.log.info({ conn: this.connection.id, code: err.closeCode, reason: err.message }, 'malformed hocuspocus message')
+      this.connection.close(err.closeCode, err.message.slice(0, 100))
+      return
+    }
+    this.log.error({ conn: this.connection.id, err }, 'hocuspocus message handling failed')
+    this.connection.close(CloseCode.internalError, 'internal error')
+  }
+}
