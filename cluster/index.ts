@@ -15,3 +15,5 @@ export interface CreateRelayOptions {
 export function createRelay(options: CreateRelayOptions): RedisRelay {
   return new RedisRelay(options)
 }
+export { RedisSharedState, RedisUnavailableError, TicketExistsError } from './shared-state.js'
+export type { SharedStateOptions } from './shared-state.js'

@@ -6,7 +6,7 @@ import { mergeUpdatesInChunks } from './chunked-merge.js'
 import { InvalidRoomNameError, InvalidUpdateError, RoomDeletedError, WriterClosedError } from './errors.js'
 import { LevelStore } from './level-store.js'
 import { MemoryStore } from './memory-store.js'
-import type { LogEntry, Store, StoredRoom } from './store.js'
+import type { LogEntry, Store, StoredRoom, VersionStore } from './store.js'
 
 export interface WriterLogger {
   warn(obj: object, msg: string): void
@@ -593,7 +593,7 @@ function validateOptions(options: WriterOptions): Required<Omit<WriterOptions, '
 }
 
 /** The store behind `--data`: `memory` keeps documents in this process only; anything else is a LevelDB directory. */
-export async function openStore(data: string): Promise<Store> {
+export async function openStore(data: string): Promise<Store & VersionStore> {
   if (data === 'memory') return new MemoryStore()
   return LevelStore.open(data)
 }

@@ -4,5 +4,6 @@ export type { StorageHealth, WriterLogger, WriterOptions } from './document-writ
 export { LevelStore } from './level-store.js'
 export type { LevelStoreOptions } from './level-store.js'
 export { MemoryStore } from './memory-store.js'
-export type { LogEntry, Store, StoredRoom } from './store.js'
+export { newVersionId } from './version-id.js'
+export type { LogEntry, Store, StoredRoom, VersionInfo, VersionRecord, VersionStore } from './store.js'
 export { InvalidRoomNameError, InvalidUpdateError, RoomDeletedError, StoreClosedError, WriterClosedError } from './errors.js'

@@ -2,28 +2,34 @@ import { mkdir } from 'node:fs/promises'
 import { Level } from 'level'
 import { StoreClosedError } from './errors.js'
 import { formatSequence, parseSequence } from './log-key.js'
-import { assertStorableRoomName, type LogEntry, type Store, type StoredRoom } from './store.js'
+import { assertStorableRoomName, type LogEntry, type Store, type StoredRoom, type VersionInfo, type VersionRecord, type VersionStore } from './store.js'
+import { assertVersionId, isVersionId } from './version-id.js'
+import { decodeVersionInfo, decodeVersionValue, encodeVersionValue } from './version-value.js'
 
 /**
  * Key layout (UTF-8 strings, compared bytewise by LevelDB):
  *
  *   log \0 <room> \0 <16-digit sequence>   one update of the room's log
+ *   version \0 <room> \0 <version id>       one saved version (value: persistence/version-value.ts)
  *
- * The kind comes first so later kinds (`version\0…`, `meta\0…`) get their own ranges without a
+ * The kind comes first so each kind (`version\0…` above, a later `meta\0…`) gets its own range without a
  * migration. Room names never contain control characters (assertStorableRoomName), so the \0
  * after the room ends it unambiguously: room "a" owns exactly [`log\0a\0`, `log\0a\x01`), which
  * holds no key of "a:b" or "ab" (their next byte is ≥ 0x20). The fixed-width sequence sorts
  * numerically; the key handed to callers is the sequence alone, so a key can never name an entry
- * of another room.
+ * of another room. Version ids are fixed-width and time-ordered (version-id.ts), so one room's
+ * version range lists oldest first; versions are outside the log range, so `listRooms` (which
+ * reads only the log range) does not report a room that has versions but no log.
  */
 const LOG_KIND = 'log\u0000'
+const VERSION_KIND = 'version\u0000'
 const ROOM_END = '\u0000'
 /** The byte after ROOM_END: the exclusive upper bound of one room's range. */
 const ROOM_RANGE_END = '\u0001'
 const SEQUENCE_LENGTH = formatSequence(0).length
 
-function roomRange(room: string): { gte: string; lt: string } {
-  return { gte: LOG_KIND + room + ROOM_END, lt: LOG_KIND + room + ROOM_RANGE_END }
+function roomRange(room: string, kind = LOG_KIND): { gte: string; lt: string } {
+  return { gte: kind + room + ROOM_END, lt: kind + room + ROOM_RANGE_END }
 }
 
 /** classic-level hands out Buffers (often slices of a shared pool); callers get plain views. */
@@ -39,7 +45,7 @@ export interface LevelStoreOptions {
   sync?: boolean
 }
 
-export class LevelStore implements Store {
+export class LevelStore implements Store, VersionStore {
   readonly kind = 'leveldb'
   /**
    * The next sequence per room, found from the room's highest stored key the first time the room
@@ -112,7 +118,49 @@ export class LevelStore implements Store {
     this.assertOpen()
     assertStorableRoomName(room)
     // The sequence counter is kept: keys stay increasing for this process even across a delete.
-    await this.db.clear(roomRange(room))
+    // Log and versions go in one batch, so no crash leaves versions of a deleted document behind
+    // (`clear` would delete in chunks, one range at a time).
+    const keys: string[] = []
+    for (const range of [roomRange(room), roomRange(room, VERSION_KIND)]) {
+      for await (const key of this.db.keys(range)) keys.push(key)
+    }
+    if (keys.length === 0) return
+    await this.db.batch(keys.map((key) => ({ type: 'del' as const, key })), { sync: this.sync })
+  }
+
+  // ---- VersionStore ----------------------------------------------------------------------
+
+  /** Overwrites a version stored under the same id. Durable when it resolves, like `append`. */
+  async putVersion(room: string, version: VersionRecord): Promise<void> {
+    this.assertOpen()
+    assertStorableRoomName(room)
+    assertVersionId(version.id)
+    await this.db.put(VERSION_KIND + room + ROOM_END + version.id, encodeVersionValue(version), { sync: this.sync })
+  }
+
+  async listVersions(room: string): Promise<VersionInfo[]> {
+    this.assertOpen()
+    assertStorableRoomName(room)
+    const prefixLength = VERSION_KIND.length + room.length + ROOM_END.length
+    const versions: VersionInfo[] = []
+    for await (const [key, value] of this.db.iterator(roomRange(room, VERSION_KIND))) {
+      versions.push(decodeVersionInfo(key.slice(prefixLength), value))
+    }
+    return versions
+  }
+
+  async getVersion(room: string, id: string): Promise<VersionRecord | null> {
+    this.assertOpen()
+    assertStorableRoomName(room)
+    if (!isVersionId(id)) return null
+    const value = await this.db.get(VERSION_KIND + room + ROOM_END + id)
+    return value === undefined ? null : decodeVersionValue(id, value)
+  }
+
+  async deleteVersions(room: string): Promise<void> {
+    this.assertOpen()
+    assertStorableRoomName(room)
+    await this.db.clear(roomRange(room, VERSION_KIND))
   }
 
   /** Streams the log keys and value lengths; memory use is one room's counters, not the values. */

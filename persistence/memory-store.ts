@@ -1,6 +1,8 @@
 import { StoreClosedError } from './errors.js'
 import { formatSequence, parseSequence } from './log-key.js'
-import { assertStorableRoomName, type LogEntry, type Store, type StoredRoom } from './store.js'
+import { assertStorableRoomName, type LogEntry, type Store, type StoredRoom, type VersionInfo, type VersionRecord, type VersionStore } from './store.js'
+import { assertVersionId, isVersionId } from './version-id.js'
+import { copyBytes } from './version-value.js'
 
 interface MemoryLog {
   /** Kept across deleteRoom, as LevelStore does within one process. */
@@ -14,9 +16,11 @@ interface MemoryLog {
  * room-name rule and same ordering as LevelStore; bytes are copied in and out so callers
  * cannot change stored entries by mutating their arrays.
  */
-export class MemoryStore implements Store {
+export class MemoryStore implements Store, VersionStore {
   readonly kind = 'memory'
   private readonly logs = new Map<string, MemoryLog>()
+  /** room → id → version. Apart from the logs: a room with only versions is not in `listRooms`, as in LevelStore. */
+  private readonly versions = new Map<string, Map<string, VersionRecord>>()
   private closed = false
 
   async readLog(room: string): Promise<LogEntry[]> {
@@ -52,6 +56,46 @@ export class MemoryStore implements Store {
     assertStorableRoomName(room)
     const log = this.logs.get(room)
     if (log !== undefined) log.entries = []
+    this.versions.delete(room)
+  }
+
+  // ---- VersionStore ----------------------------------------------------------------------
+
+  async putVersion(room: string, version: VersionRecord): Promise<void> {
+    this.assertOpen()
+    assertStorableRoomName(room)
+    assertVersionId(version.id)
+    if (typeof version.name !== 'string') throw new TypeError('version name must be a string')
+    if (!Number.isFinite(version.createdAt)) throw new TypeError('version createdAt must be a finite number')
+    let versions = this.versions.get(room)
+    if (versions === undefined) {
+      versions = new Map()
+      this.versions.set(room, versions)
+    }
+    versions.set(version.id, { id: version.id, name: version.name, createdAt: version.createdAt, update: copyBytes(version.update) })
+  }
+
+  async listVersions(room: string): Promise<VersionInfo[]> {
+    this.assertOpen()
+    assertStorableRoomName(room)
+    // Ids are ASCII, so code unit order is LevelStore's byte order.
+    return [...(this.versions.get(room)?.values() ?? [])]
+      .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
+      .map(({ id, name, createdAt, update }) => ({ id, name, createdAt, bytes: update.byteLength }))
+  }
+
+  async getVersion(room: string, id: string): Promise<VersionRecord | null> {
+    this.assertOpen()
+    assertStorableRoomName(room)
+    if (!isVersionId(id)) return null
+    const version = this.versions.get(room)?.get(id)
+    return version === undefined ? null : { ...version, update: copyBytes(version.update) }
+  }
+
+  async deleteVersions(room: string): Promise<void> {
+    this.assertOpen()
+    assertStorableRoomName(room)
+    this.versions.delete(room)
   }
 
   async listRooms(): Promise<StoredRoom[]> {

@@ -45,3 +45,25 @@ export interface Store {
 export function assertStorableRoomName(room: string): void {
   if (!isValidRoomName(room)) throw new InvalidRoomNameError(room)
 }
+
+/** A named point-in-time copy of a document (`POST /api/rooms/:room/versions`). */
+export interface VersionRecord {
+  /** Sortable by creation time: listing in key order lists oldest first. */
+  id: string
+  name: string
+  /** Milliseconds since the epoch. */
+  createdAt: number
+  /** The whole document then, as one v1 update. */
+  update: Uint8Array
+}
+
+export type VersionInfo = Omit<VersionRecord, 'update'> & { bytes: number }
+
+/** Saved versions of documents. LevelStore and MemoryStore keep them beside the logs; the cluster keeps them in Redis. */
+export interface VersionStore {
+  putVersion(room: string, version: VersionRecord): Promise<void>
+  /** Oldest first, without the documents. */
+  listVersions(room: string): Promise<VersionInfo[]>
+  getVersion(room: string, id: string): Promise<VersionRecord | null>
+  deleteVersions(room: string): Promise<void>
+}

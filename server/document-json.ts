@@ -38,13 +38,14 @@ function concreteKind(type: Y.AbstractType<any>): ShareKind | null {
 }
 
 /** Reads every top-level type of `doc` as JSON (Y.Text → string, Y.Map → object, Y.Array → array, XML → string). */
-export function documentToJson(doc: Y.Doc, kinds: Readonly<Record<string, ShareKind>> = {}): Record<string, unknown> {
+export function documentToJson(doc: Y.Doc, kinds: Readonly<Record<string, ShareKind>> = {}, options: { textAsDelta?: boolean } = {}): Record<string, unknown> {
   const out: Record<string, unknown> = {}
   for (const [name, type] of [...doc.share.entries()]) {
     const kind = concreteKind(type) ?? kinds[name] ?? inferShareKind(type)
     switch (kind) {
       case 'text':
-        out[name] = doc.getText(name).toString()
+        // The delta keeps formatting and embeds ({insert, attributes}); the string drops them.
+        out[name] = options.textAsDelta === true ? doc.getText(name).toDelta() : doc.getText(name).toString()
         break
       case 'map':
         out[name] = doc.getMap(name).toJSON()

@@ -72,6 +72,7 @@ class HocuspocusDocument implements RoomMember {
   readonly format: WireFormat
   state: DocumentState = 'authenticating'
   authStarted = false
+  expiry: NodeJS.Timeout | null = null
   room: Room | null = null
   grant: Grant | null = null
   /** Frames held until the document is authenticated and its room loaded, with their sizes. */
@@ -117,6 +118,8 @@ export class HocuspocusSession {
   private heldMessages = 0
   private heldBytes = 0
   private readonly keepalive: NodeJS.Timeout
+  /** Keys denied on this socket: a later successful token is a retry whose step 1 was dropped. */
+  private readonly denied = new Set<string>()
 
   constructor(
     readonly connection: Connection,
@@ -135,6 +138,7 @@ export class HocuspocusSession {
   private closeAll(): void {
     clearInterval(this.keepalive)
     for (const document of this.documents.values()) {
+      if (document.expiry !== null) clearTimeout(document.expiry)
       document.state = 'closed'
       document.room?.leave(document)
     }
@@ -155,6 +159,12 @@ export class HocuspocusSession {
       // A second token for a document already authenticating or open is ignored: the provider
       // sends a new one only after a denial, and a denial forgets the document.
       if (document === undefined || (document.state === 'authenticating' && !document.authStarted)) void this.open(message.document, message.token)
+      return
+    }
+    if (message.kind === 'close' && (document === undefined || document.state !== 'ready')) {
+      // A provider detaching (after a denial, before its retry) closes a document the server does
+      // not hold open: nothing to hold; the token that follows starts it afresh.
+      if (document !== undefined) this.forget(document)
       return
     }
     if (document === undefined) {
@@ -212,6 +222,8 @@ export class HocuspocusSession {
     if (document.state === 'closed' || this.connection.state !== 'open') return
     if (!decision.ok) {
       this.connection.send(encodeHocuspocusPermissionDenied(key, decision.reason))
+      // Bounded like the documents themselves: a client cannot grow it by asking for many names.
+      if (this.denied.size < this.hooks.maxDocumentsPerSocket) this.denied.add(key)
       // Forget the document, so the provider's retry with a new token starts afresh.
       this.forget(document)
       return
@@ -223,6 +235,12 @@ export class HocuspocusSession {
       return
     }
     document.grant = decision.grant
+    const expiresAt = decision.grant.expiresAt
+    if (expiresAt !== null) {
+      // Only this document ends at expiry; the shared socket's other documents have their own tokens.
+      document.expiry = setTimeout(() => this.closeDocument(document, 'access token expired', CloseCode.unauthorized), Math.max(0, expiresAt - Date.now()))
+      document.expiry.unref()
+    }
     this.connection.send(encodeHocuspocusAuthenticated(key, allows(decision.grant.access, 'write') ? 'read-write' : 'readonly'))
     document.state = 'loading'
     document.room = this.registry.join(document.roomName, document)
@@ -237,6 +255,11 @@ export class HocuspocusSession {
     if (states.length > 0) this.connection.send(encodeHocuspocusAwareness(key, encodeAwarenessUpdate(states)))
     const held = document.held
     document.held = []
+    if (this.denied.delete(key) && !held.some(({ message }) => message.kind === 'sync-step-1')) {
+      // A retry after a denial: the provider sent its step 1 only on socket open, and it was dropped.
+      this.connection.send(encodeHocuspocusSyncStep2(key, Y.encodeStateAsUpdate(document.room.doc)))
+      this.connection.send(encodeHocuspocusSyncStep1(key, Y.encodeStateVector(document.room.doc)))
+    }
     for (const { message, bytes } of held) {
       this.release(bytes)
       if ((document.state as DocumentState) !== 'ready' || this.connection.state !== 'open') return
@@ -250,6 +273,8 @@ export class HocuspocusSession {
   }
 
   private forget(document: HocuspocusDocument): void {
+    if (document.expiry !== null) clearTimeout(document.expiry)
+    document.expiry = null
     for (const { bytes } of document.held) this.release(bytes)
     document.held = []
     document.state = 'closed'

@@ -23,7 +23,8 @@ export type RoomState = 'loading' | 'active' | 'unloading' | 'unloaded'
 /** The lifecycle of a room; anything else is a bug and throws. */
 const ROOM_TRANSITIONS: Readonly<Record<RoomState, readonly RoomState[]>> = {
   loading: ['active', 'unloaded'],
-  active: ['unloading'],
+  // Straight to unloaded only when the document is deleted: nothing is left to flush.
+  active: ['unloading', 'unloaded'],
   // A member arriving while the last writes are flushed takes the room back; nothing is reloaded.
   unloading: ['active', 'unloaded'],
   unloaded: [],
@@ -287,6 +288,30 @@ export class Room {
     this.log.debug({ room: this.name }, 'room unloaded')
   }
 
+  /** True when the document holds nothing at all (never written, or not stored anywhere). */
+  isEmpty(): boolean {
+    const store = this.doc.store
+    return store.clients.size === 0 && store.pendingStructs === null && store.pendingDs === null
+  }
+
+  /**
+   * The document was deleted: members are closed with `code` (4404), the room leaves the cluster
+   * and memory without flushing (the deletion supersedes pending writes).
+   */
+  async deleted(code: number): Promise<void> {
+    await this.loaded.catch(() => {})
+    for (const member of this.memberList()) member.evict(code, 'document deleted')
+    this.members.clear()
+    if (this.unloadTimer !== null) clearTimeout(this.unloadTimer)
+    this.unloadTimer = null
+    if (this.stateValue === 'unloaded') return
+    this.transition('unloaded')
+    this.registry.forget(this)
+    if (this.relayed) this.registry.leaveRelay(this.name)
+    this.doc.off('update', this.onDocUpdate)
+    this.doc.destroy()
+  }
+
   /** Cancels timers; used when the whole server stops. */
   dispose(): void {
     if (this.unloadTimer !== null) clearTimeout(this.unloadTimer)
@@ -296,6 +321,14 @@ export class Room {
   memberList(): RoomMember[] {
     return [...this.members]
   }
+}
+
+/** A member that receives nothing: HTTP requests reading or writing a room. */
+class QuietMember implements RoomMember {
+  readonly format: WireFormat = { name: 'none', update: () => new Uint8Array(), awareness: () => new Uint8Array() }
+  deliverUpdate(): void {}
+  deliverAwareness(): void {}
+  evict(): void {}
 }
 
 /** The loaded rooms by name. Connections arriving during a load share that load. */
@@ -327,6 +360,21 @@ export class RoomRegistry {
         if (this.leaves.get(name) === leave) this.leaves.delete(name)
       })
     this.leaves.set(name, leave)
+  }
+
+  /**
+   * Runs `work` with the room loaded and a silent member holding it (so it cannot unload under
+   * the work); the room unloads after the usual delay once nobody else is in it.
+   */
+  async withRoom<T>(name: string, work: (room: Room, member: RoomMember) => T | Promise<T>): Promise<T> {
+    const member = new QuietMember()
+    const room = this.join(name, member)
+    try {
+      await room.loaded
+      return await work(room, member)
+    } finally {
+      room.leave(member)
+    }
   }
 
   leaving(name: string): Promise<void> {

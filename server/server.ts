@@ -5,12 +5,14 @@ import type { AddressInfo } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { randomUUID } from 'node:crypto'
 import { WebSocketServer, type WebSocket } from 'ws'
-import { createRelay, type Relay } from '../cluster/index.js'
+import { createRelay, RedisSharedState, type Relay } from '../cluster/index.js'
 import { pathOfTarget, roomFromPath } from '../protocol/index.js'
-import { DocumentWriter, openStore, type StorageHealth } from '../persistence/index.js'
+import { DocumentWriter, openStore, type StorageHealth, type VersionStore } from '../persistence/index.js'
 import { CloseCode, HttpError, type HttpErrorCode } from './codes.js'
 import { resolveOptions, type WeftOptions } from './config.js'
-import { JwtAuthorizer, openAccess, type Authorizer, type Grant } from './access.js'
+import { JwtAuthorizer, openAccess, roomInScope, type AccessDecision, type Authorizer, type Grant } from './access.js'
+import { HttpApi } from './http-api.js'
+import { MemoryTickets, Tickets } from './tickets.js'
 import { Admission, ClientAddress, type AdmissionTicket } from './admission.js'
 import { HocuspocusSession, type StatelessEvent } from './hocuspocus-session.js'
 import { Connection } from './connection.js'
@@ -69,6 +71,10 @@ export class WeftServer {
   private writer: DocumentWriter | null = null
   private rooms: RoomRegistry | null = null
   private relay: Relay | null = null
+  private shared: RedisSharedState | null = null
+  private versions: VersionStore | null = null
+  private tickets: Tickets | null = null
+  private api: HttpApi | null = null
   private startPromise: Promise<void> | null = null
   private drainPromise: Promise<DrainResult> | null = null
   /** Set when close() arrives during a drain: the rest of the drain goes at once. */
@@ -146,7 +152,29 @@ export class WeftServer {
       this.relay = relay
       this.metrics.observeRelay(relay)
     }
+    this.versions = store
+    this.tickets = new Tickets(new MemoryTickets())
+    if (this.options.redisUrl !== null) {
+      const shared = new RedisSharedState({ redisUrl: this.options.redisUrl, instanceId: this.relay?.instanceId ?? randomUUID(), logger: this.log.child({ part: 'shared' }) })
+      shared.onRoomDeleted((room) => {
+        this.deleteLocally(room).catch((err: unknown) => this.log.error({ room, err }, 'deleting a room failed'))
+      })
+      this.shared = shared
+      this.versions = shared
+      this.tickets = new Tickets(shared)
+    }
     this.rooms = new RoomRegistry(writer, this.log, this.options.roomUnloadDelayMs, this.options.maxDocumentBytes, this.options.maxRoomConnections, this.relay)
+    this.api = new HttpApi({
+      rooms: this.rooms,
+      writer,
+      versions: this.versions as VersionStore,
+      authorizer: this.authorizer,
+      tickets: this.tickets as Tickets,
+      deleteRoom: (room) => this.deleteRoom(room),
+      sendStateless: (room, payload) => this.sendStateless(room, payload),
+      maxBodyBytes: this.options.maxMessageBytes,
+      log: this.log,
+    })
     this.heartbeatTimer = setInterval(() => this.heartbeat(), this.options.heartbeatIntervalMs)
     this.heartbeatTimer.unref()
     if (this.options.authSecret === null && this.options.allowOrigins === null) {
@@ -194,7 +222,16 @@ export class WeftServer {
 
   /** weft's HTTP endpoints, for use from an embedding server's request handler. */
   handleRequest(req: IncomingMessage, res: ServerResponse): void {
-    const url = { pathname: pathOfTarget(req.url ?? '/') }
+    const target = req.url ?? '/'
+    const url = { pathname: pathOfTarget(target) }
+    if (this.api !== null && this.api.handles(url.pathname)) {
+      if (this.stateValue !== 'serving') {
+        sendJsonError(res, 'unavailable', `server is ${this.stateValue}`)
+        return
+      }
+      void this.api.handle(req, res, url.pathname, target.slice(url.pathname.length + 1))
+      return
+    }
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       if (url.pathname.startsWith('/health/') || url.pathname === '/metrics') {
         sendJsonError(res, 'method_not_allowed', `${req.method} is not allowed on ${url.pathname}`)
@@ -290,7 +327,8 @@ export class WeftServer {
     let grant: Grant | null = null
     if (room !== null) {
       const query = new URLSearchParams(target.length > path.length ? target.slice(path.length + 1) : '')
-      const decision = await this.authorizer.authorize(query.get('token'), room)
+      const ticket = query.get('ticket')
+      const decision = ticket !== null && this.tickets !== null ? await this.redeemTicket(ticket, room) : await this.authorizer.authorize(query.get('token'), room)
       if (!decision.ok) {
         this.refuseUpgrade(socket, decision.status === 401 ? 'unauthorized' : 'forbidden', decision.reason, decision.status === 401 ? 'unauthorized' : 'forbidden')
         return
@@ -359,6 +397,38 @@ export class WeftServer {
       return
     }
     new YWebsocketSession(connection, roomName, rooms, pending, grant ?? OPEN_GRANT, this.log)
+  }
+
+  private async redeemTicket(ticket: string, room: string): Promise<AccessDecision> {
+    let grant: Grant | null
+    try {
+      grant = await (this.tickets as Tickets).redeem(ticket)
+    } catch {
+      return { ok: false, status: 401, reason: 'tickets are unavailable right now' }
+    }
+    if (grant === null) return { ok: false, status: 401, reason: 'the ticket is unknown, used or expired' }
+    if (!roomInScope(grant, room)) return { ok: false, status: 403, reason: 'the ticket does not cover this room' }
+    return { ok: true, grant }
+  }
+
+  /**
+   * Deletes a room's document: on every instance with --redis (each closes its clients with 4404
+   * and deletes its stored copy), here only otherwise.
+   */
+  async deleteRoom(name: string): Promise<void> {
+    if (this.shared !== null) {
+      await this.shared.deleteRoom(name)
+      return
+    }
+    await this.deleteLocally(name)
+  }
+
+  private async deleteLocally(name: string): Promise<void> {
+    const room = this.rooms?.get(name)
+    if (room !== undefined) await room.deleted(CloseCode.documentDeleted)
+    await this.writer?.deleteRoom(name)
+    await this.versions?.deleteVersions(name)
+    this.log.info({ room: name }, 'room deleted')
   }
 
   private readonly statelessListeners = new Set<(event: StatelessEvent) => void>()
@@ -463,6 +533,7 @@ export class WeftServer {
       await new Promise((resolve) => setTimeout(resolve, 20))
     }
     for (const connection of this.connections) connection.terminate()
+    await this.shared?.close().catch((err: unknown) => this.log.warn({ err }, 'closing the shared state failed'))
     if (this.relay !== null) {
       // Says goodbye (other instances drop this one's awareness at once) and stops heartbeats.
       await this.relay.close().catch((err: unknown) => this.log.warn({ err }, 'closing the redis relay failed'))

@@ -1,0 +1,401 @@
+import { createHash } from 'node:crypto'
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import * as Y from 'yjs'
+import { isValidRoomName, ProtocolError, validateStateVector, validateUpdate } from '../protocol/index.js'
+import type { DocumentWriter, VersionStore } from '../persistence/index.js'
+import { newVersionId } from '../persistence/index.js'
+import { allows, roomInScope, type Access, type Authorizer, type Grant } from './access.js'
+import { HttpError, type HttpErrorCode } from './codes.js'
+import { documentToJson, type ShareKind } from './document-json.js'
+import type { Logger } from './logger.js'
+import { RoomLoadError, type Room, type RoomMember, type RoomRegistry } from './room.js'
+import type { Tickets } from './tickets.js'
+
+/** An error an endpoint answers with: the contract's JSON body and the status of its code. */
+export class ApiError extends Error {
+  constructor(
+    readonly code: HttpErrorCode,
+    message: string,
+    readonly headers: Record<string, string | number> = {},
+  ) {
+    super(message)
+  }
+}
+
+export interface HttpApiDeps {
+  rooms: RoomRegistry
+  writer: DocumentWriter
+  versions: VersionStore
+  authorizer: Authorizer
+  tickets: Tickets
+  /** Deletes a room everywhere (every instance with --redis); connected clients get 4404. */
+  deleteRoom(room: string): Promise<void>
+  sendStateless(room: string, payload: string): number
+  /** Largest request body in bytes; larger gets 413. */
+  maxBodyBytes: number
+  log: Logger
+}
+
+interface RouteContext {
+  req: IncomingMessage
+  res: ServerResponse
+  query: URLSearchParams
+  grant: Grant
+  /** Percent-decoded path parameters in order (room, version id). */
+  params: string[]
+}
+
+type Scope = 'read' | 'write' | 'admin' | 'token'
+
+interface Route {
+  method: 'GET' | 'POST' | 'DELETE'
+  /** OpenAPI-style template; `{room}` and `{id}` are single percent-encoded path segments. */
+  path: string
+  scope: Scope
+  handle(ctx: RouteContext): Promise<void>
+}
+
+/** Page size of GET /api/rooms when `limit` is not given, and the most it may ask for. */
+const DEFAULT_PAGE = 100
+const MAX_PAGE = 1000
+
+/**
+ * The HTTP document API. Every route is in ROUTES (docs/openapi.yaml must list exactly these; a
+ * test checks both ways). Rooms not loaded are loaded for the request and unload again after the
+ * usual grace delay; reading a room that does not exist creates nothing.
+ */
+export class HttpApi {
+  readonly routes: readonly Route[]
+
+  constructor(private readonly deps: HttpApiDeps) {
+    this.routes = [
+      { method: 'GET', path: '/api/rooms', scope: 'admin', handle: (c) => this.listRooms(c) },
+      { method: 'GET', path: '/api/rooms/{room}', scope: 'read', handle: (c) => this.getRoom(c) },
+      { method: 'DELETE', path: '/api/rooms/{room}', scope: 'admin', handle: (c) => this.deleteRoom(c) },
+      { method: 'GET', path: '/api/rooms/{room}/state-vector', scope: 'read', handle: (c) => this.stateVector(c) },
+      { method: 'GET', path: '/api/rooms/{room}/updates', scope: 'read', handle: (c) => this.updatesSince(c) },
+      { method: 'POST', path: '/api/rooms/{room}/updates', scope: 'write', handle: (c) => this.postUpdate(c) },
+      { method: 'POST', path: '/api/rooms/{room}/stateless', scope: 'write', handle: (c) => this.postStateless(c) },
+      { method: 'POST', path: '/api/rooms/{room}/versions', scope: 'write', handle: (c) => this.createVersion(c) },
+      { method: 'GET', path: '/api/rooms/{room}/versions', scope: 'read', handle: (c) => this.listVersions(c) },
+      { method: 'GET', path: '/api/rooms/{room}/versions/{id}', scope: 'read', handle: (c) => this.getVersion(c) },
+      { method: 'GET', path: '/api/rooms/{room}/versions/{id}/diff', scope: 'read', handle: (c) => this.versionDiff(c) },
+      { method: 'POST', path: '/api/tickets', scope: 'token', handle: (c) => this.issueTicket(c) },
+    ]
+  }
+
+  /** True when the path is the API's; the request is then answered. */
+  handles(path: string): boolean {
+    return path === '/api' || path.startsWith('/api/')
+  }
+
+  async handle(req: IncomingMessage, res: ServerResponse, path: string, queryString: string): Promise<void> {
+    try {
+      const match = this.match(req.method ?? 'GET', path)
+      const query = new URLSearchParams(queryString)
+      const grant = await this.authenticate(req, query, match.route.scope, match.params[0] ?? null)
+      await match.route.handle({ req, res, query, grant, params: match.params })
+    } catch (err) {
+      if (err instanceof ApiError) {
+        sendError(res, err.code, err.message, err.headers)
+        return
+      }
+      this.deps.log.error({ err, method: req.method }, 'api request failed')
+      sendError(res, 'internal_error', 'internal error')
+    }
+  }
+
+  private match(method: string, path: string): { route: Route; params: string[] } {
+    const segments = path.split('/')
+    let pathMatched = false
+    for (const route of this.routes) {
+      const template = route.path.split('/')
+      if (template.length !== segments.length) continue
+      const params: string[] = []
+      let ok = true
+      for (let i = 0; i < template.length && ok; i++) {
+        const part = template[i] as string
+        const actual = segments[i] as string
+        if (part.startsWith('{')) {
+          let decoded: string
+          try {
+            decoded = decodeURIComponent(actual)
+          } catch {
+            throw new ApiError('bad_request', `path segment "${actual}" is not valid percent-encoding`)
+          }
+          if (part === '{room}' && !isValidRoomName(decoded)) {
+            throw new ApiError('invalid_room', 'room names are 1 to 512 bytes of UTF-8 without control characters')
+          }
+          params.push(decoded)
+        } else if (part !== actual) ok = false
+      }
+      if (!ok) continue
+      pathMatched = true
+      if (route.method === method || (method === 'HEAD' && route.method === 'GET')) return { route, params }
+    }
+    if (pathMatched) throw new ApiError('method_not_allowed', `${method} is not allowed on ${path}`)
+    throw new ApiError('not_found', `no route for ${method} ${path}`)
+  }
+
+  /** Bearer header (or `?token=`); open mode grants everything. */
+  private async authenticate(req: IncomingMessage, query: URLSearchParams, scope: Scope, room: string | null): Promise<Grant> {
+    const { authorizer } = this.deps
+    if (authorizer.open) return { access: 'admin', subject: null, rooms: null, expiresAt: null }
+    const header = req.headers.authorization
+    const token = header !== undefined && header.startsWith('Bearer ') ? header.slice(7).trim() : query.get('token')
+    const decision = await authorizer.authorize(token, null)
+    if (!decision.ok) throw new ApiError(decision.status === 401 ? 'unauthorized' : 'forbidden', decision.reason)
+    const { grant } = decision
+    if (scope === 'token') return grant
+    const needed: Access = scope
+    if (!allows(grant.access, needed)) throw new ApiError('forbidden', `this needs ${needed} access`)
+    if (room !== null && !roomInScope(grant, room)) throw new ApiError('forbidden', 'the access token does not cover this room')
+    return grant
+  }
+
+  /** Runs `work` with the room loaded (sharing a load in progress); 404 when it holds nothing. */
+  private async withExistingRoom<T>(name: string, work: (room: Room) => T | Promise<T>): Promise<T> {
+    return this.withRoom(name, async (room) => {
+      if (room.isEmpty()) throw new ApiError('not_found', `room "${name}" does not exist`)
+      return work(room)
+    })
+  }
+
+  private async withRoom<T>(name: string, work: (room: Room, member: RoomMember) => T | Promise<T>): Promise<T> {
+    try {
+      return await this.deps.rooms.withRoom(name, work)
+    } catch (err) {
+      if (err instanceof RoomLoadError) throw new ApiError('unavailable', 'storage is unavailable; the document could not be loaded', { 'retry-after': 5 })
+      throw err
+    }
+  }
+
+  private async listRooms({ res, query }: RouteContext): Promise<void> {
+    const limit = pageSize(query.get('limit'))
+    const cursor = query.get('cursor')
+    const stored = (await this.deps.writer.listRooms()).sort((a, b) => (a.room < b.room ? -1 : a.room > b.room ? 1 : 0))
+    const from = cursor === null ? 0 : stored.findIndex((r) => r.room > cursor)
+    const page = from === -1 ? [] : stored.slice(from, from + limit)
+    const next = from !== -1 && from + limit < stored.length ? (page[page.length - 1]?.room ?? null) : null
+    sendJson(res, 200, {
+      rooms: page.map((r) => ({ room: r.room, storedBytes: r.bytes, entries: r.entries, loaded: this.deps.rooms.get(r.room) !== undefined })),
+      nextCursor: next,
+    })
+  }
+
+  private async getRoom({ req, res, query, params }: RouteContext): Promise<void> {
+    const name = params[0] as string
+    const binary = query.get('format') === 'update' || (req.headers.accept ?? '').includes('application/octet-stream')
+    const kinds = parseTypes(query.get('types'))
+    const delta = query.get('text') === 'delta'
+    await this.withExistingRoom(name, (room) => {
+      const stateVector = Y.encodeStateVector(room.doc)
+      const etag = `"${createHash('sha1').update(stateVector).digest('base64url')}${binary ? '-u' : delta ? '-d' : ''}"`
+      if (req.headers['if-none-match'] === etag) {
+        res.writeHead(304, { etag })
+        res.end()
+        return
+      }
+      const update = Y.encodeStateAsUpdate(room.doc)
+      if (binary) {
+        sendBinary(res, update, { etag })
+        return
+      }
+      // Read from a copy: giving a top-level name a concrete type is a one-way change in Yjs,
+      // and the live document must stay free for whatever its clients call it.
+      const copy = new Y.Doc()
+      Y.applyUpdate(copy, update)
+      for (const name of Object.keys(kinds)) if (!copy.share.has(name)) copy.get(name)
+      sendJson(res, 200, documentToJson(copy, kinds, { textAsDelta: delta }), { etag })
+      copy.destroy()
+    })
+  }
+
+  private async stateVector({ res, params }: RouteContext): Promise<void> {
+    await this.withExistingRoom(params[0] as string, (room) => sendBinary(res, Y.encodeStateVector(room.doc)))
+  }
+
+  private async updatesSince({ res, query, params }: RouteContext): Promise<void> {
+    const since = query.get('since')
+    let stateVector: Uint8Array | undefined
+    if (since !== null) {
+      stateVector = new Uint8Array(Buffer.from(since, 'base64'))
+      try {
+        validateStateVector(stateVector)
+      } catch (err) {
+        if (err instanceof ProtocolError) throw new ApiError('bad_request', `since is not a base64 state vector: ${err.message}`)
+        throw err
+      }
+    }
+    await this.withExistingRoom(params[0] as string, (room) => sendBinary(res, Y.encodeStateAsUpdate(room.doc, stateVector)))
+  }
+
+  private async postUpdate({ req, res, params }: RouteContext): Promise<void> {
+    const body = await readBody(req, this.deps.maxBodyBytes)
+    try {
+      validateUpdate(body)
+    } catch (err) {
+      if (err instanceof ProtocolError) throw new ApiError('bad_request', `the body is not a Yjs update: ${err.message}`)
+      throw err
+    }
+    await this.withRoom(params[0] as string, async (room, member) => {
+      if (room.wouldExceedSizeLimit(body.length)) throw new ApiError('payload_too_large', 'the document would exceed --max-document-bytes')
+      let durable: Promise<void>
+      try {
+        durable = room.applyUpdate(body, member)
+      } catch (err) {
+        throw new ApiError('bad_request', `the update was rejected: ${(err as Error).message}`)
+      }
+      // Answered once the update is stored: a 204 means it survives a crash.
+      await durable
+    })
+    res.writeHead(204)
+    res.end()
+  }
+
+  private async postStateless({ req, res, params }: RouteContext): Promise<void> {
+    const body = await readBody(req, this.deps.maxBodyBytes)
+    const payload = Buffer.from(body).toString('utf8')
+    this.deps.sendStateless(params[0] as string, payload)
+    res.writeHead(204)
+    res.end()
+  }
+
+  private async deleteRoom({ res, params }: RouteContext): Promise<void> {
+    const name = params[0] as string
+    await this.withExistingRoom(name, () => undefined)
+    await this.deps.deleteRoom(name)
+    res.writeHead(204)
+    res.end()
+  }
+
+  private async createVersion({ req, res, params }: RouteContext): Promise<void> {
+    const body = await readBody(req, 64 * 1024)
+    let name: unknown
+    try {
+      name = (JSON.parse(Buffer.from(body).toString('utf8')) as { name?: unknown }).name
+    } catch {
+      throw new ApiError('bad_request', 'the body must be JSON: {"name": "..."}')
+    }
+    if (typeof name !== 'string' || name === '' || name.length > 200) throw new ApiError('bad_request', 'name must be a string of 1 to 200 characters')
+    const room = params[0] as string
+    const update = await this.withExistingRoom(room, (r) => Y.encodeStateAsUpdate(r.doc))
+    const version = { id: newVersionId(), name, createdAt: Date.now(), update }
+    await this.versionStore((v) => v.putVersion(room, version))
+    sendJson(res, 201, { id: version.id, name: version.name, createdAt: version.createdAt })
+  }
+
+  private async listVersions({ res, params }: RouteContext): Promise<void> {
+    const versions = await this.versionStore((v) => v.listVersions(params[0] as string))
+    sendJson(res, 200, { versions })
+  }
+
+  private async loadVersion(room: string, id: string) {
+    const version = await this.versionStore((v) => v.getVersion(room, id))
+    if (version === null) throw new ApiError('not_found', `room "${room}" has no version "${id}"`)
+    return version
+  }
+
+  private async getVersion({ req, res, query, params }: RouteContext): Promise<void> {
+    const version = await this.loadVersion(params[0] as string, params[1] as string)
+    const binary = query.get('format') === 'update' || (req.headers.accept ?? '').includes('application/octet-stream')
+    if (binary) {
+      sendBinary(res, version.update)
+      return
+    }
+    const doc = new Y.Doc()
+    Y.applyUpdate(doc, version.update)
+    sendJson(res, 200, { id: version.id, name: version.name, createdAt: version.createdAt, content: documentToJson(doc, parseTypes(query.get('types'))) })
+    doc.destroy()
+  }
+
+  private async versionDiff({ res, params }: RouteContext): Promise<void> {
+    const room = params[0] as string
+    const version = await this.loadVersion(room, params[1] as string)
+    const current = await this.withExistingRoom(room, (r) => Y.encodeStateAsUpdate(r.doc))
+    // Everything the version lacks: applying it to the version's document yields the document now.
+    sendBinary(res, Y.diffUpdate(current, Y.encodeStateVectorFromUpdate(version.update)))
+  }
+
+  private async issueTicket({ res, grant }: RouteContext): Promise<void> {
+    const ticket = await this.deps.tickets.issue(grant).catch((err: unknown) => {
+      throw new ApiError('unavailable', `tickets are unavailable: ${(err as Error).message}`, { 'retry-after': 5 })
+    })
+    sendJson(res, 200, ticket)
+  }
+
+  private async versionStore<T>(work: (versions: VersionStore) => Promise<T>): Promise<T> {
+    try {
+      return await work(this.deps.versions)
+    } catch (err) {
+      if (err instanceof ApiError) throw err
+      this.deps.log.error({ err }, 'version storage failed')
+      throw new ApiError('unavailable', 'version storage is unavailable', { 'retry-after': 5 })
+    }
+  }
+}
+
+function pageSize(raw: string | null): number {
+  if (raw === null) return DEFAULT_PAGE
+  if (!/^\d+$/.test(raw) || Number(raw) < 1) throw new ApiError('bad_request', 'limit must be a whole number of at least 1')
+  return Math.min(Number(raw), MAX_PAGE)
+}
+
+const KINDS: readonly ShareKind[] = ['text', 'map', 'array', 'xml']
+
+/** `?types=body:xml,title:text`: how to read top-level names whose type the bytes cannot tell. */
+function parseTypes(raw: string | null): Record<string, ShareKind> {
+  const kinds: Record<string, ShareKind> = {}
+  if (raw === null || raw === '') return kinds
+  for (const pair of raw.split(',')) {
+    const colon = pair.lastIndexOf(':')
+    const name = pair.slice(0, colon)
+    const kind = pair.slice(colon + 1) as ShareKind
+    if (colon <= 0 || !KINDS.includes(kind)) throw new ApiError('bad_request', `types: "${pair}" is not name:text|map|array|xml`)
+    kinds[name] = kind
+  }
+  return kinds
+}
+
+/** Reads a body up to `limit` bytes; more is 413 without reading the rest. */
+function readBody(req: IncomingMessage, limit: number): Promise<Uint8Array> {
+  const declared = Number(req.headers['content-length'])
+  if (Number.isFinite(declared) && declared > limit) return Promise.reject(new ApiError('payload_too_large', `the body is larger than ${limit} bytes`))
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = []
+    let size = 0
+    req.on('data', (chunk: Buffer) => {
+      size += chunk.length
+      if (size > limit) {
+        req.pause()
+        reject(new ApiError('payload_too_large', `the body is larger than ${limit} bytes`, { connection: 'close' }))
+        return
+      }
+      chunks.push(chunk)
+    })
+    req.on('end', () => resolve(new Uint8Array(Buffer.concat(chunks))))
+    req.on('error', () => reject(new ApiError('bad_request', 'the request body could not be read')))
+  })
+}
+
+export function sendJson(res: ServerResponse, status: number, body: unknown, extraHeaders: Record<string, string | number> = {}): void {
+  const text = JSON.stringify(body)
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store', ...extraHeaders })
+  res.end(text)
+}
+
+function sendBinary(res: ServerResponse, bytes: Uint8Array, extraHeaders: Record<string, string | number> = {}): void {
+  res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': bytes.length, 'cache-control': 'no-store', ...extraHeaders })
+  res.end(bytes)
+}
+
+export function sendError(res: ServerResponse, code: HttpErrorCode, message: string, extraHeaders: Record<string, string | number> = {}): void {
+  if (res.headersSent) {
+    res.destroy()
+    return
+  }
+  const status = HttpError[code]
+  const headers: Record<string, string | number> = { ...extraHeaders }
+  if ((status === 503 || status === 429) && headers['retry-after'] === undefined) headers['retry-after'] = 5
+  sendJson(res, status, { error: code, message }, headers)
+}
