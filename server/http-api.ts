@@ -173,7 +173,13 @@ export class HttpApi {
   private async listRooms({ res, query }: RouteContext): Promise<void> {
     const limit = pageSize(query.get('limit'))
     const cursor = query.get('cursor')
-    const stored = (await this.deps.writer.listRooms()).sort((a, b) => (a.room < b.room ? -1 : a.room > b.room ? 1 : 0))
+    const stored = await this.deps.writer.listRooms()
+    // Loaded rooms whose first edits are not in storage yet are listed too (size 0 stored).
+    const known = new Set(stored.map((r) => r.room))
+    for (const room of this.deps.rooms.all()) {
+      if (!known.has(room.name) && room.state === 'active' && !room.isEmpty()) stored.push({ room: room.name, bytes: 0, entries: 0 })
+    }
+    stored.sort((a, b) => (a.room < b.room ? -1 : a.room > b.room ? 1 : 0))
     const from = cursor === null ? 0 : stored.findIndex((r) => r.room > cursor)
     const page = from === -1 ? [] : stored.slice(from, from + limit)
     const next = from !== -1 && from + limit < stored.length ? (page[page.length - 1]?.room ?? null) : null
@@ -189,8 +195,11 @@ export class HttpApi {
     const kinds = parseTypes(query.get('types'))
     const delta = query.get('text') === 'delta'
     await this.withExistingRoom(name, (room) => {
-      const stateVector = Y.encodeStateVector(room.doc)
-      const etag = `"${createHash('sha1').update(stateVector).digest('base64url')}${binary ? '-u' : delta ? '-d' : ''}"`
+      // State vector and delete set: a change that only deletes must change the tag too. The
+      // representation (binary, delta, the types asked for) is part of it.
+      const snapshot = Y.encodeSnapshot(Y.snapshot(room.doc))
+      const variant = binary ? 'u' : `${delta ? 'd' : 'j'}:${query.get('types') ?? ''}`
+      const etag = `"${createHash('sha1').update(snapshot).update(variant).digest('base64url')}"`
       if (req.headers['if-none-match'] === etag) {
         res.writeHead(304, { etag })
         res.end()
@@ -287,6 +296,8 @@ export class HttpApi {
 
   private async listVersions({ res, params }: RouteContext): Promise<void> {
     const versions = await this.versionStore((v) => v.listVersions(params[0] as string))
+    // Like every other read: a room that does not exist is 404, not an empty list.
+    if (versions.length === 0) await this.withExistingRoom(params[0] as string, () => undefined)
     sendJson(res, 200, { versions })
   }
 
@@ -305,7 +316,7 @@ export class HttpApi {
     }
     const doc = new Y.Doc()
     Y.applyUpdate(doc, version.update)
-    sendJson(res, 200, { id: version.id, name: version.name, createdAt: version.createdAt, content: documentToJson(doc, parseTypes(query.get('types'))) })
+    sendJson(res, 200, { id: version.id, name: version.name, createdAt: version.createdAt, content: documentToJson(doc, parseTypes(query.get('types')), { textAsDelta: query.get('text') === 'delta' }) })
     doc.destroy()
   }
 

@@ -488,7 +488,10 @@ export class WeftServer {
     for (let i = 0; i < batches; i++) {
       if (this.connections.size === 0) break // everyone left already: nothing to wait for
       const target = started + (spreadMs * i) / batches + Math.random() * (spreadMs / batches) * 0.5
-      const wait = target - Date.now()
+      // A batch that comes late (a busy event loop) still keeps half a gap from the one before,
+      // so late batches never go out together; the drain deadline bounds the total either way.
+      const gap = i === 0 ? 0 : (spreadMs / batches) * 0.5
+      const wait = Math.min(Math.max(target - Date.now(), gap), Math.max(0, deadline - Date.now() - 1000))
       if (wait > 0 && !this.hurried) {
         await new Promise<void>((resolve) => {
           const timer = setTimeout(resolve, wait)

@@ -138,7 +138,7 @@ test('.dockerignore keeps local build output, dependencies, data and .git out of
 })
 
 /**
- * Just enough YAML for docker-compose.yml: the `weft` service's keys, its list and map
+ * Just enough YAML for docker-compose.yml: each service's keys, their list and map
  * blocks, and the top-level keys. Indentation is two spaces per level.
  */
 interface ComposeService {
@@ -215,63 +215,104 @@ function durationSeconds(value: string): number {
 }
 
 const compose = parseCompose(read('docker-compose.yml'))
-const weft = compose.services.get('weft')
+/** The weft instances of the cluster: services `weft-1`, `weft-2`, ... */
+const instances = [...compose.services].filter(([name]) => /^weft-\d+$/.test(name)).sort(([a], [b]) => a.localeCompare(b))
+const nginx = compose.services.get('nginx')
 
-test('compose has a weft service built from this folder', () => {
-  assert.ok(weft, 'services.weft exists')
-  const context = weft.maps.get('build')?.get('context') ?? weft.scalars.get('build')
-  assert.equal(context, '.')
-  assert.equal(weft.scalars.get('restart'), 'unless-stopped')
+function composeEnv(service: ComposeService, name: string): string | undefined {
+  return service.maps.get('environment')?.get(name)
+}
+
+test('compose runs a cluster: redis, three weft instances, nginx in front', () => {
+  assert.deepEqual(instances.map(([name]) => name), ['weft-1', 'weft-2', 'weft-3'])
+  assert.ok(compose.services.has('redis'), 'services.redis exists')
+  assert.ok(nginx, 'services.nginx exists')
+})
+
+test('compose builds every weft instance from this folder', () => {
+  for (const [name, weft] of instances) {
+    const context = weft.maps.get('build')?.get('context') ?? weft.scalars.get('build')
+    assert.equal(context, '.', `${name} builds from .`)
+    assert.equal(weft.scalars.get('restart'), 'unless-stopped', `${name} restarts unless stopped`)
+  }
 })
 
 test('compose environment uses only real WEFT_* settings', () => {
-  assert.ok(weft)
-  const env = new Map(weft.maps.get('environment'))
-  for (const item of weft.lists.get('environment') ?? []) {
-    const eq = item.indexOf('=')
-    env.set(eq === -1 ? item : item.slice(0, eq), eq === -1 ? '' : item.slice(eq + 1))
-  }
-  assert.ok(env.size > 0, 'environment is set')
-  for (const name of env.keys()) {
-    assert.ok(name.startsWith('WEFT_') && envNames.has(name), `${name} is a setting in server/config.ts`)
+  for (const [name, weft] of instances) {
+    const env = new Map(weft.maps.get('environment'))
+    for (const item of weft.lists.get('environment') ?? []) {
+      const eq = item.indexOf('=')
+      env.set(eq === -1 ? item : item.slice(0, eq), eq === -1 ? '' : item.slice(eq + 1))
+    }
+    assert.ok(env.size > 0, `${name}: environment is set`)
+    for (const key of env.keys()) {
+      assert.ok(key.startsWith('WEFT_') && envNames.has(key), `${name}: ${key} is a setting in server/config.ts`)
+    }
   }
 })
 
-function composeEnv(name: string): string | undefined {
-  return weft?.maps.get('environment')?.get(name)
-}
+test('compose joins every instance to the redis service under its own instance id, trusting only nginx', () => {
+  const ids = new Set<string>()
+  // The one ipv4_address in the file (an indent the small parser above does not read).
+  const nginxAddress = /^ {8}ipv4_address:\s*(\S+)$/m.exec(read('docker-compose.yml'))?.[1]
+  assert.ok(nginxAddress, 'nginx has a fixed address on the compose network')
+  for (const [name, weft] of instances) {
+    const url = composeEnv(weft, 'WEFT_REDIS_URL')
+    assert.ok(url !== undefined, `${name} sets WEFT_REDIS_URL`)
+    assert.equal(new URL(url).hostname, 'redis', `${name} reaches the redis service`)
+    assert.equal(composeEnv(weft, 'WEFT_INSTANCE_ID'), name, `${name}'s instance id is its service name`)
+    ids.add(composeEnv(weft, 'WEFT_INSTANCE_ID') as string)
+    assert.equal(composeEnv(weft, 'WEFT_TRUSTED_PROXIES'), nginxAddress, `${name} trusts X-Forwarded-For from nginx only`)
+    assert.equal(weft.lists.get('ports'), undefined, `${name} is reached through nginx, not published itself`)
+  }
+  assert.equal(ids.size, instances.length, 'instance ids are distinct')
+})
 
-test('compose publishes the served port', () => {
-  assert.ok(weft)
-  const port = Number(composeEnv('WEFT_PORT') ?? DEFAULTS.port)
-  assert.equal(port, DEFAULTS.port)
-  const mappings = weft.lists.get('ports') ?? []
+test('compose publishes the served port on nginx, which proxies to every instance on its port', () => {
+  assert.ok(nginx)
+  const mappings = nginx.lists.get('ports') ?? []
+  const listen = composeEnv(nginx, 'LISTEN_PORT')
+  assert.equal(Number(listen), DEFAULTS.port)
   assert.ok(
-    mappings.some((m) => m.split(':').at(-1)?.replace(/\/tcp$/, '') === String(port)),
-    `one of ${JSON.stringify(mappings)} maps container port ${port}`,
+    mappings.some((m) => m.split(':').at(-1)?.replace(/\/tcp$/, '') === listen && m.split(':').at(-2) === String(DEFAULTS.port)),
+    `one of ${JSON.stringify(mappings)} maps ${DEFAULTS.port} to nginx's LISTEN_PORT ${listen}`,
   )
+  const upstreams = composeEnv(nginx, 'WEFT_UPSTREAMS') ?? ''
+  for (const [name, weft] of instances) {
+    const port = Number(composeEnv(weft, 'WEFT_PORT') ?? DEFAULTS.port)
+    assert.ok(upstreams.includes(`server ${name}:${port} `), `WEFT_UPSTREAMS names ${name}:${port}`)
+  }
+  const volumes = nginx.lists.get('volumes') ?? []
+  assert.ok(volumes.some((v) => v.startsWith('./deploy/nginx/weft.conf.template:/etc/nginx/templates/')), 'the template goes where the image renders templates')
+  assert.ok(volumes.some((v) => v.startsWith('./deploy/nginx/nginx.conf:/etc/nginx/nginx.conf')), 'the main config is deploy/nginx/nginx.conf')
+  const template = read('deploy/nginx/weft.conf.template')
+  for (const name of ['WEFT_UPSTREAMS', 'LISTEN_PORT']) assert.ok(template.includes('${' + name + '}'), `the template uses ${name}`)
 })
 
-test('compose mounts a named volume at the WEFT_DATA path', () => {
-  assert.ok(weft)
-  const data = composeEnv('WEFT_DATA') ?? runtimeEnv.get('WEFT_DATA')
-  assert.ok(data !== undefined && data.startsWith('/'), 'WEFT_DATA is an absolute path')
-  const mount = (weft.lists.get('volumes') ?? []).map((v) => v.split(':')).find((parts) => parts[1] === data)
-  assert.ok(mount, `a volume is mounted at ${data}`)
-  const name = mount[0] as string
-  assert.ok(!name.startsWith('.') && !name.startsWith('/'), `${name} is a named volume, not a bind mount`)
-  assert.ok(compose.topLevel.get('volumes')?.includes(name), `${name} is declared under top-level volumes`)
+test('compose mounts a named volume of its own at the WEFT_DATA path of each instance', () => {
+  const names = new Set<string>()
+  for (const [service, weft] of instances) {
+    const data = composeEnv(weft, 'WEFT_DATA') ?? runtimeEnv.get('WEFT_DATA')
+    assert.ok(data !== undefined && data.startsWith('/'), `${service}: WEFT_DATA is an absolute path`)
+    const mount = (weft.lists.get('volumes') ?? []).map((v) => v.split(':')).find((parts) => parts[1] === data)
+    assert.ok(mount, `${service}: a volume is mounted at ${data}`)
+    const name = mount[0] as string
+    assert.ok(!name.startsWith('.') && !name.startsWith('/'), `${name} is a named volume, not a bind mount`)
+    assert.ok(compose.topLevel.get('volumes')?.includes(name), `${name} is declared under top-level volumes`)
+    names.add(name)
+  }
+  assert.equal(names.size, instances.length, 'no two instances share a data volume (LevelDB admits one process)')
 })
 
 test('compose healthcheck asks /health/ready', () => {
-  assert.ok(weft)
-  assert.match(weft.maps.get('healthcheck')?.get('test') ?? '', /\/health\/ready/)
+  for (const [name, weft] of instances) assert.match(weft.maps.get('healthcheck')?.get('test') ?? '', /\/health\/ready/, name)
 })
 
 test('compose stop_grace_period outlasts the drain window', () => {
-  assert.ok(weft)
-  const grace = weft.scalars.get('stop_grace_period')
-  assert.ok(grace !== undefined, 'stop_grace_period is set (the default 10 s cuts the drain short)')
-  const drain = Number(composeEnv('WEFT_DRAIN_SECONDS') ?? DEFAULTS.drainSeconds)
-  assert.ok(durationSeconds(grace) > drain, `stop_grace_period ${grace} > drain ${drain} s`)
+  for (const [name, weft] of instances) {
+    const grace = weft.scalars.get('stop_grace_period')
+    assert.ok(grace !== undefined, `${name}: stop_grace_period is set (the default 10 s cuts the drain short)`)
+    const drain = Number(composeEnv(weft, 'WEFT_DRAIN_SECONDS') ?? DEFAULTS.drainSeconds)
+    assert.ok(durationSeconds(grace) > drain, `${name}: stop_grace_period ${grace} > drain ${drain} s`)
+  }
 })
