@@ -8,6 +8,7 @@ export interface AdmissionLimits {
   maxConnectionsPerIp: number
   maxRoomConnections: number
   upgradesPerSecond: number
+  upgradesPerSecondPerIp: number
 }
 
 /** A connection slot, held from the admission check until the socket closes. */
@@ -29,12 +30,27 @@ export class Admission {
   private total = 0
   private readonly perIp = new Map<string, number>()
   private readonly upgrades: TokenBucket
+  /** Per-address upgrade buckets; idle full ones are dropped so the map follows active addresses only. */
+  private readonly upgradesPerIp = new Map<string, TokenBucket>()
 
   constructor(
     private readonly limits: AdmissionLimits,
-    clock: Clock = systemClock,
+    private readonly clock: Clock = systemClock,
   ) {
     this.upgrades = new TokenBucket(limits.upgradesPerSecond, limits.upgradesPerSecond * 2, clock)
+  }
+
+  private ipBucket(ip: string): TokenBucket {
+    let bucket = this.upgradesPerIp.get(ip)
+    if (bucket === undefined) {
+      if (this.upgradesPerIp.size > 10_000) {
+        for (const [key, b] of this.upgradesPerIp) if (b.waitFor(b.capacity) === 0) this.upgradesPerIp.delete(key)
+      }
+      const rate = this.limits.upgradesPerSecondPerIp
+      bucket = new TokenBucket(rate, rate * 2, this.clock)
+      this.upgradesPerIp.set(ip, bucket)
+    }
+    return bucket
   }
 
   get connections(): number {
@@ -50,6 +66,9 @@ export class Admission {
     }
     if (roomConnections >= this.limits.maxRoomConnections) {
       return { admitted: false, error: 'unavailable', message: 'room is full', result: 'room_full' }
+    }
+    if (!this.ipBucket(ip).tryTake()) {
+      return { admitted: false, error: 'too_many_requests', message: 'too many connection attempts from this address; retry shortly', result: 'ip_rate' }
     }
     if (!this.upgrades.tryTake()) {
       return { admitted: false, error: 'unavailable', message: 'too many connection attempts; retry shortly', result: 'rate' }

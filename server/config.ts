@@ -55,6 +55,8 @@ export interface WeftOptions {
   maxRoomConnections: number
   /** WebSocket upgrades admitted per second (token bucket; the burst is twice this). */
   upgradesPerSecond: number
+  /** WebSocket upgrades admitted per second from one address (burst twice this); more get 429. */
+  upgradesPerSecondPerIp: number
   /** Inbound messages per second per connection; past it the socket is paused, not dropped. */
   inboundMessagesPerSecond: number
   /** Inbound bytes per second per connection; past it the socket is paused, not dropped. */
@@ -90,6 +92,7 @@ export const DEFAULTS: Readonly<WeftOptions> = Object.freeze({
   logLevel: 'info',
   maxRoomConnections: 10_000,
   upgradesPerSecond: 1_000,
+  upgradesPerSecondPerIp: 100,
   inboundMessagesPerSecond: 500,
   inboundBytesPerSecond: 8 * 1024 * 1024,
   slowConsumerGraceMs: 5_000,
@@ -141,6 +144,7 @@ export const SETTINGS: readonly SettingSpec[] = [
   // Beyond the contract's table: limits of the connection core.
   { key: 'maxRoomConnections', flag: '--max-room-connections', env: 'WEFT_MAX_ROOM_CONNECTIONS', kind: 'int', min: 1 },
   { key: 'upgradesPerSecond', flag: '--upgrades-per-second', env: 'WEFT_UPGRADES_PER_SECOND', kind: 'int', min: 1 },
+  { key: 'upgradesPerSecondPerIp', flag: '--upgrades-per-second-per-ip', env: 'WEFT_UPGRADES_PER_SECOND_PER_IP', kind: 'int', min: 1 },
   { key: 'inboundMessagesPerSecond', flag: '--inbound-messages-per-second', env: 'WEFT_INBOUND_MESSAGES_PER_SECOND', kind: 'int', min: 1 },
   { key: 'inboundBytesPerSecond', flag: '--inbound-bytes-per-second', env: 'WEFT_INBOUND_BYTES_PER_SECOND', kind: 'int', min: 1024 },
   { key: 'slowConsumerGraceMs', flag: '--slow-consumer-grace-ms', env: 'WEFT_SLOW_CONSUMER_GRACE_MS', kind: 'int', min: 0, max: 600_000 },
@@ -255,6 +259,7 @@ export function resolveOptions(partial: Partial<WeftOptions> = {}): Readonly<Wef
     'maxDocumentBytes',
     'maxRoomConnections',
     'upgradesPerSecond',
+    'upgradesPerSecondPerIp',
     'inboundMessagesPerSecond',
     'inboundBytesPerSecond',
     'heartbeatIntervalMs',

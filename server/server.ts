@@ -192,6 +192,16 @@ export class WeftServer {
         ? createHttpsServer({ cert: readFileSync(this.options.tlsCert), key: readFileSync(this.options.tlsKey) }, handler)
         : createHttpServer(handler)
     this.ownsHttpServer = true
+    // Requests Node's parser refuses (raw control or non-ASCII bytes in the target, broken
+    // headers) still get the contract's JSON error, not Node's empty 400.
+    server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
+      if (err.code === 'ECONNRESET' || !socket.writable) {
+        socket.destroy()
+        return
+      }
+      const body = JSON.stringify({ error: 'bad_request', message: 'malformed HTTP request' })
+      socket.end(`HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`)
+    })
     this.attach(server)
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject)

@@ -29,6 +29,7 @@ function spawnMany(data: string, drainSeconds: number): Promise<WeftProcess> {
     '--data', data,
     '--drain-seconds', String(drainSeconds),
     '--max-connections-per-ip', '5000',
+    '--upgrades-per-second-per-ip', '100000',
     // 2,000 upgrades in a few seconds: over the default 1,000/s (burst 2,000) with the providers.
     '--upgrades-per-second', '10000',
     '--persist-window-ms', String(LONG_PERSIST_WINDOW_MS),
