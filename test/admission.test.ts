@@ -146,6 +146,19 @@ describe('admission limits before the upgrade', () => {
     })
   })
 
+  it('upgrade rate per address: one address past --upgrades-per-second-per-ip gets 429; another address is not held back', async () => {
+    await withServer({ upgradesPerSecondPerIp: 3, trustedProxies: ['127.0.0.1'] }, async (server, sockets) => {
+      const burst = await Promise.all(Array.from({ length: 12 }, (_, i) => attempt(`${server.url}/ip-rate-${i % 3}`, forwardedFor('203.0.113.7'))))
+      for (const r of burst) if (r.admitted) sockets.push(r.socket)
+      const refused = burst.filter((r) => !r.admitted)
+      // The address's bucket starts full (6) and refills 3/s while the handshakes are served.
+      assert.ok(sockets.length >= 6 && sockets.length <= 8, `${sockets.length} of 12 admitted`)
+      for (const r of refused) assertRefused(r, 429, 'too_many_requests')
+      // A different client address has its own bucket.
+      sockets.push(await admitted(`${server.url}/ip-rate-0`, forwardedFor('198.51.100.9')))
+    })
+  })
+
   it('trusted proxy: X-Forwarded-For decides the address, read from the right', async () => {
     await withServer({ maxConnectionsPerIp: 2, trustedProxies: ['127.0.0.1'] }, async (server, sockets) => {
       for (let i = 0; i < 2; i++) sockets.push(await admitted(`${server.url}/proxied`, forwardedFor('203.0.113.1')))
