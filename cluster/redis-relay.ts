@@ -1,11 +1,12 @@
 import { randomBytes } from 'node:crypto'
 import { EventEmitter } from 'node:events'
-import { Redis, type RedisOptions } from 'ioredis'
+import type { Redis } from 'ioredis'
 import * as Y from 'yjs'
 import { mergeUpdatesInChunks } from '../persistence/chunked-merge.js'
 import { decodeAwarenessUpdate, encodeAwarenessUpdate, type AwarenessEntry } from '../protocol/index.js'
 import { EPOCH_KEY, compareStreamIds, instanceKey, nextStreamId, roomKeys, type RoomKeys } from './keys.js'
 import { decodeRelayMessage, encodeRelayMessage, type RelayMessage } from './relay-message.js'
+import { openRedisConnection } from './redis-connection.js'
 import type { Relay, RelayHealth, RelayRoomHandlers, RelayStats } from './relay.js'
 import { COMPACT_ROOM, ENSURE_EPOCH, PUBLISH_UPDATE, READ_ROOM, type Script } from './scripts.js'
 
@@ -143,22 +144,10 @@ export class RedisRelay implements Relay {
     this.logger = logger
     this.faults = faults ?? {}
     this.options = Object.freeze({ ...CLUSTER_DEFAULTS, ...stripUndefined(rest) })
-    const connection = (role: string): RedisOptions => ({
-      connectionName: `weft:${instanceId}:${role}`,
-      enableOfflineQueue: false,
-      autoResendUnfulfilledCommands: false,
-      autoResubscribe: false,
-      maxRetriesPerRequest: 1,
-      connectTimeout: 2000,
-      // No command may hang a reconcile, heal or compaction (each runs one at a time) forever.
-      commandTimeout: 3000,
-      retryStrategy: (times) => {
-        const base = Math.min(this.options.maxRetryDelayMs, 50 * 2 ** Math.min(times, 16))
-        return Math.round(base / 2 + (Math.random() * base) / 2)
-      },
-    })
-    this.cmd = new Redis(redisUrl, connection('cmd'))
-    this.sub = new Redis(redisUrl, connection('sub'))
+    const connect = (role: string): Redis =>
+      openRedisConnection(redisUrl, `weft:${instanceId}:${role}`, this.options.maxRetryDelayMs, (err) => this.noteError(err))
+    this.cmd = connect('cmd')
+    this.sub = connect('sub')
     this.firstReady = new Promise((resolve) => this.events.once('up', resolve))
     this.firstReady.catch(() => undefined)
     this.watch(this.cmd, 'cmd')
@@ -278,7 +267,6 @@ export class RedisRelay implements Relay {
   // ---- connections -------------------------------------------------------------------------
 
   private watch(connection: Redis, role: 'cmd' | 'sub'): void {
-    connection.on('error', (err: unknown) => this.noteError(err))
     connection.on('ready', () => {
       if (role === 'cmd') {
         // Loaded before the relay counts as up, so that a burst of edits after a restart of Redis

@@ -1,11 +1,12 @@
 import { createHash } from 'node:crypto'
 import { EventEmitter } from 'node:events'
-import { Redis, type RedisOptions } from 'ioredis'
+import type { Redis } from 'ioredis'
 import { assertStorableRoomName, type VersionInfo, type VersionRecord, type VersionStore } from '../persistence/store.js'
 import { assertVersionId, isVersionId } from '../persistence/version-id.js'
 import { decodeVersionValue, encodeVersionValue, versionInfoFromHeader } from '../persistence/version-value.js'
 import { compareStreamIds, roomKeys, roomTag } from './keys.js'
 import { CLUSTER_DEFAULTS, type RelayLogger } from './redis-relay.js'
+import { openRedisConnection } from './redis-connection.js'
 import type { Script } from './scripts.js'
 
 /**
@@ -137,24 +138,11 @@ export class RedisSharedState implements VersionStore {
     this.firstConnectWaitMs = options.firstConnectWaitMs ?? CLUSTER_DEFAULTS.joinWaitMs
     this.closeMs = options.closeMs ?? CLUSTER_DEFAULTS.closeMs
     const maxRetryDelayMs = options.maxRetryDelayMs ?? CLUSTER_DEFAULTS.maxRetryDelayMs
-    const connection = (role: string): RedisOptions => ({
-      connectionName: `weft:${options.instanceId}:shared-${role}`,
-      enableOfflineQueue: false,
-      autoResendUnfulfilledCommands: false,
-      autoResubscribe: false,
-      maxRetriesPerRequest: 1,
-      connectTimeout: 2000,
-      commandTimeout: 3000,
-      retryStrategy: (times) => {
-        const base = Math.min(maxRetryDelayMs, 50 * 2 ** Math.min(times, 16))
-        return Math.round(base / 2 + (Math.random() * base) / 2)
-      },
-    })
-    this.cmd = new Redis(options.redisUrl, connection('cmd'))
-    this.sub = new Redis(options.redisUrl, connection('sub'))
+    const connect = (role: string): Redis =>
+      openRedisConnection(options.redisUrl, `weft:${options.instanceId}:shared-${role}`, maxRetryDelayMs, (err) => this.noteError(err))
+    this.cmd = connect('cmd')
+    this.sub = connect('sub')
     this.events.setMaxListeners(0)
-    this.cmd.on('error', (err: unknown) => this.noteError(err))
-    this.sub.on('error', (err: unknown) => this.noteError(err))
     this.cmd.on('ready', () => {
       this.everReady = true
       this.events.emit('ready')

@@ -3,7 +3,8 @@ import { connect } from 'node:net'
 import { describe, it } from 'node:test'
 import { WebSocket } from 'ws'
 import { startServer, type InProcessServer } from './harness/server.js'
-import { withDeadline } from './harness/wait.js'
+import { eventually, withDeadline } from './harness/wait.js'
+import { metricValue } from './harness/metrics.js'
 
 // Issue #4, admission: the limits are enforced before the upgrade, with the documented HTTP status
 // and Retry-After, and a slot is given back when its connection goes away.
@@ -54,18 +55,7 @@ function assertRefused(result: Attempt, status: number, error: string): void {
 
 /** Connections the server counts as open (the gauge is set when /metrics is read). */
 async function openConnections(server: InProcessServer): Promise<number> {
-  const text = await (await fetch(`${server.http}/metrics`)).text()
-  const line = text.split('\n').find((l) => l.startsWith('weft_connections '))
-  return Number(line?.split(' ')[1] ?? NaN)
-}
-
-/** Polls an asynchronous condition until it holds or the deadline passes. */
-async function eventually(condition: () => Promise<boolean>, what: string, timeoutMs = 5_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 10))
-  }
+  return (await metricValue(server.http, 'weft_connections')) ?? NaN
 }
 
 async function closeAll(sockets: WebSocket[]): Promise<void> {
@@ -98,7 +88,7 @@ describe('admission limits before the upgrade', () => {
 
       const first = sockets[0] as WebSocket
       await withDeadline(new Promise((resolve) => first.once('close', resolve).close()), 'the first socket to close')
-      await eventually(async () => (await openConnections(server)) === 2, 'the server to see the close')
+      await eventually(async () => (await openConnections(server)) === 2, 'the server to see the close', 5_000, 10)
       sockets.push(await admitted(`${server.url}/per-ip-again`))
       assertRefused(await attempt(`${server.url}/per-ip-other`), 429, 'too_many_requests')
     })
@@ -111,7 +101,7 @@ describe('admission limits before the upgrade', () => {
       assertRefused(await attempt(`${server.url}/global-0`), 503, 'unavailable')
 
       ;(sockets[1] as WebSocket).terminate()
-      await eventually(async () => (await openConnections(server)) === 2, 'the server to see the close')
+      await eventually(async () => (await openConnections(server)) === 2, 'the server to see the close', 5_000, 10)
       sockets.push(await admitted(`${server.url}/global-other`))
       assertRefused(await attempt(`${server.url}/global-more`), 503, 'unavailable')
     })
@@ -127,7 +117,7 @@ describe('admission limits before the upgrade', () => {
       sockets.push(await admitted(`${server.url}/quiet`))
 
       ;(sockets[0] as WebSocket).terminate()
-      await eventually(async () => (await openConnections(server)) === 2, 'the server to see the close')
+      await eventually(async () => (await openConnections(server)) === 2, 'the server to see the close', 5_000, 10)
       sockets.push(await admitted(`${server.url}/crowded`))
       assertRefused(await attempt(`${server.url}/crowded`), 503, 'unavailable')
     })

@@ -8,6 +8,7 @@ import type { Connection } from '../server/connection.js'
 import { destroy, provider, RawClient, synced } from './harness/clients.js'
 import { startServer, type InProcessServer } from './harness/server.js'
 import { until, withDeadline } from './harness/wait.js'
+import { metricValue } from './harness/metrics.js'
 
 // Issue #4 over real sockets: a reader that stops reading is first fed merged data, then closed
 // with 1013, and never slows the rest of its room; an inbound flood pauses the sender's socket
@@ -32,9 +33,7 @@ const UNTHROTTLED = { inboundMessagesPerSecond: 1_000_000, inboundBytesPerSecond
 
 /** One Prometheus sample: `name` with exactly `labels` (e.g. `{code="1013"}`), 0 when absent. */
 async function metric(server: InProcessServer, name: string, labels = ''): Promise<number> {
-  const text = await (await fetch(`${server.http}/metrics`)).text()
-  const line = text.split('\n').find((l) => l.startsWith(`${name}${labels} `))
-  return line === undefined ? 0 : Number(line.slice(line.lastIndexOf(' ') + 1))
+  return (await metricValue(server.http, name, labels)) ?? 0
 }
 
 /**

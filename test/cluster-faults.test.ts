@@ -16,7 +16,8 @@ import type { WebsocketProvider } from 'y-websocket'
 import { canonicalState, converged, destroy, provider, synced } from './harness/clients.js'
 import { startRedis, type RedisProcess } from './harness/redis.js'
 import { spawnWeft, tempDir, type WeftProcess } from './harness/server.js'
-import { until, withDeadline } from './harness/wait.js'
+import { eventually, until, withDeadline } from './harness/wait.js'
+import { unlabelledSamples } from './harness/metrics.js'
 
 const FAULT_SECONDS = Number(process.env.WEFT_FAULT_SECONDS ?? 5)
 /** Issue #6: every instance holding a room converges within this after the fault clears. */
@@ -42,16 +43,9 @@ interface Client {
   made: string[]
 }
 
-/** The unlabelled samples of /metrics. */
-async function metrics(instance: Instance): Promise<Map<string, number>> {
-  const text = await (await fetch(`${instance.weft.http}/metrics`)).text()
-  const samples = new Map<string, number>()
-  for (const match of text.matchAll(/^([a-z_]+) (\S+)$/gm)) samples.set(match[1] as string, Number(match[2]))
-  return samples
-}
 
 async function metric(instance: Instance, name: string): Promise<number> {
-  const value = (await metrics(instance)).get(name)
+  const value = (await unlabelledSamples(instance.weft.http)).get(name)
   assert.ok(value !== undefined, `${instance.name} reports ${name}`)
   return value
 }
@@ -60,15 +54,6 @@ async function readiness(instance: Instance): Promise<{ status: number; redis: s
   const res = await fetch(`${instance.weft.http}/health/ready`)
   const body = (await res.json()) as { redis: string }
   return { status: res.status, redis: body.redis }
-}
-
-/** `until` for a condition that needs HTTP answers. */
-async function eventually(condition: () => Promise<boolean>, what: string, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 20))
-  }
 }
 
 const pause = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, Math.max(0, ms)))
@@ -196,7 +181,7 @@ describe(`faults in a 3-instance weft cluster (Redis outage ${FAULT_SECONDS} s; 
       await eventually(async () => (await Promise.all(instances.map(readiness))).every((r) => r.redis === 'up' && r.status === 200), '/health/ready to show redis: up', CONVERGE_MS)
       stop()
       await checkRecovered(clients, clearedAt, `Redis stopped for ${FAULT_SECONDS} s`)
-      const after = await Promise.all(instances.map((i) => metrics(i)))
+      const after = await Promise.all(instances.map((i) => unlabelledSamples(i.weft.http)))
       after.forEach((m, i) => {
         assert.equal(m.get('weft_redis_up'), 1, `${instances[i]?.name} weft_redis_up 1`)
         assert.equal(m.get('weft_relay_held_bytes'), 0, `${instances[i]?.name} sent everything it held`)
@@ -215,7 +200,7 @@ describe(`faults in a 3-instance weft cluster (Redis outage ${FAULT_SECONDS} s; 
     const stop = startEditing(clients)
     try {
       await editsFlowing(clients)
-      const before = await Promise.all(instances.map((i) => metrics(i)))
+      const before = await Promise.all(instances.map((i) => unlabelledSamples(i.weft.http)))
       const killedAt = Date.now()
       await redis.kill()
       await eventually(async () => (await Promise.all(instances.map(readiness))).every((r) => r.redis === 'down'), '/health/ready to show redis: down', 5000)
@@ -225,7 +210,7 @@ describe(`faults in a 3-instance weft cluster (Redis outage ${FAULT_SECONDS} s; 
       const clearedAt = Date.now()
       stop()
       await checkRecovered(clients, clearedAt, 'Redis SIGKILLed and restarted empty')
-      const after = await Promise.all(instances.map((i) => metrics(i)))
+      const after = await Promise.all(instances.map((i) => unlabelledSamples(i.weft.http)))
       after.forEach((m, i) => {
         const was = before[i] as Map<string, number>
         assert.equal(m.get('weft_redis_up'), 1, `${instances[i]?.name} weft_redis_up 1`)

@@ -17,7 +17,8 @@ import { RawClient, canonicalState, converged, destroy, provider, synced } from 
 import { NGINX_DIR, startNginx, type NginxProcess } from './harness/nginx.js'
 import { startRedis, type RedisProcess } from './harness/redis.js'
 import { spawnWeft, tempDir, type WeftProcess } from './harness/server.js'
-import { until, withDeadline } from './harness/wait.js'
+import { eventually, until, withDeadline } from './harness/wait.js'
+import { metricValue } from './harness/metrics.js'
 
 const ROOMS = ['alpha', 'beta', 'gamma', 'delta', 'epsilon', 'zeta']
 const CLIENTS_PER_ROOM = 3
@@ -43,22 +44,12 @@ interface Client {
 }
 
 async function connections(instance: Instance): Promise<number> {
-  const text = await (await fetch(`${instance.weft.http}/metrics`)).text()
-  const match = /^weft_connections (\d+)$/m.exec(text)
-  assert.ok(match, `${instance.name} reports weft_connections`)
-  return Number(match[1])
+  const value = await metricValue(instance.weft.http, 'weft_connections')
+  assert.ok(value !== undefined, `${instance.name} reports weft_connections`)
+  return value
 }
 
 const alive = (instance: Instance): boolean => instance.weft.child.exitCode === null && instance.weft.child.signalCode === null
-
-/** `until` for a condition that needs HTTP answers. */
-async function eventually(condition: () => Promise<boolean>, what: string, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 20))
-  }
-}
 
 describe('weft instances behind nginx (deploy/nginx)', () => {
   let redis: RedisProcess

@@ -5,7 +5,7 @@ import { RedisRelay, type RedisRelayOptions, type RelayHealth } from '../cluster
 import type { RelayMessage } from '../cluster/relay-message.js'
 import type { AwarenessEntry } from '../protocol/index.js'
 import { startRedis, type RedisProcess } from './harness/redis.js'
-import { until } from './harness/wait.js'
+import { eventually, until } from './harness/wait.js'
 
 const print = (level: string) => (obj: object, msg: string): void => console.log(JSON.stringify({ level, t: Date.now() % 100000, msg, ...obj }))
 const silent = process.env.WEFT_TEST_LOG === undefined
@@ -109,15 +109,6 @@ async function cutConnections(redis: RedisProcess, instanceId: string): Promise<
   return killed
 }
 
-/** `until` for a condition that needs Redis to answer. */
-async function eventually(condition: () => Promise<boolean>, what: string, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 20))
-  }
-}
-
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
 
 describe('RedisRelay against a real redis-server', () => {
@@ -201,7 +192,7 @@ describe('RedisRelay against a real redis-server', () => {
     await a.join('late')
     for (let i = 0; i < 75; i++) a.edit('late', `e${i}`)
     await until(() => a.relay.stats().published === 75, 'all published', 5000)
-    await eventually(async () => (await redis.command('HEXISTS', roomKey('late', 'doc'), 'u')).startsWith(':1'), 'a snapshot exists')
+    await eventually(async () => (await redis.command('HEXISTS', roomKey('late', 'doc'), 'u')).startsWith(':1'), 'a snapshot exists', 5000)
     const xlen = Number(/:(\d+)/.exec(await redis.command('XLEN', roomKey('late', 'log')))?.[1])
     assert.ok(xlen < 75, `stream trimmed to ${xlen} entries`)
     const c = await peer('late-c')

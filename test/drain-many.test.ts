@@ -4,6 +4,7 @@ import type { WebsocketProvider } from 'y-websocket'
 import { destroy, provider, RawClient, synced } from './harness/clients.js'
 import { spawnWeft, tempDir, type WeftProcess } from './harness/server.js'
 import { until, withDeadline } from './harness/wait.js'
+import { metricValue } from './harness/metrics.js'
 
 // Issue #4, drain at scale: thousands of connections are closed with 1012 spread over the window
 // (not all at once: they would all reconnect at the same instant), nothing applied is lost, and a
@@ -109,8 +110,7 @@ async function storedTexts(data: string, rooms: readonly EditedRoom[]): Promise<
 async function waitNoConnections(proc: WeftProcess): Promise<void> {
   const deadline = Date.now() + 5_000
   while (Date.now() < deadline) {
-    const text = await (await fetch(`${proc.http}/metrics`)).text()
-    if (/^weft_connections 0$/m.test(text)) return
+    if ((await metricValue(proc.http, 'weft_connections')) === 0) return
     await new Promise((resolve) => setTimeout(resolve, 20))
   }
 }

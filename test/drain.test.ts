@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import { WebSocket } from 'ws'
 import type { WebsocketProvider } from 'y-websocket'
 import { converged, destroy, provider, RawClient, synced } from './harness/clients.js'
 import { runCli, spawnWeft, tempDir, type WeftProcess } from './harness/server.js'
 import { until, withDeadline } from './harness/wait.js'
+import { refusedUpgrade } from './harness/http.js'
 
 /** `--drain-seconds` of the graceful drain test. */
 const DRAIN_SECONDS = 2
@@ -23,26 +23,6 @@ const RAW_CLIENTS = 50
 
 function killChild(proc: WeftProcess | null): void {
   if (proc !== null && proc.child.exitCode === null && proc.child.signalCode === null) proc.kill('SIGKILL')
-}
-
-/** The upgrade's HTTP answer when the server refuses it. */
-function refusedUpgrade(url: string): Promise<{ status: number; retryAfter: string | undefined }> {
-  return withDeadline(
-    new Promise((resolve, reject) => {
-      const socket = new WebSocket(url)
-      socket.once('unexpected-response', (_req, res) => {
-        resolve({ status: res.statusCode ?? 0, retryAfter: res.headers['retry-after'] })
-        res.resume()
-        socket.terminate()
-      })
-      socket.once('open', () => {
-        socket.terminate()
-        reject(new Error('the upgrade was accepted'))
-      })
-      socket.once('error', () => {})
-    }),
-    'the refused upgrade',
-  )
 }
 
 async function exportText(data: string, room: string): Promise<Record<string, unknown>> {

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
-import { connect, type Socket } from 'node:net'
+import type { Socket } from 'node:net'
 import { after, before, describe, it } from 'node:test'
 import { WebSocket } from 'ws'
 import * as Y from 'yjs'
@@ -8,6 +8,8 @@ import { encodeSyncUpdate } from '../protocol/index.js'
 import { destroy, provider, synced } from './harness/clients.js'
 import { startServer, type InProcessServer } from './harness/server.js'
 import { until, withDeadline } from './harness/wait.js'
+import { metricValue } from './harness/metrics.js'
+import { silentUpgrade } from './harness/http.js'
 
 // Issue #4, heartbeats: a peer that shows no sign of life for two intervals is terminated; one
 // that answers pings, or one still sending a long frame, is not.
@@ -20,9 +22,7 @@ const TRANSFER_INTERVALS = 12
 const TRANSFER_CHUNKS = 48
 
 async function terminations(server: InProcessServer): Promise<number> {
-  const text = await (await fetch(`${server.http}/metrics`)).text()
-  const line = text.split('\n').find((l) => l.startsWith('weft_heartbeat_terminations_total '))
-  return Number(line?.split(' ')[1] ?? NaN)
+  return (await metricValue(server.http, 'weft_heartbeat_terminations_total')) ?? NaN
 }
 
 /** One masked binary frame (RFC 6455 §5.2), as a client must send it, with a 64-bit length. */
@@ -36,33 +36,6 @@ function maskedBinaryFrame(payload: Uint8Array): Buffer {
   const body = Buffer.from(payload)
   for (let i = 0; i < body.length; i++) body[i] = (body[i] as number) ^ (mask[i & 3] as number)
   return Buffer.concat([header, body])
-}
-
-/** A WebSocket handshake done by hand over TCP; resolves with the socket once the 101 is read. */
-function rawUpgrade(port: number, path: string): Promise<Socket> {
-  return withDeadline(
-    new Promise<Socket>((resolve, reject) => {
-      const socket = connect(port, '127.0.0.1')
-      let head = ''
-      const onData = (chunk: Buffer): void => {
-        head += chunk.toString('latin1')
-        const end = head.indexOf('\r\n\r\n')
-        if (end === -1) return
-        socket.off('data', onData)
-        if (!head.startsWith('HTTP/1.1 101')) reject(new Error(`upgrade refused: ${head.split('\r\n')[0]}`))
-        // Whatever the server sends from now on (sync step 1, pings) is read and ignored: pings stay unanswered.
-        socket.on('data', () => {})
-        resolve(socket)
-      }
-      socket.on('data', onData)
-      socket.once('error', reject)
-      socket.write(
-        `GET ${path} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
-          `Sec-WebSocket-Key: ${randomBytes(16).toString('base64')}\r\nSec-WebSocket-Version: 13\r\n\r\n`,
-      )
-    }),
-    'the raw upgrade',
-  )
 }
 
 describe(`heartbeats every ${INTERVAL_MS} ms`, () => {
@@ -121,7 +94,7 @@ describe(`heartbeats every ${INTERVAL_MS} ms`, () => {
       const big = new Y.Doc()
       big.getText('text').insert(0, 'x'.repeat(BIG_TEXT_CHARS - 5) + 'done.')
       const frame = maskedBinaryFrame(encodeSyncUpdate(Y.encodeStateAsUpdate(big)))
-      const socket = await rawUpgrade(server.port, `/${room}`)
+      const socket = await silentUpgrade(server.port, `/${room}`)
       upload = socket
       let closedAt: number | null = null
       socket.once('close', () => (closedAt = performance.now()))

@@ -8,20 +8,19 @@ import { WebsocketProvider } from 'y-websocket'
 import { canonicalState, converged, destroy, RawClient, synced } from './harness/clients.js'
 import { startServer, type InProcessServer } from './harness/server.js'
 import { until, withDeadline } from './harness/wait.js'
+import { signToken } from './harness/tokens.js'
+import { upgradeStatus } from './harness/http.js'
 
 // Token authentication of both protocols, with the server started with an auth secret: the
 // Hocuspocus provider's Auth handshake per document, and y-websocket's `?token=` on the URL.
 
 const SECRET = 'hocuspocus-auth-test-secret'
 
-async function token(claims: { rooms?: string[]; access?: string; expiresInSeconds?: number; secret?: string; sub?: string } = {}): Promise<string> {
-  const now = Math.floor(Date.now() / 1000)
-  return new SignJWT({ rooms: claims.rooms ?? ['hp-*'], access: claims.access ?? 'write' })
-    .setProtectedHeader({ alg: 'HS256' })
-    .setSubject(claims.sub ?? 'u1')
-    .setIssuedAt(now)
-    .setExpirationTime(now + (claims.expiresInSeconds ?? 600))
-    .sign(new TextEncoder().encode(claims.secret ?? SECRET))
+function token(claims: { rooms?: string[]; access?: string; expiresInSeconds?: number; secret?: string; sub?: string } = {}): Promise<string> {
+  return signToken(
+    { rooms: claims.rooms ?? ['hp-*'], access: claims.access ?? 'write' },
+    { secret: claims.secret ?? SECRET, subject: claims.sub ?? 'u1', expiresInSeconds: claims.expiresInSeconds },
+  )
 }
 
 interface Hocuspocus {
@@ -72,26 +71,6 @@ function ywebsocket(url: string, room: string, tokenValue: string): WebsocketPro
     maxBackoffTime: 500,
     params: { token: tokenValue },
   })
-}
-
-/** The HTTP status of a refused upgrade, or 101 when the socket opened. */
-function upgradeStatus(url: string): Promise<number> {
-  return withDeadline(
-    new Promise<number>((resolve) => {
-      const socket = new WebSocket(url)
-      socket.once('unexpected-response', (_req, res) => {
-        resolve(res.statusCode ?? 0)
-        res.resume()
-        socket.terminate()
-      })
-      socket.once('open', () => {
-        resolve(101)
-        socket.terminate()
-      })
-      socket.once('error', () => {})
-    }),
-    `upgrade of ${url}`,
-  )
 }
 
 /** The bytes of an incoming Hocuspocus frame, from the provider's `message` event. */

@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict'
-import { request } from 'node:http'
 import { after, before, describe, it } from 'node:test'
 import { HocuspocusProvider, HocuspocusProviderWebsocket } from '@hocuspocus/provider'
 import { WebSocket } from 'ws'
@@ -13,6 +12,7 @@ import {
 import { canonicalState, converged, destroy, provider, RawClient, synced } from './harness/clients.js'
 import { spawnWeft, startServer, tempDir, type InProcessServer, type WeftProcess } from './harness/server.js'
 import { until, withDeadline } from './harness/wait.js'
+import { metricValue } from './harness/metrics.js'
 
 // The stock @hocuspocus/provider (v4) against weft's Hocuspocus endpoint (the default path `/`),
 // next to stock y-websocket providers in the same rooms.
@@ -73,27 +73,11 @@ function hocuspocusSynced(client: Hocuspocus, timeoutMs = 10_000): Promise<void>
   return nextEvent<unknown>(client.provider, 'synced', `hocuspocus provider of ${client.provider.configuration.name} to sync`, () => true, timeoutMs).then(() => {})
 }
 
-function httpGet(port: number, path: string): Promise<{ status: number; body: string }> {
-  return withDeadline(
-    new Promise((resolve, reject) => {
-      const req = request({ host: '127.0.0.1', port, path, agent: false }, (res) => {
-        let body = ''
-        res.setEncoding('utf8')
-        res.on('data', (chunk: string) => (body += chunk))
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }))
-      })
-      req.on('error', reject)
-      req.end()
-    }),
-    `GET ${path}`,
-  )
-}
 
 async function metric(port: number, name: string): Promise<number> {
-  const { body } = await httpGet(port, '/metrics')
-  const line = body.split('\n').find((l) => l.startsWith(`${name} `))
-  assert.ok(line !== undefined, `metric ${name} is exported`)
-  return Number(line.slice(name.length + 1))
+  const value = await metricValue(`http://127.0.0.1:${port}`, name)
+  assert.ok(value !== undefined, `metric ${name} is exported`)
+  return value
 }
 
 /** Deterministic pseudo-random numbers, so a failing run can be repeated. */

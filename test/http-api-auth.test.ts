@@ -6,7 +6,6 @@
 import assert from 'node:assert/strict'
 import { request, type IncomingHttpHeaders } from 'node:http'
 import { after, before, describe, it } from 'node:test'
-import { SignJWT } from 'jose'
 import { WebSocket } from 'ws'
 import * as Y from 'yjs'
 import { WebsocketProvider } from 'y-websocket'
@@ -14,17 +13,13 @@ import { encodeSyncStep1, encodeSyncStep2, encodeSyncUpdate } from '../protocol/
 import { canonicalState, canonicalUpdate, destroy, RawClient, synced } from './harness/clients.js'
 import { startServer, tempDir, type InProcessServer } from './harness/server.js'
 import { until, withDeadline } from './harness/wait.js'
+import { signToken } from './harness/tokens.js'
+import { refusedWith } from './harness/http.js'
 
 const SECRET = 'http-api-auth-test-secret'
 
-async function token(access: string, rooms: string[], options: { secret?: string; expiresInSeconds?: number } = {}): Promise<string> {
-  const now = Math.floor(Date.now() / 1000)
-  return new SignJWT({ rooms, access })
-    .setProtectedHeader({ alg: 'HS256' })
-    .setSubject('user-1')
-    .setIssuedAt(now)
-    .setExpirationTime(now + (options.expiresInSeconds ?? 600))
-    .sign(new TextEncoder().encode(options.secret ?? SECRET))
+function token(access: string, rooms: string[], options: { secret?: string; expiresInSeconds?: number } = {}): Promise<string> {
+  return signToken({ rooms, access }, { secret: options.secret ?? SECRET, subject: 'user-1', expiresInSeconds: options.expiresInSeconds })
 }
 
 interface Reply {
@@ -72,26 +67,6 @@ function updateOf(edit: (doc: Y.Doc) => void): Uint8Array {
   return Y.encodeStateAsUpdate(doc)
 }
 
-/** Waits for the upgrade to be refused; resolves with the HTTP status. */
-function refusedWith(url: string): Promise<number> {
-  return withDeadline(
-    new Promise<number>((resolve, reject) => {
-      const socket = new WebSocket(url)
-      socket.once('unexpected-response', (_req, res) => {
-        resolve(res.statusCode ?? 0)
-        res.resume()
-        socket.terminate()
-      })
-      socket.once('open', () => {
-        socket.close()
-        reject(new Error(`${url} was admitted`))
-      })
-      socket.once('error', () => {})
-    }),
-    `the upgrade of ${url} to be refused`,
-  )
-}
-
 process.setMaxListeners(32)
 
 describe('HTTP document API with --auth-secret', () => {
@@ -137,8 +112,7 @@ describe('HTTP document API with --auth-secret', () => {
       assertError(await http(weft.http, 'DELETE', room('doc-a'), { token: credential }), 401, 'unauthorized')
     }
     // A token without an access claim is not a valid token either.
-    const now = Math.floor(Date.now() / 1000)
-    const noAccess = await new SignJWT({ rooms: ['*'] }).setProtectedHeader({ alg: 'HS256' }).setSubject('u').setExpirationTime(now + 60).sign(new TextEncoder().encode(SECRET))
+    const noAccess = await signToken({ rooms: ['*'] }, { secret: SECRET, subject: 'u', expiresInSeconds: 60, issuedAt: false })
     assertError(await http(weft.http, 'GET', room('doc-a'), { token: noAccess }), 401, 'unauthorized')
     assert.equal(JSON.parse((await http(weft.http, 'GET', room('doc-a'), { token: admin })).body.toString()).t, 'seed of doc-a')
   })

@@ -6,14 +6,14 @@
 import assert from 'node:assert/strict'
 import { request } from 'node:http'
 import { after, before, describe, it } from 'node:test'
-import { SignJWT } from 'jose'
 import * as Y from 'yjs'
 import type { WebsocketProvider } from 'y-websocket'
 import { canonicalState, canonicalUpdate, destroy, provider, RawClient, synced } from './harness/clients.js'
 import { startRedis, type RedisProcess } from './harness/redis.js'
 import { spawnWeft, tempDir, type WeftProcess } from './harness/server.js'
 import { until, withDeadline } from './harness/wait.js'
-import { WebSocket } from 'ws'
+import { signToken } from './harness/tokens.js'
+import { refusedWith } from './harness/http.js'
 
 const SECRET = 'http-api-cluster-secret'
 
@@ -44,25 +44,6 @@ function http(base: string, method: string, path: string, options: { body?: Uint
 
 const room = (name: string): string => `/api/rooms/${encodeURIComponent(name)}`
 
-function refusedWith(url: string): Promise<number> {
-  return withDeadline(
-    new Promise<number>((resolve, reject) => {
-      const socket = new WebSocket(url)
-      socket.once('unexpected-response', (_req, res) => {
-        resolve(res.statusCode ?? 0)
-        res.resume()
-        socket.terminate()
-      })
-      socket.once('open', () => {
-        socket.close()
-        reject(new Error(`${url} was admitted`))
-      })
-      socket.once('error', () => {})
-    }),
-    `the upgrade of ${url} to be refused`,
-  )
-}
-
 process.setMaxListeners(32)
 
 describe('HTTP document API on a cluster of two weft processes', () => {
@@ -88,8 +69,7 @@ describe('HTTP document API on a cluster of two weft processes', () => {
   }
 
   before(async () => {
-    const now = Math.floor(Date.now() / 1000)
-    admin = await new SignJWT({ rooms: ['*'], access: 'admin' }).setProtectedHeader({ alg: 'HS256' }).setSubject('ops').setExpirationTime(now + 600).sign(new TextEncoder().encode(SECRET))
+    admin = await signToken({ rooms: ['*'], access: 'admin' }, { secret: SECRET, subject: 'ops', issuedAt: false })
     redis = await startRedis()
     a = await start('api-a')
     b = await start('api-b')

@@ -13,7 +13,7 @@ import * as Y from 'yjs'
 import type { WebsocketProvider } from 'y-websocket'
 import { canonicalState, canonicalUpdate, destroy, provider, synced } from './harness/clients.js'
 import { spawnWeft, startServer, tempDir, type InProcessServer } from './harness/server.js'
-import { until, withDeadline } from './harness/wait.js'
+import { eventually, until, withDeadline } from './harness/wait.js'
 
 interface Reply {
   status: number
@@ -95,15 +95,6 @@ async function serverHolds(base: string, name: string, doc: Y.Doc, timeoutMs = 1
     const reply = await http(base, 'GET', `${room(name)}?format=update`)
     if (reply.status === 200 && Buffer.from(canonicalUpdate(reply.body)).equals(want)) return
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for the server to hold room ${name} (last: ${reply.status})`)
-    await new Promise((resolve) => setTimeout(resolve, 20))
-  }
-}
-
-/** Polls an async condition until it holds or the deadline passes. */
-async function eventually(condition: () => Promise<boolean>, what: string, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
     await new Promise((resolve) => setTimeout(resolve, 20))
   }
 }

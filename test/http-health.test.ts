@@ -1,54 +1,16 @@
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
-import { createServer as createHttpServer, request, type IncomingHttpHeaders } from 'node:http'
-import { connect, type AddressInfo, type Socket } from 'node:net'
+import { createServer as createHttpServer } from 'node:http'
+import type { AddressInfo, Socket } from 'node:net'
 import { after, before, describe, it } from 'node:test'
 import { pino } from 'pino'
 import { createServer } from '../server/index.js'
 import { RawClient } from './harness/clients.js'
 import { startServer, tempDir, type InProcessServer } from './harness/server.js'
 import { until, withDeadline } from './harness/wait.js'
+import { httpRequest as http, silentUpgrade, type HttpAnswer as Answer } from './harness/http.js'
 
 // The HTTP side of a server: liveness, readiness through the lifecycle, metrics and errors.
-
-interface Answer {
-  status: number
-  headers: IncomingHttpHeaders
-  body: string
-}
-
-/** One HTTP request on its own socket (no keep-alive), or a WebSocket upgrade request when `upgrade`. */
-function http(port: number, path: string, options: { method?: string; headers?: Record<string, string>; upgrade?: boolean } = {}): Promise<Answer> {
-  const headers: Record<string, string> = { ...options.headers }
-  if (options.upgrade === true) {
-    Object.assign(headers, {
-      Connection: 'Upgrade',
-      Upgrade: 'websocket',
-      'Sec-WebSocket-Version': '13',
-      'Sec-WebSocket-Key': randomBytes(16).toString('base64'),
-    })
-  }
-  return withDeadline(
-    new Promise<Answer>((resolve, reject) => {
-      const req = request({ host: '127.0.0.1', port, path, method: options.method ?? 'GET', headers, agent: false })
-      req.on('response', (res) => {
-        let body = ''
-        res.setEncoding('utf8')
-        res.on('data', (chunk: string) => {
-          body += chunk
-        })
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }))
-      })
-      req.on('upgrade', (res, socket) => {
-        socket.destroy()
-        resolve({ status: res.statusCode ?? 0, headers: res.headers, body: '' })
-      })
-      req.on('error', reject)
-      req.end()
-    }),
-    `${options.method ?? 'GET'} ${path}`,
-  )
-}
 
 function assertJsonError(answer: Answer, status: number, code: string): void {
   assert.equal(answer.status, status, answer.body)
@@ -57,36 +19,6 @@ function assertJsonError(answer: Answer, status: number, code: string): void {
   assert.equal(body.error, code)
   assert.equal(typeof body.message, 'string')
   assert.doesNotMatch(answer.body, /\n\s+at /, 'no stack trace')
-}
-
-/**
- * A WebSocket client that completes the upgrade and then never answers anything, not even the
- * close handshake: the server's drain has to wait for it, which keeps the server in `draining`.
- */
-function unresponsiveSocket(port: number, room: string): Promise<Socket> {
-  return withDeadline(
-    new Promise<Socket>((resolve, reject) => {
-      const socket = connect(port, '127.0.0.1')
-      let head = ''
-      const onData = (chunk: Buffer): void => {
-        head += chunk.toString('latin1')
-        if (head.includes('\r\n\r\n')) {
-          socket.off('data', onData)
-          if (head.startsWith('HTTP/1.1 101')) {
-            socket.on('data', () => {}) // read and ignore: never a close frame back
-            resolve(socket)
-          } else reject(new Error(`upgrade refused: ${head.split('\r\n')[0]}`))
-        }
-      }
-      socket.on('data', onData)
-      socket.on('error', reject)
-      socket.write(
-        `GET /${room} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n` +
-          `Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ${randomBytes(16).toString('base64')}\r\n\r\n`,
-      )
-    }),
-    'unresponsive socket to upgrade',
-  )
 }
 
 describe('HTTP endpoints of a serving server', () => {
@@ -214,7 +146,7 @@ describe('readiness through the lifecycle', () => {
     let polite: RawClient | null = null
     try {
       polite = await RawClient.open(`${server.url}/drain-room`)
-      stuck = await unresponsiveSocket(server.port, 'drain-room')
+      stuck = await silentUpgrade(server.port, '/drain-room', 'unresponsive socket to upgrade')
       assert.equal((await http(server.port, '/health/ready')).status, 200)
 
       const drained = server.server.drain()

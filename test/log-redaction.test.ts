@@ -1,20 +1,20 @@
 import assert from 'node:assert/strict'
 import { request } from 'node:http'
 import { after, before, describe, it } from 'node:test'
-import { SignJWT } from 'jose'
 import { WebSocket } from 'ws'
 import { encodeHocuspocusClientAuthToken, encodeHocuspocusSyncStep1 } from '../protocol/index.js'
 import { RawClient } from './harness/clients.js'
 import { spawnWeft, type WeftProcess } from './harness/server.js'
 import { until, withDeadline } from './harness/wait.js'
+import { signToken } from './harness/tokens.js'
 
 // Credentials never reach a log line, even at --log-level trace: tokens on the URL, in the
 // Hocuspocus Auth message and in Authorization headers, valid and invalid, and the secret itself.
 
 const SECRET = 'log-redaction-secret-6f1d2c9a8b7e'
 
-async function token(claims: Record<string, unknown>, secret = SECRET): Promise<string> {
-  return new SignJWT(claims).setProtectedHeader({ alg: 'HS256' }).setSubject('user-7').setExpirationTime('5m').sign(new TextEncoder().encode(secret))
+function token(claims: Record<string, unknown>, secret = SECRET): Promise<string> {
+  return signToken(claims, { secret, subject: 'user-7', expiresInSeconds: 5 * 60, issuedAt: false })
 }
 
 function httpGet(port: number, path: string, headers: Record<string, string> = {}): Promise<number> {

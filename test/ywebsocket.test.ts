@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
-import { request, type IncomingHttpHeaders } from 'node:http'
 import { after, before, describe, it } from 'node:test'
 import { WebSocket } from 'ws'
 import * as Y from 'yjs'
@@ -9,6 +8,7 @@ import { decodeYMessage, encodeSyncStep1, type YMessage } from '../protocol/inde
 import { canonicalState, converged, destroy, provider, RawClient, synced } from './harness/clients.js'
 import { startServer, tempDir, type InProcessServer } from './harness/server.js'
 import { until, withDeadline } from './harness/wait.js'
+import { httpRequest } from './harness/http.js'
 
 // Behaviour of the y-websocket protocol against stock WebsocketProviders over loopback sockets,
 // with LevelDB in a temp dir.
@@ -26,50 +26,6 @@ function decodeOrNull(frame: Uint8Array): YMessage | null {
   } catch {
     return null
   }
-}
-
-interface UpgradeAnswer {
-  status: number
-  headers: IncomingHttpHeaders
-  body: string
-}
-
-/**
- * Sends a WebSocket upgrade request for `path` as written (no URL normalisation by a client
- * library) and returns the server's answer: 101, or the refusal with its body.
- */
-function rawUpgrade(port: number, path: string): Promise<UpgradeAnswer> {
-  return withDeadline(
-    new Promise<UpgradeAnswer>((resolve, reject) => {
-      const req = request({
-        host: '127.0.0.1',
-        port,
-        path,
-        agent: false,
-        headers: {
-          Connection: 'Upgrade',
-          Upgrade: 'websocket',
-          'Sec-WebSocket-Version': '13',
-          'Sec-WebSocket-Key': randomBytes(16).toString('base64'),
-        },
-      })
-      req.on('response', (res) => {
-        let body = ''
-        res.setEncoding('utf8')
-        res.on('data', (chunk: string) => {
-          body += chunk
-        })
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }))
-      })
-      req.on('upgrade', (res, socket) => {
-        socket.destroy()
-        resolve({ status: res.statusCode ?? 0, headers: res.headers, body: '' })
-      })
-      req.on('error', reject)
-      req.end()
-    }),
-    `upgrade answer for ${path}`,
-  )
 }
 
 describe('y-websocket sync with stock providers', () => {
@@ -299,7 +255,7 @@ describe('room names in the URL', () => {
   it('keeps a leading slash: the stock provider with room "/doc" joins the room "/doc"', async () => {
     // The URL is ws://HOST:PORT//leading-slash; the room is everything after the first "/".
     // (The same URL results from a server URL with a trailing slash, a common configuration.)
-    const answer = await rawUpgrade(server.port, '//leading-slash-raw')
+    const answer = await httpRequest(server.port, '//leading-slash-raw', { upgrade: true })
     assert.equal(answer.status, 101, `//leading-slash-raw: ${answer.body}`)
     assert.ok(server.server.loadedRoom('/leading-slash-raw') !== undefined, '//leading-slash-raw joined "/leading-slash-raw"')
     await assertSameRoom(['/leading-slash', '%2Fleading-slash'], '/leading-slash')
@@ -307,7 +263,7 @@ describe('room names in the URL', () => {
 
   /** Upgrades `path` raw and checks which room it joined, and that the normalised room was not used. */
   async function assertRawPathRoom(path: string, room: string, notRoom: string): Promise<void> {
-    const answer = await rawUpgrade(server.port, path)
+    const answer = await httpRequest(server.port, path, { upgrade: true })
     assert.equal(answer.status, 101, `${path}: ${answer.body}`)
     // The server joins the room before it writes the 101, so the room is loaded by now.
     assert.ok(server.server.loadedRoom(room) !== undefined, `${path} joined ${JSON.stringify(room)}`)
@@ -325,9 +281,9 @@ describe('room names in the URL', () => {
 
   it('accepts a name of exactly 512 bytes', async () => {
     // 256 × "ä" (two bytes each) = 512 bytes.
-    const answer = await rawUpgrade(server.port, `/${encodeURIComponent('ä'.repeat(256))}`)
+    const answer = await httpRequest(server.port, `/${encodeURIComponent('ä'.repeat(256))}`, { upgrade: true })
     assert.equal(answer.status, 101)
-    const ascii = await rawUpgrade(server.port, `/${'x'.repeat(512)}`)
+    const ascii = await httpRequest(server.port, `/${'x'.repeat(512)}`, { upgrade: true })
     assert.equal(ascii.status, 101)
   })
 
@@ -340,7 +296,7 @@ describe('room names in the URL', () => {
   ]
   for (const [what, path] of refused) {
     it(`refuses ${what} with HTTP 400 and a JSON body before the upgrade`, async () => {
-      const answer = await rawUpgrade(server.port, path)
+      const answer = await httpRequest(server.port, path, { upgrade: true })
       assert.equal(answer.status, 400, `${path}: ${answer.body}`)
       assert.match(String(answer.headers['content-type']), /^application\/json/)
       const body = JSON.parse(answer.body) as { error?: unknown; message?: unknown }
@@ -350,17 +306,17 @@ describe('room names in the URL', () => {
   }
 
   it('serves / with the Hocuspocus protocol (the default --hocuspocus-path), not as an empty room', async () => {
-    const answer = await rawUpgrade(server.port, '/')
+    const answer = await httpRequest(server.port, '/', { upgrade: true })
     assert.equal(answer.status, 101)
   })
 
   it('refuses the empty room with HTTP 400 when the Hocuspocus protocol is on another path', async () => {
     const other = await startServer({ hocuspocusPath: '/collab' })
     try {
-      const answer = await rawUpgrade(other.port, '/')
+      const answer = await httpRequest(other.port, '/', { upgrade: true })
       assert.equal(answer.status, 400, answer.body)
       assert.equal((JSON.parse(answer.body) as { error?: unknown }).error, 'invalid_room')
-      assert.equal((await rawUpgrade(other.port, '/collab')).status, 101)
+      assert.equal((await httpRequest(other.port, '/collab', { upgrade: true })).status, 101)
     } finally {
       await other.stop()
     }

@@ -28,3 +28,12 @@ export function withDeadline<T>(promise: Promise<T>, what: string, timeoutMs = 1
   })
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer))
 }
+
+/** `until` for a condition that needs asynchronous answers (HTTP, Redis): polls every `intervalMs`. */
+export async function eventually(condition: () => Promise<boolean>, what: string, timeoutMs = 10_000, intervalMs = 20): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
+    await new Promise((resolve) => setTimeout(resolve, intervalMs))
+  }
+}
