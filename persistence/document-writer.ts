@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events'
 import { pino } from 'pino'
 import * as Y from 'yjs'
 import { isValidRoomName } from '../protocol/room-name.js'
-import { mergeUpdatesInChunks } from './chunked-merge.js'
+import { mergeUpdatesInChunks, mergeUpdatesIntoState } from './chunked-merge.js'
 import { InvalidRoomNameError, InvalidUpdateError, RoomDeletedError, WriterClosedError } from './errors.js'
 import { LevelStore } from './level-store.js'
 import { MemoryStore } from './memory-store.js'
@@ -210,8 +210,19 @@ export class DocumentWriter extends EventEmitter {
     this.maybeCompact(work)
     if (updates.length === 0) return null
     if (updates.length === 1) return updates[0] as Uint8Array
-    return mergeUpdatesInChunks(updates)
+    return mergeUpdatesIntoState(updates)
   }
+
+  /**
+   * Where compaction gets a loaded room's document: the server's live Y.Doc already holds every
+   * stored entry (and maybe newer ones), and encoding it is far cheaper than re-applying the log.
+   * Returns null for rooms that are not loaded.
+   */
+  setSnapshotSource(source: (room: string) => Uint8Array | null): void {
+    this.snapshotSource = source
+  }
+
+  private snapshotSource: ((room: string) => Uint8Array | null) | null = null
 
   /**
    * Resolves once every write made before the call (to `room`, or to any room) is durable or
@@ -527,7 +538,7 @@ export class DocumentWriter extends EventEmitter {
     const bytesBefore = work.appendedBytes
     const log = await this.store.readLog(work.room)
     if (log.length >= 2) {
-      const merged = await mergeUpdatesInChunks(log.map((entry) => entry.update))
+      const merged = this.snapshotSource?.(work.room) ?? (await mergeUpdatesIntoState(log.map((entry) => entry.update)))
       await this.store.replace(work.room, log.map((entry) => entry.key), merged)
       // Appends that completed between the counter snapshot and the read are counted twice;
       // the estimate errs towards compacting a little early, which is harmless.

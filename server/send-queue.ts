@@ -35,6 +35,9 @@ interface PendingDocument {
   awarenessBytes: number
 }
 
+/** Average held update size past which merging is skipped. */
+const LARGE_UPDATE_BYTES = 4096
+
 /** Merging is O(total bytes); doing it every few updates keeps the held bytes near the real change size. */
 const MERGE_EVERY_UPDATES = 64
 
@@ -181,6 +184,9 @@ export class SendQueue {
 
   private merge(pending: PendingDocument): void {
     if (pending.updates.length < 2) return
+    // Large updates are mostly new content, which merging cannot shrink, and merging them costs
+    // the shared event loop time proportional to their size: they are held as they are.
+    if (pending.updateBytes / pending.updates.length > LARGE_UPDATE_BYTES) return
     const count = pending.updates.length
     const merged = Y.mergeUpdates(pending.updates)
     pending.updates = [merged]

@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs'
 import type { AddressInfo } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { randomUUID } from 'node:crypto'
+import * as Y from 'yjs'
 import { WebSocketServer, type WebSocket } from 'ws'
 import { createRelay, RedisSharedState, type Relay } from '../cluster/index.js'
 import { pathOfTarget, roomFromPath } from '../protocol/index.js'
@@ -43,6 +44,9 @@ export interface DrainResult {
 /** What a connection may send before its room has loaded: past either bound it is closed with 1013. */
 const PENDING_MESSAGES = 1_000
 const PENDING_BYTES = 8 * 1024 * 1024
+
+/** The drain closes connections at most this often (100 per second), up to half its window. */
+const DRAIN_MS_PER_CONNECTION = 10
 
 /** How long a hurried shutdown may take to close sockets and flush. */
 const HURRIED_SHUTDOWN_MS = 1_000
@@ -164,6 +168,11 @@ export class WeftServer {
       this.tickets = new Tickets(shared)
     }
     this.rooms = new RoomRegistry(writer, this.log, this.options.roomUnloadDelayMs, this.options.maxDocumentBytes, this.options.maxRoomConnections, this.relay)
+    const rooms = this.rooms
+    writer.setSnapshotSource((name) => {
+      const room = rooms.get(name)
+      return room !== undefined && room.state === 'active' ? Y.encodeStateAsUpdate(room.doc) : null
+    })
     this.api = new HttpApi({
       rooms: this.rooms,
       writer,
@@ -487,9 +496,11 @@ export class WeftServer {
     this.transition('draining')
     this.log.info({ connections: this.connections.size, drainSeconds: this.options.drainSeconds }, 'draining')
     await this.startPromise?.catch(() => {})
-    // Spread the closes over the first half of the window; the rest is for the final flush.
-    const spreadMs = Math.max(0, this.options.drainSeconds * 1000 * 0.5)
+    // Spread the closes over at most the first half of the window (the rest is for the final
+    // flush), at no more than one close per DRAIN_MS_PER_CONNECTION: a few clients need no long
+    // spread, thousands get the whole half.
     const connections = [...this.connections]
+    const spreadMs = Math.min(this.options.drainSeconds * 1000 * 0.5, connections.length * DRAIN_MS_PER_CONNECTION)
     const batches = Math.min(connections.length, Math.max(1, Math.floor(spreadMs / 50)))
     const perBatch = batches === 0 ? 0 : Math.ceil(connections.length / batches)
     const started = Date.now()
