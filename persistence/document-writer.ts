@@ -27,6 +27,12 @@ export interface WriterOptions {
   logger?: WriterLogger
 }
 
+/** Time kept back from a close deadline for closing the store itself. */
+const CLOSE_RESERVE_MS = 500
+
+/** Updates merged into one log entry at most. */
+const MAX_BATCH_UPDATES = 64
+
 export const WRITER_DEFAULTS = Object.freeze({
   persistWindowMs: 100,
   compactEntries: 64,
@@ -304,11 +310,27 @@ export class DocumentWriter extends EventEmitter {
       this.state = 'closed'
       return { unsaved }
     }
+    // Leave every room's log as one entry (loaded rooms from their live document), so the next
+    // start loads each document in one read. Optional work, cut short by the deadline.
+    const beforeCompaction = deadlineMs === undefined ? undefined : deadlineMs - (Date.now() - startedAt) - CLOSE_RESERVE_MS
+    if (beforeCompaction === undefined || beforeCompaction > 0) {
+      const compacted = await withDeadline(this.compactForClose(), beforeCompaction).catch((err: unknown) => {
+        this.logger.warn({ err }, 'compaction at close failed; the logs stay as they are')
+        return false
+      })
+      if (!compacted) this.logger.warn({ deadlineMs }, 'compaction at close did not finish; the logs stay as they are')
+    }
     const remaining = deadlineMs === undefined ? undefined : Math.max(0, deadlineMs - (Date.now() - startedAt))
     const storeClosed = await withDeadline(this.store.close(), remaining)
     if (!storeClosed) this.logger.error({ deadlineMs }, 'store did not close before the deadline; every write was already durable')
     this.state = 'closed'
     return { unsaved: [] }
+  }
+
+  private async compactForClose(): Promise<void> {
+    for (const work of this.rooms.values()) {
+      if (work.log.entries > 1) await this.queueCompaction(work)
+    }
   }
 
   /** After close's deadline: stops every loop and rejects what was not stored. */
@@ -373,8 +395,11 @@ export class DocumentWriter extends EventEmitter {
         return
       }
       this.clearTimer(work)
-      let batch = work.queued
-      work.queued = []
+      // At most MAX_BATCH_UPDATES per append: Yjs applies a merged update of thousands of small
+      // structs far more slowly than the same structs in small updates (a burst of 25,000 array
+      // pushes merged into one entry took 10 s to load), so a burst becomes several entries.
+      let batch = work.queued.length <= MAX_BATCH_UPDATES ? work.queued : work.queued.slice(0, MAX_BATCH_UPDATES)
+      work.queued = work.queued.length <= MAX_BATCH_UPDATES ? [] : work.queued.slice(MAX_BATCH_UPDATES)
       work.inFlight = batch
       const generation = work.generation
       const merged = await this.mergeBatch(work, batch)

@@ -4,6 +4,7 @@
  */
 import { readFileSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
+import { pino } from 'pino'
 import * as Y from 'yjs'
 import { DocumentWriter, openStore } from '../persistence/index.js'
 import { isValidRoomName, ProtocolError, validateUpdate } from '../protocol/index.js'
@@ -75,7 +76,8 @@ async function withWriter<T>(data: string, work: (writer: DocumentWriter) => Pro
   } catch (err) {
     throw new Error(`cannot open the data directory ${data}: ${(err as Error).message} (is a server running on it?)`, { cause: err })
   }
-  const writer = new DocumentWriter(store, { persistWindowMs: 0 })
+  // stdout carries the command's output (an exported document); logs go to stderr.
+  const writer = new DocumentWriter(store, { persistWindowMs: 0, logger: pino({ level: 'warn' }, pino.destination(2)) })
   try {
     return await work(writer)
   } finally {
