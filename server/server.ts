@@ -45,9 +45,6 @@ export interface DrainResult {
 const PENDING_MESSAGES = 1_000
 const PENDING_BYTES = 8 * 1024 * 1024
 
-/** The drain closes connections at most this often (100 per second), up to half its window. */
-const DRAIN_MS_PER_CONNECTION = 10
-
 /** How long a hurried shutdown may take to close sockets and flush. */
 const HURRIED_SHUTDOWN_MS = 1_000
 
@@ -496,11 +493,11 @@ export class WeftServer {
     this.transition('draining')
     this.log.info({ connections: this.connections.size, drainSeconds: this.options.drainSeconds }, 'draining')
     await this.startPromise?.catch(() => {})
-    // Spread the closes over at most the first half of the window (the rest is for the final
-    // flush), at no more than one close per DRAIN_MS_PER_CONNECTION: a few clients need no long
-    // spread, thousands get the whole half.
+    // Spread the closes over the first half of the window (the rest is for the final flush), so
+    // clients reconnect to other instances over time, not all at once. Everyone leaving early
+    // ends the drain early (see admit's close handler).
     const connections = [...this.connections]
-    const spreadMs = Math.min(this.options.drainSeconds * 1000 * 0.5, connections.length * DRAIN_MS_PER_CONNECTION)
+    const spreadMs = this.options.drainSeconds * 1000 * 0.5
     const batches = Math.min(connections.length, Math.max(1, Math.floor(spreadMs / 50)))
     const perBatch = batches === 0 ? 0 : Math.ceil(connections.length / batches)
     const started = Date.now()
