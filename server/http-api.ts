@@ -5,7 +5,8 @@ import { isValidRoomName, ProtocolError, validateStateVector, validateUpdate } f
 import type { DocumentWriter, VersionStore } from '../persistence/index.js'
 import { newVersionId } from '../persistence/index.js'
 import { allows, roomInScope, type Access, type Authorizer, type Grant } from './access.js'
-import { HttpError, type HttpErrorCode } from './codes.js'
+import type { HttpErrorCode } from './codes.js'
+import { sendError, sendJson } from './http-response.js'
 import { documentToJson, type ShareKind } from './document-json.js'
 import type { Logger } from './logger.js'
 import { RoomLoadError, type Room, type RoomMember, type RoomRegistry } from './room.js'
@@ -389,24 +390,7 @@ function readBody(req: IncomingMessage, limit: number): Promise<Uint8Array> {
   })
 }
 
-export function sendJson(res: ServerResponse, status: number, body: unknown, extraHeaders: Record<string, string | number> = {}): void {
-  const text = JSON.stringify(body)
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store', ...extraHeaders })
-  res.end(text)
-}
-
 function sendBinary(res: ServerResponse, bytes: Uint8Array, extraHeaders: Record<string, string | number> = {}): void {
   res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': bytes.length, 'cache-control': 'no-store', ...extraHeaders })
   res.end(bytes)
-}
-
-export function sendError(res: ServerResponse, code: HttpErrorCode, message: string, extraHeaders: Record<string, string | number> = {}): void {
-  if (res.headersSent) {
-    res.destroy()
-    return
-  }
-  const status = HttpError[code]
-  const headers: Record<string, string | number> = { ...extraHeaders }
-  if ((status === 503 || status === 429) && headers['retry-after'] === undefined) headers['retry-after'] = 5
-  sendJson(res, status, { error: code, message }, headers)
 }

@@ -9,10 +9,11 @@ import { WebSocketServer, type WebSocket } from 'ws'
 import { createRelay, RedisSharedState, type Relay } from '../cluster/index.js'
 import { pathOfTarget, roomFromPath } from '../protocol/index.js'
 import { DocumentWriter, openStore, type StorageHealth, type VersionStore } from '../persistence/index.js'
-import { CloseCode, HttpError, type HttpErrorCode } from './codes.js'
+import { CloseCode, type HttpErrorCode } from './codes.js'
 import { resolveOptions, type WeftOptions } from './config.js'
 import { JwtAuthorizer, openAccess, roomInScope, type AccessDecision, type Authorizer, type Grant } from './access.js'
 import { HttpApi } from './http-api.js'
+import { rawError, RETRY_AFTER_SECONDS, sendError, sendJson } from './http-response.js'
 import { MemoryTickets, Tickets } from './tickets.js'
 import { Admission, ClientAddress, type AdmissionTicket } from './admission.js'
 import { HocuspocusSession, type StatelessEvent } from './hocuspocus-session.js'
@@ -54,8 +55,6 @@ const MAX_DOCUMENTS_PER_SOCKET = 1_000
 /** The grant of every connection in open mode (no --auth-secret). */
 const OPEN_GRANT: Grant = Object.freeze({ access: 'write', subject: null, rooms: null, expiresAt: null })
 
-/** How long a refused client should wait before it comes back, in seconds. */
-const RETRY_AFTER_SECONDS = 5
 
 /**
  * One weft instance: HTTP endpoints, WebSocket upgrades, rooms and storage.
@@ -201,12 +200,8 @@ export class WeftServer {
     // Requests Node's parser refuses (raw control or non-ASCII bytes in the target, broken
     // headers) still get the contract's JSON error, not Node's empty 400.
     server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
-      if (err.code === 'ECONNRESET' || !socket.writable) {
-        socket.destroy()
-        return
-      }
-      const body = JSON.stringify({ error: 'bad_request', message: 'malformed HTTP request' })
-      socket.end(`HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`)
+      if (err.code === 'ECONNRESET' || !socket.writable) socket.destroy()
+      else socket.end(rawError('bad_request', 'malformed HTTP request'))
     })
     this.attach(server)
     await new Promise<void>((resolve, reject) => {
@@ -242,7 +237,7 @@ export class WeftServer {
     const url = { pathname: pathOfTarget(target) }
     if (this.api !== null && this.api.handles(url.pathname)) {
       if (this.stateValue !== 'serving') {
-        sendJsonError(res, 'unavailable', `server is ${this.stateValue}`)
+        sendError(res, 'unavailable', `server is ${this.stateValue}`)
         return
       }
       void this.api.handle(req, res, url.pathname, target.slice(url.pathname.length + 1))
@@ -250,8 +245,8 @@ export class WeftServer {
     }
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       if (url.pathname.startsWith('/health/') || url.pathname === '/metrics') {
-        sendJsonError(res, 'method_not_allowed', `${req.method} is not allowed on ${url.pathname}`)
-      } else sendJsonError(res, 'not_found', `no route for ${req.method} ${url.pathname}`)
+        sendError(res, 'method_not_allowed', `${req.method} is not allowed on ${url.pathname}`)
+      } else sendError(res, 'not_found', `no route for ${req.method} ${url.pathname}`)
       return
     }
     switch (url.pathname) {
@@ -275,14 +270,14 @@ export class WeftServer {
         this.serveMetrics(req, res)
         return
       default:
-        sendJsonError(res, 'not_found', `no route for GET ${url.pathname}`)
+        sendError(res, 'not_found', `no route for GET ${url.pathname}`)
     }
   }
 
   private serveMetrics(req: IncomingMessage, res: ServerResponse): void {
     const token = this.options.metricsToken
     if (token !== null && req.headers.authorization !== `Bearer ${token}`) {
-      sendJsonError(res, 'unauthorized', 'metrics need a bearer token')
+      sendError(res, 'unauthorized', 'metrics need a bearer token')
       return
     }
     this.metrics.connections.set(this.connections.size)
@@ -294,21 +289,16 @@ export class WeftServer {
       },
       (err: unknown) => {
         this.log.error({ err }, 'metrics failed')
-        sendJsonError(res, 'internal_error', 'metrics could not be collected')
+        sendError(res, 'internal_error', 'metrics could not be collected')
       },
     )
   }
 
   private refuseUpgrade(socket: Duplex, code: HttpErrorCode, message: string, result: string): void {
     this.metrics.upgrades.inc({ result })
-    const status = HttpError[code]
-    const body = JSON.stringify({ error: code, message })
-    const retry = status === 503 || status === 429 ? `Retry-After: ${RETRY_AFTER_SECONDS}\r\n` : ''
-    socket.end(
-      `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Error'}\r\n` +
-        `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n${retry}Connection: close\r\n\r\n${body}`,
-    )
+    socket.end(rawError(code, message))
   }
+
 
   private handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     socket.on('error', () => socket.destroy())
@@ -588,32 +578,4 @@ export class WeftServer {
 /** Creates a weft server; `listen()` or `attach(httpServer)` to start it. */
 export function createServer(options: CreateServerOptions = {}): WeftServer {
   return new WeftServer(options)
-}
-
-const STATUS_TEXT: Readonly<Record<number, string>> = {
-  400: 'Bad Request',
-  401: 'Unauthorized',
-  403: 'Forbidden',
-  404: 'Not Found',
-  405: 'Method Not Allowed',
-  413: 'Payload Too Large',
-  429: 'Too Many Requests',
-  500: 'Internal Server Error',
-  503: 'Service Unavailable',
-}
-
-function sendJson(res: ServerResponse, status: number, body: unknown, extraHeaders: Record<string, string | number> = {}): void {
-  const text = JSON.stringify(body)
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store', ...extraHeaders })
-  res.end(text)
-}
-
-function sendJsonError(res: ServerResponse, code: HttpErrorCode, message: string): void {
-  const status = HttpError[code]
-  const headers: Record<string, string | number> = { 'content-type': 'application/json', 'cache-control': 'no-store' }
-  if (status === 503 || status === 429) headers['retry-after'] = RETRY_AFTER_SECONDS
-  const text = JSON.stringify({ error: code, message })
-  headers['content-length'] = Buffer.byteLength(text)
-  res.writeHead(status, headers)
-  res.end(text)
 }
