@@ -1,0 +1,83 @@
+/** Messages between the coordinator (bench/run.ts) and a load process (bench/load-worker.ts) over IPC. */
+import type { Dialect } from './wire.js'
+
+/**
+ * - `light`: counts update frames, keeps no document (most clients);
+ * - `tracker`: keeps a real Y.Doc and times each update from the writer's send to its receipt;
+ * - `writer`: keeps a Y.Doc and sends updates when told to;
+ * - `slow`: syncs, then stops reading its socket when told to.
+ */
+export type Role = 'light' | 'tracker' | 'writer' | 'slow'
+
+export interface ClientSpec {
+  room: string
+  role: Role
+}
+
+export type Command =
+  | {
+      type: 'connect'
+      port: number
+      dialect: Dialect
+      clients: ClientSpec[]
+      /** Handshakes in flight at once; 0 = all at once. */
+      concurrency: number
+      /** Give up on clients not synced by then. */
+      timeoutMs: number
+      /** Trackers: also wait until their Y.Array `log` holds this many entries (cold load). */
+      completeLength?: number
+    }
+  | { type: 'write'; ratePerSecond: number; durationMs: number; paddingBytes: number }
+  /** Writers: push `count` single-entry updates to the Y.Array `log` as fast as the socket drains. */
+  | { type: 'history'; count: number }
+  /** Writers: insert `totalBytes` of text into the Y.Text `body` in `chunkBytes` updates. */
+  | { type: 'bulk-text'; totalBytes: number; chunkBytes: number }
+  /** Trackers: resolve when every tracker's `log` has `length` entries, or at the deadline. */
+  | { type: 'await-length'; length: number; timeoutMs: number }
+  | { type: 'pause-slow' }
+  /** Slow clients read again; after `waitMs`, how many of them the server had closed. */
+  | { type: 'resume-slow'; waitMs: number }
+  | { type: 'reset' }
+  | { type: 'stats' }
+  /** `concurrency` keep-alive HTTP clients GET `path` back to back for `durationMs`. */
+  | { type: 'http-load'; port: number; path: string; concurrency: number; durationMs: number }
+  | { type: 'close' }
+
+export interface ConnectResult {
+  type: 'connected'
+  synced: number
+  failed: number
+  /** Milliseconds from the first socket opened to the last client synced. */
+  allSyncedMs: number
+  /** Trackers with `completeLength`: ms from connect start until complete (null: not by the deadline). */
+  completeMs: (number | null)[]
+  /** Trackers: entries of `log` seen when connect finished. */
+  logLengths: number[]
+  /** Trackers: Y.encodeStateAsUpdate of their document, bytes (the first tracker). */
+  stateBytes: number
+}
+
+export interface StatsResult {
+  type: 'stats'
+  /** Per room: update frames received by light clients and trackers since the last reset. */
+  received: Record<string, number>
+  /** Per room: clients that count deliveries (light and tracker). */
+  receivers: Record<string, number>
+  /** Per room: updates sent by writers since the last reset. */
+  sent: Record<string, number>
+  latenciesMs: number[]
+  /** Clients whose socket closed (by the server or by error) after their handshake. */
+  closed: number
+}
+
+export type Reply =
+  | ConnectResult
+  | StatsResult
+  /** `stateBytes`: Y.encodeStateAsUpdate of the (first) writer's document after writing. */
+  | { type: 'written'; sent: number; stateBytes?: number }
+  | { type: 'length-reached'; lengths: number[]; ms: number }
+  | { type: 'slow-closed'; closed: number; total: number }
+  /** `requests`: 200 responses read to the end; `errors`: other statuses and failures. */
+  | { type: 'http-loaded'; requests: number; errors: number; bytes: number; elapsedMs: number; latenciesMs: number[]; statuses: Record<string, number> }
+  | { type: 'ok' }
+  | { type: 'error'; message: string }

@@ -1,0 +1,360 @@
+/**
+ * One load process. The coordinator starts several (pinned to the core the server does not
+ * have) and drives them over IPC: connect clients, write at a rate, report counts and latencies.
+ * Clients speak the wire protocol directly; only trackers and writers keep a Y.Doc.
+ */
+import { Agent, get } from 'node:http'
+import WebSocket from 'ws'
+import * as Y from 'yjs'
+import type { ClientSpec, Command, ConnectResult, Reply, StatsResult } from './load-protocol.js'
+import { HOCUSPOCUS_PONG, socketUrl, WireCodec, type Dialect } from './wire.js'
+
+/** Transaction origin of updates that arrived as live broadcasts (not in a sync step 2). */
+const LIVE = Symbol('live')
+/** Wall-clock milliseconds with sub-millisecond resolution, comparable across processes. */
+const wallNow = (): number => performance.timeOrigin + performance.now()
+const EMPTY_STATE_VECTOR = Uint8Array.of(0)
+/** Loopback source addresses the clients are spread over, so 20,000+ sockets do not run out of ephemeral ports. */
+const SOURCE_ADDRESSES = 16
+/** A writer stops queueing history while this much is buffered in its socket. */
+const WRITER_BUFFER_BYTES = 1 << 20
+
+interface Counters {
+  received: Map<string, number>
+  sent: Map<string, number>
+  latenciesMs: number[]
+}
+
+const counters: Counters = { received: new Map(), sent: new Map(), latenciesMs: [] }
+const clients: Client[] = []
+let closedClients = 0
+const workerIndex = Number(process.env.BENCH_WORKER_INDEX ?? '0')
+
+function bump (map: Map<string, number>, key: string, by = 1): void {
+  map.set(key, (map.get(key) ?? 0) + by)
+}
+
+class Client {
+  readonly codec: WireCodec
+  readonly doc: Y.Doc | null
+  socket: WebSocket | null = null
+  synced = false
+  closed = false
+  startedAt = 0
+  syncedAt = 0
+  completeAt: number | null = null
+  private completeLength = 0
+
+  constructor (readonly spec: ClientSpec, dialect: Dialect) {
+    this.codec = new WireCodec(dialect, spec.room)
+    this.doc = spec.role === 'tracker' || spec.role === 'writer' ? new Y.Doc() : null
+    if (this.doc !== null && spec.role === 'tracker') {
+      const lat = this.doc.getMap('lat')
+      lat.observe((event) => {
+        if (event.transaction.origin !== LIVE) return
+        const value = lat.get('t') as { t: number } | undefined
+        if (value !== undefined) counters.latenciesMs.push(wallNow() - value.t)
+      })
+    }
+    if (this.doc !== null && spec.role === 'writer') {
+      this.doc.on('update', (update: Uint8Array, origin: unknown) => {
+        if (origin === LIVE || this.socket === null || this.socket.readyState !== WebSocket.OPEN) return
+        this.socket.send(this.codec.update(update))
+        bump(counters.sent, this.spec.room)
+      })
+    }
+  }
+
+  logLength (): number {
+    return this.doc === null ? 0 : this.doc.getArray('log').length
+  }
+
+  open (port: number, index: number, completeLength: number): Promise<void> {
+    this.completeLength = completeLength
+    this.startedAt = performance.now()
+    const localAddress = `127.0.0.${1 + ((index + workerIndex * 7) % SOURCE_ADDRESSES)}`
+    const socket = new WebSocket(socketUrl(this.codec.dialect, port, this.spec.room), {
+      perMessageDeflate: false,
+      localAddress,
+      maxPayload: 512 * 1024 * 1024,
+    })
+    socket.binaryType = 'nodebuffer'
+    this.socket = socket
+    return new Promise<void>((resolve) => {
+      const done = (): void => resolve()
+      socket.on('open', () => {
+        const sv = this.doc === null ? EMPTY_STATE_VECTOR : Y.encodeStateVector(this.doc)
+        for (const frame of this.codec.hello(sv)) socket.send(frame)
+        if (this.codec.dialect === 'relay') this.markSynced(done)
+      })
+      socket.on('message', (data: Buffer) => this.onFrame(data, done))
+      socket.on('error', () => {
+        // The close event that follows does the bookkeeping.
+      })
+      socket.on('close', () => {
+        // Only sockets lost after their handshake; failures to connect are counted as not synced.
+        if (!this.closed && this.synced) closedClients++
+        this.closed = true
+        done()
+      })
+    })
+  }
+
+  private markSynced (done: () => void): void {
+    if (this.synced) return
+    this.synced = true
+    this.syncedAt = performance.now()
+    this.checkComplete()
+    done()
+  }
+
+  private checkComplete (): void {
+    if (this.completeAt === null && this.completeLength > 0 && this.logLength() >= this.completeLength) this.completeAt = performance.now()
+  }
+
+  private onFrame (frame: Buffer, done: () => void): void {
+    const role = this.spec.role
+    if (this.codec.isPing(frame)) {
+      this.socket?.send(HOCUSPOCUS_PONG)
+      return
+    }
+    if (this.synced && role === 'light') {
+      if (this.codec.isUpdate(frame)) bump(counters.received, this.spec.room)
+      return
+    }
+    if (this.synced && (role === 'slow' || role === 'writer')) return
+    const message = this.codec.decode(frame)
+    if (message.kind === 'step2' || message.kind === 'update') {
+      if (this.doc !== null && role !== 'writer') Y.applyUpdate(this.doc, message.payload, message.kind === 'update' && this.synced ? LIVE : null)
+      else if (this.doc !== null && message.kind === 'step2') Y.applyUpdate(this.doc, message.payload, LIVE)
+      if (message.kind === 'update' && this.synced && role !== 'writer') bump(counters.received, this.spec.room)
+      if (message.kind === 'step2') this.markSynced(done)
+      this.checkComplete()
+    }
+  }
+}
+
+function send (reply: Reply): void {
+  process.send?.(reply)
+}
+
+async function connect (command: Extract<Command, { type: 'connect' }>): Promise<ConnectResult> {
+  const fresh = command.clients.map((spec) => new Client(spec, command.dialect))
+  const base = clients.length
+  clients.push(...fresh)
+  const started = performance.now()
+  const limit = command.concurrency > 0 ? command.concurrency : fresh.length
+  let next = 0
+  const lane = async (): Promise<void> => {
+    while (next < fresh.length) {
+      const i = next++
+      await (fresh[i] as Client).open(command.port, base + i, command.completeLength ?? 0)
+    }
+  }
+  const lanes = Array.from({ length: Math.min(limit, fresh.length) }, lane)
+  const deadline = new Promise<void>((resolve) => setTimeout(resolve, command.timeoutMs).unref())
+  await Promise.race([Promise.all(lanes), deadline])
+  const trackers = fresh.filter((c) => c.spec.role === 'tracker')
+  if (command.completeLength !== undefined && command.completeLength > 0) {
+    const until = started + command.timeoutMs
+    while (performance.now() < until && trackers.some((c) => c.completeAt === null && !c.closed)) {
+      await new Promise((resolve) => setTimeout(resolve, 5))
+    }
+  }
+  const synced = fresh.filter((c) => c.synced && !c.closed)
+  const lastSynced = synced.reduce((max, c) => Math.max(max, c.syncedAt), started)
+  const first = trackers[0]
+  return {
+    type: 'connected',
+    synced: synced.length,
+    failed: fresh.length - synced.length,
+    allSyncedMs: lastSynced - started,
+    completeMs: trackers.map((c) => (c.completeAt === null ? null : c.completeAt - c.startedAt)),
+    logLengths: trackers.map((c) => c.logLength()),
+    stateBytes: first?.doc ? Y.encodeStateAsUpdate(first.doc).length : 0,
+  }
+}
+
+function writers (): Client[] {
+  return clients.filter((c) => c.spec.role === 'writer' && c.synced && !c.closed)
+}
+
+/** Each writer sends `rate` updates a second: a Y.Map key overwritten with the send time (and padding). */
+async function write (ratePerSecond: number, durationMs: number, paddingBytes: number): Promise<number> {
+  const padding = paddingBytes > 0 ? 'x'.repeat(paddingBytes) : undefined
+  const tickMs = Math.max(1, Math.min(10, 1000 / ratePerSecond))
+  const total = Math.floor((ratePerSecond * durationMs) / 1000)
+  let sentAll = 0
+  await Promise.all(writers().map((writer) => new Promise<void>((resolve) => {
+    const doc = writer.doc as Y.Doc
+    const lat = doc.getMap('lat')
+    // Writers of different rooms start at spread-out offsets, as independent users would.
+    const start = performance.now() + Math.random() * (1000 / ratePerSecond)
+    let sent = 0
+    const tick = (): void => {
+      const due = Math.min(total, Math.floor(((performance.now() - start) * ratePerSecond) / 1000))
+      while (sent < due) {
+        sent++
+        lat.set('t', padding === undefined ? { s: sent, t: wallNow() } : { s: sent, t: wallNow(), p: padding })
+      }
+      if (sent >= total || writer.closed) {
+        sentAll += sent
+        resolve()
+      } else {
+        setTimeout(tick, tickMs)
+      }
+    }
+    setTimeout(tick, Math.max(0, start - performance.now()))
+  })))
+  return sentAll
+}
+
+function drained (socket: WebSocket | null, below = WRITER_BUFFER_BYTES): Promise<void> {
+  return new Promise((resolve) => {
+    const poll = (): void => {
+      if (socket === null || socket.readyState !== WebSocket.OPEN || socket.bufferedAmount < below) resolve()
+      else setTimeout(poll, 2)
+    }
+    poll()
+  })
+}
+
+async function history (count: number): Promise<Reply> {
+  let sentAll = 0
+  for (const writer of writers()) {
+    const log = (writer.doc as Y.Doc).getArray<number>('log')
+    for (let i = 0; i < count; i++) {
+      log.push([i])
+      if (i % 256 === 255) await drained(writer.socket)
+    }
+    // The last update counts as sent once the kernel has all of it.
+    await drained(writer.socket, 1)
+    sentAll += count
+  }
+  const first = writers()[0]
+  return { type: 'written', sent: sentAll, stateBytes: first === undefined ? 0 : Y.encodeStateAsUpdate(first.doc as Y.Doc).length }
+}
+
+async function bulkText (totalBytes: number, chunkBytes: number): Promise<number> {
+  let updates = 0
+  for (const writer of writers()) {
+    const body = (writer.doc as Y.Doc).getText('body')
+    const alphabet = 'abcdefghijklmnopqrstuvwxyz '
+    for (let written = 0; written < totalBytes; written += chunkBytes) {
+      let chunk = ''
+      for (let i = 0; i < chunkBytes; i++) chunk += alphabet[(i * 7 + written) % alphabet.length]
+      body.insert(body.length, chunk)
+      updates++
+      await drained(writer.socket)
+    }
+  }
+  return updates
+}
+
+async function awaitLength (length: number, timeoutMs: number): Promise<Reply> {
+  const started = performance.now()
+  const trackers = clients.filter((c) => c.spec.role === 'tracker')
+  while (performance.now() - started < timeoutMs && trackers.some((c) => c.logLength() < length && !c.closed)) {
+    await new Promise((resolve) => setTimeout(resolve, 5))
+  }
+  return { type: 'length-reached', lengths: trackers.map((c) => c.logLength()), ms: performance.now() - started }
+}
+
+/**
+ * `concurrency` keep-alive HTTP clients, each sending its next GET as soon as the previous
+ * response has been read to the end, until `durationMs` has passed.
+ */
+async function httpLoad (command: Extract<Command, { type: 'http-load' }>): Promise<Reply> {
+  const agent = new Agent({ keepAlive: true, maxSockets: command.concurrency })
+  const latenciesMs: number[] = []
+  const statuses: Record<string, number> = {}
+  let requests = 0
+  let errors = 0
+  let bytes = 0
+  const started = performance.now()
+  const end = started + command.durationMs
+  const one = (): Promise<void> => new Promise<void>((resolve) => {
+    const sent = performance.now()
+    const req = get({ host: '127.0.0.1', port: command.port, path: command.path, agent }, (res) => {
+      res.on('data', (chunk: Buffer) => { bytes += chunk.length })
+      res.on('end', () => {
+        const status = String(res.statusCode ?? 0)
+        statuses[status] = (statuses[status] ?? 0) + 1
+        if (res.statusCode === 200) {
+          requests++
+          latenciesMs.push(performance.now() - sent)
+        } else {
+          errors++
+        }
+        resolve()
+      })
+      res.on('error', () => { errors++; resolve() })
+    })
+    req.on('error', () => { errors++; resolve() })
+  })
+  const lane = async (): Promise<void> => {
+    while (performance.now() < end) await one()
+  }
+  await Promise.all(Array.from({ length: command.concurrency }, lane))
+  const elapsedMs = performance.now() - started
+  agent.destroy()
+  return { type: 'http-loaded', requests, errors, bytes, elapsedMs, latenciesMs, statuses }
+}
+
+function stats (): StatsResult {
+  const receivers: Record<string, number> = {}
+  for (const c of clients) {
+    if (c.spec.role === 'light' || c.spec.role === 'tracker') receivers[c.spec.room] = (receivers[c.spec.room] ?? 0) + 1
+  }
+  return {
+    type: 'stats',
+    received: Object.fromEntries(counters.received),
+    receivers,
+    sent: Object.fromEntries(counters.sent),
+    latenciesMs: counters.latenciesMs,
+    closed: closedClients,
+  }
+}
+
+async function handle (command: Command): Promise<Reply> {
+  switch (command.type) {
+    case 'connect':
+      return connect(command)
+    case 'write':
+      return { type: 'written', sent: await write(command.ratePerSecond, command.durationMs, command.paddingBytes) }
+    case 'history':
+      return history(command.count)
+    case 'bulk-text':
+      return { type: 'written', sent: await bulkText(command.totalBytes, command.chunkBytes) }
+    case 'await-length':
+      return awaitLength(command.length, command.timeoutMs)
+    case 'pause-slow':
+      for (const c of clients) if (c.spec.role === 'slow') c.socket?.pause()
+      return { type: 'ok' }
+    case 'resume-slow': {
+      const slow = clients.filter((c) => c.spec.role === 'slow')
+      for (const c of slow) c.socket?.resume()
+      await new Promise((resolve) => setTimeout(resolve, command.waitMs))
+      return { type: 'slow-closed', closed: slow.filter((c) => c.closed).length, total: slow.length }
+    }
+    case 'reset':
+      counters.received.clear()
+      counters.sent.clear()
+      counters.latenciesMs = []
+      return { type: 'ok' }
+    case 'stats':
+      return stats()
+    case 'http-load':
+      return httpLoad(command)
+    case 'close':
+      for (const c of clients) c.socket?.terminate()
+      setTimeout(() => process.exit(0), 50)
+      return { type: 'ok' }
+  }
+}
+
+process.on('message', (command: Command) => {
+  handle(command).then(send, (err: unknown) => send({ type: 'error', message: (err as Error).message ?? String(err) }))
+})
+// The coordinator owns this process: if it goes, so do we.
+process.on('disconnect', () => process.exit(0))

@@ -1,0 +1,109 @@
+/**
+ * The client side of the two wire dialects the load generator speaks, and nothing else: frames
+ * from bytes and back. y-websocket is one message per frame (y-protocols); Hocuspocus prefixes
+ * every message with the document name and wants an Auth message before anything else is
+ * answered (see @hocuspocus/server src/ClientConnection.ts and @hocuspocus/common src/auth.ts).
+ */
+import * as decoding from 'lib0/decoding'
+import * as encoding from 'lib0/encoding'
+
+/** `relay` frames are y-websocket frames; the relay forwards them without reading them. */
+export type Dialect = 'ywebsocket' | 'hocuspocus' | 'relay'
+
+const MessageSync = 0
+const MessageAuth = 2
+/** Hocuspocus: like Sync, but never answered with another step 1. */
+const MessageSyncReply = 4
+const SyncStep1 = 0
+const SyncStep2 = 1
+const SyncUpdate = 2
+const AuthToken = 0
+const AuthAuthenticated = 2
+/** Hocuspocus connection-level Ping (server -> client) and Pong: single bytes, no document name. */
+const HocuspocusPing = 0x09
+export const HOCUSPOCUS_PONG = Uint8Array.of(0x0a)
+
+export type Incoming =
+  | { kind: 'step1' | 'step2' | 'update'; payload: Uint8Array }
+  | { kind: 'authenticated' }
+  | { kind: 'other' }
+
+export class WireCodec {
+  constructor (readonly dialect: Dialect, readonly room: string) {}
+
+  private encoder (): encoding.Encoder {
+    const e = encoding.createEncoder()
+    if (this.dialect === 'hocuspocus') encoding.writeVarString(e, this.room)
+    return e
+  }
+
+  /** Frames a client sends when its socket opens, before it waits for the server's step 2. */
+  hello (stateVector: Uint8Array): Uint8Array[] {
+    if (this.dialect === 'relay') return []
+    const frames: Uint8Array[] = []
+    if (this.dialect === 'hocuspocus') {
+      const auth = this.encoder()
+      encoding.writeVarUint(auth, MessageAuth)
+      encoding.writeVarUint(auth, AuthToken)
+      encoding.writeVarString(auth, '')
+      frames.push(encoding.toUint8Array(auth))
+    }
+    frames.push(this.sync(SyncStep1, stateVector))
+    return frames
+  }
+
+  update (update: Uint8Array): Uint8Array {
+    return this.sync(SyncUpdate, update)
+  }
+
+  step2 (update: Uint8Array): Uint8Array {
+    return this.sync(SyncStep2, update)
+  }
+
+  private sync (type: number, payload: Uint8Array): Uint8Array {
+    const e = this.encoder()
+    encoding.writeVarUint(e, MessageSync)
+    encoding.writeVarUint(e, type)
+    encoding.writeVarUint8Array(e, payload)
+    return encoding.toUint8Array(e)
+  }
+
+  /** Hocuspocus keep-alive: weft's Hocuspocus path may send the bare byte 0x09 (no document name). */
+  isPing (frame: Uint8Array): boolean {
+    return this.dialect === 'hocuspocus' && frame.length === 1 && frame[0] === HocuspocusPing
+  }
+
+  /** Reads just enough of a frame to classify it; `payload` is a view into `frame`. */
+  decode (frame: Uint8Array): Incoming {
+    if (frame.length < 2) return { kind: 'other' }
+    const d = decoding.createDecoder(frame)
+    if (this.dialect === 'hocuspocus') decoding.readVarString(d)
+    const type = decoding.readVarUint(d)
+    if (type === MessageSync || type === MessageSyncReply) {
+      const sub = decoding.readVarUint(d)
+      const payload = decoding.readVarUint8Array(d)
+      if (sub === SyncStep1) return { kind: 'step1', payload }
+      if (sub === SyncStep2) return { kind: 'step2', payload }
+      if (sub === SyncUpdate) return { kind: 'update', payload }
+      return { kind: 'other' }
+    }
+    if (type === MessageAuth && decoding.readVarUint(d) === AuthAuthenticated) return { kind: 'authenticated' }
+    return { kind: 'other' }
+  }
+
+  /** Cheap test for the frames light receivers count: a sync update, without copying the payload. */
+  isUpdate (frame: Uint8Array): boolean {
+    if (this.dialect !== 'hocuspocus') return frame[0] === MessageSync && frame[1] === SyncUpdate
+    if (frame.length < 3) return false
+    const d = decoding.createDecoder(frame)
+    const nameLength = decoding.readVarUint(d)
+    d.pos += nameLength
+    return decoding.readVarUint(d) === MessageSync && decoding.readVarUint(d) === SyncUpdate
+  }
+}
+
+/** The path a client connects to: Hocuspocus serves every document on one path. */
+export function socketUrl (dialect: Dialect, port: number, room: string): string {
+  if (dialect === 'hocuspocus') return `ws://127.0.0.1:${port}/`
+  return `ws://127.0.0.1:${port}/${encodeURIComponent(room)}`
+}
