@@ -345,7 +345,7 @@ export class HocuspocusSession {
     }
     let durable: Promise<void>
     try {
-      durable = room.applyUpdate(update, document)
+      durable = room.applyUpdateDurably(update, document)
     } catch (err) {
       throw new ProtocolError(1007, `update rejected by Yjs: ${(err as Error).message}`)
     }

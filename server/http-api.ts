@@ -252,7 +252,7 @@ export class HttpApi {
       if (room.wouldExceedSizeLimit(body.length)) throw new ApiError('payload_too_large', 'the document would exceed --max-document-bytes')
       let durable: Promise<void>
       try {
-        durable = room.applyUpdate(body, member)
+        durable = room.applyUpdateDurably(body, member)
       } catch (err) {
         throw new ApiError('bad_request', `the update was rejected: ${(err as Error).message}`)
       }

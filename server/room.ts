@@ -122,15 +122,16 @@ export class Room {
     if (origin === this) return
     this.sizeEstimate += update.length
     // Durability first: the write is scheduled before anyone hears of the update.
-    this.lastWrite = this.writer.write(this.name, update)
-    this.lastWrite.catch((err: unknown) => {
+    const write = this.writer.write(this.name, update)
+    write.catch((err: unknown) => {
       this.log.error({ room: this.name, err }, 'update could not be stored')
     })
+    this.lastWrite = write
     if (this.relayed && origin !== FROM_CLUSTER) this.registry.relay?.publishUpdate(this.name, update)
     this.broadcastUpdate(update, origin)
   }
 
-  /** The durability promise of the last update the doc emitted (set synchronously inside applyUpdate). */
+  /** The durability promise of the last update the doc emitted (read by applyUpdateDurably). */
   private lastWrite: Promise<void> | null = null
 
   private applyFromCluster(update: Uint8Array): void {
@@ -192,11 +193,16 @@ export class Room {
     return this.sizeEstimate + updateBytes > limit
   }
 
+  /** Applies an update a member sent; the doc's update event stores and relays it. */
+  applyUpdate(update: Uint8Array, origin: RoomMember): void {
+    Y.applyUpdate(this.doc, update, origin)
+  }
+
   /**
-   * Applies an update a member sent; the doc's update event stores and relays it. Resolves when
-   * what it changed is durable in storage (at once when it changed nothing).
+   * Like applyUpdate, and resolves when what the update changed is durable in storage (when it
+   * changed nothing, once what is pending for the room is): for acknowledgements that mean "saved".
    */
-  applyUpdate(update: Uint8Array, origin: RoomMember): Promise<void> {
+  applyUpdateDurably(update: Uint8Array, origin: RoomMember): Promise<void> {
     this.lastWrite = null
     Y.applyUpdate(this.doc, update, origin)
     const durable = this.lastWrite ?? this.writer.flush(this.name)

@@ -151,9 +151,7 @@ export class YWebsocketSession implements RoomMember {
       return
     }
     try {
-      void this.room.applyUpdate(update, this).catch(() => {
-        // Storage errors are logged by the room and retried by the writer.
-      })
+      this.room.applyUpdate(update, this)
     } catch (err) {
       throw new ProtocolError(1007, `update rejected by Yjs: ${(err as Error).message}`)
     }
