@@ -37,6 +37,7 @@ import {
   type HocuspocusMessage,
   type YMessage,
 } from '../protocol/index.js'
+import { concat, envNumber, randomBytes, rngFor as seededRng, varUint, type Rng } from './harness/fuzz.js'
 
 // Randomized fuzzing of every decoder, in both directions, with a fixed seed.
 //
@@ -122,30 +123,7 @@ const FILE_BUDGET_MS = 30_000
 // ---------------------------------------------------------------------------------------------
 // Deterministic randomness
 
-/** mulberry32: small, fast, and good enough to spread cases; seeded per case for replay. */
-function rngFor(seed: number, index: number): Rng {
-  let state = (Math.imul(seed ^ 0x9e3779b9, 0x85ebca6b) ^ Math.imul(index + 1, 0xc2b2ae35)) >>> 0
-  const next = (): number => {
-    state = (state + 0x6d2b79f5) >>> 0
-    let t = state
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-  return {
-    next,
-    int: (n) => Math.floor(next() * n),
-    pick: <T>(items: readonly T[]): T => items[Math.floor(next() * items.length)] as T,
-    chance: (p) => next() < p,
-  }
-}
-
-interface Rng {
-  next(): number
-  int(n: number): number
-  pick<T>(items: readonly T[]): T
-  chance(p: number): boolean
-}
+const rngFor = (seed: number, index: number): Rng => seededRng(seed, index, 0x9e3779b9)
 
 // ---------------------------------------------------------------------------------------------
 // Bytes
@@ -158,25 +136,8 @@ function fromHex(hex: string): Uint8Array {
   return new Uint8Array(Buffer.from(hex, 'hex'))
 }
 
-function concat(...parts: Uint8Array[]): Uint8Array {
-  return new Uint8Array(Buffer.concat(parts))
-}
 
-function varUint(n: number): Uint8Array {
-  const out: number[] = []
-  while (n >= 0x80) {
-    out.push((n % 128) | 0x80)
-    n = Math.floor(n / 128)
-  }
-  out.push(n)
-  return Uint8Array.from(out)
-}
 
-function randomBytes(rng: Rng, length: number): Uint8Array {
-  const out = new Uint8Array(length)
-  for (let i = 0; i < length; i++) out[i] = rng.int(256)
-  return out
-}
 
 /** Long varuints, including the 9- and 10-byte forms past 2^53 and 2^64 that lib0 would round. */
 const HUGE_VARUINTS: readonly Uint8Array[] = [
@@ -735,13 +696,6 @@ function runInWorker(job: Omit<Job, 'progress'>): Promise<JobResult> {
   })
 }
 
-function envNumber(name: string, fallback: number): number {
-  const raw = process.env[name]
-  if (raw === undefined || raw === '') return fallback
-  const value = Number(raw)
-  if (!Number.isSafeInteger(value) || value < 0) throw new Error(`${name} must be a non-negative integer, got ${JSON.stringify(raw)}`)
-  return value
-}
 
 function describeFailure(failure: Failure): string {
   const input = failure.text !== undefined ? `text ${JSON.stringify(failure.text)}` : `hex ${(failure.hex ?? '').slice(0, 200)}${(failure.hex ?? '').length > 200 ? '…' : ''}`

@@ -33,6 +33,7 @@ import {
 } from '../protocol/index.js'
 import { canonicalState, converged, destroy, provider, RawClient, synced } from './harness/clients.js'
 import { startServer, type InProcessServer } from './harness/server.js'
+import { concat, envNumber, randomBytes, rngFor as seededRng, varUint, type Rng } from './harness/fuzz.js'
 import { withDeadline } from './harness/wait.js'
 
 // Hostile frames through real sockets against one in-process server, over both protocols, from
@@ -62,13 +63,6 @@ const FUZZ_ROOMS = ['fz-f0', 'fz-f1']
 /** The document name hostile Hocuspocus frames are built with; replaced by the real room (same length). */
 const PLACEHOLDER = 'fz-xx'
 
-function envNumber(name: string, fallback: number): number {
-  const raw = process.env[name]
-  if (raw === undefined || raw === '') return fallback
-  const value = Number(raw)
-  if (!Number.isSafeInteger(value) || value < 0) throw new Error(`${name} must be a non-negative integer, got ${JSON.stringify(raw)}`)
-  return value
-}
 
 const SEED = envNumber('WEFT_FUZZ_SEED', DEFAULT_SEED)
 const CASES = envNumber('WEFT_FUZZ_SERVER_CASES', DEFAULT_CASES)
@@ -76,43 +70,10 @@ const CASES = envNumber('WEFT_FUZZ_SERVER_CASES', DEFAULT_CASES)
 // ---------------------------------------------------------------------------------------------
 // Deterministic randomness and mutation (the same shapes as fuzz-decoders, over whole frames)
 
-function rngFor(seed: number, index: number) {
-  let state = (Math.imul(seed ^ 0x51ed_5e4e, 0x85ebca6b) ^ Math.imul(index + 1, 0xc2b2ae35)) >>> 0
-  const next = (): number => {
-    state = (state + 0x6d2b79f5) >>> 0
-    let t = state
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-  return {
-    next,
-    int: (n: number) => Math.floor(next() * n),
-    pick: <T>(items: readonly T[]): T => items[Math.floor(next() * items.length)] as T,
-    chance: (p: number) => next() < p,
-  }
-}
-type Rng = ReturnType<typeof rngFor>
+const rngFor = (seed: number, index: number): Rng => seededRng(seed, index, 0x51ed_5e4e)
 
-function concat(...parts: Uint8Array[]): Uint8Array {
-  return new Uint8Array(Buffer.concat(parts))
-}
 
-function varUint(n: number): Uint8Array {
-  const out: number[] = []
-  while (n >= 0x80) {
-    out.push((n % 128) | 0x80)
-    n = Math.floor(n / 128)
-  }
-  out.push(n)
-  return Uint8Array.from(out)
-}
 
-function randomBytes(rng: Rng, length: number): Uint8Array {
-  const out = new Uint8Array(length)
-  for (let i = 0; i < length; i++) out[i] = rng.int(256)
-  return out
-}
 
 const HUGE = [varUint(0xffffffff), varUint(Number.MAX_SAFE_INTEGER), Uint8Array.of(0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01)]
 
