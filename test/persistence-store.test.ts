@@ -1,42 +1,10 @@
 import assert from 'node:assert/strict'
-import { mkdtemp, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { after, describe, it } from 'node:test'
-import { InvalidRoomNameError, LevelStore, MemoryStore, type Store } from '../persistence/index.js'
+import { removeStoreDirs, STORE_KINDS, storeTempDir, type StoreFixture } from './harness/stores.js'
+import { InvalidRoomNameError, LevelStore, type Store } from '../persistence/index.js'
 
-/** A fresh store of one kind; `reopen` (LevelDB only) closes it and opens the same data again. */
-interface StoreFixture {
-  store: Store
-  reopen: (() => Promise<Store>) | null
-}
-
-const tempDirs: string[] = []
-after(async () => {
-  await Promise.all(tempDirs.map((dir) => rm(dir, { recursive: true, force: true })))
-})
-
-const kinds: Array<{ kind: string; open: () => Promise<StoreFixture> }> = [
-  {
-    kind: 'leveldb',
-    async open() {
-      const dir = await mkdtemp(join(tmpdir(), 'weft-store-'))
-      tempDirs.push(dir)
-      // A nested path: open must create missing parents.
-      const location = join(dir, 'nested', 'db')
-      const fixture: StoreFixture = {
-        store: await LevelStore.open(location),
-        async reopen() {
-          await fixture.store.close()
-          fixture.store = await LevelStore.open(location)
-          return fixture.store
-        },
-      }
-      return fixture
-    },
-  },
-  { kind: 'memory', open: async () => ({ store: new MemoryStore(), reopen: null }) },
-]
+after(removeStoreDirs)
+const kinds = STORE_KINDS
 
 const bytes = (...values: number[]): Uint8Array => Uint8Array.from(values)
 const updatesOf = (log: Array<{ update: Uint8Array }>): number[][] => log.map((entry) => [...entry.update])
@@ -203,8 +171,7 @@ for (const { kind, open } of kinds) {
       }))
 
       it('refuses to open a LevelDB another store holds, naming the directory', async () => {
-        const dir = await mkdtemp(join(tmpdir(), 'weft-store-lock-'))
-        tempDirs.push(dir)
+        const dir = await storeTempDir('weft-store-lock-')
         const first = await LevelStore.open(dir)
         try {
           await assert.rejects(LevelStore.open(dir), (err: Error) => err.message.includes(dir))

@@ -1,43 +1,13 @@
 import assert from 'node:assert/strict'
-import { mkdtemp, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { after, describe, it } from 'node:test'
-import { LevelStore, MemoryStore, newVersionId, openStore, type Store, type VersionRecord, type VersionStore } from '../persistence/index.js'
+import { removeStoreDirs, STORE_KINDS, storeTempDir, type FullStore, type StoreFixture } from './harness/stores.js'
+import { newVersionId, openStore, type VersionRecord } from '../persistence/index.js'
 import { decodeVersionValue, encodeVersionValue } from '../persistence/version-value.js'
 
-type VersionedStore = Store & VersionStore
+type VersionedStore = FullStore
 
-/** A fresh store of one kind; `reopen` (LevelDB only) closes it and opens the same data again. */
-interface StoreFixture {
-  store: VersionedStore
-  reopen: (() => Promise<VersionedStore>) | null
-}
-
-const tempDirs: string[] = []
-after(async () => {
-  await Promise.all(tempDirs.map((dir) => rm(dir, { recursive: true, force: true })))
-})
-
-const kinds: Array<{ kind: string; open: () => Promise<StoreFixture> }> = [
-  {
-    kind: 'leveldb',
-    async open() {
-      const dir = await mkdtemp(join(tmpdir(), 'weft-versions-'))
-      tempDirs.push(dir)
-      const fixture: StoreFixture = {
-        store: await LevelStore.open(dir),
-        async reopen() {
-          await fixture.store.close()
-          fixture.store = await LevelStore.open(dir)
-          return fixture.store
-        },
-      }
-      return fixture
-    },
-  },
-  { kind: 'memory', open: async () => ({ store: new MemoryStore(), reopen: null }) },
-]
+after(removeStoreDirs)
+const kinds = STORE_KINDS
 
 const bytes = (...values: number[]): Uint8Array => Uint8Array.from(values)
 
@@ -217,8 +187,7 @@ for (const { kind, open } of kinds) {
 
 describe('openStore', () => {
   it('returns a store with versions for both kinds of --data', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'weft-versions-open-'))
-    tempDirs.push(dir)
+    const dir = await storeTempDir('weft-versions-open-')
     for (const data of ['memory', dir]) {
       const store = await openStore(data)
       try {
