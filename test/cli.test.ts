@@ -7,7 +7,7 @@ import { after, describe, it } from 'node:test'
 import * as Y from 'yjs'
 import { DocumentWriter, LevelStore, openStore } from '../persistence/index.js'
 import { canonicalState, canonicalUpdate } from './harness/clients.js'
-import { CLI, tempDir } from './harness/server.js'
+import { CLI, runCli, tempDir } from './harness/server.js'
 import { until, withDeadline } from './harness/wait.js'
 
 const dirs: Array<{ remove(): Promise<void> }> = []
@@ -21,27 +21,8 @@ async function newDir(): Promise<string> {
   return dir.path
 }
 
-/**
- * Runs the CLI to completion within `timeoutMs`; kills it when it overruns (a bad setting that is
- * accepted would otherwise leave a server running).
- */
-async function weft(args: string[], env: Record<string, string> = {}, timeoutMs = 15_000): Promise<{ status: number | null; stdout: Buffer; stderr: string }> {
-  const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
-  const out: Buffer[] = []
-  let err = ''
-  child.stdout.on('data', (chunk: Buffer) => out.push(chunk))
-  child.stderr.setEncoding('utf8')
-  child.stderr.on('data', (chunk: string) => {
-    err += chunk
-  })
-  const closed = new Promise<number | null>((resolve) => child.once('close', (status) => resolve(status)))
-  try {
-    const status = await withDeadline(closed, `weft ${args.join(' ')}`, timeoutMs)
-    return { status, stdout: Buffer.concat(out), stderr: err }
-  } finally {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
-  }
-}
+/** The CLI, killed if it overruns (a bad setting that is accepted would leave a server running). */
+const weft = (args: string[], env: Record<string, string> = {}, timeoutMs = 15_000) => runCli(args, env, timeoutMs)
 
 function stderrLines(stderr: string): string[] {
   return stderr.split('\n').filter((line) => line !== '')

@@ -109,8 +109,11 @@ export async function spawnWeft(args: string[], env: Record<string, string> = {}
   }
 }
 
-/** Runs the weft CLI to completion; returns status, stdout (as a Buffer) and stderr. */
-export function runCli(args: string[], env: Record<string, string> = {}, timeoutMs = 30_000): Promise<{ status: number | null; stdout: Buffer; stderr: string }> {
+/**
+ * Runs the weft CLI to completion within `timeoutMs`; kills it when it overruns (a bad setting that
+ * is accepted would otherwise leave a server running). Returns status, stdout (a Buffer) and stderr.
+ */
+export async function runCli(args: string[], env: Record<string, string> = {}, timeoutMs = 30_000): Promise<{ status: number | null; stdout: Buffer; stderr: string }> {
   const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
   const out: Buffer[] = []
   let err = ''
@@ -119,11 +122,11 @@ export function runCli(args: string[], env: Record<string, string> = {}, timeout
   child.stderr.on('data', (chunk: string) => {
     err += chunk
   })
-  return withDeadline(
-    new Promise((resolve) => {
-      child.once('close', (status) => resolve({ status, stdout: Buffer.concat(out), stderr: err }))
-    }),
-    `weft ${args.join(' ')}`,
-    timeoutMs,
-  )
+  const closed = new Promise<number | null>((resolve) => child.once('close', (status) => resolve(status)))
+  try {
+    const status = await withDeadline(closed, `weft ${args.join(' ')}`, timeoutMs)
+    return { status, stdout: Buffer.concat(out), stderr: err }
+  } finally {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
+  }
 }
