@@ -144,10 +144,11 @@ export class SendQueue {
         if (this.sink.bufferedAmount() >= this.limits.softBytes) break
         if (pending.updates.length > 0) {
           this.merge(pending)
-          const merged = pending.updates[0] as Uint8Array
+          // One merged update, or (large updates are not merged) each held update in order.
+          const updates = pending.updates
           pending.updates = []
           pending.updateBytes = 0
-          this.sink.send(pending.format.update(document, merged))
+          for (const update of updates) this.sink.send(pending.format.update(document, update))
         }
         if (pending.awareness.size > 0) {
           const entries = [...pending.awareness.values()]

@@ -174,3 +174,25 @@ test('token bucket: burst, refill with the clock, debt and the wait it implies',
   assert.equal(bucket.waitFor(5), 0)
   assert.equal(bucket.waitFor(6), 100, 'never more than the capacity')
 })
+
+test('large held updates are not merged, and every one of them goes out in order', () => {
+  const sink = new FakeSink()
+  let coalesced = 0
+  const queue = new SendQueue(sink, { softBytes: 10, hardBytes: 100_000_000, graceMs: 50 }, { onSlowConsumer: () => assert.fail('not slow'), onCoalesced: (n) => (coalesced += n) }, new FakeClock())
+  sink.buffered = 100
+  const doc = new Y.Doc()
+  const updates: Uint8Array[] = []
+  doc.on('update', (u: Uint8Array) => updates.push(u))
+  for (let i = 0; i < 100; i++) doc.getText('t').insert(0, String(i % 10).repeat(8192))
+  for (const u of updates) queue.sendUpdate('d', u, shared(encodeSyncUpdate(u)), encoder)
+  assert.equal(coalesced, 0, 'updates of 8 KiB are held as they are')
+  sink.drainAll()
+  queue.flush()
+  assert.equal(sink.sent.length, updates.length)
+  const reader = new Y.Doc()
+  for (const frame of sink.sent) {
+    const message = decodeYMessage(frame)
+    if (message.kind === 'sync-update') Y.applyUpdate(reader, message.update)
+  }
+  assert.equal(reader.getText('t').toString(), doc.getText('t').toString())
+})
