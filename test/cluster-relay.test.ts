@@ -405,7 +405,9 @@ describe('RedisRelay through Redis faults', () => {
       await until(() => d.relay.health().up, 'd up', 5000)
       for (const room of rooms) {
         await d.join(room)
-        assert.ok(d.canonical(room).equals(peers[0]?.canonical(room) as Buffer), `redis copy of ${room} matches`)
+        // The last fault may be a Redis restart whose re-seeding (on the next epoch check, about a
+        // second) is still under way: the newcomer converges on what arrives, within the 5 s bound.
+        await until(() => d.canonical(room).equals(peers[0]?.canonical(room) as Buffer), `redis copy of ${room} to match`, 5000)
       }
     } finally {
       await Promise.all(peers.map((p) => p.relay.close()))
