@@ -331,6 +331,8 @@ export class DocumentWriter extends EventEmitter {
     for (const work of this.rooms.values()) {
       if (work.log.entries > 1) await this.queueCompaction(work)
     }
+    // The entries compaction replaced still take disk space until the store rewrites their files.
+    await this.store.reclaimSpace()
   }
 
   /** After close's deadline: stops every loop and rejects what was not stored. */

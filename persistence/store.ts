@@ -34,6 +34,12 @@ export interface Store {
   replace(room: string, keys: readonly string[], merged: Uint8Array): Promise<void>
   deleteRoom(room: string): Promise<void>
   listRooms(): Promise<StoredRoom[]>
+  /**
+   * Gives the file system back the space still held by what `replace` and `deleteRoom` removed.
+   * Optional work and maybe slow (LevelDB rewrites files, off the main thread); the writer calls
+   * it at close, after its last compaction.
+   */
+  reclaimSpace(): Promise<void>
   /** Idempotent. Every other method rejects afterwards. */
   close(): Promise<void>
 }

@@ -116,6 +116,10 @@ class InstrumentedStore implements Store {
     return this.inner.listRooms()
   }
 
+  reclaimSpace(): Promise<void> {
+    return this.inner.reclaimSpace()
+  }
+
   close(): Promise<void> {
     return this.inner.close()
   }
