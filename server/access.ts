@@ -39,9 +39,12 @@ export function roomInScope(grant: Grant, room: string): boolean {
   return false
 }
 
+/** The grant of every connection in open mode: one frozen object, not one per connection. */
+export const OPEN_GRANT: Grant = Object.freeze({ access: 'write', subject: null, rooms: null, expiresAt: null })
+
 export const openAccess: Authorizer = {
   open: true,
-  authorize: async () => ({ ok: true, grant: { access: 'write', subject: null, rooms: null, expiresAt: null } }),
+  authorize: async () => ({ ok: true, grant: OPEN_GRANT }),
 }
 
 /** Verifies HS256 access tokens with `jose`: claims `sub`, `exp`, `rooms`, `access`. */

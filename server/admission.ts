@@ -75,21 +75,31 @@ export class Admission {
     }
     this.total++
     this.perIp.set(ip, (this.perIp.get(ip) ?? 0) + 1)
-    let released = false
-    return {
-      admitted: true,
-      ticket: {
-        ip,
-        release: () => {
-          if (released) return
-          released = true
-          this.total--
-          const left = (this.perIp.get(ip) ?? 1) - 1
-          if (left <= 0) this.perIp.delete(ip)
-          else this.perIp.set(ip, left)
-        },
-      },
-    }
+    return { admitted: true, ticket: new Ticket(ip, this.freeSlot) }
+  }
+
+  /** One function for every ticket (a ticket is held per connection: no closure each). */
+  private readonly freeSlot = (ip: string): void => {
+    this.total--
+    const left = (this.perIp.get(ip) ?? 1) - 1
+    if (left <= 0) this.perIp.delete(ip)
+    else this.perIp.set(ip, left)
+  }
+}
+
+/** Gives its slot back once, however many owners (the handshake, the connection) release it. */
+class Ticket implements AdmissionTicket {
+  private released = false
+
+  constructor(
+    readonly ip: string,
+    private readonly free: (ip: string) => void,
+  ) {}
+
+  release(): void {
+    if (this.released) return
+    this.released = true
+    this.free(this.ip)
   }
 }
 

@@ -1,11 +1,13 @@
-import type { Duplex } from 'node:stream'
+import type { Socket } from 'node:net'
 import type { WebSocket } from 'ws'
 import type { AwarenessEntry } from '../protocol/index.js'
+import type { AdmissionTicket } from './admission.js'
 import { CloseCode } from './codes.js'
 import { SendQueue } from './send-queue.js'
 import { TokenBucket, systemClock, type Clock } from './token-bucket.js'
 import type { SharedFrames, WireFormat } from './wire-format.js'
 
+/** The same for every connection of a server: pass one object to all of them. */
 export interface ConnectionLimits {
   /** Outbound budget in bytes: what `ws` has buffered plus what weft holds. */
   sendQueueBytes: number
@@ -18,17 +20,33 @@ export interface ConnectionLimits {
   maxMessageBytes: number
 }
 
+/** Shared by every connection of a server (one object, no closures per connection). */
 export interface ConnectionEvents {
   onSlowConsumer?(): void
   onCoalesced?(count: number): void
   onPause?(): void
   onResume?(): void
+  /** The socket closed with `code` (the one weft closed with, or the peer's); before the session hears of it. */
+  onClose?(connection: Connection, code: number): void
 }
+
+/** The protocol session on top of a connection (y-websocket, Hocuspocus). */
+export interface ConnectionSession {
+  /** A binary frame, in arrival order, once the inbound limits allow it. */
+  receive(data: Buffer): void
+  /** The socket closed; called once. */
+  closed(code: number): void
+}
+
+/** The raw stream under the WebSocket, seen through what the connection needs of it. */
+export type RawSocket = Pick<Socket, 'bytesRead' | 'on' | 'off'>
 
 export type ConnectionState = 'open' | 'closing' | 'closed'
 
 /** Share of the budget past which broadcasts are held and merged instead of sent. */
 const SOFT_MARK_SHARE = 0.25
+
+const BINARY = Object.freeze({ binary: true })
 
 let nextConnectionId = 1
 
@@ -36,64 +54,49 @@ let nextConnectionId = 1
  * The protocol-independent part of one client socket: a bounded send queue, inbound rate limits
  * that pause the socket (TCP pushes back on the sender; nothing is dropped), liveness for
  * heartbeats, and closing once with a code. Protocol sessions (y-websocket, Hocuspocus) sit on top.
+ *
+ * Idle connections are most of what a server holds, so one is kept small: two closures (the `ws`
+ * message and close listeners), limits and events shared by every connection, liveness read from
+ * the socket's byte count instead of listeners, and a send queue only once the reader falls behind.
  */
 export class Connection {
   readonly id = nextConnectionId++
   private stateValue: ConnectionState = 'open'
-  /** Set by any sign of life (pong, or bytes arriving); cleared by each heartbeat tick. */
-  private alive = true
-  private readonly queue: SendQueue
+  /**
+   * `raw.bytesRead` at the last heartbeat tick (-1 before the first: a new connection is alive).
+   * Any bytes arriving count as life, pongs included, so a long upload is never cut off.
+   */
+  private bytesReadAtTick = -1
+  /** Created when the socket's buffer first reaches the soft mark; until then frames go straight to `ws`. */
+  private queue: SendQueue | null = null
   private readonly messageBucket: TokenBucket
   private readonly byteBucket: TokenBucket
   private resumeTimer: NodeJS.Timeout | null = null
   /** Frames ws delivered after the socket was paused; handled in order when the limit allows. */
-  private backlog: Buffer[] = []
+  private backlog: Buffer[] | null = null
   private socketPaused = false
-  private messageHandler: ((data: Buffer) => void) | null = null
+  private session: ConnectionSession | null = null
   closeCode: number | null = null
-  private readonly closeHandlers: Array<(code: number) => void> = []
 
   constructor(
     readonly socket: WebSocket,
-    /** The raw TCP/TLS stream under the WebSocket: bytes arriving there count as life, so a long upload is never cut off. */
-    private readonly raw: Duplex,
-    readonly ip: string,
-    limits: ConnectionLimits,
+    /** The raw TCP/TLS stream under the WebSocket. */
+    private readonly raw: RawSocket,
+    /** The admission slot this connection holds; given back when the socket closes. */
+    private readonly ticket: AdmissionTicket,
+    private readonly limits: ConnectionLimits,
     private readonly events: ConnectionEvents = {},
-    clock: Clock = systemClock,
+    private readonly clock: Clock = systemClock,
   ) {
-    this.queue = new SendQueue(
-      { send: (frame) => socket.send(frame, { binary: true }), bufferedAmount: () => socket.bufferedAmount },
-      { softBytes: Math.floor(limits.sendQueueBytes * SOFT_MARK_SHARE), hardBytes: limits.sendQueueBytes, graceMs: limits.slowConsumerGraceMs },
-      {
-        onSlowConsumer: () => {
-          this.events.onSlowConsumer?.()
-          this.close(CloseCode.tryAgainLater, 'slow consumer')
-        },
-        onCoalesced: (count) => this.events.onCoalesced?.(count),
-      },
-      clock,
-    )
     this.messageBucket = new TokenBucket(limits.inboundMessagesPerSecond, limits.inboundMessagesPerSecond * 2, clock)
     this.byteBucket = new TokenBucket(limits.inboundBytesPerSecond, Math.max(limits.inboundBytesPerSecond, limits.maxMessageBytes), clock)
-    socket.on('pong', this.markAlive)
-    raw.on('data', this.markAlive)
-    raw.on('drain', this.flush)
     socket.on('message', (data: Buffer, isBinary: boolean) => this.receive(data, isBinary))
-    socket.on('close', (code: number) => {
-      this.stateValue = 'closed'
-      raw.off('data', this.markAlive)
-      raw.off('drain', this.flush)
-      this.queue.close()
-      if (this.resumeTimer !== null) clearTimeout(this.resumeTimer)
-      this.backlog = []
-      const final = this.closeCode ?? code
-      for (const handler of this.closeHandlers) handler(final)
-    })
-    socket.on('error', () => {
-      // ws reports protocol violations (bad frames, too-large payloads) here and closes the socket
-      // itself with the fitting code (1002, 1009); the close handler above does the bookkeeping.
-    })
+    socket.on('close', (code: number) => this.onSocketClose(code))
+    socket.on('error', ignoreSocketError)
+  }
+
+  get ip(): string {
+    return this.ticket.ip
   }
 
   get state(): ConnectionState {
@@ -102,28 +105,32 @@ export class Connection {
 
   /** Bytes this connection costs on the outbound side: socket buffer plus what weft holds. */
   get queuedBytes(): number {
-    return this.queue.totalBytes
+    return this.queue === null ? this.socket.bufferedAmount : this.queue.totalBytes
+  }
+
+  /** Bytes weft holds back (merged updates, frames waiting for the socket to drain). */
+  get heldBytes(): number {
+    return this.queue === null ? 0 : this.queue.heldByteCount
   }
 
   get paused(): boolean {
     return this.socketPaused
   }
 
-  onClose(handler: (code: number) => void): void {
-    this.closeHandlers.push(handler)
+  /** Hands binary frames and the close to `session`; text frames are a protocol error (1002). */
+  bind(session: ConnectionSession): void {
+    this.session = session
   }
 
-  /** The session's handler for binary frames; text frames are a protocol error (1002). */
-  onMessage(handler: (data: Buffer) => void): void {
-    this.messageHandler = handler
-  }
-
-  private readonly markAlive = (): void => {
-    this.alive = true
-  }
-
-  private readonly flush = (): void => {
-    this.queue.flush()
+  private onSocketClose(code: number): void {
+    this.stateValue = 'closed'
+    this.queue?.close()
+    if (this.resumeTimer !== null) clearTimeout(this.resumeTimer)
+    this.backlog = null
+    const final = this.closeCode ?? code
+    this.ticket.release()
+    this.events.onClose?.(this, final)
+    this.session?.closed(final)
   }
 
   private receive(data: Buffer, isBinary: boolean): void {
@@ -137,7 +144,7 @@ export class Connection {
     // ws.pause() stops reading the socket, but frames it has already read (up to a socket read)
     // are still delivered: they wait here, so the limit is exact.
     if (this.resumeTimer !== null) {
-      this.backlog.push(data)
+      ;(this.backlog ??= []).push(data)
       return
     }
     this.charge(data)
@@ -154,43 +161,96 @@ export class Connection {
         this.socket.pause()
         this.events.onPause?.()
       }
-      this.resumeTimer = setTimeout(this.resume, wait)
+      this.resumeTimer = setTimeout(() => this.resume(), wait)
     }
-    this.messageHandler?.(data)
+    this.session?.receive(data)
   }
 
-  private readonly resume = (): void => {
+  private resume(): void {
     this.resumeTimer = null
     if (this.stateValue === 'closed') return
     const wait = Math.max(this.messageBucket.waitFor(0), this.byteBucket.waitFor(0))
     if (wait > 0) {
-      this.resumeTimer = setTimeout(this.resume, wait)
+      this.resumeTimer = setTimeout(() => this.resume(), wait)
       return
     }
-    while (this.backlog.length > 0) {
-      this.charge(this.backlog.shift() as Buffer)
+    const backlog = this.backlog
+    while (backlog !== null && backlog.length > 0) {
+      this.charge(backlog.shift() as Buffer)
       if (this.resumeTimer !== null) return // in debt again: still paused
     }
+    this.backlog = null
     this.socketPaused = false
     this.socket.resume()
     this.events.onResume?.()
   }
 
+  /**
+   * The send queue, created the first time the socket's buffer reaches the soft mark. Before that
+   * nothing can be held, so frames go straight to the socket, exactly as the queue would send them.
+   */
+  private sendQueue(): SendQueue {
+    if (this.queue !== null) return this.queue
+    const { socket, limits } = this
+    const queue = new SendQueue(
+      { send: (frame) => socket.send(frame, BINARY), bufferedAmount: () => socket.bufferedAmount },
+      { softBytes: Math.floor(limits.sendQueueBytes * SOFT_MARK_SHARE), hardBytes: limits.sendQueueBytes, graceMs: limits.slowConsumerGraceMs },
+      {
+        onSlowConsumer: () => {
+          this.events.onSlowConsumer?.()
+          this.close(CloseCode.tryAgainLater, 'slow consumer')
+        },
+        onCoalesced: (count) => this.events.onCoalesced?.(count),
+      },
+      this.clock,
+    )
+    this.queue = queue
+    // Held data goes out as the socket drains; the listener goes with the socket.
+    this.raw.on('drain', () => queue.flush())
+    return queue
+  }
+
+  /** True while frames may bypass the queue: none exists and the socket is below the soft mark. */
+  private get direct(): boolean {
+    return this.queue === null && this.socket.bufferedAmount < Math.floor(this.limits.sendQueueBytes * SOFT_MARK_SHARE)
+  }
+
+  /** After a direct send: a single large frame can take the socket past the budget at once. */
+  private checkBudget(): void {
+    // flush() of an empty queue only checks the budget (and starts the grace period when over).
+    if (this.socket.bufferedAmount > this.limits.sendQueueBytes) this.sendQueue().flush()
+  }
+
   /** A frame that must arrive as it is, in order. */
   send(frame: Uint8Array): void {
     if (this.stateValue !== 'open') return
-    this.queue.sendFrame(frame)
+    if (!this.direct) {
+      this.sendQueue().sendFrame(frame)
+      return
+    }
+    this.socket.send(frame, BINARY)
+    this.checkBudget()
   }
 
   /** A broadcast document update: the shared frame when the reader keeps up, merged with others when it is behind. */
   sendUpdate(document: string, update: Uint8Array, frames: SharedFrames, format: WireFormat): void {
     if (this.stateValue !== 'open') return
-    this.queue.sendUpdate(document, update, frames, format)
+    if (!this.direct) {
+      this.sendQueue().sendUpdate(document, update, frames, format)
+      return
+    }
+    this.socket.send(frames.get(format), BINARY)
+    this.checkBudget()
   }
 
   sendAwareness(document: string, entries: readonly AwarenessEntry[], frames: SharedFrames, format: WireFormat): void {
     if (this.stateValue !== 'open') return
-    this.queue.sendAwareness(document, entries, frames, format)
+    if (!this.direct) {
+      this.sendQueue().sendAwareness(document, entries, frames, format)
+      return
+    }
+    this.socket.send(frames.get(format), BINARY)
+    this.checkBudget()
   }
 
   /**
@@ -199,9 +259,10 @@ export class Connection {
    */
   heartbeat(): boolean {
     if (this.stateValue !== 'open') return true
-    this.queue.flush()
-    const wasAlive = this.alive || this.socket.bufferedAmount > 0 || this.paused
-    this.alive = false
+    this.queue?.flush()
+    const bytesRead = this.raw.bytesRead
+    const wasAlive = this.bytesReadAtTick === -1 || bytesRead !== this.bytesReadAtTick || this.socket.bufferedAmount > 0 || this.paused
+    this.bytesReadAtTick = bytesRead
     if (!wasAlive) {
       this.terminate()
       return false
@@ -218,7 +279,7 @@ export class Connection {
     if (this.stateValue !== 'open') return
     this.stateValue = 'closing'
     this.closeCode = code
-    this.queue.close()
+    this.queue?.close()
     this.socket.close(code, reason)
     // A peer that never answers the close handshake must not hold the socket forever.
     setTimeout(() => this.terminate(), 5_000).unref()
@@ -230,3 +291,9 @@ export class Connection {
     this.socket.terminate()
   }
 }
+
+/**
+ * ws reports protocol violations (bad frames, too-large payloads) here and closes the socket
+ * itself with the fitting code (1002, 1009); the close event does the bookkeeping.
+ */
+function ignoreSocketError(): void {}

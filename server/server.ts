@@ -1,7 +1,7 @@
 import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http'
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https'
 import { readFileSync } from 'node:fs'
-import type { AddressInfo } from 'node:net'
+import type { AddressInfo, Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { randomUUID } from 'node:crypto'
 import * as Y from 'yjs'
@@ -11,17 +11,17 @@ import { pathOfTarget, roomFromPath } from '../protocol/index.js'
 import { DocumentWriter, openStore, type StorageHealth, type VersionStore } from '../persistence/index.js'
 import { CloseCode, type HttpErrorCode } from './codes.js'
 import { resolveOptions, type WeftOptions } from './config.js'
-import { JwtAuthorizer, openAccess, roomInScope, type AccessDecision, type Authorizer, type Grant } from './access.js'
+import { JwtAuthorizer, OPEN_GRANT, openAccess, roomInScope, type AccessDecision, type Authorizer, type Grant } from './access.js'
 import { HttpApi } from './http-api.js'
 import { rawError, RETRY_AFTER_SECONDS, sendError, sendJson } from './http-response.js'
 import { MemoryTickets, Tickets } from './tickets.js'
 import { Admission, ClientAddress, type AdmissionTicket } from './admission.js'
-import { HocuspocusSession, type StatelessEvent } from './hocuspocus-session.js'
-import { Connection } from './connection.js'
+import { HocuspocusSession, type HocuspocusHooks, type StatelessEvent } from './hocuspocus-session.js'
+import { Connection, type ConnectionEvents, type ConnectionLimits } from './connection.js'
 import { createLogger, type Logger } from './logger.js'
 import { ServerMetrics } from './metrics.js'
 import { RoomRegistry } from './room.js'
-import { YWebsocketSession } from './ywebsocket-session.js'
+import { YWebsocketSession, type PendingLimits } from './ywebsocket-session.js'
 
 export type ServerState = 'starting' | 'serving' | 'draining' | 'stopped'
 
@@ -52,9 +52,10 @@ const HURRIED_SHUTDOWN_MS = 1_000
 /** Documents one Hocuspocus socket may hold at once. */
 const MAX_DOCUMENTS_PER_SOCKET = 1_000
 
-/** The grant of every connection in open mode (no --auth-secret). */
-const OPEN_GRANT: Grant = Object.freeze({ access: 'write', subject: null, rooms: null, expiresAt: null })
-
+/** Errors on a socket weft has not handed to ws yet (an upgrade waiting for its authorization). */
+function destroySocket(this: Duplex): void {
+  this.destroy()
+}
 
 /**
  * One weft instance: HTTP endpoints, WebSocket upgrades, rooms and storage.
@@ -86,6 +87,11 @@ export class WeftServer {
   private readonly authorizer: Authorizer
   private readonly clientAddress: ClientAddress
   private storageHealth: StorageHealth = { ok: true }
+  /** One of each for all connections: nothing per connection that is the same for every one. */
+  private readonly connectionLimits: ConnectionLimits
+  private readonly connectionEvents: ConnectionEvents
+  private readonly pendingLimits: PendingLimits
+  private readonly hocuspocusHooks: HocuspocusHooks
 
   constructor(options: CreateServerOptions = {}) {
     const { logger, ...settings } = options
@@ -107,6 +113,23 @@ export class WeftServer {
     this.admission = new Admission(this.options)
     this.authorizer = this.options.authSecret === null ? openAccess : new JwtAuthorizer(this.options.authSecret)
     this.clientAddress = new ClientAddress(this.options.trustedProxies)
+    const { metrics, options: resolved } = this
+    this.connectionLimits = Object.freeze({
+      sendQueueBytes: resolved.sendQueueBytes,
+      slowConsumerGraceMs: resolved.slowConsumerGraceMs,
+      inboundMessagesPerSecond: resolved.inboundMessagesPerSecond,
+      inboundBytesPerSecond: resolved.inboundBytesPerSecond,
+      maxMessageBytes: resolved.maxMessageBytes,
+    })
+    this.connectionEvents = Object.freeze({
+      onSlowConsumer: () => metrics.slowConsumerCloses.inc(),
+      onCoalesced: (count: number) => metrics.coalescedUpdates.inc(count),
+      onPause: () => metrics.pausedSockets.inc(),
+      onResume: () => metrics.pausedSockets.dec(),
+      onClose: (connection: Connection, code: number) => this.forgetConnection(connection, code),
+    })
+    this.pendingLimits = Object.freeze({ maxPendingMessages: PENDING_MESSAGES, maxPendingBytes: Math.max(resolved.maxMessageBytes, PENDING_BYTES) })
+    this.hocuspocusHooks = Object.freeze({ onStateless: (event: StatelessEvent) => this.emitStateless(event), maxDocumentsPerSocket: MAX_DOCUMENTS_PER_SOCKET })
   }
 
   get state(): ServerState {
@@ -165,6 +188,7 @@ export class WeftServer {
     }
     this.rooms = new RoomRegistry(writer, this.log, this.options.roomUnloadDelayMs, this.options.maxDocumentBytes, this.options.maxRoomConnections, this.relay)
     const rooms = this.rooms
+    rooms.onBatched = (count) => this.metrics.batchedUpdates.inc(count)
     writer.setSnapshotSource((name) => {
       const room = rooms.get(name)
       return room !== undefined && room.state === 'active' ? Y.encodeStateAsUpdate(room.doc) : null
@@ -301,7 +325,7 @@ export class WeftServer {
 
 
   private handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
-    socket.on('error', () => socket.destroy())
+    socket.on('error', destroySocket)
     this.upgrade(req, socket, head).catch((err: unknown) => {
       this.log.error({ err }, 'upgrade failed')
       this.refuseUpgrade(socket, 'internal_error', 'internal error', 'error')
@@ -353,56 +377,44 @@ export class WeftServer {
     }
     const { ticket } = verdict
     // A handshake that fails (ws answers it with 400 itself) or a peer that goes away mid-handshake
-    // gives the slot back.
-    socket.once('close', () => ticket.release())
+    // gives the slot back; once admitted, the connection holds the slot and gives it back.
+    const release = (): void => ticket.release()
+    socket.once('close', release)
     this.wss.handleUpgrade(req, socket, head, (ws: WebSocket) => {
       if (this.stateValue !== 'serving') {
         ws.close(CloseCode.serviceRestart, 'service restart')
         return
       }
+      // ws handles the socket's errors and close from here on: nothing of the handshake stays
+      // attached to a socket that may live for days.
+      socket.off('close', release)
+      socket.off('error', destroySocket)
       this.metrics.upgrades.inc({ result: 'accepted' })
-      this.admit(ws, socket, ticket, room, grant)
+      // Upgrades come from Node's HTTP(S) server: the stream is a net.Socket (a TLSSocket with TLS).
+      this.admit(ws, socket as Socket, ticket, room, grant)
     })
   }
 
-  private admit(ws: WebSocket, raw: Duplex, ticket: AdmissionTicket, roomName: string | null, grant: Grant | null): void {
+  private admit(ws: WebSocket, raw: Socket, ticket: AdmissionTicket, roomName: string | null, grant: Grant | null): void {
     const rooms = this.rooms as RoomRegistry
-    const { metrics, options } = this
-    const connection = new Connection(
-      ws,
-      raw,
-      ticket.ip,
-      {
-        sendQueueBytes: options.sendQueueBytes,
-        slowConsumerGraceMs: options.slowConsumerGraceMs,
-        inboundMessagesPerSecond: options.inboundMessagesPerSecond,
-        inboundBytesPerSecond: options.inboundBytesPerSecond,
-        maxMessageBytes: options.maxMessageBytes,
-      },
-      {
-        onSlowConsumer: () => metrics.slowConsumerCloses.inc(),
-        onCoalesced: (count) => metrics.coalescedUpdates.inc(count),
-        onPause: () => metrics.pausedSockets.inc(),
-        onResume: () => metrics.pausedSockets.dec(),
-      },
-    )
+    const connection = new Connection(ws, raw, ticket, this.connectionLimits, this.connectionEvents)
     this.connections.add(connection)
-    connection.onClose((code) => {
-      this.connections.delete(connection)
-      if (this.stateValue === 'draining' && this.connections.size === 0) this.hurry?.()
-      ticket.release()
-      if (connection.paused) metrics.pausedSockets.dec()
-      metrics.closes.inc({ code: String(code) })
-      if (code === CloseCode.protocolError || code === CloseCode.invalidPayload || code === CloseCode.messageTooBig) {
-        metrics.malformedMessages.inc({ code: String(code) })
-      }
-    })
-    const pending = { maxPendingMessages: PENDING_MESSAGES, maxPendingBytes: Math.max(options.maxMessageBytes, PENDING_BYTES) }
     if (roomName === null) {
-      new HocuspocusSession(connection, rooms, this.authorizer, pending, { onStateless: (event) => this.emitStateless(event), maxDocumentsPerSocket: MAX_DOCUMENTS_PER_SOCKET }, this.log)
+      new HocuspocusSession(connection, rooms, this.authorizer, this.pendingLimits, this.hocuspocusHooks, this.log)
       return
     }
-    new YWebsocketSession(connection, roomName, rooms, pending, grant ?? OPEN_GRANT, this.log)
+    new YWebsocketSession(connection, roomName, rooms, this.pendingLimits, grant ?? OPEN_GRANT, this.log)
+  }
+
+  private forgetConnection(connection: Connection, code: number): void {
+    const { metrics } = this
+    this.connections.delete(connection)
+    if (this.stateValue === 'draining' && this.connections.size === 0) this.hurry?.()
+    if (connection.paused) metrics.pausedSockets.dec()
+    metrics.closes.inc({ code: String(code) })
+    if (code === CloseCode.protocolError || code === CloseCode.invalidPayload || code === CloseCode.messageTooBig) {
+      metrics.malformedMessages.inc({ code: String(code) })
+    }
   }
 
   private async redeemTicket(ticket: string, room: string): Promise<AccessDecision> {

@@ -1,0 +1,106 @@
+import assert from 'node:assert/strict'
+import { EventEmitter } from 'node:events'
+import { test } from 'node:test'
+import type { WebSocket } from 'ws'
+import { Connection, type ConnectionEvents, type ConnectionLimits, type RawSocket } from '../server/connection.js'
+import type { SharedFrames, WireFormat } from '../server/wire-format.js'
+import { once } from './harness/wait.js'
+
+// The outbound path and the close of one connection over a stand-in socket whose buffer empties
+// only when the test says so. The connection creates its send queue only once the socket falls
+// behind; these tests pin that nothing changes for the reader because of it.
+
+class FakeSocket extends EventEmitter {
+  bufferedAmount = 0
+  sent: Uint8Array[] = []
+  send(frame: Uint8Array): void {
+    this.sent.push(frame)
+    this.bufferedAmount += frame.length
+  }
+  /** Starts the close handshake; the test plays the peer and decides when and how it ends. */
+  close(code: number): void {
+    this.emit('closing', code)
+  }
+  terminate(): void {
+    this.emit('close', 1006)
+  }
+  ping(): void {}
+  pause(): void {}
+  resume(): void {}
+}
+
+class FakeRaw extends EventEmitter {
+  bytesRead = 0
+}
+
+const LIMITS: ConnectionLimits = { sendQueueBytes: 4000, slowConsumerGraceMs: 20, inboundMessagesPerSecond: 1000, inboundBytesPerSecond: 1 << 20, maxMessageBytes: 1 << 20 }
+
+const format: WireFormat = { name: 'test', update: (_doc, update) => update, awareness: () => new Uint8Array() }
+const shared = (frame: Uint8Array): SharedFrames => ({ get: () => frame })
+
+function connection(events: ConnectionEvents = {}, released: { count: number } = { count: 0 }): { conn: Connection; socket: FakeSocket; raw: FakeRaw } {
+  const socket = new FakeSocket()
+  const raw = new FakeRaw()
+  const ticket = { ip: '127.0.0.1', release: () => released.count++ }
+  const conn = new Connection(socket as unknown as WebSocket, raw as unknown as RawSocket, ticket, LIMITS, events)
+  return { conn, socket, raw }
+}
+
+test('below the soft mark frames go straight out, the shared buffer itself; a reader behind it has broadcasts held until the socket drains', () => {
+  let coalesced = 0
+  const { conn, socket, raw } = connection({ onCoalesced: (count) => (coalesced += count) })
+  const frame = new Uint8Array(100)
+  conn.sendUpdate('d', frame, shared(frame), format)
+  assert.equal(socket.sent[0], frame, 'the same buffer, not a copy')
+  assert.equal(conn.heldBytes, 0)
+  socket.bufferedAmount = 1000 // the soft mark: a quarter of the 4000-byte budget
+  conn.sendUpdate('d', new Uint8Array(10), shared(new Uint8Array(10)), format)
+  conn.send(new Uint8Array(20))
+  assert.equal(socket.sent.length, 1, 'nothing more is written while the reader is behind')
+  assert.equal(conn.heldBytes, 30)
+  assert.equal(conn.queuedBytes, 1030, 'the socket buffer plus what weft holds')
+  socket.bufferedAmount = 0
+  raw.emit('drain')
+  assert.equal(conn.heldBytes, 0)
+  assert.deepEqual(
+    socket.sent.slice(1).map((f) => f.length),
+    [20, 10],
+    'frames that must arrive as they are first, then the held update',
+  )
+  assert.equal(coalesced, 0)
+})
+
+test('one frame that takes an idle connection past its budget starts the grace period, and it is closed with 1013 when still over', async () => {
+  let slow = 0
+  const { conn, socket } = connection({ onSlowConsumer: () => slow++ })
+  const closing = once<[number]>(socket, 'closing', 2_000)
+  conn.send(new Uint8Array(5000)) // a sync step 2 larger than the whole budget
+  assert.equal(conn.state, 'open', 'the grace period comes first')
+  const [code] = await closing
+  assert.equal(code, 1013)
+  assert.equal(conn.closeCode, 1013)
+  assert.equal(slow, 1)
+})
+
+test('a reader that drains within the grace period after one large frame stays open', async () => {
+  const { conn, socket } = connection({ onSlowConsumer: () => assert.fail('it caught up in time') })
+  conn.send(new Uint8Array(5000))
+  socket.bufferedAmount = 0
+  conn.heartbeat() // a tick (or any send) sees it back under the budget
+  await new Promise((resolve) => setTimeout(resolve, LIMITS.slowConsumerGraceMs * 3))
+  assert.equal(conn.state, 'open')
+})
+
+test('on close the admission slot is given back once, then the server and the session hear of it, with the code weft closed with', () => {
+  const order: string[] = []
+  const released = { count: 0 }
+  const { conn, socket } = connection({ onClose: (c, code) => order.push(`server ${c === conn ? 'this' : 'other'} ${code} released=${released.count}`) }, released)
+  conn.bind({ receive: () => {}, closed: (code) => order.push(`session ${code}`) })
+  conn.close(4404, 'document deleted')
+  assert.deepEqual(order, [], 'nothing is reported before the socket has closed')
+  socket.emit('close', 1005) // the peer answered without a code: weft's own is the one reported
+  assert.equal(released.count, 1)
+  assert.deepEqual(order, ['server this 4404 released=1', 'session 4404'])
+  conn.send(new Uint8Array(1))
+  assert.equal(socket.sent.length, 0, 'nothing is sent after the close')
+})
