@@ -7,7 +7,7 @@ import { Agent, get } from 'node:http'
 import WebSocket from 'ws'
 import * as Y from 'yjs'
 import type { ClientSpec, Command, ConnectResult, Reply, StatsResult } from './load-protocol.js'
-import { HOCUSPOCUS_PONG, socketUrl, WireCodec, type Dialect } from './wire.js'
+import { countUpdates, HOCUSPOCUS_PONG, readLive, socketUrl, WireCodec, type Dialect } from './wire.js'
 
 /** Transaction origin of updates that arrived as live broadcasts (not in a sync step 2). */
 const LIVE = Symbol('live')
@@ -29,6 +29,8 @@ const counters: Counters = { received: new Map(), sent: new Map(), latenciesMs: 
 const clients: Client[] = []
 let closedClients = 0
 const workerIndex = Number(process.env.BENCH_WORKER_INDEX ?? '0')
+/** Whether trackers take latency samples: only the timed writes of `write` carry send times to decode. */
+let timing = false
 
 function bump (map: Map<string, number>, key: string, by = 1): void {
   map.set(key, (map.get(key) ?? 0) + by)
@@ -48,14 +50,6 @@ class Client {
   constructor (readonly spec: ClientSpec, dialect: Dialect) {
     this.codec = new WireCodec(dialect, spec.room)
     this.doc = spec.role === 'tracker' || spec.role === 'writer' ? new Y.Doc() : null
-    if (this.doc !== null && spec.role === 'tracker') {
-      const lat = this.doc.getMap('lat')
-      lat.observe((event) => {
-        if (event.transaction.origin !== LIVE) return
-        const value = lat.get('t') as { t: number } | undefined
-        if (value !== undefined) counters.latenciesMs.push(wallNow() - value.t)
-      })
-    }
     if (this.doc !== null && spec.role === 'writer') {
       this.doc.on('update', (update: Uint8Array, origin: unknown) => {
         if (origin === LIVE || this.socket === null || this.socket.readyState !== WebSocket.OPEN) return
@@ -112,6 +106,21 @@ class Client {
     if (this.completeAt === null && this.completeLength > 0 && this.logLength() >= this.completeLength) this.completeAt = performance.now()
   }
 
+  /**
+   * A live update at a tracker: one latency sample per writer update it carries (a server may
+   * merge a burst into one update; each part is timed from its own send).
+   */
+  private countLive (update: Uint8Array): void {
+    const now = wallNow()
+    if (!timing) {
+      bump(counters.received, this.spec.room, countUpdates(update))
+      return
+    }
+    const { structs, times } = readLive(update)
+    for (const t of times) counters.latenciesMs.push(now - t)
+    bump(counters.received, this.spec.room, structs)
+  }
+
   private onFrame (frame: Buffer, done: () => void): void {
     const role = this.spec.role
     if (this.codec.isPing(frame)) {
@@ -119,7 +128,8 @@ class Client {
       return
     }
     if (this.synced && role === 'light') {
-      if (this.codec.isUpdate(frame)) bump(counters.received, this.spec.room)
+      const updates = this.codec.updateCount(frame)
+      if (updates > 0) bump(counters.received, this.spec.room, updates)
       return
     }
     if (this.synced && (role === 'slow' || role === 'writer')) return
@@ -127,7 +137,7 @@ class Client {
     if (message.kind === 'step2' || message.kind === 'update') {
       if (this.doc !== null && role !== 'writer') Y.applyUpdate(this.doc, message.payload, message.kind === 'update' && this.synced ? LIVE : null)
       else if (this.doc !== null && message.kind === 'step2') Y.applyUpdate(this.doc, message.payload, LIVE)
-      if (message.kind === 'update' && this.synced && role !== 'writer') bump(counters.received, this.spec.room)
+      if (message.kind === 'update' && this.synced && role !== 'writer') this.countLive(message.payload)
       if (message.kind === 'step2') this.markSynced(done)
       this.checkComplete()
     }
@@ -321,6 +331,7 @@ async function handle (command: Command): Promise<Reply> {
     case 'connect':
       return connect(command)
     case 'write':
+      timing = true
       return { type: 'written', sent: await write(command.ratePerSecond, command.durationMs, command.paddingBytes) }
     case 'history':
       return history(command.count)

@@ -85,12 +85,36 @@ export function mergeStats (parts: StatsResult[]): MergedStats {
   return { delivered, expected, sent: sentTotal, latenciesMs, closed }
 }
 
+function mergeConnected (results: ConnectResult[]): ConnectResult {
+  return {
+    type: 'connected',
+    synced: results.reduce((s, r) => s + r.synced, 0),
+    failed: results.reduce((s, r) => s + r.failed, 0),
+    allSyncedMs: Math.max(...results.map((r) => r.allSyncedMs)),
+    completeMs: results.flatMap((r) => r.completeMs),
+    logLengths: results.flatMap((r) => r.logLengths),
+    stateBytes: Math.max(...results.map((r) => r.stateBytes)),
+  }
+}
+
 /** A set of load processes with clients dealt out over them. */
 export class LoadPool {
   readonly workers: LoadWorker[]
 
-  constructor (count: number) {
+  /**
+   * `count` load processes. With `timerProcess`, the first holds only the writers and trackers:
+   * a tracker then times the server, not its own process working through hundreds of light
+   * receivers' frames before it gets to the tracker's (every process shares the one load core).
+   */
+  constructor (count: number, private readonly timerProcess = false) {
+    if (timerProcess && count < 2) throw new Error('a timer process needs at least one more load process')
     this.workers = Array.from({ length: count }, (_, i) => new LoadWorker(i))
+  }
+
+  private shareOf (spec: ClientSpec, i: number): number {
+    const timing = spec.role === 'writer' || spec.role === 'tracker'
+    if (!this.timerProcess) return timing ? 0 : i % this.workers.length
+    return timing ? 0 : 1 + (i % (this.workers.length - 1))
   }
 
   /**
@@ -100,8 +124,7 @@ export class LoadPool {
   async connect (target: RunningTarget, clients: ClientSpec[], options: { concurrency: number; timeoutMs: number; completeLength?: number }): Promise<ConnectResult> {
     const shares: ClientSpec[][] = this.workers.map(() => [])
     clients.forEach((spec, i) => {
-      const share = spec.role === 'writer' || spec.role === 'tracker' ? 0 : i % this.workers.length
-      ;(shares[share] as ClientSpec[]).push(spec)
+      ;(shares[this.shareOf(spec, i)] as ClientSpec[]).push(spec)
     })
     const perWorker = Math.max(1, Math.ceil(options.concurrency / this.workers.length))
     const results = await Promise.all(this.workers.map((w, i) => w.request<ConnectResult>({
@@ -113,15 +136,40 @@ export class LoadPool {
       timeoutMs: options.timeoutMs,
       ...(options.completeLength === undefined ? {} : { completeLength: options.completeLength }),
     })))
-    return {
-      type: 'connected',
-      synced: results.reduce((s, r) => s + r.synced, 0),
-      failed: results.reduce((s, r) => s + r.failed, 0),
-      allSyncedMs: Math.max(...results.map((r) => r.allSyncedMs)),
-      completeMs: results.flatMap((r) => r.completeMs),
-      logLengths: results.flatMap((r) => r.logLengths),
-      stateBytes: Math.max(...results.map((r) => r.stateBytes)),
+    return mergeConnected(results)
+  }
+
+  /**
+   * Like `connect`, with each room's trackers joining at evenly spread places among its other
+   * clients (in waves: a wave starts when the one before has synced). A server hands a broadcast
+   * to its members in some order, usually the order they joined; trackers that all joined first
+   * (or last) would time only the best (or worst) place in that order.
+   */
+  async connectSpread (target: RunningTarget, clients: ClientSpec[], options: { concurrency: number; timeoutMs: number }): Promise<ConnectResult> {
+    const waves: ClientSpec[][] = []
+    const rooms = new Map<string, ClientSpec[]>()
+    for (const spec of clients) {
+      const members = rooms.get(spec.room) ?? []
+      members.push(spec)
+      rooms.set(spec.room, members)
     }
+    for (const members of rooms.values()) {
+      const trackers = members.filter((c) => c.role === 'tracker')
+      const others = members.filter((c) => c.role !== 'tracker')
+      // Tracker j goes after this many of the others: the middles of equal slices.
+      const places = trackers.map((_, j) => Math.round(((j + 0.5) * others.length) / trackers.length))
+      let wave = 0
+      others.forEach((spec, i) => {
+        while (wave < places.length && (places[wave] as number) <= i) wave++
+        ;(waves[wave] ??= []).push(spec)
+      })
+      trackers.forEach((spec, j) => (waves[j + 1] ??= []).unshift(spec))
+    }
+    const results: ConnectResult[] = []
+    for (const wave of waves) {
+      if (wave !== undefined && wave.length > 0) results.push(await this.connect(target, wave, options))
+    }
+    return mergeConnected(results)
   }
 
   /** CPU seconds all load processes have used so far. */

@@ -89,8 +89,8 @@ async function withTarget<T> (name: TargetName, config: BenchConfig, dataDir: st
   }
 }
 
-async function withPool<T> (workers: number, body: (pool: LoadPool) => Promise<T>): Promise<T> {
-  const pool = new LoadPool(workers)
+async function withPool<T> (workers: number, body: (pool: LoadPool) => Promise<T>, timerProcess = false): Promise<T> {
+  const pool = new LoadPool(workers, timerProcess)
   try {
     return await body(pool)
   } finally {
@@ -180,13 +180,13 @@ const bigRoom: Scenario = {
   name: 'big-room',
   title: 'One big room: 500 clients, 1 writer at 20 updates/s',
   applies: () => true,
-  run: (name, config) => withTarget(name, config, null, (target) => withPool(2, async (pool) => {
+  run: (name, config) => withTarget(name, config, null, (target) => withPool(3, async (pool) => {
     const clients = roomClients('big-room', scaled(config, 500), 5)
-    const connected = await pool.connect(target, clients, { concurrency: 100, timeoutMs: 60_000 })
+    const connected = await pool.connectSpread(target, clients, { concurrency: 100, timeoutMs: 60_000 })
     if (connected.synced < clients.length) throw connectFailure('big-room', connected.synced, clients.length)
     const result = await live(target, pool, 20, config.liveSeconds, 0, config.warmupSeconds)
     return { clients: clients.length, ...result.metrics }
-  })),
+  }, true)),
 }
 
 const manyRooms: Scenario = {
@@ -194,14 +194,14 @@ const manyRooms: Scenario = {
   name: 'many-rooms',
   title: 'Many rooms: 200 rooms x 5 clients, 1 writer each at 5 updates/s',
   applies: () => true,
-  run: (name, config) => withTarget(name, config, null, (target) => withPool(2, async (pool) => {
+  run: (name, config) => withTarget(name, config, null, (target) => withPool(3, async (pool) => {
     const clients: ClientSpec[] = []
     for (let r = 0; r < scaled(config, 200); r++) clients.push(...roomClients(`room-${r}`, 5, 1))
-    const connected = await pool.connect(target, clients, { concurrency: 100, timeoutMs: 60_000 })
+    const connected = await pool.connectSpread(target, clients, { concurrency: 100, timeoutMs: 60_000 })
     if (connected.synced < clients.length) throw connectFailure('many-rooms', connected.synced, clients.length)
     const result = await live(target, pool, 5, config.liveSeconds, 0, config.warmupSeconds)
     return { clients: clients.length, ...result.metrics }
-  })),
+  }, true)),
 }
 
 /** Offered update rates of the saturation steps, per second. */
@@ -212,9 +212,9 @@ const saturation: Scenario = {
   name: 'saturation',
   title: 'Saturation: offered rate raised until p99 > 100 ms or deliveries < 99%',
   applies: () => true,
-  run: (name, config) => withTarget(name, config, null, (target) => withPool(2, async (pool) => {
+  run: (name, config) => withTarget(name, config, null, (target) => withPool(3, async (pool) => {
     const clients = roomClients('saturation', config.saturationClients, 2)
-    const connected = await pool.connect(target, clients, { concurrency: 100, timeoutMs: 60_000 })
+    const connected = await pool.connectSpread(target, clients, { concurrency: 100, timeoutMs: 60_000 })
     if (connected.synced < clients.length) throw connectFailure('saturation', connected.synced, clients.length)
     const cpuBefore = cpuSeconds(target.pid)
     const steps: string[] = []
@@ -255,7 +255,7 @@ const saturation: Scenario = {
       peakRssMb: round(peakRssMb(target.pid)),
       steps: steps.join('; '),
     }
-  })),
+  }, true)),
 }
 
 /** Apparent size of every file under a directory, bytes. */
@@ -390,9 +390,9 @@ const slowReader: Scenario = {
   name: 'slow-reader',
   title: 'Slow reader: big room plus 20 clients that stop reading',
   applies: () => true,
-  run: (name, config) => withTarget(name, config, null, (target) => withPool(2, async (pool) => {
+  run: (name, config) => withTarget(name, config, null, (target) => withPool(3, async (pool) => {
     const clients = roomClients('slow-room', scaled(config, config.slowHealthyClients), 5, scaled(config, 20))
-    const connected = await pool.connect(target, clients, { concurrency: 100, timeoutMs: 60_000 })
+    const connected = await pool.connectSpread(target, clients, { concurrency: 100, timeoutMs: 60_000 })
     if (connected.synced < clients.length) throw connectFailure('slow-reader', connected.synced, clients.length)
     await pool.all({ type: 'pause-slow' })
     const sampler = new RssSampler(target.pid, 1_000)
@@ -414,7 +414,7 @@ const slowReader: Scenario = {
       slowClosedByServer: slow.reduce((sum, r) => sum + r.closed, 0),
       rssOverTime: series.filter((_, i) => i % step === 0).map((s) => `${Math.round(s.t)}s:${Math.round(s.mb)}`).join(' '),
     }
-  })),
+  }, true)),
 }
 
 const idle: Scenario = {
@@ -468,23 +468,23 @@ const hocuspocusFanout: Scenario = {
   skipReason: () => 'does not speak the Hocuspocus protocol',
   run: async (name, config) => {
     // Each half on a fresh server, so peak RSS belongs to that half.
-    const big = await withTarget(name, config, null, (started) => withPool(2, async (pool) => {
+    const big = await withTarget(name, config, null, (started) => withPool(3, async (pool) => {
       const target: RunningTarget = { ...started, dialect: 'hocuspocus' }
       const clients = roomClients('big-room', scaled(config, 500), 5)
-      const connected = await pool.connect(target, clients, { concurrency: 100, timeoutMs: 60_000 })
+      const connected = await pool.connectSpread(target, clients, { concurrency: 100, timeoutMs: 60_000 })
       if (connected.synced < clients.length) throw connectFailure('hocuspocus big-room', connected.synced, clients.length)
       const result = await live(target, pool, 20, config.liveSeconds, 0, config.warmupSeconds)
       return { clients: clients.length, ...result.metrics }
-    }))
-    const many = await withTarget(name, config, null, (started) => withPool(2, async (pool) => {
+    }, true))
+    const many = await withTarget(name, config, null, (started) => withPool(3, async (pool) => {
       const target: RunningTarget = { ...started, dialect: 'hocuspocus' }
       const clients: ClientSpec[] = []
       for (let r = 0; r < scaled(config, 200); r++) clients.push(...roomClients(`room-${r}`, 5, 1))
-      const connected = await pool.connect(target, clients, { concurrency: 100, timeoutMs: 60_000 })
+      const connected = await pool.connectSpread(target, clients, { concurrency: 100, timeoutMs: 60_000 })
       if (connected.synced < clients.length) throw connectFailure('hocuspocus many-rooms', connected.synced, clients.length)
       const result = await live(target, pool, 5, config.liveSeconds, 0, config.warmupSeconds)
       return { clients: clients.length, ...result.metrics }
-    }))
+    }, true))
     return { ...prefixed('bigRoom_', big), ...prefixed('manyRooms_', many) }
   },
 }

@@ -6,6 +6,7 @@
  */
 import * as decoding from 'lib0/decoding'
 import * as encoding from 'lib0/encoding'
+import * as Y from 'yjs'
 
 /** `relay` frames are y-websocket frames; the relay forwards them without reading them. */
 export type Dialect = 'ywebsocket' | 'hocuspocus' | 'relay'
@@ -91,15 +92,50 @@ export class WireCodec {
     return { kind: 'other' }
   }
 
-  /** Cheap test for the frames light receivers count: a sync update, without copying the payload. */
-  isUpdate (frame: Uint8Array): boolean {
-    if (this.dialect !== 'hocuspocus') return frame[0] === MessageSync && frame[1] === SyncUpdate
-    if (frame.length < 3) return false
+  /**
+   * How many writer updates a frame carries, without copying it: 0 when it is no sync update. A
+   * server may merge a burst into one update (one message per frame still); every update a writer
+   * sends is one struct (a Y.Map set), so a merged update of one writer carries its struct count.
+   */
+  updateCount (frame: Uint8Array): number {
+    if (frame.length < 3) return 0
     const d = decoding.createDecoder(frame)
-    const nameLength = decoding.readVarUint(d)
-    d.pos += nameLength
-    return decoding.readVarUint(d) === MessageSync && decoding.readVarUint(d) === SyncUpdate
+    if (this.dialect === 'hocuspocus') {
+      const nameLength = decoding.readVarUint(d)
+      d.pos += nameLength
+    }
+    if (decoding.readVarUint(d) !== MessageSync || decoding.readVarUint(d) !== SyncUpdate) return 0
+    const length = decoding.readVarUint(d)
+    return countUpdates(frame.subarray(d.pos, d.pos + length))
   }
+}
+
+/** Writer updates in an update: the struct count of its only client group, else its structs but skips. */
+export function countUpdates (update: Uint8Array): number {
+  const d = decoding.createDecoder(update)
+  if (decoding.readVarUint(d) === 1) return decoding.readVarUint(d)
+  return countStructs(update)
+}
+
+/** Structs of an update other than skips: each is one update its writer sent. */
+export function countStructs (update: Uint8Array): number {
+  let count = 0
+  for (const struct of Y.decodeUpdate(update).structs) if (!(struct instanceof Y.Skip)) count++
+  return count
+}
+
+/** What a tracker reads of a live update: its structs (skips aside) and the send times (`t`) of its Y.Map sets. */
+export function readLive (update: Uint8Array): { structs: number, times: number[] } {
+  const times: number[] = []
+  let structs = 0
+  for (const struct of Y.decodeUpdate(update).structs) {
+    if (struct instanceof Y.Skip) continue
+    structs++
+    if (!(struct instanceof Y.Item) || !(struct.content instanceof Y.ContentAny)) continue
+    const value = struct.content.arr[0] as { t?: unknown } | undefined
+    if (typeof value?.t === 'number') times.push(value.t)
+  }
+  return { structs, times }
 }
 
 /** The path a client connects to: Hocuspocus serves every document on one path. */

@@ -23,7 +23,7 @@ import {
 } from '../protocol/index.js'
 import { allows, type Authorizer, type Grant } from './access.js'
 import { CloseCode } from './codes.js'
-import type { Connection } from './connection.js'
+import type { Connection, ConnectionSession } from './connection.js'
 import type { Logger } from './logger.js'
 import type { PendingLimits } from './ywebsocket-session.js'
 import type { Room, RoomMember, RoomRegistry } from './room.js'
@@ -51,6 +51,36 @@ function sessionFormat(key: string): WireFormat {
  * well inside that keeps idle sockets open.
  */
 const KEEPALIVE_MS = 10_000
+
+/**
+ * One timer pings every open Hocuspocus socket of the process: a timer per socket would cost each
+ * idle socket a timer object and a closure. A socket's first ping comes within KEEPALIVE_MS.
+ */
+class KeepaliveGroup {
+  private readonly sessions = new Set<HocuspocusSession>()
+  private timer: NodeJS.Timeout | null = null
+
+  add(session: HocuspocusSession): void {
+    this.sessions.add(session)
+    if (this.timer !== null) return
+    this.timer = setInterval(() => this.ping(), KEEPALIVE_MS)
+    this.timer.unref()
+  }
+
+  delete(session: HocuspocusSession): void {
+    this.sessions.delete(session)
+    if (this.sessions.size > 0 || this.timer === null) return
+    clearInterval(this.timer)
+    this.timer = null
+  }
+
+  private ping(): void {
+    const frame = encodeHocuspocusPing()
+    for (const session of this.sessions) session.connection.send(frame)
+  }
+}
+
+const keepalive = new KeepaliveGroup()
 
 export interface StatelessEvent {
   room: string
@@ -113,13 +143,12 @@ class HocuspocusDocument implements RoomMember {
  * own and joined to its room. The socket's send queue, limits and heartbeats are the connection
  * core's; a document costs a map entry and a room membership.
  */
-export class HocuspocusSession {
+export class HocuspocusSession implements ConnectionSession {
   private readonly documents = new Map<string, HocuspocusDocument>()
   private heldMessages = 0
   private heldBytes = 0
-  private readonly keepalive: NodeJS.Timeout
-  /** Keys denied on this socket: a later successful token is a retry whose step 1 was dropped. */
-  private readonly denied = new Set<string>()
+  /** Keys denied on this socket: a later successful token is a retry whose step 1 was dropped. Created at the first denial. */
+  private denied: Set<string> | null = null
 
   constructor(
     readonly connection: Connection,
@@ -129,14 +158,12 @@ export class HocuspocusSession {
     private readonly hooks: HocuspocusHooks,
     private readonly log: Logger,
   ) {
-    connection.onMessage((data) => this.receive(data))
-    connection.onClose(() => this.closeAll())
-    this.keepalive = setInterval(() => connection.send(encodeHocuspocusPing()), KEEPALIVE_MS)
-    this.keepalive.unref()
+    connection.bind(this)
+    keepalive.add(this)
   }
 
-  private closeAll(): void {
-    clearInterval(this.keepalive)
+  closed(): void {
+    keepalive.delete(this)
     for (const document of this.documents.values()) {
       if (document.expiry !== null) clearTimeout(document.expiry)
       document.state = 'closed'
@@ -145,7 +172,7 @@ export class HocuspocusSession {
     this.documents.clear()
   }
 
-  private receive(frame: Uint8Array): void {
+  receive(frame: Uint8Array): void {
     let message: HocuspocusMessage
     try {
       message = decodeHocuspocusMessage(frame)
@@ -223,6 +250,7 @@ export class HocuspocusSession {
     if (!decision.ok) {
       this.connection.send(encodeHocuspocusPermissionDenied(key, decision.reason))
       // Bounded like the documents themselves: a client cannot grow it by asking for many names.
+      this.denied ??= new Set()
       if (this.denied.size < this.hooks.maxDocumentsPerSocket) this.denied.add(key)
       // Forget the document, so the provider's retry with a new token starts afresh.
       this.forget(document)
@@ -255,7 +283,7 @@ export class HocuspocusSession {
     if (states.length > 0) this.connection.send(encodeHocuspocusAwareness(key, encodeAwarenessUpdate(states)))
     const held = document.held
     document.held = []
-    if (this.denied.delete(key) && !held.some(({ message }) => message.kind === 'sync-step-1')) {
+    if (this.denied !== null && this.denied.delete(key) && !held.some(({ message }) => message.kind === 'sync-step-1')) {
       // A retry after a denial: the provider sent its step 1 only on socket open, and it was dropped.
       this.connection.send(encodeHocuspocusSyncStep2(key, Y.encodeStateAsUpdate(document.room.doc)))
       this.connection.send(encodeHocuspocusSyncStep1(key, Y.encodeStateVector(document.room.doc)))
@@ -295,7 +323,7 @@ export class HocuspocusSession {
       switch (message.kind) {
         case 'sync-step-1':
           validateStateVector(message.stateVector)
-          this.connection.send(encodeHocuspocusSyncStep2(document.key, Y.encodeStateAsUpdate(room.doc, message.stateVector)))
+          this.connection.send(room.syncReply(message.stateVector, `hocuspocus:${document.key}`, (update) => encodeHocuspocusSyncStep2(document.key, update)))
           // The provider's own step 2 answers this; its ack is what clears its unsynced counter.
           if (!message.reply) this.connection.send(encodeHocuspocusSyncStep1(document.key, Y.encodeStateVector(room.doc)))
           break

@@ -35,6 +35,11 @@ export class ServerMetrics {
     help: 'Updates merged into others for connections that fell behind',
     registers: [this.registry],
   })
+  readonly batchedUpdates = new Counter({
+    name: 'weft_batched_updates_total',
+    help: 'Updates broadcast merged with others the room applied in the same event-loop turn',
+    registers: [this.registry],
+  })
   readonly pausedSockets = new Gauge({
     name: 'weft_paused_sockets',
     help: 'Sockets not being read because their inbound rate limit is exhausted',

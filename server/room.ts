@@ -32,6 +32,15 @@ const ROOM_TRANSITIONS: Readonly<Record<RoomState, readonly RoomState[]>> = {
 
 export class RoomLoadError extends Error {}
 
+/** The most updates one merged broadcast carries. */
+const MAX_BATCH_UPDATES = 512
+
+/** How long a sync reply is kept for more joiners with the same state vector. */
+const SYNC_REPLY_CACHE_MS = 2_000
+
+/** Pending broadcasts from more than one origin: every member receives them. */
+const MIXED_ORIGINS = Symbol('mixed origins')
+
 /** Origin of updates that came from other instances: stored and relayed locally, never published back. */
 const FROM_CLUSTER = Object.freeze({ origin: 'cluster' })
 
@@ -118,7 +127,39 @@ export class Room {
     this.doc.destroy()
   }
 
+  /**
+   * The last sync reply per framing, while the document has not changed since: joiners with the
+   * same state vector (a crowd opening a document, all with empty state) share one encoding and
+   * one buffer instead of each holding a copy of the whole document.
+   */
+  private syncReplies: Map<string, { stateVector: Uint8Array; frame: Uint8Array }> | null = null
+
+  /**
+   * The framed answer to a sync step 1 with `stateVector`; `framing` names how `frame` wraps the
+   * update (equal names must mean equal framing).
+   */
+  syncReply(stateVector: Uint8Array, framing: string, frame: (update: Uint8Array) => Uint8Array): Uint8Array {
+    const store = this.doc.store
+    // Structs waiting for a missing dependency change the reply without an update event.
+    const cacheable = store.pendingStructs === null && store.pendingDs === null
+    const cached = cacheable ? this.syncReplies?.get(framing) : undefined
+    if (cached !== undefined && Buffer.compare(cached.stateVector, stateVector) === 0) return cached.frame
+    const reply = frame(Y.encodeStateAsUpdate(this.doc, stateVector))
+    if (!cacheable) return reply
+    if (this.syncReplies === null) {
+      this.syncReplies = new Map()
+      // Only for a crowd arriving together: a quiet room does not keep a copy of its document.
+      const replies = this.syncReplies
+      setTimeout(() => {
+        if (this.syncReplies === replies) this.syncReplies = null
+      }, SYNC_REPLY_CACHE_MS).unref()
+    }
+    this.syncReplies.set(framing, { stateVector: Uint8Array.from(stateVector), frame: reply })
+    return reply
+  }
+
   private readonly onDocUpdate = (update: Uint8Array, origin: unknown): void => {
+    this.syncReplies = null
     if (origin === this) return
     this.sizeEstimate += update.length
     // Durability first: the write is scheduled before anyone hears of the update.
@@ -128,7 +169,53 @@ export class Room {
     })
     this.lastWrite = write
     if (this.relayed && origin !== FROM_CLUSTER) this.registry.relay?.publishUpdate(this.name, update)
-    this.broadcastUpdate(update, origin)
+    this.queueBroadcast(update, origin)
+  }
+
+  /**
+   * Updates applied in this turn of the event loop and not yet sent to the members. A burst (one
+   * socket read holds many frames; many sockets are read in one poll) goes out as one merged
+   * update per member instead of one message per update: stock clients decode one message per
+   * frame, so the merge happens inside the update, never by packing messages into a frame.
+   */
+  private pending: Uint8Array[] = []
+  /** The one origin every pending update came from, or MIXED_ORIGINS. */
+  private pendingOrigin: unknown = null
+  private flushScheduled = false
+
+  private queueBroadcast(update: Uint8Array, origin: unknown): void {
+    if (this.members.size === 0) return
+    this.pendingOrigin = this.pending.length === 0 || this.pendingOrigin === origin ? origin : MIXED_ORIGINS
+    this.pending.push(update)
+    if (!this.flushScheduled) {
+      this.flushScheduled = true
+      setImmediate(this.flushBroadcasts)
+    }
+  }
+
+  /**
+   * Sends what is pending. A member that sent every pending update is left out; when several
+   * members contributed, each receives the whole merge, its own part included (applying a known
+   * update is a no-op for Yjs, and the reference server echoes every update to its sender too).
+   */
+  private readonly flushBroadcasts = (): void => {
+    this.flushScheduled = false
+    const pending = this.pending
+    if (pending.length === 0) return
+    const origin = this.pendingOrigin
+    this.pending = []
+    this.pendingOrigin = null
+    if (this.stateValue === 'unloaded') return
+    if (pending.length === 1) {
+      this.broadcastUpdate(pending[0] as Uint8Array, origin)
+      return
+    }
+    // A merged update keeps every struct, and a receiver applies it in one transaction: bounded.
+    for (let start = 0; start < pending.length; start += MAX_BATCH_UPDATES) {
+      const batch = pending.slice(start, start + MAX_BATCH_UPDATES)
+      this.broadcastUpdate(batch.length === 1 ? (batch[0] as Uint8Array) : Y.mergeUpdates(batch), origin)
+      if (batch.length > 1) this.registry.onBatched(batch.length)
+    }
   }
 
   /** The durability promise of the last update the doc emitted (read by applyUpdateDurably). */
@@ -178,6 +265,8 @@ export class Room {
 
   /** Sends awareness entries to every member, encoded once per wire format. */
   private broadcastAwareness(entries: readonly AwarenessEntry[]): void {
+    // Pending updates first: a cursor must not arrive before the text it points into.
+    this.flushBroadcasts()
     const frames = new FrameCache((format) => format.awareness(this.name, entries))
     for (const member of this.members) member.deliverAwareness(entries, frames)
   }
@@ -224,6 +313,7 @@ export class Room {
 
   /** Sends a stateless payload to every member that understands one (Hocuspocus), except `except`. */
   broadcastStateless(payload: string, except: RoomMember | null = null): number {
+    this.flushBroadcasts()
     let sent = 0
     for (const member of this.members) {
       if (member === except || member.deliverStateless === undefined) continue
@@ -353,6 +443,9 @@ export class RoomRegistry {
     /** The cluster, with --redis; null for a single instance. */
     readonly relay: Relay | null = null,
   ) {}
+
+  /** Called with the number of updates each merged broadcast carried (for metrics). */
+  onBatched: (updates: number) => void = () => {}
 
   /** Leaves of the cluster still under way, by room: a room loading again waits for its leave. */
   private readonly leaves = new Map<string, Promise<void>>()

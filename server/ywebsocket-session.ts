@@ -16,7 +16,7 @@ import {
 import { allows, type Grant } from './access.js'
 import { CloseCode } from './codes.js'
 import { updateChangesDocument } from './update-effect.js'
-import type { Connection } from './connection.js'
+import type { Connection, ConnectionSession } from './connection.js'
 import type { Logger } from './logger.js'
 import type { Room, RoomMember, RoomRegistry } from './room.js'
 import type { SharedFrames, WireFormat } from './wire-format.js'
@@ -40,34 +40,44 @@ export interface PendingLimits {
  * (y-websocket#81: a client that syncs against an empty document overwrites data); frames arriving
  * meanwhile are held within `PendingLimits`.
  */
-export class YWebsocketSession implements RoomMember {
-  readonly format = yWebsocketFormat
+export class YWebsocketSession implements RoomMember, ConnectionSession {
   private readonly room: Room
   private pending: Uint8Array[] | null = []
   private pendingBytes = 0
+  private readonly expiry: NodeJS.Timeout | null
 
   constructor(
     private readonly connection: Connection,
     roomName: string,
     registry: RoomRegistry,
+    /** Shared by every session of a server. */
     private readonly limits: PendingLimits,
     private readonly grant: Grant,
     private readonly log: Logger,
   ) {
     this.room = registry.join(roomName, this)
-    const expiry = grant.expiresAt === null ? null : setTimeout(() => connection.close(CloseCode.unauthorized, 'access token expired'), Math.max(0, grant.expiresAt - Date.now()))
-    expiry?.unref()
-    connection.onClose(() => {
-      if (expiry !== null) clearTimeout(expiry)
-      this.room.leave(this)
-    })
-    connection.onMessage((data) => this.receive(data))
-    this.room.loaded.then(this.start, () => {
-      // Room.fail() has already evicted every member with 1011.
-    })
+    this.expiry = grant.expiresAt === null ? null : setTimeout(() => connection.close(CloseCode.unauthorized, 'access token expired'), Math.max(0, grant.expiresAt - Date.now()))
+    this.expiry?.unref()
+    connection.bind(this)
+    this.room.loaded.then(
+      () => this.start(),
+      () => {
+        // Room.fail() has already evicted every member with 1011.
+      },
+    )
   }
 
-  private readonly start = (): void => {
+  /** The same for every y-websocket member (a prototype getter: nothing stored per session). */
+  get format(): WireFormat {
+    return yWebsocketFormat
+  }
+
+  closed(): void {
+    if (this.expiry !== null) clearTimeout(this.expiry)
+    this.room.leave(this)
+  }
+
+  private start(): void {
     if (this.connection.state !== 'open') return
     const doc = this.room.doc
     this.connection.send(encodeSyncStep1(Y.encodeStateVector(doc)))
@@ -82,7 +92,7 @@ export class YWebsocketSession implements RoomMember {
     }
   }
 
-  private receive(data: Buffer): void {
+  receive(data: Buffer): void {
     if (this.pending !== null) {
       this.pendingBytes += data.length
       if (this.pending.length >= this.limits.maxPendingMessages || this.pendingBytes > this.limits.maxPendingBytes) {
@@ -101,7 +111,7 @@ export class YWebsocketSession implements RoomMember {
       switch (message.kind) {
         case 'sync-step-1':
           validateStateVector(message.stateVector)
-          this.connection.send(encodeSyncStep2(Y.encodeStateAsUpdate(this.room.doc, message.stateVector)))
+          this.connection.send(this.room.syncReply(message.stateVector, 'y-websocket', encodeSyncStep2))
           break
         case 'sync-step-2':
         case 'sync-update':

@@ -1,0 +1,100 @@
+import assert from 'node:assert/strict'
+import { after, before, describe, it } from 'node:test'
+import * as Y from 'yjs'
+import { decodeYMessage, encodeSyncStep1, encodeSyncStep2, encodeSyncUpdate } from '../protocol/index.js'
+import { canonicalState, RawClient } from './harness/clients.js'
+import { startServer, type InProcessServer } from './harness/server.js'
+import { until } from './harness/wait.js'
+
+// Joiners with the same state vector share one encoded sync reply, and never one that is stale.
+
+/** Joins `room` with an empty doc and returns the document the server's step 2 describes. */
+async function join(server: InProcessServer, room: string): Promise<{ client: RawClient; doc: Y.Doc }> {
+  const client = await RawClient.open(`${server.url}/${room}`)
+  client.send(encodeSyncStep1(Y.encodeStateVector(new Y.Doc())))
+  const frame = await client.frame((f) => decodeYMessage(f).kind === 'sync-step-2', 'sync step 2')
+  const message = decodeYMessage(frame)
+  assert.ok(message.kind === 'sync-step-2')
+  const doc = new Y.Doc()
+  Y.applyUpdate(doc, message.update)
+  return { client, doc }
+}
+
+describe('shared sync replies', () => {
+  let server: InProcessServer
+  before(async () => {
+    server = await startServer()
+  })
+  after(async () => {
+    await server.stop()
+  })
+
+  it('hands joiners with the same state vector the same buffer while the document is unchanged', async () => {
+    const first = await join(server, 'crowd')
+    try {
+      const writer = new Y.Doc()
+      writer.getText('t').insert(0, 'x'.repeat(10_000))
+      first.client.send(encodeSyncUpdate(Y.encodeStateAsUpdate(writer)))
+      const room = server.server.loadedRoom('crowd')
+      assert.ok(room !== undefined)
+      await until(() => room.doc.getText('t').length === 10_000, 'the server to apply the text')
+      const empty = Y.encodeStateVector(new Y.Doc())
+      const a = room.syncReply(empty, 'y-websocket', encodeSyncStep2)
+      const b = room.syncReply(Uint8Array.from(empty), 'y-websocket', encodeSyncStep2)
+      assert.equal(a, b, 'one encoding for both')
+      const partial = room.syncReply(Y.encodeStateVector(writer), 'y-websocket', encodeSyncStep2)
+      assert.notEqual(partial, a, 'another state vector gets its own reply')
+    } finally {
+      first.client.close()
+    }
+  })
+
+  it('a joiner after a change gets the changed document, not the reply cached before it', async () => {
+    const first = await join(server, 'changing')
+    const writer = new Y.Doc()
+    try {
+      writer.getText('t').insert(0, 'one')
+      first.client.send(encodeSyncUpdate(Y.encodeStateAsUpdate(writer)))
+      const room = server.server.loadedRoom('changing')
+      assert.ok(room !== undefined)
+      await until(() => room.doc.getText('t').toString() === 'one', 'the first edit to apply')
+      const second = await join(server, 'changing')
+      second.client.close()
+      assert.equal(second.doc.getText('t').toString(), 'one')
+      const before = Y.encodeStateVector(writer)
+      writer.getText('t').insert(3, ' two')
+      first.client.send(encodeSyncUpdate(Y.encodeStateAsUpdate(writer, before)))
+      await until(() => room.doc.getText('t').toString() === 'one two', 'the second edit to apply')
+      const third = await join(server, 'changing')
+      third.client.close()
+      assert.deepEqual(canonicalState(third.doc), canonicalState(writer))
+    } finally {
+      first.client.close()
+    }
+  })
+
+  it('structs waiting for a missing dependency are in the reply of every joiner', async () => {
+    const first = await join(server, 'pending')
+    try {
+      const writer = new Y.Doc()
+      writer.getText('t').insert(0, 'base')
+      const base = Y.encodeStateAsUpdate(writer)
+      const afterBase = Y.encodeStateVector(writer)
+      writer.getText('t').insert(4, ' more')
+      const more = Y.encodeStateAsUpdate(writer, afterBase)
+      const room = server.server.loadedRoom('pending')
+      assert.ok(room !== undefined)
+      const empty = Y.encodeStateVector(new Y.Doc())
+      // Cached while the document is empty, then the dependent update arrives without its base.
+      room.syncReply(empty, 'y-websocket', encodeSyncStep2)
+      first.client.send(encodeSyncUpdate(more))
+      await until(() => room.doc.store.pendingStructs !== null, 'the server to hold the update as pending')
+      const joiner = await join(server, 'pending')
+      joiner.client.close()
+      Y.applyUpdate(joiner.doc, base)
+      assert.equal(joiner.doc.getText('t').toString(), 'base more')
+    } finally {
+      first.client.close()
+    }
+  })
+})
