@@ -3,12 +3,15 @@
  * await replies, merge their statistics.
  */
 import type { ChildProcess } from 'node:child_process'
+import { setPriority } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import type { ClientSpec, Command, ConnectResult, Reply, StatsResult } from './load-protocol.js'
 import { cpuSeconds, LOAD_CPU, spawnPinned, stopProcess } from './processes.js'
 import type { RunningTarget } from './targets.js'
 
 const WORKER = fileURLToPath(new URL('./load-worker.js', import.meta.url))
+/** Niceness of the light clients' processes when a timer process has the writers and trackers. */
+const LIGHT_NICENESS = 19
 
 export class LoadWorker {
   private readonly child: ChildProcess
@@ -109,6 +112,11 @@ export class LoadPool {
   constructor (count: number, private readonly timerProcess = false) {
     if (timerProcess && count < 2) throw new Error('a timer process needs at least one more load process')
     this.workers = Array.from({ length: count }, (_, i) => new LoadWorker(i))
+    if (timerProcess) {
+      // The light clients stand in for other people's machines: on the shared load core they
+      // yield to the timer process, which then reads a frame when it arrives, not after them.
+      for (const worker of this.workers.slice(1)) setPriority(worker.pid, LIGHT_NICENESS)
+    }
   }
 
   private shareOf (spec: ClientSpec, i: number): number {

@@ -39,7 +39,10 @@ export interface ConnectionSession {
 }
 
 /** The raw stream under the WebSocket, seen through what the connection needs of it. */
-export type RawSocket = Pick<Socket, 'bytesRead' | 'on' | 'off'>
+export type RawSocket = Pick<Socket, 'bytesRead' | 'on' | 'off'> & Partial<Pick<Socket, 'write'>>
+
+/** `WebSocket.OPEN`. */
+const OPEN = 1
 
 export type ConnectionState = 'open' | 'closing' | 'closed'
 
@@ -239,7 +242,20 @@ export class Connection {
       this.sendQueue().sendUpdate(document, update, frames, format)
       return
     }
-    this.socket.send(frames.get(format), BINARY)
+    this.sendShared(frames, format)
+  }
+
+  /**
+   * Writes a broadcast's shared frame: the whole WebSocket frame straight to the TCP stream when
+   * it can be (ws compresses nothing here and queues nothing, so frames stay in order and count
+   * in `bufferedAmount` as ws's own do), else through ws.
+   */
+  private sendShared(frames: SharedFrames, format: WireFormat): void {
+    if (frames.wire !== undefined && this.raw.write !== undefined && this.socket.readyState === OPEN) {
+      this.raw.write(frames.wire(format))
+    } else {
+      this.socket.send(frames.get(format), BINARY)
+    }
     this.checkBudget()
   }
 
@@ -249,8 +265,7 @@ export class Connection {
       this.sendQueue().sendAwareness(document, entries, frames, format)
       return
     }
-    this.socket.send(frames.get(format), BINARY)
-    this.checkBudget()
+    this.sendShared(frames, format)
   }
 
   /**

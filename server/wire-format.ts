@@ -12,6 +12,31 @@ export interface WireFormat {
 
 export interface SharedFrames {
   get(format: WireFormat): Uint8Array
+  /** `get(format)` as a whole WebSocket frame (final, binary, unmasked), built once for every recipient. */
+  wire?(format: WireFormat): Uint8Array
+}
+
+/**
+ * A server's binary WebSocket frame around `payload` (RFC 6455 §5.2: FIN, opcode 2, no mask), as
+ * `ws` would write it; written straight to the TCP stream it saves each recipient `ws`'s header
+ * allocation and two-buffer write.
+ */
+export function webSocketFrame(payload: Uint8Array): Uint8Array {
+  const length = payload.length
+  const headerBytes = length < 126 ? 2 : length < 0x10000 ? 4 : 10
+  const frame = Buffer.allocUnsafe(headerBytes + length)
+  frame[0] = 0x82
+  if (headerBytes === 2) {
+    frame[1] = length
+  } else if (headerBytes === 4) {
+    frame[1] = 126
+    frame.writeUInt16BE(length, 2)
+  } else {
+    frame[1] = 127
+    frame.writeBigUInt64BE(BigInt(length), 2)
+  }
+  frame.set(payload, headerBytes)
+  return frame
 }
 
 /**
@@ -22,6 +47,8 @@ export class FrameCache implements SharedFrames {
   private format: WireFormat | null = null
   private frame: Uint8Array | null = null
   private others: Map<WireFormat, Uint8Array> | null = null
+  private wireFormat: WireFormat | null = null
+  private wireFrame: Uint8Array | null = null
 
   constructor(private readonly encode: (format: WireFormat) => Uint8Array) {}
 
@@ -38,6 +65,15 @@ export class FrameCache implements SharedFrames {
       frame = this.encode(format)
       this.others.set(format, frame)
     }
+    return frame
+  }
+
+  wire(format: WireFormat): Uint8Array {
+    if (format === this.wireFormat) return this.wireFrame as Uint8Array
+    const frame = webSocketFrame(this.get(format))
+    // One format per broadcast is the rule (a room of one protocol); a second one is rebuilt.
+    this.wireFormat = format
+    this.wireFrame = frame
     return frame
   }
 }

@@ -9,6 +9,7 @@ import {
   encodeSyncUpdate,
   type YMessage,
 } from '../protocol/index.js'
+import { webSocketFrame } from '../server/wire-format.js'
 import { canonicalState, RawClient } from './harness/clients.js'
 import { metricValue } from './harness/metrics.js'
 import { startServer, type InProcessServer } from './harness/server.js'
@@ -132,6 +133,30 @@ describe('broadcast batching', () => {
     }
   })
 
+  it('broadcast frames of every header size (7-bit, 16-bit and 64-bit lengths) arrive intact', async () => {
+    const url = `${server.url}/frame-sizes`
+    const writer = await joined(url)
+    const reader = await joined(url)
+    try {
+      const doc = new Y.Doc()
+      const sizes = [10, 300, 70_000]
+      for (const [i, size] of sizes.entries()) {
+        const before = Y.encodeStateVector(doc)
+        doc.getMap('m').set(`k${i}`, 'x'.repeat(size))
+        writer.send(encodeSyncUpdate(Y.encodeStateAsUpdate(doc, before)))
+        // One update per turn, so each goes out as it was sent, in a frame of its own size class.
+        await until(() => liveUpdates(reader).length === i + 1, `update ${i} (${size} characters) to arrive`)
+      }
+      const replica = new Y.Doc()
+      for (const update of liveUpdates(reader)) Y.applyUpdate(replica, update)
+      assert.deepEqual(canonicalState(replica), canonicalState(doc))
+      assert.deepEqual(liveUpdates(reader).map((u) => u.length > 65_535), [false, false, true])
+    } finally {
+      writer.close()
+      reader.close()
+    }
+  })
+
   it('an awareness message sent after an update does not overtake it', async () => {
     const url = `${server.url}/order`
     const writer = await joined(url)
@@ -148,5 +173,18 @@ describe('broadcast batching', () => {
       writer.close()
       reader.close()
     }
+  })
+})
+
+describe('webSocketFrame', () => {
+  it('frames a payload as ws would: FIN + binary, unmasked, the shortest length form', () => {
+    const header = (length: number): number[] => [...webSocketFrame(new Uint8Array(length)).subarray(0, length < 126 ? 2 : length < 65_536 ? 4 : 10)]
+    assert.deepEqual(header(0), [0x82, 0])
+    assert.deepEqual(header(125), [0x82, 125])
+    assert.deepEqual(header(126), [0x82, 126, 0, 126])
+    assert.deepEqual(header(65_535), [0x82, 126, 0xff, 0xff])
+    assert.deepEqual(header(65_536), [0x82, 127, 0, 0, 0, 0, 0, 1, 0, 0])
+    const payload = Uint8Array.of(1, 2, 3)
+    assert.deepEqual([...webSocketFrame(payload)], [0x82, 3, 1, 2, 3])
   })
 })
