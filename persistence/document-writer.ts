@@ -400,8 +400,9 @@ export class DocumentWriter extends EventEmitter {
       // At most MAX_BATCH_UPDATES per append: Yjs applies a merged update of thousands of small
       // structs far more slowly than the same structs in small updates (a burst of 25,000 array
       // pushes merged into one entry took 10 s to load), so a burst becomes several entries.
-      let batch = work.queued.length <= MAX_BATCH_UPDATES ? work.queued : work.queued.slice(0, MAX_BATCH_UPDATES)
-      work.queued = work.queued.length <= MAX_BATCH_UPDATES ? [] : work.queued.slice(MAX_BATCH_UPDATES)
+      // Taken from the front in place: copying the rest each time is quadratic in a long backlog.
+      let batch = work.queued.length <= MAX_BATCH_UPDATES ? work.queued : work.queued.splice(0, MAX_BATCH_UPDATES)
+      if (batch === work.queued) work.queued = []
       work.inFlight = batch
       const generation = work.generation
       const merged = await this.mergeBatch(work, batch)
