@@ -51,6 +51,8 @@ const HURRIED_SHUTDOWN_MS = 1_000
 
 /** Documents one Hocuspocus socket may hold at once. */
 const MAX_DOCUMENTS_PER_SOCKET = 1_000
+/** Heartbeat ticks per interval; each checks the connections whose id falls in its slice. */
+const HEARTBEAT_SLICES = 16
 
 /** Errors on a socket weft has not handed to ws yet (an upgrade waiting for its authorization). */
 function destroySocket(this: Duplex): void {
@@ -82,6 +84,8 @@ export class WeftServer {
   private hurried = false
   private hurry: (() => void) | null = null
   private heartbeatTimer: NodeJS.Timeout | null = null
+  /** The slice of connections (by id) the next heartbeat tick checks. */
+  private heartbeatSlice = 0
   private readonly connections = new Set<Connection>()
   private readonly admission: Admission
   private readonly authorizer: Authorizer
@@ -204,7 +208,10 @@ export class WeftServer {
       maxBodyBytes: this.options.maxMessageBytes,
       log: this.log,
     })
-    this.heartbeatTimer = setInterval(() => this.heartbeat(), this.options.heartbeatIntervalMs)
+    // Each tick checks and pings one slice of the connections: every connection once an interval,
+    // and never all of them in one loop, which would hold up broadcasts the way a broadcast to
+    // everyone does.
+    this.heartbeatTimer = setInterval(() => this.heartbeat(), Math.max(1, Math.round(this.options.heartbeatIntervalMs / HEARTBEAT_SLICES)))
     this.heartbeatTimer.unref()
     if (this.options.authSecret === null && this.options.allowOrigins === null) {
       this.log.warn('open mode: no --auth-secret and no --allow-origin; anyone who can reach this port can read and edit every document')
@@ -473,7 +480,10 @@ export class WeftServer {
   }
 
   private heartbeat(): void {
+    const slice = this.heartbeatSlice
+    this.heartbeatSlice = (slice + 1) % HEARTBEAT_SLICES
     for (const connection of this.connections) {
+      if (connection.id % HEARTBEAT_SLICES !== slice) continue
       this.metrics.sendQueueBytes.observe(connection.queuedBytes)
       if (!connection.heartbeat()) this.metrics.heartbeatTerminations.inc()
     }
