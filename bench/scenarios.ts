@@ -205,7 +205,7 @@ const manyRooms: Scenario = {
 }
 
 /** Offered update rates of the saturation steps, per second. */
-const SATURATION_RATES = [100, 200, 400, 700, 1000, 1500, 2000, 3000, 4000, 6000, 8000, 12000, 16000, 24000, 32000, 48000]
+const SATURATION_RATES = [100, 200, 400, 700, 1000, 1500, 2000, 3000, 4000, 6000, 8000, 12000, 16000, 24000, 32000, 48000, 64000, 96000]
 
 const saturation: Scenario = {
   id: 3,

@@ -37,7 +37,7 @@ export class ServerMetrics {
   })
   readonly batchedUpdates = new Counter({
     name: 'weft_batched_updates_total',
-    help: 'Updates broadcast merged with others the room applied in the same event-loop turn',
+    help: 'Updates broadcast merged with others that arrived in the same socket read',
     registers: [this.registry],
   })
   readonly pausedSockets = new Gauge({

@@ -173,10 +173,11 @@ export class Room {
   }
 
   /**
-   * Updates applied in this turn of the event loop and not yet sent to the members. A burst (one
-   * socket read holds many frames; many sockets are read in one poll) goes out as one merged
-   * update per member instead of one message per update: stock clients decode one message per
-   * frame, so the merge happens inside the update, never by packing messages into a frame.
+   * Updates applied and not yet sent to the members. They go out when the current callback is done
+   * (a microtask), so what one socket read brought (a burst holds many frames) goes out as one
+   * merged update per member instead of one message per update, and nothing waits for other
+   * sockets to be read. Stock clients decode one message per frame, so the merge happens inside
+   * the update, never by packing messages into a frame.
    */
   private pending: Uint8Array[] = []
   /** The one origin every pending update came from, or MIXED_ORIGINS. */
@@ -189,7 +190,7 @@ export class Room {
     this.pending.push(update)
     if (!this.flushScheduled) {
       this.flushScheduled = true
-      setImmediate(this.flushBroadcasts)
+      queueMicrotask(this.flushBroadcasts)
     }
   }
 

@@ -15,7 +15,7 @@ import { metricValue } from './harness/metrics.js'
 import { startServer, type InProcessServer } from './harness/server.js'
 import { until } from './harness/wait.js'
 
-// A burst of updates that reaches the server in one turn of its event loop goes out to each member
+// A burst of updates that reaches the server in one read of a socket goes out to each member
 // as one merged update message (one message per frame, as stock clients expect), and nothing that
 // follows the burst overtakes it.
 
@@ -93,7 +93,7 @@ describe('broadcast batching', () => {
     }
   })
 
-  it('bursts from several writers in the same turn converge at every member and the server', async () => {
+  it('bursts from several writers at once converge at every member and the server', async () => {
     const url = `${server.url}/several`
     const a = await joined(url)
     const b = await joined(url)
