@@ -214,8 +214,21 @@ export class Room {
     // A merged update keeps every struct, and a receiver applies it in one transaction: bounded.
     for (let start = 0; start < pending.length; start += MAX_BATCH_UPDATES) {
       const batch = pending.slice(start, start + MAX_BATCH_UPDATES)
-      this.broadcastUpdate(batch.length === 1 ? (batch[0] as Uint8Array) : Y.mergeUpdates(batch), origin)
-      if (batch.length > 1) this.registry.onBatched(batch.length)
+      if (batch.length === 1) {
+        this.broadcastUpdate(batch[0] as Uint8Array, origin)
+        continue
+      }
+      let merged: Uint8Array
+      try {
+        merged = Y.mergeUpdates(batch)
+      } catch (err) {
+        // Yjs encoded every one of these itself, so this is a bug; the updates still go out, one by one.
+        this.log.error({ room: this.name, err, updates: batch.length }, 'merging a burst for broadcast failed')
+        for (const update of batch) this.broadcastUpdate(update, origin)
+        continue
+      }
+      this.broadcastUpdate(merged, origin)
+      this.registry.onBatched(batch.length)
     }
   }
 

@@ -157,6 +157,24 @@ describe('broadcast batching', () => {
     }
   })
 
+  it('a burst that cannot be merged still goes out, one update at a time, and the server carries on', async () => {
+    const url = `${server.url}/unmergeable`
+    const reader = await joined(url)
+    try {
+      const room = server.server.loadedRoom('unmergeable')
+      assert.ok(room !== undefined)
+      // Bytes Yjs cannot read, as if the document had emitted them: Y.mergeUpdates throws on them.
+      const broken = [Uint8Array.of(0xff, 0xff, 0xff), Uint8Array.of(0xfe, 0xfe)]
+      for (const bytes of broken) room.doc.emit('update', [bytes, null, room.doc, null as unknown as Y.Transaction])
+      await until(() => liveUpdates(reader).length === 2, 'both updates to arrive')
+      assert.deepEqual(liveUpdates(reader).map((u) => [...u]), broken.map((u) => [...u]))
+      const after = await joined(url)
+      after.close()
+    } finally {
+      reader.close()
+    }
+  })
+
   it('an awareness message sent after an update does not overtake it', async () => {
     const url = `${server.url}/order`
     const writer = await joined(url)
