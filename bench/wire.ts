@@ -114,14 +114,7 @@ export class WireCodec {
 export function countUpdates (update: Uint8Array): number {
   const d = decoding.createDecoder(update)
   if (decoding.readVarUint(d) === 1) return decoding.readVarUint(d)
-  return countStructs(update)
-}
-
-/** Structs of an update other than skips: each is one update its writer sent. */
-export function countStructs (update: Uint8Array): number {
-  let count = 0
-  for (const struct of Y.decodeUpdate(update).structs) if (!(struct instanceof Y.Skip)) count++
-  return count
+  return readLive(update).structs
 }
 
 /** What a tracker reads of a live update: its structs (skips aside) and the send times (`t`) of its Y.Map sets. */

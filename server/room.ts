@@ -207,10 +207,6 @@ export class Room {
     this.pending = []
     this.pendingOrigin = null
     if (this.stateValue === 'unloaded') return
-    if (pending.length === 1) {
-      this.broadcastUpdate(pending[0] as Uint8Array, origin)
-      return
-    }
     // A merged update keeps every struct, and a receiver applies it in one transaction: bounded.
     for (let start = 0; start < pending.length; start += MAX_BATCH_UPDATES) {
       const batch = pending.slice(start, start + MAX_BATCH_UPDATES)

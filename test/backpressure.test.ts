@@ -3,7 +3,7 @@ import { after, before, describe, it } from 'node:test'
 import type { Socket } from 'node:net'
 import * as Y from 'yjs'
 import type { WebsocketProvider } from 'y-websocket'
-import { decodeYMessage, encodeSyncStep1, encodeSyncUpdate } from '../protocol/index.js'
+import { decodeYMessage, encodeSyncUpdate } from '../protocol/index.js'
 import type { Connection } from '../server/connection.js'
 import { destroy, provider, RawClient, synced } from './harness/clients.js'
 import { startServer, type InProcessServer } from './harness/server.js'
@@ -53,10 +53,8 @@ function tcpOf(client: RawClient): Socket {
 /** Opens a raw reader, syncs it, and returns it with its server-side Connection. */
 async function slowReader(server: InProcessServer, room: string): Promise<{ client: RawClient; connection: Connection }> {
   const known = new Set(connectionsOf(server))
-  const client = await RawClient.open(`${server.url}/${room}`)
+  const { client } = await RawClient.joined(`${server.url}/${room}`)
   await client.frame((f) => decodeYMessage(f).kind === 'sync-step-1', 'the server sync step 1')
-  client.send(encodeSyncStep1(Y.encodeStateVector(new Y.Doc())))
-  await client.frame((f) => decodeYMessage(f).kind === 'sync-step-2', 'the server sync step 2')
   const connection = [...connectionsOf(server)].find((c) => !known.has(c))
   assert.ok(connection !== undefined, 'the reader has a server-side connection')
   return { client, connection }

@@ -5,7 +5,6 @@ import {
   decodeYMessage,
   encodeAwareness,
   encodeAwarenessUpdate,
-  encodeSyncStep1,
   encodeSyncUpdate,
   type YMessage,
 } from '../protocol/index.js'
@@ -38,10 +37,7 @@ function liveUpdates(client: RawClient): Uint8Array[] {
 
 /** A raw client that has done the y-websocket handshake on an empty doc. */
 async function joined(url: string): Promise<RawClient> {
-  const client = await RawClient.open(url)
-  client.send(encodeSyncStep1(Y.encodeStateVector(new Y.Doc())))
-  await client.frame((frame) => decoded(frame)?.kind === 'sync-step-2', 'sync step 2')
-  return client
+  return (await RawClient.joined(url)).client
 }
 
 /** `count` updates of a writer doc, one Y.Map set each, as separate update messages. */

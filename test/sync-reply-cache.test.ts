@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
 import * as Y from 'yjs'
-import { decodeYMessage, encodeSyncStep1, encodeSyncStep2, encodeSyncUpdate } from '../protocol/index.js'
+import { encodeSyncStep2, encodeSyncUpdate } from '../protocol/index.js'
 import { canonicalState, RawClient } from './harness/clients.js'
 import { startServer, type InProcessServer } from './harness/server.js'
 import { until } from './harness/wait.js'
@@ -10,13 +10,9 @@ import { until } from './harness/wait.js'
 
 /** Joins `room` with an empty doc and returns the document the server's step 2 describes. */
 async function join(server: InProcessServer, room: string): Promise<{ client: RawClient; doc: Y.Doc }> {
-  const client = await RawClient.open(`${server.url}/${room}`)
-  client.send(encodeSyncStep1(Y.encodeStateVector(new Y.Doc())))
-  const frame = await client.frame((f) => decodeYMessage(f).kind === 'sync-step-2', 'sync step 2')
-  const message = decodeYMessage(frame)
-  assert.ok(message.kind === 'sync-step-2')
+  const { client, step2 } = await RawClient.joined(`${server.url}/${room}`)
   const doc = new Y.Doc()
-  Y.applyUpdate(doc, message.update)
+  Y.applyUpdate(doc, step2)
   return { client, doc }
 }
 

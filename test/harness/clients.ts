@@ -1,6 +1,7 @@
 import { WebSocket } from 'ws'
 import * as Y from 'yjs'
 import { WebsocketProvider } from 'y-websocket'
+import { decodeYMessage, encodeSyncStep1 } from '../../protocol/index.js'
 import { until, withDeadline } from './wait.js'
 
 /**
@@ -61,6 +62,14 @@ export function canonicalUpdate(update: Uint8Array): Uint8Array {
   return canonicalState(doc)
 }
 
+function isStep2(frame: Uint8Array): boolean {
+  try {
+    return decodeYMessage(frame).kind === 'sync-step-2'
+  } catch {
+    return false
+  }
+}
+
 /** A raw WebSocket that records every frame and its close, for byte-level tests. */
 export class RawClient {
   readonly frames: Uint8Array[] = []
@@ -91,6 +100,19 @@ export class RawClient {
     const client = new RawClient(new WebSocket(url))
     await withDeadline(client.opened, `raw client to open ${url}`)
     return client
+  }
+
+  /**
+   * Opens a raw client that has done the y-websocket handshake on an empty doc; returns it with
+   * the server's sync step 2 (its update is the whole document).
+   */
+  static async joined(url: string): Promise<{ client: RawClient; step2: Uint8Array }> {
+    const client = await RawClient.open(url)
+    client.send(encodeSyncStep1(Y.encodeStateVector(new Y.Doc())))
+    const frame = await client.frame((f) => isStep2(f), 'the server sync step 2')
+    const message = decodeYMessage(frame)
+    if (message.kind !== 'sync-step-2') throw new Error('not a sync step 2')
+    return { client, step2: message.update }
   }
 
   send(frame: Uint8Array): void {
