@@ -5,6 +5,8 @@ FROM node:20-bookworm-slim AS build
 WORKDIR /src
 
 COPY package.json package-lock.json ./
+# npm ci runs the package's `prepare`, which builds only once the sources are there.
+COPY scripts/prepare.mjs scripts/
 RUN npm ci --no-audit --no-fund
 
 COPY . .
