@@ -2,47 +2,60 @@
 /**
  * The `weft` command. The only module that reads process.argv and process.env.
  */
-import { readFileSync } from 'node:fs'
+import { existsSync, statSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { SignJWT } from 'jose'
 import { pino } from 'pino'
 import * as Y from 'yjs'
 import { DocumentWriter, openStore } from '../persistence/index.js'
 import { isValidRoomName, ProtocolError, validateUpdate } from '../protocol/index.js'
-import { ConfigError, DEFAULTS, parseSettings } from './config.js'
+import { buildInfo } from './build-info.js'
+import { ConfigError, DEFAULTS, MIN_AUTH_SECRET_BYTES, parseSettings, settingsHelp, type WeftOptions } from './config.js'
 import { documentToJson } from './document-json.js'
 import { createServer } from './server.js'
 
-const USAGE = `usage:
-  weft serve [flags]                                   run a server (see README for flags)
+const USAGE = `weft: real-time backend for collaborative Yjs editors (y-websocket and Hocuspocus clients)
+
+usage:
+  weft serve [flags]                                   run a server (weft serve --help lists the flags)
   weft version                                         print version, commit and build time
   weft export ROOM [--data DIR] [--format json|update] print one stored document
   weft import ROOM FILE [--data DIR]                   merge a binary Yjs update into a stored document
-  weft compact [--data DIR]                            compact every stored document`
+  weft compact [--data DIR]                            compact every stored document
+  weft token --secret S --room R [--room R2 ...]       print an HS256 access token for development
+             [--access read|write|admin] [--ttl 1h] [--sub ID]
+  weft --help, weft --version
+
+export, import and compact work on a stopped server's data directory (LevelDB admits one process).`
+
+const SERVE_USAGE = `usage: weft serve [flags]
+
+Each setting is read from its flag, else its environment variable, else the default.
+A value that cannot work stops weft with status 2 and one line naming the setting.
+
+`
 
 /** Exit status for a bad flag or setting (the contract). */
 const EXIT_USAGE = 2
 
 class UsageError extends Error {}
 
-interface BuildInfo {
-  version: string
-  commit: string
-  buildTime: string
-}
+/** stdout's reader closed before the output was written. */
+class ReaderGone extends Error {}
 
-function readBuildInfo(): BuildInfo {
-  try {
-    const info = JSON.parse(readFileSync(new URL('../build-info.json', import.meta.url), 'utf8')) as Partial<BuildInfo>
-    return { version: info.version ?? 'dev', commit: info.commit ?? 'unknown', buildTime: info.buildTime ?? 'unknown' }
-  } catch {
-    return { version: 'dev', commit: 'unknown', buildTime: 'unknown' }
-  }
-}
-
-/** Parses `--name value` / `--name=value` pairs of the offline commands; positional arguments are returned in order. */
-function parseOfflineArgs(args: readonly string[], allowed: readonly string[]): { positional: string[]; flags: Map<string, string> } {
+/**
+ * Parses `--name value` / `--name=value` pairs of the offline commands; positional arguments are
+ * returned in order. `repeatable` flags collect every value (comma-joined would break room names).
+ */
+function parseOfflineArgs(
+  args: readonly string[],
+  allowed: readonly string[],
+  repeatable: readonly string[] = [],
+): { positional: string[]; flags: Map<string, string>; repeated: Map<string, string[]> } {
   const positional: string[] = []
   const flags = new Map<string, string>()
+  const repeated = new Map<string, string[]>()
   for (let i = 0; i < args.length; i++) {
     const arg = args[i] as string
     if (!arg.startsWith('--')) {
@@ -54,13 +67,29 @@ function parseOfflineArgs(args: readonly string[], allowed: readonly string[]): 
     if (!allowed.includes(name)) throw new ConfigError(name, `unknown flag ${name}`)
     const value = eq === -1 ? args[++i] : arg.slice(eq + 1)
     if (value === undefined || value === '') throw new ConfigError(name, `${name} needs a value`)
-    flags.set(name, value)
+    if (repeatable.includes(name)) repeated.set(name, [...(repeated.get(name) ?? []), value])
+    else if (flags.has(name)) throw new ConfigError(name, `${name} given twice`)
+    else flags.set(name, value)
   }
-  return { positional, flags }
+  return { positional, flags, repeated }
 }
 
+/**
+ * The data directory of an offline command. It must already be one (LevelDB keeps a CURRENT file
+ * in every database): opening a mistyped path would create an empty database and report success.
+ */
 function dataDir(flags: Map<string, string>): string {
-  return flags.get('--data') ?? (process.env.WEFT_DATA || DEFAULTS.data)
+  const dir = flags.get('--data') ?? (process.env.WEFT_DATA || DEFAULTS.data)
+  const source = flags.has('--data') ? '--data' : process.env.WEFT_DATA ? 'WEFT_DATA (--data)' : '--data (default ./data)'
+  if (dir === 'memory') throw new ConfigError('--data', `invalid ${source}: "memory" holds nothing once the server stops; give the server's data directory`)
+  let isDirectory: boolean
+  try {
+    isDirectory = statSync(dir).isDirectory()
+  } catch {
+    throw new ConfigError('--data', `invalid ${source}: ${dir} does not exist`)
+  }
+  if (!isDirectory || !existsSync(join(dir, 'CURRENT'))) throw new ConfigError('--data', `invalid ${source}: ${dir} is not a weft data directory (no LevelDB database in it)`)
+  return dir
 }
 
 function roomArgument(value: string | undefined): string {
@@ -97,13 +126,36 @@ async function exportCommand(args: readonly string[]): Promise<number> {
     return 1
   }
   if (format === 'update') {
-    process.stdout.write(stored)
+    await writeOut(stored)
     return 0
   }
   const doc = new Y.Doc()
   Y.applyUpdate(doc, stored)
-  process.stdout.write(JSON.stringify(documentToJson(doc), null, 2) + '\n')
+  await writeOut(JSON.stringify(documentToJson(doc), null, 2) + '\n')
   return 0
+}
+
+/**
+ * Resolves once `data` has left the process. Into a pipe, stdout writes are asynchronous past
+ * the pipe's buffer (64 KiB on Linux): exiting right after write() would cut the output there.
+ */
+function writeOut(data: string | Uint8Array): Promise<void> {
+  return new Promise((resolve, reject) => {
+    process.stdout.write(data, (err) => {
+      if (!err) resolve()
+      // The reader went away (`weft export R | head -c 10`): like other Unix tools, stop quietly.
+      else if ((err as NodeJS.ErrnoException).code === 'EPIPE') reject(new ReaderGone())
+      else reject(new Error(`cannot write the output: ${err.message}`))
+    })
+  })
+}
+
+/** Waits for what is queued on stdout and stderr (see writeOut); a closed reader ends the wait too. */
+function flushed(stream: NodeJS.WriteStream): Promise<void> {
+  return new Promise((resolve) => {
+    if (stream.destroyed || !stream.writable) resolve()
+    else stream.write('', () => resolve())
+  })
 }
 
 async function importCommand(args: readonly string[]): Promise<number> {
@@ -140,14 +192,81 @@ async function compactCommand(args: readonly string[]): Promise<number> {
   return 0
 }
 
+const TTL_UNITS: Readonly<Record<string, number>> = { s: 1, m: 60, h: 3600, d: 86_400 }
+
+/** `90`, `90s`, `15m`, `1h`, `7d` → seconds. */
+function parseTtl(raw: string): number {
+  const match = /^(\d+)([smhd]?)$/.exec(raw)
+  const seconds = match === null ? NaN : Number(match[1]) * (TTL_UNITS[match[2] || 's'] as number)
+  if (!Number.isSafeInteger(seconds) || seconds <= 0) throw new ConfigError('--ttl', `invalid --ttl: "${raw}" is not a duration like 90s, 15m, 1h or 7d`)
+  return seconds
+}
+
+/** Prints an HS256 access token with the claims server/access.ts checks: sub, exp, rooms, access. */
+async function tokenCommand(args: readonly string[]): Promise<number> {
+  const { positional, flags, repeated } = parseOfflineArgs(args, ['--secret', '--room', '--access', '--ttl', '--sub'], ['--room'])
+  if (positional.length > 0) throw new UsageError(`unexpected argument ${positional[0]}`)
+  const secret = flags.get('--secret') ?? process.env.WEFT_AUTH_SECRET
+  if (secret === undefined || secret === '') throw new ConfigError('--secret', 'missing --secret (the server\'s --auth-secret; or set WEFT_AUTH_SECRET)')
+  if (Buffer.byteLength(secret) < MIN_AUTH_SECRET_BYTES) {
+    throw new ConfigError('--secret', `invalid --secret: the server refuses HS256 secrets shorter than ${MIN_AUTH_SECRET_BYTES} bytes`)
+  }
+  const rooms = repeated.get('--room') ?? []
+  if (rooms.length === 0) throw new ConfigError('--room', 'missing --room (a room name, or a prefix ending in *; repeat --room for more)')
+  for (const room of rooms) {
+    const name = room.endsWith('*') ? room.slice(0, -1) : room
+    if (name !== '' && !isValidRoomName(name)) throw new ConfigError('--room', `invalid --room: "${room}" is not a room name or prefix`)
+  }
+  const access = flags.get('--access') ?? 'write'
+  if (access !== 'read' && access !== 'write' && access !== 'admin') throw new ConfigError('--access', `invalid --access: "${access}" is not read, write or admin`)
+  const ttl = parseTtl(flags.get('--ttl') ?? '1h')
+  const now = Math.floor(Date.now() / 1000)
+  const token = await new SignJWT({ rooms, access })
+    .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
+    .setSubject(flags.get('--sub') ?? 'dev')
+    .setIssuedAt(now)
+    .setExpirationTime(now + ttl)
+    .sign(new TextEncoder().encode(secret))
+  await writeOut(token + '\n')
+  return 0
+}
+
+/** The one stderr line of a server that could not start: what failed and which setting to look at. */
+function startFailure(err: unknown, settings: Readonly<WeftOptions>): string {
+  const { code, message } = err as NodeJS.ErrnoException
+  const where = `${settings.host}:${settings.port}`
+  switch (code) {
+    case 'EADDRINUSE':
+      return `cannot listen on ${where}: the port is in use (--port)`
+    case 'EACCES':
+      if ((err as { syscall?: string }).syscall === 'listen') return `cannot listen on ${where}: permission denied (ports below 1024 need privileges; --port)`
+      break
+    case 'EADDRNOTAVAIL':
+    case 'ENOTFOUND':
+      return `cannot listen on ${where}: no such address on this machine (--host)`
+  }
+  const cause = (err as Error).cause as NodeJS.ErrnoException | undefined
+  const detail = cause?.message ?? message ?? String(err)
+  if (settings.data !== 'memory' && /open|lock|database|EACCES|EROFS|ENOTDIR|ENOENT/i.test(`${message} ${code ?? ''}`)) {
+    return `cannot open the data directory ${settings.data}: ${detail.split('\n')[0]} (--data)`
+  }
+  return `could not start: ${String(message ?? err).split('\n')[0]}`
+}
+
 async function serveCommand(args: readonly string[]): Promise<number> {
+  if (args.includes('--help') || args.includes('-h')) {
+    await writeOut(SERVE_USAGE + settingsHelp() + '\n')
+    return 0
+  }
   const settings = parseSettings(args, process.env)
   const server = createServer(settings)
   try {
     await server.listen()
   } catch (err) {
+    // stdout carries JSON logs (maybe silenced); the reason a start failed goes to stderr as one line.
     server.log.fatal({ err }, 'could not start')
     await server.close().catch(() => {})
+    process.stderr.write(`weft: ${startFailure(err, settings)}\n`)
     return 1
   }
   return new Promise<number>((resolve) => {
@@ -181,11 +300,15 @@ async function main(argv: readonly string[]): Promise<number> {
   switch (command) {
     case 'serve':
       return serveCommand(args)
-    case 'version': {
-      const info = readBuildInfo()
-      process.stdout.write(`weft ${info.version} (commit ${info.commit}, built ${info.buildTime})\n`)
+    case 'version':
+    case '--version':
+    case '-v': {
+      const info = buildInfo()
+      await writeOut(`weft ${info.version} (commit ${info.commit}, built ${info.buildTime})\n`)
       return 0
     }
+    case 'token':
+      return tokenCommand(args)
     case 'export':
       return exportCommand(args)
     case 'import':
@@ -195,25 +318,35 @@ async function main(argv: readonly string[]): Promise<number> {
     case 'help':
     case '--help':
     case '-h':
-      process.stdout.write(USAGE + '\n')
+      await writeOut(USAGE + '\n')
       return 0
     default:
       throw new UsageError(command === undefined ? 'missing command' : `unknown command "${command}"`)
   }
 }
 
-main(process.argv.slice(2)).then(
-  (status) => process.exit(status),
-  (err: unknown) => {
-    if (err instanceof ConfigError) {
-      process.stderr.write(`weft: ${err.message}\n`)
-      process.exit(EXIT_USAGE)
-    }
-    if (err instanceof UsageError) {
-      process.stderr.write(`weft: ${err.message} (weft help lists the commands)\n`)
-      process.exit(EXIT_USAGE)
-    }
-    process.stderr.write(`weft: ${(err as Error).message ?? String(err)}\n`)
-    process.exit(1)
-  },
-)
+function failure(err: unknown): number {
+  if (err instanceof ReaderGone) return 1
+  if (err instanceof ConfigError) {
+    process.stderr.write(`weft: ${err.message}\n`)
+    return EXIT_USAGE
+  }
+  if (err instanceof UsageError) {
+    process.stderr.write(`weft: ${err.message} (weft help lists the commands)\n`)
+    return EXIT_USAGE
+  }
+  process.stderr.write(`weft: ${(err as Error).message ?? String(err)}\n`)
+  return 1
+}
+
+// A reader that goes away is reported to writeOut's callback; the stream's own error event must not crash.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code !== 'EPIPE') throw err
+})
+
+main(process.argv.slice(2))
+  .then((status) => status, failure)
+  .then(async (status) => {
+    await Promise.all([flushed(process.stdout), flushed(process.stderr)])
+    process.exit(status)
+  })

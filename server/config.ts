@@ -6,6 +6,7 @@
  * same options (partial) and runs them through `resolveOptions`, the same validator.
  */
 
+import { createPrivateKey, X509Certificate } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { ClientAddress } from './admission.js'
 
@@ -269,5 +270,97 @@ export function resolveOptions(partial: Partial<WeftOptions> = {}): Readonly<Wef
   if (options.data === '') throw new ConfigError('--data', 'invalid --data: must not be empty')
   const badProxy = ClientAddress.validate(options.trustedProxies)
   if (badProxy !== null) throw new ConfigError('--trusted-proxies', `invalid --trusted-proxies: "${badProxy}" is not an IP address or CIDR range`)
+  checkUsable(options)
   return Object.freeze({ ...options })
+}
+
+/** Shortest HS256 key accepted: RFC 7518 §3.2 asks for a key at least as long as the hash (256 bits). */
+export const MIN_AUTH_SECRET_BYTES = 32
+
+/**
+ * Values that parse but cannot work: each would start a server that refuses every browser, accepts
+ * guessable tokens or fails at the first TLS handshake, with nothing in the logs to say why.
+ */
+function checkUsable(options: WeftOptions): void {
+  for (const origin of options.allowOrigins ?? []) {
+    let normal: string | null = null
+    try {
+      const url = new URL(origin)
+      if (url.protocol === 'http:' || url.protocol === 'https:') normal = url.origin
+    } catch {
+      // not a URL: reported below
+    }
+    // Browsers send the Origin header as scheme://host[:port], lower case, default port left out;
+    // any other spelling never matches it.
+    if (normal !== origin) {
+      const hint = normal === null ? 'an origin is scheme://host[:port], e.g. https://app.example.com' : `browsers send it as "${normal}"`
+      throw new ConfigError('--allow-origin', `invalid --allow-origin: "${origin}" can never match a browser's Origin header (${hint})`)
+    }
+  }
+  if (options.authSecret !== null && Buffer.byteLength(options.authSecret) < MIN_AUTH_SECRET_BYTES) {
+    throw new ConfigError('--auth-secret', `invalid --auth-secret: an HS256 secret needs at least ${MIN_AUTH_SECRET_BYTES} bytes, this one has ${Buffer.byteLength(options.authSecret)} (e.g. openssl rand -base64 32)`)
+  }
+  // The header arrives trimmed and cannot carry control characters, so such a token never matches.
+  if (options.metricsToken !== null && (options.metricsToken !== options.metricsToken.trim() || [...options.metricsToken].some((c) => c < ' ' || c === '\x7f'))) {
+    throw new ConfigError('--metrics-token', 'invalid --metrics-token: leading or trailing spaces or control characters never match an Authorization header')
+  }
+  if (!options.hocuspocusPath.startsWith('/') || /[?#\s]/.test(options.hocuspocusPath)) {
+    throw new ConfigError('--hocuspocus-path', `invalid --hocuspocus-path: "${options.hocuspocusPath}" must be a URL path starting with / without ?, # or spaces`)
+  }
+  if (options.tlsCert !== null && options.tlsKey !== null) {
+    try {
+      new X509Certificate(readFileSync(options.tlsCert))
+    } catch (err) {
+      throw new ConfigError('--tls-cert', `invalid --tls-cert: ${options.tlsCert} is not a readable PEM certificate (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`)
+    }
+    try {
+      createPrivateKey(readFileSync(options.tlsKey))
+    } catch (err) {
+      throw new ConfigError('--tls-key', `invalid --tls-key: ${options.tlsKey} is not a readable PEM private key (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`)
+    }
+  }
+}
+
+/** One line of `weft serve --help` per setting; SETTINGS entries without one show only flag, variable and default. */
+const SETTING_HELP: Partial<Record<keyof WeftOptions, string>> = {
+  host: 'listen address',
+  port: 'listen port; 0 = any free port (logged)',
+  data: 'LevelDB directory; memory = in-memory store',
+  redisUrl: 'redis:// or rediss:// URL; joins the cluster on that Redis',
+  instanceId: "this instance's id in the cluster (default random)",
+  authSecret: `HS256 secret for access tokens (>= ${MIN_AUTH_SECRET_BYTES} bytes); none = open mode`,
+  allowOrigins: 'comma list of allowed Origin values (scheme://host[:port])',
+  maxConnections: 'connections admitted at once',
+  maxConnectionsPerIp: 'connections admitted at once per address',
+  maxMessageBytes: 'largest inbound frame; larger closes with 1009',
+  sendQueueBytes: 'per-connection outbound budget',
+  drainSeconds: 'graceful drain window on SIGTERM/SIGINT',
+  maxDocumentBytes: 'updates growing a document past this are refused',
+  persistWindowMs: 'longest wait of an applied update before storage',
+  trustedProxies: 'comma list of proxies whose X-Forwarded-For is believed',
+  metricsToken: '/metrics needs Authorization: Bearer <token>',
+  hocuspocusPath: 'URL path served with the Hocuspocus protocol',
+  tlsCert: 'PEM certificate file: serve https/wss (with --tls-key)',
+  tlsKey: 'PEM private key file for --tls-cert',
+  logLevel: 'fatal, error, warn, info, debug, trace or silent',
+  maxRoomConnections: 'connections admitted at once to one room',
+  upgradesPerSecond: 'WebSocket upgrades per second (burst twice this)',
+  upgradesPerSecondPerIp: 'WebSocket upgrades per second per address',
+  inboundMessagesPerSecond: 'per connection; past it the socket is paused',
+  inboundBytesPerSecond: 'per connection; past it the socket is paused',
+  slowConsumerGraceMs: 'time over --send-queue-bytes before a 1013 close',
+  heartbeatIntervalMs: 'ping interval; two silent intervals end a connection',
+}
+
+/** The settings table of `weft serve --help`, generated from SETTINGS and DEFAULTS so it cannot drift. */
+export function settingsHelp(): string {
+  const shown = (value: unknown): string => (value === null ? '-' : Array.isArray(value) ? (value.length === 0 ? '-' : value.join(',')) : String(value))
+  const rows = SETTINGS.map((spec) => {
+    const range = spec.min !== undefined || spec.max !== undefined ? ` (${spec.min ?? ''}..${spec.max ?? ''})` : ''
+    return [spec.flag, spec.env, shown(DEFAULTS[spec.key]), (SETTING_HELP[spec.key] ?? '') + range]
+  })
+  const header = ['flag', 'environment', 'default', 'meaning']
+  const widths = header.map((title, i) => Math.max(title.length, ...rows.map((row) => (row[i] as string).length)))
+  const line = (cells: readonly string[]): string => cells.map((cell, i) => (i === cells.length - 1 ? cell : cell.padEnd(widths[i] as number))).join('  ').trimEnd()
+  return [line(header), ...rows.map(line)].join('\n')
 }

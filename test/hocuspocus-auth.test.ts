@@ -14,7 +14,7 @@ import { upgradeStatus } from './harness/http.js'
 // Token authentication of both protocols, with the server started with an auth secret: the
 // Hocuspocus provider's Auth handshake per document, and y-websocket's `?token=` on the URL.
 
-const SECRET = 'hocuspocus-auth-test-secret'
+const SECRET = 'hocuspocus-auth-test-secret-0123456789abcdef'
 
 function token(claims: { rooms?: string[]; access?: string; expiresInSeconds?: number; secret?: string; sub?: string } = {}): Promise<string> {
   return signToken(

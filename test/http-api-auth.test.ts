@@ -16,7 +16,7 @@ import { until, withDeadline } from './harness/wait.js'
 import { signToken } from './harness/tokens.js'
 import { refusedWith } from './harness/http.js'
 
-const SECRET = 'http-api-auth-test-secret'
+const SECRET = 'http-api-auth-test-secret-0123456789abcdef'
 
 function token(access: string, rooms: string[], options: { secret?: string; expiresInSeconds?: number } = {}): Promise<string> {
   return signToken({ rooms, access }, { secret: options.secret ?? SECRET, subject: 'user-1', expiresInSeconds: options.expiresInSeconds })

@@ -15,7 +15,7 @@ import { until, withDeadline } from './harness/wait.js'
 import { signToken } from './harness/tokens.js'
 import { refusedWith } from './harness/http.js'
 
-const SECRET = 'http-api-cluster-secret'
+const SECRET = 'http-api-cluster-secret-0123456789abcdef'
 
 interface Reply {
   status: number
