@@ -9,10 +9,11 @@ import { WebSocketServer, type WebSocket } from 'ws'
 import { createRelay, RedisSharedState, type Relay } from '../cluster/index.js'
 import { pathOfTarget, roomFromPath } from '../protocol/index.js'
 import { DocumentWriter, openStore, type StorageHealth, type VersionStore } from '../persistence/index.js'
-import { CloseCode, type HttpErrorCode } from './codes.js'
+import { CloseCode, HttpError, type HttpErrorCode } from './codes.js'
 import { resolveOptions, type WeftOptions } from './config.js'
 import { JwtAuthorizer, OPEN_GRANT, openAccess, roomInScope, type AccessDecision, type Authorizer, type Grant } from './access.js'
 import { HttpApi } from './http-api.js'
+import { serveApiDescription, serveHomePage } from './home-page.js'
 import { rawError, RETRY_AFTER_SECONDS, sendError, sendJson } from './http-response.js'
 import { MemoryTickets, Tickets } from './tickets.js'
 import { Admission, ClientAddress, type AdmissionTicket } from './admission.js'
@@ -281,6 +282,12 @@ export class WeftServer {
       return
     }
     switch (url.pathname) {
+      case '/':
+        serveHomePage(req, res, this.options.hocuspocusPath)
+        return
+      case '/openapi.yaml':
+        serveApiDescription(res)
+        return
       case '/health/live':
         sendJson(res, 200, { status: 'live' })
         return
@@ -327,6 +334,9 @@ export class WeftServer {
 
   private refuseUpgrade(socket: Duplex, code: HttpErrorCode, message: string, result: string): void {
     this.metrics.upgrades.inc({ result })
+    // The client sees only a failed connection; this line tells the operator why. The reasons are
+    // fixed texts and the URL is left out: neither can carry a token or ticket.
+    this.log.info({ result, status: HttpError[code], reason: message, remoteAddress: (socket as Socket).remoteAddress }, 'upgrade refused')
     socket.end(rawError(code, message))
   }
 
