@@ -7,6 +7,7 @@
  */
 
 import { createPrivateKey, X509Certificate } from 'node:crypto'
+import { createSecureContext } from 'node:tls'
 import { readFileSync } from 'node:fs'
 import { ClientAddress } from './admission.js'
 
@@ -317,6 +318,11 @@ function checkUsable(options: WeftOptions): void {
       createPrivateKey(readFileSync(options.tlsKey))
     } catch (err) {
       throw new ConfigError('--tls-key', `invalid --tls-key: ${options.tlsKey} is not a readable PEM private key (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`)
+    }
+    try {
+      createSecureContext({ cert: readFileSync(options.tlsCert), key: readFileSync(options.tlsKey) })
+    } catch (err) {
+      throw new ConfigError('--tls-key', `invalid --tls-key: ${options.tlsKey} does not belong to the certificate ${options.tlsCert} (${(err as Error).message})`)
     }
   }
 }

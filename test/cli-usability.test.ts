@@ -4,7 +4,7 @@
  * failures on stderr, `weft token`, and `weft export` into a real pipe (issue 12 finding 9).
  */
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
+import { execFileSync, spawn } from 'node:child_process'
 import { existsSync, readdirSync, readFileSync } from 'node:fs'
 import { mkdir, writeFile } from 'node:fs/promises'
 import { createServer as createNetServer, type Server } from 'node:net'
@@ -101,11 +101,21 @@ describe('settings that cannot work are refused at start', () => {
     { name: 'a metrics token with a trailing space', args: ['--metrics-token', 'abc '], setting: '--metrics-token' },
     { name: 'a Hocuspocus path with a query', args: ['--hocuspocus-path', '/collab?x=1'], setting: '--hocuspocus-path' },
     { name: 'a certificate that is not PEM', args: ['--tls-cert', 'FILE:cert.pem', '--tls-key', 'FILE:key.pem'], setting: '--tls-cert', files: { 'cert.pem': 'not a certificate', 'key.pem': 'not a key' } },
+    { name: 'a key of another certificate', args: ['--tls-cert', 'FILE:a.crt', '--tls-key', 'FILE:b.key'], setting: '--tls-key', files: { 'a.crt': 'CERT:a', 'b.key': 'KEY:b' } },
   ]
   for (const { name, args, env, setting, files } of cases) {
     it(`exits 2 with one line naming ${setting} for ${name}`, async () => {
       const dir = await newDir()
-      for (const [file, text] of Object.entries(files ?? {})) await writeFile(join(dir, file), text)
+      for (const [file, text] of Object.entries(files ?? {})) {
+        if (text.startsWith('CERT:') || text.startsWith('KEY:')) continue
+        await writeFile(join(dir, file), text)
+      }
+      if (Object.values(files ?? {}).some((text) => text.startsWith('CERT:'))) {
+        // Two self-signed pairs; the certificate of one with the key of the other.
+        for (const pair of ['a', 'b']) {
+          execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-subj', '/CN=localhost', '-days', '1', '-keyout', join(dir, `${pair}.key`), '-out', join(dir, `${pair}.crt`)], { stdio: 'pipe' })
+        }
+      }
       const resolved = args.map((arg) => (arg.startsWith('FILE:') ? join(dir, arg.slice(5)) : arg))
       const { status, stdout, stderr } = await weft(['serve', '--host', '127.0.0.1', '--port', '0', '--data', 'memory', ...resolved], env)
       assert.equal(status, 2, stderr)
