@@ -26,6 +26,7 @@ function repoRoot(): string {
 
 const ROOT = repoRoot()
 const NPM = process.platform === 'win32' ? 'npm.cmd' : 'npm'
+const KEPT_NPM_CONFIG = /^npm_config_(registry|cache|userconfig|globalconfig|proxy|https_proxy|noproxy|strict_ssl|cafile|ca)$/i
 
 interface Run {
   status: number | null
@@ -34,8 +35,9 @@ interface Run {
 }
 
 function run(command: string, args: string[], cwd: string, timeoutMs: number): Promise<Run> {
-  // The npm_* variables of an enclosing `npm test` describe the weft project, not the consumer.
-  const env = Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.toLowerCase().startsWith('npm_')))
+  // The npm_* variables of an enclosing `npm test` describe the weft project (its prefix, its
+  // package), not the consumer; only where packages come from is kept.
+  const env = Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.toLowerCase().startsWith('npm_') || KEPT_NPM_CONFIG.test(key)))
   const child = spawn(command, args, { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] })
   let stdout = ''
   let stderr = ''
