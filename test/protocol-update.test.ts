@@ -111,12 +111,12 @@ function everyContentKind (gc: boolean): { doc: Y.Doc; updates: Uint8Array[] } {
 test('hand-written update vectors', () => {
   // 1 client; 1 struct; client 1; clock 0; info 04 (string, no origins); parent is the root key "t"; "hi"; empty delete set.
   const hi = hex('01 01 01 00 04 01 01' + utf8('t') + '02' + utf8('hi') + '00')
-  assert.deepEqual(validateUpdate(hi), { clients: 1, structs: 1, deleteRanges: 0, bytes: 12 })
+  assert.deepEqual(validateUpdate(hi), { clients: 1, structs: 1, deleteRanges: 0, bytes: 12, types: 0, requires: new Map() })
   const doc = new Y.Doc()
   Y.applyUpdate(doc, hi)
   assert.equal(doc.getText('t').toString(), 'hi')
   // Only a delete set: client 5 loses clocks 0..1.
-  assert.deepEqual(validateUpdate(hex('00 01 05 01 00 02')), { clients: 0, structs: 0, deleteRanges: 1, bytes: 6 })
+  assert.deepEqual(validateUpdate(hex('00 01 05 01 00 02')), { clients: 0, structs: 0, deleteRanges: 1, bytes: 6, types: 0, requires: new Map([[5, 2]]) })
   // Item with origin (1, 1), a map key, JSON content with the legacy bare `undefined`.
   const json = hex('01 01 01 02 82 01 01 02 09' + utf8('undefined') + '03' + utf8('[1]') + '00')
   assert.equal(validateUpdate(json).structs, 1)
@@ -125,7 +125,7 @@ test('hand-written update vectors', () => {
   // GC and Skip structs with their lengths.
   assert.equal(validateUpdate(hex('01 02 03 00 00 02 0a 05 00')).structs, 2)
   // An empty update is valid, and recognised.
-  assert.deepEqual(validateUpdate(hex('0000')), { clients: 0, structs: 0, deleteRanges: 0, bytes: 2 })
+  assert.deepEqual(validateUpdate(hex('0000')), { clients: 0, structs: 0, deleteRanges: 0, bytes: 2, types: 0, requires: new Map() })
 })
 
 test('isEmptyUpdate recognises the update Yjs sends when there is nothing', () => {
