@@ -28,7 +28,7 @@ function smallEdit(i: number): Uint8Array {
 }
 
 describe('the size check does not re-encode the document for every refused update (issue 12, finding 5)', () => {
-  it('40 small updates at the limit are refused without stalling /health/live', async () => {
+  it('80 small updates at the limit are refused without stalling /health/live', async () => {
     // 200,000 items inserted at the front: none merge, so encoding the document is slow.
     const big = new Y.Doc()
     const array = big.getArray<number>('a')
@@ -45,7 +45,7 @@ describe('the size check does not re-encode the document for every refused updat
       let done = false
       const started = performance.now()
       const attack = (async () => {
-        for (let i = 0; i < 40; i++) assert.equal(await post(server, 'big', smallEdit(i)), 413)
+        for (let i = 0; i < 80; i++) assert.equal(await post(server, 'big', smallEdit(i)), 413)
       })().finally(() => (done = true))
       while (!done) {
         const sampleStarted = performance.now()
@@ -56,8 +56,8 @@ describe('the size check does not re-encode the document for every refused updat
       const elapsed = performance.now() - started
       samples.sort((a, b) => a - b)
       const p99 = samples[Math.floor(samples.length * 0.99)] ?? 0
-      assert.ok(p99 < 100, `/health/live p99 ${p99.toFixed(1)} ms while 40 updates were refused`)
-      assert.ok(elapsed < 2_000, `40 refusals took ${Math.round(elapsed)} ms`)
+      assert.ok(p99 < 100, `/health/live p99 ${p99.toFixed(1)} ms while 80 updates were refused`)
+      assert.ok(elapsed < 1_500, `80 refusals took ${Math.round(elapsed)} ms`)
       // Updates that fit still count: the document is unchanged and readable.
       assert.equal((await httpRequest(server.port, '/api/rooms/big/state-vector')).status, 200)
     } finally {
