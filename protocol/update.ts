@@ -63,12 +63,36 @@ const MIN_ANY_ENTRY_BYTES = 2 // key length + value tag
  * update will be applied to.
  */
 export function validateUpdate (update: Uint8Array, opts: { maxDepth?: number } = {}): UpdateSummary {
-  const maxDepth = opts.maxDepth ?? DEFAULT_MAX_DEPTH
+  return walkUpdate(update, opts.maxDepth ?? DEFAULT_MAX_DEPTH, new Dependencies(null))
+}
+
+/** What the document an update is applied to knows about nesting; depths count a root type as 1. */
+export interface NestingLookup {
+  /** Depth of the type the document's item (client, clock) sits in; null when the document lacks it. */
+  containerDepth (client: number, clock: number): number | null
+  /** Depth of the type the document's item (client, clock) is; 0 when it is no type; null when absent. */
+  typeDepth (client: number, clock: number): number | null
+}
+
+/**
+ * The deepest shared type `update` (already accepted by validateUpdate) would create, counting
+ * root types as 1 and the depth each parent already has in the document (`lookup`): depth can be
+ * built one level per update. Returns Infinity as soon as one exceeds `maxNestingDepth`, or when
+ * the update names a client in two runs (Yjs never writes that). Yjs deletes, encodes and
+ * serialises nested types recursively, so a chain of thousands overflows the stack in the middle
+ * of a transaction (issue 12). Linear in the update: iterative, each item's depth computed once.
+ */
+export function deepestNesting (update: Uint8Array, maxNestingDepth: number, lookup: NestingLookup): number {
+  const nesting = new NestingRecorder()
+  walkUpdate(update, DEFAULT_MAX_DEPTH, new Dependencies(nesting))
+  return nesting.deepest(maxNestingDepth, lookup)
+}
+
+function walkUpdate (update: Uint8Array, maxDepth: number, deps: Dependencies): UpdateSummary {
   const reader = new ByteReader(update, 1007)
   // yjs#498: an empty update made Yjs hang.
   if (update.length === 0) reader.fail('empty update')
 
-  const deps = new Dependencies()
   const clients = reader.readCount(MIN_CLIENT_BYTES, 'client')
   let structs = 0
   for (let c = 0; c < clients; c++) {
@@ -114,6 +138,12 @@ export function validateUpdate (update: Uint8Array, opts: { maxDepth?: number } 
  */
 class Dependencies {
   types = 0
+  /** The ID readEarlierId read last (no tuple allocated per reference). */
+  idClient = 0
+  idClock = 0
+
+  constructor (readonly nesting: NestingRecorder | null) {}
+
   /** Per client: the clock of its run's first struct, and the end of the run. */
   private readonly runs = new Map<number, { start: number; end: number }>()
   /** Per client: the highest clock + 1 referred to (origins, parents, delete ranges). */
@@ -216,18 +246,154 @@ function readStruct (reader: ByteReader, client: number, clock: number, maxDepth
     if (ref === STRUCT_SKIP) deps.gap(client, clock + length)
     return length
   }
-  if (info & INFO_HAS_ORIGIN) readEarlierId(reader, client, clock, deps)
-  if (info & INFO_HAS_RIGHT_ORIGIN) readEarlierId(reader, client, clock, deps)
+  // Yjs takes the parent from the origin, else from the right origin, else as written.
+  let link: LinkKind = Link.root
+  let linkClient = 0
+  let linkClock = 0
+  if (info & INFO_HAS_ORIGIN) {
+    readEarlierId(reader, client, clock, deps)
+    link = Link.neighbour
+    linkClient = deps.idClient
+    linkClock = deps.idClock
+  }
+  if (info & INFO_HAS_RIGHT_ORIGIN) {
+    readEarlierId(reader, client, clock, deps)
+    if (link === Link.root) {
+      link = Link.neighbour
+      linkClient = deps.idClient
+      linkClock = deps.idClock
+    }
+  }
   // Without an origin the parent cannot be inherited from a neighbour, so it is written out.
   if ((info & (INFO_HAS_ORIGIN | INFO_HAS_RIGHT_ORIGIN)) === 0) {
     const parentIsRootKey = reader.readVarUint()
     if (parentIsRootKey === 1) reader.readVarString()
-    else if (parentIsRootKey === 0) readEarlierId(reader, client, clock, deps)
-    else reader.fail(`parent info ${parentIsRootKey} is neither 0 nor 1`)
+    else if (parentIsRootKey === 0) {
+      readEarlierId(reader, client, clock, deps)
+      link = Link.parent
+      linkClient = deps.idClient
+      linkClock = deps.idClock
+    } else reader.fail(`parent info ${parentIsRootKey} is neither 0 nor 1`)
     if (info & INFO_HAS_PARENT_SUB) reader.readVarString()
   }
   if (ref === ContentRef.type) deps.types++
-  return nonEmpty(reader, readContent(reader, ref, maxDepth))
+  const length = nonEmpty(reader, readContent(reader, ref, maxDepth))
+  deps.nesting?.item(client, clock, length, ref === ContentRef.type, link, linkClient, linkClock)
+  return length
+}
+
+/** How an item finds its parent type: a root type, a type item named as parent, or a neighbour's parent. */
+const Link = { root: 0, parent: 1, neighbour: 2 } as const
+type LinkKind = (typeof Link)[keyof typeof Link]
+
+/** Depth not computed yet, and depth being computed (met again: a cycle of references). */
+const DEPTH_UNKNOWN = -1
+const DEPTH_IN_PROGRESS = -2
+
+/** The items of one client in an update, in clock order (parallel arrays: no object per item). */
+interface ClientItems {
+  clocks: number[]
+  lengths: number[]
+  links: LinkKind[]
+  linkClients: number[]
+  linkClocks: number[]
+  /** Depth of the type each item sits in, or DEPTH_UNKNOWN / DEPTH_IN_PROGRESS. */
+  depths: number[]
+}
+
+class NestingRecorder {
+  private readonly byClient = new Map<number, ClientItems>()
+  private readonly typeItems: Array<{ items: ClientItems; index: number }> = []
+  private disordered = false
+
+  item (client: number, clock: number, length: number, isType: boolean, link: LinkKind, linkClient: number, linkClock: number): void {
+    let items = this.byClient.get(client)
+    if (items === undefined) {
+      items = { clocks: [], lengths: [], links: [], linkClients: [], linkClocks: [], depths: [] }
+      this.byClient.set(client, items)
+    }
+    const last = items.clocks.length - 1
+    if (last >= 0 && clock < (items.clocks[last] as number) + (items.lengths[last] as number)) this.disordered = true
+    items.clocks.push(clock)
+    items.lengths.push(length)
+    items.links.push(link)
+    items.linkClients.push(linkClient)
+    items.linkClocks.push(linkClock)
+    items.depths.push(DEPTH_UNKNOWN)
+    if (isType) this.typeItems.push({ items, index: items.clocks.length - 1 })
+  }
+
+  deepest (maxNestingDepth: number, lookup: NestingLookup): number {
+    if (this.typeItems.length === 0) return 0
+    if (this.disordered) return Infinity
+    let deepest = 0
+    for (const { items, index } of this.typeItems) {
+      const depth = this.containerDepth(items, index, lookup) + 1
+      if (depth > maxNestingDepth) return Infinity
+      if (depth > deepest) deepest = depth
+    }
+    return deepest
+  }
+
+  /** Iterative: a chain of references in one update can be longer than the JavaScript stack is deep. */
+  private containerDepth (startItems: ClientItems, startIndex: number, lookup: NestingLookup): number {
+    const chain: Array<{ items: ClientItems; index: number; plusOne: boolean }> = []
+    let items = startItems
+    let index = startIndex
+    let depth: number
+    while (true) {
+      const known = items.depths[index] as number
+      if (known >= 0) {
+        depth = known
+        break
+      }
+      if (known === DEPTH_IN_PROGRESS) {
+        depth = Infinity
+        break
+      }
+      const link = items.links[index] as LinkKind
+      if (link === Link.root) {
+        depth = 1
+        items.depths[index] = depth
+        break
+      }
+      const client = items.linkClients[index] as number
+      const clock = items.linkClocks[index] as number
+      const target = this.find(client, clock)
+      if (target === null) {
+        // In the document (or missing: then Yjs keeps the item pending and the room refuses it).
+        const found = link === Link.parent ? lookup.typeDepth(client, clock) : lookup.containerDepth(client, clock)
+        depth = found ?? 1
+        items.depths[index] = depth
+        break
+      }
+      items.depths[index] = DEPTH_IN_PROGRESS
+      chain.push({ items, index, plusOne: link === Link.parent })
+      items = target.items
+      index = target.index
+    }
+    for (let i = chain.length - 1; i >= 0; i--) {
+      const step = chain[i] as { items: ClientItems; index: number; plusOne: boolean }
+      if (step.plusOne) depth++
+      step.items.depths[step.index] = depth
+    }
+    return depth
+  }
+
+  private find (client: number, clock: number): { items: ClientItems; index: number } | null {
+    const items = this.byClient.get(client)
+    if (items === undefined) return null
+    let low = 0
+    let high = items.clocks.length - 1
+    while (low <= high) {
+      const middle = (low + high) >>> 1
+      const start = items.clocks[middle] as number
+      if (clock < start) high = middle - 1
+      else if (clock >= start + (items.lengths[middle] as number)) low = middle + 1
+      else return { items, index: middle }
+    }
+    return null
+  }
 }
 
 /**
@@ -250,6 +416,8 @@ function readEarlierId (reader: ByteReader, client: number, clock: number, deps:
   const idClock = reader.readVarUint()
   if (idClient === client && idClock >= clock) reader.fail(`struct (${client}, ${clock}) refers to (${idClient}, ${idClock}), which is not older`)
   deps.need(idClient, idClock + 1)
+  deps.idClient = idClient
+  deps.idClock = idClock
 }
 
 /** Reads Item content and returns its length in clock units (UTF-16 code units for strings). */

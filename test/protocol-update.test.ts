@@ -3,7 +3,7 @@ import assert from 'node:assert/strict'
 import fc from 'fast-check'
 import * as Y from 'yjs'
 import * as encoding from 'lib0/encoding'
-import { ProtocolError, isEmptyUpdate, validateUpdate } from '../protocol/index.js'
+import { ProtocolError, deepestNesting, isEmptyUpdate, validateUpdate } from '../protocol/index.js'
 
 // One seed for every property in this file; replay a failure with PROTOCOL_FC_SEED=<seed>.
 const seed = Number(process.env.PROTOCOL_FC_SEED ?? Date.now() % 2 ** 31)
@@ -492,4 +492,30 @@ test('property: crafted well-formed updates with tangled references are rejected
   let accepted = 0
   fc.assert(fc.property(craftedUpdate, update => { if (isSafe(encodeCrafted(update))) accepted++ }), { seed, numRuns: 6000 })
   assert.ok(accepted > 1000, `only ${accepted} crafted updates were accepted`)
+})
+
+test('deepestNesting counts nested types within one update and on top of the document', () => {
+  const doc = new Y.Doc()
+  let parent: Y.Map<unknown> = doc.getMap('root')
+  for (let level = 2; level <= 10; level++) {
+    const child = new Y.Map<unknown>()
+    parent.set('k', child)
+    parent = child
+  }
+  // Array items after the first inherit their parent through their origin.
+  const list = new Y.Array<unknown>()
+  parent.set('list', list)
+  list.push(['a', new Y.Map()])
+  const update = Y.encodeStateAsUpdate(doc)
+  const empty = { containerDepth: () => null, typeDepth: () => null }
+  assert.equal(deepestNesting(update, 100, empty), 12)
+  assert.equal(deepestNesting(update, 11, empty), Infinity)
+  // A child whose parent already sits 50 deep in the document.
+  const next = new Y.Doc()
+  Y.applyUpdate(next, update)
+  const sv = Y.encodeStateVector(next)
+  ;(next.getMap('root').get('k') as Y.Map<unknown>).set('other', new Y.Map())
+  const delta = Y.encodeStateAsUpdate(next, sv)
+  assert.equal(deepestNesting(delta, 100, { containerDepth: () => null, typeDepth: () => 50 }), 51)
+  assert.equal(deepestNesting(delta, 50, { containerDepth: () => null, typeDepth: () => 50 }), Infinity)
 })
