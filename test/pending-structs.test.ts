@@ -7,6 +7,10 @@ import { converged, destroy, provider, RawClient, synced } from './harness/clien
 import { httpRequest } from './harness/http.js'
 import { metricValue } from './harness/metrics.js'
 import { startServer, tempDir, type InProcessServer } from './harness/server.js'
+import { pino } from 'pino'
+import type { Relay, RelayHealth, RelayRoomHandlers, RelayStats } from '../cluster/index.js'
+import { DocumentWriter, MemoryStore } from '../persistence/index.js'
+import { RoomRegistry } from '../server/room.js'
 
 // Issue 12, finding 3: updates whose structs depend on clocks the document lacks, or that delete
 // ranges of clients it has never seen, were kept pending by Yjs: acknowledged though never
@@ -172,5 +176,61 @@ describe('updates with missing dependencies are refused, never acknowledged (iss
     } finally {
       await server.stop()
     }
+  })
+})
+
+describe('out-of-order updates from the cluster are held within --max-pending-bytes', () => {
+  /** A relay that hands the test the room's handlers instead of talking to Redis. */
+  class FakeRelay implements Relay {
+    readonly instanceId = 'fake'
+    handlers: RelayRoomHandlers | null = null
+    async joinRoom(_room: string, _state: Uint8Array | null, handlers: RelayRoomHandlers): Promise<Uint8Array | null> {
+      this.handlers = handlers
+      return null
+    }
+    async leaveRoom(): Promise<void> {}
+    publishUpdate(): void {}
+    publishAwareness(): void {}
+    health(): RelayHealth {
+      return { up: true, lagMs: 0 } as RelayHealth
+    }
+    stats(): RelayStats {
+      return {} as RelayStats
+    }
+    on(): void {}
+    off(): void {}
+    async close(): Promise<void> {}
+  }
+
+  it('a dependent update waits for its base; past the bound the room resets and reloads', async () => {
+    const writer = new DocumentWriter(new MemoryStore(), { persistWindowMs: 0 })
+    const relay = new FakeRelay()
+    const registry = new RoomRegistry(writer, pino({ level: 'silent' }), -1, 64 * 1024 * 1024, 100, relay, { maxNestingDepth: 256, maxPendingBytes: 4096 })
+    let resets = 0
+    registry.onReset = () => resets++
+    const member = { format: { name: 'none', update: () => new Uint8Array(), awareness: () => new Uint8Array() }, deliverUpdate() {}, deliverAwareness() {}, evict() {} }
+    const room = registry.join('cluster-pending', member)
+    await room.loaded
+    const handlers = relay.handlers as RelayRoomHandlers
+    const base = new Y.Doc()
+    base.clientID = 5
+    base.getText('t').insert(0, 'base')
+    const first = Y.encodeStateAsUpdate(base)
+    const sv = Y.encodeStateVector(base)
+    base.getText('t').insert(4, ' more')
+    handlers.onUpdate(Y.encodeStateAsUpdate(base, sv))
+    assert.notEqual(room.doc.store.pendingStructs, null, 'held, not refused')
+    handlers.onUpdate(first)
+    assert.equal(room.doc.getText('t').toString(), 'base more')
+    assert.equal(room.doc.store.pendingStructs, null)
+    // Past 4 KiB of pending data the room gives up on it and reloads from storage.
+    handlers.onUpdate(missingClock(6, 8 * 1024))
+    assert.equal(resets, 1)
+    assert.equal(room.state, 'unloaded')
+    const again = registry.join('cluster-pending', member)
+    await again.loaded
+    assert.equal(again.doc.getText('t').toString(), 'base more')
+    assert.equal(again.doc.store.pendingStructs, null)
+    await writer.close()
   })
 })
