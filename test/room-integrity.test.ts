@@ -129,12 +129,36 @@ describe('a writer cannot break a room (issue 12, finding 1)', () => {
     const room = 'deep-report'
     const attacker = await RawClient.joined(`${server.url}/${room}`)
     const deep = chain('map', 20_000, 1)
-    attacker.client.send(encodeSyncUpdate(deep))
-    assert.equal(await attacker.client.waitClosed(), 1007)
-    const second = await RawClient.joined(`${server.url}/${room}`)
-    second.client.send(encodeSyncUpdate(DELETE_OUTER))
-    assert.equal(await second.client.waitClosed(), 1007)
-    assert.equal(await metricValue(server.http, 'weft_update_refusals_total', '{reason="too_deep"}'), 1)
+    const samples: number[] = []
+    let attacking = true
+    const sampling = (async () => {
+      while (attacking) {
+        const started = performance.now()
+        await httpRequest(server.port, '/health/live')
+        samples.push(performance.now() - started)
+      }
+    })()
+    try {
+      attacker.client.send(encodeSyncUpdate(deep))
+      assert.equal(await attacker.client.waitClosed(), 1007)
+      // Five more attackers with the same chain: each is refused by a linear walk of its bytes.
+      for (let i = 0; i < 5; i++) {
+        const next = await RawClient.joined(`${server.url}/${room}`)
+        next.client.send(encodeSyncUpdate(deep))
+        assert.equal(await next.client.waitClosed(), 1007)
+      }
+      const second = await RawClient.joined(`${server.url}/${room}`)
+      second.client.send(encodeSyncUpdate(DELETE_OUTER))
+      assert.equal(await second.client.waitClosed(), 1007)
+    } finally {
+      attacking = false
+      await sampling
+    }
+    samples.sort((a, b) => a - b)
+    const p99 = samples[Math.floor(samples.length * 0.99)] ?? 0
+    assert.ok(p99 < 100, `/health/live p99 ${p99.toFixed(1)} ms during the attack (${samples.length} samples)`)
+    assert.equal(await metricValue(server.http, 'weft_update_refusals_total', '{reason="too_deep"}'), 6)
+    assert.equal(await metricValue(server.http, 'weft_update_refusals_total', '{reason="missing_dependencies"}'), 1)
     const state = await honestClientsWork(server, room)
     // An HTTP write is acknowledged only once stored, and shows up for everyone.
     const extra = new Y.Doc()
