@@ -216,7 +216,37 @@ export class DocumentWriter extends EventEmitter {
     this.maybeCompact(work)
     if (updates.length === 0) return null
     if (updates.length === 1) return updates[0] as Uint8Array
-    return mergeUpdatesIntoState(updates)
+    try {
+      return await mergeUpdatesIntoState(updates)
+    } catch (err) {
+      // Some entry cannot be applied: the caller may look at them one by one (loadEntries).
+      throw new InvalidUpdateError(room, err)
+    }
+  }
+
+  /** Like load, without merging: the stored entries with their keys, then the writes not yet stored. */
+  async loadEntries(room: string): Promise<{ log: LogEntry[]; pending: Uint8Array[] }> {
+    this.assertOpen()
+    if (!isValidRoomName(room)) throw new InvalidRoomNameError(room)
+    const work = this.work(room)
+    while (work.deletion !== null) await settled(work.deletion)
+    const pending = [...(work.inFlight ?? []), ...work.queued].map((write) => write.update)
+    return { log: await this.store.readLog(room), pending }
+  }
+
+  /**
+   * Moves one log entry aside (kept in storage, out of the log) because it cannot be applied.
+   * Runs with the room's compactions, one at a time, so a compaction never reads the entry and
+   * then writes it back merged into the document.
+   */
+  async quarantine(room: string, key: string): Promise<void> {
+    this.assertOpen()
+    if (!isValidRoomName(room)) throw new InvalidRoomNameError(room)
+    const work = this.work(room)
+    const move = work.maintenance.then(() => this.store.quarantine(room, key))
+    work.maintenance = settled(move)
+    await move
+    work.log = { entries: Math.max(0, work.log.entries - 1), bytes: work.log.bytes, baseBytes: work.log.baseBytes }
   }
 
   /**

@@ -23,6 +23,8 @@ import { decodeVersionInfo, decodeVersionValue, encodeVersionValue } from './ver
  */
 const LOG_KIND = 'log\u0000'
 const VERSION_KIND = 'version\u0000'
+/** quarantine \0 <room> \0 <sequence>: log entries that could not be applied, set aside. */
+const QUARANTINE_KIND = 'quarantine\u0000'
 const ROOM_END = '\u0000'
 /** The byte after ROOM_END: the exclusive upper bound of one room's range. */
 const ROOM_RANGE_END = '\u0001'
@@ -168,13 +170,29 @@ export class LevelStore implements Store, VersionStore {
     // Log and versions go in one batch, so no crash leaves versions of a deleted document behind
     // (`clear` would delete in chunks, one range at a time).
     const keys: string[] = []
-    for (const range of [roomRange(room), roomRange(room, VERSION_KIND)]) {
+    for (const range of [roomRange(room), roomRange(room, VERSION_KIND), roomRange(room, QUARANTINE_KIND)]) {
       for await (const key of this.db.keys(range)) keys.push(key)
     }
     if (keys.length === 0) return
     await this.db.batch(keys.map((key) => ({ type: 'del' as const, key })), { sync: this.sync })
     this.noteDeletion(roomRange(room), 0)
     this.noteDeletion(roomRange(room, VERSION_KIND), 0)
+  }
+
+  async quarantine(room: string, key: string): Promise<void> {
+    this.assertOpen()
+    assertStorableRoomName(room)
+    const sequence = formatSequence(parseSequence(key))
+    const logKey = LOG_KIND + room + ROOM_END + sequence
+    const value = await this.db.get(logKey)
+    if (value === undefined) return
+    await this.db.batch(
+      [
+        { type: 'del', key: logKey },
+        { type: 'put', key: QUARANTINE_KIND + room + ROOM_END + sequence, value },
+      ],
+      { sync: this.sync },
+    )
   }
 
   // ---- VersionStore ----------------------------------------------------------------------
@@ -229,6 +247,12 @@ export class LevelStore implements Store, VersionStore {
       }
       current.bytes += value.byteLength
       current.entries += 1
+    }
+    // Usually empty: only what a load could not apply.
+    const byRoom = new Map(rooms.map((entry) => [entry.room, entry]))
+    for await (const key of this.db.keys({ gte: QUARANTINE_KIND, lt: QUARANTINE_KIND.slice(0, -1) + ROOM_RANGE_END })) {
+      const entry = byRoom.get(key.slice(QUARANTINE_KIND.length, key.length - SEQUENCE_LENGTH - ROOM_END.length))
+      if (entry !== undefined) entry.quarantined = (entry.quarantined ?? 0) + 1
     }
     return rooms
   }

@@ -9,6 +9,8 @@ interface MemoryLog {
   next: number
   /** Sorted by key. */
   entries: LogEntry[]
+  /** Set aside by quarantine. */
+  quarantined: LogEntry[]
 }
 
 /**
@@ -55,8 +57,21 @@ export class MemoryStore implements Store, VersionStore {
     this.assertOpen()
     assertStorableRoomName(room)
     const log = this.logs.get(room)
-    if (log !== undefined) log.entries = []
+    if (log !== undefined) {
+      log.entries = []
+      log.quarantined = []
+    }
     this.versions.delete(room)
+  }
+
+  async quarantine(room: string, key: string): Promise<void> {
+    this.assertOpen()
+    assertStorableRoomName(room)
+    const log = this.logs.get(room)
+    const entry = log?.entries.find((candidate) => candidate.key === key)
+    if (log === undefined || entry === undefined) return
+    log.entries = log.entries.filter((candidate) => candidate !== entry)
+    log.quarantined.push(entry)
   }
 
   // ---- VersionStore ----------------------------------------------------------------------
@@ -103,7 +118,9 @@ export class MemoryStore implements Store, VersionStore {
     const rooms: StoredRoom[] = []
     for (const [room, log] of this.logs) {
       if (log.entries.length === 0) continue
-      rooms.push({ room, entries: log.entries.length, bytes: log.entries.reduce((sum, entry) => sum + entry.update.byteLength, 0) })
+      const stored: StoredRoom = { room, entries: log.entries.length, bytes: log.entries.reduce((sum, entry) => sum + entry.update.byteLength, 0) }
+      if (log.quarantined.length > 0) stored.quarantined = log.quarantined.length
+      rooms.push(stored)
     }
     // The order LevelStore yields: bytewise UTF-8, which for these strings is code point order.
     const utf8 = (text: string): Buffer => Buffer.from(text, 'utf8')
@@ -122,7 +139,7 @@ export class MemoryStore implements Store, VersionStore {
   private logFor(room: string): MemoryLog {
     let log = this.logs.get(room)
     if (log === undefined) {
-      log = { next: 0, entries: [] }
+      log = { next: 0, entries: [], quarantined: [] }
       this.logs.set(room, log)
     }
     return log

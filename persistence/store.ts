@@ -7,6 +7,8 @@ export interface StoredRoom {
   /** Sum of the stored update sizes; the log, not the merged document. */
   bytes: number
   entries: number
+  /** Entries set aside because they could not be applied (Store.quarantine); absent when none. */
+  quarantined?: number
 }
 
 /** One entry of a room's update log. */
@@ -33,6 +35,11 @@ export interface Store {
    */
   replace(room: string, keys: readonly string[], merged: Uint8Array): Promise<void>
   deleteRoom(room: string): Promise<void>
+  /**
+   * Moves the log entry `key` out of the log into the room's quarantine (kept for an operator,
+   * never loaded again); deleted with the room. A key not in the log is ignored.
+   */
+  quarantine(room: string, key: string): Promise<void>
   listRooms(): Promise<StoredRoom[]>
   /**
    * Gives the file system back the space still held by what `replace` and `deleteRoom` removed.

@@ -12,8 +12,8 @@ export {
 export type { YMessage } from './ywebsocket.js'
 export { decodeAwarenessUpdate, encodeAwarenessUpdate } from './awareness.js'
 export type { AwarenessEntry } from './awareness.js'
-export { isEmptyUpdate, validateStateVector, validateUpdate } from './update.js'
-export type { UpdateSummary } from './update.js'
+export { deepestNesting, isEmptyUpdate, validateStateVector, validateUpdate } from './update.js'
+export type { NestingLookup, UpdateSummary } from './update.js'
 export { MAX_ROOM_NAME_BYTES, isValidRoomName, pathOfTarget, roomFromPath } from './room-name.js'
 export {
   HocuspocusMessageType,

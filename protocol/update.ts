@@ -6,6 +6,14 @@ export interface UpdateSummary {
   structs: number
   deleteRanges: number
   bytes: number
+  /** Items whose content is a shared type (Y.Map, Y.Array, Y.Text, XML): the only structs that nest. */
+  types: number
+  /**
+   * For each client, the clock the receiving document must have reached (its state vector entry)
+   * for every struct and deletion of the update to integrate at once. Below it, Yjs would keep
+   * part of the update pending (missing clocks, origins, parents or deleted ranges).
+   */
+  requires: Map<number, number>
 }
 
 const DEFAULT_MAX_DEPTH = 64
@@ -55,7 +63,32 @@ const MIN_ANY_ENTRY_BYTES = 2 // key length + value tag
  * update will be applied to.
  */
 export function validateUpdate (update: Uint8Array, opts: { maxDepth?: number } = {}): UpdateSummary {
-  const maxDepth = opts.maxDepth ?? DEFAULT_MAX_DEPTH
+  return walkUpdate(update, opts.maxDepth ?? DEFAULT_MAX_DEPTH, new Dependencies(null))
+}
+
+/** What the document an update is applied to knows about nesting; depths count a root type as 1. */
+export interface NestingLookup {
+  /** Depth of the type the document's item (client, clock) sits in; null when the document lacks it. */
+  containerDepth (client: number, clock: number): number | null
+  /** Depth of the type the document's item (client, clock) is; 0 when it is no type; null when absent. */
+  typeDepth (client: number, clock: number): number | null
+}
+
+/**
+ * The deepest shared type `update` (already accepted by validateUpdate) would create, counting
+ * root types as 1 and the depth each parent already has in the document (`lookup`): depth can be
+ * built one level per update. Returns Infinity as soon as one exceeds `maxNestingDepth`, or when
+ * the update names a client in two runs (Yjs never writes that). Yjs deletes, encodes and
+ * serialises nested types recursively, so a chain of thousands overflows the stack in the middle
+ * of a transaction (issue 12). Linear in the update: iterative, each item's depth computed once.
+ */
+export function deepestNesting (update: Uint8Array, maxNestingDepth: number, lookup: NestingLookup): number {
+  const nesting = new NestingRecorder()
+  walkUpdate(update, DEFAULT_MAX_DEPTH, new Dependencies(nesting))
+  return nesting.deepest(maxNestingDepth, lookup)
+}
+
+function walkUpdate (update: Uint8Array, maxDepth: number, deps: Dependencies): UpdateSummary {
   const reader = new ByteReader(update, 1007)
   // yjs#498: an empty update made Yjs hang.
   if (update.length === 0) reader.fail('empty update')
@@ -66,18 +99,21 @@ export function validateUpdate (update: Uint8Array, opts: { maxDepth?: number } 
     const structCount = reader.readCount(MIN_STRUCT_BYTES, 'struct')
     const client = reader.readVarUint()
     let clock = reader.readVarUint()
+    deps.startRun(client, clock)
     for (let s = 0; s < structCount; s++) {
-      clock += readStruct(reader, client, clock, maxDepth)
+      const length = readStruct(reader, client, clock, maxDepth, deps)
+      clock += length
       // Yjs does clock arithmetic in doubles; past 2^53 neighbouring clocks compare equal.
       if (clock > Number.MAX_SAFE_INTEGER) reader.fail('struct clock exceeds 2^53')
     }
+    deps.endRun(client, clock)
     structs += structCount
   }
 
   const deleteClients = reader.readCount(MIN_DELETE_CLIENT_BYTES, 'delete set client')
   let deleteRanges = 0
   for (let c = 0; c < deleteClients; c++) {
-    reader.readVarUint() // client id
+    const client = reader.readVarUint()
     const ranges = reader.readCount(MIN_DELETE_RANGE_BYTES, 'delete range')
     for (let r = 0; r < ranges; r++) {
       const clock = reader.readVarUint()
@@ -86,12 +122,97 @@ export function validateUpdate (update: Uint8Array, opts: { maxDepth?: number } 
       // "Unexpected case" (found by fuzzing) after the structs were already integrated.
       if (length === 0) reader.fail('delete range of length 0')
       if (clock + length > Number.MAX_SAFE_INTEGER) reader.fail('delete range exceeds 2^53')
+      deps.need(client, clock + length)
     }
     deleteRanges += ranges
   }
 
   reader.expectEnd('update')
-  return { clients, structs, deleteRanges, bytes: update.length }
+  return { clients, structs, deleteRanges, bytes: update.length, types: deps.types, requires: deps.requirements() }
+}
+
+/**
+ * What an update needs from the document it is applied to. Its own structs provide, per client,
+ * the clocks of its run (minus Skip gaps); origins, parents and delete ranges need clocks. Clients
+ * come in any order, so needs are kept as a maximum per client and resolved at the end.
+ */
+class Dependencies {
+  types = 0
+  /** The ID readEarlierId read last (no tuple allocated per reference). */
+  idClient = 0
+  idClock = 0
+
+  constructor (readonly nesting: NestingRecorder | null) {}
+
+  /** Per client: the clock of its run's first struct, and the end of the run. */
+  private readonly runs = new Map<number, { start: number; end: number }>()
+  /** Per client: the highest clock + 1 referred to (origins, parents, delete ranges). */
+  private readonly needs = new Map<number, number>()
+  /** Per client: the clock the document must reach by itself (run start, Skip gaps). */
+  private readonly own = new Map<number, number>()
+
+  startRun (client: number, clock: number): void {
+    // Yjs writes each client once; a second run of the same client is refused by nothing else, so
+    // it only widens the requirement.
+    this.require(client, clock)
+    const run = this.runs.get(client)
+    if (run === undefined) this.runs.set(client, { start: clock, end: clock })
+  }
+
+  endRun (client: number, end: number): void {
+    const run = this.runs.get(client) as { start: number; end: number }
+    run.end = Math.max(run.end, end)
+  }
+
+  /** A Skip struct: the clocks it stands for must already be in the document. */
+  gap (client: number, end: number): void {
+    this.require(client, end)
+  }
+
+  need (client: number, clockEnd: number): void {
+    if ((this.needs.get(client) ?? 0) < clockEnd) this.needs.set(client, clockEnd)
+  }
+
+  requirements (): Map<number, number> {
+    const result = new Map(this.own)
+    for (const [client, clockEnd] of this.needs) {
+      const run = this.runs.get(client)
+      // Provided by the update itself when it falls inside the client's run (whose own start and
+      // gaps are already required).
+      if (run !== undefined && clockEnd <= run.end) continue
+      if ((result.get(client) ?? 0) < clockEnd) result.set(client, clockEnd)
+    }
+    return result
+  }
+
+  private require (client: number, clock: number): void {
+    if ((this.own.get(client) ?? 0) < clock) this.own.set(client, clock)
+  }
+}
+
+/**
+ * The deepest nesting of arrays and objects in a JSON text, counted without parsing again
+ * (JSON.parse has already accepted it, so brackets inside strings are the only trap).
+ */
+function jsonDepth (text: string): number {
+  let depth = 0
+  let deepest = 0
+  let inString = false
+  for (let i = 0; i < text.length; i++) {
+    const char = text.charCodeAt(i)
+    if (inString) {
+      if (char === 0x5c) i++ // backslash: the next character is escaped
+      else if (char === 0x22) inString = false
+    } else if (char === 0x22) {
+      inString = true
+    } else if (char === 0x5b || char === 0x7b) {
+      depth++
+      if (depth > deepest) deepest = depth
+    } else if (char === 0x5d || char === 0x7d) {
+      depth--
+    }
+  }
+  return deepest
 }
 
 /** True for the two-byte update (no structs, empty delete set) that Yjs sends when there is nothing to send. */
@@ -115,25 +236,164 @@ export function isEmptyUpdate (update: Uint8Array): boolean {
 }
 
 /** Reads one struct, whose ID is (client, clock), and returns its length in clock units. */
-function readStruct (reader: ByteReader, client: number, clock: number, maxDepth: number): number {
+function readStruct (reader: ByteReader, client: number, clock: number, maxDepth: number, deps: Dependencies): number {
   const info = reader.readUint8()
   const ref = info & INFO_CONTENT_BITS
   if (ref === STRUCT_GC || ref === STRUCT_SKIP) {
     // Yjs writes these info bytes bare; flag bits on them are not something it produced.
     if (info !== ref) reader.fail(`struct info ${info} has flags on a ${ref === STRUCT_GC ? 'GC' : 'Skip'} struct`)
-    return nonEmpty(reader, reader.readVarUint())
+    const length = nonEmpty(reader, reader.readVarUint())
+    if (ref === STRUCT_SKIP) deps.gap(client, clock + length)
+    return length
   }
-  if (info & INFO_HAS_ORIGIN) readEarlierId(reader, client, clock)
-  if (info & INFO_HAS_RIGHT_ORIGIN) readEarlierId(reader, client, clock)
+  // Yjs takes the parent from the origin, else from the right origin, else as written.
+  let link: LinkKind = Link.root
+  let linkClient = 0
+  let linkClock = 0
+  if (info & INFO_HAS_ORIGIN) {
+    readEarlierId(reader, client, clock, deps)
+    link = Link.neighbour
+    linkClient = deps.idClient
+    linkClock = deps.idClock
+  }
+  if (info & INFO_HAS_RIGHT_ORIGIN) {
+    readEarlierId(reader, client, clock, deps)
+    if (link === Link.root) {
+      link = Link.neighbour
+      linkClient = deps.idClient
+      linkClock = deps.idClock
+    }
+  }
   // Without an origin the parent cannot be inherited from a neighbour, so it is written out.
   if ((info & (INFO_HAS_ORIGIN | INFO_HAS_RIGHT_ORIGIN)) === 0) {
     const parentIsRootKey = reader.readVarUint()
     if (parentIsRootKey === 1) reader.readVarString()
-    else if (parentIsRootKey === 0) readEarlierId(reader, client, clock)
-    else reader.fail(`parent info ${parentIsRootKey} is neither 0 nor 1`)
+    else if (parentIsRootKey === 0) {
+      readEarlierId(reader, client, clock, deps)
+      link = Link.parent
+      linkClient = deps.idClient
+      linkClock = deps.idClock
+    } else reader.fail(`parent info ${parentIsRootKey} is neither 0 nor 1`)
     if (info & INFO_HAS_PARENT_SUB) reader.readVarString()
   }
-  return nonEmpty(reader, readContent(reader, ref, maxDepth))
+  if (ref === ContentRef.type) deps.types++
+  const length = nonEmpty(reader, readContent(reader, ref, maxDepth))
+  deps.nesting?.item(client, clock, length, ref === ContentRef.type, link, linkClient, linkClock)
+  return length
+}
+
+/** How an item finds its parent type: a root type, a type item named as parent, or a neighbour's parent. */
+const Link = { root: 0, parent: 1, neighbour: 2 } as const
+type LinkKind = (typeof Link)[keyof typeof Link]
+
+/** Depth not computed yet, and depth being computed (met again: a cycle of references). */
+const DEPTH_UNKNOWN = -1
+const DEPTH_IN_PROGRESS = -2
+
+/** The items of one client in an update, in clock order (parallel arrays: no object per item). */
+interface ClientItems {
+  clocks: number[]
+  lengths: number[]
+  links: LinkKind[]
+  linkClients: number[]
+  linkClocks: number[]
+  /** Depth of the type each item sits in, or DEPTH_UNKNOWN / DEPTH_IN_PROGRESS. */
+  depths: number[]
+}
+
+class NestingRecorder {
+  private readonly byClient = new Map<number, ClientItems>()
+  private readonly typeItems: Array<{ items: ClientItems; index: number }> = []
+  private disordered = false
+
+  item (client: number, clock: number, length: number, isType: boolean, link: LinkKind, linkClient: number, linkClock: number): void {
+    let items = this.byClient.get(client)
+    if (items === undefined) {
+      items = { clocks: [], lengths: [], links: [], linkClients: [], linkClocks: [], depths: [] }
+      this.byClient.set(client, items)
+    }
+    const last = items.clocks.length - 1
+    if (last >= 0 && clock < (items.clocks[last] as number) + (items.lengths[last] as number)) this.disordered = true
+    items.clocks.push(clock)
+    items.lengths.push(length)
+    items.links.push(link)
+    items.linkClients.push(linkClient)
+    items.linkClocks.push(linkClock)
+    items.depths.push(DEPTH_UNKNOWN)
+    if (isType) this.typeItems.push({ items, index: items.clocks.length - 1 })
+  }
+
+  deepest (maxNestingDepth: number, lookup: NestingLookup): number {
+    if (this.typeItems.length === 0) return 0
+    if (this.disordered) return Infinity
+    let deepest = 0
+    for (const { items, index } of this.typeItems) {
+      const depth = this.containerDepth(items, index, lookup) + 1
+      if (depth > maxNestingDepth) return Infinity
+      if (depth > deepest) deepest = depth
+    }
+    return deepest
+  }
+
+  /** Iterative: a chain of references in one update can be longer than the JavaScript stack is deep. */
+  private containerDepth (startItems: ClientItems, startIndex: number, lookup: NestingLookup): number {
+    const chain: Array<{ items: ClientItems; index: number; plusOne: boolean }> = []
+    let items = startItems
+    let index = startIndex
+    let depth: number
+    while (true) {
+      const known = items.depths[index] as number
+      if (known >= 0) {
+        depth = known
+        break
+      }
+      if (known === DEPTH_IN_PROGRESS) {
+        depth = Infinity
+        break
+      }
+      const link = items.links[index] as LinkKind
+      if (link === Link.root) {
+        depth = 1
+        items.depths[index] = depth
+        break
+      }
+      const client = items.linkClients[index] as number
+      const clock = items.linkClocks[index] as number
+      const target = this.find(client, clock)
+      if (target === null) {
+        // In the document (or missing: then Yjs keeps the item pending and the room refuses it).
+        const found = link === Link.parent ? lookup.typeDepth(client, clock) : lookup.containerDepth(client, clock)
+        depth = found ?? 1
+        items.depths[index] = depth
+        break
+      }
+      items.depths[index] = DEPTH_IN_PROGRESS
+      chain.push({ items, index, plusOne: link === Link.parent })
+      items = target.items
+      index = target.index
+    }
+    for (let i = chain.length - 1; i >= 0; i--) {
+      const step = chain[i] as { items: ClientItems; index: number; plusOne: boolean }
+      if (step.plusOne) depth++
+      step.items.depths[step.index] = depth
+    }
+    return depth
+  }
+
+  private find (client: number, clock: number): { items: ClientItems; index: number } | null {
+    const items = this.byClient.get(client)
+    if (items === undefined) return null
+    let low = 0
+    let high = items.clocks.length - 1
+    while (low <= high) {
+      const middle = (low + high) >>> 1
+      const start = items.clocks[middle] as number
+      if (clock < start) high = middle - 1
+      else if (clock >= start + (items.lengths[middle] as number)) low = middle + 1
+      else return { items, index: middle }
+    }
+    return null
+  }
 }
 
 /**
@@ -151,10 +411,13 @@ function nonEmpty (reader: ByteReader, length: number): number {
  * an item that names itself or a later item of its client as a neighbour makes it throw after
  * other structs were integrated (found by fuzzing with structurally valid updates).
  */
-function readEarlierId (reader: ByteReader, client: number, clock: number): void {
+function readEarlierId (reader: ByteReader, client: number, clock: number, deps: Dependencies): void {
   const idClient = reader.readVarUint()
   const idClock = reader.readVarUint()
   if (idClient === client && idClock >= clock) reader.fail(`struct (${client}, ${clock}) refers to (${idClient}, ${idClock}), which is not older`)
+  deps.need(idClient, idClock + 1)
+  deps.idClient = idClient
+  deps.idClock = idClock
 }
 
 /** Reads Item content and returns its length in clock units (UTF-16 code units for strings). */
@@ -167,7 +430,7 @@ function readContent (reader: ByteReader, ref: number, maxDepth: number): number
       for (let i = 0; i < count; i++) {
         const text = reader.readVarString()
         // Legacy ContentJSON writes undefined as the bare word, which is not JSON.
-        if (text !== 'undefined') readJson(reader, text)
+        if (text !== 'undefined') readJson(reader, text, maxDepth)
       }
       return count
     }
@@ -177,11 +440,11 @@ function readContent (reader: ByteReader, ref: number, maxDepth: number): number
     case ContentRef.string:
       return reader.readVarString().length
     case ContentRef.embed:
-      readJson(reader, reader.readVarString())
+      readJson(reader, reader.readVarString(), maxDepth)
       return 1
     case ContentRef.format:
       reader.readVarString() // attribute key
-      readJson(reader, reader.readVarString())
+      readJson(reader, reader.readVarString(), maxDepth)
       return 1
     case ContentRef.type:
       readTypeRef(reader)
@@ -221,12 +484,14 @@ function readTypeRef (reader: ByteReader): void {
   }
 }
 
-function readJson (reader: ByteReader, text: string): void {
+function readJson (reader: ByteReader, text: string, maxDepth: number): void {
   try {
     JSON.parse(text)
   } catch {
     reader.fail('content is not valid JSON')
   }
+  // Yjs JSON.stringifies this content again whenever the document is encoded: recursively.
+  if (jsonDepth(text) > maxDepth) reader.fail(`JSON nesting deeper than ${maxDepth}`)
 }
 
 /**

@@ -40,6 +40,8 @@ export const HttpError = {
   method_not_allowed: 405,
   payload_too_large: 413,
   too_many_requests: 429,
+  /** An update that depends on changes the document does not have (issue 12): sync, then send it again. */
+  missing_dependencies: 409,
   internal_error: 500,
   unavailable: 503,
 } as const

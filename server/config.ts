@@ -69,6 +69,10 @@ export interface WeftOptions {
   roomUnloadDelayMs: number
   /** Milliseconds between server pings; a connection silent for two intervals is terminated. */
   heartbeatIntervalMs: number
+  /** Deepest nesting of shared types in a document (a root type is 1); deeper updates are refused. */
+  maxNestingDepth: number
+  /** Bytes of out-of-order cluster updates a room may hold pending; past it the room reloads. */
+  maxPendingBytes: number
 }
 
 export const DEFAULTS: Readonly<WeftOptions> = Object.freeze({
@@ -100,6 +104,8 @@ export const DEFAULTS: Readonly<WeftOptions> = Object.freeze({
   slowConsumerGraceMs: 5_000,
   roomUnloadDelayMs: 5_000,
   heartbeatIntervalMs: 30_000,
+  maxNestingDepth: 256,
+  maxPendingBytes: 1024 * 1024,
 })
 
 /** A setting that cannot be used; the CLI prints `message` and exits with status 2. */
@@ -151,6 +157,9 @@ export const SETTINGS: readonly SettingSpec[] = [
   { key: 'inboundBytesPerSecond', flag: '--inbound-bytes-per-second', env: 'WEFT_INBOUND_BYTES_PER_SECOND', kind: 'int', min: 1024 },
   { key: 'slowConsumerGraceMs', flag: '--slow-consumer-grace-ms', env: 'WEFT_SLOW_CONSUMER_GRACE_MS', kind: 'int', min: 0, max: 600_000 },
   { key: 'heartbeatIntervalMs', flag: '--heartbeat-interval-ms', env: 'WEFT_HEARTBEAT_INTERVAL_MS', kind: 'int', min: 100, max: 600_000 },
+  // Room integrity (issue 12): Yjs recurses once per nesting level; ~1,000 levels overflow its stack.
+  { key: 'maxNestingDepth', flag: '--max-nesting-depth', env: 'WEFT_MAX_NESTING_DEPTH', kind: 'int', min: 2, max: 512 },
+  { key: 'maxPendingBytes', flag: '--max-pending-bytes', env: 'WEFT_MAX_PENDING_BYTES', kind: 'int', min: 0 },
 ]
 
 const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']
@@ -265,6 +274,7 @@ export function resolveOptions(partial: Partial<WeftOptions> = {}): Readonly<Wef
     'inboundMessagesPerSecond',
     'inboundBytesPerSecond',
     'heartbeatIntervalMs',
+    'maxNestingDepth',
   ] as const) {
     if (!Number.isInteger(options[key]) || options[key] <= 0) throw new ConfigError(key, `invalid ${key}: must be a positive whole number`)
   }

@@ -133,8 +133,11 @@ class HocuspocusDocument implements RoomMember {
   }
 
   evict(code: number, reason: string): void {
-    // One document going away (deleted, failed to load) does not end the socket's other documents.
-    this.session.closeDocument(this, reason, code)
+    // One document going away (deleted) does not end the socket's other documents. After an
+    // internal error (load failed, document reloaded) the provider must reconnect to sync again,
+    // and it only does that for a closed socket.
+    if (code === CloseCode.internalError) this.session.connection.close(code, reason)
+    else this.session.closeDocument(this, reason, code)
   }
 }
 
@@ -358,7 +361,7 @@ export class HocuspocusSession implements ConnectionSession {
   }
 
   private applyUpdate(document: HocuspocusDocument, room: Room, update: Uint8Array): void {
-    validateUpdate(update)
+    const summary = validateUpdate(update)
     const key = document.key
     if (document.readOnly) {
       // Readonly providers keep sending their edits; refused ones get SyncStatus(0), a step 2
@@ -373,7 +376,7 @@ export class HocuspocusSession implements ConnectionSession {
     }
     let durable: Promise<void>
     try {
-      durable = room.applyUpdateDurably(update, document)
+      durable = room.applyUpdateDurably(update, document, summary)
     } catch (err) {
       throw new ProtocolError(1007, `update rejected by Yjs: ${(err as Error).message}`)
     }

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import * as Y from 'yjs'
-import { isValidRoomName, ProtocolError, validateStateVector, validateUpdate } from '../protocol/index.js'
+import { isValidRoomName, ProtocolError, validateStateVector, validateUpdate, type UpdateSummary } from '../protocol/index.js'
 import type { DocumentWriter, VersionStore } from '../persistence/index.js'
 import { newVersionId } from '../persistence/index.js'
 import { allows, roomInScope, type Access, type Authorizer, type Grant } from './access.js'
@@ -9,7 +9,7 @@ import type { HttpErrorCode } from './codes.js'
 import { sendError, sendJson } from './http-response.js'
 import { documentToJson, type ShareKind } from './document-json.js'
 import type { Logger } from './logger.js'
-import { RoomLoadError, type Room, type RoomMember, type RoomRegistry } from './room.js'
+import { RoomLoadError, UpdateRefusedError, type Room, type RoomMember, type RoomRegistry } from './room.js'
 import type { Tickets } from './tickets.js'
 
 /** An error an endpoint answers with: the contract's JSON body and the status of its code. */
@@ -185,7 +185,7 @@ export class HttpApi {
     const page = from === -1 ? [] : stored.slice(from, from + limit)
     const next = from !== -1 && from + limit < stored.length ? (page[page.length - 1]?.room ?? null) : null
     sendJson(res, 200, {
-      rooms: page.map((r) => ({ room: r.room, storedBytes: r.bytes, entries: r.entries, loaded: this.deps.rooms.get(r.room) !== undefined })),
+      rooms: page.map((r) => ({ room: r.room, storedBytes: r.bytes, entries: r.entries, quarantined: r.quarantined ?? 0, loaded: this.deps.rooms.get(r.room) !== undefined })),
       nextCursor: next,
     })
   }
@@ -242,8 +242,9 @@ export class HttpApi {
 
   private async postUpdate({ req, res, params }: RouteContext): Promise<void> {
     const body = await readBody(req, this.deps.maxBodyBytes)
+    let summary: UpdateSummary
     try {
-      validateUpdate(body)
+      summary = validateUpdate(body)
     } catch (err) {
       if (err instanceof ProtocolError) throw new ApiError('bad_request', `the body is not a Yjs update: ${err.message}`)
       throw err
@@ -252,8 +253,9 @@ export class HttpApi {
       if (room.wouldExceedSizeLimit(body.length)) throw new ApiError('payload_too_large', 'the document would exceed --max-document-bytes')
       let durable: Promise<void>
       try {
-        durable = room.applyUpdateDurably(body, member)
+        durable = room.applyUpdateDurably(body, member, summary)
       } catch (err) {
+        if (err instanceof UpdateRefusedError && err.reason === 'missing_dependencies') throw new ApiError('missing_dependencies', err.message)
         throw new ApiError('bad_request', `the update was rejected: ${(err as Error).message}`)
       }
       // Answered once the update is stored: a 204 means it survives a crash.

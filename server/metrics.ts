@@ -70,6 +70,23 @@ export class ServerMetrics {
     registers: [this.registry],
   })
 
+  readonly updateRefusals = new Counter({
+    name: 'weft_update_refusals_total',
+    help: 'Updates a room refused for their shape (too_deep, missing_dependencies) or because Yjs threw (rejected_by_yjs)',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  })
+  readonly quarantinedEntries = new Counter({
+    name: 'weft_quarantined_entries_total',
+    help: 'Stored entries set aside at load because they could not be applied',
+    registers: [this.registry],
+  })
+  readonly roomResets = new Counter({
+    name: 'weft_room_resets_total',
+    help: 'Rooms dropped and reloaded from storage because Yjs threw while applying an update',
+    registers: [this.registry],
+  })
+
   /** Reports the cluster relay's state: weft_redis_up, relay lag, and its message counters. */
   observeRelay(relay: Relay): void {
     new Gauge({

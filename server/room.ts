@@ -1,10 +1,12 @@
 import * as Y from 'yjs'
-import type { AwarenessEntry } from '../protocol/index.js'
-import type { DocumentWriter } from '../persistence/index.js'
+import { validateUpdate, type AwarenessEntry, type UpdateSummary } from '../protocol/index.js'
+import { InvalidUpdateError, type DocumentWriter } from '../persistence/index.js'
 import type { Relay, RelayRoomHandlers } from '../cluster/index.js'
 import { RemoteInstance, RoomAwareness } from './room-awareness.js'
 import { FrameCache, type SharedFrames, type WireFormat } from './wire-format.js'
 import type { Logger } from './logger.js'
+import { CloseCode } from './codes.js'
+import { deepestNewType, dependenciesPresent } from './update-shape.js'
 
 /** One participant of a room: a y-websocket connection, or one document of a Hocuspocus socket. */
 export interface RoomMember {
@@ -32,6 +34,36 @@ const ROOM_TRANSITIONS: Readonly<Record<RoomState, readonly RoomState[]>> = {
 
 export class RoomLoadError extends Error {}
 
+/** Why Room.applyUpdate refused an update (the metric label too). */
+export type RefusalReason = 'too_deep' | 'missing_dependencies' | 'rejected_by_yjs'
+
+/**
+ * An update the room did not apply. For `rejected_by_yjs` the room has also been reset: Yjs threw
+ * in the middle of its transaction, so the document was dropped and is reloaded from storage.
+ */
+export class UpdateRefusedError extends Error {
+  constructor(readonly reason: RefusalReason, message: string) {
+    super(message)
+    this.name = 'UpdateRefusedError'
+  }
+}
+
+/** Limits on the shape of the updates a room applies (see README, Hostile input). */
+export interface UpdateShapeLimits {
+  /** Deepest nesting of shared types; a root type is 1. */
+  maxNestingDepth: number
+  /** Bytes of updates from the cluster that Yjs may hold back waiting for missing clocks. */
+  maxPendingBytes: number
+}
+
+export const UPDATE_SHAPE_DEFAULTS: Readonly<UpdateShapeLimits> = Object.freeze({ maxNestingDepth: 256, maxPendingBytes: 1024 * 1024 })
+
+/**
+ * An exact measurement of the document's size (an encode of all of it) may take at most this
+ * share of the time: the next one waits this many times as long as the last one took.
+ */
+const SIZE_MEASURE_BACKOFF = 20
+
 /** The most updates one merged broadcast carries. */
 const MAX_BATCH_UPDATES = 512
 
@@ -48,13 +80,19 @@ const FROM_CLUSTER = Object.freeze({ origin: 'cluster' })
  * One Yjs document and the members editing it. The room has a Y.Doc; it is not one.
  */
 export class Room {
-  readonly doc = new Y.Doc({ gc: true })
+  private docValue = new Y.Doc({ gc: true })
   readonly awareness = new RoomAwareness()
   private readonly members = new Set<RoomMember>()
   private stateValue: RoomState = 'loading'
   private unloadTimer: NodeJS.Timeout | null = null
   /** An upper bound of the document's encoded size: measured exactly now and then, plus every update applied since. */
   private sizeEstimate = 0
+  /** When (performance.now()) an exact measurement may be taken again, to bring sizeEstimate down. */
+  private nextMeasureAt = 0
+  /** While Y.applyUpdate runs: what the doc emitted, held until Yjs returned without throwing. */
+  private emitted: Uint8Array[] | null = null
+  /** Log entries set aside at the last load because they could not be applied. */
+  quarantined = 0
   /** Resolves when the stored document has been applied; rejects when storage failed. */
   readonly loaded: Promise<void>
   /** Whether the cluster relays this room (joined after the local load). */
@@ -70,7 +108,12 @@ export class Room {
     this.loaded = this.load()
     // Never an unhandled rejection: members await `loaded` and handle the failure themselves.
     this.loaded.catch(() => {})
-    this.doc.on('update', this.onDocUpdate)
+    this.docValue.on('update', this.onDocUpdate)
+  }
+
+  /** The room's document; replaced only while loading (a stored entry that cannot be applied). */
+  get doc(): Y.Doc {
+    return this.docValue
   }
 
   get state(): RoomState {
@@ -89,17 +132,69 @@ export class Room {
   }
 
   private async load(): Promise<void> {
-    const started = performance.now()
-    let stored: Uint8Array | null
     try {
-      stored = await this.writer.load(this.name)
+      await this.loadOnce()
     } catch (err) {
+      if (this.stateValue === 'unloaded') throw new RoomLoadError(`room ${this.name} could not be loaded`)
+      // Never left "loading": members are closed with 1011 and reconnect; HTTP answers 503.
       this.log.error({ room: this.name, err }, 'room load failed')
-      this.fail(`storage error while loading`)
+      this.fail('the document could not be loaded')
       throw new RoomLoadError(`room ${this.name} could not be loaded`)
     }
-    // Applied with the room as origin: the update handler knows not to store it again.
-    if (stored !== null) Y.applyUpdate(this.doc, stored, this)
+  }
+
+  /**
+   * The stored document, merged. When it cannot be merged or applied (Yjs throws), the log is
+   * applied entry by entry and each entry that fails is quarantined: moved aside in storage,
+   * logged and counted, so the room loads from the rest instead of failing for ever.
+   */
+  private async loadStored(): Promise<Uint8Array | null> {
+    try {
+      const stored = await this.writer.load(this.name)
+      try {
+        // Applied with the room as origin: the update handler knows not to store it again.
+        if (stored !== null) Y.applyUpdate(this.docValue, stored, this)
+        return stored
+      } catch (err) {
+        this.log.error({ room: this.name, err }, 'the stored document cannot be applied; loading it entry by entry')
+      }
+    } catch (err) {
+      // Storage failures fail the load; only entries Yjs cannot merge are looked at one by one.
+      if (!(err instanceof InvalidUpdateError)) throw err
+      this.log.error({ room: this.name, err }, 'the stored entries cannot be merged; loading them one by one')
+    }
+    const { log, pending } = await this.writer.loadEntries(this.name)
+    const good: Uint8Array[] = []
+    const entries: Array<{ key: string | null; update: Uint8Array }> = [...log, ...pending.map((update) => ({ key: null, update }))]
+    this.replaceDoc()
+    for (const entry of entries) {
+      try {
+        Y.applyUpdate(this.docValue, entry.update, this)
+        good.push(entry.update)
+        continue
+      } catch (err) {
+        this.log.error({ room: this.name, key: entry.key, bytes: entry.update.length, err }, 'stored entry cannot be applied; quarantined')
+      }
+      this.quarantined++
+      this.registry.onQuarantined()
+      if (entry.key !== null) await this.writer.quarantine(this.name, entry.key)
+      // The failed apply may have left the document half-changed: rebuilt from the good entries.
+      this.replaceDoc()
+      for (const update of good) Y.applyUpdate(this.docValue, update, this)
+    }
+    return good.length === 0 ? null : Y.encodeStateAsUpdate(this.docValue)
+  }
+
+  private replaceDoc(): void {
+    this.docValue.off('update', this.onDocUpdate)
+    this.docValue.destroy()
+    this.docValue = new Y.Doc({ gc: true })
+    this.docValue.on('update', this.onDocUpdate)
+  }
+
+  private async loadOnce(): Promise<void> {
+    const started = performance.now()
+    const stored = await this.loadStored()
     this.sizeEstimate = stored?.length ?? 0
     const relay = this.registry.relay
     if (relay !== null) {
@@ -109,7 +204,9 @@ export class Room {
         this.relayed = true
         // What the cluster has and this instance lacked: stored here too, relayed to nobody.
         if (shared !== null) this.applyFromCluster(shared)
+        if ((this.stateValue as RoomState) === 'unloaded') throw new Error('the document from the cluster could not be applied')
       } catch (err) {
+        if ((this.stateValue as RoomState) === 'unloaded') throw err
         // The relay catches up when Redis is back; the room serves its local copy meanwhile.
         this.log.error({ room: this.name, err }, 'joining the cluster for this room failed')
       }
@@ -120,11 +217,36 @@ export class Room {
   }
 
   private fail(reason: string): void {
-    for (const member of this.members) member.evict(1011, reason)
+    for (const member of this.members) member.evict(CloseCode.internalError, reason)
     this.members.clear()
     this.transition('unloaded')
     this.registry.forget(this)
-    this.doc.destroy()
+    this.docValue.off('update', this.onDocUpdate)
+    this.docValue.destroy()
+  }
+
+  /**
+   * Yjs threw in the middle of a transaction: the document may be half-changed and nothing of it
+   * was stored, relayed or broadcast. It is dropped; members (but `offender`, whose session closes
+   * it with 1007) are closed with 1011 and reconnect to the room loaded afresh from storage, which
+   * holds everything acknowledged (the writer's queue included). Never compacted: the registry
+   * forgets the room at once, so the snapshot source no longer sees it.
+   */
+  private reset(err: unknown, offender: unknown): void {
+    this.log.error({ room: this.name, err }, 'Yjs failed while applying an update; the room is reloaded from storage')
+    this.registry.onReset()
+    this.pending = []
+    for (const member of this.members) {
+      if (member !== offender) member.evict(CloseCode.internalError, 'document reloaded after an internal error')
+    }
+    this.members.clear()
+    if (this.unloadTimer !== null) clearTimeout(this.unloadTimer)
+    this.unloadTimer = null
+    this.transition('unloaded')
+    this.registry.forget(this)
+    if (this.relayed) this.registry.leaveRelay(this.name)
+    this.docValue.off('update', this.onDocUpdate)
+    this.docValue.destroy()
   }
 
   /**
@@ -161,15 +283,53 @@ export class Room {
   private readonly onDocUpdate = (update: Uint8Array, origin: unknown): void => {
     this.syncReplies = null
     if (origin === this) return
+    // Yjs emits in its cleanup even when the transaction threw: held until it is known to have returned.
+    if (this.emitted !== null) {
+      this.emitted.push(update)
+      return
+    }
+    this.commit(update, origin)
+  }
+
+  /** Stores, relays and broadcasts what the document emitted; returns the write's durability. */
+  private commit(update: Uint8Array, origin: unknown): Promise<void> {
     this.sizeEstimate += update.length
     // Durability first: the write is scheduled before anyone hears of the update.
     const write = this.writer.write(this.name, update)
     write.catch((err: unknown) => {
       this.log.error({ room: this.name, err }, 'update could not be stored')
     })
-    this.lastWrite = write
     if (this.relayed && origin !== FROM_CLUSTER) this.registry.relay?.publishUpdate(this.name, update)
     this.queueBroadcast(update, origin)
+    return write
+  }
+
+  /**
+   * Y.applyUpdate, committing what it emitted only once it returned normally. When Yjs throws the
+   * room is reset (see reset) and UpdateRefusedError is thrown. Returns the durability of the
+   * last write, or null when the update changed nothing.
+   */
+  private integrate(update: Uint8Array, origin: unknown): Promise<void> | null {
+    if (this.stateValue === 'unloaded') throw new Error(`room ${this.name} is unloaded`)
+    const emitted: Uint8Array[] = []
+    this.emitted = emitted
+    try {
+      Y.applyUpdate(this.docValue, update, origin)
+    } catch (err) {
+      this.emitted = null
+      this.reset(err, origin)
+      throw new UpdateRefusedError('rejected_by_yjs', `update rejected by Yjs: ${(err as Error).message}`)
+    }
+    this.emitted = null
+    let written: Promise<void> | null = null
+    for (const part of emitted) written = this.commit(part, origin)
+    return written
+  }
+
+  /** Bytes Yjs holds back for missing dependencies (structs and deletions). */
+  private pendingBytes(): number {
+    const store = this.docValue.store
+    return (store.pendingStructs?.update.length ?? 0) + (store.pendingDs?.length ?? 0)
   }
 
   /**
@@ -228,14 +388,23 @@ export class Room {
     }
   }
 
-  /** The durability promise of the last update the doc emitted (read by applyUpdateDurably). */
-  private lastWrite: Promise<void> | null = null
-
+  /**
+   * Updates from other instances may arrive out of order, so Yjs may hold them pending; within
+   * --max-pending-bytes (counted in the size estimate). Past it, or when Yjs throws, the room
+   * is reset and reloads from storage and the cluster.
+   */
   private applyFromCluster(update: Uint8Array): void {
+    if (this.stateValue === 'unloaded') return
     try {
-      Y.applyUpdate(this.doc, update, FROM_CLUSTER)
+      this.integrate(update, FROM_CLUSTER)
     } catch (err) {
       this.log.error({ room: this.name, err }, 'an update from the cluster could not be applied')
+      return
+    }
+    const pending = this.pendingBytes()
+    if (pending > this.registry.shapeLimits.maxPendingBytes) {
+      this.registry.onRefused('missing_dependencies')
+      this.reset(new Error(`${pending} bytes from the cluster wait for missing dependencies`), null)
     }
   }
 
@@ -283,30 +452,71 @@ export class Room {
 
   /**
    * True when applying `updateBytes` more could grow the document past `--max-document-bytes`.
-   * Measures the document only when the cheap estimate is over the limit.
+   * The estimate is an upper bound (stored size at load or at the last compaction, plus every
+   * update applied since, plus what Yjs holds pending). Over the limit, the document is encoded to
+   * measure it exactly only when the last measurement is old enough (at most 1/SIZE_MEASURE_BACKOFF
+   * of the time goes to measuring); meanwhile updates are refused on the estimate, which may be
+   * early when recent updates deleted more than they added.
    */
   wouldExceedSizeLimit(updateBytes: number): boolean {
     const limit = this.registry.maxDocumentBytes
-    if (this.sizeEstimate + updateBytes <= limit) return false
-    this.sizeEstimate = Y.encodeStateAsUpdate(this.doc).length
-    return this.sizeEstimate + updateBytes > limit
+    if (this.sizeEstimate + this.pendingBytes() + updateBytes <= limit) return false
+    const now = performance.now()
+    if (now < this.nextMeasureAt) return true
+    this.snapshot()
+    this.nextMeasureAt = now + SIZE_MEASURE_BACKOFF * (performance.now() - now)
+    return this.sizeEstimate + this.pendingBytes() + updateBytes > limit
   }
 
-  /** Applies an update a member sent; the doc's update event stores and relays it. */
-  applyUpdate(update: Uint8Array, origin: RoomMember): void {
-    Y.applyUpdate(this.doc, update, origin)
+  /** The whole document as one update, for compaction; its length is also an exact size measurement. */
+  snapshot(): Uint8Array {
+    const state = Y.encodeStateAsUpdate(this.docValue)
+    this.sizeEstimate = state.length
+    return state
+  }
+
+  /**
+   * Applies an update a member sent (validated by validateUpdate: `summary`). Refuses, with
+   * UpdateRefusedError and the document unchanged, an update that would nest shared types deeper
+   * than --max-nesting-depth or that depends on clocks the document does not have (Yjs would keep
+   * it pending: never stored, yet it would look accepted). Returns the durability of what it
+   * changed, or null when it changed nothing.
+   */
+  applyUpdate(update: Uint8Array, origin: RoomMember, summary: UpdateSummary = validateUpdate(update)): Promise<void> | null {
+    if (!dependenciesPresent(this.docValue, summary)) {
+      this.registry.onRefused('missing_dependencies')
+      throw new UpdateRefusedError('missing_dependencies', 'the update depends on changes this document does not have; sync first')
+    }
+    const { maxNestingDepth } = this.registry.shapeLimits
+    if (summary.types > 0 && deepestNewType(this.docValue, update, maxNestingDepth) > maxNestingDepth) {
+      this.registry.onRefused('too_deep')
+      throw new UpdateRefusedError('too_deep', `shared types nested deeper than ${maxNestingDepth}`)
+    }
+    const hadPending = this.pendingBytes() > 0
+    let written: Promise<void> | null
+    try {
+      written = this.integrate(update, origin)
+    } catch (err) {
+      if (err instanceof UpdateRefusedError) this.registry.onRefused(err.reason)
+      throw err
+    }
+    if (!hadPending && this.pendingBytes() > 0) {
+      // Missed by the check above (a cycle of references): what integrated is stored; the rest is
+      // dropped, never held unstored, and the sender is not told "saved".
+      this.docValue.store.pendingStructs = null
+      this.docValue.store.pendingDs = null
+      this.registry.onRefused('missing_dependencies')
+      throw new UpdateRefusedError('missing_dependencies', 'part of the update depends on changes this document does not have')
+    }
+    return written
   }
 
   /**
    * Like applyUpdate, and resolves when what the update changed is durable in storage (when it
    * changed nothing, once what is pending for the room is): for acknowledgements that mean "saved".
    */
-  applyUpdateDurably(update: Uint8Array, origin: RoomMember): Promise<void> {
-    this.lastWrite = null
-    Y.applyUpdate(this.doc, update, origin)
-    const durable = this.lastWrite ?? this.writer.flush(this.name)
-    this.lastWrite = null
-    return durable
+  applyUpdateDurably(update: Uint8Array, origin: RoomMember, summary?: UpdateSummary): Promise<void> {
+    return this.applyUpdate(update, origin, summary) ?? this.writer.flush(this.name)
   }
 
   /** Applies awareness entries from `owner`; relays what changed to every member, sender included. */
@@ -389,8 +599,8 @@ export class Room {
     this.transition('unloaded')
     this.registry.forget(this)
     if (this.relayed) this.registry.leaveRelay(this.name)
-    this.doc.off('update', this.onDocUpdate)
-    this.doc.destroy()
+    this.docValue.off('update', this.onDocUpdate)
+    this.docValue.destroy()
     this.log.debug({ room: this.name }, 'room unloaded')
   }
 
@@ -414,8 +624,8 @@ export class Room {
     this.transition('unloaded')
     this.registry.forget(this)
     if (this.relayed) this.registry.leaveRelay(this.name)
-    this.doc.off('update', this.onDocUpdate)
-    this.doc.destroy()
+    this.docValue.off('update', this.onDocUpdate)
+    this.docValue.destroy()
   }
 
   /** Cancels timers; used when the whole server stops. */
@@ -452,10 +662,17 @@ export class RoomRegistry {
     readonly maxRoomConnections: number,
     /** The cluster, with --redis; null for a single instance. */
     readonly relay: Relay | null = null,
+    readonly shapeLimits: Readonly<UpdateShapeLimits> = UPDATE_SHAPE_DEFAULTS,
   ) {}
 
   /** Called with the number of updates each merged broadcast carried (for metrics). */
   onBatched: (updates: number) => void = () => {}
+  /** Called for each update a room refused for its shape, and why (for metrics). */
+  onRefused: (reason: RefusalReason) => void = () => {}
+  /** Called for each stored entry a load set aside (for metrics). */
+  onQuarantined: () => void = () => {}
+  /** Called when a room was reset after Yjs threw (for metrics). */
+  onReset: () => void = () => {}
 
   /** Leaves of the cluster still under way, by room: a room loading again waits for its leave. */
   private readonly leaves = new Map<string, Promise<void>>()

@@ -4,7 +4,6 @@ import { readFileSync } from 'node:fs'
 import type { AddressInfo, Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { randomUUID } from 'node:crypto'
-import * as Y from 'yjs'
 import { WebSocketServer, type WebSocket } from 'ws'
 import { createRelay, RedisSharedState, type Relay } from '../cluster/index.js'
 import { pathOfTarget, roomFromPath } from '../protocol/index.js'
@@ -191,12 +190,19 @@ export class WeftServer {
       this.versions = shared
       this.tickets = new Tickets(shared)
     }
-    this.rooms = new RoomRegistry(writer, this.log, this.options.roomUnloadDelayMs, this.options.maxDocumentBytes, this.options.maxRoomConnections, this.relay)
+    this.rooms = new RoomRegistry(writer, this.log, this.options.roomUnloadDelayMs, this.options.maxDocumentBytes, this.options.maxRoomConnections, this.relay, {
+      maxNestingDepth: this.options.maxNestingDepth,
+      maxPendingBytes: this.options.maxPendingBytes,
+    })
     const rooms = this.rooms
     rooms.onBatched = (count) => this.metrics.batchedUpdates.inc(count)
+    rooms.onRefused = (reason) => this.metrics.updateRefusals.inc({ reason })
+    rooms.onQuarantined = () => this.metrics.quarantinedEntries.inc()
+    rooms.onReset = () => this.metrics.roomResets.inc()
     writer.setSnapshotSource((name) => {
+      // A room Yjs broke is forgotten at once (Room.reset): only a sound document is snapshotted.
       const room = rooms.get(name)
-      return room !== undefined && room.state === 'active' ? Y.encodeStateAsUpdate(room.doc) : null
+      return room !== undefined && room.state === 'active' ? room.snapshot() : null
     })
     this.api = new HttpApi({
       rooms: this.rooms,

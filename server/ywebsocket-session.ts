@@ -143,7 +143,7 @@ export class YWebsocketSession implements RoomMember, ConnectionSession {
   private applyUpdate(update: Uint8Array): void {
     // Parse the whole update before Yjs sees it: a truncated or crafted update must neither hang
     // the process (yjs#479, yjs#498) nor leave the document half-applied.
-    validateUpdate(update)
+    const summary = validateUpdate(update)
     if (!allows(this.grant.access, 'write')) {
       // Read access syncs too: a step 2 that only repeats what the room has is harmless. Anything
       // new is refused and the client told; the document never changes.
@@ -161,7 +161,7 @@ export class YWebsocketSession implements RoomMember, ConnectionSession {
       return
     }
     try {
-      this.room.applyUpdate(update, this)
+      this.room.applyUpdate(update, this, summary)
     } catch (err) {
       throw new ProtocolError(1007, `update rejected by Yjs: ${(err as Error).message}`)
     }

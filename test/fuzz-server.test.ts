@@ -224,8 +224,12 @@ function predict(protocol: Protocol, frame: Uint8Array, text: string | null, roo
     if (kind === 'awareness') decodeAwarenessUpdate(payload as Uint8Array)
     if (kind === 'sync-step-2' || kind === 'sync-update') {
       const update = payload as Uint8Array
-      validateUpdate(update)
+      const summary = validateUpdate(update)
       if (model !== null) {
+        // An update that depends on clocks the document lacks is refused (1007), never held pending.
+        for (const [client, clock] of summary.requires) {
+          if (Y.getState(model.store, client) < clock) return { expected: 1007, update: null, closesDocument: false }
+        }
         // The contract: an update Yjs throws on is refused (1007) and leaves no trace.
         const trial = new Y.Doc()
         Y.applyUpdate(trial, Y.encodeStateAsUpdate(model))

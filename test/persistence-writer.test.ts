@@ -101,6 +101,10 @@ class InstrumentedStore implements Store {
     return this.inner.append(room, update)
   }
 
+  quarantine(room: string, key: string): Promise<void> {
+    return this.inner.quarantine(room, key)
+  }
+
   async replace(room: string, keys: readonly string[], merged: Uint8Array): Promise<void> {
     this.replaces++
     this.arrived('replace')

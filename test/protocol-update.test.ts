@@ -3,7 +3,7 @@ import assert from 'node:assert/strict'
 import fc from 'fast-check'
 import * as Y from 'yjs'
 import * as encoding from 'lib0/encoding'
-import { ProtocolError, isEmptyUpdate, validateUpdate } from '../protocol/index.js'
+import { ProtocolError, deepestNesting, isEmptyUpdate, validateUpdate } from '../protocol/index.js'
 
 // One seed for every property in this file; replay a failure with PROTOCOL_FC_SEED=<seed>.
 const seed = Number(process.env.PROTOCOL_FC_SEED ?? Date.now() % 2 ** 31)
@@ -111,12 +111,12 @@ function everyContentKind (gc: boolean): { doc: Y.Doc; updates: Uint8Array[] } {
 test('hand-written update vectors', () => {
   // 1 client; 1 struct; client 1; clock 0; info 04 (string, no origins); parent is the root key "t"; "hi"; empty delete set.
   const hi = hex('01 01 01 00 04 01 01' + utf8('t') + '02' + utf8('hi') + '00')
-  assert.deepEqual(validateUpdate(hi), { clients: 1, structs: 1, deleteRanges: 0, bytes: 12 })
+  assert.deepEqual(validateUpdate(hi), { clients: 1, structs: 1, deleteRanges: 0, bytes: 12, types: 0, requires: new Map() })
   const doc = new Y.Doc()
   Y.applyUpdate(doc, hi)
   assert.equal(doc.getText('t').toString(), 'hi')
   // Only a delete set: client 5 loses clocks 0..1.
-  assert.deepEqual(validateUpdate(hex('00 01 05 01 00 02')), { clients: 0, structs: 0, deleteRanges: 1, bytes: 6 })
+  assert.deepEqual(validateUpdate(hex('00 01 05 01 00 02')), { clients: 0, structs: 0, deleteRanges: 1, bytes: 6, types: 0, requires: new Map([[5, 2]]) })
   // Item with origin (1, 1), a map key, JSON content with the legacy bare `undefined`.
   const json = hex('01 01 01 02 82 01 01 02 09' + utf8('undefined') + '03' + utf8('[1]') + '00')
   assert.equal(validateUpdate(json).structs, 1)
@@ -125,7 +125,7 @@ test('hand-written update vectors', () => {
   // GC and Skip structs with their lengths.
   assert.equal(validateUpdate(hex('01 02 03 00 00 02 0a 05 00')).structs, 2)
   // An empty update is valid, and recognised.
-  assert.deepEqual(validateUpdate(hex('0000')), { clients: 0, structs: 0, deleteRanges: 0, bytes: 2 })
+  assert.deepEqual(validateUpdate(hex('0000')), { clients: 0, structs: 0, deleteRanges: 0, bytes: 2, types: 0, requires: new Map() })
 })
 
 test('isEmptyUpdate recognises the update Yjs sends when there is nothing', () => {
@@ -492,4 +492,30 @@ test('property: crafted well-formed updates with tangled references are rejected
   let accepted = 0
   fc.assert(fc.property(craftedUpdate, update => { if (isSafe(encodeCrafted(update))) accepted++ }), { seed, numRuns: 6000 })
   assert.ok(accepted > 1000, `only ${accepted} crafted updates were accepted`)
+})
+
+test('deepestNesting counts nested types within one update and on top of the document', () => {
+  const doc = new Y.Doc()
+  let parent: Y.Map<unknown> = doc.getMap('root')
+  for (let level = 2; level <= 10; level++) {
+    const child = new Y.Map<unknown>()
+    parent.set('k', child)
+    parent = child
+  }
+  // Array items after the first inherit their parent through their origin.
+  const list = new Y.Array<unknown>()
+  parent.set('list', list)
+  list.push(['a', new Y.Map()])
+  const update = Y.encodeStateAsUpdate(doc)
+  const empty = { containerDepth: () => null, typeDepth: () => null }
+  assert.equal(deepestNesting(update, 100, empty), 12)
+  assert.equal(deepestNesting(update, 11, empty), Infinity)
+  // A child whose parent already sits 50 deep in the document.
+  const next = new Y.Doc()
+  Y.applyUpdate(next, update)
+  const sv = Y.encodeStateVector(next)
+  ;(next.getMap('root').get('k') as Y.Map<unknown>).set('other', new Y.Map())
+  const delta = Y.encodeStateAsUpdate(next, sv)
+  assert.equal(deepestNesting(delta, 100, { containerDepth: () => null, typeDepth: () => 50 }), 51)
+  assert.equal(deepestNesting(delta, 50, { containerDepth: () => null, typeDepth: () => 50 }), Infinity)
 })

@@ -83,7 +83,9 @@ describe('shared sync replies', () => {
       const empty = Y.encodeStateVector(new Y.Doc())
       // Cached while the document is empty, then the dependent update arrives without its base.
       room.syncReply(empty, 'y-websocket', encodeSyncStep2)
-      first.client.send(encodeSyncUpdate(more))
+      // Clients' updates with missing dependencies are refused; only out-of-order updates from
+      // the cluster are held pending, applied here as the relay would.
+      Y.applyUpdate(room.doc, more, 'cluster')
       await until(() => room.doc.store.pendingStructs !== null, 'the server to hold the update as pending')
       const joiner = await join(server, 'pending')
       joiner.client.close()

@@ -1,0 +1,236 @@
+import assert from 'node:assert/strict'
+import { request } from 'node:http'
+import { describe, it } from 'node:test'
+import * as Y from 'yjs'
+import { encodeHocuspocusClientAuthToken, encodeHocuspocusSyncUpdate, encodeSyncUpdate, validateUpdate } from '../protocol/index.js'
+import { converged, destroy, provider, RawClient, synced } from './harness/clients.js'
+import { httpRequest } from './harness/http.js'
+import { metricValue } from './harness/metrics.js'
+import { startServer, tempDir, type InProcessServer } from './harness/server.js'
+import { pino } from 'pino'
+import type { Relay, RelayHealth, RelayRoomHandlers, RelayStats } from '../cluster/index.js'
+import { DocumentWriter, MemoryStore } from '../persistence/index.js'
+import { RoomRegistry } from '../server/room.js'
+
+// Issue 12, finding 3: updates whose structs depend on clocks the document lacks, or that delete
+// ranges of clients it has never seen, were kept pending by Yjs: acknowledged though never
+// stored, outside the size limit, and re-merged on every later update (quadratic CPU). They are
+// now refused before Yjs sees them: HTTP 409 missing_dependencies, 1007 on WebSockets.
+
+function post(server: InProcessServer, room: string, update: Uint8Array): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = request(`${server.http}/api/rooms/${room}/updates`, { method: 'POST', headers: { 'content-type': 'application/octet-stream' }, agent: false }, (res) => {
+      res.resume()
+      res.on('end', () => resolve(res.statusCode ?? 0))
+    })
+    req.on('error', reject)
+    req.end(Buffer.from(update))
+  })
+}
+
+/** Text typed by `clientID` in two steps; the second update depends on the first (missing clock). */
+function missingClock(clientID: number, bytes = 16): Uint8Array {
+  const doc = new Y.Doc()
+  doc.clientID = clientID
+  doc.getText('t').insert(0, 'x'.repeat(bytes))
+  const sv = Y.encodeStateVector(doc)
+  doc.getText('t').insert(bytes, 'y'.repeat(bytes))
+  return Y.encodeStateAsUpdate(doc, sv)
+}
+
+/** A delete-only update of `ranges` ranges of a client nobody has seen. */
+function unknownDeletes(clientID: number, ranges: number): Uint8Array {
+  const parts: number[] = [0, 1]
+  const varUint = (n: number): void => {
+    while (n > 0x7f) {
+      parts.push((n & 0x7f) | 0x80)
+      n = Math.floor(n / 128)
+    }
+    parts.push(n)
+  }
+  varUint(clientID)
+  varUint(ranges)
+  for (let i = 0; i < ranges; i++) {
+    varUint(i * 2)
+    varUint(1)
+  }
+  return Uint8Array.from(parts)
+}
+
+/** Valid new text plus a struct with a missing origin, in one update (all or nothing). */
+function mixed(): Uint8Array {
+  const fine = new Y.Doc()
+  fine.clientID = 900
+  fine.getText('t').insert(0, 'would be fine alone')
+  return Y.mergeUpdates([Y.encodeStateAsUpdate(fine), missingClock(901)])
+}
+
+const SHAPES: ReadonlyArray<[string, () => Uint8Array]> = [
+  ['missing clock', () => missingClock(500)],
+  ['delete ranges of an unknown client', () => unknownDeletes(600, 50)],
+  ['valid structs mixed with a missing origin', mixed],
+]
+
+describe('updates with missing dependencies are refused, never acknowledged (issue 12, finding 3)', () => {
+  it('the report: with --max-document-bytes 1 MiB, 60 x 64 KiB pending updates were all acknowledged; now all refused', async () => {
+    const server = await startServer({ maxDocumentBytes: 1024 * 1024 })
+    try {
+      const statuses: number[] = []
+      for (let i = 0; i < 60; i++) statuses.push(await post(server, 'pending-size', missingClock(1000 + i, 32 * 1024)))
+      assert.deepEqual(new Set(statuses), new Set([409]))
+      assert.equal((await httpRequest(server.port, '/api/rooms/pending-size')).status, 404, 'nothing was kept')
+      assert.equal(await metricValue(server.http, 'weft_update_refusals_total', '{reason="missing_dependencies"}'), 60)
+      const answer = await httpRequest(server.port, '/api/rooms/pending-size/state-vector')
+      assert.equal(answer.status, 404)
+    } finally {
+      await server.stop()
+    }
+  })
+
+  it('1,000 delete-only updates of unknown clients over HTTP: each refused, /health/live stays responsive', async () => {
+    const server = await startServer()
+    try {
+      const samples: number[] = []
+      let done = false
+      const attack = (async () => {
+        for (let i = 0; i < 1000; i++) assert.equal(await post(server, 'pending-cpu', unknownDeletes(2000 + i, 1000)), 409)
+      })().finally(() => (done = true))
+      while (!done) {
+        const started = performance.now()
+        await httpRequest(server.port, '/health/live')
+        samples.push(performance.now() - started)
+      }
+      await attack
+      samples.sort((a, b) => a - b)
+      const p99 = samples[Math.floor(samples.length * 0.99)] ?? 0
+      assert.ok(p99 < 100, `/health/live p99 ${p99.toFixed(1)} ms`)
+    } finally {
+      await server.stop()
+    }
+  })
+
+  for (const [name, make] of SHAPES) {
+    for (const transport of ['y-websocket', 'hocuspocus', 'http'] as const) {
+      it(`${name} over ${transport}: refused, nothing applied, honest clients unaffected`, async () => {
+        const dir = await tempDir()
+        let server = await startServer({ data: dir.path, keepData: true })
+        const room = `pending-${transport}`
+        try {
+          const honest = provider(server.url, room)
+          await synced(honest)
+          honest.doc.getText('t').insert(0, 'honest ')
+          const before = await converged([honest.doc], 'honest edit')
+          const update = make()
+          assert.ok(validateUpdate(update).requires.size > 0)
+          if (transport === 'http') {
+            assert.equal(await post(server, room, update), 409)
+          } else if (transport === 'y-websocket') {
+            const { client } = await RawClient.joined(`${server.url}/${room}`)
+            client.send(encodeSyncUpdate(update))
+            assert.equal(await client.waitClosed(), 1007)
+          } else {
+            const client = await RawClient.open(`${server.url}/`)
+            client.send(encodeHocuspocusClientAuthToken(room, 'token'))
+            await client.frame((frame) => frame.length > 0, 'authenticated')
+            client.send(encodeHocuspocusSyncUpdate(room, update))
+            assert.equal(await client.waitClosed(), 1007)
+            // SyncStatus(1) is the byte after the name: never sent for the refused update.
+            assert.equal(client.frames.some((frame) => frame.length > 0 && frame[frame.length - 1] === 1 && frame.length === room.length + 3), false)
+          }
+          const second = provider(server.url, room)
+          await synced(second)
+          second.doc.getText('t').insert(0, 'still ')
+          const state = await converged([honest.doc, second.doc], 'honest clients after the attack')
+          assert.notDeepEqual(state, before)
+          assert.equal(honest.doc.getText('t').toString(), 'still honest ')
+          destroy(honest, second)
+          await server.stop()
+          server = await startServer({ data: dir.path, keepData: true })
+          const reloaded = provider(server.url, room)
+          await synced(reloaded)
+          assert.deepEqual(await converged([reloaded.doc], 'reloaded'), state, 'stored byte for byte')
+          destroy(reloaded)
+        } finally {
+          await server.stop()
+          await dir.remove()
+        }
+      })
+    }
+  }
+
+  it('an update whose dependencies arrived first is accepted (order matters, not the shape)', async () => {
+    const server = await startServer()
+    try {
+      const doc = new Y.Doc()
+      doc.clientID = 77
+      doc.getText('t').insert(0, 'first')
+      const first = Y.encodeStateAsUpdate(doc)
+      const sv = Y.encodeStateVector(doc)
+      doc.getText('t').insert(5, ' second')
+      const second = Y.encodeStateAsUpdate(doc, sv)
+      assert.equal(await post(server, 'ordered', second), 409)
+      assert.equal(await post(server, 'ordered', first), 204)
+      assert.equal(await post(server, 'ordered', second), 204)
+      const json = await httpRequest(server.port, '/api/rooms/ordered')
+      assert.match(json.body, /first second/)
+    } finally {
+      await server.stop()
+    }
+  })
+})
+
+describe('out-of-order updates from the cluster are held within --max-pending-bytes', () => {
+  /** A relay that hands the test the room's handlers instead of talking to Redis. */
+  class FakeRelay implements Relay {
+    readonly instanceId = 'fake'
+    handlers: RelayRoomHandlers | null = null
+    async joinRoom(_room: string, _state: Uint8Array | null, handlers: RelayRoomHandlers): Promise<Uint8Array | null> {
+      this.handlers = handlers
+      return null
+    }
+    async leaveRoom(): Promise<void> {}
+    publishUpdate(): void {}
+    publishAwareness(): void {}
+    health(): RelayHealth {
+      return { up: true, lagMs: 0 } as RelayHealth
+    }
+    stats(): RelayStats {
+      return {} as RelayStats
+    }
+    on(): void {}
+    off(): void {}
+    async close(): Promise<void> {}
+  }
+
+  it('a dependent update waits for its base; past the bound the room resets and reloads', async () => {
+    const writer = new DocumentWriter(new MemoryStore(), { persistWindowMs: 0 })
+    const relay = new FakeRelay()
+    const registry = new RoomRegistry(writer, pino({ level: 'silent' }), -1, 64 * 1024 * 1024, 100, relay, { maxNestingDepth: 256, maxPendingBytes: 4096 })
+    let resets = 0
+    registry.onReset = () => resets++
+    const member = { format: { name: 'none', update: () => new Uint8Array(), awareness: () => new Uint8Array() }, deliverUpdate() {}, deliverAwareness() {}, evict() {} }
+    const room = registry.join('cluster-pending', member)
+    await room.loaded
+    const handlers = relay.handlers as RelayRoomHandlers
+    const base = new Y.Doc()
+    base.clientID = 5
+    base.getText('t').insert(0, 'base')
+    const first = Y.encodeStateAsUpdate(base)
+    const sv = Y.encodeStateVector(base)
+    base.getText('t').insert(4, ' more')
+    handlers.onUpdate(Y.encodeStateAsUpdate(base, sv))
+    assert.notEqual(room.doc.store.pendingStructs, null, 'held, not refused')
+    handlers.onUpdate(first)
+    assert.equal(room.doc.getText('t').toString(), 'base more')
+    assert.equal(room.doc.store.pendingStructs, null)
+    // Past 4 KiB of pending data the room gives up on it and reloads from storage.
+    handlers.onUpdate(missingClock(6, 8 * 1024))
+    assert.equal(resets, 1)
+    assert.equal(room.state, 'unloaded')
+    const again = registry.join('cluster-pending', member)
+    await again.loaded
+    assert.equal(again.doc.getText('t').toString(), 'base more')
+    assert.equal(again.doc.store.pendingStructs, null)
+    await writer.close()
+  })
+})
