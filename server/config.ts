@@ -67,6 +67,18 @@ export interface WeftOptions {
   roomUnloadDelayMs: number
   /** Milliseconds between server pings; a connection silent for two intervals is terminated. */
   heartbeatIntervalMs: number
+  /** Awareness entries of one message looked at; the rest is ignored. */
+  awarenessMaxEntriesPerMessage: number
+  /** UTF-8 bytes of one awareness state; a longer state is ignored. */
+  awarenessMaxStateBytes: number
+  /** Live awareness client IDs one connection (one Hocuspocus document) may own at once. */
+  awarenessMaxClientsPerConnection: number
+  /** Live awareness states in one room. */
+  awarenessMaxRoomEntries: number
+  /** Characters of JSON text of one room's live awareness states together. */
+  awarenessMaxRoomBytes: number
+  /** Seconds a departed client ID stays reserved for its owner's reconnect; 0 = not at all. */
+  awarenessReclaimSeconds: number
 }
 
 export const DEFAULTS: Readonly<WeftOptions> = Object.freeze({
@@ -98,6 +110,12 @@ export const DEFAULTS: Readonly<WeftOptions> = Object.freeze({
   slowConsumerGraceMs: 5_000,
   roomUnloadDelayMs: 5_000,
   heartbeatIntervalMs: 30_000,
+  awarenessMaxEntriesPerMessage: 1_000,
+  awarenessMaxStateBytes: 32 * 1024,
+  awarenessMaxClientsPerConnection: 4,
+  awarenessMaxRoomEntries: 20_000,
+  awarenessMaxRoomBytes: 8 * 1024 * 1024,
+  awarenessReclaimSeconds: 300,
 })
 
 /** A setting that cannot be used; the CLI prints `message` and exits with status 2. */
@@ -149,6 +167,13 @@ export const SETTINGS: readonly SettingSpec[] = [
   { key: 'inboundBytesPerSecond', flag: '--inbound-bytes-per-second', env: 'WEFT_INBOUND_BYTES_PER_SECOND', kind: 'int', min: 1024 },
   { key: 'slowConsumerGraceMs', flag: '--slow-consumer-grace-ms', env: 'WEFT_SLOW_CONSUMER_GRACE_MS', kind: 'int', min: 0, max: 600_000 },
   { key: 'heartbeatIntervalMs', flag: '--heartbeat-interval-ms', env: 'WEFT_HEARTBEAT_INTERVAL_MS', kind: 'int', min: 100, max: 600_000 },
+  // Awareness bounds (issue 12, findings 2 and 10).
+  { key: 'awarenessMaxEntriesPerMessage', flag: '--awareness-max-entries-per-message', env: 'WEFT_AWARENESS_MAX_ENTRIES_PER_MESSAGE', kind: 'int', min: 1, max: 1_000_000 },
+  { key: 'awarenessMaxStateBytes', flag: '--awareness-max-state-bytes', env: 'WEFT_AWARENESS_MAX_STATE_BYTES', kind: 'int', min: 64, max: 16 * 1024 * 1024 },
+  { key: 'awarenessMaxClientsPerConnection', flag: '--awareness-max-clients-per-connection', env: 'WEFT_AWARENESS_MAX_CLIENTS_PER_CONNECTION', kind: 'int', min: 1, max: 10_000 },
+  { key: 'awarenessMaxRoomEntries', flag: '--awareness-max-room-entries', env: 'WEFT_AWARENESS_MAX_ROOM_ENTRIES', kind: 'int', min: 1, max: 10_000_000 },
+  { key: 'awarenessMaxRoomBytes', flag: '--awareness-max-room-bytes', env: 'WEFT_AWARENESS_MAX_ROOM_BYTES', kind: 'int', min: 1024, max: 1024 * 1024 * 1024 },
+  { key: 'awarenessReclaimSeconds', flag: '--awareness-reclaim-seconds', env: 'WEFT_AWARENESS_RECLAIM_SECONDS', kind: 'int', min: 0, max: 86_400 },
 ]
 
 const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']
@@ -263,6 +288,11 @@ export function resolveOptions(partial: Partial<WeftOptions> = {}): Readonly<Wef
     'inboundMessagesPerSecond',
     'inboundBytesPerSecond',
     'heartbeatIntervalMs',
+    'awarenessMaxEntriesPerMessage',
+    'awarenessMaxStateBytes',
+    'awarenessMaxClientsPerConnection',
+    'awarenessMaxRoomEntries',
+    'awarenessMaxRoomBytes',
   ] as const) {
     if (!Number.isInteger(options[key]) || options[key] <= 0) throw new ConfigError(key, `invalid ${key}: must be a positive whole number`)
   }

@@ -190,9 +190,18 @@ export class WeftServer {
       this.versions = shared
       this.tickets = new Tickets(shared)
     }
-    this.rooms = new RoomRegistry(writer, this.log, this.options.roomUnloadDelayMs, this.options.maxDocumentBytes, this.options.maxRoomConnections, this.relay)
+    const { options } = this
+    this.rooms = new RoomRegistry(writer, this.log, options.roomUnloadDelayMs, options.maxDocumentBytes, options.maxRoomConnections, this.relay, Object.freeze({
+      maxEntriesPerMessage: options.awarenessMaxEntriesPerMessage,
+      maxStateBytes: options.awarenessMaxStateBytes,
+      maxClientsPerConnection: options.awarenessMaxClientsPerConnection,
+      maxRoomEntries: options.awarenessMaxRoomEntries,
+      maxRoomBytes: options.awarenessMaxRoomBytes,
+      reclaimMs: options.awarenessReclaimSeconds * 1000,
+    }))
     const rooms = this.rooms
     rooms.onBatched = (count) => this.metrics.batchedUpdates.inc(count)
+    rooms.onAwarenessRefused = (reason, count) => this.metrics.awarenessRefused.inc({ reason }, count)
     writer.setSnapshotSource((name) => {
       const room = rooms.get(name)
       return room !== undefined && room.state === 'active' ? Y.encodeStateAsUpdate(room.doc) : null
