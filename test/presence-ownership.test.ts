@@ -14,6 +14,7 @@ import {
   encodeHocuspocusSyncStep1,
   type AwarenessEntry,
 } from '../protocol/index.js'
+import { decodeRelayMessage, encodeRelayMessage } from '../cluster/relay-message.js'
 import { destroy, RawClient, synced } from './harness/clients.js'
 import { metricValue } from './harness/metrics.js'
 import { startRedis, type RedisProcess } from './harness/redis.js'
@@ -73,6 +74,21 @@ async function hocuspocusAttacker(url: string, room: string, token: string): Pro
   }, 'the server sync step 2')
   return { raw, send: (entries) => raw.send(encodeHocuspocusAwareness(room, encodeAwarenessUpdate(entries))) }
 }
+
+describe('owner identities between instances (relay codec)', () => {
+  it('an awareness message may carry one identity per entry, empty for none (byte vectors)', () => {
+    const message = encodeRelayMessage({ kind: 'awareness', instance: 'x', ts: 1, awareness: Uint8Array.of(1, 2), identities: ['ab', null] })
+    assert.equal(message.toString('latin1'), 'A1:x1:12:\x01\x023:ab\n')
+    const decoded = decodeRelayMessage(message)
+    assert.ok(decoded?.kind === 'awareness')
+    assert.deepEqual(decoded.identities, ['ab', null])
+    // Without the field (an instance that does not send it) the identities are unknown.
+    const bare = decodeRelayMessage(encodeRelayMessage({ kind: 'awareness', instance: 'x', ts: 1, awareness: Uint8Array.of(1, 2) }))
+    assert.ok(bare?.kind === 'awareness')
+    assert.equal(bare.identities, undefined)
+    assert.equal(decodeRelayMessage(Buffer.concat([message, Buffer.from('1:z')])), null, 'nothing may follow the identities')
+  })
+})
 
 describe('presence ownership on one instance', () => {
   let server: InProcessServer
