@@ -111,6 +111,9 @@ export class RoomAwareness {
       const { clientId, clock, state } = entry
       const who = identity !== undefined ? identity : (entry.identity ?? null)
       const removal = state === 'null'
+      // Several entries for one ID in a message go out as one, so each must win over the last.
+      const prior = accepted.get(clientId)
+      if (prior !== undefined && !(prior.clock < clock || (prior.clock === clock && removal && prior.state !== 'null'))) continue
       const current = this.live.get(clientId)
       if (current !== undefined && current.owner === owner) {
         const newer = current.clock < clock || (current.clock === clock && removal)
@@ -144,11 +147,12 @@ export class RoomAwareness {
           refuse('reserved')
           continue
         }
-        this.depart(clientId, current, now)
       }
       // Removing a client the room does not hold: nothing to do, nothing to relay.
       if (removal) continue
-      const reservation = this.reservation(clientId, now)
+      // A stale state taken over: the new one replaces it, so it counts against no bound.
+      const displaced = current
+      const reservation = displaced === undefined ? this.reservation(clientId, now) : undefined
       if (reservation !== undefined) {
         if (!this.mayReclaim(reservation.identity, who)) {
           refuse('reserved')
@@ -162,14 +166,15 @@ export class RoomAwareness {
         refuse('connection-clients')
         continue
       }
-      if (this.live.size >= this.limits.maxRoomEntries) {
+      if (this.live.size - (displaced === undefined ? 0 : 1) >= this.limits.maxRoomEntries) {
         refuse('room-entries')
         continue
       }
-      if (this.liveBytes + state.length > this.limits.maxRoomBytes) {
+      if (this.liveBytes - (displaced?.state.length ?? 0) + state.length > this.limits.maxRoomBytes) {
         refuse('room-bytes')
         continue
       }
+      if (displaced !== undefined) this.unlink(clientId, displaced)
       this.departed.delete(clientId)
       this.live.set(clientId, { clock, state, owner, identity: who, updatedAt: now })
       this.liveBytes += state.length
@@ -192,13 +197,17 @@ export class RoomAwareness {
     return undefined
   }
 
-  /** Drops a live state; keeps a reservation for its owner's identity within the bounds. */
-  private depart(clientId: number, presence: LivePresence, now: number): void {
+  private unlink(clientId: number, presence: LivePresence): void {
     this.live.delete(clientId)
     this.liveBytes -= presence.state.length
     const mine = this.owned.get(presence.owner)
     mine?.delete(clientId)
     if (mine?.size === 0) this.owned.delete(presence.owner)
+  }
+
+  /** Drops a live state; keeps a reservation for its owner's identity within the bounds. */
+  private depart(clientId: number, presence: LivePresence, now: number): void {
+    this.unlink(clientId, presence)
     this.departed.delete(clientId)
     if (this.limits.reclaimMs <= 0) return
     for (const [id, departed] of this.departed) {

@@ -21,7 +21,10 @@ import {
   type AwarenessEntry,
 } from '../protocol/index.js'
 import { DEFAULTS } from '../server/config.js'
-import { RoomAwareness, type AwarenessLimits } from '../server/room-awareness.js'
+import { ProtocolError } from '../protocol/index.js'
+import { RemoteInstance, RoomAwareness, type AwarenessLimits } from '../server/room-awareness.js'
+import * as awarenessProtocol from 'y-protocols/awareness'
+import { envNumber, randomBytes, rngFor } from './harness/fuzz.js'
 import { destroy, provider, RawClient, synced } from './harness/clients.js'
 import { metricValue } from './harness/metrics.js'
 import { spawnWeft, startServer, type InProcessServer, type WeftProcess } from './harness/server.js'
@@ -131,6 +134,79 @@ describe('RoomAwareness bounds', () => {
     // Many entries for one owned ID in one message go out once, with the newest state.
     const burst = room.apply(Array.from({ length: 50 }, (_, i) => ({ clientId: 1, clock: 2 + i, state: `{"n":${i}}` })), a, null)
     assert.deepEqual(burst.accepted, [{ clientId: 1, clock: 51, state: '{"n":49}', identity: null }])
+  })
+})
+
+const SEED = envNumber('WEFT_FUZZ_SEED', Math.floor(Math.random() * 2 ** 31))
+
+describe(`awareness properties (seed ${SEED}; replay with WEFT_FUZZ_SEED)`, () => {
+  it('readAwarenessUpdate on random and mutated bytes: a ProtocolError or entries y-protocols applies', () => {
+    for (let index = 0; index < 3_000; index++) {
+      const rng = rngFor(SEED, index, 0xa3a3)
+      let bytes: Uint8Array
+      if (rng.chance(0.3)) bytes = randomBytes(rng, rng.int(40))
+      else {
+        const entries = Array.from({ length: rng.int(6) }, () => ({ clientId: rng.int(2 ** 32), clock: rng.int(100), state: rng.pick(['null', '{}', '{"a":[1,2]}', '"x"', '1']) }))
+        bytes = encodeAwarenessUpdate(entries)
+        for (let m = rng.int(3); m > 0 && bytes.length > 0; m--) bytes[rng.int(bytes.length)] = rng.int(256)
+      }
+      let read
+      try {
+        read = readAwarenessUpdate(bytes, { maxEntriesPerMessage: 1 + rng.int(5), maxStateBytes: 1 + rng.int(12) })
+      } catch (err) {
+        assert.ok(err instanceof ProtocolError, `case ${index}: ${(err as Error).message}`)
+        continue
+      }
+      const peer = new awarenessProtocol.Awareness(new Y.Doc())
+      awarenessProtocol.applyAwarenessUpdate(peer, encodeAwarenessUpdate(read.entries), 'fuzz')
+      peer.destroy()
+    }
+  })
+
+  it('random members, instances and identities never break ownership or a bound', () => {
+    for (let index = 0; index < 200; index++) {
+      const rng = rngFor(SEED, index, 0x0a0a)
+      let now = 0
+      const limits: AwarenessLimits = { maxEntriesPerMessage: 8, maxStateBytes: 64, maxClientsPerConnection: 1 + rng.int(3), maxRoomEntries: 2 + rng.int(8), maxRoomBytes: 20 + rng.int(100), reclaimMs: rng.pick([0, 1_000, 60_000]) }
+      const room = new RoomAwareness(limits, () => now)
+      const owners: object[] = [{}, {}, {}, new RemoteInstance('r1'), new RemoteInstance('r2')]
+      const identities = ['alice', 'bob', null]
+      // Who introduced each client ID, as the model sees it: the room must agree.
+      const model = new Map<number, { owner: object; state: string; at: number }>()
+      for (let step = 0; step < 150; step++) {
+        now += rng.int(5_000)
+        const owner = rng.pick(owners)
+        if (rng.chance(0.08)) {
+          for (const entry of room.removeOwner(owner)) {
+            assert.equal(model.get(entry.clientId)?.owner, owner)
+            model.delete(entry.clientId)
+          }
+          continue
+        }
+        const entries = Array.from({ length: 1 + rng.int(4) }, () => ({ clientId: rng.int(12), clock: rng.int(20), state: rng.chance(0.2) ? 'null' : JSON.stringify({ s: 'x'.repeat(rng.int(30)) }) }))
+        const before = new Map([...room.liveEntries()].map((e) => [e.clientId, e]))
+        const { accepted } = room.apply(entries, owner, rng.pick(identities))
+        for (const entry of accepted) {
+          const held = model.get(entry.clientId)
+          // Only the owner changes a live state, unless its owner left it unrenewed for 30 s.
+          if (held !== undefined && held.owner !== owner) assert.ok(now - held.at >= 30_000, `case ${index}: a live state renewed ${now - held.at} ms ago changed owner`)
+          if (entry.state === 'null') model.delete(entry.clientId)
+          else model.set(entry.clientId, { owner, state: entry.state, at: now })
+          const previous = before.get(entry.clientId)
+          if (previous !== undefined) assert.ok(entry.clock > previous.clock || (entry.clock === previous.clock && entry.state === 'null'))
+        }
+        const live = room.liveEntries()
+        assert.equal(live.length, model.size, `case ${index}: the room holds what the model holds`)
+        for (const entry of live) assert.equal(model.get(entry.clientId)?.state, entry.state)
+        assert.ok(room.size <= limits.maxRoomEntries)
+        assert.ok(room.bytes <= limits.maxRoomBytes)
+        assert.ok(room.reservedCount <= limits.maxRoomEntries)
+        for (const member of owners.slice(0, 3)) {
+          const mine = [...model.values()].filter((held) => held.owner === member).length
+          assert.ok(mine <= limits.maxClientsPerConnection, `case ${index}: a connection owns ${mine}`)
+        }
+      }
+    }
   })
 })
 
