@@ -253,7 +253,13 @@ async function rssBytes(pid: number): Promise<number> {
  * sending the flood: its own pauses are not the server's) until its stdin closes; prints `R` when
  * it is ready, then the latencies in ms as JSON.
  */
-const MIN_SAMPLES = 100
+/**
+ * The window the p99 is taken over: the attack, the flooder's leaving, a newcomer's join, and the
+ * rest of ~2 s after it. Enough samples that one scheduling blip of this shared machine is not the
+ * p99; the stall being tested (seconds, on the code before the bounds) also fails the max below.
+ */
+const MIN_SAMPLES = 300
+const MAX_LATENCY_MS = 1_000
 
 const SAMPLER = `
 const { request } = require('node:http')
@@ -399,6 +405,7 @@ describe('a read-only awareness flood (issue 12, finding 2)', () => {
     const rssAfter = await rssBytes(weft.child.pid as number)
     assert.ok(live.length <= DEFAULTS.awarenessMaxClientsPerConnection, `the room holds at most the flooder's own quota (${live.length})`)
     assert.ok(p99(latencies) < 100, `/health/live p99 ${p99(latencies).toFixed(1)} ms over ${latencies.length} samples (max ${Math.max(...latencies).toFixed(0)} ms)`)
+    assert.ok(Math.max(...latencies) < MAX_LATENCY_MS, `/health/live stalled ${Math.max(...latencies).toFixed(0)} ms`)
     assert.ok(rssAfter - rssBefore < 150 * 1024 * 1024, `RSS grew ${((rssAfter - rssBefore) / 2 ** 20).toFixed(0)} MiB`)
     const refused = (await metricValue(weft.http, 'weft_awareness_refused_total', '{reason="message-entries"}')) ?? 0
     assert.ok(refused - refusedBefore >= FRAMES * (IDS_PER_FRAME - DEFAULTS.awarenessMaxEntriesPerMessage), `entries past the per-message bound are counted (${refused - refusedBefore})`)
