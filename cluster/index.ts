@@ -1,5 +1,5 @@
 /** The cluster part of weft: the Relay interface, its Redis implementation and an in-memory fake. */
-export type { Relay, RelayHealth, RelayRoomHandlers, RelayStats } from './relay.js'
+export type { Relay, RelayAwarenessEntry, RelayHealth, RelayRoomHandlers, RelayStats } from './relay.js'
 export { CLUSTER_DEFAULTS, RedisRelay } from './redis-relay.js'
 export type { ClusterTuning, RedisRelayOptions, RelayFaults, RelayLogger } from './redis-relay.js'
 export { MemoryBus, MemoryRelay } from './memory-relay.js'

@@ -1,6 +1,5 @@
 import * as Y from 'yjs'
-import type { AwarenessEntry } from '../protocol/index.js'
-import type { Relay, RelayHealth, RelayRoomHandlers, RelayStats } from './relay.js'
+import type { Relay, RelayAwarenessEntry, RelayHealth, RelayRoomHandlers, RelayStats } from './relay.js'
 import { missingFrom } from './state-diff.js'
 
 /**
@@ -83,7 +82,7 @@ export class MemoryRelay implements Relay {
     })
   }
 
-  publishAwareness(room: string, entries: readonly AwarenessEntry[]): void {
+  publishAwareness(room: string, entries: readonly RelayAwarenessEntry[]): void {
     if (this.closed || entries.length === 0) return
     const copy = entries.map((entry) => ({ ...entry }))
     this.bus.broadcast(room, this, (handlers) => handlers.onAwareness(copy, this.instanceId))

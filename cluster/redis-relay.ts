@@ -3,11 +3,11 @@ import { EventEmitter } from 'node:events'
 import type { Redis } from 'ioredis'
 import * as Y from 'yjs'
 import { mergeUpdatesInChunks } from '../persistence/chunked-merge.js'
-import { decodeAwarenessUpdate, encodeAwarenessUpdate, type AwarenessEntry } from '../protocol/index.js'
+import { decodeAwarenessUpdate, encodeAwarenessUpdate } from '../protocol/index.js'
 import { EPOCH_KEY, compareStreamIds, instanceKey, nextStreamId, roomKeys, type RoomKeys } from './keys.js'
 import { decodeRelayMessage, encodeRelayMessage, type RelayMessage } from './relay-message.js'
 import { openRedisConnection } from './redis-connection.js'
-import type { Relay, RelayHealth, RelayRoomHandlers, RelayStats } from './relay.js'
+import type { Relay, RelayAwarenessEntry, RelayHealth, RelayRoomHandlers, RelayStats } from './relay.js'
 import { COMPACT_ROOM, ENSURE_EPOCH, PUBLISH_UPDATE, READ_ROOM, type Script } from './scripts.js'
 
 const SCRIPTS = [PUBLISH_UPDATE, READ_ROOM, COMPACT_ROOM, ENSURE_EPOCH]
@@ -228,9 +228,10 @@ export class RedisRelay implements Relay {
     else this.sendUpdate(room, update)
   }
 
-  publishAwareness(name: string, entries: readonly AwarenessEntry[]): void {
+  publishAwareness(name: string, entries: readonly RelayAwarenessEntry[]): void {
     if (this.closed || entries.length === 0 || !this.isUp()) return
-    const message = encodeRelayMessage({ kind: 'awareness', instance: this.instanceId, ts: Date.now(), awareness: encodeAwarenessUpdate(entries) })
+    const identities = entries.map((entry) => entry.identity ?? null)
+    const message = encodeRelayMessage({ kind: 'awareness', instance: this.instanceId, ts: Date.now(), awareness: encodeAwarenessUpdate(entries), identities })
     this.counters.commands++
     this.cmd.publish(roomKeys(name).channel, message).catch((err: unknown) => this.noteError(err))
   }
@@ -454,12 +455,14 @@ export class RedisRelay implements Relay {
       }
       case 'awareness': {
         if (message.instance === this.instanceId) return
-        let entries: AwarenessEntry[]
+        let entries: RelayAwarenessEntry[]
         try {
           entries = decodeAwarenessUpdate(message.awareness)
         } catch {
           return
         }
+        const identities = message.identities
+        if (identities !== undefined && identities.length === entries.length) entries.forEach((entry, i) => (entry.identity = identities[i] ?? null))
         room.remoteInstances.add(message.instance)
         room.handlers.onAwareness(entries, message.instance)
         return

@@ -7,7 +7,8 @@
  * hold any byte.
  *
  *   U prev id instance ts update     a document update; prev/id are stream ids ('' = none before)
- *   A instance ts awareness          an awareness update (y-protocols encoding)
+ *   A instance ts awareness [ids]    an awareness update (y-protocols encoding); `ids`, when present,
+ *                                    holds each entry's owner identity, one line each ('' = none)
  *   Q instance ts                    "re-send your local awareness for this room"
  *   G instance ts                    every client of that instance left the room (graceful close)
  *
@@ -15,7 +16,7 @@
  */
 export type RelayMessage =
   | { kind: 'update'; prev: string; id: string; instance: string; ts: number; update: Uint8Array }
-  | { kind: 'awareness'; instance: string; ts: number; awareness: Uint8Array }
+  | { kind: 'awareness'; instance: string; ts: number; awareness: Uint8Array; identities?: ReadonlyArray<string | null> }
   | { kind: 'query'; instance: string; ts: number }
   | { kind: 'gone'; instance: string; ts: number }
 
@@ -44,7 +45,10 @@ export function encodeRelayMessage(message: RelayMessage): Buffer {
   add(text(message.instance))
   add(text(String(message.ts)))
   if (message.kind === 'update') add(message.update)
-  if (message.kind === 'awareness') add(message.awareness)
+  if (message.kind === 'awareness') {
+    add(message.awareness)
+    if (message.identities !== undefined) add(text(message.identities.map((identity) => identity ?? '').join('\n')))
+  }
   return Buffer.concat(parts)
 }
 
@@ -85,8 +89,12 @@ export function decodeRelayMessage(bytes: Uint8Array): RelayMessage | null {
     if (instance === null || ts === null) return null
     if (kind === KIND_BYTES.awareness) {
       const awareness = next()
-      if (awareness === null || pos !== bytes.length) return null
-      return { kind: 'awareness', instance, ts: Number(ts), awareness }
+      if (awareness === null) return null
+      if (pos === bytes.length) return { kind: 'awareness', instance, ts: Number(ts), awareness }
+      const ids = str()
+      if (ids === null || pos !== bytes.length) return null
+      const identities = ids.split('\n').map((identity) => (identity === '' ? null : identity))
+      return { kind: 'awareness', instance, ts: Number(ts), awareness, identities }
     }
     if (pos !== bytes.length) return null
     return { kind: kind === KIND_BYTES.query ? 'query' : 'gone', instance, ts: Number(ts) }

@@ -1,6 +1,15 @@
 import type { AwarenessEntry } from '../protocol/index.js'
 
 /**
+ * An awareness entry as instances exchange it: with the identity its client authenticated as (a
+ * digest of the token's `sub`; null in open mode), so that every instance keeps a departed client
+ * ID for its owner's reconnect alone. Absent when an instance did not send it.
+ */
+export interface RelayAwarenessEntry extends AwarenessEntry {
+  identity?: string | null
+}
+
+/**
  * What a room hears from the rest of the cluster. Called only between `joinRoom` resolving and
  * `leaveRoom`; updates may repeat (Yjs applies them idempotently) but none is ever skipped.
  */
@@ -8,11 +17,11 @@ export interface RelayRoomHandlers {
   /** A document update another instance applied (or a healed batch of them, merged). */
   onUpdate(update: Uint8Array): void
   /** Awareness entries from clients of another instance (`instanceId`). */
-  onAwareness(entries: readonly AwarenessEntry[], instanceId: string): void
+  onAwareness(entries: readonly RelayAwarenessEntry[], instanceId: string): void
   /** Every client of that instance is gone (it died or left): remove the states it introduced. */
   onInstanceGone(instanceId: string): void
   /** The awareness states this instance's own clients introduced in the room, to re-send (a newcomer asked, or Redis came back). */
-  localAwareness(): AwarenessEntry[]
+  localAwareness(): RelayAwarenessEntry[]
   /**
    * The room's whole document as this instance holds it (Y.encodeStateAsUpdate of its doc).
    * Asked when the cluster's copy may lack local edits: Redis came back empty (or flushed), or
@@ -56,7 +65,7 @@ export interface Relay {
   /** Publishes a local update once. Never throws: while Redis is down updates are held (merged) and sent on reconnect. */
   publishUpdate(room: string, update: Uint8Array): void
   /** Publishes local awareness changes (best effort; the room's states are re-sent after a reconnect). */
-  publishAwareness(room: string, entries: readonly AwarenessEntry[]): void
+  publishAwareness(room: string, entries: readonly RelayAwarenessEntry[]): void
   health(): RelayHealth
   stats(): RelayStats
   on(event: 'health', listener: (health: RelayHealth) => void): void

@@ -39,6 +39,55 @@ export function decodeAwarenessUpdate (update: Uint8Array, maxStateBytes = DEFAU
   return entries
 }
 
+export interface AwarenessReadLimits {
+  /** Entries read from one update; those after them are left unread (ignored). */
+  maxEntriesPerMessage: number
+  /** A state longer than this (UTF-8 bytes) is skipped unread and counted, not an error. */
+  maxStateBytes: number
+}
+
+export interface AwarenessRead {
+  entries: AwarenessEntry[]
+  /** Entries the update declares past `maxEntriesPerMessage`, never read. */
+  unread: number
+  /** Entries skipped for a state over `maxStateBytes`. */
+  oversized: number
+}
+
+/**
+ * Reads what the server acts on from a client's awareness update, with bounds: at most
+ * `maxEntriesPerMessage` entries are looked at (stock providers echo every state they hear, so a long
+ * update is not by itself hostile; what lies past the bound is never parsed), and a state over
+ * `maxStateBytes` is skipped without decoding it. The entries read are checked like
+ * decodeAwarenessUpdate does; a malformed one still fails the whole update (1007).
+ */
+export function readAwarenessUpdate (update: Uint8Array, limits: AwarenessReadLimits): AwarenessRead {
+  const reader = new ByteReader(update, 1007)
+  const count = reader.readCount(MIN_ENTRY_BYTES, 'awareness entry')
+  const toRead = Math.min(count, limits.maxEntriesPerMessage)
+  const entries: AwarenessEntry[] = []
+  let oversized = 0
+  for (let i = 0; i < toRead; i++) {
+    const clientId = reader.readVarUint()
+    const clock = reader.readVarUint()
+    const stateBytes = reader.readVarUint()
+    if (stateBytes > limits.maxStateBytes) {
+      reader.readBytes(stateBytes)
+      oversized++
+      continue
+    }
+    const state = reader.readString(stateBytes)
+    try {
+      JSON.parse(state)
+    } catch {
+      reader.fail(`awareness state of client ${clientId} is not valid JSON`)
+    }
+    entries.push({ clientId, clock, state })
+  }
+  if (toRead === count) reader.expectEnd('awareness update')
+  return { entries, unread: count - toRead, oversized }
+}
+
 /** Byte-compatible with y-protocols' encodeAwarenessUpdate; states are written as given. */
 export function encodeAwarenessUpdate (entries: readonly AwarenessEntry[]): Uint8Array {
   const encoder = new TextEncoder()

@@ -10,8 +10,8 @@ export {
   encodeSyncUpdate
 } from './ywebsocket.js'
 export type { YMessage } from './ywebsocket.js'
-export { decodeAwarenessUpdate, encodeAwarenessUpdate } from './awareness.js'
-export type { AwarenessEntry } from './awareness.js'
+export { decodeAwarenessUpdate, encodeAwarenessUpdate, readAwarenessUpdate } from './awareness.js'
+export type { AwarenessEntry, AwarenessRead, AwarenessReadLimits } from './awareness.js'
 export { deepestNesting, isEmptyUpdate, validateStateVector, validateUpdate } from './update.js'
 export type { NestingLookup, UpdateSummary } from './update.js'
 export { MAX_ROOM_NAME_BYTES, isValidRoomName, pathOfTarget, roomFromPath } from './room-name.js'

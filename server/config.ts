@@ -73,6 +73,18 @@ export interface WeftOptions {
   maxNestingDepth: number
   /** Bytes of out-of-order cluster updates a room may hold pending; past it the room reloads. */
   maxPendingBytes: number
+  /** Awareness entries of one message looked at; the rest is ignored. */
+  awarenessMaxEntriesPerMessage: number
+  /** UTF-8 bytes of one awareness state; a longer state is ignored. */
+  awarenessMaxStateBytes: number
+  /** Live awareness client IDs one connection (one Hocuspocus document) may own at once. */
+  awarenessMaxClientsPerConnection: number
+  /** Live awareness states in one room. */
+  awarenessMaxRoomEntries: number
+  /** Characters of JSON text of one room's live awareness states together. */
+  awarenessMaxRoomBytes: number
+  /** Seconds a departed client ID stays reserved for its owner's reconnect; 0 = not at all. */
+  awarenessReclaimSeconds: number
 }
 
 export const DEFAULTS: Readonly<WeftOptions> = Object.freeze({
@@ -106,6 +118,12 @@ export const DEFAULTS: Readonly<WeftOptions> = Object.freeze({
   heartbeatIntervalMs: 30_000,
   maxNestingDepth: 256,
   maxPendingBytes: 1024 * 1024,
+  awarenessMaxEntriesPerMessage: 1_000,
+  awarenessMaxStateBytes: 32 * 1024,
+  awarenessMaxClientsPerConnection: 4,
+  awarenessMaxRoomEntries: 20_000,
+  awarenessMaxRoomBytes: 8 * 1024 * 1024,
+  awarenessReclaimSeconds: 300,
 })
 
 /** A setting that cannot be used; the CLI prints `message` and exits with status 2. */
@@ -160,6 +178,13 @@ export const SETTINGS: readonly SettingSpec[] = [
   // Room integrity (issue 12): Yjs recurses once per nesting level; ~1,000 levels overflow its stack.
   { key: 'maxNestingDepth', flag: '--max-nesting-depth', env: 'WEFT_MAX_NESTING_DEPTH', kind: 'int', min: 2, max: 512 },
   { key: 'maxPendingBytes', flag: '--max-pending-bytes', env: 'WEFT_MAX_PENDING_BYTES', kind: 'int', min: 0 },
+  // Awareness bounds (issue 12, findings 2 and 10).
+  { key: 'awarenessMaxEntriesPerMessage', flag: '--awareness-max-entries-per-message', env: 'WEFT_AWARENESS_MAX_ENTRIES_PER_MESSAGE', kind: 'int', min: 1, max: 1_000_000 },
+  { key: 'awarenessMaxStateBytes', flag: '--awareness-max-state-bytes', env: 'WEFT_AWARENESS_MAX_STATE_BYTES', kind: 'int', min: 64, max: 16 * 1024 * 1024 },
+  { key: 'awarenessMaxClientsPerConnection', flag: '--awareness-max-clients-per-connection', env: 'WEFT_AWARENESS_MAX_CLIENTS_PER_CONNECTION', kind: 'int', min: 1, max: 10_000 },
+  { key: 'awarenessMaxRoomEntries', flag: '--awareness-max-room-entries', env: 'WEFT_AWARENESS_MAX_ROOM_ENTRIES', kind: 'int', min: 1, max: 10_000_000 },
+  { key: 'awarenessMaxRoomBytes', flag: '--awareness-max-room-bytes', env: 'WEFT_AWARENESS_MAX_ROOM_BYTES', kind: 'int', min: 1024, max: 1024 * 1024 * 1024 },
+  { key: 'awarenessReclaimSeconds', flag: '--awareness-reclaim-seconds', env: 'WEFT_AWARENESS_RECLAIM_SECONDS', kind: 'int', min: 0, max: 86_400 },
 ]
 
 const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']
@@ -275,6 +300,11 @@ export function resolveOptions(partial: Partial<WeftOptions> = {}): Readonly<Wef
     'inboundBytesPerSecond',
     'heartbeatIntervalMs',
     'maxNestingDepth',
+    'awarenessMaxEntriesPerMessage',
+    'awarenessMaxStateBytes',
+    'awarenessMaxClientsPerConnection',
+    'awarenessMaxRoomEntries',
+    'awarenessMaxRoomBytes',
   ] as const) {
     if (!Number.isInteger(options[key]) || options[key] <= 0) throw new ConfigError(key, `invalid ${key}: must be a positive whole number`)
   }

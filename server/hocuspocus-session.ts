@@ -1,6 +1,5 @@
 import * as Y from 'yjs'
 import {
-  decodeAwarenessUpdate,
   decodeHocuspocusMessage,
   encodeAwarenessUpdate,
   encodeHocuspocusAuthenticated,
@@ -15,6 +14,7 @@ import {
   encodeHocuspocusSyncUpdate,
   isValidRoomName,
   parseHocuspocusRoutingKey,
+  readAwarenessUpdate,
   ProtocolError,
   validateStateVector,
   validateUpdate,
@@ -23,6 +23,7 @@ import {
 } from '../protocol/index.js'
 import { allows, type Authorizer, type Grant } from './access.js'
 import { CloseCode } from './codes.js'
+import { presenceIdentity } from './room-awareness.js'
 import type { Connection, ConnectionSession } from './connection.js'
 import type { Logger } from './logger.js'
 import type { PendingLimits } from './ywebsocket-session.js'
@@ -115,6 +116,9 @@ class HocuspocusDocument implements RoomMember {
   ) {
     this.format = key === roomName ? hocuspocusFormat : sessionFormat(key)
   }
+
+  /** presenceIdentity of the grant, once authenticated (awareness is only handled after that). */
+  identity: string | null = null
 
   get readOnly(): boolean {
     return this.grant === null || !allows(this.grant.access, 'write')
@@ -266,6 +270,7 @@ export class HocuspocusSession implements ConnectionSession {
       return
     }
     document.grant = decision.grant
+    document.identity = presenceIdentity(decision.grant.subject)
     const expiresAt = decision.grant.expiresAt
     if (expiresAt !== null) {
       // Only this document ends at expiry; the shared socket's other documents have their own tokens.
@@ -335,7 +340,7 @@ export class HocuspocusSession implements ConnectionSession {
           this.applyUpdate(document, room, message.update)
           break
         case 'awareness':
-          room.applyAwareness(decodeAwarenessUpdate(message.update), document)
+          room.applyAwareness(readAwarenessUpdate(message.update, room.awarenessLimits), document)
           break
         case 'query-awareness':
           this.connection.send(encodeHocuspocusAwareness(document.key, encodeAwarenessUpdate(room.awareness.liveEntries())))

@@ -63,6 +63,12 @@ export class ServerMetrics {
   })
   readonly roomsLoaded = new Gauge({ name: 'weft_rooms_loaded', help: 'Rooms loaded in memory', registers: [this.registry] })
   readonly storageUp = new Gauge({ name: 'weft_storage_up', help: '1 when storage writes succeed, 0 while they fail', registers: [this.registry] })
+  readonly awarenessRefused = new Counter({
+    name: 'weft_awareness_refused_total',
+    help: 'Awareness entries ignored: over a bound, or for a client ID another connection owns or that is reserved for its owner',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  })
   readonly malformedMessages = new Counter({
     name: 'weft_malformed_messages_total',
     help: 'Connections closed for a malformed frame or payload',

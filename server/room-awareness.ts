@@ -1,19 +1,71 @@
-import type { AwarenessEntry } from '../protocol/index.js'
+import { createHash } from 'node:crypto'
+import type { RelayAwarenessEntry } from '../cluster/index.js'
 
 /**
- * The owner of awareness states that came from clients of another instance. Those states may be
- * taken over by a newer state from anywhere: their client has moved, or its instance died.
+ * The identity awareness ownership goes by: a digest of the token's `sub` (so no user id travels
+ * through Redis), or null in open mode, where nobody is identified.
+ */
+export function presenceIdentity(subject: string | null): string | null {
+  return subject === null ? null : createHash('sha256').update(subject).digest('base64url').slice(0, 22)
+}
+
+/**
+ * The owner of awareness states that came from clients of another instance. Like a local
+ * member, it may change or remove only the client IDs it introduced; its states go when the
+ * instance says goodbye or its heartbeat expires.
  */
 export class RemoteInstance {
   constructor(readonly id: string) {}
 }
 
-interface ClientPresence {
+/** Bounds on one room's awareness; every one is a setting (server/config.ts). */
+export interface AwarenessLimits {
+  /** Entries of one message looked at; the rest is ignored. */
+  maxEntriesPerMessage: number
+  /** UTF-8 bytes of one state; a longer state is ignored. */
+  maxStateBytes: number
+  /** Live client IDs one connection (one Hocuspocus document) may own at once. */
+  maxClientsPerConnection: number
+  /** Live states in a room, from every connection and instance. */
+  maxRoomEntries: number
+  /** Characters of JSON text of the room's live states together. */
+  maxRoomBytes: number
+  /** How long a departed client ID stays reserved for its owner's identity; 0 = not at all. */
+  reclaimMs: number
+}
+
+/** Why an entry was refused; the label of weft_awareness_refused_total. */
+export type AwarenessRefusal = 'not-owner' | 'reserved' | 'connection-clients' | 'room-entries' | 'room-bytes' | 'state-bytes' | 'message-entries'
+
+/**
+ * y-protocols' outdatedTimeout: stock clients renew their state every 15 s and drop others'
+ * states after 30 s without renewal. A state older than this is as good as gone for every client,
+ * so its owner's identity may take it over (a half-open socket, a removal lost with Redis).
+ */
+const STALE_MS = 30_000
+
+interface LivePresence {
   clock: number
-  /** JSON text as the client sent it; `null` once the client is gone (kept for its clock). */
-  state: string | null
-  /** The member that introduced this client ID; only it may change or remove the state. */
+  /** JSON text as the client sent it. */
+  state: string
+  /** The member (or RemoteInstance) that introduced this client ID; only it may change or remove the state. */
   owner: object
+  /** Who the owner authenticated as (a digest of the token's `sub`); null in open mode or unknown. */
+  identity: string | null
+  updatedAt: number
+}
+
+/** What is kept of a client that left: enough to give its ID back to its owner's reconnect only. */
+interface Departed {
+  clock: number
+  identity: string | null
+  until: number
+}
+
+export interface AwarenessApplied {
+  /** Entries that changed something, newest per client ID, to broadcast and relay. */
+  accepted: RelayAwarenessEntry[]
+  refused: Map<AwarenessRefusal, number>
 }
 
 /**
@@ -22,65 +74,191 @@ interface ClientPresence {
  * Follows y-protocols' rule for which entry wins (a higher clock, or a removal at the same clock)
  * so that what the server relays is what every client would have applied anyway. The server keeps
  * states as JSON text: it never re-serialises a client's state.
+ *
+ * Ownership: a client ID belongs to the member that introduced it while its state lives. When it
+ * goes, only a bounded, expiring reservation (clock and owner identity) is kept, so that the
+ * owner's reconnect gets it back and nobody else does (issue 12, finding 10); nothing else of
+ * a departed client stays in memory (finding 2).
  */
 export class RoomAwareness {
-  private readonly clients = new Map<number, ClientPresence>()
+  private readonly live = new Map<number, LivePresence>()
+  /** In insertion order, which is expiry order (every reservation lasts reclaimMs). */
+  private readonly departed = new Map<number, Departed>()
+  private readonly owned = new Map<object, Set<number>>()
+  private liveBytes = 0
+
+  constructor(
+    private readonly limits: AwarenessLimits,
+    private readonly now: () => number = Date.now,
+  ) {}
 
   /**
-   * Applies entries sent by `owner`; returns the entries that changed something, to relay.
-   * Entries for client IDs another member introduced are refused and left out.
+   * Applies entries sent by `owner`, authenticated as `identity` (undefined: each entry's own, as
+   * another instance relayed it); returns what changed, to relay,
+   * and what was refused. Entries for client IDs another member holds are never applied; stock
+   * providers echo every state they hear, so an echo (not newer than what the room has) is
+   * dropped silently and only an attempt to change or remove is counted.
    */
-  apply(entries: readonly AwarenessEntry[], owner: object): { accepted: AwarenessEntry[]; refused: number } {
-    const accepted: AwarenessEntry[] = []
-    let refused = 0
-    for (const entry of entries) {
-      const current = this.clients.get(entry.clientId)
-      if (current !== undefined && current.state !== null && current.owner !== owner && !(current.owner instanceof RemoteInstance)) {
-        refused++
-        continue
-      }
-      const removal = entry.state === 'null'
-      if (current !== undefined) {
-        const rejoin = current.state === null && !removal && current.clock <= entry.clock
-        const newer = rejoin || current.clock < entry.clock || (current.clock === entry.clock && removal && current.state !== null)
-        if (!newer) continue
-      } else if (removal) {
-        // Removing a client this room never saw: nothing to relay.
-        continue
-      }
-      this.clients.set(entry.clientId, { clock: entry.clock, state: removal ? null : entry.state, owner })
-      accepted.push(entry)
+  apply(entries: readonly RelayAwarenessEntry[], owner: object, identity?: string | null): AwarenessApplied {
+    const now = this.now()
+    const accepted = new Map<number, RelayAwarenessEntry>()
+    const refused = new Map<AwarenessRefusal, number>()
+    const refuse = (reason: AwarenessRefusal): void => {
+      refused.set(reason, (refused.get(reason) ?? 0) + 1)
     }
-    return { accepted, refused }
+    const remote = owner instanceof RemoteInstance
+    for (const entry of entries) {
+      const { clientId, clock, state } = entry
+      const who = identity !== undefined ? identity : (entry.identity ?? null)
+      const removal = state === 'null'
+      // Several entries for one ID in a message go out as one, so each must win over the last.
+      const prior = accepted.get(clientId)
+      if (prior !== undefined && !(prior.clock < clock || (prior.clock === clock && removal && prior.state !== 'null'))) continue
+      const current = this.live.get(clientId)
+      if (current !== undefined && current.owner === owner) {
+        const newer = current.clock < clock || (current.clock === clock && removal)
+        if (!newer) continue
+        if (removal) {
+          this.depart(clientId, current, now)
+          accepted.set(clientId, { clientId, clock, state, identity: current.identity })
+          continue
+        }
+        if (this.liveBytes - current.state.length + state.length > this.limits.maxRoomBytes) {
+          refuse('room-bytes')
+          continue
+        }
+        this.liveBytes += state.length - current.state.length
+        current.clock = clock
+        current.state = state
+        current.updatedAt = now
+        accepted.set(clientId, { clientId, clock, state, identity: current.identity })
+        continue
+      }
+      if (current !== undefined) {
+        const attempt = current.clock < clock || (current.clock === clock && removal)
+        if (!attempt) continue
+        // Another member's state: only its owner's identity may take it over, and only once the
+        // state is stale (the old connection is dead, or its removal was lost).
+        if (removal || now - current.updatedAt < STALE_MS) {
+          refuse('not-owner')
+          continue
+        }
+        if (!this.mayReclaim(current.identity, who)) {
+          refuse('reserved')
+          continue
+        }
+      }
+      // Removing a client the room does not hold: nothing to do, nothing to relay.
+      if (removal) continue
+      // A stale state taken over: the new one replaces it, so it counts against no bound.
+      const displaced = current
+      const reservation = displaced === undefined ? this.reservation(clientId, now) : undefined
+      if (reservation !== undefined) {
+        if (!this.mayReclaim(reservation.identity, who)) {
+          refuse('reserved')
+          continue
+        }
+        // Older than what the room last saw of this client: y-protocols would ignore it too.
+        if (clock < reservation.clock) continue
+      }
+      const mine = this.owned.get(owner)
+      if (!remote && mine !== undefined && mine.size >= this.limits.maxClientsPerConnection) {
+        refuse('connection-clients')
+        continue
+      }
+      if (this.live.size - (displaced === undefined ? 0 : 1) >= this.limits.maxRoomEntries) {
+        refuse('room-entries')
+        continue
+      }
+      if (this.liveBytes - (displaced?.state.length ?? 0) + state.length > this.limits.maxRoomBytes) {
+        refuse('room-bytes')
+        continue
+      }
+      if (displaced !== undefined) this.unlink(clientId, displaced)
+      this.departed.delete(clientId)
+      this.live.set(clientId, { clock, state, owner, identity: who, updatedAt: now })
+      this.liveBytes += state.length
+      if (mine === undefined) this.owned.set(owner, new Set([clientId]))
+      else mine.add(clientId)
+      accepted.set(clientId, { clientId, clock, state, identity: who })
+    }
+    return { accepted: [...accepted.values()], refused }
+  }
+
+  /** A reserved ID goes back to the same identity; in open mode (no identity) to anyone. */
+  private mayReclaim(reservedFor: string | null, identity: string | null): boolean {
+    return reservedFor === null || reservedFor === identity
+  }
+
+  private reservation(clientId: number, now: number): Departed | undefined {
+    const departed = this.departed.get(clientId)
+    if (departed === undefined || departed.until > now) return departed
+    this.departed.delete(clientId)
+    return undefined
+  }
+
+  private unlink(clientId: number, presence: LivePresence): void {
+    this.live.delete(clientId)
+    this.liveBytes -= presence.state.length
+    const mine = this.owned.get(presence.owner)
+    mine?.delete(clientId)
+    if (mine?.size === 0) this.owned.delete(presence.owner)
+  }
+
+  /** Drops a live state; keeps a reservation for its owner's identity within the bounds. */
+  private depart(clientId: number, presence: LivePresence, now: number): void {
+    this.unlink(clientId, presence)
+    this.departed.delete(clientId)
+    if (this.limits.reclaimMs <= 0) return
+    for (const [id, departed] of this.departed) {
+      // Oldest first: expired ones, then whatever exceeds the bound (an ID reserved for the
+      // shortest remaining time goes first).
+      if (departed.until > now && this.departed.size < this.limits.maxRoomEntries) break
+      this.departed.delete(id)
+    }
+    this.departed.set(clientId, { clock: presence.clock, identity: presence.identity, until: now + this.limits.reclaimMs })
   }
 
   /** Removes every state `owner` introduced (its connection closed); returns the removals to relay. */
-  removeOwner(owner: object): AwarenessEntry[] {
-    const removed: AwarenessEntry[] = []
-    for (const [clientId, presence] of this.clients) {
-      if (presence.owner !== owner || presence.state === null) continue
+  removeOwner(owner: object): RelayAwarenessEntry[] {
+    const mine = this.owned.get(owner)
+    if (mine === undefined) return []
+    const now = this.now()
+    const removed: RelayAwarenessEntry[] = []
+    for (const clientId of [...mine]) {
+      const presence = this.live.get(clientId)
+      if (presence === undefined) continue
       // Same clock as the last state, as y-protocols does: clients apply a removal at an equal
       // clock, and a client that reconnects with its old clock is not shut out for a renewal.
-      presence.state = null
-      removed.push({ clientId, clock: presence.clock, state: 'null' })
+      removed.push({ clientId, clock: presence.clock, state: 'null', identity: presence.identity })
+      this.depart(clientId, presence, now)
     }
+    this.owned.delete(owner)
     return removed
   }
 
   /** Every live state (or those whose owner passes `ownedBy`), for a newcomer or a query-awareness answer. */
-  liveEntries(ownedBy?: (owner: object) => boolean): AwarenessEntry[] {
-    const out: AwarenessEntry[] = []
-    for (const [clientId, presence] of this.clients) {
-      if (presence.state === null) continue
+  liveEntries(ownedBy?: (owner: object) => boolean): RelayAwarenessEntry[] {
+    const out: RelayAwarenessEntry[] = []
+    for (const [clientId, presence] of this.live) {
       if (ownedBy !== undefined && !ownedBy(presence.owner)) continue
-      out.push({ clientId, clock: presence.clock, state: presence.state })
+      out.push({ clientId, clock: presence.clock, state: presence.state, identity: presence.identity })
     }
     return out
   }
 
+  /** Live states. */
   get size(): number {
-    let n = 0
-    for (const presence of this.clients.values()) if (presence.state !== null) n++
-    return n
+    return this.live.size
+  }
+
+  /** Characters of the live states' JSON text. */
+  get bytes(): number {
+    return this.liveBytes
+  }
+
+  /** Departed client IDs still reserved (expired ones may linger until the next departure). */
+  get reservedCount(): number {
+    return this.departed.size
   }
 }

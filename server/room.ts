@@ -1,8 +1,8 @@
 import * as Y from 'yjs'
-import { validateUpdate, type AwarenessEntry, type UpdateSummary } from '../protocol/index.js'
+import { validateUpdate, type AwarenessEntry, type AwarenessRead, type UpdateSummary } from '../protocol/index.js'
 import { InvalidUpdateError, type DocumentWriter } from '../persistence/index.js'
 import type { Relay, RelayRoomHandlers } from '../cluster/index.js'
-import { RemoteInstance, RoomAwareness } from './room-awareness.js'
+import { RemoteInstance, RoomAwareness, type AwarenessApplied, type AwarenessLimits, type AwarenessRefusal } from './room-awareness.js'
 import { FrameCache, type SharedFrames, type WireFormat } from './wire-format.js'
 import type { Logger } from './logger.js'
 import { CloseCode } from './codes.js'
@@ -11,6 +11,8 @@ import { deepestNewType, dependenciesPresent } from './update-shape.js'
 /** One participant of a room: a y-websocket connection, or one document of a Hocuspocus socket. */
 export interface RoomMember {
   readonly format: WireFormat
+  /** Who the member authenticated as, for awareness ownership (presenceIdentity); null in open mode. */
+  readonly identity: string | null
   /** A document update; `frames.get(format)` is the encoding shared by every member of that format. */
   deliverUpdate(update: Uint8Array, frames: SharedFrames): void
   deliverAwareness(entries: readonly AwarenessEntry[], frames: SharedFrames): void
@@ -81,7 +83,7 @@ const FROM_CLUSTER = Object.freeze({ origin: 'cluster' })
  */
 export class Room {
   private docValue = new Y.Doc({ gc: true })
-  readonly awareness = new RoomAwareness()
+  readonly awareness: RoomAwareness
   private readonly members = new Set<RoomMember>()
   private stateValue: RoomState = 'loading'
   private unloadTimer: NodeJS.Timeout | null = null
@@ -105,6 +107,7 @@ export class Room {
     private readonly registry: RoomRegistry,
     private readonly log: Logger,
   ) {
+    this.awareness = new RoomAwareness(registry.awarenessLimits)
     this.loaded = this.load()
     // Never an unhandled rejection: members await `loaded` and handle the failure themselves.
     this.loaded.catch(() => {})
@@ -118,6 +121,10 @@ export class Room {
 
   get state(): RoomState {
     return this.stateValue
+  }
+
+  get awarenessLimits(): AwarenessLimits {
+    return this.registry.awarenessLimits
   }
 
   get memberCount(): number {
@@ -420,7 +427,9 @@ export class Room {
   private readonly relayHandlers: RelayRoomHandlers = {
     onUpdate: (update) => this.applyFromCluster(update),
     onAwareness: (entries, instanceId) => {
-      const { accepted } = this.awareness.apply(entries, this.remoteOwner(instanceId))
+      // Each entry carries its owner's identity as the other instance relayed it.
+      const { accepted, refused } = this.awareness.apply(entries, this.remoteOwner(instanceId))
+      this.countRefusals(refused)
       if (accepted.length > 0) this.broadcastAwareness(accepted)
     },
     onInstanceGone: (instanceId) => {
@@ -519,16 +528,27 @@ export class Room {
     return this.applyUpdate(update, origin, summary) ?? this.writer.flush(this.name)
   }
 
-  /** Applies awareness entries from `owner`; relays what changed to every member, sender included. */
-  applyAwareness(entries: readonly AwarenessEntry[], owner: RoomMember): { refused: number } {
-    const { accepted, refused } = this.awareness.apply(entries, owner)
+  /**
+   * Applies what a member's awareness message holds; relays what changed to every member, sender
+   * included. Entries over a bound or for client IDs the member does not own are ignored and counted.
+   */
+  applyAwareness(read: AwarenessRead, owner: RoomMember): AwarenessApplied {
+    const applied = this.awareness.apply(read.entries, owner, owner.identity)
+    const { accepted, refused } = applied
+    if (read.unread > 0) refused.set('message-entries', (refused.get('message-entries') ?? 0) + read.unread)
+    if (read.oversized > 0) refused.set('state-bytes', (refused.get('state-bytes') ?? 0) + read.oversized)
+    this.countRefusals(refused)
     // The sender hears its own awareness back: stock clients count incoming traffic as liveness,
     // and a client alone in a room would otherwise reconnect every 30 s.
     if (accepted.length > 0) {
       this.broadcastAwareness(accepted)
       if (this.relayed) this.registry.relay?.publishAwareness(this.name, accepted)
     }
-    return { refused }
+    return applied
+  }
+
+  private countRefusals(refused: ReadonlyMap<AwarenessRefusal, number>): void {
+    for (const [reason, count] of refused) this.registry.onAwarenessRefused(reason, count)
   }
 
   /** Sends a stateless payload to every member that understands one (Hocuspocus), except `except`. */
@@ -641,6 +661,7 @@ export class Room {
 
 /** A member that receives nothing: HTTP requests reading or writing a room. */
 class QuietMember implements RoomMember {
+  readonly identity = null
   readonly format: WireFormat = { name: 'none', update: () => new Uint8Array(), awareness: () => new Uint8Array() }
   deliverUpdate(): void {}
   deliverAwareness(): void {}
@@ -661,8 +682,9 @@ export class RoomRegistry {
     /** Connections (or Hocuspocus documents) one room admits. */
     readonly maxRoomConnections: number,
     /** The cluster, with --redis; null for a single instance. */
-    readonly relay: Relay | null = null,
-    readonly shapeLimits: Readonly<UpdateShapeLimits> = UPDATE_SHAPE_DEFAULTS,
+    readonly relay: Relay | null,
+    readonly shapeLimits: Readonly<UpdateShapeLimits>,
+    readonly awarenessLimits: AwarenessLimits,
   ) {}
 
   /** Called with the number of updates each merged broadcast carried (for metrics). */
@@ -673,6 +695,9 @@ export class RoomRegistry {
   onQuarantined: () => void = () => {}
   /** Called when a room was reset after Yjs threw (for metrics). */
   onReset: () => void = () => {}
+
+  /** Called with awareness entries a room refused, by reason (for metrics). */
+  onAwarenessRefused: (reason: AwarenessRefusal, count: number) => void = () => {}
 
   /** Leaves of the cluster still under way, by room: a room loading again waits for its leave. */
   private readonly leaves = new Map<string, Promise<void>>()

@@ -190,15 +190,24 @@ export class WeftServer {
       this.versions = shared
       this.tickets = new Tickets(shared)
     }
-    this.rooms = new RoomRegistry(writer, this.log, this.options.roomUnloadDelayMs, this.options.maxDocumentBytes, this.options.maxRoomConnections, this.relay, {
-      maxNestingDepth: this.options.maxNestingDepth,
-      maxPendingBytes: this.options.maxPendingBytes,
-    })
+    const { options } = this
+    this.rooms = new RoomRegistry(writer, this.log, options.roomUnloadDelayMs, options.maxDocumentBytes, options.maxRoomConnections, this.relay, {
+      maxNestingDepth: options.maxNestingDepth,
+      maxPendingBytes: options.maxPendingBytes,
+    }, Object.freeze({
+      maxEntriesPerMessage: options.awarenessMaxEntriesPerMessage,
+      maxStateBytes: options.awarenessMaxStateBytes,
+      maxClientsPerConnection: options.awarenessMaxClientsPerConnection,
+      maxRoomEntries: options.awarenessMaxRoomEntries,
+      maxRoomBytes: options.awarenessMaxRoomBytes,
+      reclaimMs: options.awarenessReclaimSeconds * 1000,
+    }))
     const rooms = this.rooms
     rooms.onBatched = (count) => this.metrics.batchedUpdates.inc(count)
     rooms.onRefused = (reason) => this.metrics.updateRefusals.inc({ reason })
     rooms.onQuarantined = () => this.metrics.quarantinedEntries.inc()
     rooms.onReset = () => this.metrics.roomResets.inc()
+    rooms.onAwarenessRefused = (reason, count) => this.metrics.awarenessRefused.inc({ reason }, count)
     writer.setSnapshotSource((name) => {
       // A room Yjs broke is forgotten at once (Room.reset): only a sound document is snapshotted.
       const room = rooms.get(name)

@@ -1,6 +1,5 @@
 import * as Y from 'yjs'
 import {
-  decodeAwarenessUpdate,
   decodeYMessage,
   encodeAwareness,
   encodeAwarenessUpdate,
@@ -8,13 +7,16 @@ import {
   encodeSyncStep1,
   encodeSyncStep2,
   encodeSyncUpdate,
+  readAwarenessUpdate,
   ProtocolError,
   validateStateVector,
   validateUpdate,
   type AwarenessEntry,
+  type AwarenessRead,
 } from '../protocol/index.js'
 import { allows, type Grant } from './access.js'
 import { CloseCode } from './codes.js'
+import { presenceIdentity } from './room-awareness.js'
 import { updateChangesDocument } from './update-effect.js'
 import type { Connection, ConnectionSession } from './connection.js'
 import type { Logger } from './logger.js'
@@ -45,6 +47,7 @@ export class YWebsocketSession implements RoomMember, ConnectionSession {
   private pending: Uint8Array[] | null = []
   private pendingBytes = 0
   private readonly expiry: NodeJS.Timeout | null
+  readonly identity: string | null
 
   constructor(
     private readonly connection: Connection,
@@ -55,6 +58,7 @@ export class YWebsocketSession implements RoomMember, ConnectionSession {
     private readonly grant: Grant,
     private readonly log: Logger,
   ) {
+    this.identity = presenceIdentity(grant.subject)
     this.room = registry.join(roomName, this)
     this.expiry = grant.expiresAt === null ? null : setTimeout(() => connection.close(CloseCode.unauthorized, 'access token expired'), Math.max(0, grant.expiresAt - Date.now()))
     this.expiry?.unref()
@@ -118,7 +122,7 @@ export class YWebsocketSession implements RoomMember, ConnectionSession {
           this.applyUpdate(message.update)
           break
         case 'awareness':
-          this.applyAwareness(decodeAwarenessUpdate(message.update))
+          this.applyAwareness(readAwarenessUpdate(message.update, this.room.awarenessLimits))
           break
         case 'query-awareness': {
           const states = this.room.awareness.liveEntries()
@@ -167,8 +171,8 @@ export class YWebsocketSession implements RoomMember, ConnectionSession {
     }
   }
 
-  private applyAwareness(entries: AwarenessEntry[]): void {
-    this.room.applyAwareness(entries, this)
+  private applyAwareness(read: AwarenessRead): void {
+    this.room.applyAwareness(read, this)
   }
 
   // Before the room has loaded nothing is relayed: the sync step 2 that answers the client's
