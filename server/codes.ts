@@ -40,6 +40,9 @@ export const HttpError = {
   method_not_allowed: 405,
   payload_too_large: 413,
   too_many_requests: 429,
+  request_timeout: 408,
+  unsupported_media_type: 415,
+  too_many_rooms: 429,
   internal_error: 500,
   unavailable: 503,
 } as const
