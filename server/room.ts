@@ -48,7 +48,9 @@ const FROM_CLUSTER = Object.freeze({ origin: 'cluster' })
  * One Yjs document and the members editing it. The room has a Y.Doc; it is not one.
  */
 export class Room {
-  readonly doc = new Y.Doc({ gc: true })
+  // A fixed guid: Yjs would otherwise draw a random UUID per document (31 getRandomValues calls),
+  // which made loading a burst of rooms the main cost of a room flood (issue 12, finding 8).
+  readonly doc = new Y.Doc({ gc: true, guid: 'weft-room' })
   readonly awareness = new RoomAwareness()
   private readonly members = new Set<RoomMember>()
   private stateValue: RoomState = 'loading'

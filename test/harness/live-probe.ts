@@ -42,7 +42,7 @@ agent.destroy()
 process.stdout.write(JSON.stringify(samples) + '\\n')
 `
 
-export async function probeLive(port: number, intervalMs = 20): Promise<LiveProbe> {
+export async function probeLive(port: number, intervalMs = 5): Promise<LiveProbe> {
   const child = spawn(process.execPath, ['--input-type=module', '-e', PROBE, String(port), String(intervalMs)], { stdio: ['pipe', 'pipe', 'inherit'] })
   let out = ''
   child.stdout.setEncoding('utf8')
