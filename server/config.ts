@@ -130,7 +130,7 @@ export const DEFAULTS: Readonly<WeftOptions> = Object.freeze({
   maxBodyBytesInFlight: 128 * 1024 * 1024,
   headersTimeoutMs: 10_000,
   maxPendingConnections: 2_000,
-  maxPendingConnectionsPerIp: 64,
+  maxPendingConnectionsPerIp: 256,
   maxDocumentsPerConnection: 100,
   maxRoomsPerIp: 500,
   maxLoadedRooms: 20_000,
