@@ -1,6 +1,7 @@
-import { BlockList, isIP } from 'node:net'
+import { BlockList, isIP, type Socket } from 'node:net'
 import type { IncomingMessage } from 'node:http'
 import type { HttpErrorCode } from './codes.js'
+import { rawError } from './http-response.js'
 import { TokenBucket, systemClock, type Clock } from './token-bucket.js'
 
 export interface AdmissionLimits {
@@ -140,7 +141,8 @@ export class ClientAddress {
     return null
   }
 
-  private isTrusted(address: string): boolean {
+  /** True when `address` is a trusted proxy (its many clients share its address). */
+  isTrusted(address: string): boolean {
     if (this.trusted === null) return false
     const plain = address.startsWith('::ffff:') && isIP(address.slice(7)) === 4 ? address.slice(7) : address
     const family = isIP(plain)
@@ -161,5 +163,235 @@ export class ClientAddress {
       if (!this.isTrusted(hop)) return hop
     }
     return hops[0] ?? peer
+  }
+}
+
+export interface RoomQuotaLimits {
+  maxRoomsPerIp: number
+  maxLoadedRooms: number
+}
+
+/** Why a room was refused to a client; `error` is the HTTP answer, `reason` the Hocuspocus denial text. */
+export interface RoomRefusal {
+  limit: 'per_ip' | 'loaded'
+  error: HttpErrorCode
+  reason: string
+}
+
+const TOO_MANY_ROOMS: RoomRefusal = Object.freeze({ limit: 'per_ip', error: 'too_many_rooms', reason: 'too many rooms from this address' })
+const TOO_MANY_LOADED: RoomRefusal = Object.freeze({ limit: 'loaded', error: 'unavailable', reason: 'too many rooms loaded; retry later' })
+
+/**
+ * Rooms attributed to each address: every room one of its sockets, Hocuspocus documents or HTTP
+ * requests holds, counted once however many hold it. An empty room costs memory on its own, so
+ * the count of distinct rooms is what one address must not grow without bound (issue 12, finding 8).
+ */
+export class RoomQuota {
+  private readonly byIp = new Map<string, Map<string, number>>()
+
+  constructor(private readonly limits: RoomQuotaLimits) {}
+
+  /**
+   * Claims `room` for `ip`; null when granted (then `release` it once), else why not. `loaded`
+   * says whether the room is in memory already and `loadedRooms` how many are: only a claim that
+   * would load one more is held to --max-loaded-rooms.
+   */
+  claim(ip: string, room: string, loaded: boolean, loadedRooms: number): RoomRefusal | null {
+    let rooms = this.byIp.get(ip)
+    const holders = rooms?.get(room) ?? 0
+    if (holders === 0) {
+      if ((rooms?.size ?? 0) >= this.limits.maxRoomsPerIp) return TOO_MANY_ROOMS
+      if (!loaded && loadedRooms >= this.limits.maxLoadedRooms) return TOO_MANY_LOADED
+    }
+    if (rooms === undefined) {
+      rooms = new Map()
+      this.byIp.set(ip, rooms)
+    }
+    rooms.set(room, holders + 1)
+    return null
+  }
+
+  release(ip: string, room: string): void {
+    const rooms = this.byIp.get(ip)
+    const holders = rooms?.get(room)
+    if (rooms === undefined || holders === undefined) return
+    if (holders > 1) rooms.set(room, holders - 1)
+    else {
+      rooms.delete(room)
+      if (rooms.size === 0) this.byIp.delete(ip)
+    }
+  }
+
+  /** Distinct rooms `ip` holds now. */
+  roomsOf(ip: string): number {
+    return this.byIp.get(ip)?.size ?? 0
+  }
+}
+
+export interface BodyLimits {
+  maxConcurrentBodies: number
+  maxConcurrentBodiesPerIp: number
+  maxBodyBytesInFlight: number
+}
+
+export type BodyRefusal = { error: HttpErrorCode; message: string; reason: string }
+
+/**
+ * HTTP request bodies being read: how many at once, server-wide and per address, and how many
+ * bytes they hold. A body that declares its length reserves it up front, so forty slow 16 MiB
+ * uploads cannot each pass the check before any of their bytes arrive.
+ */
+export class BodyBudget {
+  private bodies = 0
+  private bytes = 0
+  private readonly perIp = new Map<string, number>()
+
+  constructor(private readonly limits: BodyLimits) {}
+
+  get inFlightBytes(): number {
+    return this.bytes
+  }
+
+  /** Starts a body of `declared` bytes (0 when unknown); null when admitted (then `end` it once). */
+  start(ip: string, declared: number): BodyRefusal | null {
+    if (this.bodies >= this.limits.maxConcurrentBodies) return { error: 'unavailable', message: 'too many request bodies in progress; retry shortly', reason: 'bodies' }
+    if ((this.perIp.get(ip) ?? 0) >= this.limits.maxConcurrentBodiesPerIp) {
+      return { error: 'too_many_requests', message: 'too many request bodies in progress from this address', reason: 'bodies_per_ip' }
+    }
+    if (!this.fits(declared)) return { error: 'unavailable', message: 'too many body bytes in progress; retry shortly', reason: 'body_bytes' }
+    this.bodies++
+    this.bytes += declared
+    this.perIp.set(ip, (this.perIp.get(ip) ?? 0) + 1)
+    return null
+  }
+
+  /** True when `more` bytes fit in the server-wide budget. */
+  fits(more: number): boolean {
+    return this.bytes + more <= this.limits.maxBodyBytesInFlight
+  }
+
+  /** Bytes that arrived beyond what the body declared (chunked bodies). */
+  grow(more: number): void {
+    this.bytes += more
+  }
+
+  end(ip: string, held: number): void {
+    this.bodies--
+    this.bytes -= held
+    const left = (this.perIp.get(ip) ?? 1) - 1
+    if (left <= 0) this.perIp.delete(ip)
+    else this.perIp.set(ip, left)
+  }
+}
+
+export interface PendingConnectionLimits {
+  headersTimeoutMs: number
+  maxPendingConnections: number
+  maxPendingConnectionsPerIp: number
+}
+
+/**
+ * TCP connections that have not finished sending a request head. Node's own headersTimeout only
+ * starts once a request's first byte arrives, so a connection that sends nothing, or a byte now
+ * and then, would be held for ever; here each one gets --headers-timeout-ms from its accept, and
+ * their number is capped in total and per address (issue 12, finding 11).
+ */
+export class PendingConnections {
+  private readonly pending = new Map<Socket, { ip: string; at: number }>()
+  private readonly perIp = new Map<string, number>()
+  private timer: NodeJS.Timeout | null = null
+
+  constructor(
+    private readonly limits: PendingConnectionLimits,
+    /** Addresses the per-address cap does not apply to (trusted proxies carry many clients). */
+    private readonly exempt: (ip: string) => boolean,
+    private readonly onRefused: (reason: string) => void,
+  ) {}
+
+  get size(): number {
+    return this.pending.size
+  }
+
+  accept(socket: Socket): void {
+    const ip = socket.remoteAddress ?? 'unknown'
+    if (this.pending.size >= this.limits.maxPendingConnections) {
+      this.refuse(socket, 'unavailable', 'too many connections waiting to send a request', 'pending_connections')
+      return
+    }
+    const fromIp = this.perIp.get(ip) ?? 0
+    if (fromIp >= this.limits.maxPendingConnectionsPerIp && !this.exempt(ip)) {
+      this.refuse(socket, 'too_many_requests', 'too many connections from this address waiting to send a request', 'pending_connections_per_ip')
+      return
+    }
+    this.pending.set(socket, { ip, at: Date.now() })
+    this.perIp.set(ip, fromIp + 1)
+    socket.once('close', () => this.done(socket))
+    if (this.timer === null) {
+      this.timer = setInterval(() => this.sweep(), Math.max(50, Math.min(1_000, Math.floor(this.limits.headersTimeoutMs / 4))))
+      this.timer.unref()
+    }
+  }
+
+  /** The connection sent a whole request head (a request or an upgrade): no longer pending. */
+  done(socket: Socket): void {
+    const entry = this.pending.get(socket)
+    if (entry === undefined) return
+    this.pending.delete(socket)
+    const left = (this.perIp.get(entry.ip) ?? 1) - 1
+    if (left <= 0) this.perIp.delete(entry.ip)
+    else this.perIp.set(entry.ip, left)
+    if (this.pending.size === 0 && this.timer !== null) {
+      clearInterval(this.timer)
+      this.timer = null
+    }
+  }
+
+  private sweep(): void {
+    const oldest = Date.now() - this.limits.headersTimeoutMs
+    // Insertion order is accept order: the first young entry ends the sweep.
+    for (const [socket, { at }] of this.pending) {
+      if (at > oldest) break
+      this.done(socket)
+      this.refuse(socket, 'request_timeout', 'the request head did not arrive in time', 'headers_timeout')
+    }
+  }
+
+  private refuse(socket: Socket, code: HttpErrorCode, message: string, reason: string): void {
+    this.onRefused(reason)
+    socket.on('error', destroyQuietly)
+    // The answer is a few bytes; the socket goes once they are written, whether or not the peer reads.
+    socket.end(rawError(code, message), () => socket.destroy())
+    setTimeout(() => socket.destroy(), 1_000).unref()
+  }
+
+  close(): void {
+    if (this.timer !== null) clearInterval(this.timer)
+    this.timer = null
+  }
+}
+
+function destroyQuietly(this: Socket): void {
+  this.destroy()
+}
+
+/** A connection's admission slot together with its room claim: both given back once, on its first release. */
+export class ClaimedTicket implements AdmissionTicket {
+  private released = false
+
+  constructor(
+    private readonly slot: AdmissionTicket,
+    private readonly quota: RoomQuota,
+    private readonly room: string,
+  ) {}
+
+  get ip(): string {
+    return this.slot.ip
+  }
+
+  release(): void {
+    if (this.released) return
+    this.released = true
+    this.slot.release()
+    this.quota.release(this.slot.ip, this.room)
   }
 }

@@ -42,6 +42,9 @@ export const HttpError = {
   too_many_requests: 429,
   /** An update that depends on changes the document does not have (issue 12): sync, then send it again. */
   missing_dependencies: 409,
+  request_timeout: 408,
+  unsupported_media_type: 415,
+  too_many_rooms: 429,
   internal_error: 500,
   unavailable: 503,
 } as const

@@ -85,6 +85,30 @@ export interface WeftOptions {
   awarenessMaxRoomBytes: number
   /** Seconds a departed client ID stays reserved for its owner's reconnect; 0 = not at all. */
   awarenessReclaimSeconds: number
+  /** Bytes a Hocuspocus socket may send before its first document is authenticated; past it 1009. */
+  preauthBytes: number
+  /** Milliseconds a Hocuspocus socket may stay without an authenticated document; then 4401. */
+  authTimeoutMs: number
+  /** Milliseconds an HTTP request body may take to arrive whole; then 408 and the connection is cut. */
+  bodyTimeoutMs: number
+  /** HTTP request bodies being read at once, server-wide; more get 503. */
+  maxConcurrentBodies: number
+  /** HTTP request bodies being read at once from one address; more get 429. */
+  maxConcurrentBodiesPerIp: number
+  /** Bytes of HTTP request bodies held at once, server-wide (declared lengths reserved up front); more get 503. */
+  maxBodyBytesInFlight: number
+  /** Milliseconds a new TCP connection may take to send a complete request head; then it is cut. */
+  headersTimeoutMs: number
+  /** TCP connections that have not sent a complete request head yet, server-wide; more are cut at once. */
+  maxPendingConnections: number
+  /** The same per remote address (trusted proxies exempt). */
+  maxPendingConnectionsPerIp: number
+  /** Documents one Hocuspocus socket may hold at once. */
+  maxDocumentsPerConnection: number
+  /** Distinct rooms one address may hold at once, over its sockets, Hocuspocus documents and HTTP requests. */
+  maxRoomsPerIp: number
+  /** Rooms loaded at once; a request that would load one more is refused. */
+  maxLoadedRooms: number
 }
 
 export const DEFAULTS: Readonly<WeftOptions> = Object.freeze({
@@ -124,6 +148,18 @@ export const DEFAULTS: Readonly<WeftOptions> = Object.freeze({
   awarenessMaxRoomEntries: 20_000,
   awarenessMaxRoomBytes: 8 * 1024 * 1024,
   awarenessReclaimSeconds: 300,
+  preauthBytes: 256 * 1024,
+  authTimeoutMs: 10_000,
+  bodyTimeoutMs: 30_000,
+  maxConcurrentBodies: 64,
+  maxConcurrentBodiesPerIp: 8,
+  maxBodyBytesInFlight: 128 * 1024 * 1024,
+  headersTimeoutMs: 10_000,
+  maxPendingConnections: 2_000,
+  maxPendingConnectionsPerIp: 256,
+  maxDocumentsPerConnection: 100,
+  maxRoomsPerIp: 500,
+  maxLoadedRooms: 20_000,
 })
 
 /** A setting that cannot be used; the CLI prints `message` and exits with status 2. */
@@ -185,6 +221,19 @@ export const SETTINGS: readonly SettingSpec[] = [
   { key: 'awarenessMaxRoomEntries', flag: '--awareness-max-room-entries', env: 'WEFT_AWARENESS_MAX_ROOM_ENTRIES', kind: 'int', min: 1, max: 10_000_000 },
   { key: 'awarenessMaxRoomBytes', flag: '--awareness-max-room-bytes', env: 'WEFT_AWARENESS_MAX_ROOM_BYTES', kind: 'int', min: 1024, max: 1024 * 1024 * 1024 },
   { key: 'awarenessReclaimSeconds', flag: '--awareness-reclaim-seconds', env: 'WEFT_AWARENESS_RECLAIM_SECONDS', kind: 'int', min: 0, max: 86_400 },
+  // Bounds on what a client holds before it is authenticated, and on rooms per client (issue 12).
+  { key: 'preauthBytes', flag: '--preauth-bytes', env: 'WEFT_PREAUTH_BYTES', kind: 'int', min: 1024 },
+  { key: 'authTimeoutMs', flag: '--auth-timeout-ms', env: 'WEFT_AUTH_TIMEOUT_MS', kind: 'int', min: 100, max: 600_000 },
+  { key: 'bodyTimeoutMs', flag: '--body-timeout-ms', env: 'WEFT_BODY_TIMEOUT_MS', kind: 'int', min: 100, max: 3_600_000 },
+  { key: 'maxConcurrentBodies', flag: '--max-concurrent-bodies', env: 'WEFT_MAX_CONCURRENT_BODIES', kind: 'int', min: 1 },
+  { key: 'maxConcurrentBodiesPerIp', flag: '--max-concurrent-bodies-per-ip', env: 'WEFT_MAX_CONCURRENT_BODIES_PER_IP', kind: 'int', min: 1 },
+  { key: 'maxBodyBytesInFlight', flag: '--max-body-bytes-in-flight', env: 'WEFT_MAX_BODY_BYTES_IN_FLIGHT', kind: 'int', min: 1024 },
+  { key: 'headersTimeoutMs', flag: '--headers-timeout-ms', env: 'WEFT_HEADERS_TIMEOUT_MS', kind: 'int', min: 100, max: 600_000 },
+  { key: 'maxPendingConnections', flag: '--max-pending-connections', env: 'WEFT_MAX_PENDING_CONNECTIONS', kind: 'int', min: 1 },
+  { key: 'maxPendingConnectionsPerIp', flag: '--max-pending-connections-per-ip', env: 'WEFT_MAX_PENDING_CONNECTIONS_PER_IP', kind: 'int', min: 1 },
+  { key: 'maxDocumentsPerConnection', flag: '--max-documents-per-connection', env: 'WEFT_MAX_DOCUMENTS_PER_CONNECTION', kind: 'int', min: 1 },
+  { key: 'maxRoomsPerIp', flag: '--max-rooms-per-ip', env: 'WEFT_MAX_ROOMS_PER_IP', kind: 'int', min: 1 },
+  { key: 'maxLoadedRooms', flag: '--max-loaded-rooms', env: 'WEFT_MAX_LOADED_ROOMS', kind: 'int', min: 1 },
 ]
 
 const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']
@@ -305,6 +354,18 @@ export function resolveOptions(partial: Partial<WeftOptions> = {}): Readonly<Wef
     'awarenessMaxClientsPerConnection',
     'awarenessMaxRoomEntries',
     'awarenessMaxRoomBytes',
+    'preauthBytes',
+    'authTimeoutMs',
+    'bodyTimeoutMs',
+    'maxConcurrentBodies',
+    'maxConcurrentBodiesPerIp',
+    'maxBodyBytesInFlight',
+    'headersTimeoutMs',
+    'maxPendingConnections',
+    'maxPendingConnectionsPerIp',
+    'maxDocumentsPerConnection',
+    'maxRoomsPerIp',
+    'maxLoadedRooms',
   ] as const) {
     if (!Number.isInteger(options[key]) || options[key] <= 0) throw new ConfigError(key, `invalid ${key}: must be a positive whole number`)
   }

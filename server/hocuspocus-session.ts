@@ -94,6 +94,17 @@ export interface HocuspocusHooks {
   onStateless(event: StatelessEvent): void
   /** Documents a socket may hold at once. */
   maxDocumentsPerSocket: number
+  /** Claims a room for the socket's address (see RoomQuota); null when granted, else the denial's text. */
+  claimRoom(ip: string, room: string): string | null
+  releaseRoom(ip: string, room: string): void
+  /** A document refused for the per-socket bound. */
+  onTooManyDocuments(): void
+}
+
+/** What the session tells the pre-authentication guard (see PreAuthGuard). */
+export interface PreAuthWatch {
+  authenticated(): void
+  dispose(): void
 }
 
 type DocumentState = 'authenticating' | 'loading' | 'ready' | 'closed'
@@ -106,6 +117,8 @@ class HocuspocusDocument implements RoomMember {
   expiry: NodeJS.Timeout | null = null
   room: Room | null = null
   grant: Grant | null = null
+  /** True while the document holds a room claim for the socket's address. */
+  claimed = false
   /** Frames held until the document is authenticated and its room loaded, with their sizes. */
   held: Array<{ message: HocuspocusMessage; bytes: number }> = []
 
@@ -164,6 +177,8 @@ export class HocuspocusSession implements ConnectionSession {
     private readonly limits: PendingLimits,
     private readonly hooks: HocuspocusHooks,
     private readonly log: Logger,
+    /** Bounds bytes and time until the first document is authenticated; null when nothing is watched. */
+    private readonly preauth: PreAuthWatch | null = null,
   ) {
     connection.bind(this)
     keepalive.add(this)
@@ -171,10 +186,12 @@ export class HocuspocusSession implements ConnectionSession {
 
   closed(): void {
     keepalive.delete(this)
+    this.preauth?.dispose()
     for (const document of this.documents.values()) {
       if (document.expiry !== null) clearTimeout(document.expiry)
       document.state = 'closed'
       document.room?.leave(document)
+      this.unclaim(document)
     }
     this.documents.clear()
   }
@@ -239,6 +256,7 @@ export class HocuspocusSession implements ConnectionSession {
       return null
     }
     if (this.documents.size >= this.hooks.maxDocumentsPerSocket) {
+      this.hooks.onTooManyDocuments()
       this.connection.send(encodeHocuspocusPermissionDenied(key, 'too many documents on one connection'))
       return null
     }
@@ -263,12 +281,21 @@ export class HocuspocusSession implements ConnectionSession {
       this.forget(document)
       return
     }
+    // Authenticated: the socket is past its pre-auth bounds, even if this room is refused below.
+    this.preauth?.authenticated()
     const room = this.registry.get(document.roomName)
     if (room !== undefined && room.memberCount >= this.registry.maxRoomConnections) {
       this.connection.send(encodeHocuspocusPermissionDenied(key, 'room is full'))
       this.forget(document)
       return
     }
+    const refused = this.hooks.claimRoom(this.connection.ip, document.roomName)
+    if (refused !== null) {
+      this.connection.send(encodeHocuspocusPermissionDenied(key, refused))
+      this.forget(document)
+      return
+    }
+    document.claimed = true
     document.grant = decision.grant
     document.identity = presenceIdentity(decision.grant.subject)
     const expiresAt = decision.grant.expiresAt
@@ -315,7 +342,14 @@ export class HocuspocusSession implements ConnectionSession {
     document.held = []
     document.state = 'closed'
     document.room?.leave(document)
+    this.unclaim(document)
     this.documents.delete(document.key)
+  }
+
+  private unclaim(document: HocuspocusDocument): void {
+    if (!document.claimed) return
+    document.claimed = false
+    this.hooks.releaseRoom(this.connection.ip, document.roomName)
   }
 
   closeDocument(document: HocuspocusDocument, reason: string, code: number): void {

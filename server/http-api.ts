@@ -5,6 +5,7 @@ import { isValidRoomName, ProtocolError, validateStateVector, validateUpdate, ty
 import type { DocumentWriter, VersionStore } from '../persistence/index.js'
 import { newVersionId } from '../persistence/index.js'
 import { allows, roomInScope, type Access, type Authorizer, type Grant } from './access.js'
+import type { BodyBudget, RoomRefusal } from './admission.js'
 import type { HttpErrorCode } from './codes.js'
 import { sendError, sendJson } from './http-response.js'
 import { documentToJson, type ShareKind } from './document-json.js'
@@ -35,6 +36,19 @@ export interface HttpApiDeps {
   /** Largest request body in bytes; larger gets 413. */
   maxBodyBytes: number
   log: Logger
+  /** --allow-origin: browser requests (with an Origin header) from other origins get 403; null = any. */
+  allowOrigins: readonly string[] | null
+  /** The client's address (behind trusted proxies, from X-Forwarded-For). */
+  addressOf(req: IncomingMessage): string
+  /** Request bodies being read, server-wide and per address. */
+  bodies: BodyBudget
+  /** Milliseconds a body may take to arrive whole; then 408. */
+  bodyTimeoutMs: number
+  /** Claims a room for an address for the duration of a request (see RoomQuota); null when granted. */
+  claimRoom(ip: string, room: string): RoomRefusal | null
+  releaseRoom(ip: string, room: string): void
+  /** A request refused before it was served (origin, content type, body bounds), for metrics. */
+  onRefused(reason: string): void
 }
 
 interface RouteContext {
@@ -53,8 +67,34 @@ interface Route {
   /** OpenAPI-style template; `{room}` and `{id}` are single percent-encoded path segments. */
   path: string
   scope: Scope
+  /**
+   * Content types a POST must carry: none a cross-site form or no-cors fetch can send
+   * (text/plain, form encodings), so such a request needs a CORS preflight first. A POST without
+   * a content type passes only with an Authorization header, which needs a preflight too.
+   */
+  accepts?: readonly string[]
   handle(ctx: RouteContext): Promise<void>
 }
+
+const BINARY_BODY: readonly string[] = ['application/octet-stream']
+const JSON_BODY: readonly string[] = ['application/json']
+const STATELESS_BODY: readonly string[] = ['application/octet-stream', 'application/json']
+
+/** What a preflight may ask for; the answer's lifetime in seconds. */
+const CORS_ALLOW_HEADERS = 'authorization, content-type, if-none-match, accept'
+const CORS_MAX_AGE_SECONDS = '600'
+
+/** How a request's body is read: its address and the server's budget (see readBody). */
+interface BodyGate {
+  ip: string
+  deps: HttpApiDeps
+}
+
+/**
+ * Set per request by HttpApi.handle, so every route's body read goes through the budget and the
+ * deadline without each route passing them on.
+ */
+const bodyGates = new WeakMap<IncomingMessage, BodyGate>()
 
 /** Page size of GET /api/rooms when `limit` is not given, and the most it may ask for. */
 const DEFAULT_PAGE = 100
@@ -75,13 +115,13 @@ export class HttpApi {
       { method: 'DELETE', path: '/api/rooms/{room}', scope: 'admin', handle: (c) => this.deleteRoom(c) },
       { method: 'GET', path: '/api/rooms/{room}/state-vector', scope: 'read', handle: (c) => this.stateVector(c) },
       { method: 'GET', path: '/api/rooms/{room}/updates', scope: 'read', handle: (c) => this.updatesSince(c) },
-      { method: 'POST', path: '/api/rooms/{room}/updates', scope: 'write', handle: (c) => this.postUpdate(c) },
-      { method: 'POST', path: '/api/rooms/{room}/stateless', scope: 'write', handle: (c) => this.postStateless(c) },
-      { method: 'POST', path: '/api/rooms/{room}/versions', scope: 'write', handle: (c) => this.createVersion(c) },
+      { method: 'POST', path: '/api/rooms/{room}/updates', scope: 'write', accepts: BINARY_BODY, handle: (c) => this.postUpdate(c) },
+      { method: 'POST', path: '/api/rooms/{room}/stateless', scope: 'write', accepts: STATELESS_BODY, handle: (c) => this.postStateless(c) },
+      { method: 'POST', path: '/api/rooms/{room}/versions', scope: 'write', accepts: JSON_BODY, handle: (c) => this.createVersion(c) },
       { method: 'GET', path: '/api/rooms/{room}/versions', scope: 'read', handle: (c) => this.listVersions(c) },
       { method: 'GET', path: '/api/rooms/{room}/versions/{id}', scope: 'read', handle: (c) => this.getVersion(c) },
       { method: 'GET', path: '/api/rooms/{room}/versions/{id}/diff', scope: 'read', handle: (c) => this.versionDiff(c) },
-      { method: 'POST', path: '/api/tickets', scope: 'token', handle: (c) => this.issueTicket(c) },
+      { method: 'POST', path: '/api/tickets', scope: 'token', accepts: JSON_BODY, handle: (c) => this.issueTicket(c) },
     ]
   }
 
@@ -91,10 +131,26 @@ export class HttpApi {
   }
 
   async handle(req: IncomingMessage, res: ServerResponse, path: string, queryString: string): Promise<void> {
+    let claimed: { ip: string; room: string } | null = null
     try {
+      if (!this.originAllowed(req, res)) throw this.refusal('origin', new ApiError('forbidden', 'origin not allowed'))
+      if (req.method === 'OPTIONS' && this.deps.allowOrigins !== null) {
+        this.preflight(res, path)
+        return
+      }
       const match = this.match(req.method ?? 'GET', path)
       const query = new URLSearchParams(queryString)
-      const grant = await this.authenticate(req, query, match.route.scope, match.params[0] ?? null)
+      const room = match.route.path.includes('{room}') ? (match.params[0] as string) : null
+      const grant = await this.authenticate(req, query, match.route.scope, room)
+      if (match.route.accepts !== undefined) this.checkContentType(req, match.route.accepts)
+      const ip = this.deps.addressOf(req)
+      bodyGates.set(req, { ip, deps: this.deps })
+      if (room !== null) {
+        // The room counts for this address while the request holds it (--max-rooms-per-ip).
+        const refused = this.deps.claimRoom(ip, room)
+        if (refused !== null) throw new ApiError(refused.error, refused.reason)
+        claimed = { ip, room }
+      }
       await match.route.handle({ req, res, query, grant, params: match.params })
     } catch (err) {
       if (err instanceof ApiError) {
@@ -103,7 +159,60 @@ export class HttpApi {
       }
       this.deps.log.error({ err, method: req.method }, 'api request failed')
       sendError(res, 'internal_error', 'internal error')
+    } finally {
+      if (claimed !== null) this.deps.releaseRoom(claimed.ip, claimed.room)
     }
+  }
+
+  private refusal(reason: string, error: ApiError): ApiError {
+    this.deps.onRefused(reason)
+    return error
+  }
+
+  /**
+   * With --allow-origin, a request that carries an Origin (a browser's) must come from a listed
+   * origin; the answer then names it for CORS. Requests without Origin (curl, servers) pass.
+   */
+  private originAllowed(req: IncomingMessage, res: ServerResponse): boolean {
+    const allowed = this.deps.allowOrigins
+    const origin = req.headers.origin
+    if (allowed === null || origin === undefined) return true
+    if (!allowed.includes(origin)) return false
+    res.setHeader('access-control-allow-origin', origin)
+    res.setHeader('vary', 'Origin')
+    res.setHeader('access-control-expose-headers', 'etag, retry-after')
+    return true
+  }
+
+  /** A CORS preflight from an allowed origin (or none): the methods the path has and the headers weft reads. */
+  private preflight(res: ServerResponse, path: string): void {
+    const methods = new Set<string>()
+    for (const method of ['GET', 'POST', 'DELETE']) {
+      try {
+        if (this.match(method, path).route.method === method) methods.add(method)
+      } catch {
+        // not a method of this path
+      }
+    }
+    if (methods.size === 0) throw new ApiError('not_found', `no route for ${path}`)
+    if (methods.has('GET')) methods.add('HEAD')
+    res.writeHead(204, {
+      'access-control-allow-methods': [...methods].join(', '),
+      'access-control-allow-headers': CORS_ALLOW_HEADERS,
+      'access-control-max-age': CORS_MAX_AGE_SECONDS,
+      'cache-control': 'no-store',
+    })
+    res.end()
+  }
+
+  private checkContentType(req: IncomingMessage, accepts: readonly string[]): void {
+    const header = req.headers['content-type']
+    if (header === undefined) {
+      if (req.headers.authorization !== undefined) return
+      throw this.refusal('content_type', new ApiError('unsupported_media_type', `this needs Content-Type ${accepts.join(' or ')}`))
+    }
+    const type = (header.split(';')[0] as string).trim().toLowerCase()
+    if (!accepts.includes(type)) throw this.refusal('content_type', new ApiError('unsupported_media_type', `Content-Type ${type || '(empty)'} is not accepted here; send ${accepts.join(' or ')}`))
   }
 
   private match(method: string, path: string): { route: Route; params: string[] } {
@@ -171,14 +280,15 @@ export class HttpApi {
     }
   }
 
-  private async listRooms({ res, query }: RouteContext): Promise<void> {
+  private async listRooms({ res, query, grant }: RouteContext): Promise<void> {
     const limit = pageSize(query.get('limit'))
     const cursor = query.get('cursor')
-    const stored = await this.deps.writer.listRooms()
+    // An admin scoped to `tenantA/*` sees tenantA's rooms only, not their names and sizes elsewhere.
+    const stored = (await this.deps.writer.listRooms()).filter((r) => roomInScope(grant, r.room))
     // Loaded rooms whose first edits are not in storage yet are listed too (size 0 stored).
     const known = new Set(stored.map((r) => r.room))
     for (const room of this.deps.rooms.all()) {
-      if (!known.has(room.name) && room.state === 'active' && !room.isEmpty()) stored.push({ room: room.name, bytes: 0, entries: 0 })
+      if (!known.has(room.name) && room.state === 'active' && !room.isEmpty() && roomInScope(grant, room.name)) stored.push({ room: room.name, bytes: 0, entries: 0 })
     }
     stored.sort((a, b) => (a.room < b.room ? -1 : a.room > b.room ? 1 : 0))
     const from = cursor === null ? 0 : stored.findIndex((r) => r.room > cursor)
@@ -333,7 +443,9 @@ export class HttpApi {
 
   private async issueTicket({ res, grant }: RouteContext): Promise<void> {
     const ticket = await this.deps.tickets.issue(grant).catch((err: unknown) => {
-      throw new ApiError('unavailable', `tickets are unavailable: ${(err as Error).message}`, { 'retry-after': 5 })
+      // The cause (a Redis address, a socket error) is for the log, never for the client.
+      this.deps.log.error({ err }, 'issuing a ticket failed')
+      throw new ApiError('unavailable', 'tickets are unavailable right now', { 'retry-after': 5 })
     })
     sendJson(res, 200, ticket)
   }
@@ -371,24 +483,68 @@ function parseTypes(raw: string | null): Record<string, ShareKind> {
   return kinds
 }
 
-/** Reads a body up to `limit` bytes; more is 413 without reading the rest. */
+/**
+ * Reads a body up to `limit` bytes; more is 413 without reading the rest. The body counts in the
+ * server's budget while it is read (concurrent bodies, per address, bytes held) and must arrive
+ * within --body-timeout-ms; a refused or slow body is answered with `Connection: close`, which
+ * cuts the sender off.
+ */
 function readBody(req: IncomingMessage, limit: number): Promise<Uint8Array> {
   const declared = Number(req.headers['content-length'])
-  if (Number.isFinite(declared) && declared > limit) return Promise.reject(new ApiError('payload_too_large', `the body is larger than ${limit} bytes`))
+  if (Number.isFinite(declared) && declared > limit) return Promise.reject(new ApiError('payload_too_large', `the body is larger than ${limit} bytes`, { connection: 'close' }))
+  const gate = bodyGates.get(req)
+  if (gate === undefined) throw new Error('readBody outside HttpApi.handle')
+  const { ip, deps } = gate
+  const { bodies } = deps
+  const reserved = Number.isFinite(declared) ? declared : 0
+  const refused = bodies.start(ip, reserved)
+  if (refused !== null) {
+    deps.onRefused(refused.reason)
+    return Promise.reject(new ApiError(refused.error, refused.message, { connection: 'close' }))
+  }
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = []
     let size = 0
-    req.on('data', (chunk: Buffer) => {
-      size += chunk.length
-      if (size > limit) {
-        req.pause()
-        reject(new ApiError('payload_too_large', `the body is larger than ${limit} bytes`, { connection: 'close' }))
+    let held = reserved
+    let settled = false
+    const finish = (error: ApiError | null): void => {
+      if (settled) return
+      settled = true
+      clearTimeout(timer)
+      bodies.end(ip, held)
+      req.off('data', onData)
+      if (error === null) {
+        resolve(new Uint8Array(Buffer.concat(chunks)))
         return
       }
+      req.pause()
+      reject(error)
+    }
+    const timer = setTimeout(() => {
+      deps.onRefused('body_timeout')
+      finish(new ApiError('request_timeout', `the body did not arrive within ${deps.bodyTimeoutMs} ms`, { connection: 'close' }))
+    }, deps.bodyTimeoutMs)
+    const onData = (chunk: Buffer): void => {
+      size += chunk.length
+      if (size > limit) {
+        finish(new ApiError('payload_too_large', `the body is larger than ${limit} bytes`, { connection: 'close' }))
+        return
+      }
+      if (size > held) {
+        if (!bodies.fits(size - held)) {
+          deps.onRefused('body_bytes')
+          finish(new ApiError('unavailable', 'too many body bytes in progress; retry shortly', { connection: 'close' }))
+          return
+        }
+        bodies.grow(size - held)
+        held = size
+      }
       chunks.push(chunk)
-    })
-    req.on('end', () => resolve(new Uint8Array(Buffer.concat(chunks))))
-    req.on('error', () => reject(new ApiError('bad_request', 'the request body could not be read')))
+    }
+    req.on('data', onData)
+    req.on('end', () => finish(null))
+    req.on('error', () => finish(new ApiError('bad_request', 'the request body could not be read')))
+    req.on('close', () => finish(new ApiError('bad_request', 'the request body was cut off')))
   })
 }
 

@@ -75,6 +75,24 @@ export class ServerMetrics {
     labelNames: ['code'] as const,
     registers: [this.registry],
   })
+  readonly preauthCloses = new Counter({
+    name: 'weft_preauth_closes_total',
+    help: 'Hocuspocus sockets closed before authenticating: bytes (--preauth-bytes) or timeout (--auth-timeout-ms)',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  })
+  readonly httpRefusals = new Counter({
+    name: 'weft_http_refusals_total',
+    help: 'HTTP requests and raw connections refused before they were served, by reason',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  })
+  readonly roomLimitRefusals = new Counter({
+    name: 'weft_room_limit_refusals_total',
+    help: 'Rooms refused to a client: per_connection, per_ip or loaded (--max-loaded-rooms), by protocol',
+    labelNames: ['limit', 'protocol'] as const,
+    registers: [this.registry],
+  })
 
   readonly updateRefusals = new Counter({
     name: 'weft_update_refusals_total',

@@ -81,8 +81,14 @@ const FROM_CLUSTER = Object.freeze({ origin: 'cluster' })
 /**
  * One Yjs document and the members editing it. The room has a Y.Doc; it is not one.
  */
+// A fixed guid: Yjs would otherwise draw a random UUID per document (31 getRandomValues calls),
+// which made loading a burst of rooms the main cost of a room flood (issue 12, finding 8).
+function newRoomDoc(): Y.Doc {
+  return new Y.Doc({ gc: true, guid: 'weft-room' })
+}
+
 export class Room {
-  private docValue = new Y.Doc({ gc: true })
+  private docValue = newRoomDoc()
   readonly awareness: RoomAwareness
   private readonly members = new Set<RoomMember>()
   private stateValue: RoomState = 'loading'
@@ -195,7 +201,7 @@ export class Room {
   private replaceDoc(): void {
     this.docValue.off('update', this.onDocUpdate)
     this.docValue.destroy()
-    this.docValue = new Y.Doc({ gc: true })
+    this.docValue = newRoomDoc()
     this.docValue.on('update', this.onDocUpdate)
   }
 

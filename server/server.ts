@@ -15,7 +15,8 @@ import { HttpApi } from './http-api.js'
 import { serveApiDescription, serveHomePage } from './home-page.js'
 import { rawError, RETRY_AFTER_SECONDS, sendError, sendJson } from './http-response.js'
 import { MemoryTickets, Tickets } from './tickets.js'
-import { Admission, ClientAddress, type AdmissionTicket } from './admission.js'
+import { Admission, BodyBudget, ClaimedTicket, ClientAddress, PendingConnections, RoomQuota, type AdmissionTicket } from './admission.js'
+import { PreAuthGuard } from './preauth-guard.js'
 import { HocuspocusSession, type HocuspocusHooks, type StatelessEvent } from './hocuspocus-session.js'
 import { Connection, type ConnectionEvents, type ConnectionLimits } from './connection.js'
 import { createLogger, type Logger } from './logger.js'
@@ -49,8 +50,6 @@ const PENDING_BYTES = 8 * 1024 * 1024
 /** How long a hurried shutdown may take to close sockets and flush. */
 const HURRIED_SHUTDOWN_MS = 1_000
 
-/** Documents one Hocuspocus socket may hold at once. */
-const MAX_DOCUMENTS_PER_SOCKET = 1_000
 /** Heartbeat ticks per interval; each checks the connections whose id falls in its slice. */
 const HEARTBEAT_SLICES = 16
 
@@ -88,6 +87,9 @@ export class WeftServer {
   private heartbeatSlice = 0
   private readonly connections = new Set<Connection>()
   private readonly admission: Admission
+  private readonly roomQuota: RoomQuota
+  private readonly bodies: BodyBudget
+  private pending: PendingConnections | null = null
   private readonly authorizer: Authorizer
   private readonly clientAddress: ClientAddress
   private storageHealth: StorageHealth = { ok: true }
@@ -115,6 +117,8 @@ export class WeftServer {
     })
     this.metrics.storageUp.set(1)
     this.admission = new Admission(this.options)
+    this.roomQuota = new RoomQuota(this.options)
+    this.bodies = new BodyBudget(this.options)
     this.authorizer = this.options.authSecret === null ? openAccess : new JwtAuthorizer(this.options.authSecret)
     this.clientAddress = new ClientAddress(this.options.trustedProxies)
     const { metrics, options: resolved } = this
@@ -133,7 +137,13 @@ export class WeftServer {
       onClose: (connection: Connection, code: number) => this.forgetConnection(connection, code),
     })
     this.pendingLimits = Object.freeze({ maxPendingMessages: PENDING_MESSAGES, maxPendingBytes: Math.max(resolved.maxMessageBytes, PENDING_BYTES) })
-    this.hocuspocusHooks = Object.freeze({ onStateless: (event: StatelessEvent) => this.emitStateless(event), maxDocumentsPerSocket: MAX_DOCUMENTS_PER_SOCKET })
+    this.hocuspocusHooks = Object.freeze({
+      onStateless: (event: StatelessEvent) => this.emitStateless(event),
+      maxDocumentsPerSocket: resolved.maxDocumentsPerConnection,
+      claimRoom: (ip: string, room: string) => this.claimRoom(ip, room, 'hocuspocus')?.reason ?? null,
+      releaseRoom: (ip: string, room: string) => this.roomQuota.release(ip, room),
+      onTooManyDocuments: () => metrics.roomLimitRefusals.inc({ limit: 'per_connection', protocol: 'hocuspocus' }),
+    })
   }
 
   get state(): ServerState {
@@ -223,6 +233,13 @@ export class WeftServer {
       sendStateless: (room, payload) => this.sendStateless(room, payload),
       maxBodyBytes: this.options.maxMessageBytes,
       log: this.log,
+      allowOrigins: this.options.allowOrigins,
+      addressOf: (req) => this.clientAddress.of(req),
+      bodies: this.bodies,
+      bodyTimeoutMs: this.options.bodyTimeoutMs,
+      claimRoom: (ip, room) => this.claimRoom(ip, room, 'http'),
+      releaseRoom: (ip, room) => this.roomQuota.release(ip, room),
+      onRefused: (reason) => this.metrics.httpRefusals.inc({ reason }),
     })
     // Each tick checks and pings one slice of the connections: every connection once an interval,
     // and never all of them in one loop, which would hold up broadcasts the way a broadcast to
@@ -248,8 +265,10 @@ export class WeftServer {
     // headers) still get the contract's JSON error, not Node's empty 400.
     server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
       if (err.code === 'ECONNRESET' || !socket.writable) socket.destroy()
+      else if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT') socket.end(rawError('request_timeout', 'the request did not arrive in time'))
       else socket.end(rawError('bad_request', 'malformed HTTP request'))
     })
+    this.limitSlowClients(server)
     this.attach(server)
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject)
@@ -263,6 +282,27 @@ export class WeftServer {
     const announce = this.log.level === 'silent' ? this.log : this.log.child({}, { level: 'info' })
     announce.info({ port: address.port, host: address.address }, 'listening')
     return address
+  }
+
+  /**
+   * Time and number bounds on connections that have not sent a whole request (slow headers), and
+   * on requests whose body trickles in. Only for weft's own server: an embedding server keeps its own.
+   */
+  private limitSlowClients(server: HttpServer | HttpsServer): void {
+    const { options, metrics } = this
+    server.headersTimeout = options.headersTimeoutMs
+    // The whole request, body included: the body's own deadline answers 408 first; this is the backstop.
+    server.requestTimeout = options.headersTimeoutMs + options.bodyTimeoutMs + 1_000
+    server.keepAliveTimeout = 5_000
+    const pending = new PendingConnections(options, (ip) => this.clientAddress.isTrusted(ip), (reason) => metrics.httpRefusals.inc({ reason }))
+    this.pending = pending
+    // With TLS the request's socket is the TLS socket; the handshake has its own timeout.
+    if ('setSecureContext' in server) {
+      server.on('secureConnection', (socket: Socket) => pending.accept(socket))
+      ;(server as HttpsServer & { handshakeTimeout?: number }).handshakeTimeout = options.headersTimeoutMs
+    } else server.on('connection', (socket: Socket) => pending.accept(socket))
+    server.on('request', (req: IncomingMessage) => pending.done(req.socket as Socket))
+    server.on('upgrade', (req: IncomingMessage) => pending.done(req.socket as Socket))
   }
 
   /** Handles WebSocket upgrades of an existing HTTP(S) server. Other requests stay the caller's (see `handleRequest`). */
@@ -347,6 +387,14 @@ export class WeftServer {
     )
   }
 
+  /** Claims a room for an address (RoomQuota); null when granted, else the refusal (counted). */
+  private claimRoom(ip: string, room: string, protocol: 'ywebsocket' | 'hocuspocus' | 'http') {
+    const rooms = this.rooms
+    const refusal = this.roomQuota.claim(ip, room, rooms?.get(room) !== undefined, rooms?.size ?? 0)
+    if (refusal !== null) this.metrics.roomLimitRefusals.inc({ limit: refusal.limit, protocol })
+    return refusal
+  }
+
   private refuseUpgrade(socket: Duplex, code: HttpErrorCode, message: string, result: string): void {
     this.metrics.upgrades.inc({ result })
     // The client sees only a failed connection; this line tells the operator why. The reasons are
@@ -384,34 +432,47 @@ export class WeftServer {
       this.refuseUpgrade(socket, 'invalid_room', 'room names are 1 to 512 bytes of UTF-8 without control characters', 'invalid_room')
       return
     }
-    // y-websocket carries its credential on the URL and is checked before the upgrade; the
-    // Hocuspocus provider sends it per document inside the socket.
-    let grant: Grant | null = null
-    if (room !== null) {
-      const query = new URLSearchParams(target.length > path.length ? target.slice(path.length + 1) : '')
-      const ticket = query.get('ticket')
-      const decision = ticket !== null && this.tickets !== null ? await this.redeemTicket(ticket, room) : await this.authorizer.authorize(query.get('token'), room)
-      if (!decision.ok) {
-        this.refuseUpgrade(socket, decision.status === 401 ? 'unauthorized' : 'forbidden', decision.reason, decision.status === 401 ? 'unauthorized' : 'forbidden')
-        return
-      }
-      grant = decision.grant
-      if (this.stateValue !== 'serving') {
-        this.refuseUpgrade(socket, 'unavailable', 'server is draining', 'unavailable')
-        return
-      }
-    }
+    // Admission first, the credential after: a refusal for capacity must not use up a single-use ticket.
     const ip = this.clientAddress.of(req)
     const verdict = this.admission.tryAdmit(ip, room === null ? 0 : (this.rooms.get(room)?.memberCount ?? 0))
     if (!verdict.admitted) {
       this.refuseUpgrade(socket, verdict.error, verdict.message, verdict.result)
       return
     }
-    const { ticket } = verdict
-    // A handshake that fails (ws answers it with 400 itself) or a peer that goes away mid-handshake
-    // gives the slot back; once admitted, the connection holds the slot and gives it back.
-    const release = (): void => ticket.release()
+    let ticket: AdmissionTicket = verdict.ticket
+    if (room !== null) {
+      const refusal = this.claimRoom(ip, room, 'ywebsocket')
+      if (refusal !== null) {
+        ticket.release()
+        this.refuseUpgrade(socket, refusal.error, refusal.reason, 'room_limit')
+        return
+      }
+      ticket = new ClaimedTicket(ticket, this.roomQuota, room)
+    }
+    // A peer that goes away during the checks below or mid-handshake (or a handshake ws answers
+    // with 400 itself) gives the slot back; once admitted, the connection holds it and gives it back.
+    const slot = ticket
+    const release = (): void => slot.release()
     socket.once('close', release)
+    // y-websocket carries its credential on the URL and is checked before the upgrade; the
+    // Hocuspocus provider sends it per document inside the socket.
+    let grant: Grant | null = null
+    if (room !== null) {
+      const query = new URLSearchParams(target.length > path.length ? target.slice(path.length + 1) : '')
+      const credential = query.get('ticket')
+      const decision = credential !== null && this.tickets !== null ? await this.redeemTicket(credential, room) : await this.authorizer.authorize(query.get('token'), room)
+      if (!decision.ok) {
+        ticket.release()
+        this.refuseUpgrade(socket, decision.status === 401 ? 'unauthorized' : 'forbidden', decision.reason, decision.status === 401 ? 'unauthorized' : 'forbidden')
+        return
+      }
+      grant = decision.grant
+      if (this.stateValue !== 'serving') {
+        ticket.release()
+        this.refuseUpgrade(socket, 'unavailable', 'server is draining', 'unavailable')
+        return
+      }
+    }
     this.wss.handleUpgrade(req, socket, head, (ws: WebSocket) => {
       if (this.stateValue !== 'serving') {
         ws.close(CloseCode.serviceRestart, 'service restart')
@@ -423,7 +484,7 @@ export class WeftServer {
       socket.off('error', destroySocket)
       this.metrics.upgrades.inc({ result: 'accepted' })
       // Upgrades come from Node's HTTP(S) server: the stream is a net.Socket (a TLSSocket with TLS).
-      this.admit(ws, socket as Socket, ticket, room, grant)
+      this.admit(ws, socket as Socket, slot, room, grant)
     })
   }
 
@@ -432,7 +493,8 @@ export class WeftServer {
     const connection = new Connection(ws, raw, ticket, this.connectionLimits, this.connectionEvents)
     this.connections.add(connection)
     if (roomName === null) {
-      new HocuspocusSession(connection, rooms, this.authorizer, this.pendingLimits, this.hocuspocusHooks, this.log)
+      const preauth = new PreAuthGuard(raw, connection, this.options, (reason) => this.metrics.preauthCloses.inc({ reason }))
+      new HocuspocusSession(connection, rooms, this.authorizer, this.pendingLimits, this.hocuspocusHooks, this.log, preauth)
       return
     }
     new YWebsocketSession(connection, roomName, rooms, this.pendingLimits, grant ?? OPEN_GRANT, this.log)
@@ -586,6 +648,7 @@ export class WeftServer {
 
   private async shutdown(deadline: number): Promise<DrainResult> {
     if (this.heartbeatTimer !== null) clearInterval(this.heartbeatTimer)
+    this.pending?.close()
     // Wait for the close handshakes (bounded), so updates that arrived meanwhile are applied first.
     while (this.connections.size > 0 && Date.now() < deadline - 500) {
       await new Promise((resolve) => setTimeout(resolve, 20))
