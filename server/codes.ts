@@ -38,6 +38,7 @@ export const HttpError = {
   forbidden: 403,
   not_found: 404,
   method_not_allowed: 405,
+  too_many_versions: 409,
   payload_too_large: 413,
   too_many_requests: 429,
   internal_error: 500,

@@ -67,6 +67,14 @@ export interface WeftOptions {
   roomUnloadDelayMs: number
   /** Milliseconds between server pings; a connection silent for two intervals is terminated. */
   heartbeatIntervalMs: number
+  /** Versions one room may hold; more are refused with 409 too_many_versions. */
+  maxVersionsPerRoom: number
+  /** Bytes of saved documents one room's versions may hold together; more are refused with 409 too_many_versions. */
+  maxVersionBytesPerRoom: number
+  /** Versions one room may get per minute on one instance (burst the same); more get 429. */
+  versionsPerMinutePerRoom: number
+  /** Pace of putting versions back into Redis after it lost its data, in bytes per second. */
+  versionRepublishBytesPerSecond: number
 }
 
 export const DEFAULTS: Readonly<WeftOptions> = Object.freeze({
@@ -98,6 +106,10 @@ export const DEFAULTS: Readonly<WeftOptions> = Object.freeze({
   slowConsumerGraceMs: 5_000,
   roomUnloadDelayMs: 5_000,
   heartbeatIntervalMs: 30_000,
+  maxVersionsPerRoom: 100,
+  maxVersionBytesPerRoom: 64 * 1024 * 1024,
+  versionsPerMinutePerRoom: 30,
+  versionRepublishBytesPerSecond: 16 * 1024 * 1024,
 })
 
 /** A setting that cannot be used; the CLI prints `message` and exits with status 2. */
@@ -149,6 +161,11 @@ export const SETTINGS: readonly SettingSpec[] = [
   { key: 'inboundBytesPerSecond', flag: '--inbound-bytes-per-second', env: 'WEFT_INBOUND_BYTES_PER_SECOND', kind: 'int', min: 1024 },
   { key: 'slowConsumerGraceMs', flag: '--slow-consumer-grace-ms', env: 'WEFT_SLOW_CONSUMER_GRACE_MS', kind: 'int', min: 0, max: 600_000 },
   { key: 'heartbeatIntervalMs', flag: '--heartbeat-interval-ms', env: 'WEFT_HEARTBEAT_INTERVAL_MS', kind: 'int', min: 100, max: 600_000 },
+  // Versions per room (issue 12 finding 4, issue 13).
+  { key: 'maxVersionsPerRoom', flag: '--max-versions-per-room', env: 'WEFT_MAX_VERSIONS_PER_ROOM', kind: 'int', min: 1, max: 100_000 },
+  { key: 'maxVersionBytesPerRoom', flag: '--max-version-bytes-per-room', env: 'WEFT_MAX_VERSION_BYTES_PER_ROOM', kind: 'int', min: 1024 },
+  { key: 'versionsPerMinutePerRoom', flag: '--versions-per-minute-per-room', env: 'WEFT_VERSIONS_PER_MINUTE_PER_ROOM', kind: 'int', min: 1, max: 60_000 },
+  { key: 'versionRepublishBytesPerSecond', flag: '--version-republish-bytes-per-second', env: 'WEFT_VERSION_REPUBLISH_BYTES_PER_SECOND', kind: 'int', min: 65_536 },
 ]
 
 const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']
@@ -263,6 +280,10 @@ export function resolveOptions(partial: Partial<WeftOptions> = {}): Readonly<Wef
     'inboundMessagesPerSecond',
     'inboundBytesPerSecond',
     'heartbeatIntervalMs',
+    'maxVersionsPerRoom',
+    'maxVersionBytesPerRoom',
+    'versionsPerMinutePerRoom',
+    'versionRepublishBytesPerSecond',
   ] as const) {
     if (!Number.isInteger(options[key]) || options[key] <= 0) throw new ConfigError(key, `invalid ${key}: must be a positive whole number`)
   }
