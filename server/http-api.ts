@@ -388,7 +388,7 @@ export class HttpApi {
     try {
       return await work(this.deps.versions)
     } catch (err) {
-      if (err instanceof ApiError) throw err
+      if (err instanceof ApiError || err instanceof VersionLimitError) throw err
       this.deps.log.error({ err }, 'version storage failed')
       throw new ApiError('unavailable', 'version storage is unavailable', { 'retry-after': 5 })
     }
