@@ -219,7 +219,7 @@ export class RedisSharedState implements VersionStore {
   private closed = false
   private closing: Promise<void> | null = null
   private lastError = ''
-  private readonly dataLostListeners: Array<() => void> = []
+  private readonly epochListeners: Array<(epoch: string) => void> = []
   /** The data epoch (cluster/keys.ts EPOCH_KEY) last read; null before the first read. */
   private epoch: string | null = null
   private readonly epochTimer: NodeJS.Timeout
@@ -238,9 +238,9 @@ export class RedisSharedState implements VersionStore {
     this.cmd.on('ready', () => {
       this.everReady = true
       this.events.emit('ready')
-      void this.checkEpoch()
+      void this.checkEpoch(true)
     })
-    this.epochTimer = setInterval(() => void this.checkEpoch(), options.epochCheckMs ?? CLUSTER_DEFAULTS.checkMs)
+    this.epochTimer = setInterval(() => void this.checkEpoch(false), options.epochCheckMs ?? CLUSTER_DEFAULTS.checkMs)
     this.epochTimer.unref()
     this.sub.on('ready', () => void this.resubscribe())
     this.sub.on('message', (channel: string, message: string) => this.onDeletionMessage(channel, message))
@@ -314,12 +314,13 @@ export class RedisSharedState implements VersionStore {
   }
 
   /**
-   * Calls `listener` each time the data epoch changes under this instance (Redis restarted empty,
-   * or was flushed): whatever this instance stored in Redis before is gone and should be
-   * re-published (persistence/version-replicas.ts for versions).
+   * Calls `listener` with Redis's data epoch (cluster/keys.ts EPOCH_KEY) after every connection
+   * and reconnection, and whenever a periodic read finds it changed (Redis restarted empty, or
+   * was flushed). A listener that remembers the epoch it last published into knows when what it
+   * stored in Redis is gone (persistence/version-replicas.ts `syncEpoch` for versions).
    */
-  onDataLost(listener: () => void): void {
-    this.dataLostListeners.push(listener)
+  onEpoch(listener: (epoch: string) => void): void {
+    this.epochListeners.push(listener)
   }
 
   // ---- tickets -----------------------------------------------------------------------------
@@ -492,20 +493,20 @@ export class RedisSharedState implements VersionStore {
   }
 
   /** The same get-or-create as the relay's, so both agree on one epoch whichever reads first after a loss. */
-  private async checkEpoch(): Promise<void> {
+  private async checkEpoch(connected: boolean): Promise<void> {
     if (this.closed || this.cmd.status !== 'ready') return
     try {
       const reply = (await this.evalScript(this.cmd, ENSURE_EPOCH, [EPOCH_KEY], [randomBytes(12).toString('base64url')])) as Buffer
       const epoch = reply.toString('utf8')
-      const lost = this.epoch !== null && epoch !== this.epoch
+      const changed = epoch !== this.epoch
+      if (changed && this.epoch !== null) this.logger.warn({ instance: this.instanceId }, 'shared state: redis lost its data')
       this.epoch = epoch
-      if (!lost || this.closed) return
-      this.logger.warn({ instance: this.instanceId }, 'shared state: redis lost its data')
-      for (const listener of this.dataLostListeners) {
+      if ((!changed && !connected) || this.closed) return
+      for (const listener of this.epochListeners) {
         try {
-          listener()
+          listener(epoch)
         } catch (err) {
-          this.logger.error({ err: errorText(err) }, 'onDataLost listener failed')
+          this.logger.error({ err: errorText(err) }, 'onEpoch listener failed')
         }
       }
     } catch (err) {

@@ -14,6 +14,7 @@ import { decodeVersionInfo, decodeVersionValue, encodeVersionInfo, encodeVersion
  *   version \0 <room> \0 <version id>       one saved version (value: persistence/version-value.ts)
  *   version-info \0 <room> \0 <version id>  its description (encodeVersionInfo): what a listing reads
  *   meta \0 versions-described              present once every version has its description
+ *   meta \0 versions-published-epoch        the Redis epoch all versions were last published into
  *
  * The kind comes first so each kind (`version\0…` above, a later `meta\0…`) gets its own range without a
  * migration. Room names never contain control characters (assertStorableRoomName), so the \0
@@ -32,6 +33,7 @@ const VERSION_INFO_KIND = 'version-info\u0000'
  * once (reading each value once) and then writes this key, so later opens skip the scan.
  */
 const VERSIONS_DESCRIBED_KEY = 'meta\u0000versions-described'
+const PUBLISHED_EPOCH_KEY = 'meta\u0000versions-published-epoch'
 /** Entries per batch while describing old versions at open. */
 const DESCRIBE_BATCH = 256
 const ROOM_END = '\u0000'
@@ -245,6 +247,17 @@ export class LevelStore implements Store, LocalVersionStore {
       if (rooms[rooms.length - 1] !== room) rooms.push(room)
     }
     return rooms
+  }
+
+  async readPublishedEpoch(): Promise<string | null> {
+    this.assertOpen()
+    const value = await this.db.get(PUBLISHED_EPOCH_KEY)
+    return value === undefined ? null : Buffer.from(value).toString('utf8')
+  }
+
+  async writePublishedEpoch(epoch: string): Promise<void> {
+    this.assertOpen()
+    await this.db.put(PUBLISHED_EPOCH_KEY, Buffer.from(epoch, 'utf8'), { sync: this.sync })
   }
 
   async getVersion(room: string, id: string): Promise<VersionRecord | null> {

@@ -22,6 +22,7 @@ export class MemoryStore implements Store, LocalVersionStore {
   private readonly logs = new Map<string, MemoryLog>()
   /** room → id → version. Apart from the logs: a room with only versions is not in `listRooms`, as in LevelStore. */
   private readonly versions = new Map<string, Map<string, VersionRecord>>()
+  private publishedEpoch: string | null = null
   private closed = false
 
   async readLog(room: string): Promise<LogEntry[]> {
@@ -92,6 +93,16 @@ export class MemoryStore implements Store, LocalVersionStore {
     this.assertOpen()
     const utf8 = (text: string): Buffer => Buffer.from(text, 'utf8')
     return [...this.versions].filter(([, versions]) => versions.size > 0).map(([room]) => room).sort((a, b) => Buffer.compare(utf8(a), utf8(b)))
+  }
+
+  async readPublishedEpoch(): Promise<string | null> {
+    this.assertOpen()
+    return this.publishedEpoch
+  }
+
+  async writePublishedEpoch(epoch: string): Promise<void> {
+    this.assertOpen()
+    this.publishedEpoch = epoch
   }
 
   async getVersion(room: string, id: string): Promise<VersionRecord | null> {

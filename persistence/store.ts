@@ -104,4 +104,11 @@ export interface VersionStore {
 export interface LocalVersionStore extends VersionStore {
   /** Every room with at least one stored version, in key order; reads keys only. */
   listVersionRooms(): Promise<string[]>
+  /**
+   * The Redis data epoch (cluster/keys.ts) into which every version of this store was last
+   * published in full; null when never. Kept with the versions, so an instance that was down
+   * while Redis lost its data still puts its versions back when it starts.
+   */
+  readPublishedEpoch(): Promise<string | null>
+  writePublishedEpoch(epoch: string): Promise<void>
 }

@@ -36,13 +36,18 @@ export interface RepublishResult {
  * instance finds it). A version is acknowledged once both hold it. Redis is written first because
  * the room's limits are checked there, across the cluster, in the same step as the write.
  *
- * When Redis loses its data, each instance calls `republish`, which puts back what its LevelDB
- * holds and Redis lacks, at a bounded rate; meanwhile listings and reads also look at the local
- * copy, so an instance always serves its own versions.
+ * When Redis loses its data, each instance puts back what its LevelDB holds and Redis lacks, at a
+ * bounded rate (`republish`); meanwhile listings and reads also look at the local copy, so an
+ * instance always serves its own versions. Loss is told by Redis's data epoch (`syncEpoch`): the
+ * local store remembers the epoch it last published into, so an instance that was down while
+ * Redis lost its data re-publishes when it starts, and one whose re-publication was cut short
+ * tries again at its next connection.
  */
 export class ReplicatedVersions implements VersionStore {
   private republishing: Promise<RepublishResult> | null = null
   private republishAgain = false
+  /** The newest Redis epoch heard of (`syncEpoch`); written to the local store after a full round into it. */
+  private epoch: string | null = null
   private closed = false
   private wakeUp: (() => void) | null = null
 
@@ -97,6 +102,17 @@ export class ReplicatedVersions implements VersionStore {
   }
 
   /**
+   * Called with Redis's data epoch at every connection and whenever it changes
+   * (RedisSharedState.onEpoch): re-publishes unless the local store was last published in full
+   * into this very epoch.
+   */
+  async syncEpoch(epoch: string): Promise<RepublishResult | null> {
+    this.epoch = epoch
+    if (this.closed || (await this.options.local.readPublishedEpoch()) === epoch) return null
+    return this.republish()
+  }
+
+  /**
    * Puts back into Redis every version the local store holds and Redis lacks (checked by
    * description, a page of ids at a time; only missing values are sent), at most
    * `republishBytesPerSecond`. Call it after Redis lost its data (RedisSharedState.onDataLost,
@@ -125,6 +141,8 @@ export class ReplicatedVersions implements VersionStore {
     const total: RepublishResult = { versions: 0, bytes: 0 }
     do {
       this.republishAgain = false
+      // Captured before the round: a loss during the round makes it go round again instead.
+      const epoch = this.epoch
       const started = Date.now()
       const before = { ...total }
       for (const room of await this.options.local.listVersionRooms()) {
@@ -134,6 +152,7 @@ export class ReplicatedVersions implements VersionStore {
       if (total.versions > before.versions) {
         this.options.logger.info({ versions: total.versions - before.versions, bytes: total.bytes - before.bytes, ms: Date.now() - started }, 'versions re-published to redis')
       }
+      if (epoch !== null && !this.closed && !this.republishAgain) await this.options.local.writePublishedEpoch(epoch)
     } while (this.republishAgain && !this.closed)
     return total
   }

@@ -196,8 +196,8 @@ export class WeftServer {
         logger: this.log.child({ part: 'versions' }),
         onRepublished: () => this.metrics.versionsRepublished.inc(),
       })
-      shared.onDataLost(() => {
-        replicas.republish().catch((err: unknown) => this.log.warn({ err }, 're-publishing versions failed; retried after the next Redis data loss'))
+      shared.onEpoch((epoch) => {
+        replicas.syncEpoch(epoch).catch((err: unknown) => this.log.warn({ err }, 're-publishing versions failed; retried at the next connection to Redis'))
       })
       this.replicas = replicas
       this.versions = replicas

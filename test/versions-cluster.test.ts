@@ -15,7 +15,7 @@ import { newVersionId } from '../persistence/index.js'
 import { canonicalState, canonicalUpdate } from './harness/clients.js'
 import { metricValue } from './harness/metrics.js'
 import { startRedis, type RedisProcess } from './harness/redis.js'
-import { startServer, type InProcessServer } from './harness/server.js'
+import { startServer, tempDir, type InProcessServer } from './harness/server.js'
 import { eventually, withDeadline } from './harness/wait.js'
 
 interface Reply {
@@ -195,6 +195,31 @@ describe('versions on a cluster', () => {
 
   it('versions survive a Redis restart with no persistence: each instance re-publishes its own, every instance serves all', async () => {
     await versionsSurvive(() => redis.restart(), 'after-restart')
+  })
+
+  it('an instance that was down while Redis lost its data puts its versions back when it starts', async () => {
+    const dir = await tempDir('weft-versions-down-')
+    try {
+      let c = await startServer({ redisUrl: redis.url, instanceId: 'versions-c', data: dir.path, keepData: true })
+      const doc = textDoc('written on C')
+      await post(c, 'while-down', doc)
+      const created = await createVersion(c, 'while-down', 'on C')
+      assert.equal(created.status, 201)
+      const { id } = JSON.parse(created.body.toString()) as { id: string }
+      await c.stop()
+      await redis.restart()
+      c = await startServer({ redisUrl: redis.url, instanceId: 'versions-c', data: dir.path, keepData: true })
+      try {
+        await eventually(async () => JSON.stringify(await listedIds(b, 'while-down')) === JSON.stringify([id]), 'B to list the version C stored before it went down', 15_000, 50)
+        const reply = await http(b.http, 'GET', `${api('while-down')}/versions/${id}?format=update`)
+        assert.equal(reply.status, 200)
+        assert.deepEqual(canonicalUpdate(reply.body), canonicalState(doc))
+      } finally {
+        await c.stop()
+      }
+    } finally {
+      await dir.remove()
+    }
   })
 
   it('versions survive FLUSHALL', async () => {

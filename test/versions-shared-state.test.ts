@@ -105,18 +105,22 @@ describe('versions in Redis', () => {
     assert.equal(await raw.exists(keys.ids, keys.info, keys.bytes, keys.contentPrefix + (old[0] as VersionRecord).id), 0)
   })
 
-  it('onDataLost fires after FLUSHALL, not at the first connection', async () => {
-    let lost = 0
+  it('onEpoch tells the epoch at the first connection and the new one after FLUSHALL', async () => {
+    const epochs: string[] = []
+    const events = new EventEmitter()
     const c = new RedisSharedState({ redisUrl: redis.url, instanceId: 'C', logger: silent, epochCheckMs: 50 })
     try {
-      c.onDataLost(() => lost++)
-      await c.listVersions('warm-up')
-      const events = new EventEmitter()
-      c.onDataLost(() => events.emit('lost'))
+      c.onEpoch((epoch) => {
+        epochs.push(epoch)
+        events.emit('epoch')
+      })
+      await once(events, 'epoch', 5_000)
+      assert.equal(epochs[0], await raw.get('weft:epoch'))
       await raw.flushall()
-      await once(events, 'lost', 5_000)
-      // Once: the epoch read at the first connection was not taken for a loss.
-      assert.equal(lost, 1)
+      await once(events, 'epoch', 5_000)
+      assert.equal(epochs.length, 2)
+      assert.notEqual(epochs[1], epochs[0])
+      assert.equal(epochs[1], await raw.get('weft:epoch'))
     } finally {
       await c.close()
     }
@@ -161,6 +165,19 @@ describe('versions in Redis', () => {
       assert.deepEqual((await b.listVersions('replicated')).map((v) => v.id), records.map((r) => r.id))
       for (const record of records) assert.deepEqual(await b.getVersion('replicated', record.id), record)
       assert.deepEqual(await replicas.republish(), { versions: 0, bytes: 0 })
+    })
+
+    it('syncEpoch re-publishes once per epoch: not again for the epoch the local store was published into', async () => {
+      const local = new MemoryStore()
+      const replicas = new ReplicatedVersions({ local, shared: a, republishBytesPerSecond: 1 << 24, logger: silent })
+      const record = version(1, 'epoch', 10)
+      await local.putVersion('epochs', record)
+      assert.deepEqual(await replicas.syncEpoch('epoch-1'), { versions: 1, bytes: 10 })
+      assert.equal(await local.readPublishedEpoch(), 'epoch-1')
+      assert.equal(await replicas.syncEpoch('epoch-1'), null)
+      await raw.flushall()
+      assert.deepEqual(await replicas.syncEpoch('epoch-2'), { versions: 1, bytes: 10 })
+      assert.deepEqual(await b.getVersion('epochs', record.id), record)
     })
   })
 })
