@@ -222,6 +222,27 @@ describe('versions on a cluster', () => {
     }
   })
 
+  it('versions of a deleted room do not come back after Redis loses its data', async () => {
+    await post(a, 'deleted-room', textDoc('soon gone'))
+    for (const weft of [a, b]) assert.equal((await createVersion(weft, 'deleted-room', 'doomed')).status, 201)
+    // Sentinels: once each instance's own is back, its re-publication has passed 'deleted-room' (rooms go in key order).
+    await post(a, 'sentinel', textDoc('stays'))
+    const sentinels: string[] = []
+    for (const weft of [a, b]) sentinels.push((JSON.parse((await createVersion(weft, 'sentinel', 'kept')).body.toString()) as { id: string }).id)
+    assert.equal((await http(a.http, 'DELETE', api('deleted-room'))).status, 204)
+    for (const weft of [a, b]) {
+      await eventually(async () => (await http(weft.http, 'GET', `${api('deleted-room')}/versions`)).status === 404, 'the deletion to reach every instance', 10_000, 50)
+    }
+    assert.match(await redis.command('FLUSHALL'), /^\+OK/)
+    const shared = new RedisSharedState({ redisUrl: redis.url, instanceId: 'test-reader', logger: silent })
+    try {
+      await eventually(async () => JSON.stringify((await shared.listVersions('sentinel')).map((v) => v.id)) === JSON.stringify(sentinels), 'both sentinels back in Redis', 15_000, 50)
+      assert.deepEqual(await shared.listVersions('deleted-room'), [])
+    } finally {
+      await shared.close()
+    }
+  })
+
   it('versions survive FLUSHALL', async () => {
     await versionsSurvive(async () => {
       assert.match(await redis.command('FLUSHALL'), /^\+OK/)
