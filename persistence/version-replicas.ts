@@ -115,9 +115,10 @@ export class ReplicatedVersions implements VersionStore {
   /**
    * Puts back into Redis every version the local store holds and Redis lacks (checked by
    * description, a page of ids at a time; only missing values are sent), at most
-   * `republishBytesPerSecond`. Call it after Redis lost its data (RedisSharedState.onDataLost,
-   * or the cluster's own epoch-change path). A call while one runs makes that one go round once
-   * more and shares its result. Never refused by the limits: these versions were accepted before.
+   * `republishBytesPerSecond`. `syncEpoch` calls it when Redis lost its data; the cluster's own
+   * epoch-change path (cluster/redis-relay.ts) may call it too. A call while one runs makes that
+   * one go round once more and shares its result. Never refused by the limits: these versions
+   * were accepted before.
    */
   republish(): Promise<RepublishResult> {
     if (this.republishing !== null) {
