@@ -8,6 +8,15 @@
  *                              covers, v = version (bumped by every compaction)
  *   weft:{<r>}:last            id of the newest stream entry (what the next message names as prev)
  *   weft:{<r>}:ch              pub/sub channel of the room (updates, awareness, queries, goodbyes)
+ *   weft:{<r>}:versions:ids    Sorted set (all scores 0) of the room's version ids: lexicographic
+ *                              order is creation order (persistence/version-id.ts), so a page is
+ *                              one ZRANGEBYLEX
+ *   weft:{<r>}:versions:info   Hash: version id → description (persistence/version-value.ts
+ *                              encodeVersionInfo), the only thing a listing reads
+ *   weft:{<r>}:versions:bytes  sum of the descriptions' `bytes`: the room's version budget in use
+ *   weft:{<r>}:version:<id>    String: one version's stored value, read only to serve that version
+ *   weft:{<r>}:versions        the layout before descriptions (Hash: id → value); moved into the
+ *                              keys above the first time a version call touches the room
  *
  * `<r>` is the base64url of the room name's UTF-8 bytes: room names may hold `{`, `}`, `:`, spaces
  * and any non-control character, none of which can appear in base64url, so no room's keys can
@@ -30,6 +39,20 @@ export function roomTag(room: string): string {
 export function roomKeys(room: string): RoomKeys {
   const prefix = `weft:{${roomTag(room)}}`
   return { log: `${prefix}:log`, doc: `${prefix}:doc`, last: `${prefix}:last`, channel: `${prefix}:ch` }
+}
+
+export interface VersionKeys {
+  ids: string
+  info: string
+  bytes: string
+  legacy: string
+  /** The key of one version's value is this followed by its id. */
+  contentPrefix: string
+}
+
+export function versionKeys(room: string): VersionKeys {
+  const prefix = `weft:{${roomTag(room)}}`
+  return { ids: `${prefix}:versions:ids`, info: `${prefix}:versions:info`, bytes: `${prefix}:versions:bytes`, legacy: `${prefix}:versions`, contentPrefix: `${prefix}:version:` }
 }
 
 export function instanceKey(instanceId: string): string {

@@ -1,18 +1,18 @@
-import { createHash } from 'node:crypto'
+import { createHash, randomBytes } from 'node:crypto'
 import { EventEmitter } from 'node:events'
 import type { Redis } from 'ioredis'
-import { assertStorableRoomName, type VersionInfo, type VersionRecord, type VersionStore } from '../persistence/store.js'
+import { VersionLimitError } from '../persistence/errors.js'
+import { assertStorableRoomName, type VersionInfo, type VersionLimits, type VersionPageRequest, type VersionRecord, type VersionStore } from '../persistence/store.js'
 import { assertVersionId, isVersionId } from '../persistence/version-id.js'
-import { decodeVersionValue, encodeVersionValue, versionInfoFromHeader } from '../persistence/version-value.js'
-import { compareStreamIds, roomKeys, roomTag } from './keys.js'
+import { decodeVersionInfo, decodeVersionValue, encodeVersionInfo, encodeVersionValue } from '../persistence/version-value.js'
+import { compareStreamIds, EPOCH_KEY, roomKeys, versionKeys, type VersionKeys } from './keys.js'
 import { CLUSTER_DEFAULTS, type RelayLogger } from './redis-relay.js'
 import { openRedisConnection } from './redis-connection.js'
-import type { Script } from './scripts.js'
+import { ENSURE_EPOCH, type Script } from './scripts.js'
 
 /**
- * Keys of the shared state, beside the relay's (cluster/keys.ts; `<r>` is the same room tag):
+ * Keys of the shared state, beside the relay's and the versions' (cluster/keys.ts):
  *
- *   weft:{<r>}:versions      Hash: version id → stored version (persistence/version-value.ts)
  *   weft:ticket:<sha256>     String, PX = the ticket's lifetime: the ticket's payload. The key
  *                            holds a hash of the ticket, so the key space (KEYS, SCAN, slowlog)
  *                            never shows a redeemable ticket.
@@ -21,10 +21,6 @@ import type { Script } from './scripts.js'
  *                            at ~DELETION_LOG_LENGTH entries: an instance whose subscriber was
  *                            disconnected reads what it missed from here after reconnecting.
  */
-export function versionsKey(room: string): string {
-  return `weft:{${roomTag(room)}}:versions`
-}
-
 export function ticketKey(ticket: string): string {
   return `weft:ticket:${createHash('sha256').update(ticket, 'utf8').digest('base64url')}`
 }
@@ -40,23 +36,112 @@ function script(lua: string): Script {
 }
 
 /**
- * Each version's id, header and total length, read inside Redis: a listing never ships the
- * documents. The header layout is persistence/version-value.ts (format byte, u32 BE length, JSON).
- *   KEYS: versions    returns { id, header, value length, id, header, value length, ... }
+ * Moves a room's versions from the layout before descriptions (one hash of whole values, which a
+ * listing had to read in full) into the current keys, once. Every version script starts with it;
+ * on a room already moved it costs one EXISTS. Values are kept byte for byte; the description is
+ * the stored header (JSON ending in `}`) with the document's size added.
+ * The keys of single versions are built here from a prefix of the same hash tag, so they are in
+ * the slot of the declared keys.
  */
-const LIST_VERSIONS = script(`
-local all = redis.call('HGETALL', KEYS[1])
+const MIGRATE_LEGACY = `
+local function migrate(ids, info, bytes, legacy, prefix)
+  if redis.call('EXISTS', legacy) == 0 then return end
+  local all = redis.call('HGETALL', legacy)
+  for i = 1, #all, 2 do
+    local id, v = all[i], all[i + 1]
+    local a, b, c, d = string.byte(v, 2, 5)
+    local n = ((a * 256 + b) * 256 + c) * 256 + d
+    local size = #v - 5 - n
+    if not redis.call('ZSCORE', ids, id) then
+      redis.call('ZADD', ids, 0, id)
+      redis.call('HSET', info, id, string.sub(v, 6, 4 + n) .. ',"bytes":' .. size .. '}')
+      redis.call('INCRBY', bytes, size)
+      redis.call('SET', prefix .. id, v)
+    end
+  end
+  redis.call('DEL', legacy)
+end
+`
+
+/**
+ * Stores one version, checking the room's limits in the same step (ARGV[5] = '' for none: a
+ * re-published version is never refused). Replacing a version of the same id counts its size once.
+ *   KEYS: ids, info, bytes, legacy, value    ARGV: id, description, value, document bytes, max count, max bytes, value prefix
+ *   returns { 'ok' } or { 'count' | 'bytes', versions held, bytes held }
+ */
+const PUT_VERSION = script(`${MIGRATE_LEGACY}
+migrate(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[7])
+local old = redis.call('HGET', KEYS[2], ARGV[1])
+local oldBytes = 0
+if old then oldBytes = cjson.decode(old).bytes end
+local held = redis.call('ZCARD', KEYS[1])
+local heldBytes = tonumber(redis.call('GET', KEYS[3]) or '0')
+local size = tonumber(ARGV[4])
+if ARGV[5] ~= '' then
+  local count = held
+  if not old then count = count + 1 end
+  if count > tonumber(ARGV[5]) then return { 'count', held, heldBytes } end
+  if heldBytes + size - oldBytes > tonumber(ARGV[6]) then return { 'bytes', held, heldBytes } end
+end
+redis.call('ZADD', KEYS[1], 0, ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('INCRBY', KEYS[3], size - oldBytes)
+redis.call('SET', KEYS[5], ARGV[3])
+return { 'ok' }
+`)
+
+/**
+ * One page of descriptions: never a stored value, so its cost is the page, not the documents.
+ *   KEYS: ids, info, bytes, legacy    ARGV: after ('' = from the oldest), limit, value prefix
+ *   returns { id, description, id, description, ... }
+ */
+const LIST_VERSIONS = script(`${MIGRATE_LEGACY}
+migrate(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[3])
+local from = '-'
+if ARGV[1] ~= '' then from = '(' .. ARGV[1] end
+local ids = redis.call('ZRANGEBYLEX', KEYS[1], from, '+', 'LIMIT', 0, tonumber(ARGV[2]))
+if #ids == 0 then return {} end
+local infos = redis.call('HMGET', KEYS[2], unpack(ids))
 local out = {}
-for i = 1, #all, 2 do
-  local v = all[i + 1]
-  local a, b, c, d = string.byte(v, 2, 5)
-  local n = ((a * 256 + b) * 256 + c) * 256 + d
-  out[#out + 1] = all[i]
-  out[#out + 1] = string.sub(v, 6, 5 + n)
-  out[#out + 1] = #v
+for i = 1, #ids do
+  out[#out + 1] = ids[i]
+  out[#out + 1] = infos[i] or ''
 end
 return out
 `)
+
+/**
+ *   KEYS: ids, info, bytes, legacy    ARGV: id, value prefix    returns the stored value or nil
+ */
+const GET_VERSION = script(`${MIGRATE_LEGACY}
+migrate(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[2])
+return redis.call('GET', ARGV[2] .. ARGV[1])
+`)
+
+/**
+ * Removes one version (ARGV[1]) or, with ARGV[1] = '', all of the room's.
+ *   KEYS: ids, info, bytes, legacy    ARGV: id or '', value prefix
+ */
+const DELETE_VERSIONS = script(`
+if ARGV[1] == '' then
+  local ids = redis.call('ZRANGE', KEYS[1], 0, -1)
+  for i = 1, #ids do redis.call('DEL', ARGV[2] .. ids[i]) end
+  redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+  return 1
+end
+local old = redis.call('HGET', KEYS[2], ARGV[1])
+if not old then return 0 end
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('DECRBY', KEYS[3], cjson.decode(old).bytes)
+redis.call('DEL', ARGV[2] .. ARGV[1])
+return 1
+`)
+
+/** The four declared keys of every version script. */
+function versionScriptKeys(keys: VersionKeys): string[] {
+  return [keys.ids, keys.info, keys.bytes, keys.legacy]
+}
 
 /**
  * Appends the deletion to the capped log and announces it in one step, so the order on the
@@ -96,6 +181,8 @@ export interface SharedStateOptions {
   firstConnectWaitMs?: number
   /** Deadline of QUIT in `close()`. */
   closeMs?: number
+  /** How often the data epoch is read to notice that Redis lost its data (also checked at every reconnect). */
+  epochCheckMs?: number
 }
 
 interface Deletion {
@@ -131,6 +218,10 @@ export class RedisSharedState implements VersionStore {
   private closed = false
   private closing: Promise<void> | null = null
   private lastError = ''
+  private readonly epochListeners: Array<(epoch: string) => void> = []
+  /** The data epoch (cluster/keys.ts EPOCH_KEY) last read; null before the first read. */
+  private epoch: string | null = null
+  private readonly epochTimer: NodeJS.Timeout
 
   constructor(options: SharedStateOptions) {
     this.instanceId = options.instanceId
@@ -146,42 +237,89 @@ export class RedisSharedState implements VersionStore {
     this.cmd.on('ready', () => {
       this.everReady = true
       this.events.emit('ready')
+      void this.checkEpoch(true)
     })
+    this.epochTimer = setInterval(() => void this.checkEpoch(false), options.epochCheckMs ?? CLUSTER_DEFAULTS.checkMs)
+    this.epochTimer.unref()
     this.sub.on('ready', () => void this.resubscribe())
     this.sub.on('message', (channel: string, message: string) => this.onDeletionMessage(channel, message))
   }
 
   // ---- versions ----------------------------------------------------------------------------
 
-  /** Overwrites a version stored under the same id, as the local stores do. */
-  async putVersion(room: string, version: VersionRecord): Promise<void> {
+  async putVersion(room: string, version: VersionRecord, limits?: VersionLimits): Promise<void> {
     assertStorableRoomName(room)
     assertVersionId(version.id)
+    const keys = versionKeys(room)
     const value = encodeVersionValue(version)
-    await this.command((redis) => redis.hset(versionsKey(room), version.id, Buffer.from(value.buffer, value.byteOffset, value.byteLength)))
+    const info = encodeVersionInfo({ name: version.name, createdAt: version.createdAt, bytes: version.update.byteLength })
+    const args = [
+      version.id,
+      asBuffer(info),
+      asBuffer(value),
+      String(version.update.byteLength),
+      limits === undefined ? '' : String(limits.maxCount),
+      limits === undefined ? '' : String(limits.maxBytes),
+      keys.contentPrefix,
+    ]
+    const reply = (await this.command((redis) => this.evalScript(redis, PUT_VERSION, [...versionScriptKeys(keys), keys.contentPrefix + version.id], args))) as Array<Buffer | number>
+    const status = String(reply[0])
+    if (status === 'ok' || limits === undefined) return
+    const held = Number(reply[1])
+    const heldBytes = Number(reply[2])
+    if (status === 'count') throw new VersionLimitError('count', room, `already holds ${held} versions, the most allowed (--max-versions-per-room ${limits.maxCount})`)
+    throw new VersionLimitError('bytes', room, `would hold ${heldBytes + version.update.byteLength} bytes of versions, more than allowed (--max-version-bytes-per-room ${limits.maxBytes})`)
   }
 
-  async listVersions(room: string): Promise<VersionInfo[]> {
+  async listVersions(room: string, page: VersionPageRequest = {}): Promise<VersionInfo[]> {
     assertStorableRoomName(room)
-    const reply = (await this.command((redis) => this.evalScript(redis, LIST_VERSIONS, [versionsKey(room)], []))) as Array<Buffer | number>
+    if (page.after !== undefined && !isVersionId(page.after)) return []
+    const keys = versionKeys(room)
+    // ZRANGEBYLEX takes a count; "all" is the most a sorted set can hold.
+    const limit = String(page.limit ?? 2 ** 32)
+    const reply = (await this.command((redis) => this.evalScript(redis, LIST_VERSIONS, versionScriptKeys(keys), [page.after ?? '', limit, keys.contentPrefix]))) as Buffer[]
     const versions: VersionInfo[] = []
-    for (let i = 0; i + 2 < reply.length; i += 3) {
-      versions.push(versionInfoFromHeader((reply[i] as Buffer).toString('utf8'), reply[i + 1] as Buffer, Number(reply[i + 2])))
-    }
-    // A hash has no order; ids are fixed-width, time-ordered ASCII (persistence/version-id.ts).
-    return versions.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
+    for (let i = 0; i + 1 < reply.length; i += 2) versions.push(decodeVersionInfo((reply[i] as Buffer).toString('utf8'), reply[i + 1] as Buffer))
+    return versions
   }
 
   async getVersion(room: string, id: string): Promise<VersionRecord | null> {
     assertStorableRoomName(room)
     if (!isVersionId(id)) return null
-    const value = await this.command((redis) => redis.hgetBuffer(versionsKey(room), id))
+    const keys = versionKeys(room)
+    const value = (await this.command((redis) => this.evalScript(redis, GET_VERSION, versionScriptKeys(keys), [id, keys.contentPrefix]))) as Buffer | null
     return value === null ? null : decodeVersionValue(id, value)
+  }
+
+  /** Which of `ids` this Redis holds (descriptions only; migrates nothing: a version only in the old layout counts as missing). */
+  async hasVersions(room: string, ids: readonly string[]): Promise<boolean[]> {
+    assertStorableRoomName(room)
+    if (ids.length === 0) return []
+    const scores = await this.command((redis) => redis.zmscore(versionKeys(room).ids, ...ids))
+    return scores.map((score) => score !== null)
   }
 
   async deleteVersions(room: string): Promise<void> {
     assertStorableRoomName(room)
-    await this.command((redis) => redis.del(versionsKey(room)))
+    const keys = versionKeys(room)
+    await this.command((redis) => this.evalScript(redis, DELETE_VERSIONS, versionScriptKeys(keys), ['', keys.contentPrefix]))
+  }
+
+  async deleteVersion(room: string, id: string): Promise<void> {
+    assertStorableRoomName(room)
+    assertVersionId(id)
+    const keys = versionKeys(room)
+    await this.command((redis) => this.evalScript(redis, DELETE_VERSIONS, versionScriptKeys(keys), [id, keys.contentPrefix]))
+  }
+
+  /**
+   * Calls `listener` with Redis's data epoch (cluster/keys.ts EPOCH_KEY) after every connection
+   * and reconnection, and whenever a periodic read finds it changed (Redis restarted empty, or
+   * was flushed). A listener that remembers the epoch it last published into knows when what it
+   * stored in Redis is gone (persistence/version-replicas.ts `syncEpoch` for versions).
+   */
+  onEpoch(listener: (epoch: string) => void): void {
+    this.epochListeners.push(listener)
   }
 
   // ---- tickets -----------------------------------------------------------------------------
@@ -210,7 +348,9 @@ export class RedisSharedState implements VersionStore {
   async deleteRoom(room: string): Promise<void> {
     assertStorableRoomName(room)
     const keys = roomKeys(room)
-    await this.command((redis) => redis.del(keys.log, keys.doc, keys.last, versionsKey(room)))
+    const versions = versionKeys(room)
+    await this.command((redis) => redis.del(keys.log, keys.doc, keys.last))
+    await this.command((redis) => this.evalScript(redis, DELETE_VERSIONS, versionScriptKeys(versions), ['', versions.contentPrefix]))
     const id = (await this.command((redis) =>
       this.evalScript(redis, ANNOUNCE_DELETION, [DELETIONS_LOG_KEY], [room, this.instanceId, String(DELETION_LOG_LENGTH), DELETIONS_CHANNEL]),
     )) as Buffer
@@ -259,7 +399,7 @@ export class RedisSharedState implements VersionStore {
     })
   }
 
-  private async evalScript(redis: Redis, script: Script, keys: string[], args: string[]): Promise<unknown> {
+  private async evalScript(redis: Redis, script: Script, keys: string[], args: Array<string | Buffer>): Promise<unknown> {
     try {
       return await redis.callBuffer('evalsha', script.sha, keys.length, ...keys, ...args)
     } catch (err) {
@@ -351,11 +491,38 @@ export class RedisSharedState implements VersionStore {
     this.lastError = text
   }
 
+  /** The same get-or-create as the relay's, so both agree on one epoch whichever reads first after a loss. */
+  private async checkEpoch(connected: boolean): Promise<void> {
+    if (this.closed || this.cmd.status !== 'ready') return
+    try {
+      const reply = (await this.evalScript(this.cmd, ENSURE_EPOCH, [EPOCH_KEY], [randomBytes(12).toString('base64url')])) as Buffer
+      const epoch = reply.toString('utf8')
+      const changed = epoch !== this.epoch
+      if (changed && this.epoch !== null) this.logger.warn({ instance: this.instanceId }, 'shared state: redis lost its data')
+      this.epoch = epoch
+      if ((!changed && !connected) || this.closed) return
+      for (const listener of this.epochListeners) {
+        try {
+          listener(epoch)
+        } catch (err) {
+          this.logger.error({ err: errorText(err) }, 'onEpoch listener failed')
+        }
+      }
+    } catch (err) {
+      this.noteError(err)
+    }
+  }
+
   private async shutdown(): Promise<void> {
     this.closed = true
+    clearInterval(this.epochTimer)
     this.events.emit('ready') // releases calls waiting for the first connection; they then reject
     await Promise.all([quit(this.cmd, this.closeMs), quit(this.sub, this.closeMs)])
   }
+}
+
+function asBuffer(bytes: Uint8Array): Buffer {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
 }
 
 function fieldOf(fields: string[], name: string): string | null {

@@ -6,7 +6,7 @@ import { mergeUpdatesInChunks, mergeUpdatesIntoState } from './chunked-merge.js'
 import { InvalidRoomNameError, InvalidUpdateError, RoomDeletedError, WriterClosedError } from './errors.js'
 import { LevelStore } from './level-store.js'
 import { MemoryStore } from './memory-store.js'
-import type { LogEntry, Store, StoredRoom, VersionStore } from './store.js'
+import type { LocalVersionStore, LogEntry, Store, StoredRoom } from './store.js'
 
 export interface WriterLogger {
   warn(obj: object, msg: string): void
@@ -662,7 +662,7 @@ function validateOptions(options: WriterOptions): Required<Omit<WriterOptions, '
 }
 
 /** The store behind `--data`: `memory` keeps documents in this process only; anything else is a LevelDB directory. */
-export async function openStore(data: string): Promise<Store & VersionStore> {
+export async function openStore(data: string): Promise<Store & LocalVersionStore> {
   if (data === 'memory') return new MemoryStore()
   return LevelStore.open(data)
 }

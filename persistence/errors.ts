@@ -42,3 +42,15 @@ export class StoreClosedError extends Error {
     super('store is closed')
   }
 }
+
+/** A version refused because its room already holds as many versions, or as many bytes of them, as allowed. */
+export class VersionLimitError extends Error {
+  readonly code = 'PERSIST_VERSION_LIMIT'
+  constructor(
+    readonly limit: 'count' | 'bytes',
+    room: string,
+    detail: string,
+  ) {
+    super(`room ${JSON.stringify(room.slice(0, 64))} ${detail}`)
+  }
+}

@@ -2,15 +2,19 @@ import { mkdir } from 'node:fs/promises'
 import { Level } from 'level'
 import { StoreClosedError } from './errors.js'
 import { formatSequence, parseSequence } from './log-key.js'
-import { assertStorableRoomName, type LogEntry, type Store, type StoredRoom, type VersionInfo, type VersionRecord, type VersionStore } from './store.js'
+import { assertStorableRoomName, type LocalVersionStore, type LogEntry, type Store, type StoredRoom, type VersionInfo, type VersionLimits, type VersionPageRequest, type VersionRecord } from './store.js'
 import { assertVersionId, isVersionId } from './version-id.js'
-import { decodeVersionInfo, decodeVersionValue, encodeVersionValue } from './version-value.js'
+import { checkVersionLimits, type VersionUsage } from './version-limits.js'
+import { decodeVersionInfo, decodeVersionValue, encodeVersionInfo, encodeVersionValue, versionInfoFromValue } from './version-value.js'
 
 /**
  * Key layout (UTF-8 strings, compared bytewise by LevelDB):
  *
  *   log \0 <room> \0 <16-digit sequence>   one update of the room's log
  *   version \0 <room> \0 <version id>       one saved version (value: persistence/version-value.ts)
+ *   version-info \0 <room> \0 <version id>  its description (encodeVersionInfo): what a listing reads
+ *   meta \0 versions-described              present once every version has its description
+ *   meta \0 versions-published-epoch        the Redis epoch all versions were last published into
  *
  * The kind comes first so each kind (`version\0…` above, a later `meta\0…`) gets its own range without a
  * migration. Room names never contain control characters (assertStorableRoomName), so the \0
@@ -25,6 +29,15 @@ const LOG_KIND = 'log\u0000'
 const VERSION_KIND = 'version\u0000'
 /** quarantine \0 <room> \0 <sequence>: log entries that could not be applied, set aside. */
 const QUARANTINE_KIND = 'quarantine\u0000'
+const VERSION_INFO_KIND = 'version-info\u0000'
+/**
+ * Stores written before descriptions existed hold versions without one; `open` describes them
+ * once (reading each value once) and then writes this key, so later opens skip the scan.
+ */
+const VERSIONS_DESCRIBED_KEY = 'meta\u0000versions-described'
+const PUBLISHED_EPOCH_KEY = 'meta\u0000versions-published-epoch'
+/** Entries per batch while describing old versions at open. */
+const DESCRIBE_BATCH = 256
 const ROOM_END = '\u0000'
 /** The byte after ROOM_END: the exclusive upper bound of one room's range. */
 const ROOM_RANGE_END = '\u0001'
@@ -87,7 +100,7 @@ export interface LevelStoreOptions {
   sync?: boolean
 }
 
-export class LevelStore implements Store, VersionStore {
+export class LevelStore implements Store, LocalVersionStore {
   readonly kind = 'leveldb'
   /**
    * The next sequence per room, found from the room's highest stored key the first time the room
@@ -97,6 +110,8 @@ export class LevelStore implements Store, VersionStore {
   private readonly nextSequence = new Map<string, Promise<{ next: number }>>()
   /** Keyed by range start. */
   private readonly reclaimable = new Map<string, ReclaimableRange>()
+  /** Per room, the tail of its version writes: a limit check and its write are one step. */
+  private readonly versionWrites = new Map<string, Promise<void>>()
   private closed = false
 
   private constructor(
@@ -119,7 +134,14 @@ export class LevelStore implements Store, VersionStore {
       const cause = err instanceof Error && err.cause instanceof Error ? `: ${err.cause.message}` : ''
       throw new Error(`cannot open LevelDB at ${dir}${cause}`, { cause: err })
     }
-    return new LevelStore(db, files, dir, options.sync ?? false)
+    const store = new LevelStore(db, files, dir, options.sync ?? false)
+    try {
+      await store.describeOldVersions()
+    } catch (err) {
+      await db.close()
+      throw err
+    }
+    return store
   }
 
   async readLog(room: string): Promise<LogEntry[]> {
@@ -170,13 +192,14 @@ export class LevelStore implements Store, VersionStore {
     // Log and versions go in one batch, so no crash leaves versions of a deleted document behind
     // (`clear` would delete in chunks, one range at a time).
     const keys: string[] = []
-    for (const range of [roomRange(room), roomRange(room, VERSION_KIND), roomRange(room, QUARANTINE_KIND)]) {
+    for (const range of [roomRange(room), roomRange(room, VERSION_KIND), roomRange(room, VERSION_INFO_KIND), roomRange(room, QUARANTINE_KIND)]) {
       for await (const key of this.db.keys(range)) keys.push(key)
     }
     if (keys.length === 0) return
     await this.db.batch(keys.map((key) => ({ type: 'del' as const, key })), { sync: this.sync })
     this.noteDeletion(roomRange(room), 0)
     this.noteDeletion(roomRange(room, VERSION_KIND), 0)
+    this.noteDeletion(roomRange(room, VERSION_INFO_KIND), 0)
   }
 
   async quarantine(room: string, key: string): Promise<void> {
@@ -197,25 +220,62 @@ export class LevelStore implements Store, VersionStore {
 
   // ---- VersionStore ----------------------------------------------------------------------
 
-  /** Overwrites a version stored under the same id. Durable when it resolves, like `append`. */
-  async putVersion(room: string, version: VersionRecord): Promise<void> {
+  /** Durable when it resolves, like `append`: the version and its description are one batch. */
+  async putVersion(room: string, version: VersionRecord, limits?: VersionLimits): Promise<void> {
     this.assertOpen()
     assertStorableRoomName(room)
     assertVersionId(version.id)
     const value = encodeVersionValue(version)
-    await this.db.put(VERSION_KIND + room + ROOM_END + version.id, value, { sync: this.sync })
+    const info = encodeVersionInfo({ name: version.name, createdAt: version.createdAt, bytes: version.update.byteLength })
+    await this.serializeVersionWrite(room, async () => {
+      if (limits !== undefined) {
+        const { usage, replaced } = await this.versionUsage(room, version.id)
+        checkVersionLimits(room, usage, version.update.byteLength, replaced, limits)
+      }
+      await this.db.batch(
+        [
+          { type: 'put', key: VERSION_KIND + room + ROOM_END + version.id, value },
+          { type: 'put', key: VERSION_INFO_KIND + room + ROOM_END + version.id, value: info },
+        ],
+        { sync: this.sync },
+      )
+    })
     this.noteLiveBytes(roomRange(room, VERSION_KIND), value.byteLength)
   }
 
-  async listVersions(room: string): Promise<VersionInfo[]> {
+  /** Reads descriptions only: the documents stay on disk. */
+  async listVersions(room: string, page: VersionPageRequest = {}): Promise<VersionInfo[]> {
     this.assertOpen()
     assertStorableRoomName(room)
-    const prefixLength = VERSION_KIND.length + room.length + ROOM_END.length
+    const prefix = VERSION_INFO_KIND + room + ROOM_END
+    const range = roomRange(room, VERSION_INFO_KIND)
+    const bounds = page.after === undefined ? range : { gt: prefix + page.after, lt: range.lt }
     const versions: VersionInfo[] = []
-    for await (const [key, value] of this.db.iterator(roomRange(room, VERSION_KIND))) {
-      versions.push(decodeVersionInfo(key.slice(prefixLength), value))
+    for await (const [key, value] of this.db.iterator({ ...bounds, limit: page.limit ?? -1 })) {
+      versions.push(decodeVersionInfo(key.slice(prefix.length), value))
     }
     return versions
+  }
+
+  async listVersionRooms(): Promise<string[]> {
+    this.assertOpen()
+    const rooms: string[] = []
+    for await (const key of this.db.keys({ gte: VERSION_INFO_KIND, lt: VERSION_INFO_KIND.slice(0, -1) + ROOM_RANGE_END })) {
+      const room = key.slice(VERSION_INFO_KIND.length, key.lastIndexOf(ROOM_END))
+      if (rooms[rooms.length - 1] !== room) rooms.push(room)
+    }
+    return rooms
+  }
+
+  async readPublishedEpoch(): Promise<string | null> {
+    this.assertOpen()
+    const value = await this.db.get(PUBLISHED_EPOCH_KEY)
+    return value === undefined ? null : Buffer.from(value).toString('utf8')
+  }
+
+  async writePublishedEpoch(epoch: string): Promise<void> {
+    this.assertOpen()
+    await this.db.put(PUBLISHED_EPOCH_KEY, Buffer.from(epoch, 'utf8'), { sync: this.sync })
   }
 
   async getVersion(room: string, id: string): Promise<VersionRecord | null> {
@@ -229,8 +289,62 @@ export class LevelStore implements Store, VersionStore {
   async deleteVersions(room: string): Promise<void> {
     this.assertOpen()
     assertStorableRoomName(room)
-    await this.db.clear(roomRange(room, VERSION_KIND))
+    await this.serializeVersionWrite(room, async () => {
+      // One batch: no crash leaves a description without its version or the other way round.
+      const keys: string[] = []
+      for (const range of [roomRange(room, VERSION_KIND), roomRange(room, VERSION_INFO_KIND)]) {
+        for await (const key of this.db.keys(range)) keys.push(key)
+      }
+      if (keys.length > 0) await this.db.batch(keys.map((key) => ({ type: 'del' as const, key })), { sync: this.sync })
+    })
     this.noteDeletion(roomRange(room, VERSION_KIND), 0)
+    this.noteDeletion(roomRange(room, VERSION_INFO_KIND), 0)
+  }
+
+  /** The room's count and bytes from its descriptions (bounded by the count limit), and the size of the version `id` replaces. */
+  private async versionUsage(room: string, id: string): Promise<{ usage: VersionUsage; replaced: number | null }> {
+    const usage: VersionUsage = { count: 0, bytes: 0 }
+    let replaced: number | null = null
+    const prefix = VERSION_INFO_KIND + room + ROOM_END
+    for await (const [key, value] of this.db.iterator(roomRange(room, VERSION_INFO_KIND))) {
+      const info = decodeVersionInfo(key.slice(prefix.length), value)
+      usage.count++
+      usage.bytes += info.bytes
+      if (info.id === id) replaced = info.bytes
+    }
+    return { usage, replaced }
+  }
+
+  private serializeVersionWrite(room: string, work: () => Promise<void>): Promise<void> {
+    const previous = this.versionWrites.get(room) ?? Promise.resolve()
+    const next = previous.then(work, work)
+    const tail = next.then(
+      () => undefined,
+      () => undefined,
+    )
+    this.versionWrites.set(room, tail)
+    void tail.then(() => {
+      if (this.versionWrites.get(room) === tail) this.versionWrites.delete(room)
+    })
+    return next
+  }
+
+  /** See VERSIONS_DESCRIBED_KEY. Reads every old version once; a crash midway repeats the scan at the next open. */
+  private async describeOldVersions(): Promise<void> {
+    if ((await this.db.get(VERSIONS_DESCRIBED_KEY)) !== undefined) return
+    let batch: Array<{ type: 'put'; key: string; value: Uint8Array }> = []
+    for await (const [key, value] of this.db.iterator({ gte: VERSION_KIND, lt: VERSION_KIND.slice(0, -1) + ROOM_RANGE_END })) {
+      const end = key.lastIndexOf(ROOM_END)
+      const room = key.slice(VERSION_KIND.length, end)
+      const info = versionInfoFromValue(key.slice(end + 1), value)
+      batch.push({ type: 'put', key: VERSION_INFO_KIND + room + ROOM_END + info.id, value: encodeVersionInfo(info) })
+      if (batch.length >= DESCRIBE_BATCH) {
+        await this.db.batch(batch, { sync: this.sync })
+        batch = []
+      }
+    }
+    batch.push({ type: 'put', key: VERSIONS_DESCRIBED_KEY, value: Uint8Array.of(1) })
+    await this.db.batch(batch, { sync: true })
   }
 
   /** Streams the log keys and value lengths; memory use is one room's counters, not the values. */

@@ -1,7 +1,8 @@
 import { StoreClosedError } from './errors.js'
 import { formatSequence, parseSequence } from './log-key.js'
-import { assertStorableRoomName, type LogEntry, type Store, type StoredRoom, type VersionInfo, type VersionRecord, type VersionStore } from './store.js'
+import { assertStorableRoomName, type LocalVersionStore, type LogEntry, type Store, type StoredRoom, type VersionInfo, type VersionLimits, type VersionPageRequest, type VersionRecord } from './store.js'
 import { assertVersionId, isVersionId } from './version-id.js'
+import { checkVersionLimits, pageOf } from './version-limits.js'
 import { copyBytes } from './version-value.js'
 
 interface MemoryLog {
@@ -18,11 +19,12 @@ interface MemoryLog {
  * room-name rule and same ordering as LevelStore; bytes are copied in and out so callers
  * cannot change stored entries by mutating their arrays.
  */
-export class MemoryStore implements Store, VersionStore {
+export class MemoryStore implements Store, LocalVersionStore {
   readonly kind = 'memory'
   private readonly logs = new Map<string, MemoryLog>()
   /** room → id → version. Apart from the logs: a room with only versions is not in `listRooms`, as in LevelStore. */
   private readonly versions = new Map<string, Map<string, VersionRecord>>()
+  private publishedEpoch: string | null = null
   private closed = false
 
   async readLog(room: string): Promise<LogEntry[]> {
@@ -76,27 +78,46 @@ export class MemoryStore implements Store, VersionStore {
 
   // ---- VersionStore ----------------------------------------------------------------------
 
-  async putVersion(room: string, version: VersionRecord): Promise<void> {
+  async putVersion(room: string, version: VersionRecord, limits?: VersionLimits): Promise<void> {
     this.assertOpen()
     assertStorableRoomName(room)
     assertVersionId(version.id)
     if (typeof version.name !== 'string') throw new TypeError('version name must be a string')
     if (!Number.isFinite(version.createdAt)) throw new TypeError('version createdAt must be a finite number')
-    let versions = this.versions.get(room)
-    if (versions === undefined) {
-      versions = new Map()
-      this.versions.set(room, versions)
+    const versions = this.versions.get(room) ?? new Map<string, VersionRecord>()
+    if (limits !== undefined) {
+      let bytes = 0
+      for (const stored of versions.values()) bytes += stored.update.byteLength
+      checkVersionLimits(room, { count: versions.size, bytes }, version.update.byteLength, versions.get(version.id)?.update.byteLength ?? null, limits)
     }
+    this.versions.set(room, versions)
     versions.set(version.id, { id: version.id, name: version.name, createdAt: version.createdAt, update: copyBytes(version.update) })
   }
 
-  async listVersions(room: string): Promise<VersionInfo[]> {
+  async listVersions(room: string, page?: VersionPageRequest): Promise<VersionInfo[]> {
     this.assertOpen()
     assertStorableRoomName(room)
     // Ids are ASCII, so code unit order is LevelStore's byte order.
-    return [...(this.versions.get(room)?.values() ?? [])]
+    const all = [...(this.versions.get(room)?.values() ?? [])]
       .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
       .map(({ id, name, createdAt, update }) => ({ id, name, createdAt, bytes: update.byteLength }))
+    return pageOf(all, page)
+  }
+
+  async listVersionRooms(): Promise<string[]> {
+    this.assertOpen()
+    const utf8 = (text: string): Buffer => Buffer.from(text, 'utf8')
+    return [...this.versions].filter(([, versions]) => versions.size > 0).map(([room]) => room).sort((a, b) => Buffer.compare(utf8(a), utf8(b)))
+  }
+
+  async readPublishedEpoch(): Promise<string | null> {
+    this.assertOpen()
+    return this.publishedEpoch
+  }
+
+  async writePublishedEpoch(epoch: string): Promise<void> {
+    this.assertOpen()
+    this.publishedEpoch = epoch
   }
 
   async getVersion(room: string, id: string): Promise<VersionRecord | null> {

@@ -72,11 +72,50 @@ export interface VersionRecord {
 
 export type VersionInfo = Omit<VersionRecord, 'update'> & { bytes: number }
 
-/** Saved versions of documents. LevelStore and MemoryStore keep them beside the logs; the cluster keeps them in Redis. */
+/** What one room may hold in versions; `putVersion` refuses a version that would go past either. */
+export interface VersionLimits {
+  /** Versions a room may hold. */
+  maxCount: number
+  /** Sum of the stored documents' sizes (`VersionInfo.bytes`) a room may hold. */
+  maxBytes: number
+}
+
+/** One page of a listing: versions with ids after `after` (oldest first), at most `limit` of them. */
+export interface VersionPageRequest {
+  after?: string
+  limit?: number
+}
+
+/**
+ * Saved versions of documents. Every store keeps a version's description (name, date, size) apart
+ * from its document, so a listing reads descriptions only, however large the documents are.
+ * LevelStore and MemoryStore keep them beside the logs; RedisSharedState keeps the cluster's copy;
+ * ReplicatedVersions (persistence/version-replicas.ts) keeps both in step.
+ */
 export interface VersionStore {
-  putVersion(room: string, version: VersionRecord): Promise<void>
-  /** Oldest first, without the documents. */
-  listVersions(room: string): Promise<VersionInfo[]>
+  /**
+   * Stores the version, durable when it resolves. With `limits`, refuses with VersionLimitError
+   * (nothing stored) when the room would hold more than the limits allow; the check and the write
+   * are one step, so concurrent puts cannot together pass a limit. Without limits (restoring a
+   * version that was stored before), it is never refused. A version already stored under the same
+   * id is replaced.
+   */
+  putVersion(room: string, version: VersionRecord, limits?: VersionLimits): Promise<void>
+  /** Oldest first, without the documents; `page` bounds what is read. */
+  listVersions(room: string, page?: VersionPageRequest): Promise<VersionInfo[]>
   getVersion(room: string, id: string): Promise<VersionRecord | null>
   deleteVersions(room: string): Promise<void>
+}
+
+/** A store that can say which rooms have versions: what a re-publication walks. */
+export interface LocalVersionStore extends VersionStore {
+  /** Every room with at least one stored version, in key order; reads keys only. */
+  listVersionRooms(): Promise<string[]>
+  /**
+   * The Redis data epoch (cluster/keys.ts) into which every version of this store was last
+   * published in full; null when never. Kept with the versions, so an instance that was down
+   * while Redis lost its data still puts its versions back when it starts.
+   */
+  readPublishedEpoch(): Promise<string | null>
+  writePublishedEpoch(epoch: string): Promise<void>
 }

@@ -8,10 +8,11 @@ import type { VersionInfo, VersionRecord } from './store.js'
  *   bytes 5..4+n  header, UTF-8 JSON {"name": string, "createdAt": ms since the epoch}
  *   the rest      the update (the whole document, one v1 update)
  *
- * The id is not in the value: it is the key (LevelDB) or the hash field (Redis). A header with
- * its length in front lets a listing read name and date without decoding the document, and
- * lets the Redis store do that inside Redis (cluster/shared-state.ts), so a listing never ships
- * the documents.
+ * The id is not in the value: it is the key (LevelDB and Redis). Beside it each store keeps the
+ * version's description, `encodeVersionInfo` below, under a key of its own: a listing reads the
+ * descriptions only and never loads a document (a listing that read every value of 150 versions
+ * of a 2 MB document blocked Redis for seconds). The header inside the value makes the value
+ * complete on its own, so a description can always be rebuilt from it (`versionInfoFromValue`).
  */
 export const VERSION_FORMAT = 1
 export const VERSION_HEADER_OFFSET = 5
@@ -35,14 +36,23 @@ export function encodeVersionValue(version: VersionRecord): Uint8Array {
   return value
 }
 
-/** The header bytes (JSON) and the total value length → what a listing reports. */
-export function versionInfoFromHeader(id: string, header: Uint8Array, valueBytes: number): VersionInfo {
+/** The description of a stored value, read from its header: for rebuilding a lost description. */
+export function versionInfoFromValue(id: string, value: Uint8Array): VersionInfo {
+  const header = headerOf(value)
   const { name, createdAt } = parseHeader(header)
-  return { id, name, createdAt, bytes: valueBytes - VERSION_HEADER_OFFSET - header.byteLength }
+  return { id, name, createdAt, bytes: value.byteLength - VERSION_HEADER_OFFSET - header.byteLength }
 }
 
-export function decodeVersionInfo(id: string, value: Uint8Array): VersionInfo {
-  return versionInfoFromHeader(id, headerOf(value), value.byteLength)
+/** A version's description as stored beside it: UTF-8 JSON {"name", "createdAt", "bytes"} (bytes = the document's size). */
+export function encodeVersionInfo(info: Omit<VersionInfo, 'id'>): Uint8Array {
+  return Buffer.from(JSON.stringify({ name: info.name, createdAt: info.createdAt, bytes: info.bytes }), 'utf8')
+}
+
+export function decodeVersionInfo(id: string, stored: Uint8Array): VersionInfo {
+  const parsed: unknown = JSON.parse(Buffer.from(stored.buffer, stored.byteOffset, stored.byteLength).toString('utf8'))
+  const { name, createdAt, bytes } = (parsed ?? {}) as Partial<VersionInfo>
+  if (typeof name !== 'string' || typeof createdAt !== 'number' || typeof bytes !== 'number') throw new Error('stored version description is malformed')
+  return { id, name, createdAt, bytes }
 }
 
 /** The update is a plain Uint8Array copy: callers may keep it after the store reuses its buffers. */

@@ -38,6 +38,7 @@ export const HttpError = {
   forbidden: 403,
   not_found: 404,
   method_not_allowed: 405,
+  too_many_versions: 409,
   payload_too_large: 413,
   too_many_requests: 429,
   /** An update that depends on changes the document does not have (issue 12): sync, then send it again. */

@@ -109,6 +109,14 @@ export interface WeftOptions {
   maxRoomsPerIp: number
   /** Rooms loaded at once; a request that would load one more is refused. */
   maxLoadedRooms: number
+  /** Versions one room may hold; more are refused with 409 too_many_versions. */
+  maxVersionsPerRoom: number
+  /** Bytes of saved documents one room's versions may hold together; more are refused with 409 too_many_versions. */
+  maxVersionBytesPerRoom: number
+  /** Versions one room may get per minute on one instance (burst the same); more get 429. */
+  versionsPerMinutePerRoom: number
+  /** Pace of putting versions back into Redis after it lost its data, in bytes per second. */
+  versionRepublishBytesPerSecond: number
 }
 
 export const DEFAULTS: Readonly<WeftOptions> = Object.freeze({
@@ -160,6 +168,10 @@ export const DEFAULTS: Readonly<WeftOptions> = Object.freeze({
   maxDocumentsPerConnection: 100,
   maxRoomsPerIp: 500,
   maxLoadedRooms: 20_000,
+  maxVersionsPerRoom: 100,
+  maxVersionBytesPerRoom: 64 * 1024 * 1024,
+  versionsPerMinutePerRoom: 30,
+  versionRepublishBytesPerSecond: 16 * 1024 * 1024,
 })
 
 /** A setting that cannot be used; the CLI prints `message` and exits with status 2. */
@@ -234,6 +246,11 @@ export const SETTINGS: readonly SettingSpec[] = [
   { key: 'maxDocumentsPerConnection', flag: '--max-documents-per-connection', env: 'WEFT_MAX_DOCUMENTS_PER_CONNECTION', kind: 'int', min: 1 },
   { key: 'maxRoomsPerIp', flag: '--max-rooms-per-ip', env: 'WEFT_MAX_ROOMS_PER_IP', kind: 'int', min: 1 },
   { key: 'maxLoadedRooms', flag: '--max-loaded-rooms', env: 'WEFT_MAX_LOADED_ROOMS', kind: 'int', min: 1 },
+  // Versions per room (issue 12 finding 4, issue 13).
+  { key: 'maxVersionsPerRoom', flag: '--max-versions-per-room', env: 'WEFT_MAX_VERSIONS_PER_ROOM', kind: 'int', min: 1, max: 100_000 },
+  { key: 'maxVersionBytesPerRoom', flag: '--max-version-bytes-per-room', env: 'WEFT_MAX_VERSION_BYTES_PER_ROOM', kind: 'int', min: 1024 },
+  { key: 'versionsPerMinutePerRoom', flag: '--versions-per-minute-per-room', env: 'WEFT_VERSIONS_PER_MINUTE_PER_ROOM', kind: 'int', min: 1, max: 60_000 },
+  { key: 'versionRepublishBytesPerSecond', flag: '--version-republish-bytes-per-second', env: 'WEFT_VERSION_REPUBLISH_BYTES_PER_SECOND', kind: 'int', min: 65_536 },
 ]
 
 const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']
@@ -366,6 +383,10 @@ export function resolveOptions(partial: Partial<WeftOptions> = {}): Readonly<Wef
     'maxDocumentsPerConnection',
     'maxRoomsPerIp',
     'maxLoadedRooms',
+    'maxVersionsPerRoom',
+    'maxVersionBytesPerRoom',
+    'versionsPerMinutePerRoom',
+    'versionRepublishBytesPerSecond',
   ] as const) {
     if (!Number.isInteger(options[key]) || options[key] <= 0) throw new ConfigError(key, `invalid ${key}: must be a positive whole number`)
   }

@@ -2,8 +2,8 @@ import { createHash } from 'node:crypto'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import * as Y from 'yjs'
 import { isValidRoomName, ProtocolError, validateStateVector, validateUpdate, type UpdateSummary } from '../protocol/index.js'
-import type { DocumentWriter, VersionStore } from '../persistence/index.js'
-import { newVersionId } from '../persistence/index.js'
+import type { DocumentWriter, VersionLimits, VersionStore } from '../persistence/index.js'
+import { isVersionId, newVersionId, VersionLimitError } from '../persistence/index.js'
 import { allows, roomInScope, type Access, type Authorizer, type Grant } from './access.js'
 import type { BodyBudget, RoomRefusal } from './admission.js'
 import type { HttpErrorCode } from './codes.js'
@@ -12,6 +12,7 @@ import { documentToJson, type ShareKind } from './document-json.js'
 import type { Logger } from './logger.js'
 import { RoomLoadError, UpdateRefusedError, type Room, type RoomMember, type RoomRegistry } from './room.js'
 import type { Tickets } from './tickets.js'
+import { TokenBucket } from './token-bucket.js'
 
 /** An error an endpoint answers with: the contract's JSON body and the status of its code. */
 export class ApiError extends Error {
@@ -49,6 +50,12 @@ export interface HttpApiDeps {
   releaseRoom(ip: string, room: string): void
   /** A request refused before it was served (origin, content type, body bounds), for metrics. */
   onRefused(reason: string): void
+  /** What one room may hold in versions (--max-versions-per-room, --max-version-bytes-per-room). */
+  versionLimits?: VersionLimits
+  /** --versions-per-minute-per-room; undefined = no rate limit. */
+  versionsPerMinutePerRoom?: number
+  /** Each version saved, and each refused (by the limit that refused it). */
+  onVersion?(outcome: 'created' | 'count' | 'bytes' | 'rate'): void
 }
 
 interface RouteContext {
@@ -96,7 +103,10 @@ interface BodyGate {
  */
 const bodyGates = new WeakMap<IncomingMessage, BodyGate>()
 
-/** Page size of GET /api/rooms when `limit` is not given, and the most it may ask for. */
+/** Rooms whose version-rate bucket is remembered before full (idle) buckets are forgotten. */
+const VERSION_RATE_ROOMS = 10_000
+
+/** Page size of GET /api/rooms (and of version listings) when `limit` is not given, and the most it may ask for. */
 const DEFAULT_PAGE = 100
 const MAX_PAGE = 1000
 
@@ -107,6 +117,8 @@ const MAX_PAGE = 1000
  */
 export class HttpApi {
   readonly routes: readonly Route[]
+  /** Per room: versions it may still get now (--versions-per-minute-per-room). */
+  private readonly versionRate = new Map<string, TokenBucket>()
 
   constructor(private readonly deps: HttpApiDeps) {
     this.routes = [
@@ -401,17 +413,53 @@ export class HttpApi {
     }
     if (typeof name !== 'string' || name === '' || name.length > 200) throw new ApiError('bad_request', 'name must be a string of 1 to 200 characters')
     const room = params[0] as string
+    this.takeVersionRate(room)
     const update = await this.withExistingRoom(room, (r) => Y.encodeStateAsUpdate(r.doc))
     const version = { id: newVersionId(), name, createdAt: Date.now(), update }
-    await this.versionStore((v) => v.putVersion(room, version))
+    try {
+      await this.versionStore((v) => v.putVersion(room, version, this.deps.versionLimits))
+    } catch (err) {
+      if (!(err instanceof VersionLimitError)) throw err
+      this.deps.onVersion?.(err.limit)
+      throw new ApiError('too_many_versions', err.message)
+    }
+    this.deps.onVersion?.('created')
     sendJson(res, 201, { id: version.id, name: version.name, createdAt: version.createdAt })
   }
 
-  private async listVersions({ res, params }: RouteContext): Promise<void> {
-    const versions = await this.versionStore((v) => v.listVersions(params[0] as string))
+  /** Refuses with 429 past --versions-per-minute-per-room: every version copies the whole document. */
+  private takeVersionRate(room: string): void {
+    const perMinute = this.deps.versionsPerMinutePerRoom
+    if (perMinute === undefined) return
+    let bucket = this.versionRate.get(room)
+    if (bucket === undefined) {
+      if (this.versionRate.size >= VERSION_RATE_ROOMS) {
+        // A full bucket says nothing a new one would not: forgetting it loses no limit.
+        for (const [name, held] of this.versionRate) if (held.waitFor(held.capacity) === 0) this.versionRate.delete(name)
+      }
+      bucket = new TokenBucket(perMinute / 60, perMinute)
+      this.versionRate.set(room, bucket)
+    }
+    if (bucket.tryTake()) return
+    this.deps.onVersion?.('rate')
+    throw new ApiError('too_many_requests', `room "${room}" got more than ${perMinute} versions in a minute (--versions-per-minute-per-room)`, {
+      'retry-after': Math.max(1, Math.ceil(bucket.waitFor() / 1000)),
+    })
+  }
+
+  /** Paged like GET /api/rooms: `limit`, and `cursor` = the `nextCursor` of the page before (a version id). */
+  private async listVersions({ res, query, params }: RouteContext): Promise<void> {
+    const room = params[0] as string
+    const limit = pageSize(query.get('limit'))
+    const cursor = query.get('cursor')
+    if (cursor !== null && !isVersionId(cursor)) throw new ApiError('bad_request', 'cursor must be a version id (the nextCursor of the page before)')
+    // One more than the page: whether there is a next page, without a second read.
+    const found = await this.versionStore((v) => v.listVersions(room, { after: cursor ?? undefined, limit: limit + 1 }))
     // Like every other read: a room that does not exist is 404, not an empty list.
-    if (versions.length === 0) await this.withExistingRoom(params[0] as string, () => undefined)
-    sendJson(res, 200, { versions })
+    if (found.length === 0 && cursor === null) await this.withExistingRoom(room, () => undefined)
+    const versions = found.slice(0, limit)
+    const nextCursor = found.length > limit ? (versions[versions.length - 1]?.id ?? null) : null
+    sendJson(res, 200, { versions, nextCursor })
   }
 
   private async loadVersion(room: string, id: string) {
@@ -454,7 +502,7 @@ export class HttpApi {
     try {
       return await work(this.deps.versions)
     } catch (err) {
-      if (err instanceof ApiError) throw err
+      if (err instanceof ApiError || err instanceof VersionLimitError) throw err
       this.deps.log.error({ err }, 'version storage failed')
       throw new ApiError('unavailable', 'version storage is unavailable', { 'retry-after': 5 })
     }

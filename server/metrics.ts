@@ -110,6 +110,18 @@ export class ServerMetrics {
     help: 'Rooms dropped and reloaded from storage because Yjs threw while applying an update',
     registers: [this.registry],
   })
+  readonly versionRefusals = new Counter({
+    name: 'weft_version_refusals_total',
+    help: 'Versions refused by reason: count (--max-versions-per-room), bytes (--max-version-bytes-per-room), rate (--versions-per-minute-per-room)',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  })
+  readonly versionsCreated = new Counter({ name: 'weft_versions_created_total', help: 'Versions saved through this instance', registers: [this.registry] })
+  readonly versionsRepublished = new Counter({
+    name: 'weft_versions_republished_total',
+    help: 'Versions this instance put back into Redis from its LevelDB after Redis lost its data',
+    registers: [this.registry],
+  })
 
   /** Reports the cluster relay's state: weft_redis_up, relay lag, and its message counters. */
   observeRelay(relay: Relay): void {

@@ -7,7 +7,7 @@ import { randomUUID } from 'node:crypto'
 import { WebSocketServer, type WebSocket } from 'ws'
 import { createRelay, RedisSharedState, type Relay } from '../cluster/index.js'
 import { pathOfTarget, roomFromPath } from '../protocol/index.js'
-import { DocumentWriter, openStore, type StorageHealth, type VersionStore } from '../persistence/index.js'
+import { DocumentWriter, openStore, ReplicatedVersions, type StorageHealth, type VersionStore } from '../persistence/index.js'
 import { CloseCode, HttpError, type HttpErrorCode } from './codes.js'
 import { resolveOptions, type WeftOptions } from './config.js'
 import { JwtAuthorizer, OPEN_GRANT, openAccess, roomInScope, type AccessDecision, type Authorizer, type Grant } from './access.js'
@@ -75,6 +75,8 @@ export class WeftServer {
   private relay: Relay | null = null
   private shared: RedisSharedState | null = null
   private versions: VersionStore | null = null
+  /** With --redis: versions in LevelDB and in Redis (persistence/version-replicas.ts). */
+  private replicas: ReplicatedVersions | null = null
   private tickets: Tickets | null = null
   private api: HttpApi | null = null
   private startPromise: Promise<void> | null = null
@@ -197,7 +199,18 @@ export class WeftServer {
         this.deleteLocally(room).catch((err: unknown) => this.log.error({ room, err }, 'deleting a room failed'))
       })
       this.shared = shared
-      this.versions = shared
+      const replicas = new ReplicatedVersions({
+        local: store,
+        shared,
+        republishBytesPerSecond: this.options.versionRepublishBytesPerSecond,
+        logger: this.log.child({ part: 'versions' }),
+        onRepublished: () => this.metrics.versionsRepublished.inc(),
+      })
+      shared.onEpoch((epoch) => {
+        replicas.syncEpoch(epoch).catch((err: unknown) => this.log.warn({ err }, 're-publishing versions failed; retried at the next connection to Redis'))
+      })
+      this.replicas = replicas
+      this.versions = replicas
       this.tickets = new Tickets(shared)
     }
     const { options } = this
@@ -240,6 +253,9 @@ export class WeftServer {
       claimRoom: (ip, room) => this.claimRoom(ip, room, 'http'),
       releaseRoom: (ip, room) => this.roomQuota.release(ip, room),
       onRefused: (reason) => this.metrics.httpRefusals.inc({ reason }),
+      versionLimits: { maxCount: this.options.maxVersionsPerRoom, maxBytes: this.options.maxVersionBytesPerRoom },
+      versionsPerMinutePerRoom: this.options.versionsPerMinutePerRoom,
+      onVersion: (outcome) => (outcome === 'created' ? this.metrics.versionsCreated.inc() : this.metrics.versionRefusals.inc({ reason: outcome })),
     })
     // Each tick checks and pings one slice of the connections: every connection once an interval,
     // and never all of them in one loop, which would hold up broadcasts the way a broadcast to
@@ -539,7 +555,9 @@ export class WeftServer {
     const room = this.rooms?.get(name)
     if (room !== undefined) await room.deleted(CloseCode.documentDeleted)
     await this.writer?.deleteRoom(name)
-    await this.versions?.deleteVersions(name)
+    // With --redis the deleting instance removed the Redis copy before announcing the deletion.
+    if (this.replicas !== null) await this.replicas.deleteLocalVersions(name)
+    else await this.versions?.deleteVersions(name)
     this.log.info({ room: name }, 'room deleted')
   }
 
@@ -654,6 +672,7 @@ export class WeftServer {
       await new Promise((resolve) => setTimeout(resolve, 20))
     }
     for (const connection of this.connections) connection.terminate()
+    this.replicas?.close()
     await this.shared?.close().catch((err: unknown) => this.log.warn({ err }, 'closing the shared state failed'))
     if (this.relay !== null) {
       // Says goodbye (other instances drop this one's awareness at once) and stops heartbeats.

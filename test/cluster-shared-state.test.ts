@@ -2,8 +2,8 @@ import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
 import * as Y from 'yjs'
 import { RedisRelay, RedisSharedState, RedisUnavailableError, TicketExistsError, type RelayLogger } from '../cluster/index.js'
-import { roomKeys } from '../cluster/keys.js'
-import { DELETIONS_LOG_KEY, ticketKey, versionsKey } from '../cluster/shared-state.js'
+import { roomKeys, versionKeys } from '../cluster/keys.js'
+import { DELETIONS_LOG_KEY, ticketKey } from '../cluster/shared-state.js'
 import { newVersionId, type VersionRecord } from '../persistence/index.js'
 import { startRedis, type RedisProcess } from './harness/redis.js'
 import { until } from './harness/wait.js'
@@ -77,7 +77,7 @@ describe('RedisSharedState', () => {
     assert.equal(await b.state.getVersion('doc', 'not/an id'), null)
     assert.equal(await b.state.getVersion('doc2', later.id), null)
     assert.deepEqual(await b.state.listVersions('never'), [])
-    assert.equal(integer(await redis.command('HLEN', versionsKey('doc'))), 2)
+    assert.equal(integer(await redis.command('ZCARD', versionKeys('doc').ids)), 2)
     await b.state.deleteVersions('doc')
     assert.deepEqual(await a.state.listVersions('doc'), [])
   })
@@ -151,7 +151,9 @@ describe('RedisSharedState', () => {
 
       await a.state.deleteRoom(room)
       assert.equal(a.count(room), 1, 'the sender has heard its own deletion when deleteRoom resolves')
-      assert.equal(integer(await redis.command('EXISTS', keys.log, keys.doc, keys.last, versionsKey(room))), 0)
+      const versions = versionKeys(room)
+      assert.equal(integer(await redis.command('EXISTS', keys.log, keys.doc, keys.last, versions.ids, versions.info, versions.bytes)), 0)
+      assert.equal((await redis.command('KEYS', `${versions.contentPrefix}*`)).trim(), '*0')
       await barrier(b, [a, b])
       assert.equal(a.count(room), 1)
       assert.equal(b.count(room), 1)

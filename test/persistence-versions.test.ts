@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { after, describe, it } from 'node:test'
 import { removeStoreDirs, STORE_KINDS, storeTempDir, type FullStore, type StoreFixture } from './harness/stores.js'
-import { newVersionId, openStore, type VersionRecord } from '../persistence/index.js'
+import { newVersionId, openStore, VersionLimitError, type VersionRecord } from '../persistence/index.js'
 import { decodeVersionValue, encodeVersionValue } from '../persistence/version-value.js'
 
 type VersionedStore = FullStore
@@ -160,6 +160,49 @@ for (const { kind, open } of kinds) {
       await store.putVersion('doc', record)
       await store.putVersion('doc', { ...record, name: 'new', update: bytes(2, 2) })
       assert.deepEqual(await store.listVersions('doc'), [{ id: record.id, name: 'new', createdAt: 1, bytes: 2 }])
+    }))
+
+    it('limits: past maxCount or maxBytes the put is refused with VersionLimitError and nothing is stored', () => withStore(async ({ store }) => {
+      const limits = { maxCount: 3, maxBytes: 10 }
+      await store.putVersion('doc', version(1, 'a', bytes(1, 2, 3)), limits)
+      await store.putVersion('doc', version(2, 'b', bytes(4, 5, 6)), limits)
+      const tooBig = version(3, 'too big', bytes(1, 2, 3, 4, 5))
+      await assert.rejects(store.putVersion('doc', tooBig, limits), (err: unknown) => err instanceof VersionLimitError && err.limit === 'bytes' && err.code === 'PERSIST_VERSION_LIMIT')
+      assert.equal(await store.getVersion('doc', tooBig.id), null)
+      await store.putVersion('doc', version(4, 'c', bytes(7, 8, 9, 10)), limits)
+      await assert.rejects(store.putVersion('doc', version(5, 'd', bytes()), limits), (err: unknown) => err instanceof VersionLimitError && err.limit === 'count')
+      assert.deepEqual((await store.listVersions('doc')).map((v) => v.name), ['a', 'b', 'c'])
+      // Another room has its own budget; without limits (a re-published version) nothing is refused.
+      await store.putVersion('other', version(1, 'x', bytes(1)), limits)
+      await store.putVersion('doc', version(6, 'restored', bytes(1, 2, 3, 4, 5, 6, 7, 8)))
+      assert.equal((await store.listVersions('doc')).length, 4)
+    }))
+
+    it('limits: replacing a version counts it once, and concurrent puts cannot pass a limit together', () => withStore(async ({ store }) => {
+      const record = version(1, 'v', bytes(1, 2, 3, 4))
+      await store.putVersion('doc', record, { maxCount: 1, maxBytes: 5 })
+      await store.putVersion('doc', { ...record, update: bytes(1, 2, 3, 4, 5) }, { maxCount: 1, maxBytes: 5 })
+      await assert.rejects(store.putVersion('doc', { ...record, update: bytes(1, 2, 3, 4, 5, 6) }, { maxCount: 1, maxBytes: 5 }), VersionLimitError)
+      const results = await Promise.allSettled(Array.from({ length: 10 }, (_, i) => store.putVersion('race', version(i, `r${i}`, bytes(i)), { maxCount: 4, maxBytes: 1000 })))
+      assert.equal(results.filter((r) => r.status === 'fulfilled').length, 4)
+      assert.equal((await store.listVersions('race')).length, 4)
+    }))
+
+    it('lists a page: after an id, at most limit, oldest first; and the rooms that have versions', () => withStore(async ({ store }) => {
+      const records = Array.from({ length: 5 }, (_, i) => version(100 + i, `p${i}`, bytes(i)))
+      for (const record of [...records].reverse()) await store.putVersion('paged', record)
+      const ids = records.map((r) => r.id)
+      assert.deepEqual((await store.listVersions('paged', { limit: 2 })).map((v) => v.id), ids.slice(0, 2))
+      assert.deepEqual((await store.listVersions('paged', { after: ids[1], limit: 2 })).map((v) => v.id), ids.slice(2, 4))
+      assert.deepEqual((await store.listVersions('paged', { after: ids[3] })).map((v) => v.id), ids.slice(4))
+      assert.deepEqual(await store.listVersions('paged', { after: ids[4] }), [])
+      await store.putVersion('a:b', version(1, 'v', bytes()))
+      await store.putVersion('ab', version(1, 'v', bytes()))
+      await store.append('log-only', bytes(1))
+      assert.deepEqual(await store.listVersionRooms(), ['a:b', 'ab', 'paged'])
+      await store.deleteVersions('ab')
+      await store.deleteRoom('a:b')
+      assert.deepEqual(await store.listVersionRooms(), ['paged'])
     }))
 
     it('rejects every version call once closed', async () => {

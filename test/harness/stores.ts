@@ -1,9 +1,9 @@
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { LevelStore, MemoryStore, type Store, type VersionStore } from '../../persistence/index.js'
+import { LevelStore, MemoryStore, type LocalVersionStore, type Store } from '../../persistence/index.js'
 
-export type FullStore = Store & VersionStore
+export type FullStore = Store & LocalVersionStore
 
 /** A fresh store of one kind; `reopen` (LevelDB only) closes it and opens the same data again. */
 export interface StoreFixture {
