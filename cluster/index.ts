@@ -8,6 +8,8 @@ import { RedisRelay, type RelayLogger } from './redis-relay.js'
 export interface CreateRelayOptions {
   redisUrl: string
   instanceId: string
+  /** --redis-prefix. */
+  prefix: string
   logger: RelayLogger
 }
 
@@ -15,5 +17,6 @@ export interface CreateRelayOptions {
 export function createRelay(options: CreateRelayOptions): RedisRelay {
   return new RedisRelay(options)
 }
+export { RedisNamespace, DEFAULT_REDIS_PREFIX } from './keys.js'
 export { RedisSharedState, RedisUnavailableError, TicketExistsError } from './shared-state.js'
 export type { SharedStateOptions } from './shared-state.js'

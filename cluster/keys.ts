@@ -1,13 +1,18 @@
 /**
- * The Redis key layout of the cluster, in one place.
+ * The Redis key layout of the cluster, in one place. `<p>` is --redis-prefix (default `weft`),
+ * `<db>` the Redis DB number of --redis.
  *
- *   weft:epoch                 random token; its disappearance means Redis lost its data
- *   weft:instance:<id>         heartbeat of one instance (value: ms timestamp), PX 3000
- *   weft:{<r>}:log             Stream of the room's updates not yet in the snapshot (fields i, u)
- *   weft:{<r>}:doc             Hash: u = snapshot (one merged update), upto = last stream id it
- *                              covers, v = version (bumped by every compaction)
- *   weft:{<r>}:last            id of the newest stream entry (what the next message names as prev)
- *   weft:{<r>}:ch              pub/sub channel of the room (updates, awareness, queries, goodbyes)
+ *   <p>:epoch                   random token; its disappearance means Redis lost its data
+ *   <p>:instance:<id>           heartbeat of one instance (value: ms timestamp), PX 3000
+ *   <p>:{<r>}:log               Stream of the room's updates not yet in the snapshot (fields i, u)
+ *   <p>:{<r>}:doc               Hash: u = snapshot (one merged update), upto = last stream id it
+ *                               covers, v = version (bumped by every compaction)
+ *   <p>:{<r>}:last              id of the newest stream entry (what the next message names as prev)
+ *   <p>:<db>:{<r>}:ch           pub/sub channel of the room (updates, awareness, queries, goodbyes)
+ *
+ * Keys live in one DB, but pub/sub channels are global to the Redis server whatever DB a
+ * connection selected: every channel name carries the DB number as well as the prefix, so two
+ * deployments that differ in either never hear each other (issue #13).
  *
  * `<r>` is the base64url of the room name's UTF-8 bytes: room names may hold `{`, `}`, `:`, spaces
  * and any non-control character, none of which can appear in base64url, so no room's keys can
@@ -21,19 +26,44 @@ export interface RoomKeys {
   channel: string
 }
 
-export const EPOCH_KEY = 'weft:epoch'
+export const DEFAULT_REDIS_PREFIX = 'weft'
+
+/** A prefix is part of every key and channel name: a short word, never a glob or a hash tag. */
+export const REDIS_PREFIX_PATTERN = /^[A-Za-z0-9_.-]{1,64}$/
 
 export function roomTag(room: string): string {
   return Buffer.from(room, 'utf8').toString('base64url')
 }
 
-export function roomKeys(room: string): RoomKeys {
-  const prefix = `weft:{${roomTag(room)}}`
-  return { log: `${prefix}:log`, doc: `${prefix}:doc`, last: `${prefix}:last`, channel: `${prefix}:ch` }
-}
+/** The names one deployment uses on one Redis: keys under `<prefix>:`, channels under `<prefix>:<db>:`. */
+export class RedisNamespace {
+  readonly epochKey: string
 
-export function instanceKey(instanceId: string): string {
-  return `weft:instance:${instanceId}`
+  constructor(
+    readonly prefix: string = DEFAULT_REDIS_PREFIX,
+    readonly db = 0,
+  ) {
+    if (!REDIS_PREFIX_PATTERN.test(prefix)) throw new RangeError(`invalid redis prefix ${JSON.stringify(prefix)}`)
+    if (!Number.isSafeInteger(db) || db < 0) throw new RangeError(`invalid redis db ${db}`)
+    this.epochKey = this.key('epoch')
+  }
+
+  key(name: string): string {
+    return `${this.prefix}:${name}`
+  }
+
+  channel(name: string): string {
+    return `${this.prefix}:${this.db}:${name}`
+  }
+
+  room(room: string): RoomKeys {
+    const tag = `{${roomTag(room)}}`
+    return { log: this.key(`${tag}:log`), doc: this.key(`${tag}:doc`), last: this.key(`${tag}:last`), channel: this.channel(`${tag}:ch`) }
+  }
+
+  instance(instanceId: string): string {
+    return this.key(`instance:${instanceId}`)
+  }
 }
 
 /** A Redis Stream id, `<ms>-<seq>`. Both parts fit a JS number exactly (ms < 2^53, seq < 2^53 in practice). */

@@ -4,7 +4,7 @@ import type { Redis } from 'ioredis'
 import * as Y from 'yjs'
 import { mergeUpdatesInChunks } from '../persistence/chunked-merge.js'
 import { decodeAwarenessUpdate, encodeAwarenessUpdate, type AwarenessEntry } from '../protocol/index.js'
-import { EPOCH_KEY, compareStreamIds, instanceKey, nextStreamId, roomKeys, type RoomKeys } from './keys.js'
+import { RedisNamespace, compareStreamIds, nextStreamId, type RoomKeys } from './keys.js'
 import { decodeRelayMessage, encodeRelayMessage, type RelayMessage } from './relay-message.js'
 import { openRedisConnection } from './redis-connection.js'
 import type { Relay, RelayHealth, RelayRoomHandlers, RelayStats } from './relay.js'
@@ -61,6 +61,8 @@ export const CLUSTER_DEFAULTS: Readonly<ClusterTuning> = Object.freeze({
 export interface RedisRelayOptions extends Partial<ClusterTuning> {
   redisUrl: string
   instanceId: string
+  /** --redis-prefix: the namespace of every key and channel (the DB number comes from `redisUrl`). */
+  prefix?: string
   logger: RelayLogger
   faults?: RelayFaults
 }
@@ -110,6 +112,7 @@ const HOLD_MERGE_AT = 64
  */
 export class RedisRelay implements Relay {
   readonly instanceId: string
+  readonly namespace: RedisNamespace
   private readonly options: Readonly<ClusterTuning>
   private readonly logger: RelayLogger
   private readonly faults: RelayFaults
@@ -139,7 +142,7 @@ export class RedisRelay implements Relay {
   private readonly timers: NodeJS.Timeout[] = []
 
   constructor(options: RedisRelayOptions) {
-    const { redisUrl, instanceId, logger, faults, ...rest } = options
+    const { redisUrl, instanceId, logger, faults, prefix, ...rest } = options
     this.instanceId = instanceId
     this.logger = logger
     this.faults = faults ?? {}
@@ -148,6 +151,7 @@ export class RedisRelay implements Relay {
       openRedisConnection(redisUrl, `weft:${instanceId}:${role}`, this.options.maxRetryDelayMs, (err) => this.noteError(err))
     this.cmd = connect('cmd')
     this.sub = connect('sub')
+    this.namespace = new RedisNamespace(prefix, this.cmd.options.db ?? 0)
     this.firstReady = new Promise((resolve) => this.events.once('up', resolve))
     this.firstReady.catch(() => undefined)
     this.watch(this.cmd, 'cmd')
@@ -165,7 +169,7 @@ export class RedisRelay implements Relay {
   async joinRoom(name: string, localState: Uint8Array | null, handlers: RelayRoomHandlers): Promise<Uint8Array | null> {
     if (this.closed) throw new Error('relay is closed')
     if (this.rooms.has(name)) throw new Error(`room ${JSON.stringify(name)} is already joined`)
-    const keys = roomKeys(name)
+    const keys = this.namespace.room(name)
     const room: HeldRoom = {
       name, keys, handlers, state: 'joining', lastApplied: '', ahead: new Map(), buffered: [],
       needsFullSync: false, healing: false, compacting: false, behindAt: null, remoteInstances: new Set(),
@@ -232,7 +236,7 @@ export class RedisRelay implements Relay {
     if (this.closed || entries.length === 0 || !this.isUp()) return
     const message = encodeRelayMessage({ kind: 'awareness', instance: this.instanceId, ts: Date.now(), awareness: encodeAwarenessUpdate(entries) })
     this.counters.commands++
-    this.cmd.publish(roomKeys(name).channel, message).catch((err: unknown) => this.noteError(err))
+    this.cmd.publish(this.namespace.room(name).channel, message).catch((err: unknown) => this.noteError(err))
   }
 
   health(): RelayHealth {
@@ -351,7 +355,7 @@ export class RedisRelay implements Relay {
   // ---- publishing --------------------------------------------------------------------------
 
   private sendUpdate(name: string, update: Uint8Array): void {
-    const keys = roomKeys(name)
+    const keys = this.namespace.room(name)
     this.evalScript(PUBLISH_UPDATE, [keys.log, keys.last], [this.instanceId, update, String(Date.now()), keys.channel]).then(
       (reply) => {
         this.counters.published++
@@ -589,7 +593,7 @@ export class RedisRelay implements Relay {
   private heartbeat(): void {
     if (!this.cmdReady || this.closed) return
     this.counters.commands++
-    this.cmd.set(instanceKey(this.instanceId), String(Date.now()), 'PX', this.options.instanceTtlMs).catch((err: unknown) => this.noteError(err))
+    this.cmd.set(this.namespace.instance(this.instanceId), String(Date.now()), 'PX', this.options.instanceTtlMs).catch((err: unknown) => this.noteError(err))
   }
 
   private scheduleReconcile(): void {
@@ -627,7 +631,7 @@ export class RedisRelay implements Relay {
   }
 
   private async checkEpoch(): Promise<void> {
-    const reply = await this.evalScript(ENSURE_EPOCH, [EPOCH_KEY], [randomBytes(12).toString('base64url')])
+    const reply = await this.evalScript(ENSURE_EPOCH, [this.namespace.epochKey], [randomBytes(12).toString('base64url')])
     const epoch = (reply as Buffer).toString()
     if (this.epoch !== null && epoch !== this.epoch) {
       // Redis lost its data (restarted empty, or flushed): every held room republishes its state.
@@ -656,9 +660,9 @@ export class RedisRelay implements Relay {
       const instances = new Set<string>()
       for (const room of rooms) for (const id of room.remoteInstances) instances.add(id)
       const remote = [...instances]
-      const pipeline = this.cmd.pipeline().get(EPOCH_KEY)
+      const pipeline = this.cmd.pipeline().get(this.namespace.epochKey)
       if (rooms.length > 0) pipeline.mget(...rooms.map((room) => room.keys.last))
-      if (remote.length > 0) pipeline.mget(...remote.map(instanceKey))
+      if (remote.length > 0) pipeline.mget(...remote.map((id) => this.namespace.instance(id)))
       this.counters.commands += pipeline.length
       const results = (await pipeline.exec()) ?? []
       for (const [err] of results) if (err) throw err
@@ -719,7 +723,7 @@ export class RedisRelay implements Relay {
       for (const room of this.rooms.values()) {
         pipeline.publish(room.keys.channel, encodeRelayMessage({ kind: 'gone', instance: this.instanceId, ts: Date.now() }))
       }
-      pipeline.del(instanceKey(this.instanceId))
+      pipeline.del(this.namespace.instance(this.instanceId))
       this.counters.commands += pipeline.length
       await Promise.race([pipeline.exec().catch(() => undefined), delay(this.options.closeMs)])
     }

@@ -4,33 +4,38 @@ import type { Redis } from 'ioredis'
 import { assertStorableRoomName, type VersionInfo, type VersionRecord, type VersionStore } from '../persistence/store.js'
 import { assertVersionId, isVersionId } from '../persistence/version-id.js'
 import { decodeVersionValue, encodeVersionValue, versionInfoFromHeader } from '../persistence/version-value.js'
-import { compareStreamIds, roomKeys, roomTag } from './keys.js'
+import { RedisNamespace, compareStreamIds, roomTag } from './keys.js'
 import { CLUSTER_DEFAULTS, type RelayLogger } from './redis-relay.js'
 import { openRedisConnection } from './redis-connection.js'
 import type { Script } from './scripts.js'
 
 /**
- * Keys of the shared state, beside the relay's (cluster/keys.ts; `<r>` is the same room tag):
+ * Keys of the shared state, beside the relay's (cluster/keys.ts; `<p>`, `<db>` and `<r>` as there):
  *
- *   weft:{<r>}:versions      Hash: version id → stored version (persistence/version-value.ts)
- *   weft:ticket:<sha256>     String, PX = the ticket's lifetime: the ticket's payload. The key
+ *   <p>:{<r>}:versions       Hash: version id → stored version (persistence/version-value.ts)
+ *   <p>:ticket:<sha256>      String, PX = the ticket's lifetime: the ticket's payload. The key
  *                            holds a hash of the ticket, so the key space (KEYS, SCAN, slowlog)
  *                            never shows a redeemable ticket.
- *   weft:deletions           pub/sub channel: JSON {id, room, instance} per room deletion
- *   weft:deletions:log       Stream of the same deletions (fields r = room, i = instance), capped
+ *   <p>:<db>:deletions       pub/sub channel: JSON {id, room, instance} per room deletion
+ *   <p>:deletions:log        Stream of the same deletions (fields r = room, i = instance), capped
  *                            at ~DELETION_LOG_LENGTH entries: an instance whose subscriber was
  *                            disconnected reads what it missed from here after reconnecting.
  */
-export function versionsKey(room: string): string {
-  return `weft:{${roomTag(room)}}:versions`
+export function versionsKey(namespace: RedisNamespace, room: string): string {
+  return namespace.key(`{${roomTag(room)}}:versions`)
 }
 
-export function ticketKey(ticket: string): string {
-  return `weft:ticket:${createHash('sha256').update(ticket, 'utf8').digest('base64url')}`
+export function ticketKey(namespace: RedisNamespace, ticket: string): string {
+  return namespace.key(`ticket:${createHash('sha256').update(ticket, 'utf8').digest('base64url')}`)
 }
 
-export const DELETIONS_CHANNEL = 'weft:deletions'
-export const DELETIONS_LOG_KEY = 'weft:deletions:log'
+export function deletionsChannel(namespace: RedisNamespace): string {
+  return namespace.channel('deletions')
+}
+
+export function deletionsLogKey(namespace: RedisNamespace): string {
+  return namespace.key('deletions:log')
+}
 const DELETION_LOG_LENGTH = 10_000
 /** Deletion ids remembered to deliver each deletion once, whether it comes by channel, by catch-up or from this instance. */
 const DELIVERED_IDS = 1024
@@ -89,6 +94,8 @@ export class TicketExistsError extends Error {
 export interface SharedStateOptions {
   redisUrl: string
   instanceId: string
+  /** --redis-prefix, as the relay's. */
+  prefix?: string
   logger: RelayLogger
   /** Reconnect backoff cap, as the relay's (CLUSTER_DEFAULTS.maxRetryDelayMs). */
   maxRetryDelayMs?: number
@@ -111,11 +118,12 @@ interface Deletion {
  *
  * Deletions are delivered to `onRoomDeleted` listeners once per deletion on every instance: the
  * sender delivers its own before `deleteRoom` resolves; the others hear the channel, and a
- * subscriber that was disconnected reads the deletions it missed from `weft:deletions:log` when it
+ * subscriber that was disconnected reads the deletions it missed from `<p>:deletions:log` when it
  * is back (as long as Redis kept its data).
  */
 export class RedisSharedState implements VersionStore {
   readonly instanceId: string
+  readonly namespace: RedisNamespace
   private readonly logger: RelayLogger
   private readonly cmd: Redis
   private readonly sub: Redis
@@ -131,6 +139,8 @@ export class RedisSharedState implements VersionStore {
   private closed = false
   private closing: Promise<void> | null = null
   private lastError = ''
+  private readonly deletionsChannel: string
+  private readonly deletionsLog: string
 
   constructor(options: SharedStateOptions) {
     this.instanceId = options.instanceId
@@ -142,6 +152,9 @@ export class RedisSharedState implements VersionStore {
       openRedisConnection(options.redisUrl, `weft:${options.instanceId}:shared-${role}`, maxRetryDelayMs, (err) => this.noteError(err))
     this.cmd = connect('cmd')
     this.sub = connect('sub')
+    this.namespace = new RedisNamespace(options.prefix, this.cmd.options.db ?? 0)
+    this.deletionsChannel = deletionsChannel(this.namespace)
+    this.deletionsLog = deletionsLogKey(this.namespace)
     this.events.setMaxListeners(0)
     this.cmd.on('ready', () => {
       this.everReady = true
@@ -158,12 +171,12 @@ export class RedisSharedState implements VersionStore {
     assertStorableRoomName(room)
     assertVersionId(version.id)
     const value = encodeVersionValue(version)
-    await this.command((redis) => redis.hset(versionsKey(room), version.id, Buffer.from(value.buffer, value.byteOffset, value.byteLength)))
+    await this.command((redis) => redis.hset(versionsKey(this.namespace, room), version.id, Buffer.from(value.buffer, value.byteOffset, value.byteLength)))
   }
 
   async listVersions(room: string): Promise<VersionInfo[]> {
     assertStorableRoomName(room)
-    const reply = (await this.command((redis) => this.evalScript(redis, LIST_VERSIONS, [versionsKey(room)], []))) as Array<Buffer | number>
+    const reply = (await this.command((redis) => this.evalScript(redis, LIST_VERSIONS, [versionsKey(this.namespace, room)], []))) as Array<Buffer | number>
     const versions: VersionInfo[] = []
     for (let i = 0; i + 2 < reply.length; i += 3) {
       versions.push(versionInfoFromHeader((reply[i] as Buffer).toString('utf8'), reply[i + 1] as Buffer, Number(reply[i + 2])))
@@ -175,13 +188,13 @@ export class RedisSharedState implements VersionStore {
   async getVersion(room: string, id: string): Promise<VersionRecord | null> {
     assertStorableRoomName(room)
     if (!isVersionId(id)) return null
-    const value = await this.command((redis) => redis.hgetBuffer(versionsKey(room), id))
+    const value = await this.command((redis) => redis.hgetBuffer(versionsKey(this.namespace, room), id))
     return value === null ? null : decodeVersionValue(id, value)
   }
 
   async deleteVersions(room: string): Promise<void> {
     assertStorableRoomName(room)
-    await this.command((redis) => redis.del(versionsKey(room)))
+    await this.command((redis) => redis.del(versionsKey(this.namespace, room)))
   }
 
   // ---- tickets -----------------------------------------------------------------------------
@@ -190,14 +203,14 @@ export class RedisSharedState implements VersionStore {
   async issueTicket(ticket: string, payload: string, ttlMs: number): Promise<void> {
     if (ticket.length === 0) throw new RangeError('ticket must not be empty')
     if (!Number.isSafeInteger(ttlMs) || ttlMs <= 0) throw new RangeError(`ticket ttlMs must be a positive integer: ${ttlMs}`)
-    const reply = await this.command((redis) => redis.set(ticketKey(ticket), payload, 'PX', ttlMs, 'NX'))
+    const reply = await this.command((redis) => redis.set(ticketKey(this.namespace, ticket), payload, 'PX', ttlMs, 'NX'))
     if (reply !== 'OK') throw new TicketExistsError()
   }
 
   /** The payload, once: GETDEL makes the read and the removal one step, so two instances cannot both redeem it. */
   async redeemTicket(ticket: string): Promise<string | null> {
     if (ticket.length === 0) return null
-    return this.command((redis) => redis.getdel(ticketKey(ticket)))
+    return this.command((redis) => redis.getdel(ticketKey(this.namespace, ticket)))
   }
 
   // ---- room deletion -----------------------------------------------------------------------
@@ -209,10 +222,10 @@ export class RedisSharedState implements VersionStore {
    */
   async deleteRoom(room: string): Promise<void> {
     assertStorableRoomName(room)
-    const keys = roomKeys(room)
-    await this.command((redis) => redis.del(keys.log, keys.doc, keys.last, versionsKey(room)))
+    const keys = this.namespace.room(room)
+    await this.command((redis) => redis.del(keys.log, keys.doc, keys.last, versionsKey(this.namespace, room)))
     const id = (await this.command((redis) =>
-      this.evalScript(redis, ANNOUNCE_DELETION, [DELETIONS_LOG_KEY], [room, this.instanceId, String(DELETION_LOG_LENGTH), DELETIONS_CHANNEL]),
+      this.evalScript(redis, ANNOUNCE_DELETION, [this.deletionsLog], [room, this.instanceId, String(DELETION_LOG_LENGTH), this.deletionsChannel]),
     )) as Buffer
     this.deliver({ id: id.toString('utf8'), room })
   }
@@ -273,17 +286,17 @@ export class RedisSharedState implements VersionStore {
   private async resubscribe(): Promise<void> {
     try {
       const from = this.deletionsSeen
-      await this.sub.subscribe(DELETIONS_CHANNEL)
+      await this.sub.subscribe(this.deletionsChannel)
       if (this.closed) return
       if (from === null) {
         // First connection: deletions before this instance started are none of its business.
-        const newest = await this.cmdOrNull((redis) => redis.xrevrange(DELETIONS_LOG_KEY, '+', '-', 'COUNT', 1))
+        const newest = await this.cmdOrNull((redis) => redis.xrevrange(this.deletionsLog, '+', '-', 'COUNT', 1))
         const id = newest?.[0]?.[0]
         if (id !== undefined) this.noteSeen(id)
         else this.deletionsSeen ??= '0-0'
         return
       }
-      const missed = await this.cmdOrNull((redis) => redis.xrange(DELETIONS_LOG_KEY, `(${from}`, '+'))
+      const missed = await this.cmdOrNull((redis) => redis.xrange(this.deletionsLog, `(${from}`, '+'))
       let delivered = 0
       for (const [id, fields] of missed ?? []) {
         const room = fieldOf(fields, 'r')
@@ -310,7 +323,7 @@ export class RedisSharedState implements VersionStore {
   }
 
   private onDeletionMessage(channel: string, message: string): void {
-    if (channel !== DELETIONS_CHANNEL || this.closed) return
+    if (channel !== this.deletionsChannel || this.closed) return
     let parsed: unknown
     try {
       parsed = JSON.parse(message)

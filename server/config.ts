@@ -7,6 +7,7 @@
  */
 
 import { readFileSync } from 'node:fs'
+import { REDIS_PREFIX_PATTERN } from '../cluster/keys.js'
 import { ClientAddress } from './admission.js'
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent'
@@ -67,6 +68,8 @@ export interface WeftOptions {
   roomUnloadDelayMs: number
   /** Milliseconds between server pings; a connection silent for two intervals is terminated. */
   heartbeatIntervalMs: number
+  /** Namespace of every Redis key and channel (the DB number of --redis is part of channel names too). */
+  redisPrefix: string
 }
 
 export const DEFAULTS: Readonly<WeftOptions> = Object.freeze({
@@ -98,6 +101,7 @@ export const DEFAULTS: Readonly<WeftOptions> = Object.freeze({
   slowConsumerGraceMs: 5_000,
   roomUnloadDelayMs: 5_000,
   heartbeatIntervalMs: 30_000,
+  redisPrefix: 'weft',
 })
 
 /** A setting that cannot be used; the CLI prints `message` and exits with status 2. */
@@ -149,6 +153,8 @@ export const SETTINGS: readonly SettingSpec[] = [
   { key: 'inboundBytesPerSecond', flag: '--inbound-bytes-per-second', env: 'WEFT_INBOUND_BYTES_PER_SECOND', kind: 'int', min: 1024 },
   { key: 'slowConsumerGraceMs', flag: '--slow-consumer-grace-ms', env: 'WEFT_SLOW_CONSUMER_GRACE_MS', kind: 'int', min: 0, max: 600_000 },
   { key: 'heartbeatIntervalMs', flag: '--heartbeat-interval-ms', env: 'WEFT_HEARTBEAT_INTERVAL_MS', kind: 'int', min: 100, max: 600_000 },
+  // The cluster (issue #13).
+  { key: 'redisPrefix', flag: '--redis-prefix', env: 'WEFT_REDIS_PREFIX', kind: 'string' },
 ]
 
 const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']
@@ -267,6 +273,9 @@ export function resolveOptions(partial: Partial<WeftOptions> = {}): Readonly<Wef
     if (!Number.isInteger(options[key]) || options[key] <= 0) throw new ConfigError(key, `invalid ${key}: must be a positive whole number`)
   }
   if (options.data === '') throw new ConfigError('--data', 'invalid --data: must not be empty')
+  if (!REDIS_PREFIX_PATTERN.test(options.redisPrefix)) {
+    throw new ConfigError('--redis-prefix', `invalid --redis-prefix: "${options.redisPrefix}" must be 1 to 64 letters, digits, '.', '_' or '-'`)
+  }
   const badProxy = ClientAddress.validate(options.trustedProxies)
   if (badProxy !== null) throw new ConfigError('--trusted-proxies', `invalid --trusted-proxies: "${badProxy}" is not an IP address or CIDR range`)
   return Object.freeze({ ...options })

@@ -169,6 +169,7 @@ export class WeftServer {
       const relay = createRelay({
         redisUrl: this.options.redisUrl,
         instanceId: this.options.instanceId ?? randomUUID(),
+        prefix: this.options.redisPrefix,
         logger: this.log.child({ part: 'relay' }),
       })
       relay.on('health', (health) => {
@@ -182,7 +183,7 @@ export class WeftServer {
     this.versions = store
     this.tickets = new Tickets(new MemoryTickets())
     if (this.options.redisUrl !== null) {
-      const shared = new RedisSharedState({ redisUrl: this.options.redisUrl, instanceId: this.relay?.instanceId ?? randomUUID(), logger: this.log.child({ part: 'shared' }) })
+      const shared = new RedisSharedState({ redisUrl: this.options.redisUrl, instanceId: this.relay?.instanceId ?? randomUUID(), prefix: this.options.redisPrefix, logger: this.log.child({ part: 'shared' }) })
       shared.onRoomDeleted((room) => {
         this.deleteLocally(room).catch((err: unknown) => this.log.error({ room, err }, 'deleting a room failed'))
       })
