@@ -354,7 +354,7 @@ export class WeftServer {
     }
     const target = req.url ?? '/'
     const path = pathOfTarget(target)
-    const hocuspocus = path === this.options.hocuspocusPath
+    const hocuspocus = servesHocuspocus(path, this.options.hocuspocusPath)
     const room = hocuspocus ? null : roomFromPath(path)
     if (!hocuspocus && room === null) {
       this.refuseUpgrade(socket, 'invalid_room', 'room names are 1 to 512 bytes of UTF-8 without control characters', 'invalid_room')
@@ -596,6 +596,18 @@ export class WeftServer {
   loadedRoom(name: string) {
     return this.rooms?.get(name)
   }
+}
+
+/**
+ * The Hocuspocus protocol is served on its path and on `<path>/<anything>`, so an application can
+ * put the document name in the URL and a load balancer can route by room. Not below the default
+ * `/`: `//<room>` is what a y-websocket provider whose server URL ends in `/` asks for, and it
+ * stays that y-websocket room.
+ */
+export function servesHocuspocus(path: string, hocuspocusPath: string): boolean {
+  if (path === hocuspocusPath) return true
+  if (hocuspocusPath === '/') return false
+  return path.startsWith(hocuspocusPath.endsWith('/') ? hocuspocusPath : `${hocuspocusPath}/`)
 }
 
 /** Creates a weft server; `listen()` or `attach(httpServer)` to start it. */
