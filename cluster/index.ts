@@ -1,5 +1,5 @@
 /** The cluster part of weft: the Relay interface, its Redis implementation and an in-memory fake. */
-export type { Relay, RelayHealth, RelayRoomHandlers, RelayStats } from './relay.js'
+export type { Relay, RelayHealth, RelayRecovery, RelayRoomHandlers, RelayStats, RedisPersistence, StoredRooms } from './relay.js'
 export { CLUSTER_DEFAULTS, RedisRelay } from './redis-relay.js'
 export type { ClusterTuning, RedisRelayOptions, RelayFaults, RelayLogger } from './redis-relay.js'
 export { MemoryBus, MemoryRelay } from './memory-relay.js'
@@ -10,6 +10,10 @@ export interface CreateRelayOptions {
   instanceId: string
   /** --redis-prefix. */
   prefix: string
+  /** --redis-retention-seconds, in ms (0 = keep for ever). */
+  retentionMs: number
+  /** --republish-rooms-per-second. */
+  republishRoomsPerSecond: number
   logger: RelayLogger
 }
 

@@ -4,11 +4,15 @@
  *
  *   <p>:epoch                   random token; its disappearance means Redis lost its data
  *   <p>:instance:<id>           heartbeat of one instance (value: ms timestamp), PX 3000
+ *   <p>:<db>:ask                pub/sub channel: "who has room R?" and the answers (cluster/ask.ts)
  *   <p>:{<r>}:log               Stream of the room's updates not yet in the snapshot (fields i, u)
  *   <p>:{<r>}:doc               Hash: u = snapshot (one merged update), upto = last stream id it
  *                               covers, v = version (bumped by every compaction)
  *   <p>:{<r>}:last              id of the newest stream entry (what the next message names as prev)
  *   <p>:<db>:{<r>}:ch           pub/sub channel of the room (updates, awareness, queries, goodbyes)
+ *
+ * With --redis-retention-seconds, a room's keys expire that long after its last edit (refreshed
+ * while an instance holds the room loaded); the instances' LevelDB keeps the document.
  *
  * Keys live in one DB, but pub/sub channels are global to the Redis server whatever DB a
  * connection selected: every channel name carries the DB number as well as the prefix, so two
@@ -38,6 +42,7 @@ export function roomTag(room: string): string {
 /** The names one deployment uses on one Redis: keys under `<prefix>:`, channels under `<prefix>:<db>:`. */
 export class RedisNamespace {
   readonly epochKey: string
+  readonly askChannel: string
 
   constructor(
     readonly prefix: string = DEFAULT_REDIS_PREFIX,
@@ -46,6 +51,7 @@ export class RedisNamespace {
     if (!REDIS_PREFIX_PATTERN.test(prefix)) throw new RangeError(`invalid redis prefix ${JSON.stringify(prefix)}`)
     if (!Number.isSafeInteger(db) || db < 0) throw new RangeError(`invalid redis db ${db}`)
     this.epochKey = this.key('epoch')
+    this.askChannel = this.channel('ask')
   }
 
   key(name: string): string {

@@ -7,11 +7,12 @@ import { decodeAwarenessUpdate, encodeAwarenessUpdate, type AwarenessEntry } fro
 import { RedisNamespace, compareStreamIds, nextStreamId, type RoomKeys } from './keys.js'
 import { decodeRelayMessage, encodeRelayMessage, type RelayMessage } from './relay-message.js'
 import { openRedisConnection } from './redis-connection.js'
-import type { Relay, RelayHealth, RelayRoomHandlers, RelayStats } from './relay.js'
+import type { RedisPersistence, Relay, RelayHealth, RelayRecovery, RelayRoomHandlers, RelayStats, StoredRooms } from './relay.js'
 import { COMPACT_ROOM, ENSURE_EPOCH, PUBLISH_UPDATE, READ_ROOM, type Script } from './scripts.js'
+import { PendingAsks, decodeAsk, encodeAsk, type AskMessage } from './ask.js'
+import { missingFrom } from './state-diff.js'
 
 const SCRIPTS = [PUBLISH_UPDATE, READ_ROOM, COMPACT_ROOM, ENSURE_EPOCH]
-import { missingFrom } from './state-diff.js'
 
 /** The subset of a pino logger the relay writes to. */
 export interface RelayLogger {
@@ -37,6 +38,9 @@ export interface ClusterTuning {
   maxRetryDelayMs: number
   joinWaitMs: number
   closeMs: number
+  retentionMs: number
+  republishRoomsPerSecond: number
+  askTimeoutMs: number
 }
 
 export const CLUSTER_DEFAULTS: Readonly<ClusterTuning> = Object.freeze({
@@ -56,7 +60,18 @@ export const CLUSTER_DEFAULTS: Readonly<ClusterTuning> = Object.freeze({
   joinWaitMs: 2000,
   /** Deadline of the goodbye messages in `close()`. */
   closeMs: 1000,
+  /** A room's keys expire this long after its last edit (refreshed while held); 0 = never (--redis-retention-seconds). */
+  retentionMs: 3 * 24 * 3600 * 1000,
+  /** Stored rooms re-published per second after Redis lost its data (--republish-rooms-per-second). */
+  republishRoomsPerSecond: 100,
+  /** How long an ask waits for the other instances' answers before the room is served without them. */
+  askTimeoutMs: 2000,
 })
+
+/** Asks of one instance in flight at once; more wait for a slot (new room names cost every instance a lookup). */
+const MAX_ASKS = 32
+/** Asks answered at once; more wait in line (each is a LevelDB read and maybe a publish). */
+const MAX_ANSWERS = 8
 
 export interface RedisRelayOptions extends Partial<ClusterTuning> {
   redisUrl: string
@@ -140,6 +155,16 @@ export class RedisRelay implements Relay {
   private closing: Promise<void> | null = null
   private readonly firstReady: Promise<void>
   private readonly timers: NodeJS.Timeout[] = []
+  private stored: StoredRooms | null = null
+  private persistence: RedisPersistence = 'unknown'
+  private readonly asks = new PendingAsks()
+  private asksInFlight = 0
+  private readonly askSlots: Array<() => void> = []
+  private answering = 0
+  private readonly answerQueue: Array<Extract<AskMessage, { kind: 'ask' }>> = []
+  private readonly recoveryState = { republishing: false, republishDone: 0, republishTotal: 0, republished: 0, asks: 0, found: 0, answered: 0 }
+  private republishAgain = false
+  private askSeq = 0
 
   constructor(options: RedisRelayOptions) {
     const { redisUrl, instanceId, logger, faults, prefix, ...rest } = options
@@ -162,6 +187,12 @@ export class RedisRelay implements Relay {
     heartbeat.unref()
     check.unref()
     this.timers.push(heartbeat, check)
+    if (this.options.retentionMs > 0) {
+      // Keys of held rooms must not expire under their instances: refreshed well within the retention.
+      const refresh = setInterval(() => void this.refreshRetention(), Math.max(1000, Math.floor(this.options.retentionMs / 3)))
+      refresh.unref()
+      this.timers.push(refresh)
+    }
   }
 
   // ---- Relay -------------------------------------------------------------------------------
@@ -182,7 +213,10 @@ export class RedisRelay implements Relay {
       if (!this.isUp()) throw new Error('redis is down')
       // Subscribe before reading: whatever is published after the read is then buffered, not lost.
       await this.subscribe([keys.channel])
-      const read = await this.read(room, '')
+      let read = await this.read(room, '')
+      // Redis has nothing of the room: it may have lost it (restarted empty, flushed, retention)
+      // while other instances still store it. Their copies are in the stream once one says so.
+      if (read.updates.length === 0 && (await this.askCluster(name))) read = await this.read(room, '')
       cluster = read.updates.length === 0 ? null : await mergeUpdatesInChunks(read.updates)
       room.lastApplied = read.lastId
       // From here to activation nothing awaits, so no message can slip between buffer and room.
@@ -239,6 +273,14 @@ export class RedisRelay implements Relay {
     this.cmd.publish(this.namespace.room(name).channel, message).catch((err: unknown) => this.noteError(err))
   }
 
+  setStoredRooms(rooms: StoredRooms): void {
+    this.stored = rooms
+  }
+
+  recovery(): RelayRecovery {
+    return { persistence: this.persistence, ...this.recoveryState }
+  }
+
   health(): RelayHealth {
     return this.isUp() ? { up: true, lagMs: Math.round(this.lagMs) } : { up: false, since: this.downSince, error: this.lastError }
   }
@@ -282,6 +324,7 @@ export class RedisRelay implements Relay {
           () => {
             this.cmdReady = this.cmd.status === 'ready'
             this.updateHealth()
+            void this.checkPersistence()
           },
           (err: unknown) => this.noteError(err),
         )
@@ -289,8 +332,8 @@ export class RedisRelay implements Relay {
       }
       // Resubscribing is ours (autoResubscribe is off): the relay is up, and catches up, only
       // once every held room's channel is subscribed again.
-      const channels = [...this.channels.keys()]
-      const subscribed = channels.length === 0 ? Promise.resolve() : this.subscribe(channels)
+      const channels = [this.namespace.askChannel, ...this.channels.keys()]
+      const subscribed = this.subscribe(channels)
       subscribed.then(
         () => {
           this.subReady = this.sub.status === 'ready'
@@ -356,7 +399,7 @@ export class RedisRelay implements Relay {
 
   private sendUpdate(name: string, update: Uint8Array): void {
     const keys = this.namespace.room(name)
-    this.evalScript(PUBLISH_UPDATE, [keys.log, keys.last], [this.instanceId, update, String(Date.now()), keys.channel]).then(
+    this.evalScript(PUBLISH_UPDATE, [keys.log, keys.last, keys.doc], [this.instanceId, update, String(Date.now()), keys.channel, String(this.options.retentionMs)]).then(
       (reply) => {
         this.counters.published++
         const length = Number((reply as unknown[])[2])
@@ -426,6 +469,10 @@ export class RedisRelay implements Relay {
   // ---- receiving ---------------------------------------------------------------------------
 
   private onChannelMessage(channel: string, bytes: Buffer): void {
+    if (channel === this.namespace.askChannel) {
+      this.onAskMessage(bytes.toString('utf8'))
+      return
+    }
     const name = this.channels.get(channel)
     const room = name === undefined ? undefined : this.rooms.get(name)
     if (room === undefined || this.closed) return
@@ -506,8 +553,12 @@ export class RedisRelay implements Relay {
 
   // ---- healing -----------------------------------------------------------------------------
 
-  private async read(room: HeldRoom, after: string): Promise<ReadResult> {
-    const reply = (await this.evalScript(READ_ROOM, [room.keys.doc, room.keys.log], [after])) as [Buffer, Buffer, Buffer | null, Array<[Buffer, Buffer[]]>]
+  private read(room: HeldRoom, after: string): Promise<ReadResult> {
+    return this.readKeys(room.keys, after)
+  }
+
+  private async readKeys(keys: RoomKeys, after: string): Promise<ReadResult> {
+    const reply = (await this.evalScript(READ_ROOM, [keys.doc, keys.log], [after])) as [Buffer, Buffer, Buffer | null, Array<[Buffer, Buffer[]]>]
     const [upto, version, snapshot, entries] = reply
     const updates: Uint8Array[] = snapshot === null ? [] : [snapshot]
     let foreign = 0
@@ -579,7 +630,7 @@ export class RedisRelay implements Relay {
       const read = await this.read(room, '')
       if (read.updates.length === 0 || read.lastId === '' || read.lastId === read.upto) return
       const snapshot = await mergeUpdatesInChunks(read.updates)
-      const applied = await this.evalScript(COMPACT_ROOM, [room.keys.doc, room.keys.log], [read.version, snapshot, read.lastId, nextStreamId(read.lastId)])
+      const applied = await this.evalScript(COMPACT_ROOM, [room.keys.doc, room.keys.log], [read.version, snapshot, read.lastId, nextStreamId(read.lastId), String(this.options.retentionMs)])
       this.logger.debug({ room: room.name, upto: read.lastId, bytes: snapshot.byteLength, applied: Number(applied) === 1 }, 'room stream compacted')
     } catch (err) {
       this.noteError(err)
@@ -631,8 +682,12 @@ export class RedisRelay implements Relay {
   }
 
   private async checkEpoch(): Promise<void> {
-    const reply = await this.evalScript(ENSURE_EPOCH, [this.namespace.epochKey], [randomBytes(12).toString('base64url')])
+    const candidate = randomBytes(12).toString('base64url')
+    const reply = await this.evalScript(ENSURE_EPOCH, [this.namespace.epochKey], [candidate])
     const epoch = (reply as Buffer).toString()
+    // A new epoch (this instance's own candidate, or another than the one it knew) means Redis
+    // had no data: every room stored here goes back, not only the loaded ones.
+    if (epoch === candidate || (this.epoch !== null && epoch !== this.epoch)) this.republishStored()
     if (this.epoch !== null && epoch !== this.epoch) {
       // Redis lost its data (restarted empty, or flushed): every held room republishes its state.
       this.logger.warn({ instance: this.instanceId }, 'redis lost its data; re-publishing every held room')
@@ -714,10 +769,200 @@ export class RedisRelay implements Relay {
     }
   }
 
+  // ---- recovery (issue #13) ------------------------------------------------------------------
+
+  /** Reads how the Redis keeps its data; warns once when it keeps none (a restart loses every room's cluster copy). */
+  private async checkPersistence(): Promise<void> {
+    let aof: boolean | null = null
+    let rdb: boolean | null = null
+    try {
+      this.counters.commands++
+      const match = /aof_enabled:(\d)/.exec(await this.cmd.info('persistence'))
+      if (match !== null) aof = match[1] === '1'
+      this.counters.commands++
+      const reply = (await this.cmd.config('GET', 'save')) as string[]
+      rdb = (reply[1] ?? '').trim() !== ''
+    } catch (err) {
+      // CONFIG is often renamed away on managed Redis: what is known stays, the rest is unknown.
+      this.noteError(err)
+    }
+    const mode: RedisPersistence =
+      aof === null ? 'unknown' : aof && rdb === true ? 'aof+rdb' : aof ? 'aof' : rdb === true ? 'rdb' : rdb === false ? 'none' : 'unknown'
+    if (mode === 'none' && this.persistence !== 'none') {
+      this.logger.warn(
+        { instance: this.instanceId },
+        'redis keeps neither an AOF nor RDB snapshots: a restart empties it, and the instances then re-publish every stored room (see "Redis persistence" in the README)',
+      )
+    }
+    this.persistence = mode
+  }
+
+  /**
+   * Asks the other instances for a room Redis does not have (cluster/ask.ts). Resolves true once
+   * one of them has published it into the room's stream; false when none has it (a new room) or
+   * none answered within askTimeoutMs.
+   */
+  private async askCluster(room: string): Promise<boolean> {
+    if (this.asksInFlight >= MAX_ASKS) await new Promise<void>((resolve) => this.askSlots.push(resolve))
+    this.asksInFlight++
+    const id = `${this.instanceId}:${++this.askSeq}`
+    try {
+      const answered = this.asks.wait(id, this.options.askTimeoutMs)
+      this.counters.commands++
+      const receivers = await this.cmd.publish(this.namespace.askChannel, encodeAsk({ kind: 'ask', id, room, from: this.instanceId }))
+      // This instance's own subscriber is among the receivers.
+      const others = receivers - (this.subReady ? 1 : 0)
+      if (others <= 0) {
+        this.asks.clear(id)
+        return false
+      }
+      this.recoveryState.asks++
+      this.asks.expect(id, others)
+      const found = await answered
+      if (found) this.recoveryState.found++
+      return found
+    } catch (err) {
+      this.asks.clear(id)
+      throw err
+    } finally {
+      this.asksInFlight--
+      this.askSlots.shift()?.()
+    }
+  }
+
+  private onAskMessage(text: string): void {
+    const message = decodeAsk(text)
+    if (message === null || message.from === this.instanceId || this.closed) return
+    if (message.kind === 'answer') {
+      this.asks.answer(message.id, message.from, message.had)
+      return
+    }
+    // Past this backlog the asker's deadline answers for us; the queue never grows without bound.
+    if (this.answerQueue.length >= MAX_ASKS * 8) return
+    this.answerQueue.push(message)
+    this.pumpAnswers()
+  }
+
+  private pumpAnswers(): void {
+    while (this.answering < MAX_ANSWERS && this.answerQueue.length > 0) {
+      const ask = this.answerQueue.shift() as Extract<AskMessage, { kind: 'ask' }>
+      this.answering++
+      void this.answer(ask).finally(() => {
+        this.answering--
+        this.pumpAnswers()
+      })
+    }
+  }
+
+  /** Publishes this instance's copy of the room (if it has one) before saying so: the asker reads it next. */
+  private async answer(ask: Extract<AskMessage, { kind: 'ask' }>): Promise<void> {
+    let had = false
+    try {
+      const held = this.rooms.get(ask.room)
+      const state = held !== undefined && held.state === 'active' ? held.handlers.localState() : await this.stored?.load(ask.room)
+      if (state !== undefined && state !== null) had = await this.publishState(ask.room, state)
+    } catch (err) {
+      this.noteError(err)
+      this.logger.warn({ room: ask.room, err: errorText(err) }, 'answering an ask for a room failed')
+    }
+    if (had) this.recoveryState.answered++
+    if (this.closed || !this.cmdReady) return
+    this.counters.commands++
+    await this.cmd
+      .publish(this.namespace.askChannel, encodeAsk({ kind: 'answer', id: ask.id, from: this.instanceId, had }))
+      .catch((err: unknown) => this.noteError(err))
+  }
+
+  /** Publishes what `state` has that the cluster's copy of `room` lacks; false when `state` is empty. */
+  private async publishState(room: string, state: Uint8Array): Promise<boolean> {
+    if (missingFrom(state, null) === null) return false
+    const keys = this.namespace.room(room)
+    const read = await this.readKeys(keys, '')
+    const cluster = read.updates.length === 0 ? null : await mergeUpdatesInChunks(read.updates)
+    const missing = missingFrom(state, cluster)
+    if (missing !== null) {
+      await this.evalScript(PUBLISH_UPDATE, [keys.log, keys.last, keys.doc], [this.instanceId, missing, String(Date.now()), keys.channel, String(this.options.retentionMs)])
+      this.counters.published++
+    }
+    return true
+  }
+
+  private republishStored(): void {
+    if (this.stored === null || this.closed) return
+    if (this.recoveryState.republishing) {
+      this.republishAgain = true
+      return
+    }
+    void this.republish(this.stored)
+  }
+
+  /**
+   * Puts every room stored here back into Redis, at most republishRoomsPerSecond, in the
+   * background (the instance serves meanwhile; rooms asked for in between come through the ask).
+   * Held rooms are left to the reconcile, which re-syncs them whole.
+   */
+  private async republish(stored: StoredRooms): Promise<void> {
+    const progress = this.recoveryState
+    progress.republishing = true
+    try {
+      do {
+        this.republishAgain = false
+        const rooms = await stored.list()
+        progress.republishTotal = rooms.length
+        progress.republishDone = 0
+        if (rooms.length > 0) this.logger.warn({ instance: this.instanceId, rooms: rooms.length, perSecond: this.options.republishRoomsPerSecond }, 'redis had no data; re-publishing every stored room')
+        const gapMs = 1000 / this.options.republishRoomsPerSecond
+        const started = Date.now()
+        for (const room of rooms) {
+          if (this.closed || this.republishAgain) break
+          // Paced from the start: one slow room does not lower the rate of the rest.
+          const due = started + progress.republishDone * gapMs
+          if (due > Date.now()) await delay(due - Date.now())
+          if (!this.rooms.has(room)) await this.republishRoom(stored, room)
+          progress.republishDone++
+          progress.republished++
+        }
+        if (rooms.length > 0 && !this.republishAgain) this.logger.info({ instance: this.instanceId, rooms: progress.republishDone }, 'stored rooms re-published')
+      } while (this.republishAgain && !this.closed)
+    } catch (err) {
+      this.noteError(err)
+      this.logger.error({ err: errorText(err) }, 're-publishing stored rooms failed; rooms missing from redis are found by asking the cluster')
+    } finally {
+      progress.republishing = false
+    }
+  }
+
+  /** One room, retried while Redis comes and goes (a few tries: the ask covers what is left). */
+  private async republishRoom(stored: StoredRooms, room: string): Promise<void> {
+    for (let attempt = 0; attempt < 5 && !this.closed; attempt++) {
+      while (!this.isUp() && !this.closed) await delay(100)
+      try {
+        const state = await stored.load(room)
+        if (state !== null) await this.publishState(room, state)
+        return
+      } catch (err) {
+        this.noteError(err)
+      }
+    }
+    this.logger.warn({ room }, 'a stored room could not be re-published')
+  }
+
+  /** Held rooms keep their keys: an idle room with clients must not expire under them. */
+  private async refreshRetention(): Promise<void> {
+    if (!this.isUp()) return
+    const rooms = [...this.rooms.values()].filter((room) => room.state === 'active')
+    if (rooms.length === 0) return
+    const pipeline = this.cmd.pipeline()
+    for (const room of rooms) for (const key of [room.keys.log, room.keys.last, room.keys.doc]) pipeline.pexpire(key, this.options.retentionMs)
+    this.counters.commands += pipeline.length
+    await pipeline.exec().catch((err: unknown) => this.noteError(err))
+  }
+
   // ---- shutdown ----------------------------------------------------------------------------
 
   private async shutdown(): Promise<void> {
     for (const timer of this.timers) clearInterval(timer)
+    this.asks.clear()
     if (this.isUp()) {
       const pipeline = this.cmd.pipeline()
       for (const room of this.rooms.values()) {

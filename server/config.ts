@@ -70,6 +70,10 @@ export interface WeftOptions {
   heartbeatIntervalMs: number
   /** Namespace of every Redis key and channel (the DB number of --redis is part of channel names too). */
   redisPrefix: string
+  /** Seconds after its last edit a room's keys leave Redis (LevelDB keeps it); 0 = never. */
+  redisRetentionSeconds: number
+  /** Stored rooms re-published to Redis per second after it lost its data. */
+  republishRoomsPerSecond: number
 }
 
 export const DEFAULTS: Readonly<WeftOptions> = Object.freeze({
@@ -102,6 +106,8 @@ export const DEFAULTS: Readonly<WeftOptions> = Object.freeze({
   roomUnloadDelayMs: 5_000,
   heartbeatIntervalMs: 30_000,
   redisPrefix: 'weft',
+  redisRetentionSeconds: 3 * 24 * 3600,
+  republishRoomsPerSecond: 100,
 })
 
 /** A setting that cannot be used; the CLI prints `message` and exits with status 2. */
@@ -155,6 +161,8 @@ export const SETTINGS: readonly SettingSpec[] = [
   { key: 'heartbeatIntervalMs', flag: '--heartbeat-interval-ms', env: 'WEFT_HEARTBEAT_INTERVAL_MS', kind: 'int', min: 100, max: 600_000 },
   // The cluster (issue #13).
   { key: 'redisPrefix', flag: '--redis-prefix', env: 'WEFT_REDIS_PREFIX', kind: 'string' },
+  { key: 'redisRetentionSeconds', flag: '--redis-retention-seconds', env: 'WEFT_REDIS_RETENTION_SECONDS', kind: 'int', min: 0, max: 10 * 365 * 24 * 3600 },
+  { key: 'republishRoomsPerSecond', flag: '--republish-rooms-per-second', env: 'WEFT_REPUBLISH_ROOMS_PER_SECOND', kind: 'int', min: 1, max: 100_000 },
 ]
 
 const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']
@@ -269,12 +277,16 @@ export function resolveOptions(partial: Partial<WeftOptions> = {}): Readonly<Wef
     'inboundMessagesPerSecond',
     'inboundBytesPerSecond',
     'heartbeatIntervalMs',
+    'republishRoomsPerSecond',
   ] as const) {
     if (!Number.isInteger(options[key]) || options[key] <= 0) throw new ConfigError(key, `invalid ${key}: must be a positive whole number`)
   }
   if (options.data === '') throw new ConfigError('--data', 'invalid --data: must not be empty')
   if (!REDIS_PREFIX_PATTERN.test(options.redisPrefix)) {
     throw new ConfigError('--redis-prefix', `invalid --redis-prefix: "${options.redisPrefix}" must be 1 to 64 letters, digits, '.', '_' or '-'`)
+  }
+  if (!Number.isSafeInteger(options.redisRetentionSeconds) || options.redisRetentionSeconds < 0) {
+    throw new ConfigError('--redis-retention-seconds', 'invalid --redis-retention-seconds: must be a whole number of seconds, 0 = keep for ever')
   }
   const badProxy = ClientAddress.validate(options.trustedProxies)
   if (badProxy !== null) throw new ConfigError('--trusted-proxies', `invalid --trusted-proxies: "${badProxy}" is not an IP address or CIDR range`)

@@ -170,8 +170,11 @@ export class WeftServer {
         redisUrl: this.options.redisUrl,
         instanceId: this.options.instanceId ?? randomUUID(),
         prefix: this.options.redisPrefix,
+        retentionMs: this.options.redisRetentionSeconds * 1000,
+        republishRoomsPerSecond: this.options.republishRoomsPerSecond,
         logger: this.log.child({ part: 'relay' }),
       })
+      relay.setStoredRooms({ list: async () => (await writer.listRooms()).map((stored) => stored.room), load: (room) => writer.load(room) })
       relay.on('health', (health) => {
         if (this.stateValue === 'draining' || this.stateValue === 'stopped') return
         if (health.up) this.log.info('redis relay up')
@@ -290,7 +293,10 @@ export class WeftServer {
         // Redis being down does not make an instance unready: it still serves its own clients
         // (and holds their updates for the cluster); taking every instance out would be an outage.
         const redis = this.relay === null ? 'none' : this.relay.health().up ? 'up' : 'down'
-        const detail = { state: this.stateValue, storage: this.storageHealth.ok ? 'ok' : 'failing', redis }
+        const recovery = this.relay?.recovery?.()
+        // Progress of a re-publish after Redis lost its data: the instance serves meanwhile.
+        const republish = recovery?.republishing === true ? { republish: { done: recovery.republishDone, total: recovery.republishTotal } } : {}
+        const detail = { state: this.stateValue, storage: this.storageHealth.ok ? 'ok' : 'failing', redis, ...republish }
         if (ready) sendJson(res, 200, { status: 'ready', ...detail })
         else {
           const why = this.stateValue !== 'serving' ? `server is ${this.stateValue}` : 'storage is failing'
