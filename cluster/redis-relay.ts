@@ -153,7 +153,9 @@ export class RedisRelay implements Relay {
   private checking = false
   private closed = false
   private closing: Promise<void> | null = null
-  private readonly firstReady: Promise<void>
+  /** Resolved at the next time the relay comes up (joins waiting for Redis). */
+  private upWaiter: { promise: Promise<void>; resolve(): void } | null = null
+  private everUp = false
   private readonly timers: NodeJS.Timeout[] = []
   private stored: StoredRooms | null = null
   private persistence: RedisPersistence = 'unknown'
@@ -162,7 +164,7 @@ export class RedisRelay implements Relay {
   private readonly askSlots: Array<() => void> = []
   private answering = 0
   private readonly answerQueue: Array<Extract<AskMessage, { kind: 'ask' }>> = []
-  private readonly recoveryState = { republishing: false, republishDone: 0, republishTotal: 0, republished: 0, asks: 0, found: 0, answered: 0 }
+  private readonly recoveryState = { republishing: false, resyncing: false, losses: 0, republishDone: 0, republishTotal: 0, republished: 0, asks: 0, found: 0, answered: 0 }
   private republishAgain = false
   private askSeq = 0
 
@@ -177,8 +179,6 @@ export class RedisRelay implements Relay {
     this.cmd = connect('cmd')
     this.sub = connect('sub')
     this.namespace = new RedisNamespace(prefix, this.cmd.options.db ?? 0)
-    this.firstReady = new Promise((resolve) => this.events.once('up', resolve))
-    this.firstReady.catch(() => undefined)
     this.watch(this.cmd, 'cmd')
     this.watch(this.sub, 'sub')
     this.sub.on('messageBuffer', (channel: Buffer, message: Buffer) => this.onChannelMessage(channel.toString('utf8'), message))
@@ -207,31 +207,44 @@ export class RedisRelay implements Relay {
     }
     this.rooms.set(name, room)
     this.channels.set(keys.channel, name)
-    if (!this.isUp()) await Promise.race([this.firstReady, delay(this.options.joinWaitMs)])
+    // An instance with nothing of the room waits longer for Redis: serving the room empty would
+    // hide it if it exists elsewhere (issue #13). One with a copy serves it after joinWaitMs.
+    const nothingHere = localState === null || missingFrom(localState, null) === null
+    const deadline = Date.now() + (nothingHere ? this.options.joinWaitMs * 5 : this.options.joinWaitMs)
     let cluster: Uint8Array | null = null
-    try {
-      if (!this.isUp()) throw new Error('redis is down')
-      // Subscribe before reading: whatever is published after the read is then buffered, not lost.
-      await this.subscribe([keys.channel])
-      let read = await this.read(room, '')
-      // Redis has nothing of the room: it may have lost it (restarted empty, flushed, retention)
-      // while other instances still store it. Their copies are in the stream once one says so.
-      if (read.updates.length === 0 && (await this.askCluster(name))) read = await this.read(room, '')
-      cluster = read.updates.length === 0 ? null : await mergeUpdatesInChunks(read.updates)
-      room.lastApplied = read.lastId
-      // From here to activation nothing awaits, so no message can slip between buffer and room.
-      const newer: Uint8Array[] = []
-      for (const message of room.buffered) {
-        if (message.kind !== 'update' || compareStreamIds(message.id, room.lastApplied) <= 0) continue
-        if (message.instance !== this.instanceId) newer.push(message.update)
-        this.advance(room, message.prev, message.id)
+    for (;;) {
+      // A room with a copy here waits only for the first connection (an outage later is served locally at once).
+      if (!this.isUp() && (nothingHere || !this.everUp)) await Promise.race([this.nextUp(), delay(Math.max(0, deadline - Date.now()))])
+      try {
+        if (!this.isUp()) throw new Error('redis is down')
+        // Subscribe before reading: whatever is published after the read is then buffered, not lost.
+        await this.subscribe([keys.channel])
+        let read = await this.read(room, '')
+        // Redis has nothing of the room: it may have lost it (restarted empty, flushed, retention)
+        // while other instances still store it. Their copies are in the stream once one says so.
+        if (read.updates.length === 0 && (await this.askCluster(name))) read = await this.read(room, '')
+        cluster = read.updates.length === 0 ? null : await mergeUpdatesInChunks(read.updates)
+        room.lastApplied = read.lastId
+        // From here to activation nothing awaits, so no message can slip between buffer and room.
+        const newer: Uint8Array[] = []
+        for (const message of room.buffered) {
+          if (message.kind !== 'update' || compareStreamIds(message.id, room.lastApplied) <= 0) continue
+          if (message.instance !== this.instanceId) newer.push(message.update)
+          this.advance(room, message.prev, message.id)
+        }
+        if (newer.length > 0) cluster = Y.mergeUpdates(cluster === null ? newer : [cluster, ...newer])
+        break
+      } catch (err) {
+        if (nothingHere && !this.closed && this.rooms.get(name) === room && Date.now() < deadline) {
+          await delay(100)
+          continue
+        }
+        // Serve from local state; the reconcile after the next connect reads the cluster copy and
+        // publishes what this instance has that the cluster lacks.
+        this.logger.warn({ room: name, err: errorText(err) }, 'cluster copy unavailable at join; serving local state')
+        room.needsFullSync = true
+        break
       }
-      if (newer.length > 0) cluster = Y.mergeUpdates(cluster === null ? newer : [cluster, ...newer])
-    } catch (err) {
-      // Serve from local state; the reconcile after the next connect reads the cluster copy and
-      // publishes what this instance has that the cluster lacks.
-      this.logger.warn({ room: name, err: errorText(err) }, 'cluster copy unavailable at join; serving local state')
-      room.needsFullSync = true
     }
     room.buffered = []
     if (this.rooms.get(name) !== room) return cluster // left while joining
@@ -349,6 +362,15 @@ export class RedisRelay implements Relay {
     })
   }
 
+  private nextUp(): Promise<void> {
+    if (this.upWaiter === null) {
+      let resolve = (): void => {}
+      const promise = new Promise<void>((r) => (resolve = r))
+      this.upWaiter = { promise, resolve }
+    }
+    return this.upWaiter.promise
+  }
+
   private isUp(): boolean {
     return this.cmdReady && this.subReady && !this.closed
   }
@@ -359,6 +381,9 @@ export class RedisRelay implements Relay {
     this.reportedUp = up
     if (up) {
       this.logger.info({ instance: this.instanceId }, 'redis relay up')
+      this.upWaiter?.resolve()
+      this.upWaiter = null
+      this.everUp = true
       // Instances that lost their connection too get a few heartbeats' time to come back.
       this.graceUntil = Date.now() + this.options.instanceTtlMs
       this.events.emit('up')
@@ -670,6 +695,7 @@ export class RedisRelay implements Relay {
           else await this.heal(room)
           this.resendAwareness(room)
         }
+        if (![...this.rooms.values()].some((room) => room.needsFullSync)) this.recoveryState.resyncing = false
         await this.flushHeld()
       } while (this.reconcileAgain)
     } catch (err) {
@@ -691,6 +717,8 @@ export class RedisRelay implements Relay {
     if (this.epoch !== null && epoch !== this.epoch) {
       // Redis lost its data (restarted empty, or flushed): every held room republishes its state.
       this.logger.warn({ instance: this.instanceId }, 'redis lost its data; re-publishing every held room')
+      this.recoveryState.losses++
+      this.recoveryState.resyncing = true
       this.graceUntil = Date.now() + this.options.instanceTtlMs
       for (const room of this.rooms.values()) {
         room.needsFullSync = true

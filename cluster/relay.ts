@@ -51,6 +51,10 @@ export interface RelayRecovery {
   persistence: RedisPersistence
   /** A re-publish of every stored room is under way (Redis lost its data, or was found empty). */
   republishing: boolean
+  /** Held rooms are being re-synced whole after a loss of Redis's data. */
+  resyncing: boolean
+  /** Losses of Redis's data noticed (a new epoch). */
+  losses: number
   /** Rooms of the current (or last) re-publish done, and how many it has. */
   republishDone: number
   republishTotal: number

@@ -127,6 +127,7 @@ export class ServerMetrics {
         },
       })
       const totals: Array<[keyof RelayRecovery, string, string]> = [
+        ['losses', 'weft_cluster_redis_data_losses_total', 'Times Redis was found to have lost its data (restarted empty, flushed)'],
         ['republished', 'weft_cluster_republished_rooms_total', 'Stored rooms re-published to Redis after it lost its data'],
         ['asks', 'weft_cluster_asks_total', 'Rooms Redis did not have that this instance asked the other instances for'],
         ['found', 'weft_cluster_asks_found_total', 'Asks another instance answered with the room'],

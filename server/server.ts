@@ -295,7 +295,7 @@ export class WeftServer {
         const redis = this.relay === null ? 'none' : this.relay.health().up ? 'up' : 'down'
         const recovery = this.relay?.recovery?.()
         // Progress of a re-publish after Redis lost its data: the instance serves meanwhile.
-        const republish = recovery?.republishing === true ? { republish: { done: recovery.republishDone, total: recovery.republishTotal } } : {}
+        const republish = recovery?.republishing === true || recovery?.resyncing === true ? { republish: { done: recovery.republishDone, total: recovery.republishTotal } } : {}
         const detail = { state: this.stateValue, storage: this.storageHealth.ok ? 'ok' : 'failing', redis, ...republish }
         if (ready) sendJson(res, 200, { status: 'ready', ...detail })
         else {
