@@ -148,6 +148,8 @@ export class RedisRelay implements Relay {
   private epoch: string | null = null
   /** Remote instances are not declared gone before this time (they may still be reconnecting). */
   private graceUntil = 0
+  /** Until then a "no" to an ask is asked again (the others may still be resubscribing after a Redis restart). */
+  private askGraceUntil = 0
   private reconciling = false
   private reconcileAgain = false
   private checking = false
@@ -383,9 +385,11 @@ export class RedisRelay implements Relay {
       this.logger.info({ instance: this.instanceId }, 'redis relay up')
       this.upWaiter?.resolve()
       this.upWaiter = null
-      this.everUp = true
       // Instances that lost their connection too get a few heartbeats' time to come back.
       this.graceUntil = Date.now() + this.options.instanceTtlMs
+      // A reconnect is likely everyone's (Redis restarted): the others may not be listening to asks yet.
+      if (this.everUp) this.askGraceUntil = this.graceUntil
+      this.everUp = true
       this.events.emit('up')
       this.heartbeat()
       this.scheduleReconcile()
@@ -713,7 +717,10 @@ export class RedisRelay implements Relay {
     const epoch = (reply as Buffer).toString()
     // A new epoch (this instance's own candidate, or another than the one it knew) means Redis
     // had no data: every room stored here goes back, not only the loaded ones.
-    if (epoch === candidate || (this.epoch !== null && epoch !== this.epoch)) this.republishStored()
+    if (epoch === candidate || (this.epoch !== null && epoch !== this.epoch)) {
+      this.askGraceUntil = Date.now() + this.options.instanceTtlMs
+      this.republishStored()
+    }
     if (this.epoch !== null && epoch !== this.epoch) {
       // Redis lost its data (restarted empty, or flushed): every held room republishes its state.
       this.logger.warn({ instance: this.instanceId }, 'redis lost its data; re-publishing every held room')
@@ -831,6 +838,16 @@ export class RedisRelay implements Relay {
    * none answered within askTimeoutMs.
    */
   private async askCluster(room: string): Promise<boolean> {
+    // Right after Redis came back (or this instance started) the other instances may not have
+    // resubscribed yet: a "no" then is not final, so the ask is repeated until the grace ends.
+    for (;;) {
+      if (await this.askOnce(room)) return true
+      if (this.closed || Date.now() >= this.askGraceUntil) return false
+      await delay(Math.min(250, Math.max(0, this.askGraceUntil - Date.now())))
+    }
+  }
+
+  private async askOnce(room: string): Promise<boolean> {
     if (this.asksInFlight >= MAX_ASKS) await new Promise<void>((resolve) => this.askSlots.push(resolve))
     this.asksInFlight++
     const id = `${this.instanceId}:${++this.askSeq}`
