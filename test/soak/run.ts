@@ -5,6 +5,9 @@
  */
 import { describeSoak, runSoak } from './cluster-soak.js'
 
+// Every stock provider adds a process 'exit' listener: one per client.
+process.setMaxListeners(500)
+
 function flag(name: string): string | undefined {
   const i = process.argv.indexOf(`--${name}`)
   return i === -1 ? undefined : process.argv[i + 1]
