@@ -41,11 +41,14 @@ describe('pending asks', () => {
   it('resolve false at the deadline when an instance never answers, and ignore unknown ids', async () => {
     const asks = new PendingAsks()
     const started = Date.now()
+    // The deadline timer is unref'd (it must not hold a server open): this one holds the test's loop.
+    const hold = setTimeout(() => {}, 5000)
     const found = asks.wait('1', 50)
     asks.expect('1', 2)
     asks.answer('1', 'b', false)
     asks.answer('other', 'c', true)
     assert.equal(await found, false)
+    clearTimeout(hold)
     assert.ok(Date.now() - started >= 45)
   })
 
