@@ -68,6 +68,8 @@ export const CLUSTER_DEFAULTS: Readonly<ClusterTuning> = Object.freeze({
   askTimeoutMs: 2000,
 })
 
+/** An epoch younger than this at an instance's first connection may be a loss it slept through: it re-publishes too. */
+const RECENT_LOSS_MS = 10 * 60 * 1000
 /** Asks of one instance in flight at once; more wait for a slot (new room names cost every instance a lookup). */
 const MAX_ASKS = 32
 /** Asks answered at once; more wait in line (each is a LevelDB read and maybe a publish). */
@@ -712,15 +714,20 @@ export class RedisRelay implements Relay {
   }
 
   private async checkEpoch(): Promise<void> {
-    const candidate = randomBytes(12).toString('base64url')
+    // The epoch carries its creation time, so an instance that was down when Redis lost its data
+    // still notices the loss when it comes back soon after.
+    const candidate = `${Date.now().toString(36)}.${randomBytes(12).toString('base64url')}`
     const reply = await this.evalScript(ENSURE_EPOCH, [this.namespace.epochKey], [candidate])
     const epoch = (reply as Buffer).toString()
-    // A new epoch (this instance's own candidate, or another than the one it knew) means Redis
-    // had no data: every room stored here goes back, not only the loaded ones.
-    if (epoch === candidate || (this.epoch !== null && epoch !== this.epoch)) {
-      this.askGraceUntil = Date.now() + this.options.instanceTtlMs
-      this.republishStored()
-    }
+    const createdAt = parseInt(epoch.split('.')[0] ?? '', 36)
+    const recentLoss = this.epoch === null && Number.isFinite(createdAt) && Date.now() - createdAt < RECENT_LOSS_MS
+    // A new epoch (this instance's own candidate, another than the one it knew, or one made
+    // while it was away) means Redis had no data: every room stored here goes back, not only
+    // the loaded ones.
+    const lost = epoch === candidate || (this.epoch !== null && epoch !== this.epoch)
+    // Just now, the others may not listen to asks yet; a loss slept through is old news to them.
+    if (lost) this.askGraceUntil = Date.now() + this.options.instanceTtlMs
+    if (lost || recentLoss) this.republishStored()
     if (this.epoch !== null && epoch !== this.epoch) {
       // Redis lost its data (restarted empty, or flushed): every held room republishes its state.
       this.logger.warn({ instance: this.instanceId }, 'redis lost its data; re-publishing every held room')

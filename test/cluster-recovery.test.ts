@@ -149,6 +149,19 @@ describe('no failure hides a stored room', () => {
     assert.ok(((await metricValue(a.http, 'weft_cluster_asks_found_total')) ?? 0) >= 1, 'a asked the cluster')
   })
 
+  it('an instance that was down while Redis lost its data re-publishes its stored rooms when it returns', async () => {
+    await postUpdate(b, 'only-on-b', contentUpdate('b alone'))
+    await until(() => b.server.loadedRoom('only-on-b') === undefined, 'the room to unload on b', 5000)
+    const bData = b.data
+    const lossesBefore = (await metricValue(a.http, 'weft_cluster_redis_data_losses_total')) ?? 0
+    await b.stop()
+    assert.match(await redis.command('FLUSHALL'), /^\+OK/)
+    await eventually(async () => ((await metricValue(a.http, 'weft_cluster_redis_data_losses_total')) ?? 0) > lossesBefore, 'a to notice the loss', 5000)
+    b = await start('b', bData)
+    // Nobody asks for the room: b puts it back by itself.
+    await eventually(async () => (await keyCount(redis, 'only-on-b')) === 2, "b's stored room back in Redis", 10_000, 50)
+  })
+
   it('a room that exists nowhere is still 404 (all instances said no)', async () => {
     const res = await fetch(`${b.http}/api/rooms/never-was`)
     assert.equal(res.status, 404)
