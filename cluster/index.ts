@@ -1,5 +1,5 @@
 /** The cluster part of weft: the Relay interface, its Redis implementation and an in-memory fake. */
-export type { Relay, RelayAwarenessEntry, RelayHealth, RelayRoomHandlers, RelayStats } from './relay.js'
+export type { Relay, RelayAwarenessEntry, RelayHealth, RelayRecovery, RelayRoomHandlers, RelayStats, RedisPersistence, StoredRooms } from './relay.js'
 export { CLUSTER_DEFAULTS, RedisRelay } from './redis-relay.js'
 export type { ClusterTuning, RedisRelayOptions, RelayFaults, RelayLogger } from './redis-relay.js'
 export { MemoryBus, MemoryRelay } from './memory-relay.js'
@@ -8,6 +8,12 @@ import { RedisRelay, type RelayLogger } from './redis-relay.js'
 export interface CreateRelayOptions {
   redisUrl: string
   instanceId: string
+  /** --redis-prefix. */
+  prefix: string
+  /** --redis-retention-seconds, in ms (0 = keep for ever). */
+  retentionMs: number
+  /** --republish-rooms-per-second. */
+  republishRoomsPerSecond: number
   logger: RelayLogger
 }
 
@@ -15,5 +21,6 @@ export interface CreateRelayOptions {
 export function createRelay(options: CreateRelayOptions): RedisRelay {
   return new RedisRelay(options)
 }
+export { RedisNamespace, DEFAULT_REDIS_PREFIX } from './keys.js'
 export { RedisSharedState, RedisUnavailableError, TicketExistsError } from './shared-state.js'
 export type { SharedStateOptions } from './shared-state.js'

@@ -1,17 +1,17 @@
-import { randomBytes } from 'node:crypto'
 import { EventEmitter } from 'node:events'
 import type { Redis } from 'ioredis'
 import * as Y from 'yjs'
 import { mergeUpdatesInChunks } from '../persistence/chunked-merge.js'
 import { decodeAwarenessUpdate, encodeAwarenessUpdate } from '../protocol/index.js'
-import { EPOCH_KEY, compareStreamIds, instanceKey, nextStreamId, roomKeys, type RoomKeys } from './keys.js'
+import { RedisNamespace, compareStreamIds, epochCandidate, nextStreamId, type RoomKeys } from './keys.js'
 import { decodeRelayMessage, encodeRelayMessage, type RelayMessage } from './relay-message.js'
 import { openRedisConnection } from './redis-connection.js'
-import type { Relay, RelayAwarenessEntry, RelayHealth, RelayRoomHandlers, RelayStats } from './relay.js'
+import type { RedisPersistence, Relay, RelayAwarenessEntry, RelayHealth, RelayRecovery, RelayRoomHandlers, RelayStats, StoredRooms } from './relay.js'
 import { COMPACT_ROOM, ENSURE_EPOCH, PUBLISH_UPDATE, READ_ROOM, type Script } from './scripts.js'
+import { PendingAsks, decodeAsk, encodeAsk, type AskMessage } from './ask.js'
+import { missingFrom } from './state-diff.js'
 
 const SCRIPTS = [PUBLISH_UPDATE, READ_ROOM, COMPACT_ROOM, ENSURE_EPOCH]
-import { missingFrom } from './state-diff.js'
 
 /** The subset of a pino logger the relay writes to. */
 export interface RelayLogger {
@@ -37,6 +37,9 @@ export interface ClusterTuning {
   maxRetryDelayMs: number
   joinWaitMs: number
   closeMs: number
+  retentionMs: number
+  republishRoomsPerSecond: number
+  askTimeoutMs: number
 }
 
 export const CLUSTER_DEFAULTS: Readonly<ClusterTuning> = Object.freeze({
@@ -56,11 +59,26 @@ export const CLUSTER_DEFAULTS: Readonly<ClusterTuning> = Object.freeze({
   joinWaitMs: 2000,
   /** Deadline of the goodbye messages in `close()`. */
   closeMs: 1000,
+  /** A room's keys expire this long after its last edit (refreshed while held); 0 = never (--redis-retention-seconds). */
+  retentionMs: 3 * 24 * 3600 * 1000,
+  /** Stored rooms re-published per second after Redis lost its data (--republish-rooms-per-second). */
+  republishRoomsPerSecond: 100,
+  /** How long an ask waits for the other instances' answers before the room is served without them. */
+  askTimeoutMs: 2000,
 })
+
+/** An epoch younger than this at an instance's first connection may be a loss it slept through: it re-publishes too. */
+const RECENT_LOSS_MS = 10 * 60 * 1000
+/** Asks of one instance in flight at once; more wait for a slot (new room names cost every instance a lookup). */
+const MAX_ASKS = 32
+/** Asks answered at once; more wait in line (each is a LevelDB read and maybe a publish). */
+const MAX_ANSWERS = 8
 
 export interface RedisRelayOptions extends Partial<ClusterTuning> {
   redisUrl: string
   instanceId: string
+  /** --redis-prefix: the namespace of every key and channel (the DB number comes from `redisUrl`). */
+  prefix?: string
   logger: RelayLogger
   faults?: RelayFaults
 }
@@ -110,6 +128,7 @@ const HOLD_MERGE_AT = 64
  */
 export class RedisRelay implements Relay {
   readonly instanceId: string
+  readonly namespace: RedisNamespace
   private readonly options: Readonly<ClusterTuning>
   private readonly logger: RelayLogger
   private readonly faults: RelayFaults
@@ -130,16 +149,30 @@ export class RedisRelay implements Relay {
   private epoch: string | null = null
   /** Remote instances are not declared gone before this time (they may still be reconnecting). */
   private graceUntil = 0
+  /** Until then a "no" to an ask is asked again (the others may still be resubscribing after a Redis restart). */
+  private askGraceUntil = 0
   private reconciling = false
   private reconcileAgain = false
   private checking = false
   private closed = false
   private closing: Promise<void> | null = null
-  private readonly firstReady: Promise<void>
+  /** Resolved at the next time the relay comes up (joins waiting for Redis). */
+  private upWaiter: { promise: Promise<void>; resolve(): void } | null = null
+  private everUp = false
   private readonly timers: NodeJS.Timeout[] = []
+  private stored: StoredRooms | null = null
+  private persistence: RedisPersistence = 'unknown'
+  private readonly asks = new PendingAsks()
+  private asksInFlight = 0
+  private readonly askSlots: Array<() => void> = []
+  private answering = 0
+  private readonly answerQueue: Array<Extract<AskMessage, { kind: 'ask' }>> = []
+  private readonly recoveryState = { republishing: false, resyncing: false, losses: 0, republishDone: 0, republishTotal: 0, republished: 0, asks: 0, found: 0, answered: 0 }
+  private republishAgain = false
+  private askSeq = 0
 
   constructor(options: RedisRelayOptions) {
-    const { redisUrl, instanceId, logger, faults, ...rest } = options
+    const { redisUrl, instanceId, logger, faults, prefix, ...rest } = options
     this.instanceId = instanceId
     this.logger = logger
     this.faults = faults ?? {}
@@ -148,8 +181,7 @@ export class RedisRelay implements Relay {
       openRedisConnection(redisUrl, `weft:${instanceId}:${role}`, this.options.maxRetryDelayMs, (err) => this.noteError(err))
     this.cmd = connect('cmd')
     this.sub = connect('sub')
-    this.firstReady = new Promise((resolve) => this.events.once('up', resolve))
-    this.firstReady.catch(() => undefined)
+    this.namespace = new RedisNamespace(prefix, this.cmd.options.db ?? 0)
     this.watch(this.cmd, 'cmd')
     this.watch(this.sub, 'sub')
     this.sub.on('messageBuffer', (channel: Buffer, message: Buffer) => this.onChannelMessage(channel.toString('utf8'), message))
@@ -158,6 +190,12 @@ export class RedisRelay implements Relay {
     heartbeat.unref()
     check.unref()
     this.timers.push(heartbeat, check)
+    if (this.options.retentionMs > 0) {
+      // Keys of held rooms must not expire under their instances: refreshed well within the retention.
+      const refresh = setInterval(() => void this.refreshRetention(), Math.max(1000, Math.floor(this.options.retentionMs / 3)))
+      refresh.unref()
+      this.timers.push(refresh)
+    }
   }
 
   // ---- Relay -------------------------------------------------------------------------------
@@ -165,35 +203,51 @@ export class RedisRelay implements Relay {
   async joinRoom(name: string, localState: Uint8Array | null, handlers: RelayRoomHandlers): Promise<Uint8Array | null> {
     if (this.closed) throw new Error('relay is closed')
     if (this.rooms.has(name)) throw new Error(`room ${JSON.stringify(name)} is already joined`)
-    const keys = roomKeys(name)
+    const keys = this.namespace.room(name)
     const room: HeldRoom = {
       name, keys, handlers, state: 'joining', lastApplied: '', ahead: new Map(), buffered: [],
       needsFullSync: false, healing: false, compacting: false, behindAt: null, remoteInstances: new Set(),
     }
     this.rooms.set(name, room)
     this.channels.set(keys.channel, name)
-    if (!this.isUp()) await Promise.race([this.firstReady, delay(this.options.joinWaitMs)])
+    // An instance with nothing of the room waits longer for Redis: serving the room empty would
+    // hide it if it exists elsewhere (issue #13). One with a copy serves it after joinWaitMs.
+    const nothingHere = localState === null || missingFrom(localState, null) === null
+    const deadline = Date.now() + (nothingHere ? this.options.joinWaitMs * 5 : this.options.joinWaitMs)
     let cluster: Uint8Array | null = null
-    try {
-      if (!this.isUp()) throw new Error('redis is down')
-      // Subscribe before reading: whatever is published after the read is then buffered, not lost.
-      await this.subscribe([keys.channel])
-      const read = await this.read(room, '')
-      cluster = read.updates.length === 0 ? null : await mergeUpdatesInChunks(read.updates)
-      room.lastApplied = read.lastId
-      // From here to activation nothing awaits, so no message can slip between buffer and room.
-      const newer: Uint8Array[] = []
-      for (const message of room.buffered) {
-        if (message.kind !== 'update' || compareStreamIds(message.id, room.lastApplied) <= 0) continue
-        if (message.instance !== this.instanceId) newer.push(message.update)
-        this.advance(room, message.prev, message.id)
+    for (;;) {
+      // A room with a copy here waits only for the first connection (an outage later is served locally at once).
+      if (!this.isUp() && (nothingHere || !this.everUp)) await Promise.race([this.nextUp(), delay(Math.max(0, deadline - Date.now()))])
+      try {
+        if (!this.isUp()) throw new Error('redis is down')
+        // Subscribe before reading: whatever is published after the read is then buffered, not lost.
+        await this.subscribe([keys.channel])
+        let read = await this.read(room, '')
+        // Redis has nothing of the room: it may have lost it (restarted empty, flushed, retention)
+        // while other instances still store it. Their copies are in the stream once one says so.
+        if (read.updates.length === 0 && (await this.askCluster(name))) read = await this.read(room, '')
+        cluster = read.updates.length === 0 ? null : await mergeUpdatesInChunks(read.updates)
+        room.lastApplied = read.lastId
+        // From here to activation nothing awaits, so no message can slip between buffer and room.
+        const newer: Uint8Array[] = []
+        for (const message of room.buffered) {
+          if (message.kind !== 'update' || compareStreamIds(message.id, room.lastApplied) <= 0) continue
+          if (message.instance !== this.instanceId) newer.push(message.update)
+          this.advance(room, message.prev, message.id)
+        }
+        if (newer.length > 0) cluster = Y.mergeUpdates(cluster === null ? newer : [cluster, ...newer])
+        break
+      } catch (err) {
+        if (nothingHere && !this.closed && this.rooms.get(name) === room && Date.now() < deadline) {
+          await delay(100)
+          continue
+        }
+        // Serve from local state; the reconcile after the next connect reads the cluster copy and
+        // publishes what this instance has that the cluster lacks.
+        this.logger.warn({ room: name, err: errorText(err) }, 'cluster copy unavailable at join; serving local state')
+        room.needsFullSync = true
+        break
       }
-      if (newer.length > 0) cluster = Y.mergeUpdates(cluster === null ? newer : [cluster, ...newer])
-    } catch (err) {
-      // Serve from local state; the reconcile after the next connect reads the cluster copy and
-      // publishes what this instance has that the cluster lacks.
-      this.logger.warn({ room: name, err: errorText(err) }, 'cluster copy unavailable at join; serving local state')
-      room.needsFullSync = true
     }
     room.buffered = []
     if (this.rooms.get(name) !== room) return cluster // left while joining
@@ -233,7 +287,15 @@ export class RedisRelay implements Relay {
     const identities = entries.map((entry) => entry.identity ?? null)
     const message = encodeRelayMessage({ kind: 'awareness', instance: this.instanceId, ts: Date.now(), awareness: encodeAwarenessUpdate(entries), identities })
     this.counters.commands++
-    this.cmd.publish(roomKeys(name).channel, message).catch((err: unknown) => this.noteError(err))
+    this.cmd.publish(this.namespace.room(name).channel, message).catch((err: unknown) => this.noteError(err))
+  }
+
+  setStoredRooms(rooms: StoredRooms): void {
+    this.stored = rooms
+  }
+
+  recovery(): RelayRecovery {
+    return { persistence: this.persistence, ...this.recoveryState }
   }
 
   health(): RelayHealth {
@@ -279,6 +341,7 @@ export class RedisRelay implements Relay {
           () => {
             this.cmdReady = this.cmd.status === 'ready'
             this.updateHealth()
+            void this.checkPersistence()
           },
           (err: unknown) => this.noteError(err),
         )
@@ -286,8 +349,8 @@ export class RedisRelay implements Relay {
       }
       // Resubscribing is ours (autoResubscribe is off): the relay is up, and catches up, only
       // once every held room's channel is subscribed again.
-      const channels = [...this.channels.keys()]
-      const subscribed = channels.length === 0 ? Promise.resolve() : this.subscribe(channels)
+      const channels = [this.namespace.askChannel, ...this.channels.keys()]
+      const subscribed = this.subscribe(channels)
       subscribed.then(
         () => {
           this.subReady = this.sub.status === 'ready'
@@ -303,6 +366,15 @@ export class RedisRelay implements Relay {
     })
   }
 
+  private nextUp(): Promise<void> {
+    if (this.upWaiter === null) {
+      let resolve = (): void => {}
+      const promise = new Promise<void>((r) => (resolve = r))
+      this.upWaiter = { promise, resolve }
+    }
+    return this.upWaiter.promise
+  }
+
   private isUp(): boolean {
     return this.cmdReady && this.subReady && !this.closed
   }
@@ -313,8 +385,13 @@ export class RedisRelay implements Relay {
     this.reportedUp = up
     if (up) {
       this.logger.info({ instance: this.instanceId }, 'redis relay up')
+      this.upWaiter?.resolve()
+      this.upWaiter = null
       // Instances that lost their connection too get a few heartbeats' time to come back.
       this.graceUntil = Date.now() + this.options.instanceTtlMs
+      // A reconnect is likely everyone's (Redis restarted): the others may not be listening to asks yet.
+      if (this.everUp) this.askGraceUntil = this.graceUntil
+      this.everUp = true
       this.events.emit('up')
       this.heartbeat()
       this.scheduleReconcile()
@@ -352,8 +429,8 @@ export class RedisRelay implements Relay {
   // ---- publishing --------------------------------------------------------------------------
 
   private sendUpdate(name: string, update: Uint8Array): void {
-    const keys = roomKeys(name)
-    this.evalScript(PUBLISH_UPDATE, [keys.log, keys.last], [this.instanceId, update, String(Date.now()), keys.channel]).then(
+    const keys = this.namespace.room(name)
+    this.evalScript(PUBLISH_UPDATE, [keys.log, keys.last, keys.doc], [this.instanceId, update, String(Date.now()), keys.channel, String(this.options.retentionMs)]).then(
       (reply) => {
         this.counters.published++
         const length = Number((reply as unknown[])[2])
@@ -423,6 +500,10 @@ export class RedisRelay implements Relay {
   // ---- receiving ---------------------------------------------------------------------------
 
   private onChannelMessage(channel: string, bytes: Buffer): void {
+    if (channel === this.namespace.askChannel) {
+      this.onAskMessage(bytes.toString('utf8'))
+      return
+    }
     const name = this.channels.get(channel)
     const room = name === undefined ? undefined : this.rooms.get(name)
     if (room === undefined || this.closed) return
@@ -505,8 +586,12 @@ export class RedisRelay implements Relay {
 
   // ---- healing -----------------------------------------------------------------------------
 
-  private async read(room: HeldRoom, after: string): Promise<ReadResult> {
-    const reply = (await this.evalScript(READ_ROOM, [room.keys.doc, room.keys.log], [after])) as [Buffer, Buffer, Buffer | null, Array<[Buffer, Buffer[]]>]
+  private read(room: HeldRoom, after: string): Promise<ReadResult> {
+    return this.readKeys(room.keys, after)
+  }
+
+  private async readKeys(keys: RoomKeys, after: string): Promise<ReadResult> {
+    const reply = (await this.evalScript(READ_ROOM, [keys.doc, keys.log], [after])) as [Buffer, Buffer, Buffer | null, Array<[Buffer, Buffer[]]>]
     const [upto, version, snapshot, entries] = reply
     const updates: Uint8Array[] = snapshot === null ? [] : [snapshot]
     let foreign = 0
@@ -578,7 +663,7 @@ export class RedisRelay implements Relay {
       const read = await this.read(room, '')
       if (read.updates.length === 0 || read.lastId === '' || read.lastId === read.upto) return
       const snapshot = await mergeUpdatesInChunks(read.updates)
-      const applied = await this.evalScript(COMPACT_ROOM, [room.keys.doc, room.keys.log], [read.version, snapshot, read.lastId, nextStreamId(read.lastId)])
+      const applied = await this.evalScript(COMPACT_ROOM, [room.keys.doc, room.keys.log], [read.version, snapshot, read.lastId, nextStreamId(read.lastId), String(this.options.retentionMs)])
       this.logger.debug({ room: room.name, upto: read.lastId, bytes: snapshot.byteLength, applied: Number(applied) === 1 }, 'room stream compacted')
     } catch (err) {
       this.noteError(err)
@@ -592,7 +677,7 @@ export class RedisRelay implements Relay {
   private heartbeat(): void {
     if (!this.cmdReady || this.closed) return
     this.counters.commands++
-    this.cmd.set(instanceKey(this.instanceId), String(Date.now()), 'PX', this.options.instanceTtlMs).catch((err: unknown) => this.noteError(err))
+    this.cmd.set(this.namespace.instance(this.instanceId), String(Date.now()), 'PX', this.options.instanceTtlMs).catch((err: unknown) => this.noteError(err))
   }
 
   private scheduleReconcile(): void {
@@ -618,6 +703,7 @@ export class RedisRelay implements Relay {
           else await this.heal(room)
           this.resendAwareness(room)
         }
+        if (![...this.rooms.values()].some((room) => room.needsFullSync)) this.recoveryState.resyncing = false
         await this.flushHeld()
       } while (this.reconcileAgain)
     } catch (err) {
@@ -630,11 +716,25 @@ export class RedisRelay implements Relay {
   }
 
   private async checkEpoch(): Promise<void> {
-    const reply = await this.evalScript(ENSURE_EPOCH, [EPOCH_KEY], [randomBytes(12).toString('base64url')])
+    // The epoch carries its creation time, so an instance that was down when Redis lost its data
+    // still notices the loss when it comes back soon after.
+    const candidate = epochCandidate()
+    const reply = await this.evalScript(ENSURE_EPOCH, [this.namespace.epochKey], [candidate])
     const epoch = (reply as Buffer).toString()
+    const createdAt = parseInt(epoch.split('.')[0] ?? '', 36)
+    const recentLoss = this.epoch === null && Number.isFinite(createdAt) && Date.now() - createdAt < RECENT_LOSS_MS
+    // A new epoch (this instance's own candidate, another than the one it knew, or one made
+    // while it was away) means Redis had no data: every room stored here goes back, not only
+    // the loaded ones.
+    const lost = epoch === candidate || (this.epoch !== null && epoch !== this.epoch)
+    // Just now, the others may not listen to asks yet; a loss slept through is old news to them.
+    if (lost) this.askGraceUntil = Date.now() + this.options.instanceTtlMs
+    if (lost || recentLoss) this.republishStored()
     if (this.epoch !== null && epoch !== this.epoch) {
       // Redis lost its data (restarted empty, or flushed): every held room republishes its state.
       this.logger.warn({ instance: this.instanceId }, 'redis lost its data; re-publishing every held room')
+      this.recoveryState.losses++
+      this.recoveryState.resyncing = true
       this.graceUntil = Date.now() + this.options.instanceTtlMs
       for (const room of this.rooms.values()) {
         room.needsFullSync = true
@@ -659,9 +759,9 @@ export class RedisRelay implements Relay {
       const instances = new Set<string>()
       for (const room of rooms) for (const id of room.remoteInstances) instances.add(id)
       const remote = [...instances]
-      const pipeline = this.cmd.pipeline().get(EPOCH_KEY)
+      const pipeline = this.cmd.pipeline().get(this.namespace.epochKey)
       if (rooms.length > 0) pipeline.mget(...rooms.map((room) => room.keys.last))
-      if (remote.length > 0) pipeline.mget(...remote.map(instanceKey))
+      if (remote.length > 0) pipeline.mget(...remote.map((id) => this.namespace.instance(id)))
       this.counters.commands += pipeline.length
       const results = (await pipeline.exec()) ?? []
       for (const [err] of results) if (err) throw err
@@ -713,16 +813,216 @@ export class RedisRelay implements Relay {
     }
   }
 
+  // ---- recovery (issue #13) ------------------------------------------------------------------
+
+  /** Reads how the Redis keeps its data; warns once when it keeps none (a restart loses every room's cluster copy). */
+  private async checkPersistence(): Promise<void> {
+    let aof: boolean | null = null
+    let rdb: boolean | null = null
+    try {
+      this.counters.commands++
+      const match = /aof_enabled:(\d)/.exec(await this.cmd.info('persistence'))
+      if (match !== null) aof = match[1] === '1'
+      this.counters.commands++
+      const reply = (await this.cmd.config('GET', 'save')) as string[]
+      rdb = (reply[1] ?? '').trim() !== ''
+    } catch (err) {
+      // CONFIG is often renamed away on managed Redis: what is known stays, the rest is unknown.
+      this.noteError(err)
+    }
+    const mode: RedisPersistence =
+      aof === null ? 'unknown' : aof && rdb === true ? 'aof+rdb' : aof ? 'aof' : rdb === true ? 'rdb' : rdb === false ? 'none' : 'unknown'
+    if (mode === 'none' && this.persistence !== 'none') {
+      this.logger.warn(
+        { instance: this.instanceId },
+        'redis keeps neither an AOF nor RDB snapshots: a restart empties it, and the instances then re-publish every stored room (see "Redis persistence" in the README)',
+      )
+    }
+    this.persistence = mode
+  }
+
+  /**
+   * Asks the other instances for a room Redis does not have (cluster/ask.ts). Resolves true once
+   * one of them has published it into the room's stream; false when none has it (a new room) or
+   * none answered within askTimeoutMs.
+   */
+  private async askCluster(room: string): Promise<boolean> {
+    // Right after Redis came back (or this instance started) the other instances may not have
+    // resubscribed yet: a "no" then is not final, so the ask is repeated until the grace ends.
+    for (;;) {
+      if (await this.askOnce(room)) return true
+      if (this.closed || Date.now() >= this.askGraceUntil) return false
+      await delay(Math.min(250, Math.max(0, this.askGraceUntil - Date.now())))
+    }
+  }
+
+  private async askOnce(room: string): Promise<boolean> {
+    if (this.asksInFlight >= MAX_ASKS) await new Promise<void>((resolve) => this.askSlots.push(resolve))
+    this.asksInFlight++
+    const id = `${this.instanceId}:${++this.askSeq}`
+    try {
+      const answered = this.asks.wait(id, this.options.askTimeoutMs)
+      this.counters.commands++
+      const receivers = await this.cmd.publish(this.namespace.askChannel, encodeAsk({ kind: 'ask', id, room, from: this.instanceId }))
+      // This instance's own subscriber is among the receivers.
+      const others = receivers - (this.subReady ? 1 : 0)
+      if (others <= 0) {
+        this.asks.clear(id)
+        return false
+      }
+      this.recoveryState.asks++
+      this.asks.expect(id, others)
+      const found = await answered
+      if (found) this.recoveryState.found++
+      return found
+    } catch (err) {
+      this.asks.clear(id)
+      throw err
+    } finally {
+      this.asksInFlight--
+      this.askSlots.shift()?.()
+    }
+  }
+
+  private onAskMessage(text: string): void {
+    const message = decodeAsk(text)
+    if (message === null || message.from === this.instanceId || this.closed) return
+    if (message.kind === 'answer') {
+      this.asks.answer(message.id, message.from, message.had)
+      return
+    }
+    // Past this backlog the asker's deadline answers for us; the queue never grows without bound.
+    if (this.answerQueue.length >= MAX_ASKS * 8) return
+    this.answerQueue.push(message)
+    this.pumpAnswers()
+  }
+
+  private pumpAnswers(): void {
+    while (this.answering < MAX_ANSWERS && this.answerQueue.length > 0) {
+      const ask = this.answerQueue.shift() as Extract<AskMessage, { kind: 'ask' }>
+      this.answering++
+      void this.answer(ask).finally(() => {
+        this.answering--
+        this.pumpAnswers()
+      })
+    }
+  }
+
+  /** Publishes this instance's copy of the room (if it has one) before saying so: the asker reads it next. */
+  private async answer(ask: Extract<AskMessage, { kind: 'ask' }>): Promise<void> {
+    let had = false
+    try {
+      const held = this.rooms.get(ask.room)
+      const state = held !== undefined && held.state === 'active' ? held.handlers.localState() : await this.stored?.load(ask.room)
+      if (state !== undefined && state !== null) had = await this.publishState(ask.room, state)
+    } catch (err) {
+      this.noteError(err)
+      this.logger.warn({ room: ask.room, err: errorText(err) }, 'answering an ask for a room failed')
+    }
+    if (had) this.recoveryState.answered++
+    if (this.closed || !this.cmdReady) return
+    this.counters.commands++
+    await this.cmd
+      .publish(this.namespace.askChannel, encodeAsk({ kind: 'answer', id: ask.id, from: this.instanceId, had }))
+      .catch((err: unknown) => this.noteError(err))
+  }
+
+  /** Publishes what `state` has that the cluster's copy of `room` lacks; false when `state` is empty. */
+  private async publishState(room: string, state: Uint8Array): Promise<boolean> {
+    if (missingFrom(state, null) === null) return false
+    const keys = this.namespace.room(room)
+    const read = await this.readKeys(keys, '')
+    const cluster = read.updates.length === 0 ? null : await mergeUpdatesInChunks(read.updates)
+    const missing = missingFrom(state, cluster)
+    if (missing !== null) {
+      await this.evalScript(PUBLISH_UPDATE, [keys.log, keys.last, keys.doc], [this.instanceId, missing, String(Date.now()), keys.channel, String(this.options.retentionMs)])
+      this.counters.published++
+    }
+    return true
+  }
+
+  private republishStored(): void {
+    if (this.stored === null || this.closed) return
+    if (this.recoveryState.republishing) {
+      this.republishAgain = true
+      return
+    }
+    void this.republish(this.stored)
+  }
+
+  /**
+   * Puts every room stored here back into Redis, at most republishRoomsPerSecond, in the
+   * background (the instance serves meanwhile; rooms asked for in between come through the ask).
+   * Held rooms are left to the reconcile, which re-syncs them whole.
+   */
+  private async republish(stored: StoredRooms): Promise<void> {
+    const progress = this.recoveryState
+    progress.republishing = true
+    try {
+      do {
+        this.republishAgain = false
+        const rooms = await stored.list()
+        progress.republishTotal = rooms.length
+        progress.republishDone = 0
+        if (rooms.length > 0) this.logger.warn({ instance: this.instanceId, rooms: rooms.length, perSecond: this.options.republishRoomsPerSecond }, 'redis had no data; re-publishing every stored room')
+        const gapMs = 1000 / this.options.republishRoomsPerSecond
+        const started = Date.now()
+        for (const room of rooms) {
+          if (this.closed || this.republishAgain) break
+          // Paced from the start: one slow room does not lower the rate of the rest.
+          const due = started + progress.republishDone * gapMs
+          if (due > Date.now()) await delay(due - Date.now())
+          if (!this.rooms.has(room)) await this.republishRoom(stored, room)
+          progress.republishDone++
+          progress.republished++
+        }
+        if (rooms.length > 0 && !this.republishAgain) this.logger.info({ instance: this.instanceId, rooms: progress.republishDone }, 'stored rooms re-published')
+      } while (this.republishAgain && !this.closed)
+    } catch (err) {
+      this.noteError(err)
+      this.logger.error({ err: errorText(err) }, 're-publishing stored rooms failed; rooms missing from redis are found by asking the cluster')
+    } finally {
+      progress.republishing = false
+    }
+  }
+
+  /** One room, retried while Redis comes and goes (a few tries: the ask covers what is left). */
+  private async republishRoom(stored: StoredRooms, room: string): Promise<void> {
+    for (let attempt = 0; attempt < 5 && !this.closed; attempt++) {
+      while (!this.isUp() && !this.closed) await delay(100)
+      try {
+        const state = await stored.load(room)
+        if (state !== null) await this.publishState(room, state)
+        return
+      } catch (err) {
+        this.noteError(err)
+      }
+    }
+    this.logger.warn({ room }, 'a stored room could not be re-published')
+  }
+
+  /** Held rooms keep their keys: an idle room with clients must not expire under them. */
+  private async refreshRetention(): Promise<void> {
+    if (!this.isUp()) return
+    const rooms = [...this.rooms.values()].filter((room) => room.state === 'active')
+    if (rooms.length === 0) return
+    const pipeline = this.cmd.pipeline()
+    for (const room of rooms) for (const key of [room.keys.log, room.keys.last, room.keys.doc]) pipeline.pexpire(key, this.options.retentionMs)
+    this.counters.commands += pipeline.length
+    await pipeline.exec().catch((err: unknown) => this.noteError(err))
+  }
+
   // ---- shutdown ----------------------------------------------------------------------------
 
   private async shutdown(): Promise<void> {
     for (const timer of this.timers) clearInterval(timer)
+    this.asks.clear()
     if (this.isUp()) {
       const pipeline = this.cmd.pipeline()
       for (const room of this.rooms.values()) {
         pipeline.publish(room.keys.channel, encodeRelayMessage({ kind: 'gone', instance: this.instanceId, ts: Date.now() }))
       }
-      pipeline.del(instanceKey(this.instanceId))
+      pipeline.del(this.namespace.instance(this.instanceId))
       this.counters.commands += pipeline.length
       await Promise.race([pipeline.exec().catch(() => undefined), delay(this.options.closeMs)])
     }

@@ -44,6 +44,39 @@ export interface RelayStats {
   heldBytes: number
 }
 
+/** What the Redis the cluster runs on does to survive a restart (issue #13). */
+export type RedisPersistence = 'aof' | 'rdb' | 'aof+rdb' | 'none' | 'unknown'
+
+/** Where this instance's documents come from when the cluster asks for rooms it does not hold loaded. */
+export interface StoredRooms {
+  /** Every room this instance has stored. */
+  list(): Promise<string[]>
+  /** The stored document (one merged update), or null. */
+  load(room: string): Promise<Uint8Array | null>
+}
+
+/** How the cluster recovers what Redis lost (issue #13): re-publishing stored rooms, asking the other instances. */
+export interface RelayRecovery {
+  persistence: RedisPersistence
+  /** A re-publish of every stored room is under way (Redis lost its data, or was found empty). */
+  republishing: boolean
+  /** Held rooms are being re-synced whole after a loss of Redis's data. */
+  resyncing: boolean
+  /** Losses of Redis's data noticed (a new epoch). */
+  losses: number
+  /** Rooms of the current (or last) re-publish done, and how many it has. */
+  republishDone: number
+  republishTotal: number
+  /** Stored rooms re-published since start. */
+  republished: number
+  /** Rooms Redis did not have that this instance asked the other instances for. */
+  asks: number
+  /** Asks that another instance answered with the room's content. */
+  found: number
+  /** Asks this instance answered for others with content. */
+  answered: number
+}
+
 export type RelayHealth =
   | { up: true; lagMs: number }
   | { up: false; since: number; error: string }
@@ -68,6 +101,10 @@ export interface Relay {
   publishAwareness(room: string, entries: readonly RelayAwarenessEntry[]): void
   health(): RelayHealth
   stats(): RelayStats
+  /** The cluster's recovery state; relays without a shared store (the in-memory one) have none. */
+  recovery?(): RelayRecovery
+  /** Lets the relay read rooms this instance stored but does not hold loaded (re-publish, answering asks). */
+  setStoredRooms?(rooms: StoredRooms): void
   on(event: 'health', listener: (health: RelayHealth) => void): void
   /** Publishes the removal of this instance's awareness, stops heartbeats, closes connections. Idempotent. */
   close(): Promise<void>

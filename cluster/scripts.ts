@@ -16,8 +16,9 @@ const NETSTRING = `local function ns(s) return #s .. ':' .. s end`
 /**
  * One edit, one command: appends the update to the room's stream, swaps `last` and publishes
  * the message (prev, id, instance, ts, update) that lets every receiver notice a lost predecessor.
- * Atomic, so the prev chain on the channel is exactly the stream's order.
- *   KEYS: log, last    ARGV: instance, update, ts, channel
+ * Atomic, so the prev chain on the channel is exactly the stream's order. With a retention
+ * (ARGV[5] ms, '0' = none) every key of the room lives that long after its last edit.
+ *   KEYS: log, last, doc    ARGV: instance, update, ts, channel, retention ms
  *   returns { id, prev, stream length }
  */
 export const PUBLISH_UPDATE = script('publish', `${NETSTRING}
@@ -25,6 +26,12 @@ local id = redis.call('XADD', KEYS[1], '*', 'i', ARGV[1], 'u', ARGV[2])
 local prev = redis.call('GET', KEYS[2])
 if not prev then prev = '' end
 redis.call('SET', KEYS[2], id)
+local ttl = tonumber(ARGV[5])
+if ttl > 0 then
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  redis.call('PEXPIRE', KEYS[2], ttl)
+  redis.call('PEXPIRE', KEYS[3], ttl)
+end
 redis.call('PUBLISH', ARGV[4], 'U' .. ns(prev) .. ns(id) .. ns(ARGV[1]) .. ns(ARGV[3]) .. ns(ARGV[2]))
 return { id, prev, redis.call('XLEN', KEYS[1]) }
 `)
@@ -61,7 +68,7 @@ return { upto or '', snap[2] or '0', doc, entries }
  * Replaces the snapshot with one that also covers the stream up to ARGV[3] and trims those
  * entries, unless another compaction changed the snapshot since it was read (version compare):
  * the stream and the snapshot together always hold the whole document.
- *   KEYS: doc, log    ARGV: expected version, snapshot, upto, minid (the id after upto)
+ *   KEYS: doc, log    ARGV: expected version, snapshot, upto, minid (the id after upto), retention ms
  *   returns 1 when applied, 0 when another compaction won
  */
 export const COMPACT_ROOM = script('compact', `
@@ -69,6 +76,8 @@ local v = redis.call('HGET', KEYS[1], 'v') or '0'
 if v ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'u', ARGV[2], 'upto', ARGV[3], 'v', tostring(tonumber(v) + 1))
 redis.call('XTRIM', KEYS[2], 'MINID', ARGV[4])
+local ttl = tonumber(ARGV[5])
+if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
 return 1
 `)
 

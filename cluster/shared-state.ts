@@ -1,32 +1,37 @@
-import { createHash, randomBytes } from 'node:crypto'
+import { createHash } from 'node:crypto'
 import { EventEmitter } from 'node:events'
 import type { Redis } from 'ioredis'
 import { VersionLimitError } from '../persistence/errors.js'
 import { assertStorableRoomName, type VersionInfo, type VersionLimits, type VersionPageRequest, type VersionRecord, type VersionStore } from '../persistence/store.js'
 import { assertVersionId, isVersionId } from '../persistence/version-id.js'
 import { decodeVersionInfo, decodeVersionValue, encodeVersionInfo, encodeVersionValue } from '../persistence/version-value.js'
-import { compareStreamIds, EPOCH_KEY, roomKeys, versionKeys, type VersionKeys } from './keys.js'
+import { RedisNamespace, compareStreamIds, epochCandidate, type VersionKeys } from './keys.js'
 import { CLUSTER_DEFAULTS, type RelayLogger } from './redis-relay.js'
 import { openRedisConnection } from './redis-connection.js'
 import { ENSURE_EPOCH, type Script } from './scripts.js'
 
 /**
- * Keys of the shared state, beside the relay's and the versions' (cluster/keys.ts):
+ * Keys of the shared state, beside the relay's (cluster/keys.ts; `<p>`, `<db>` and `<r>` as there):
  *
- *   weft:ticket:<sha256>     String, PX = the ticket's lifetime: the ticket's payload. The key
+ *   <p>:ticket:<sha256>      String, PX = the ticket's lifetime: the ticket's payload. The key
  *                            holds a hash of the ticket, so the key space (KEYS, SCAN, slowlog)
  *                            never shows a redeemable ticket.
- *   weft:deletions           pub/sub channel: JSON {id, room, instance} per room deletion
- *   weft:deletions:log       Stream of the same deletions (fields r = room, i = instance), capped
+ *   <p>:<db>:deletions       pub/sub channel: JSON {id, room, instance} per room deletion
+ *   <p>:deletions:log        Stream of the same deletions (fields r = room, i = instance), capped
  *                            at ~DELETION_LOG_LENGTH entries: an instance whose subscriber was
  *                            disconnected reads what it missed from here after reconnecting.
  */
-export function ticketKey(ticket: string): string {
-  return `weft:ticket:${createHash('sha256').update(ticket, 'utf8').digest('base64url')}`
+export function ticketKey(namespace: RedisNamespace, ticket: string): string {
+  return namespace.key(`ticket:${createHash('sha256').update(ticket, 'utf8').digest('base64url')}`)
 }
 
-export const DELETIONS_CHANNEL = 'weft:deletions'
-export const DELETIONS_LOG_KEY = 'weft:deletions:log'
+export function deletionsChannel(namespace: RedisNamespace): string {
+  return namespace.channel('deletions')
+}
+
+export function deletionsLogKey(namespace: RedisNamespace): string {
+  return namespace.key('deletions:log')
+}
 const DELETION_LOG_LENGTH = 10_000
 /** Deletion ids remembered to deliver each deletion once, whether it comes by channel, by catch-up or from this instance. */
 const DELIVERED_IDS = 1024
@@ -174,6 +179,8 @@ export class TicketExistsError extends Error {
 export interface SharedStateOptions {
   redisUrl: string
   instanceId: string
+  /** --redis-prefix, as the relay's. */
+  prefix?: string
   logger: RelayLogger
   /** Reconnect backoff cap, as the relay's (CLUSTER_DEFAULTS.maxRetryDelayMs). */
   maxRetryDelayMs?: number
@@ -198,11 +205,12 @@ interface Deletion {
  *
  * Deletions are delivered to `onRoomDeleted` listeners once per deletion on every instance: the
  * sender delivers its own before `deleteRoom` resolves; the others hear the channel, and a
- * subscriber that was disconnected reads the deletions it missed from `weft:deletions:log` when it
+ * subscriber that was disconnected reads the deletions it missed from `<p>:deletions:log` when it
  * is back (as long as Redis kept its data).
  */
 export class RedisSharedState implements VersionStore {
   readonly instanceId: string
+  readonly namespace: RedisNamespace
   private readonly logger: RelayLogger
   private readonly cmd: Redis
   private readonly sub: Redis
@@ -219,9 +227,11 @@ export class RedisSharedState implements VersionStore {
   private closing: Promise<void> | null = null
   private lastError = ''
   private readonly epochListeners: Array<(epoch: string) => void> = []
-  /** The data epoch (cluster/keys.ts EPOCH_KEY) last read; null before the first read. */
+  /** The data epoch (cluster/keys.ts, RedisNamespace.epochKey) last read; null before the first read. */
   private epoch: string | null = null
   private readonly epochTimer: NodeJS.Timeout
+  private readonly deletionsChannel: string
+  private readonly deletionsLog: string
 
   constructor(options: SharedStateOptions) {
     this.instanceId = options.instanceId
@@ -233,6 +243,9 @@ export class RedisSharedState implements VersionStore {
       openRedisConnection(options.redisUrl, `weft:${options.instanceId}:shared-${role}`, maxRetryDelayMs, (err) => this.noteError(err))
     this.cmd = connect('cmd')
     this.sub = connect('sub')
+    this.namespace = new RedisNamespace(options.prefix, this.cmd.options.db ?? 0)
+    this.deletionsChannel = deletionsChannel(this.namespace)
+    this.deletionsLog = deletionsLogKey(this.namespace)
     this.events.setMaxListeners(0)
     this.cmd.on('ready', () => {
       this.everReady = true
@@ -250,7 +263,7 @@ export class RedisSharedState implements VersionStore {
   async putVersion(room: string, version: VersionRecord, limits?: VersionLimits): Promise<void> {
     assertStorableRoomName(room)
     assertVersionId(version.id)
-    const keys = versionKeys(room)
+    const keys = this.namespace.versions(room)
     const value = encodeVersionValue(version)
     const info = encodeVersionInfo({ name: version.name, createdAt: version.createdAt, bytes: version.update.byteLength })
     const args = [
@@ -274,7 +287,7 @@ export class RedisSharedState implements VersionStore {
   async listVersions(room: string, page: VersionPageRequest = {}): Promise<VersionInfo[]> {
     assertStorableRoomName(room)
     if (page.after !== undefined && !isVersionId(page.after)) return []
-    const keys = versionKeys(room)
+    const keys = this.namespace.versions(room)
     // ZRANGEBYLEX takes a count; "all" is the most a sorted set can hold.
     const limit = String(page.limit ?? 2 ** 32)
     const reply = (await this.command((redis) => this.evalScript(redis, LIST_VERSIONS, versionScriptKeys(keys), [page.after ?? '', limit, keys.contentPrefix]))) as Buffer[]
@@ -286,7 +299,7 @@ export class RedisSharedState implements VersionStore {
   async getVersion(room: string, id: string): Promise<VersionRecord | null> {
     assertStorableRoomName(room)
     if (!isVersionId(id)) return null
-    const keys = versionKeys(room)
+    const keys = this.namespace.versions(room)
     const value = (await this.command((redis) => this.evalScript(redis, GET_VERSION, versionScriptKeys(keys), [id, keys.contentPrefix]))) as Buffer | null
     return value === null ? null : decodeVersionValue(id, value)
   }
@@ -295,25 +308,25 @@ export class RedisSharedState implements VersionStore {
   async hasVersions(room: string, ids: readonly string[]): Promise<boolean[]> {
     assertStorableRoomName(room)
     if (ids.length === 0) return []
-    const scores = await this.command((redis) => redis.zmscore(versionKeys(room).ids, ...ids))
+    const scores = await this.command((redis) => redis.zmscore(this.namespace.versions(room).ids, ...ids))
     return scores.map((score) => score !== null)
   }
 
   async deleteVersions(room: string): Promise<void> {
     assertStorableRoomName(room)
-    const keys = versionKeys(room)
+    const keys = this.namespace.versions(room)
     await this.command((redis) => this.evalScript(redis, DELETE_VERSIONS, versionScriptKeys(keys), ['', keys.contentPrefix]))
   }
 
   async deleteVersion(room: string, id: string): Promise<void> {
     assertStorableRoomName(room)
     assertVersionId(id)
-    const keys = versionKeys(room)
+    const keys = this.namespace.versions(room)
     await this.command((redis) => this.evalScript(redis, DELETE_VERSIONS, versionScriptKeys(keys), [id, keys.contentPrefix]))
   }
 
   /**
-   * Calls `listener` with Redis's data epoch (cluster/keys.ts EPOCH_KEY) after every connection
+   * Calls `listener` with Redis's data epoch (cluster/keys.ts, RedisNamespace.epochKey) after every connection
    * and reconnection, and whenever a periodic read finds it changed (Redis restarted empty, or
    * was flushed). A listener that remembers the epoch it last published into knows when what it
    * stored in Redis is gone (persistence/version-replicas.ts `syncEpoch` for versions).
@@ -328,14 +341,14 @@ export class RedisSharedState implements VersionStore {
   async issueTicket(ticket: string, payload: string, ttlMs: number): Promise<void> {
     if (ticket.length === 0) throw new RangeError('ticket must not be empty')
     if (!Number.isSafeInteger(ttlMs) || ttlMs <= 0) throw new RangeError(`ticket ttlMs must be a positive integer: ${ttlMs}`)
-    const reply = await this.command((redis) => redis.set(ticketKey(ticket), payload, 'PX', ttlMs, 'NX'))
+    const reply = await this.command((redis) => redis.set(ticketKey(this.namespace, ticket), payload, 'PX', ttlMs, 'NX'))
     if (reply !== 'OK') throw new TicketExistsError()
   }
 
   /** The payload, once: GETDEL makes the read and the removal one step, so two instances cannot both redeem it. */
   async redeemTicket(ticket: string): Promise<string | null> {
     if (ticket.length === 0) return null
-    return this.command((redis) => redis.getdel(ticketKey(ticket)))
+    return this.command((redis) => redis.getdel(ticketKey(this.namespace, ticket)))
   }
 
   // ---- room deletion -----------------------------------------------------------------------
@@ -347,12 +360,12 @@ export class RedisSharedState implements VersionStore {
    */
   async deleteRoom(room: string): Promise<void> {
     assertStorableRoomName(room)
-    const keys = roomKeys(room)
-    const versions = versionKeys(room)
+    const keys = this.namespace.room(room)
+    const versions = this.namespace.versions(room)
     await this.command((redis) => redis.del(keys.log, keys.doc, keys.last))
     await this.command((redis) => this.evalScript(redis, DELETE_VERSIONS, versionScriptKeys(versions), ['', versions.contentPrefix]))
     const id = (await this.command((redis) =>
-      this.evalScript(redis, ANNOUNCE_DELETION, [DELETIONS_LOG_KEY], [room, this.instanceId, String(DELETION_LOG_LENGTH), DELETIONS_CHANNEL]),
+      this.evalScript(redis, ANNOUNCE_DELETION, [this.deletionsLog], [room, this.instanceId, String(DELETION_LOG_LENGTH), this.deletionsChannel]),
     )) as Buffer
     this.deliver({ id: id.toString('utf8'), room })
   }
@@ -413,17 +426,17 @@ export class RedisSharedState implements VersionStore {
   private async resubscribe(): Promise<void> {
     try {
       const from = this.deletionsSeen
-      await this.sub.subscribe(DELETIONS_CHANNEL)
+      await this.sub.subscribe(this.deletionsChannel)
       if (this.closed) return
       if (from === null) {
         // First connection: deletions before this instance started are none of its business.
-        const newest = await this.cmdOrNull((redis) => redis.xrevrange(DELETIONS_LOG_KEY, '+', '-', 'COUNT', 1))
+        const newest = await this.cmdOrNull((redis) => redis.xrevrange(this.deletionsLog, '+', '-', 'COUNT', 1))
         const id = newest?.[0]?.[0]
         if (id !== undefined) this.noteSeen(id)
         else this.deletionsSeen ??= '0-0'
         return
       }
-      const missed = await this.cmdOrNull((redis) => redis.xrange(DELETIONS_LOG_KEY, `(${from}`, '+'))
+      const missed = await this.cmdOrNull((redis) => redis.xrange(this.deletionsLog, `(${from}`, '+'))
       let delivered = 0
       for (const [id, fields] of missed ?? []) {
         const room = fieldOf(fields, 'r')
@@ -450,7 +463,7 @@ export class RedisSharedState implements VersionStore {
   }
 
   private onDeletionMessage(channel: string, message: string): void {
-    if (channel !== DELETIONS_CHANNEL || this.closed) return
+    if (channel !== this.deletionsChannel || this.closed) return
     let parsed: unknown
     try {
       parsed = JSON.parse(message)
@@ -495,7 +508,7 @@ export class RedisSharedState implements VersionStore {
   private async checkEpoch(connected: boolean): Promise<void> {
     if (this.closed || this.cmd.status !== 'ready') return
     try {
-      const reply = (await this.evalScript(this.cmd, ENSURE_EPOCH, [EPOCH_KEY], [randomBytes(12).toString('base64url')])) as Buffer
+      const reply = (await this.evalScript(this.cmd, ENSURE_EPOCH, [this.namespace.epochKey], [epochCandidate()])) as Buffer
       const epoch = reply.toString('utf8')
       const changed = epoch !== this.epoch
       if (changed && this.epoch !== null) this.logger.warn({ instance: this.instanceId }, 'shared state: redis lost its data')

@@ -9,6 +9,7 @@
 import { createPrivateKey, X509Certificate } from 'node:crypto'
 import { createSecureContext } from 'node:tls'
 import { readFileSync } from 'node:fs'
+import { REDIS_PREFIX_PATTERN } from '../cluster/keys.js'
 import { ClientAddress } from './admission.js'
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent'
@@ -117,6 +118,12 @@ export interface WeftOptions {
   versionsPerMinutePerRoom: number
   /** Pace of putting versions back into Redis after it lost its data, in bytes per second. */
   versionRepublishBytesPerSecond: number
+  /** Namespace of every Redis key and channel (the DB number of --redis is part of channel names too). */
+  redisPrefix: string
+  /** Seconds after its last edit a room's keys leave Redis (LevelDB keeps it); 0 = never. */
+  redisRetentionSeconds: number
+  /** Stored rooms re-published to Redis per second after it lost its data. */
+  republishRoomsPerSecond: number
 }
 
 export const DEFAULTS: Readonly<WeftOptions> = Object.freeze({
@@ -172,6 +179,9 @@ export const DEFAULTS: Readonly<WeftOptions> = Object.freeze({
   maxVersionBytesPerRoom: 64 * 1024 * 1024,
   versionsPerMinutePerRoom: 30,
   versionRepublishBytesPerSecond: 16 * 1024 * 1024,
+  redisPrefix: 'weft',
+  redisRetentionSeconds: 3 * 24 * 3600,
+  republishRoomsPerSecond: 100,
 })
 
 /** A setting that cannot be used; the CLI prints `message` and exits with status 2. */
@@ -251,6 +261,10 @@ export const SETTINGS: readonly SettingSpec[] = [
   { key: 'maxVersionBytesPerRoom', flag: '--max-version-bytes-per-room', env: 'WEFT_MAX_VERSION_BYTES_PER_ROOM', kind: 'int', min: 1024 },
   { key: 'versionsPerMinutePerRoom', flag: '--versions-per-minute-per-room', env: 'WEFT_VERSIONS_PER_MINUTE_PER_ROOM', kind: 'int', min: 1, max: 60_000 },
   { key: 'versionRepublishBytesPerSecond', flag: '--version-republish-bytes-per-second', env: 'WEFT_VERSION_REPUBLISH_BYTES_PER_SECOND', kind: 'int', min: 65_536 },
+  // The cluster (issue #13).
+  { key: 'redisPrefix', flag: '--redis-prefix', env: 'WEFT_REDIS_PREFIX', kind: 'string' },
+  { key: 'redisRetentionSeconds', flag: '--redis-retention-seconds', env: 'WEFT_REDIS_RETENTION_SECONDS', kind: 'int', min: 0, max: 10 * 365 * 24 * 3600 },
+  { key: 'republishRoomsPerSecond', flag: '--republish-rooms-per-second', env: 'WEFT_REPUBLISH_ROOMS_PER_SECOND', kind: 'int', min: 1, max: 100_000 },
 ]
 
 const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']
@@ -387,10 +401,17 @@ export function resolveOptions(partial: Partial<WeftOptions> = {}): Readonly<Wef
     'maxVersionBytesPerRoom',
     'versionsPerMinutePerRoom',
     'versionRepublishBytesPerSecond',
+    'republishRoomsPerSecond',
   ] as const) {
     if (!Number.isInteger(options[key]) || options[key] <= 0) throw new ConfigError(key, `invalid ${key}: must be a positive whole number`)
   }
   if (options.data === '') throw new ConfigError('--data', 'invalid --data: must not be empty')
+  if (!REDIS_PREFIX_PATTERN.test(options.redisPrefix)) {
+    throw new ConfigError('--redis-prefix', `invalid --redis-prefix: "${options.redisPrefix}" must be 1 to 64 letters, digits, '.', '_' or '-'`)
+  }
+  if (!Number.isSafeInteger(options.redisRetentionSeconds) || options.redisRetentionSeconds < 0) {
+    throw new ConfigError('--redis-retention-seconds', 'invalid --redis-retention-seconds: must be a whole number of seconds, 0 = keep for ever')
+  }
   const badProxy = ClientAddress.validate(options.trustedProxies)
   if (badProxy !== null) throw new ConfigError('--trusted-proxies', `invalid --trusted-proxies: "${badProxy}" is not an IP address or CIDR range`)
   checkUsable(options)

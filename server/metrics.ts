@@ -1,5 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
-import type { Relay, RelayStats } from '../cluster/index.js'
+import type { Relay, RelayRecovery, RelayStats } from '../cluster/index.js'
 
 /**
  * The server's Prometheus metrics. Each server has its own registry, so several servers in one
@@ -157,6 +157,45 @@ export class ServerMetrics {
           this.set(relay.stats()[key])
         },
       })
+    }
+    const recovery = relay.recovery?.bind(relay)
+    if (recovery !== undefined) {
+      // Issue #13: how the cluster gets back what Redis lost.
+      new Gauge({
+        name: 'weft_redis_persistence_missing',
+        help: '1 when the Redis has neither AOF nor RDB snapshots (a restart empties it), 0 when it has one, -1 while unknown',
+        registers: [this.registry],
+        collect() {
+          const mode = recovery().persistence
+          this.set(mode === 'none' ? 1 : mode === 'unknown' ? -1 : 0)
+        },
+      })
+      new Gauge({
+        name: 'weft_cluster_republish_pending_rooms',
+        help: 'Stored rooms still to re-publish to Redis after it lost its data',
+        registers: [this.registry],
+        collect() {
+          const state = recovery()
+          this.set(state.republishing ? state.republishTotal - state.republishDone : 0)
+        },
+      })
+      const totals: Array<[keyof RelayRecovery, string, string]> = [
+        ['losses', 'weft_cluster_redis_data_losses_total', 'Times Redis was found to have lost its data (restarted empty, flushed)'],
+        ['republished', 'weft_cluster_republished_rooms_total', 'Stored rooms re-published to Redis after it lost its data'],
+        ['asks', 'weft_cluster_asks_total', 'Rooms Redis did not have that this instance asked the other instances for'],
+        ['found', 'weft_cluster_asks_found_total', 'Asks another instance answered with the room'],
+        ['answered', 'weft_cluster_asks_answered_total', 'Asks of other instances this one answered with the room'],
+      ]
+      for (const [key, name, help] of totals) {
+        new Gauge({
+          name,
+          help,
+          registers: [this.registry],
+          collect() {
+            this.set(Number(recovery()[key]))
+          },
+        })
+      }
     }
     new Gauge({
       name: 'weft_relay_held_bytes',

@@ -181,8 +181,12 @@ export class WeftServer {
       const relay = createRelay({
         redisUrl: this.options.redisUrl,
         instanceId: this.options.instanceId ?? randomUUID(),
+        prefix: this.options.redisPrefix,
+        retentionMs: this.options.redisRetentionSeconds * 1000,
+        republishRoomsPerSecond: this.options.republishRoomsPerSecond,
         logger: this.log.child({ part: 'relay' }),
       })
+      relay.setStoredRooms({ list: async () => (await writer.listRooms()).map((stored) => stored.room), load: (room) => writer.load(room) })
       relay.on('health', (health) => {
         if (this.stateValue === 'draining' || this.stateValue === 'stopped') return
         if (health.up) this.log.info('redis relay up')
@@ -194,7 +198,7 @@ export class WeftServer {
     this.versions = store
     this.tickets = new Tickets(new MemoryTickets())
     if (this.options.redisUrl !== null) {
-      const shared = new RedisSharedState({ redisUrl: this.options.redisUrl, instanceId: this.relay?.instanceId ?? randomUUID(), logger: this.log.child({ part: 'shared' }) })
+      const shared = new RedisSharedState({ redisUrl: this.options.redisUrl, instanceId: this.relay?.instanceId ?? randomUUID(), prefix: this.options.redisPrefix, logger: this.log.child({ part: 'shared' }) })
       shared.onRoomDeleted((room) => {
         this.deleteLocally(room).catch((err: unknown) => this.log.error({ room, err }, 'deleting a room failed'))
       })
@@ -367,7 +371,10 @@ export class WeftServer {
         // Redis being down does not make an instance unready: it still serves its own clients
         // (and holds their updates for the cluster); taking every instance out would be an outage.
         const redis = this.relay === null ? 'none' : this.relay.health().up ? 'up' : 'down'
-        const detail = { state: this.stateValue, storage: this.storageHealth.ok ? 'ok' : 'failing', redis }
+        const recovery = this.relay?.recovery?.()
+        // Progress of a re-publish after Redis lost its data: the instance serves meanwhile.
+        const republish = recovery?.republishing === true || recovery?.resyncing === true ? { republish: { done: recovery.republishDone, total: recovery.republishTotal } } : {}
+        const detail = { state: this.stateValue, storage: this.storageHealth.ok ? 'ok' : 'failing', redis, ...republish }
         if (ready) sendJson(res, 200, { status: 'ready', ...detail })
         else {
           const why = this.stateValue !== 'serving' ? `server is ${this.stateValue}` : 'storage is failing'
@@ -442,7 +449,7 @@ export class WeftServer {
     }
     const target = req.url ?? '/'
     const path = pathOfTarget(target)
-    const hocuspocus = path === this.options.hocuspocusPath
+    const hocuspocus = servesHocuspocus(path, this.options.hocuspocusPath)
     const room = hocuspocus ? null : roomFromPath(path)
     if (!hocuspocus && room === null) {
       this.refuseUpgrade(socket, 'invalid_room', 'room names are 1 to 512 bytes of UTF-8 without control characters', 'invalid_room')
@@ -702,6 +709,18 @@ export class WeftServer {
   loadedRoom(name: string) {
     return this.rooms?.get(name)
   }
+}
+
+/**
+ * The Hocuspocus protocol is served on its path and on `<path>/<anything>`, so an application can
+ * put the document name in the URL and a load balancer can route by room. Not below the default
+ * `/`: `//<room>` is what a y-websocket provider whose server URL ends in `/` asks for, and it
+ * stays that y-websocket room.
+ */
+export function servesHocuspocus(path: string, hocuspocusPath: string): boolean {
+  if (path === hocuspocusPath) return true
+  if (hocuspocusPath === '/') return false
+  return path.startsWith(hocuspocusPath.endsWith('/') ? hocuspocusPath : `${hocuspocusPath}/`)
 }
 
 /** Creates a weft server; `listen()` or `attach(httpServer)` to start it. */

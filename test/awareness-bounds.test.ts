@@ -212,7 +212,7 @@ describe(`awareness properties (seed ${SEED}; replay with WEFT_FUZZ_SEED)`, () =
 
 // ---- the flood over real sockets, against a separate weft process --------------------------
 
-const SECRET = 'awareness-bounds-secret'
+const SECRET = 'awareness-bounds-secret-with-at-least-32-bytes'
 const FRAMES = 3
 const IDS_PER_FRAME = 100_000
 

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import * as Y from 'yjs'
 import { MemoryBus, MemoryRelay, type RelayRoomHandlers } from '../cluster/index.js'
-import { compareStreamIds, nextStreamId, roomKeys } from '../cluster/keys.js'
+import { RedisNamespace, compareStreamIds, nextStreamId } from '../cluster/keys.js'
 import { decodeRelayMessage, encodeRelayMessage, type RelayMessage } from '../cluster/relay-message.js'
 import { missingFrom } from '../cluster/state-diff.js'
 import type { AwarenessEntry } from '../protocol/index.js'
@@ -45,10 +45,24 @@ describe('relay message codec', () => {
 
 describe('key layout and stream ids', () => {
   it('puts every room in its own hash tag, whatever the name holds', () => {
-    assert.deepEqual(roomKeys('{a}:b c'), {
-      log: 'weft:{e2F9OmIgYw}:log', doc: 'weft:{e2F9OmIgYw}:doc', last: 'weft:{e2F9OmIgYw}:last', channel: 'weft:{e2F9OmIgYw}:ch',
+    const ns = new RedisNamespace()
+    assert.deepEqual(ns.room('{a}:b c'), {
+      log: 'weft:{e2F9OmIgYw}:log', doc: 'weft:{e2F9OmIgYw}:doc', last: 'weft:{e2F9OmIgYw}:last', channel: 'weft:0:{e2F9OmIgYw}:ch',
     })
-    assert.notEqual(roomKeys('a').log, roomKeys('a ').log)
+    assert.notEqual(ns.room('a').log, ns.room('a ').log)
+  })
+
+  it('names keys by prefix and channels by prefix and DB number (pub/sub ignores DB numbers)', () => {
+    const staging = new RedisNamespace('weft', 7)
+    const prod = new RedisNamespace('weft', 6)
+    const other = new RedisNamespace('other', 7)
+    assert.equal(staging.room('r').log, prod.room('r').log, 'keys live in the DB, which already separates them')
+    assert.notEqual(staging.room('r').channel, prod.room('r').channel)
+    assert.notEqual(staging.room('r').channel, other.room('r').channel)
+    assert.notEqual(staging.room('r').log, other.room('r').log)
+    assert.equal(other.instance('a'), 'other:instance:a')
+    assert.equal(other.epochKey, 'other:epoch')
+    for (const bad of ['', 'a b', 'a*', '{x}', 'x'.repeat(65)]) assert.throws(() => new RedisNamespace(bad), RangeError, JSON.stringify(bad))
   })
 
   it('orders stream ids numerically and finds the next one', () => {

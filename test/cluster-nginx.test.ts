@@ -86,7 +86,7 @@ describe('weft instances behind nginx (deploy/nginx)', () => {
   it('runs the committed configuration: WebSocket headers, hashing by path, passive checks, next upstream on 503', async () => {
     const template = await readFile(join(NGINX_DIR, 'weft.conf.template'), 'utf8')
     for (const directive of [
-      /hash \$uri consistent;/,
+      /hash \$weft_room consistent;/,
       /proxy_set_header Upgrade \$http_upgrade;/,
       /proxy_set_header Connection \$weft_connection_header;/,
       /proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;/,

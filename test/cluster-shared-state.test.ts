@@ -2,8 +2,10 @@ import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
 import * as Y from 'yjs'
 import { RedisRelay, RedisSharedState, RedisUnavailableError, TicketExistsError, type RelayLogger } from '../cluster/index.js'
-import { roomKeys, versionKeys } from '../cluster/keys.js'
-import { DELETIONS_LOG_KEY, ticketKey } from '../cluster/shared-state.js'
+import { RedisNamespace } from '../cluster/keys.js'
+import { deletionsLogKey, ticketKey } from '../cluster/shared-state.js'
+
+const ns = new RedisNamespace()
 import { newVersionId, type VersionRecord } from '../persistence/index.js'
 import { startRedis, type RedisProcess } from './harness/redis.js'
 import { until } from './harness/wait.js'
@@ -77,7 +79,7 @@ describe('RedisSharedState', () => {
     assert.equal(await b.state.getVersion('doc', 'not/an id'), null)
     assert.equal(await b.state.getVersion('doc2', later.id), null)
     assert.deepEqual(await b.state.listVersions('never'), [])
-    assert.equal(integer(await redis.command('ZCARD', versionKeys('doc').ids)), 2)
+    assert.equal(integer(await redis.command('ZCARD', ns.versions('doc').ids)), 2)
     await b.state.deleteVersions('doc')
     assert.deepEqual(await a.state.listVersions('doc'), [])
   })
@@ -110,21 +112,21 @@ describe('RedisSharedState', () => {
   it('the key of a ticket does not contain the ticket', async () => {
     await a.state.issueTicket('secret-ticket', 'p', 30_000)
     const keys = await redis.command('KEYS', 'weft:ticket:*')
-    assert.ok(keys.includes(ticketKey('secret-ticket').slice('weft:ticket:'.length)))
+    assert.ok(keys.includes(ticketKey(ns, 'secret-ticket').slice('weft:ticket:'.length)))
     assert.ok(!keys.includes('secret-ticket'))
     assert.equal(await b.state.redeemTicket('secret-ticket'), 'p')
   })
 
   it('an expired ticket cannot be redeemed', async () => {
     await a.state.issueTicket('short', 'p', 100)
-    const ttl = integer(await redis.command('PTTL', ticketKey('short')))
+    const ttl = integer(await redis.command('PTTL', ticketKey(ns, 'short')))
     assert.ok(ttl > 0 && ttl <= 100, `PTTL ${ttl}`)
     let exists = 1
     const deadline = Date.now() + 5_000
     while (exists === 1) {
       assert.ok(Date.now() < deadline, 'ticket key still exists 5 s after a 100 ms ttl')
       await new Promise((resolve) => setTimeout(resolve, 20))
-      exists = integer(await redis.command('EXISTS', ticketKey('short')))
+      exists = integer(await redis.command('EXISTS', ticketKey(ns, 'short')))
     }
     assert.equal(await b.state.redeemTicket('short'), null)
     await assert.rejects(a.state.issueTicket('bad-ttl', 'p', 0), RangeError)
@@ -138,7 +140,7 @@ describe('RedisSharedState', () => {
       await relay.joinRoom(room, null, { onUpdate() {}, onAwareness() {}, onInstanceGone() {}, localAwareness: () => [], localState: () => Y.encodeStateAsUpdate(doc) })
       doc.on('update', (update: Uint8Array) => relay.publishUpdate(room, update))
       for (let i = 0; i < 6; i++) doc.getArray<number>('a').push([i])
-      const keys = roomKeys(room)
+      const keys = ns.room(room)
       await until(() => relay.stats().published === 6, 'six updates published')
       const existing = async (): Promise<number> => integer(await redis.command('EXISTS', keys.log, keys.doc, keys.last))
       // The compaction after the third entry writes the snapshot; wait for it.
@@ -151,7 +153,7 @@ describe('RedisSharedState', () => {
 
       await a.state.deleteRoom(room)
       assert.equal(a.count(room), 1, 'the sender has heard its own deletion when deleteRoom resolves')
-      const versions = versionKeys(room)
+      const versions = ns.versions(room)
       assert.equal(integer(await redis.command('EXISTS', keys.log, keys.doc, keys.last, versions.ids, versions.info, versions.bytes)), 0)
       assert.equal((await redis.command('KEYS', `${versions.contentPrefix}*`)).trim(), '*0')
       await barrier(b, [a, b])
@@ -171,7 +173,7 @@ describe('RedisSharedState', () => {
     await barrier(a, [a, b])
     assert.equal(a.count('while-away'), 1)
     assert.equal(b.count('while-away'), 1)
-    assert.ok(integer(await redis.command('XLEN', DELETIONS_LOG_KEY)) >= 1)
+    assert.ok(integer(await redis.command('XLEN', deletionsLogKey(ns))) >= 1)
   })
 
   it('a throwing listener does not stop the others or the deletion', async () => {

@@ -286,7 +286,11 @@ test('compose publishes the served port on nginx, which proxies to every instanc
   assert.ok(volumes.some((v) => v.startsWith('./deploy/nginx/weft.conf.template:/etc/nginx/templates/')), 'the template goes where the image renders templates')
   assert.ok(volumes.some((v) => v.startsWith('./deploy/nginx/nginx.conf:/etc/nginx/nginx.conf')), 'the main config is deploy/nginx/nginx.conf')
   const template = read('deploy/nginx/weft.conf.template')
-  for (const name of ['WEFT_UPSTREAMS', 'LISTEN_PORT']) assert.ok(template.includes('${' + name + '}'), `the template uses ${name}`)
+  for (const name of ['WEFT_UPSTREAMS', 'LISTEN_PORT', 'WEFT_HOCUSPOCUS_PATH']) assert.ok(template.includes('${' + name + '}'), `the template uses ${name}`)
+  // nginx strips the instances' Hocuspocus path to route by room: both must name the same path.
+  for (const [name, weft] of instances) {
+    assert.equal(composeEnv(nginx, 'WEFT_HOCUSPOCUS_PATH'), composeEnv(weft, 'WEFT_HOCUSPOCUS_PATH') ?? DEFAULTS.hocuspocusPath, `nginx and ${name} agree on the Hocuspocus path`)
+  }
 })
 
 test('compose mounts a named volume of its own at the WEFT_DATA path of each instance', () => {

@@ -178,7 +178,7 @@ describe('content types of state-changing requests', () => {
 })
 
 describe('content types with --auth-secret', () => {
-  const SECRET = 'http-origin-secret'
+  const SECRET = 'http-origin-secret-with-at-least-32-bytes'
   let weft: InProcessServer
   let writer: string
 

@@ -18,7 +18,7 @@ import { until, withDeadline } from './harness/wait.js'
 // bytes and time (--max-concurrent-bodies[-per-ip], --max-body-bytes-in-flight, --body-timeout-ms).
 // The floods run against a weft process of its own, so its RSS is the server's alone.
 
-const SECRET = 'preauth-limits-secret'
+const SECRET = 'preauth-limits-secret-with-at-least-32-bytes'
 const MiB = 1024 * 1024
 /** What the attackers send, 64 KiB at a time: the content does not matter, only its size. */
 const SLICE = 64 * 1024

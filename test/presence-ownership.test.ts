@@ -26,7 +26,7 @@ import { until, withDeadline } from './harness/wait.js'
 // introduced, also across instances, and a departed ID goes back only to its owner's reconnect
 // (the same token `sub`), never to a read-only client that claims it with a high clock.
 
-const SECRET = 'presence-ownership-secret'
+const SECRET = 'presence-ownership-secret-with-at-least-32-bytes'
 
 process.setMaxListeners(64)
 

@@ -18,7 +18,7 @@ import { eventually, until, withDeadline } from './harness/wait.js'
 // a refused upgrade does not use up its ticket; a scoped admin lists only its rooms; no error body
 // names an internal address.
 
-const SECRET = 'slow-clients-secret'
+const SECRET = 'slow-clients-secret-with-at-least-32-bytes'
 
 interface RawPeer {
   socket: Socket

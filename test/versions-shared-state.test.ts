@@ -6,12 +6,14 @@ import assert from 'node:assert/strict'
 import { EventEmitter } from 'node:events'
 import { after, before, describe, it } from 'node:test'
 import { Redis } from 'ioredis'
-import { versionKeys } from '../cluster/keys.js'
+import { RedisNamespace } from '../cluster/keys.js'
 import { RedisSharedState } from '../cluster/index.js'
 import { MemoryStore, newVersionId, ReplicatedVersions, VersionLimitError, type VersionRecord } from '../persistence/index.js'
 import { encodeVersionValue } from '../persistence/version-value.js'
 import { startRedis, type RedisProcess } from './harness/redis.js'
 import { once, until, withDeadline } from './harness/wait.js'
+
+const ns = new RedisNamespace()
 
 const silent = { debug() {}, info() {}, warn() {}, error() {} }
 const version = (createdAt: number, name: string, size: number): VersionRecord => ({ id: newVersionId(createdAt), name, createdAt, update: new Uint8Array(size).fill(7) })
@@ -46,12 +48,12 @@ describe('versions in Redis', () => {
     const refused = version(101, 'refused', 500)
     await assert.rejects(b.putVersion('bytes', refused, limits), (err: unknown) => err instanceof VersionLimitError && err.limit === 'bytes')
     assert.equal(await a.getVersion('bytes', refused.id), null)
-    assert.equal(await raw.exists(versionKeys('bytes').contentPrefix + refused.id), 0)
+    assert.equal(await raw.exists(ns.versions('bytes').contentPrefix + refused.id), 0)
     // Replacing counts the version once: 600 → 900 fits, 600 + 500 did not.
     await a.putVersion('bytes', { ...heavy, update: new Uint8Array(900) }, limits)
-    assert.equal(await raw.get(versionKeys('bytes').bytes), '900')
+    assert.equal(await raw.get(ns.versions('bytes').bytes), '900')
     await a.deleteVersion('bytes', heavy.id)
-    assert.equal(await raw.get(versionKeys('bytes').bytes), '0')
+    assert.equal(await raw.get(ns.versions('bytes').bytes), '0')
     assert.deepEqual(await b.listVersions('bytes'), [])
   })
 
@@ -71,7 +73,7 @@ describe('versions in Redis', () => {
     } finally {
       monitor.disconnect()
     }
-    const { contentPrefix } = versionKeys(room)
+    const { contentPrefix } = ns.versions(room)
     const commands = seen.map((args) => args.map((arg) => arg.slice(0, 80)).join(' '))
     assert.ok(commands.some((c) => /^zrangebylex/i.test(c)), `the listing ran: ${commands.join(' | ')}`)
     for (const args of seen) {
@@ -95,7 +97,7 @@ describe('versions in Redis', () => {
   it('versions in the layout before descriptions (one hash of whole values) are moved on first use, byte for byte', async () => {
     const room = 'legacy {room}'
     const old = [version(1_000, 'old one ✓', 30), version(2_000, 'old two', 40)]
-    const keys = versionKeys(room)
+    const keys = ns.versions(room)
     for (const record of old) await raw.hset(keys.legacy, record.id, Buffer.from(encodeVersionValue(record)))
     assert.deepEqual(await a.listVersions(room), old.map((r) => ({ id: r.id, name: r.name, createdAt: r.createdAt, bytes: r.update.byteLength })))
     assert.equal(await raw.exists(keys.legacy), 0)

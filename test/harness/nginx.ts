@@ -27,6 +27,8 @@ export interface NginxOptions {
   upstreams: string[]
   /** Appended to each `server` line: the passive health check. */
   serverParameters?: string
+  /** The instances' --hocuspocus-path (WEFT_HOCUSPOCUS_PATH of the template); default `/`. */
+  hocuspocusPath?: string
 }
 
 /** The repository root, found from dist/test/harness (where the compiled harness runs). */
@@ -94,7 +96,7 @@ export async function startNginx(options: NginxOptions): Promise<NginxProcess> {
   const upstreams = options.upstreams.map((address) => `server ${address} ${parameters};`).join('\n    ')
   const template = await readFile(join(NGINX_DIR, 'weft.conf.template'), 'utf8')
   // The tests listen on loopback only; the deployment listens on every address.
-  const config = renderTemplate(template, { WEFT_UPSTREAMS: upstreams, LISTEN_PORT: `127.0.0.1:${port}` })
+  const config = renderTemplate(template, { WEFT_UPSTREAMS: upstreams, LISTEN_PORT: `127.0.0.1:${port}`, WEFT_HOCUSPOCUS_PATH: options.hocuspocusPath ?? '/' })
   await mkdir(join(dir, 'conf.d'))
   await writeFile(join(dir, 'conf.d', 'weft.conf'), config)
   await copyFile(join(NGINX_DIR, 'nginx.conf'), join(dir, 'nginx.conf'))
