@@ -116,7 +116,7 @@ describe('deployments on one Redis are isolated by DB number and by --redis-pref
 
   it('tickets are redeemable only in the deployment that issued them', async () => {
     const issue = async (server: InProcessServer): Promise<string> => {
-      const res = await fetch(`${server.http}/api/tickets`, { method: 'POST' })
+      const res = await fetch(`${server.http}/api/tickets`, { method: 'POST', headers: { 'content-type': 'application/json' } })
       assert.equal(res.status, 200)
       return ((await res.json()) as { ticket: string }).ticket
     }
