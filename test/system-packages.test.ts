@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
-import { chmod, readFile, writeFile } from 'node:fs/promises'
+import { chmod, copyFile, readFile, writeFile } from 'node:fs/promises'
 import { existsSync, readFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -44,8 +44,24 @@ async function toolsDir(programs: Record<string, string>): Promise<string> {
   return dir.path
 }
 
-function runScript(env: Record<string, string>, uid?: number): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, [SCRIPT], {
+/**
+ * A copy of the script in a folder everyone may read: a checkout can sit below a folder only its
+ * owner may enter (mktemp -d makes 0700 folders), which another user could not run it from.
+ */
+async function readableScript(): Promise<string> {
+  const dir = await tempDir('weft-script-')
+  dirs.push(dir)
+  await chmod(dir.path, 0o755)
+  const copy = join(dir.path, 'system-packages.mjs')
+  await copyFile(SCRIPT, copy)
+  await chmod(copy, 0o644)
+  return copy
+}
+
+async function runScript(env: Record<string, string>, uid?: number): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  const script = uid === undefined ? SCRIPT : await readableScript()
+  const child = spawn(process.execPath, [script], {
+    cwd: dirname(script),
     env: { PATH: process.env.PATH ?? '', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
     ...(uid === undefined ? {} : { uid, gid: uid }),
