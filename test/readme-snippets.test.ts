@@ -71,8 +71,8 @@ export async function check({ provider, socket, doc, weft, server }) {
   if (server !== undefined) {
     await until(() => server.listening, 'the server to listen')
     const base = 'http://127.0.0.1:' + server.address().port
-    const ready = await fetch(base + '/health/ready')
-    if (ready.status !== 200) throw new Error('/health/ready answered ' + ready.status)
+    // attach() serves at once, but readiness waits for storage to open (LevelDB in ./data).
+    await until(async () => (await fetch(base + '/health/ready')).status === 200, '/health/ready to answer 200')
     process.kill(process.pid, 'SIGTERM')
     await until(() => weft.state === 'stopped' && !server.listening, 'the drain on SIGTERM')
     console.log('snippet ok: served, then drained on SIGTERM')

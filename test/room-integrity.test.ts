@@ -154,19 +154,25 @@ describe('a writer cannot break a room (issue 12, finding 1)', () => {
       attacking = false
       await sampling
     }
-    samples.sort((a, b) => a - b)
-    const p99 = samples[Math.floor(samples.length * 0.99)] ?? 0
-    assert.ok(p99 < 100, `/health/live p99 ${p99.toFixed(1)} ms during the attack (${samples.length} samples)`)
-    assert.equal(await metricValue(server.http, 'weft_update_refusals_total', '{reason="too_deep"}'), 6)
-    assert.equal(await metricValue(server.http, 'weft_update_refusals_total', '{reason="missing_dependencies"}'), 1)
-    const state = await honestClientsWork(server, room)
-    // An HTTP write is acknowledged only once stored, and shows up for everyone.
+    let state: Uint8Array
     const extra = new Y.Doc()
-    extra.getText('honest').insert(0, 'via http ')
-    assert.equal((await postUpdate(server, room, Y.encodeStateAsUpdate(extra))).status, 204)
-    const before = await httpRequest(server.port, `/api/rooms/${room}`)
-    assert.equal(before.status, 200)
-    await server.stop()
+    let before: Awaited<ReturnType<typeof httpRequest>>
+    try {
+      samples.sort((a, b) => a - b)
+      const p99 = samples[Math.floor(samples.length * 0.99)] ?? 0
+      assert.ok(p99 < 100, `/health/live p99 ${p99.toFixed(1)} ms during the attack (${samples.length} samples)`)
+      assert.equal(await metricValue(server.http, 'weft_update_refusals_total', '{reason="too_deep"}'), 6)
+      assert.equal(await metricValue(server.http, 'weft_update_refusals_total', '{reason="missing_dependencies"}'), 1)
+      state = await honestClientsWork(server, room)
+      // An HTTP write is acknowledged only once stored, and shows up for everyone.
+      extra.getText('honest').insert(0, 'via http ')
+      assert.equal((await postUpdate(server, room, Y.encodeStateAsUpdate(extra))).status, 204)
+      before = await httpRequest(server.port, `/api/rooms/${room}`)
+      assert.equal(before.status, 200)
+    } finally {
+      // Stopped also when an assertion failed: a server left running would hold the file open.
+      await server.stop()
+    }
     server = await startServer({ data: dir.path, keepData: true })
     try {
       const json = await httpRequest(server.port, `/api/rooms/${room}`)
