@@ -132,7 +132,9 @@ describe('a writer cannot break a room (issue 12, finding 1)', () => {
     const samples: number[] = []
     let attacking = true
     const sampling = (async () => {
-      while (attacking) {
+      // The attack and its aftermath, at least 300 samples: one slow walk (a cold JIT) is then not
+      // the p99 by itself, while a stall of seconds, the failure under test, still is.
+      while (attacking || samples.length < 300) {
         const started = performance.now()
         await httpRequest(server.port, '/health/live')
         samples.push(performance.now() - started)
@@ -161,6 +163,7 @@ describe('a writer cannot break a room (issue 12, finding 1)', () => {
       samples.sort((a, b) => a - b)
       const p99 = samples[Math.floor(samples.length * 0.99)] ?? 0
       assert.ok(p99 < 100, `/health/live p99 ${p99.toFixed(1)} ms during the attack (${samples.length} samples)`)
+      assert.ok((samples.at(-1) ?? 0) < 1000, `/health/live worst ${(samples.at(-1) ?? 0).toFixed(1)} ms during the attack`)
       assert.equal(await metricValue(server.http, 'weft_update_refusals_total', '{reason="too_deep"}'), 6)
       assert.equal(await metricValue(server.http, 'weft_update_refusals_total', '{reason="missing_dependencies"}'), 1)
       state = await honestClientsWork(server, room)
