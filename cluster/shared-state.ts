@@ -5,7 +5,7 @@ import { VersionLimitError } from '../persistence/errors.js'
 import { assertStorableRoomName, type VersionInfo, type VersionLimits, type VersionPageRequest, type VersionRecord, type VersionStore } from '../persistence/store.js'
 import { assertVersionId, isVersionId } from '../persistence/version-id.js'
 import { decodeVersionInfo, decodeVersionValue, encodeVersionInfo, encodeVersionValue } from '../persistence/version-value.js'
-import { RedisNamespace, compareStreamIds, epochCandidate, type VersionKeys } from './keys.js'
+import { RedisNamespace, compareStreamIds, epochCandidate, roomTag, type VersionKeys } from './keys.js'
 import { CLUSTER_DEFAULTS, type RelayLogger } from './redis-relay.js'
 import { openRedisConnection } from './redis-connection.js'
 import { ENSURE_EPOCH, type Script } from './scripts.js'
@@ -20,6 +20,8 @@ import { ENSURE_EPOCH, type Script } from './scripts.js'
  *   <p>:deletions:log        Stream of the same deletions (fields r = room, i = instance), capped
  *                            at ~DELETION_LOG_LENGTH entries: an instance whose subscriber was
  *                            disconnected reads what it missed from here after reconnecting.
+ *   <p>:<db>:versions        pub/sub channel: JSON {room, id, instance} per version stored, so
+ *                            the other instances keep a copy (persistence/version-replicas.ts)
  */
 export function ticketKey(namespace: RedisNamespace, ticket: string): string {
   return namespace.key(`ticket:${createHash('sha256').update(ticket, 'utf8').digest('base64url')}`)
@@ -27,6 +29,10 @@ export function ticketKey(namespace: RedisNamespace, ticket: string): string {
 
 export function deletionsChannel(namespace: RedisNamespace): string {
   return namespace.channel('deletions')
+}
+
+export function versionsChannel(namespace: RedisNamespace): string {
+  return namespace.channel('versions')
 }
 
 export function deletionsLogKey(namespace: RedisNamespace): string {
@@ -232,6 +238,8 @@ export class RedisSharedState implements VersionStore {
   private readonly epochTimer: NodeJS.Timeout
   private readonly deletionsChannel: string
   private readonly deletionsLog: string
+  private readonly versionsChannel: string
+  private readonly versionListeners: Array<(room: string, id: string) => void> = []
 
   constructor(options: SharedStateOptions) {
     this.instanceId = options.instanceId
@@ -246,6 +254,7 @@ export class RedisSharedState implements VersionStore {
     this.namespace = new RedisNamespace(options.prefix, this.cmd.options.db ?? 0)
     this.deletionsChannel = deletionsChannel(this.namespace)
     this.deletionsLog = deletionsLogKey(this.namespace)
+    this.versionsChannel = versionsChannel(this.namespace)
     this.events.setMaxListeners(0)
     this.cmd.on('ready', () => {
       this.everReady = true
@@ -255,7 +264,10 @@ export class RedisSharedState implements VersionStore {
     this.epochTimer = setInterval(() => void this.checkEpoch(false), options.epochCheckMs ?? CLUSTER_DEFAULTS.checkMs)
     this.epochTimer.unref()
     this.sub.on('ready', () => void this.resubscribe())
-    this.sub.on('message', (channel: string, message: string) => this.onDeletionMessage(channel, message))
+    this.sub.on('message', (channel: string, message: string) => {
+      if (channel === this.versionsChannel) this.onVersionMessage(message)
+      else this.onDeletionMessage(channel, message)
+    })
   }
 
   // ---- versions ----------------------------------------------------------------------------
@@ -323,6 +335,32 @@ export class RedisSharedState implements VersionStore {
     assertVersionId(id)
     const keys = this.namespace.versions(room)
     await this.command((redis) => this.evalScript(redis, DELETE_VERSIONS, versionScriptKeys(keys), [id, keys.contentPrefix]))
+  }
+
+  async announceVersion(room: string, id: string): Promise<void> {
+    await this.command((redis) => redis.publish(this.versionsChannel, JSON.stringify({ room, id, instance: this.instanceId })))
+  }
+
+  /** Calls `listener` for each version another instance announces (not for this instance's own). */
+  onVersionAnnounced(listener: (room: string, id: string) => void): void {
+    this.versionListeners.push(listener)
+  }
+
+  /** Rooms with versions in the current layout (a room only in the old one is moved when first touched). */
+  async listVersionRooms(): Promise<string[]> {
+    const rooms = new Set<string>()
+    const pattern = `${this.namespace.key('{')}*}:versions:ids`
+    let cursor = '0'
+    do {
+      const [next, keys] = await this.command((redis) => redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000))
+      cursor = next
+      for (const key of keys) {
+        const tag = key.slice(pattern.indexOf('*'), key.length - '}:versions:ids'.length)
+        const room = Buffer.from(tag, 'base64url').toString('utf8')
+        if (roomTag(room) === tag) rooms.add(room)
+      }
+    } while (cursor !== '0')
+    return [...rooms].sort()
   }
 
   /**
@@ -426,7 +464,7 @@ export class RedisSharedState implements VersionStore {
   private async resubscribe(): Promise<void> {
     try {
       const from = this.deletionsSeen
-      await this.sub.subscribe(this.deletionsChannel)
+      await this.sub.subscribe(this.deletionsChannel, this.versionsChannel)
       if (this.closed) return
       if (from === null) {
         // First connection: deletions before this instance started are none of its business.
@@ -473,6 +511,25 @@ export class RedisSharedState implements VersionStore {
     const { id, room } = (parsed ?? {}) as Partial<Deletion>
     if (typeof id !== 'string' || typeof room !== 'string') return
     this.deliver({ id, room })
+  }
+
+  private onVersionMessage(message: string): void {
+    if (this.closed) return
+    let parsed: unknown
+    try {
+      parsed = JSON.parse(message)
+    } catch {
+      return
+    }
+    const { room, id, instance } = (parsed ?? {}) as { room?: unknown; id?: unknown; instance?: unknown }
+    if (typeof room !== 'string' || typeof id !== 'string' || instance === this.instanceId || !isVersionId(id)) return
+    for (const listener of this.versionListeners) {
+      try {
+        listener(room, id)
+      } catch (err) {
+        this.logger.error({ room, err: errorText(err) }, 'onVersionAnnounced listener failed')
+      }
+    }
   }
 
   /** Runs the listeners unless this deletion was delivered before; returns whether it ran them. */

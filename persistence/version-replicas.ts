@@ -5,6 +5,10 @@ export interface SharedVersionStore extends VersionStore {
   /** Which of `ids` the shared copy holds, reading descriptions only. */
   hasVersions(room: string, ids: readonly string[]): Promise<boolean[]>
   deleteVersion(room: string, id: string): Promise<void>
+  /** Tells the other instances that `room` now holds version `id` in the shared copy (best effort). */
+  announceVersion(room: string, id: string): Promise<void>
+  /** Every room the shared copy holds versions of; reads key names only. */
+  listVersionRooms(): Promise<string[]>
 }
 
 export interface ReplicaLogger {
@@ -22,6 +26,8 @@ export interface ReplicatedVersionsOptions {
   logger: ReplicaLogger
   /** Counted per version re-published. */
   onRepublished?(bytes: number): void
+  /** Counted per version copied from Redis into the local store. */
+  onCopied?(bytes: number): void
 }
 
 export interface RepublishResult {
@@ -42,6 +48,12 @@ export interface RepublishResult {
  * local store remembers the epoch it last published into, so an instance that was down while
  * Redis lost its data re-publishes when it starts, and one whose re-publication was cut short
  * tries again at its next connection.
+ *
+ * Every instance also keeps a local copy of every other instance's versions, so no version
+ * depends on one disk: a new version is announced (RedisSharedState.announceVersion) and the
+ * others copy it from Redis (`noteVersion`); at every connection to Redis an instance copies what
+ * Redis holds and its LevelDB lacks (`catchUp`), which covers announcements missed while it was
+ * away and a data directory that was wiped. Copies go one at a time, at the re-publication's pace.
  */
 export class ReplicatedVersions implements VersionStore {
   private republishing: Promise<RepublishResult> | null = null
@@ -49,7 +61,14 @@ export class ReplicatedVersions implements VersionStore {
   /** The newest Redis epoch heard of (`syncEpoch`); written to the local store after a full round into it. */
   private epoch: string | null = null
   private closed = false
-  private wakeUp: (() => void) | null = null
+  private readonly wakers = new Set<() => void>()
+  /** Versions announced by other instances, not yet copied; past COPY_QUEUE the next catch-up finds them instead. */
+  private readonly announced: Array<{ room: string; id: string }> = []
+  private catchUpNeeded = false
+  private copying: Promise<RepublishResult> | null = null
+  /** The room a copy is being made of, and whether it was deleted meanwhile (then the copy is removed again). */
+  private copyingRoom: string | null = null
+  private copyRoomDeleted = false
 
   constructor(private readonly options: ReplicatedVersionsOptions) {}
 
@@ -65,6 +84,7 @@ export class ReplicatedVersions implements VersionStore {
       await shared.deleteVersion(room, version.id).catch(() => undefined)
       throw err
     }
+    await shared.announceVersion(room, version.id).catch(() => undefined)
   }
 
   /** The shared listing merged with the local one (which covers the time between a Redis data loss and the re-publication). */
@@ -98,6 +118,7 @@ export class ReplicatedVersions implements VersionStore {
 
   /** Deletes only this instance's copy: what an instance does when it hears that a room was deleted elsewhere. */
   async deleteLocalVersions(room: string): Promise<void> {
+    if (room === this.copyingRoom) this.copyRoomDeleted = true
     await this.options.local.deleteVersions(room)
   }
 
@@ -108,8 +129,12 @@ export class ReplicatedVersions implements VersionStore {
    */
   async syncEpoch(epoch: string): Promise<RepublishResult | null> {
     this.epoch = epoch
-    if (this.closed || (await this.options.local.readPublishedEpoch()) === epoch) return null
-    return this.republish()
+    // After the re-publication, so the copies do not race it over the same versions.
+    if (this.closed || (await this.options.local.readPublishedEpoch()) === epoch) {
+      void this.catchUp()
+      return null
+    }
+    return this.republish().finally(() => void this.catchUp())
   }
 
   /**
@@ -132,10 +157,94 @@ export class ReplicatedVersions implements VersionStore {
     return run
   }
 
-  /** Stops a re-publication in progress at its next step. */
+  /** Another instance stored version `id` of `room`: copy it into the local store unless it is there. */
+  noteVersion(room: string, id: string): void {
+    if (this.closed) return
+    if (this.announced.length < COPY_QUEUE) this.announced.push({ room, id })
+    else this.catchUpNeeded = true
+    void this.startCopying()
+  }
+
+  /** Copies from Redis every version the local store lacks (after the announced ones); never rejects. */
+  catchUp(): Promise<RepublishResult> {
+    this.catchUpNeeded = true
+    return this.startCopying()
+  }
+
+  /** Stops a re-publication or copy in progress at its next step. */
   close(): void {
     this.closed = true
-    this.wakeUp?.()
+    for (const wake of [...this.wakers]) wake()
+  }
+
+  private startCopying(): Promise<RepublishResult> {
+    if (this.copying !== null || this.closed) return this.copying ?? Promise.resolve({ versions: 0, bytes: 0 })
+    const run = this.copyLoop().finally(() => {
+      this.copying = null
+      if (!this.closed && (this.announced.length > 0 || this.catchUpNeeded)) void this.startCopying()
+    })
+    this.copying = run
+    return run
+  }
+
+  private async copyLoop(): Promise<RepublishResult> {
+    const total: RepublishResult = { versions: 0, bytes: 0 }
+    while (!this.closed) {
+      const next = this.announced.shift()
+      if (next !== undefined) {
+        await this.copyMissing(next.room, [next.id], total).catch((err: unknown) => this.options.logger.warn({ room: next.room, err }, 'copying a version from redis failed; the next catch-up retries'))
+        continue
+      }
+      if (!this.catchUpNeeded) break
+      this.catchUpNeeded = false
+      const started = Date.now()
+      const before = { ...total }
+      try {
+        for (const room of await this.options.shared.listVersionRooms()) {
+          let after: string | undefined
+          while (!this.closed) {
+            const page = await this.options.shared.listVersions(room, { after, limit: REPUBLISH_PAGE })
+            if (page.length === 0) break
+            after = page[page.length - 1]?.id
+            await this.copyMissing(room, page.map((info) => info.id), total)
+          }
+        }
+      } catch (err) {
+        // Redis went away or the local store failed: the next connection to Redis catches up again.
+        this.options.logger.warn({ err }, 'copying versions from redis failed; retried at the next connection')
+      }
+      if (total.versions > before.versions) {
+        this.options.logger.info({ versions: total.versions - before.versions, bytes: total.bytes - before.bytes, ms: Date.now() - started }, 'versions copied from redis')
+      }
+    }
+    return total
+  }
+
+  private async copyMissing(room: string, ids: readonly string[], total: RepublishResult): Promise<void> {
+    const { local, shared } = this.options
+    this.copyingRoom = room
+    this.copyRoomDeleted = false
+    try {
+      // Descriptions only; a room's count of versions is bounded (--max-versions-per-room).
+      const held = new Set((await local.listVersions(room)).map((info) => info.id))
+      for (const id of ids) {
+        if (held.has(id) || this.closed) continue
+        const version = await shared.getVersion(room, id)
+        if (version === null || this.copyRoomDeleted) continue // deleted meanwhile
+        await local.putVersion(room, version)
+        if (this.copyRoomDeleted) {
+          // The room's deletion ran while this copy was on its way: do not resurrect it.
+          await local.deleteVersions(room)
+          return
+        }
+        total.versions++
+        total.bytes += version.update.byteLength
+        this.options.onCopied?.(version.update.byteLength)
+        await this.pace(version.update.byteLength)
+      }
+    } finally {
+      this.copyingRoom = null
+    }
   }
 
   private async republishLoop(): Promise<RepublishResult> {
@@ -171,6 +280,8 @@ export class ReplicatedVersions implements VersionStore {
         const version = await local.getVersion(room, info.id)
         if (version === null) continue // deleted meanwhile
         await shared.putVersion(room, version)
+        // Instances that joined after Redis lost its data copy it too.
+        await shared.announceVersion(room, version.id).catch(() => undefined)
         total.versions++
         total.bytes += version.update.byteLength
         this.options.onRepublished?.(version.update.byteLength)
@@ -186,15 +297,17 @@ export class ReplicatedVersions implements VersionStore {
     return new Promise((resolve) => {
       const done = (): void => {
         clearTimeout(timer)
-        this.wakeUp = null
+        this.wakers.delete(done)
         resolve()
       }
       const timer = setTimeout(done, ms)
       timer.unref()
-      this.wakeUp = done
+      this.wakers.add(done)
     })
   }
 }
 
 /** Descriptions read (and ids checked in Redis) per step of a re-publication. */
 const REPUBLISH_PAGE = 100
+/** Announced versions waiting to be copied; more only set off a catch-up (a few dozen bytes each). */
+const COPY_QUEUE = 10_000

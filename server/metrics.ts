@@ -122,6 +122,11 @@ export class ServerMetrics {
     help: 'Versions this instance put back into Redis from its LevelDB after Redis lost its data',
     registers: [this.registry],
   })
+  readonly versionsCopied = new Counter({
+    name: 'weft_versions_copied_total',
+    help: "Versions this instance copied from Redis into its LevelDB (another instance's, or its own after its data directory was lost)",
+    registers: [this.registry],
+  })
 
   /** Reports the cluster relay's state: weft_redis_up, relay lag, and its message counters. */
   observeRelay(relay: Relay): void {

@@ -209,7 +209,9 @@ export class WeftServer {
         republishBytesPerSecond: this.options.versionRepublishBytesPerSecond,
         logger: this.log.child({ part: 'versions' }),
         onRepublished: () => this.metrics.versionsRepublished.inc(),
+        onCopied: () => this.metrics.versionsCopied.inc(),
       })
+      shared.onVersionAnnounced((room, id) => replicas.noteVersion(room, id))
       shared.onEpoch((epoch) => {
         replicas.syncEpoch(epoch).catch((err: unknown) => this.log.warn({ err }, 're-publishing versions failed; retried at the next connection to Redis'))
       })

@@ -13,7 +13,7 @@ const SEED = process.env.WEFT_TEST_SEED !== undefined ? Number(process.env.WEFT_
 
 describe(`cluster fault soak (seed ${SEED})`, () => {
   it('loses no acknowledged edit, hides no room, and ends byte-identical everywhere', { timeout: 180_000 }, async () => {
-    const result = await runSoak({ faultMs: 45_000, rooms: 50, editEveryMs: 1000, faultGapMs: 2000, seed: SEED, requireVersions: false, log: (line) => console.log(line) })
+    const result = await runSoak({ faultMs: 45_000, rooms: 50, editEveryMs: 1000, faultGapMs: 2000, seed: SEED, requireVersions: true, log: (line) => console.log(line) })
     for (const line of describeSoak(result)) console.log(line)
     for (const kind of FAULT_KINDS) assert.ok(result.faults[kind] >= 1, `${kind} injected`)
     assert.deepEqual(result.edits.missing, [], 'every edit made or acknowledged is in the final documents')

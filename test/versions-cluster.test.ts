@@ -243,6 +243,45 @@ describe('versions on a cluster', () => {
     }
   })
 
+  it('a version survives its creator losing its data directory and then FLUSHALL: every instance serves it', async () => {
+    const room = 'creator-wiped'
+    const dir = await tempDir('weft-versions-wiped-')
+    let c: InProcessServer | null = null
+    try {
+      c = await startServer({ redisUrl: redis.url, instanceId: 'versions-wiped', data: dir.path, keepData: true })
+      const doc = textDoc('versions live on every disk')
+      // The document itself is stored by A; the version is C's.
+      await post(a, room, doc)
+      const copiedBefore = ((await metricValue(a.http, 'weft_versions_copied_total')) ?? 0) + ((await metricValue(b.http, 'weft_versions_copied_total')) ?? 0)
+      const created = await createVersion(c, room, 'on C')
+      assert.equal(created.status, 201, created.body.toString())
+      const { id } = JSON.parse(created.body.toString()) as { id: string }
+      // A and B hold their own copy once the announcement reached them.
+      await eventually(
+        async () => ((await metricValue(a.http, 'weft_versions_copied_total')) ?? 0) + ((await metricValue(b.http, 'weft_versions_copied_total')) ?? 0) >= copiedBefore + 2,
+        'A and B to copy the version',
+        15_000,
+        50,
+      )
+      await c.stop()
+      await dir.remove()
+      c = await startServer({ redisUrl: redis.url, instanceId: 'versions-wiped', data: dir.path, keepData: true })
+      const restarted = c
+      // The restarted C copies back what Redis holds before Redis loses it.
+      await eventually(async () => ((await metricValue(restarted.http, 'weft_versions_copied_total')) ?? 0) >= 1, 'C to copy the version back from Redis', 15_000, 50)
+      assert.match(await redis.command('FLUSHALL'), /^\+OK/)
+      for (const weft of [a, b, restarted]) {
+        await eventually(async () => JSON.stringify(await listedIds(weft, room)) === JSON.stringify([id]), 'the version listed after FLUSHALL', 15_000, 50)
+        const reply = await http(weft.http, 'GET', `${api(room)}/versions/${id}?format=update`)
+        assert.equal(reply.status, 200)
+        assert.deepEqual(canonicalUpdate(reply.body), canonicalState(doc))
+      }
+    } finally {
+      await c?.stop()
+      await dir.remove()
+    }
+  })
+
   it('versions survive FLUSHALL', async () => {
     await versionsSurvive(async () => {
       assert.match(await redis.command('FLUSHALL'), /^\+OK/)
