@@ -22,7 +22,7 @@ import {
 } from '../protocol/index.js'
 import { DEFAULTS } from '../server/config.js'
 import { ProtocolError } from '../protocol/index.js'
-import { RemoteInstance, RoomAwareness, type AwarenessLimits } from '../server/room-awareness.js'
+import { awarenessLimits, RemoteInstance, RoomAwareness, type AwarenessLimits } from '../server/room-awareness.js'
 import * as awarenessProtocol from 'y-protocols/awareness'
 import { envNumber, randomBytes, rngFor } from './harness/fuzz.js'
 import { destroy, provider, RawClient, synced } from './harness/clients.js'
@@ -35,14 +35,7 @@ import { until, withDeadline } from './harness/wait.js'
 // room, departed clients leave nothing but a small expiring reservation, and a read-only flood
 // neither stalls the process nor grows its memory.
 
-const LIMITS: AwarenessLimits = {
-  maxEntriesPerMessage: DEFAULTS.awarenessMaxEntriesPerMessage,
-  maxStateBytes: DEFAULTS.awarenessMaxStateBytes,
-  maxClientsPerConnection: DEFAULTS.awarenessMaxClientsPerConnection,
-  maxRoomEntries: DEFAULTS.awarenessMaxRoomEntries,
-  maxRoomBytes: DEFAULTS.awarenessMaxRoomBytes,
-  reclaimMs: DEFAULTS.awarenessReclaimSeconds * 1000,
-}
+const LIMITS = awarenessLimits(DEFAULTS)
 
 function hex(text: string): Uint8Array {
   return Uint8Array.from(Buffer.from(text.replace(/\s+/g, ''), 'hex'))

@@ -11,6 +11,7 @@ import { pino } from 'pino'
 import type { Relay, RelayHealth, RelayRoomHandlers, RelayStats } from '../cluster/index.js'
 import { DocumentWriter, MemoryStore } from '../persistence/index.js'
 import { RoomRegistry } from '../server/room.js'
+import { awarenessLimits } from '../server/room-awareness.js'
 import { DEFAULTS } from '../server/config.js'
 
 // Issue 12, finding 3: updates whose structs depend on clocks the document lacks, or that delete
@@ -206,14 +207,7 @@ describe('out-of-order updates from the cluster are held within --max-pending-by
   it('a dependent update waits for its base; past the bound the room resets and reloads', async () => {
     const writer = new DocumentWriter(new MemoryStore(), { persistWindowMs: 0 })
     const relay = new FakeRelay()
-    const registry = new RoomRegistry(writer, pino({ level: 'silent' }), -1, 64 * 1024 * 1024, 100, relay, { maxNestingDepth: 256, maxPendingBytes: 4096 }, {
-      maxEntriesPerMessage: DEFAULTS.awarenessMaxEntriesPerMessage,
-      maxStateBytes: DEFAULTS.awarenessMaxStateBytes,
-      maxClientsPerConnection: DEFAULTS.awarenessMaxClientsPerConnection,
-      maxRoomEntries: DEFAULTS.awarenessMaxRoomEntries,
-      maxRoomBytes: DEFAULTS.awarenessMaxRoomBytes,
-      reclaimMs: DEFAULTS.awarenessReclaimSeconds * 1000,
-    })
+    const registry = new RoomRegistry(writer, pino({ level: 'silent' }), -1, 64 * 1024 * 1024, 100, relay, { maxNestingDepth: 256, maxPendingBytes: 4096 }, awarenessLimits(DEFAULTS))
     let resets = 0
     registry.onReset = () => resets++
     const member = { identity: null, format: { name: 'none', update: () => new Uint8Array(), awareness: () => new Uint8Array() }, deliverUpdate() {}, deliverAwareness() {}, evict() {} }
