@@ -12,9 +12,7 @@ import {
   encodeAwareness,
   encodeAwarenessUpdate,
   encodeHocuspocusAwareness,
-  encodeHocuspocusClientAuthToken,
   encodeHocuspocusQueryAwareness,
-  encodeHocuspocusSyncStep1,
   encodeQueryAwareness,
   encodeSyncStep1,
   readAwarenessUpdate,
@@ -429,16 +427,7 @@ describe('a read-only awareness flood (issue 12, finding 2)', () => {
   it('Hocuspocus: the same flood in awareness messages of one document', async () => {
     const room = 'flood-hp'
     await floodCase(room, async () => {
-      const raw = await RawClient.open(`${weft.url}/`)
-      raw.send(encodeHocuspocusClientAuthToken(room, readToken, 'raw-test'))
-      raw.send(encodeHocuspocusSyncStep1(room, Y.encodeStateVector(new Y.Doc())))
-      await raw.frame((frame) => {
-        try {
-          return decodeHocuspocusMessage(frame).kind === 'sync-step-2'
-        } catch {
-          return false
-        }
-      }, 'the server sync step 2')
+      const raw = await RawClient.hocuspocusJoined(weft.url, room, readToken)
       await sendYielding(raw, hpFrames)
       const seen = raw.frames.length
       raw.send(encodeHocuspocusQueryAwareness(room))
