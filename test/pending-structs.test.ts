@@ -1,12 +1,11 @@
 import assert from 'node:assert/strict'
-import { request } from 'node:http'
 import { describe, it } from 'node:test'
 import * as Y from 'yjs'
 import { encodeHocuspocusClientAuthToken, encodeHocuspocusSyncUpdate, encodeSyncUpdate, validateUpdate } from '../protocol/index.js'
 import { converged, destroy, provider, RawClient, synced } from './harness/clients.js'
-import { httpRequest } from './harness/http.js'
+import { httpRequest, postUpdateStatus } from './harness/http.js'
 import { metricValue } from './harness/metrics.js'
-import { startServer, tempDir, type InProcessServer } from './harness/server.js'
+import { startServer, tempDir } from './harness/server.js'
 import { pino } from 'pino'
 import type { Relay, RelayHealth, RelayRoomHandlers, RelayStats } from '../cluster/index.js'
 import { DocumentWriter, MemoryStore } from '../persistence/index.js'
@@ -18,17 +17,6 @@ import { DEFAULTS } from '../server/config.js'
 // ranges of clients it has never seen, were kept pending by Yjs: acknowledged though never
 // stored, outside the size limit, and re-merged on every later update (quadratic CPU). They are
 // now refused before Yjs sees them: HTTP 409 missing_dependencies, 1007 on WebSockets.
-
-function post(server: InProcessServer, room: string, update: Uint8Array): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const req = request(`${server.http}/api/rooms/${room}/updates`, { method: 'POST', headers: { 'content-type': 'application/octet-stream' }, agent: false }, (res) => {
-      res.resume()
-      res.on('end', () => resolve(res.statusCode ?? 0))
-    })
-    req.on('error', reject)
-    req.end(Buffer.from(update))
-  })
-}
 
 /** Text typed by `clientID` in two steps; the second update depends on the first (missing clock). */
 function missingClock(clientID: number, bytes = 16): Uint8Array {
@@ -78,7 +66,7 @@ describe('updates with missing dependencies are refused, never acknowledged (iss
     const server = await startServer({ maxDocumentBytes: 1024 * 1024 })
     try {
       const statuses: number[] = []
-      for (let i = 0; i < 60; i++) statuses.push(await post(server, 'pending-size', missingClock(1000 + i, 32 * 1024)))
+      for (let i = 0; i < 60; i++) statuses.push(await postUpdateStatus(server.http, 'pending-size', missingClock(1000 + i, 32 * 1024)))
       assert.deepEqual(new Set(statuses), new Set([409]))
       assert.equal((await httpRequest(server.port, '/api/rooms/pending-size')).status, 404, 'nothing was kept')
       assert.equal(await metricValue(server.http, 'weft_update_refusals_total', '{reason="missing_dependencies"}'), 60)
@@ -95,7 +83,7 @@ describe('updates with missing dependencies are refused, never acknowledged (iss
       const samples: number[] = []
       let done = false
       const attack = (async () => {
-        for (let i = 0; i < 1000; i++) assert.equal(await post(server, 'pending-cpu', unknownDeletes(2000 + i, 1000)), 409)
+        for (let i = 0; i < 1000; i++) assert.equal(await postUpdateStatus(server.http, 'pending-cpu', unknownDeletes(2000 + i, 1000)), 409)
       })().finally(() => (done = true))
       while (!done) {
         const started = performance.now()
@@ -125,7 +113,7 @@ describe('updates with missing dependencies are refused, never acknowledged (iss
           const update = make()
           assert.ok(validateUpdate(update).requires.size > 0)
           if (transport === 'http') {
-            assert.equal(await post(server, room, update), 409)
+            assert.equal(await postUpdateStatus(server.http, room, update), 409)
           } else if (transport === 'y-websocket') {
             const { client } = await RawClient.joined(`${server.url}/${room}`)
             client.send(encodeSyncUpdate(update))
@@ -170,9 +158,9 @@ describe('updates with missing dependencies are refused, never acknowledged (iss
       const sv = Y.encodeStateVector(doc)
       doc.getText('t').insert(5, ' second')
       const second = Y.encodeStateAsUpdate(doc, sv)
-      assert.equal(await post(server, 'ordered', second), 409)
-      assert.equal(await post(server, 'ordered', first), 204)
-      assert.equal(await post(server, 'ordered', second), 204)
+      assert.equal(await postUpdateStatus(server.http, 'ordered', second), 409)
+      assert.equal(await postUpdateStatus(server.http, 'ordered', first), 204)
+      assert.equal(await postUpdateStatus(server.http, 'ordered', second), 204)
       const json = await httpRequest(server.port, '/api/rooms/ordered')
       assert.match(json.body, /first second/)
     } finally {

@@ -115,3 +115,15 @@ export async function refusedUpgrade(url: string): Promise<{ status: number; ret
 export async function refusedWith(url: string): Promise<number> {
   return (await refusedUpgrade(url)).status
 }
+
+/** POSTs `update` to the room's updates endpoint under `http` (a base URL) on its own socket; resolves with the status. */
+export function postUpdateStatus(http: string, room: string, update: Uint8Array): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = request(`${http}/api/rooms/${room}/updates`, { method: 'POST', headers: { 'content-type': 'application/octet-stream' }, agent: false }, (res) => {
+      res.resume()
+      res.on('end', () => resolve(res.statusCode ?? 0))
+    })
+    req.on('error', reject)
+    req.end(Buffer.from(update))
+  })
+}
