@@ -1,12 +1,11 @@
 import assert from 'node:assert/strict'
 import { after, describe, it } from 'node:test'
-import { request } from 'node:http'
 import { HocuspocusProvider, HocuspocusProviderWebsocket } from '@hocuspocus/provider'
 import { WebSocket } from 'ws'
 import * as Y from 'yjs'
 import { encodeHocuspocusAuthenticated, encodeHocuspocusClientAuthToken, encodeHocuspocusClientClose, encodeHocuspocusPermissionDenied } from '../protocol/index.js'
 import { destroy, provider, RawClient, synced } from './harness/clients.js'
-import { upgradeStatus } from './harness/http.js'
+import { httpRequest, upgradeStatus, type HttpAnswer } from './harness/http.js'
 import { probeLive, quantile } from './harness/live-probe.js'
 import { metricValue } from './harness/metrics.js'
 import { spawnWeft, startServer, type InProcessServer, type WeftProcess } from './harness/server.js'
@@ -50,20 +49,8 @@ function tally(answers: Map<string, Answer>): Record<string, number> {
   return counts
 }
 
-function post(port: number, path: string, body: Uint8Array): Promise<{ status: number; body: string }> {
-  return withDeadline(
-    new Promise((resolve, reject) => {
-      const req = request({ host: '127.0.0.1', port, path, method: 'POST', headers: { 'content-type': 'application/octet-stream', 'content-length': String(body.length) }, agent: false }, (res) => {
-        let text = ''
-        res.setEncoding('utf8')
-        res.on('data', (chunk: string) => (text += chunk))
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }))
-      })
-      req.on('error', reject)
-      req.end(body)
-    }),
-    `POST ${path}`,
-  )
+function post(port: number, path: string, body: Uint8Array): Promise<HttpAnswer> {
+  return httpRequest(port, path, { method: 'POST', headers: { 'content-type': 'application/octet-stream' }, body })
 }
 
 function refusals(weft: InProcessServer, limit: string, protocol: string): Promise<number | undefined> {

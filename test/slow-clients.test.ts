@@ -1,12 +1,11 @@
 import assert from 'node:assert/strict'
 import { after, describe, it } from 'node:test'
-import { request } from 'node:http'
 import { connect, type Socket } from 'node:net'
 import { WebSocket } from 'ws'
 import * as Y from 'yjs'
 import { WebsocketProvider } from 'y-websocket'
 import { destroy, synced } from './harness/clients.js'
-import { refusedUpgrade, upgradeStatus } from './harness/http.js'
+import { httpRequest, refusedUpgrade, upgradeStatus, type HttpAnswer } from './harness/http.js'
 import { probeLive, quantile } from './harness/live-probe.js'
 import { metricValue } from './harness/metrics.js'
 import { startRedis, type RedisProcess } from './harness/redis.js'
@@ -43,20 +42,8 @@ function rawPeer(port: number): Promise<RawPeer> {
   )
 }
 
-function http(port: number, method: string, path: string, headers: Record<string, string> = {}, body?: Uint8Array): Promise<{ status: number; body: string }> {
-  return withDeadline(
-    new Promise((resolve, reject) => {
-      const req = request({ host: '127.0.0.1', port, method, path, headers: body === undefined ? headers : { ...headers, 'content-length': String(body.length) }, agent: false }, (res) => {
-        let text = ''
-        res.setEncoding('utf8')
-        res.on('data', (chunk: string) => (text += chunk))
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }))
-      })
-      req.on('error', reject)
-      req.end(body)
-    }),
-    `${method} ${path}`,
-  )
+function http(port: number, method: string, path: string, headers: Record<string, string> = {}, body?: Uint8Array): Promise<HttpAnswer> {
+  return httpRequest(port, path, { method, headers, body })
 }
 
 const token = (rooms: string[], access: string): Promise<string> => signToken({ rooms, access }, { secret: SECRET, subject: 'u' })

@@ -12,11 +12,13 @@ export interface HttpAnswer {
 }
 
 /**
- * One HTTP request to 127.0.0.1:`port` on its own socket (no keep-alive), `path` as written; or a
- * WebSocket upgrade request when `upgrade` (then a 101 resolves with an empty body and the socket is destroyed).
+ * One HTTP request to 127.0.0.1:`port` on its own socket (no keep-alive), `path` as written, with
+ * `body` (and its Content-Length) when given; or a WebSocket upgrade request when `upgrade` (then a
+ * 101 resolves with an empty body and the socket is destroyed).
  */
-export function httpRequest(port: number, path: string, options: { method?: string; headers?: Record<string, string>; upgrade?: boolean } = {}): Promise<HttpAnswer> {
+export function httpRequest(port: number, path: string, options: { method?: string; headers?: Record<string, string>; body?: Uint8Array | string; upgrade?: boolean } = {}): Promise<HttpAnswer> {
   const headers: Record<string, string> = { ...options.headers }
+  if (options.body !== undefined) headers['content-length'] = String(Buffer.byteLength(options.body))
   if (options.upgrade === true) {
     Object.assign(headers, {
       Connection: 'Upgrade',
@@ -41,7 +43,7 @@ export function httpRequest(port: number, path: string, options: { method?: stri
         resolve({ status: res.statusCode ?? 0, headers: res.headers, body: '' })
       })
       req.on('error', reject)
-      req.end()
+      req.end(options.body)
     }),
     `${options.method ?? 'GET'} ${path}`,
   )
