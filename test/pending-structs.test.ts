@@ -18,14 +18,20 @@ import { DEFAULTS } from '../server/config.js'
 // stored, outside the size limit, and re-merged on every later update (quadratic CPU). They are
 // now refused before Yjs sees them: HTTP 409 missing_dependencies, 1007 on WebSockets.
 
-/** Text typed by `clientID` in two steps; the second update depends on the first (missing clock). */
-function missingClock(clientID: number, bytes = 16): Uint8Array {
+/** `head` then `tail` typed by `clientID` into text 't', as two updates; the second depends on the first. */
+function typedTwice(clientID: number, head: string, tail: string): { first: Uint8Array; second: Uint8Array } {
   const doc = new Y.Doc()
   doc.clientID = clientID
-  doc.getText('t').insert(0, 'x'.repeat(bytes))
+  doc.getText('t').insert(0, head)
+  const first = Y.encodeStateAsUpdate(doc)
   const sv = Y.encodeStateVector(doc)
-  doc.getText('t').insert(bytes, 'y'.repeat(bytes))
-  return Y.encodeStateAsUpdate(doc, sv)
+  doc.getText('t').insert(head.length, tail)
+  return { first, second: Y.encodeStateAsUpdate(doc, sv) }
+}
+
+/** The second of two updates typed by `clientID`: alone, its clock is missing. */
+function missingClock(clientID: number, bytes = 16): Uint8Array {
+  return typedTwice(clientID, 'x'.repeat(bytes), 'y'.repeat(bytes)).second
 }
 
 /** A delete-only update of `ranges` ranges of a client nobody has seen. */
@@ -151,13 +157,7 @@ describe('updates with missing dependencies are refused, never acknowledged (iss
   it('an update whose dependencies arrived first is accepted (order matters, not the shape)', async () => {
     const server = await startServer()
     try {
-      const doc = new Y.Doc()
-      doc.clientID = 77
-      doc.getText('t').insert(0, 'first')
-      const first = Y.encodeStateAsUpdate(doc)
-      const sv = Y.encodeStateVector(doc)
-      doc.getText('t').insert(5, ' second')
-      const second = Y.encodeStateAsUpdate(doc, sv)
+      const { first, second } = typedTwice(77, 'first', ' second')
       assert.equal(await postUpdateStatus(server.http, 'ordered', second), 409)
       assert.equal(await postUpdateStatus(server.http, 'ordered', first), 204)
       assert.equal(await postUpdateStatus(server.http, 'ordered', second), 204)
@@ -202,13 +202,8 @@ describe('out-of-order updates from the cluster are held within --max-pending-by
     const room = registry.join('cluster-pending', member)
     await room.loaded
     const handlers = relay.handlers as RelayRoomHandlers
-    const base = new Y.Doc()
-    base.clientID = 5
-    base.getText('t').insert(0, 'base')
-    const first = Y.encodeStateAsUpdate(base)
-    const sv = Y.encodeStateVector(base)
-    base.getText('t').insert(4, ' more')
-    handlers.onUpdate(Y.encodeStateAsUpdate(base, sv))
+    const { first, second } = typedTwice(5, 'base', ' more')
+    handlers.onUpdate(second)
     assert.notEqual(room.doc.store.pendingStructs, null, 'held, not refused')
     handlers.onUpdate(first)
     assert.equal(room.doc.getText('t').toString(), 'base more')
