@@ -4,7 +4,7 @@ import { connect, type Socket } from 'node:net'
 import { WebSocket } from 'ws'
 import * as Y from 'yjs'
 import { WebsocketProvider } from 'y-websocket'
-import { destroy, synced } from './harness/clients.js'
+import { destroy, synced, textUpdate } from './harness/clients.js'
 import { httpRequest, refusedUpgrade, upgradeStatus, type HttpAnswer } from './harness/http.js'
 import { probeLive, quantile } from './harness/live-probe.js'
 import { metricValue } from './harness/metrics.js'
@@ -47,12 +47,6 @@ function http(port: number, method: string, path: string, headers: Record<string
 }
 
 const token = (rooms: string[], access: string): Promise<string> => signToken({ rooms, access }, { secret: SECRET, subject: 'u' })
-
-function update(text: string): Uint8Array {
-  const doc = new Y.Doc()
-  doc.getText('t').insert(0, text)
-  return Y.encodeStateAsUpdate(doc)
-}
 
 describe('connections that do not finish their request', () => {
   const servers: InProcessServer[] = []
@@ -187,7 +181,7 @@ describe('admin listing and error bodies', () => {
       const root = await token(['*'], 'admin')
       const binary = { 'content-type': 'application/octet-stream', authorization: `Bearer ${root}` }
       for (const room of ['tenantA/one', 'tenantA/two', 'tenantB/secret', 'tenantAB/other']) {
-        assert.equal((await http(server.port, 'POST', `/api/rooms/${encodeURIComponent(room)}/updates`, binary, update(room))).status, 204)
+        assert.equal((await http(server.port, 'POST', `/api/rooms/${encodeURIComponent(room)}/updates`, binary, textUpdate(room))).status, 204)
       }
       const scoped = await token(['tenantA/*'], 'admin')
       const listed = await http(server.port, 'GET', '/api/rooms', { authorization: `Bearer ${scoped}` })

@@ -70,6 +70,13 @@ function isStep2(frame: Uint8Array): boolean {
   }
 }
 
+/** A new client's update that types `text` into text 't': a small, valid document. */
+export function textUpdate(text: string): Uint8Array {
+  const doc = new Y.Doc()
+  doc.getText('t').insert(0, text)
+  return Y.encodeStateAsUpdate(doc)
+}
+
 /** A raw WebSocket that records every frame and its close, for byte-level tests. */
 export class RawClient {
   readonly frames: Uint8Array[] = []
