@@ -13,6 +13,17 @@ const DEFAULT_MAX_STATE_BYTES = 1024 * 1024
 // clientID (1) + clock (1) + string length (1) + the shortest JSON text, e.g. `0` (1).
 const MIN_ENTRY_BYTES = 4
 
+/** A state's JSON text; text that is not JSON would make y-protocols' JSON.parse throw, so it fails the update. */
+function readState (reader: ByteReader, clientId: number, stateBytes: number): string {
+  const state = reader.readString(stateBytes)
+  try {
+    JSON.parse(state)
+  } catch {
+    reader.fail(`awareness state of client ${clientId} is not valid JSON`)
+  }
+  return state
+}
+
 /**
  * Decodes and checks an awareness update the way y-protocols' applyAwarenessUpdate reads it,
  * so that an update accepted here cannot make that function throw halfway through its loop.
@@ -27,13 +38,7 @@ export function decodeAwarenessUpdate (update: Uint8Array, maxStateBytes = DEFAU
     const clock = reader.readVarUint()
     const stateBytes = reader.readVarUint()
     if (stateBytes > maxStateBytes) reader.fail(`awareness state of ${stateBytes} bytes exceeds ${maxStateBytes}`)
-    const state = reader.readString(stateBytes)
-    try {
-      JSON.parse(state)
-    } catch {
-      reader.fail(`awareness state of client ${clientId} is not valid JSON`)
-    }
-    entries.push({ clientId, clock, state })
+    entries.push({ clientId, clock, state: readState(reader, clientId, stateBytes) })
   }
   reader.expectEnd('awareness update')
   return entries
@@ -76,13 +81,7 @@ export function readAwarenessUpdate (update: Uint8Array, limits: AwarenessReadLi
       oversized++
       continue
     }
-    const state = reader.readString(stateBytes)
-    try {
-      JSON.parse(state)
-    } catch {
-      reader.fail(`awareness state of client ${clientId} is not valid JSON`)
-    }
-    entries.push({ clientId, clock, state })
+    entries.push({ clientId, clock, state: readState(reader, clientId, stateBytes) })
   }
   if (toRead === count) reader.expectEnd('awareness update')
   return { entries, unread: count - toRead, oversized }

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto'
 import type { RelayAwarenessEntry } from '../cluster/index.js'
+import type { WeftOptions } from './config.js'
 
 /**
  * The identity awareness ownership goes by: a digest of the token's `sub` (so no user id travels
@@ -32,6 +33,18 @@ export interface AwarenessLimits {
   maxRoomBytes: number
   /** How long a departed client ID stays reserved for its owner's identity; 0 = not at all. */
   reclaimMs: number
+}
+
+/** The awareness bounds the settings give (server/config.ts), frozen: rooms share one object. */
+export function awarenessLimits(options: Pick<WeftOptions, 'awarenessMaxEntriesPerMessage' | 'awarenessMaxStateBytes' | 'awarenessMaxClientsPerConnection' | 'awarenessMaxRoomEntries' | 'awarenessMaxRoomBytes' | 'awarenessReclaimSeconds'>): AwarenessLimits {
+  return Object.freeze({
+    maxEntriesPerMessage: options.awarenessMaxEntriesPerMessage,
+    maxStateBytes: options.awarenessMaxStateBytes,
+    maxClientsPerConnection: options.awarenessMaxClientsPerConnection,
+    maxRoomEntries: options.awarenessMaxRoomEntries,
+    maxRoomBytes: options.awarenessMaxRoomBytes,
+    reclaimMs: options.awarenessReclaimSeconds * 1000,
+  })
 }
 
 /** Why an entry was refused; the label of weft_awareness_refused_total. */

@@ -22,6 +22,7 @@ import { Connection, type ConnectionEvents, type ConnectionLimits } from './conn
 import { createLogger, type Logger } from './logger.js'
 import { ServerMetrics } from './metrics.js'
 import { RoomRegistry } from './room.js'
+import { awarenessLimits } from './room-awareness.js'
 import { YWebsocketSession, type PendingLimits } from './ywebsocket-session.js'
 
 export type ServerState = 'starting' | 'serving' | 'draining' | 'stopped'
@@ -223,14 +224,7 @@ export class WeftServer {
     this.rooms = new RoomRegistry(writer, this.log, options.roomUnloadDelayMs, options.maxDocumentBytes, options.maxRoomConnections, this.relay, {
       maxNestingDepth: options.maxNestingDepth,
       maxPendingBytes: options.maxPendingBytes,
-    }, Object.freeze({
-      maxEntriesPerMessage: options.awarenessMaxEntriesPerMessage,
-      maxStateBytes: options.awarenessMaxStateBytes,
-      maxClientsPerConnection: options.awarenessMaxClientsPerConnection,
-      maxRoomEntries: options.awarenessMaxRoomEntries,
-      maxRoomBytes: options.awarenessMaxRoomBytes,
-      reclaimMs: options.awarenessReclaimSeconds * 1000,
-    }))
+    }, awarenessLimits(options))
     const rooms = this.rooms
     rooms.onBatched = (count) => this.metrics.batchedUpdates.inc(count)
     rooms.onRefused = (reason) => this.metrics.updateRefusals.inc({ reason })

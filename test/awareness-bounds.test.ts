@@ -12,9 +12,7 @@ import {
   encodeAwareness,
   encodeAwarenessUpdate,
   encodeHocuspocusAwareness,
-  encodeHocuspocusClientAuthToken,
   encodeHocuspocusQueryAwareness,
-  encodeHocuspocusSyncStep1,
   encodeQueryAwareness,
   encodeSyncStep1,
   readAwarenessUpdate,
@@ -22,7 +20,7 @@ import {
 } from '../protocol/index.js'
 import { DEFAULTS } from '../server/config.js'
 import { ProtocolError } from '../protocol/index.js'
-import { RemoteInstance, RoomAwareness, type AwarenessLimits } from '../server/room-awareness.js'
+import { awarenessLimits, RemoteInstance, RoomAwareness, type AwarenessLimits } from '../server/room-awareness.js'
 import * as awarenessProtocol from 'y-protocols/awareness'
 import { envNumber, randomBytes, rngFor } from './harness/fuzz.js'
 import { destroy, provider, RawClient, synced } from './harness/clients.js'
@@ -35,14 +33,7 @@ import { until, withDeadline } from './harness/wait.js'
 // room, departed clients leave nothing but a small expiring reservation, and a read-only flood
 // neither stalls the process nor grows its memory.
 
-const LIMITS: AwarenessLimits = {
-  maxEntriesPerMessage: DEFAULTS.awarenessMaxEntriesPerMessage,
-  maxStateBytes: DEFAULTS.awarenessMaxStateBytes,
-  maxClientsPerConnection: DEFAULTS.awarenessMaxClientsPerConnection,
-  maxRoomEntries: DEFAULTS.awarenessMaxRoomEntries,
-  maxRoomBytes: DEFAULTS.awarenessMaxRoomBytes,
-  reclaimMs: DEFAULTS.awarenessReclaimSeconds * 1000,
-}
+const LIMITS = awarenessLimits(DEFAULTS)
 
 function hex(text: string): Uint8Array {
   return Uint8Array.from(Buffer.from(text.replace(/\s+/g, ''), 'hex'))
@@ -436,16 +427,7 @@ describe('a read-only awareness flood (issue 12, finding 2)', () => {
   it('Hocuspocus: the same flood in awareness messages of one document', async () => {
     const room = 'flood-hp'
     await floodCase(room, async () => {
-      const raw = await RawClient.open(`${weft.url}/`)
-      raw.send(encodeHocuspocusClientAuthToken(room, readToken, 'raw-test'))
-      raw.send(encodeHocuspocusSyncStep1(room, Y.encodeStateVector(new Y.Doc())))
-      await raw.frame((frame) => {
-        try {
-          return decodeHocuspocusMessage(frame).kind === 'sync-step-2'
-        } catch {
-          return false
-        }
-      }, 'the server sync step 2')
+      const raw = await RawClient.hocuspocusJoined(weft.url, room, readToken)
       await sendYielding(raw, hpFrames)
       const seen = raw.frames.length
       raw.send(encodeHocuspocusQueryAwareness(room))

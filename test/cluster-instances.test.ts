@@ -11,6 +11,7 @@ import { after, before, describe, it } from 'node:test'
 import * as Y from 'yjs'
 import type { WebsocketProvider } from 'y-websocket'
 import { canonicalState, canonicalUpdate, converged, destroy, provider, synced } from './harness/clients.js'
+import { mulberry32 } from './harness/fuzz.js'
 import { startRedis, type RedisProcess } from './harness/redis.js'
 import { runCli, spawnWeft, tempDir, type WeftProcess } from './harness/server.js'
 import { until, withDeadline } from './harness/wait.js'
@@ -19,18 +20,6 @@ const ROOMS = ['notes', 'plan {q3}', 'ü/naïve room']
 const CLIENTS_PER_ROOM = 6
 const EDITS = 360
 const PERSIST_WINDOW_MS = 100
-
-/** Small seeded PRNG (mulberry32): the same seed replays the same edits. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 // Every stock provider adds a process 'exit' listener; a dozen of them is expected here.
 process.setMaxListeners(64)
@@ -103,7 +92,7 @@ describe(`a cluster of weft processes on one Redis (seed ${SEED})`, () => {
   })
 
   it('random edits from clients spread over 3 instances converge byte-identical, on every client and every instance', async () => {
-    const random = prng(SEED)
+    const random = mulberry32(SEED)
     for (const room of ROOMS) {
       for (let i = 0; i < CLIENTS_PER_ROOM; i++) {
         const instance = instances[i % 3] as Instance

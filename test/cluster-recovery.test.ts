@@ -16,9 +16,8 @@ import assert from 'node:assert/strict'
 import { Writable } from 'node:stream'
 import { after, before, describe, it } from 'node:test'
 import { pino } from 'pino'
-import * as Y from 'yjs'
 import { RedisNamespace } from '../cluster/keys.js'
-import { destroy, provider, synced } from './harness/clients.js'
+import { destroy, provider, synced, textUpdate } from './harness/clients.js'
 import { metricValue } from './harness/metrics.js'
 import { startRedis, type RedisProcess } from './harness/redis.js'
 import { startServer, tempDir, type InProcessServer } from './harness/server.js'
@@ -38,12 +37,6 @@ function capturingLogger(): { logger: pino.Logger; lines: Array<Record<string, u
     },
   })
   return { logger: pino({ level: 'info' }, stream), lines }
-}
-
-function contentUpdate(text: string): Uint8Array {
-  const doc = new Y.Doc()
-  doc.getText('t').insert(0, text)
-  return Y.encodeStateAsUpdate(doc)
 }
 
 async function postUpdate(server: InProcessServer, room: string, update: Uint8Array): Promise<void> {
@@ -110,7 +103,7 @@ describe('no failure hides a stored room', () => {
   })
 
   it('after FLUSHALL, every stored room is re-published (paced, with progress) and served in full by another instance at once', async () => {
-    for (const room of ROOMS) await postUpdate(a, room, contentUpdate(`content of ${room}`))
+    for (const room of ROOMS) await postUpdate(a, room, textUpdate(`content of ${room}`))
     await until(() => ROOMS.every((room) => a.server.loadedRoom(room) === undefined), 'every room to unload on a', 5000)
     assert.equal(await keyCount(redis, ROOMS[0] as string), 2)
     assert.match(await redis.command('FLUSHALL'), /^\+OK/)
@@ -150,7 +143,7 @@ describe('no failure hides a stored room', () => {
   })
 
   it('an instance that was down while Redis lost its data re-publishes its stored rooms when it returns', async () => {
-    await postUpdate(b, 'only-on-b', contentUpdate('b alone'))
+    await postUpdate(b, 'only-on-b', textUpdate('b alone'))
     await until(() => b.server.loadedRoom('only-on-b') === undefined, 'the room to unload on b', 5000)
     const bData = b.data
     const lossesBefore = (await metricValue(a.http, 'weft_cluster_redis_data_losses_total')) ?? 0
@@ -193,7 +186,7 @@ describe('Redis retention (--redis-retention-seconds)', () => {
       await synced(holder)
       holder.doc.getText('t').insert(0, 'held content')
       await eventually(async () => (await keyCount(redis, 'held')) === 2, 'the held room in Redis', 5000)
-      await postUpdate(a, 'idle', contentUpdate('idle content'))
+      await postUpdate(a, 'idle', textUpdate('idle content'))
       const ttl = Number((await redis.command('PTTL', ns.room('idle').log)).slice(1).trim())
       assert.ok(ttl > 0 && ttl <= 2000, `the idle room's keys expire (PTTL ${ttl})`)
       await until(() => a.server.loadedRoom('idle') === undefined, 'the idle room to unload', 5000)

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
 import { request, type IncomingHttpHeaders } from 'node:http'
-import * as Y from 'yjs'
+import { textUpdate } from './harness/clients.js'
 import { metricValue } from './harness/metrics.js'
 import { startServer, type InProcessServer } from './harness/server.js'
 import { signToken } from './harness/tokens.js'
@@ -39,12 +39,6 @@ function http(port: number, method: string, path: string, options: { body?: Uint
 function assertError(reply: Reply, status: number, code: string): void {
   assert.equal(reply.status, status, `expected ${status} ${code}, got ${reply.status}: ${reply.body}`)
   assert.equal((JSON.parse(reply.body) as { error: string }).error, code)
-}
-
-function textUpdate(text: string): Uint8Array {
-  const doc = new Y.Doc()
-  doc.getText('t').insert(0, text)
-  return Y.encodeStateAsUpdate(doc)
 }
 
 const ALLOWED = 'https://app.example'

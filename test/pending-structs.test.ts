@@ -1,16 +1,16 @@
 import assert from 'node:assert/strict'
-import { request } from 'node:http'
 import { describe, it } from 'node:test'
 import * as Y from 'yjs'
 import { encodeHocuspocusClientAuthToken, encodeHocuspocusSyncUpdate, encodeSyncUpdate, validateUpdate } from '../protocol/index.js'
 import { converged, destroy, provider, RawClient, synced } from './harness/clients.js'
-import { httpRequest } from './harness/http.js'
+import { httpRequest, postUpdateStatus } from './harness/http.js'
 import { metricValue } from './harness/metrics.js'
-import { startServer, tempDir, type InProcessServer } from './harness/server.js'
+import { startServer, tempDir } from './harness/server.js'
 import { pino } from 'pino'
 import type { Relay, RelayHealth, RelayRoomHandlers, RelayStats } from '../cluster/index.js'
 import { DocumentWriter, MemoryStore } from '../persistence/index.js'
 import { RoomRegistry } from '../server/room.js'
+import { awarenessLimits } from '../server/room-awareness.js'
 import { DEFAULTS } from '../server/config.js'
 
 // Issue 12, finding 3: updates whose structs depend on clocks the document lacks, or that delete
@@ -18,25 +18,20 @@ import { DEFAULTS } from '../server/config.js'
 // stored, outside the size limit, and re-merged on every later update (quadratic CPU). They are
 // now refused before Yjs sees them: HTTP 409 missing_dependencies, 1007 on WebSockets.
 
-function post(server: InProcessServer, room: string, update: Uint8Array): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const req = request(`${server.http}/api/rooms/${room}/updates`, { method: 'POST', headers: { 'content-type': 'application/octet-stream' }, agent: false }, (res) => {
-      res.resume()
-      res.on('end', () => resolve(res.statusCode ?? 0))
-    })
-    req.on('error', reject)
-    req.end(Buffer.from(update))
-  })
-}
-
-/** Text typed by `clientID` in two steps; the second update depends on the first (missing clock). */
-function missingClock(clientID: number, bytes = 16): Uint8Array {
+/** `head` then `tail` typed by `clientID` into text 't', as two updates; the second depends on the first. */
+function typedTwice(clientID: number, head: string, tail: string): { first: Uint8Array; second: Uint8Array } {
   const doc = new Y.Doc()
   doc.clientID = clientID
-  doc.getText('t').insert(0, 'x'.repeat(bytes))
+  doc.getText('t').insert(0, head)
+  const first = Y.encodeStateAsUpdate(doc)
   const sv = Y.encodeStateVector(doc)
-  doc.getText('t').insert(bytes, 'y'.repeat(bytes))
-  return Y.encodeStateAsUpdate(doc, sv)
+  doc.getText('t').insert(head.length, tail)
+  return { first, second: Y.encodeStateAsUpdate(doc, sv) }
+}
+
+/** The second of two updates typed by `clientID`: alone, its clock is missing. */
+function missingClock(clientID: number, bytes = 16): Uint8Array {
+  return typedTwice(clientID, 'x'.repeat(bytes), 'y'.repeat(bytes)).second
 }
 
 /** A delete-only update of `ranges` ranges of a client nobody has seen. */
@@ -77,7 +72,7 @@ describe('updates with missing dependencies are refused, never acknowledged (iss
     const server = await startServer({ maxDocumentBytes: 1024 * 1024 })
     try {
       const statuses: number[] = []
-      for (let i = 0; i < 60; i++) statuses.push(await post(server, 'pending-size', missingClock(1000 + i, 32 * 1024)))
+      for (let i = 0; i < 60; i++) statuses.push(await postUpdateStatus(server.http, 'pending-size', missingClock(1000 + i, 32 * 1024)))
       assert.deepEqual(new Set(statuses), new Set([409]))
       assert.equal((await httpRequest(server.port, '/api/rooms/pending-size')).status, 404, 'nothing was kept')
       assert.equal(await metricValue(server.http, 'weft_update_refusals_total', '{reason="missing_dependencies"}'), 60)
@@ -94,7 +89,7 @@ describe('updates with missing dependencies are refused, never acknowledged (iss
       const samples: number[] = []
       let done = false
       const attack = (async () => {
-        for (let i = 0; i < 1000; i++) assert.equal(await post(server, 'pending-cpu', unknownDeletes(2000 + i, 1000)), 409)
+        for (let i = 0; i < 1000; i++) assert.equal(await postUpdateStatus(server.http, 'pending-cpu', unknownDeletes(2000 + i, 1000)), 409)
       })().finally(() => (done = true))
       while (!done) {
         const started = performance.now()
@@ -124,7 +119,7 @@ describe('updates with missing dependencies are refused, never acknowledged (iss
           const update = make()
           assert.ok(validateUpdate(update).requires.size > 0)
           if (transport === 'http') {
-            assert.equal(await post(server, room, update), 409)
+            assert.equal(await postUpdateStatus(server.http, room, update), 409)
           } else if (transport === 'y-websocket') {
             const { client } = await RawClient.joined(`${server.url}/${room}`)
             client.send(encodeSyncUpdate(update))
@@ -162,16 +157,10 @@ describe('updates with missing dependencies are refused, never acknowledged (iss
   it('an update whose dependencies arrived first is accepted (order matters, not the shape)', async () => {
     const server = await startServer()
     try {
-      const doc = new Y.Doc()
-      doc.clientID = 77
-      doc.getText('t').insert(0, 'first')
-      const first = Y.encodeStateAsUpdate(doc)
-      const sv = Y.encodeStateVector(doc)
-      doc.getText('t').insert(5, ' second')
-      const second = Y.encodeStateAsUpdate(doc, sv)
-      assert.equal(await post(server, 'ordered', second), 409)
-      assert.equal(await post(server, 'ordered', first), 204)
-      assert.equal(await post(server, 'ordered', second), 204)
+      const { first, second } = typedTwice(77, 'first', ' second')
+      assert.equal(await postUpdateStatus(server.http, 'ordered', second), 409)
+      assert.equal(await postUpdateStatus(server.http, 'ordered', first), 204)
+      assert.equal(await postUpdateStatus(server.http, 'ordered', second), 204)
       const json = await httpRequest(server.port, '/api/rooms/ordered')
       assert.match(json.body, /first second/)
     } finally {
@@ -206,27 +195,15 @@ describe('out-of-order updates from the cluster are held within --max-pending-by
   it('a dependent update waits for its base; past the bound the room resets and reloads', async () => {
     const writer = new DocumentWriter(new MemoryStore(), { persistWindowMs: 0 })
     const relay = new FakeRelay()
-    const registry = new RoomRegistry(writer, pino({ level: 'silent' }), -1, 64 * 1024 * 1024, 100, relay, { maxNestingDepth: 256, maxPendingBytes: 4096 }, {
-      maxEntriesPerMessage: DEFAULTS.awarenessMaxEntriesPerMessage,
-      maxStateBytes: DEFAULTS.awarenessMaxStateBytes,
-      maxClientsPerConnection: DEFAULTS.awarenessMaxClientsPerConnection,
-      maxRoomEntries: DEFAULTS.awarenessMaxRoomEntries,
-      maxRoomBytes: DEFAULTS.awarenessMaxRoomBytes,
-      reclaimMs: DEFAULTS.awarenessReclaimSeconds * 1000,
-    })
+    const registry = new RoomRegistry(writer, pino({ level: 'silent' }), -1, 64 * 1024 * 1024, 100, relay, { maxNestingDepth: 256, maxPendingBytes: 4096 }, awarenessLimits(DEFAULTS))
     let resets = 0
     registry.onReset = () => resets++
     const member = { identity: null, format: { name: 'none', update: () => new Uint8Array(), awareness: () => new Uint8Array() }, deliverUpdate() {}, deliverAwareness() {}, evict() {} }
     const room = registry.join('cluster-pending', member)
     await room.loaded
     const handlers = relay.handlers as RelayRoomHandlers
-    const base = new Y.Doc()
-    base.clientID = 5
-    base.getText('t').insert(0, 'base')
-    const first = Y.encodeStateAsUpdate(base)
-    const sv = Y.encodeStateVector(base)
-    base.getText('t').insert(4, ' more')
-    handlers.onUpdate(Y.encodeStateAsUpdate(base, sv))
+    const { first, second } = typedTwice(5, 'base', ' more')
+    handlers.onUpdate(second)
     assert.notEqual(room.doc.store.pendingStructs, null, 'held, not refused')
     handlers.onUpdate(first)
     assert.equal(room.doc.getText('t').toString(), 'base more')

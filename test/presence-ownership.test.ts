@@ -6,12 +6,9 @@ import * as Y from 'yjs'
 import { WebsocketProvider } from 'y-websocket'
 import type { Awareness } from 'y-protocols/awareness'
 import {
-  decodeHocuspocusMessage,
   encodeAwareness,
   encodeAwarenessUpdate,
   encodeHocuspocusAwareness,
-  encodeHocuspocusClientAuthToken,
-  encodeHocuspocusSyncStep1,
   type AwarenessEntry,
 } from '../protocol/index.js'
 import { decodeRelayMessage, encodeRelayMessage } from '../cluster/relay-message.js'
@@ -57,21 +54,27 @@ async function claim(send: (entries: AwarenessEntry[]) => void, observer: Awaren
   await until(() => observer.getStates().has(marker), 'the observer to see the attacker’s own marker')
 }
 
+/**
+ * Alice (`a`) and Bob sync, Bob sees Alice's state, then Alice's socket drops and the server
+ * removes her state; returns her client ID and her awareness clock from before she left.
+ */
+async function aliceLeaves(a: WebsocketProvider, b: WebsocketProvider): Promise<{ id: number; clock: number }> {
+  await Promise.all([synced(a), synced(b)])
+  a.awareness.setLocalStateField('user', { name: 'alice' })
+  const id = a.doc.clientID
+  await until(() => stateOf(b.awareness, id)?.user?.name === 'alice', 'bob to see alice')
+  const clock = clockOf(a.awareness, id)
+  a.disconnect()
+  await until(() => !b.awareness.getStates().has(id), 'bob to see alice leave')
+  return { id, clock }
+}
+
 function yAttacker(raw: RawClient): (entries: AwarenessEntry[]) => void {
   return (entries) => raw.send(encodeAwareness(encodeAwarenessUpdate(entries)))
 }
 
 async function hocuspocusAttacker(url: string, room: string, token: string): Promise<{ raw: RawClient; send: (entries: AwarenessEntry[]) => void }> {
-  const raw = await RawClient.open(`${url}/`)
-  raw.send(encodeHocuspocusClientAuthToken(room, token, 'raw-test'))
-  raw.send(encodeHocuspocusSyncStep1(room, Y.encodeStateVector(new Y.Doc())))
-  await raw.frame((frame) => {
-    try {
-      return decodeHocuspocusMessage(frame).kind === 'sync-step-2'
-    } catch {
-      return false
-    }
-  }, 'the server sync step 2')
+  const raw = await RawClient.hocuspocusJoined(url, room, token)
   return { raw, send: (entries) => raw.send(encodeHocuspocusAwareness(room, encodeAwarenessUpdate(entries))) }
 }
 
@@ -112,15 +115,7 @@ describe('presence ownership on one instance', () => {
       const b = tokenProvider(server.url, room, bob)
       let attacker: RawClient | null = null
       try {
-        await Promise.all([synced(a), synced(b)])
-        a.awareness.setLocalStateField('user', { name: 'alice' })
-        const id = a.doc.clientID
-        await until(() => stateOf(b.awareness, id)?.user?.name === 'alice', 'bob to see alice')
-        const clock = clockOf(a.awareness, id)
-
-        // Alice's socket drops; the server removes her state.
-        a.disconnect()
-        await until(() => !b.awareness.getStates().has(id), 'bob to see alice leave')
+        const { id, clock } = await aliceLeaves(a, b)
 
         let send: (entries: AwarenessEntry[]) => void
         if (protocol === 'y-websocket') {
@@ -250,13 +245,7 @@ describe('presence ownership across two instances on one Redis', () => {
     let back: WebsocketProvider | null = null
     let attacker: RawClient | null = null
     try {
-      await Promise.all([synced(a), synced(b)])
-      a.awareness.setLocalStateField('user', { name: 'alice' })
-      const id = a.doc.clientID
-      await until(() => stateOf(b.awareness, id)?.user?.name === 'alice', 'bob to see alice')
-      const clock = clockOf(a.awareness, id)
-      a.disconnect()
-      await until(() => !b.awareness.getStates().has(id), 'bob to see alice leave')
+      const { id, clock } = await aliceLeaves(a, b)
 
       // Mallory on the second instance, where alice never was.
       attacker = await RawClient.open(`${two.url}/${room}?token=${mallory}`)

@@ -1,12 +1,11 @@
 import assert from 'node:assert/strict'
 import { after, describe, it } from 'node:test'
-import { request } from 'node:http'
 import { HocuspocusProvider, HocuspocusProviderWebsocket } from '@hocuspocus/provider'
 import { WebSocket } from 'ws'
 import * as Y from 'yjs'
 import { encodeHocuspocusAuthenticated, encodeHocuspocusClientAuthToken, encodeHocuspocusClientClose, encodeHocuspocusPermissionDenied } from '../protocol/index.js'
-import { destroy, provider, RawClient, synced } from './harness/clients.js'
-import { upgradeStatus } from './harness/http.js'
+import { destroy, provider, RawClient, synced, textUpdate } from './harness/clients.js'
+import { httpRequest, upgradeStatus, type HttpAnswer } from './harness/http.js'
 import { probeLive, quantile } from './harness/live-probe.js'
 import { metricValue } from './harness/metrics.js'
 import { spawnWeft, startServer, type InProcessServer, type WeftProcess } from './harness/server.js'
@@ -50,30 +49,12 @@ function tally(answers: Map<string, Answer>): Record<string, number> {
   return counts
 }
 
-function post(port: number, path: string, body: Uint8Array): Promise<{ status: number; body: string }> {
-  return withDeadline(
-    new Promise((resolve, reject) => {
-      const req = request({ host: '127.0.0.1', port, path, method: 'POST', headers: { 'content-type': 'application/octet-stream', 'content-length': String(body.length) }, agent: false }, (res) => {
-        let text = ''
-        res.setEncoding('utf8')
-        res.on('data', (chunk: string) => (text += chunk))
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }))
-      })
-      req.on('error', reject)
-      req.end(body)
-    }),
-    `POST ${path}`,
-  )
+function post(port: number, path: string, body: Uint8Array): Promise<HttpAnswer> {
+  return httpRequest(port, path, { method: 'POST', headers: { 'content-type': 'application/octet-stream' }, body })
 }
 
 function refusals(weft: InProcessServer, limit: string, protocol: string): Promise<number | undefined> {
   return metricValue(weft.http, 'weft_room_limit_refusals_total', `{limit="${limit}",protocol="${protocol}"}`)
-}
-
-function update(text: string): Uint8Array {
-  const doc = new Y.Doc()
-  doc.getText('t').insert(0, text)
-  return Y.encodeStateAsUpdate(doc)
 }
 
 describe('rooms per client', () => {
@@ -137,10 +118,10 @@ describe('rooms per client', () => {
       assert.equal(answers.get('r1'), 'authenticated')
       // y-websocket: 429 before the upgrade; HTTP: 429 too_many_rooms; a held room is still served.
       assert.equal(await upgradeStatus(`${weft.url}/r9`), 429)
-      const refused = await post(weft.port, '/api/rooms/r10/updates', update('x'))
+      const refused = await post(weft.port, '/api/rooms/r10/updates', textUpdate('x'))
       assert.equal(refused.status, 429)
       assert.equal((JSON.parse(refused.body) as { error: string }).error, 'too_many_rooms')
-      assert.equal((await post(weft.port, '/api/rooms/r2/updates', update('y'))).status, 204)
+      assert.equal((await post(weft.port, '/api/rooms/r2/updates', textUpdate('y'))).status, 204)
       assert.equal(await refusals(weft, 'per_ip', 'hocuspocus'), 2)
       assert.equal(await refusals(weft, 'per_ip', 'ywebsocket'), 1)
       assert.equal(await refusals(weft, 'per_ip', 'http'), 1)
@@ -165,7 +146,7 @@ describe('rooms per client', () => {
       const answers = await openDocuments(hp, ['b', 'd'])
       assert.deepEqual(Object.fromEntries(answers), { b: 'authenticated', d: LOADED })
       hp.close()
-      const refused = await post(weft.port, '/api/rooms/d/updates', update('x'))
+      const refused = await post(weft.port, '/api/rooms/d/updates', textUpdate('x'))
       assert.equal(refused.status, 503)
       assert.equal((JSON.parse(refused.body) as { error: string }).error, 'unavailable')
       assert.equal(weft.server.loadedRoom('d'), undefined)

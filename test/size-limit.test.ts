@@ -1,24 +1,12 @@
 import assert from 'node:assert/strict'
-import { request } from 'node:http'
 import { describe, it } from 'node:test'
 import * as Y from 'yjs'
-import { httpRequest } from './harness/http.js'
-import { startServer, type InProcessServer } from './harness/server.js'
+import { httpRequest, postUpdateStatus } from './harness/http.js'
+import { startServer } from './harness/server.js'
 
 // Issue 12, finding 5: near --max-document-bytes every refused update re-encoded the whole
 // document to measure it (513 ms per ~100-byte update on a 55.7 MB document; 40 small frames
 // stalled the process 20.5 s). The exact measurement now takes at most 1/20 of the time.
-
-function post(server: InProcessServer, room: string, update: Uint8Array): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const req = request(`${server.http}/api/rooms/${room}/updates`, { method: 'POST', headers: { 'content-type': 'application/octet-stream' }, agent: false }, (res) => {
-      res.resume()
-      res.on('end', () => resolve(res.statusCode ?? 0))
-    })
-    req.on('error', reject)
-    req.end(Buffer.from(update))
-  })
-}
 
 /** A small edit by a new client: about 100 bytes. */
 function smallEdit(i: number): Uint8Array {
@@ -38,14 +26,14 @@ describe('the size check does not re-encode the document for every refused updat
     const whole = Y.encodeStateAsUpdate(big)
     const server = await startServer({ maxDocumentBytes: whole.length + 50 })
     try {
-      assert.equal(await post(server, 'big', whole), 204)
+      assert.equal(await postUpdateStatus(server.http, 'big', whole), 204)
       // The first refusal may measure the document once.
-      assert.equal(await post(server, 'big', smallEdit(-1)), 413)
+      assert.equal(await postUpdateStatus(server.http, 'big', smallEdit(-1)), 413)
       const samples: number[] = []
       let done = false
       const started = performance.now()
       const attack = (async () => {
-        for (let i = 0; i < 80; i++) assert.equal(await post(server, 'big', smallEdit(i)), 413)
+        for (let i = 0; i < 80; i++) assert.equal(await postUpdateStatus(server.http, 'big', smallEdit(i)), 413)
       })().finally(() => (done = true))
       while (!done) {
         const sampleStarted = performance.now()

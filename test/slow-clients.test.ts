@@ -1,12 +1,11 @@
 import assert from 'node:assert/strict'
 import { after, describe, it } from 'node:test'
-import { request } from 'node:http'
 import { connect, type Socket } from 'node:net'
 import { WebSocket } from 'ws'
 import * as Y from 'yjs'
 import { WebsocketProvider } from 'y-websocket'
-import { destroy, synced } from './harness/clients.js'
-import { refusedUpgrade, upgradeStatus } from './harness/http.js'
+import { destroy, synced, textUpdate } from './harness/clients.js'
+import { httpRequest, refusedUpgrade, upgradeStatus, type HttpAnswer } from './harness/http.js'
 import { probeLive, quantile } from './harness/live-probe.js'
 import { metricValue } from './harness/metrics.js'
 import { startRedis, type RedisProcess } from './harness/redis.js'
@@ -43,29 +42,11 @@ function rawPeer(port: number): Promise<RawPeer> {
   )
 }
 
-function http(port: number, method: string, path: string, headers: Record<string, string> = {}, body?: Uint8Array): Promise<{ status: number; body: string }> {
-  return withDeadline(
-    new Promise((resolve, reject) => {
-      const req = request({ host: '127.0.0.1', port, method, path, headers: body === undefined ? headers : { ...headers, 'content-length': String(body.length) }, agent: false }, (res) => {
-        let text = ''
-        res.setEncoding('utf8')
-        res.on('data', (chunk: string) => (text += chunk))
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }))
-      })
-      req.on('error', reject)
-      req.end(body)
-    }),
-    `${method} ${path}`,
-  )
+function http(port: number, method: string, path: string, headers: Record<string, string> = {}, body?: Uint8Array): Promise<HttpAnswer> {
+  return httpRequest(port, path, { method, headers, body })
 }
 
 const token = (rooms: string[], access: string): Promise<string> => signToken({ rooms, access }, { secret: SECRET, subject: 'u' })
-
-function update(text: string): Uint8Array {
-  const doc = new Y.Doc()
-  doc.getText('t').insert(0, text)
-  return Y.encodeStateAsUpdate(doc)
-}
 
 describe('connections that do not finish their request', () => {
   const servers: InProcessServer[] = []
@@ -200,7 +181,7 @@ describe('admin listing and error bodies', () => {
       const root = await token(['*'], 'admin')
       const binary = { 'content-type': 'application/octet-stream', authorization: `Bearer ${root}` }
       for (const room of ['tenantA/one', 'tenantA/two', 'tenantB/secret', 'tenantAB/other']) {
-        assert.equal((await http(server.port, 'POST', `/api/rooms/${encodeURIComponent(room)}/updates`, binary, update(room))).status, 204)
+        assert.equal((await http(server.port, 'POST', `/api/rooms/${encodeURIComponent(room)}/updates`, binary, textUpdate(room))).status, 204)
       }
       const scoped = await token(['tenantA/*'], 'admin')
       const listed = await http(server.port, 'GET', '/api/rooms', { authorization: `Bearer ${scoped}` })

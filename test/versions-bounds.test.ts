@@ -5,42 +5,20 @@
  * One in-process weft per case, real LevelDB in a temp dir.
  */
 import assert from 'node:assert/strict'
-import { request } from 'node:http'
 import { after, describe, it } from 'node:test'
 import { Level } from 'level'
 import * as Y from 'yjs'
 import { LevelStore, newVersionId } from '../persistence/index.js'
 import { encodeVersionValue } from '../persistence/version-value.js'
+import { httpRequest, type HttpAnswer } from './harness/http.js'
 import { metricValue } from './harness/metrics.js'
 import { startServer, tempDir, type InProcessServer } from './harness/server.js'
-import { withDeadline } from './harness/wait.js'
 
-interface Reply {
-  status: number
-  headers: Record<string, string | string[] | undefined>
-  body: Buffer
-}
+type Reply = HttpAnswer
 
 function http(base: string, method: string, path: string, body?: Uint8Array | string, contentType?: string): Promise<Reply> {
-  const { port } = new URL(base)
-  const headers: Record<string, string> = {}
-  if (body !== undefined) {
-    headers['content-length'] = String(Buffer.byteLength(body))
-    headers['content-type'] = contentType ?? 'application/json'
-  }
-  return withDeadline(
-    new Promise<Reply>((resolve, reject) => {
-      const req = request({ host: '127.0.0.1', port: Number(port), method, path, headers, agent: false }, (res) => {
-        const chunks: Buffer[] = []
-        res.on('data', (chunk: Buffer) => chunks.push(chunk))
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }))
-      })
-      req.on('error', reject)
-      if (body !== undefined) req.write(body)
-      req.end()
-    }),
-    `${method} ${path}`,
-  )
+  const headers: Record<string, string> = body === undefined ? {} : { 'content-type': contentType ?? 'application/json' }
+  return httpRequest(Number(new URL(base).port), path, { method, headers, body })
 }
 
 const api = (room: string): string => `/api/rooms/${encodeURIComponent(room)}`
@@ -50,13 +28,13 @@ async function writeText(weft: InProcessServer, room: string, bytes: number): Pr
   const doc = new Y.Doc()
   doc.getText('t').insert(0, 'x'.repeat(bytes))
   const reply = await http(weft.http, 'POST', `${api(room)}/updates`, Y.encodeStateAsUpdate(doc), 'application/octet-stream')
-  assert.equal(reply.status, 204, reply.body.toString())
+  assert.equal(reply.status, 204, reply.body)
 }
 
 const createVersion = (weft: InProcessServer, room: string, name: string): Promise<Reply> => http(weft.http, 'POST', `${api(room)}/versions`, JSON.stringify({ name }))
 
 function errorCode(reply: Reply): string {
-  return (JSON.parse(reply.body.toString('utf8')) as { error: string }).error
+  return (JSON.parse(reply.body) as { error: string }).error
 }
 
 interface Listing {
@@ -66,8 +44,8 @@ interface Listing {
 
 async function list(weft: InProcessServer, room: string, query = ''): Promise<Listing> {
   const reply = await http(weft.http, 'GET', `${api(room)}/versions${query}`)
-  assert.equal(reply.status, 200, reply.body.toString())
-  return JSON.parse(reply.body.toString('utf8')) as Listing
+  assert.equal(reply.status, 200, reply.body)
+  return JSON.parse(reply.body) as Listing
 }
 
 const servers: InProcessServer[] = []
@@ -107,7 +85,7 @@ describe('versions per room are bounded', () => {
     const refused = await createVersion(weft, 'heavy', 'c')
     assert.equal(refused.status, 409)
     assert.equal(errorCode(refused), 'too_many_versions')
-    assert.match(JSON.parse(refused.body.toString()).message as string, /max-version-bytes-per-room/)
+    assert.match(JSON.parse(refused.body).message as string, /max-version-bytes-per-room/)
     const { versions } = await list(weft, 'heavy')
     assert.deepEqual(versions.map((v) => v.name), ['a', 'b'])
     assert.ok(versions.reduce((sum, v) => sum + v.bytes, 0) <= 10_000)
@@ -149,7 +127,7 @@ describe('version listings', () => {
     const weft = await start({})
     await writeText(weft, 'paged', 10)
     const created: string[] = []
-    for (let i = 0; i < 7; i++) created.push((JSON.parse((await createVersion(weft, 'paged', `p${i}`)).body.toString()) as { id: string }).id)
+    for (let i = 0; i < 7; i++) created.push((JSON.parse((await createVersion(weft, 'paged', `p${i}`)).body) as { id: string }).id)
     const seen: string[] = []
     let cursor: string | null = null
     let pages = 0
@@ -174,7 +152,7 @@ describe('version listings', () => {
     try {
       let weft = await startServer({ data: dir.path, keepData: true })
       await writeText(weft, 'described', 2_000)
-      const { id } = JSON.parse((await createVersion(weft, 'described', 'kept apart')).body.toString()) as { id: string }
+      const { id } = JSON.parse((await createVersion(weft, 'described', 'kept apart')).body) as { id: string }
       await weft.stop()
       // Remove the document (the value a listing used to read) behind weft's back.
       const raw = new Level<string, Uint8Array>(dir.path, { keyEncoding: 'utf8', valueEncoding: 'view' })

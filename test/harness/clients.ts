@@ -1,7 +1,7 @@
 import { WebSocket } from 'ws'
 import * as Y from 'yjs'
 import { WebsocketProvider } from 'y-websocket'
-import { decodeYMessage, encodeSyncStep1 } from '../../protocol/index.js'
+import { decodeHocuspocusMessage, decodeYMessage, encodeHocuspocusClientAuthToken, encodeHocuspocusSyncStep1, encodeSyncStep1 } from '../../protocol/index.js'
 import { until, withDeadline } from './wait.js'
 
 /**
@@ -70,6 +70,13 @@ function isStep2(frame: Uint8Array): boolean {
   }
 }
 
+/** A new client's update that types `text` into text 't': a small, valid document. */
+export function textUpdate(text: string): Uint8Array {
+  const doc = new Y.Doc()
+  doc.getText('t').insert(0, text)
+  return Y.encodeStateAsUpdate(doc)
+}
+
 /** A raw WebSocket that records every frame and its close, for byte-level tests. */
 export class RawClient {
   readonly frames: Uint8Array[] = []
@@ -113,6 +120,24 @@ export class RawClient {
     const message = decodeYMessage(frame)
     if (message.kind !== 'sync-step-2') throw new Error('not a sync step 2')
     return { client, step2: message.update }
+  }
+
+  /**
+   * Opens a raw Hocuspocus client that has authenticated with `token` for `room` and received the
+   * server's sync step 2 for it.
+   */
+  static async hocuspocusJoined(url: string, room: string, token: string): Promise<RawClient> {
+    const client = await RawClient.open(`${url}/`)
+    client.send(encodeHocuspocusClientAuthToken(room, token, 'raw-test'))
+    client.send(encodeHocuspocusSyncStep1(room, Y.encodeStateVector(new Y.Doc())))
+    await client.frame((frame) => {
+      try {
+        return decodeHocuspocusMessage(frame).kind === 'sync-step-2'
+      } catch {
+        return false
+      }
+    }, 'the server sync step 2')
+    return client
   }
 
   send(frame: Uint8Array): void {

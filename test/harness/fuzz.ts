@@ -7,19 +7,24 @@ export interface Rng {
   chance(p: number): boolean
 }
 
-/**
- * mulberry32 seeded from (seed, index): every case is rebuilt from those two numbers alone, so one
- * failing case replays without the others. `salt` keeps suites sharing a seed on different streams.
- */
-export function rngFor(seed: number, index: number, salt: number): Rng {
-  let state = (Math.imul(seed ^ salt, 0x85ebca6b) ^ Math.imul(index + 1, 0xc2b2ae35)) >>> 0
-  const next = (): number => {
+/** mulberry32, a small seeded PRNG in [0, 1): the same seed replays the same sequence. */
+export function mulberry32(seed: number): () => number {
+  let state = seed >>> 0
+  return () => {
     state = (state + 0x6d2b79f5) >>> 0
     let t = state
     t = Math.imul(t ^ (t >>> 15), t | 1)
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296
   }
+}
+
+/**
+ * mulberry32 seeded from (seed, index): every case is rebuilt from those two numbers alone, so one
+ * failing case replays without the others. `salt` keeps suites sharing a seed on different streams.
+ */
+export function rngFor(seed: number, index: number, salt: number): Rng {
+  const next = mulberry32(Math.imul(seed ^ salt, 0x85ebca6b) ^ Math.imul(index + 1, 0xc2b2ae35))
   return {
     next,
     int: (n) => Math.floor(next() * n),

@@ -12,11 +12,13 @@ export interface HttpAnswer {
 }
 
 /**
- * One HTTP request to 127.0.0.1:`port` on its own socket (no keep-alive), `path` as written; or a
- * WebSocket upgrade request when `upgrade` (then a 101 resolves with an empty body and the socket is destroyed).
+ * One HTTP request to 127.0.0.1:`port` on its own socket (no keep-alive), `path` as written, with
+ * `body` (and its Content-Length) when given; or a WebSocket upgrade request when `upgrade` (then a
+ * 101 resolves with an empty body and the socket is destroyed).
  */
-export function httpRequest(port: number, path: string, options: { method?: string; headers?: Record<string, string>; upgrade?: boolean } = {}): Promise<HttpAnswer> {
+export function httpRequest(port: number, path: string, options: { method?: string; headers?: Record<string, string>; body?: Uint8Array | string; upgrade?: boolean } = {}): Promise<HttpAnswer> {
   const headers: Record<string, string> = { ...options.headers }
+  if (options.body !== undefined) headers['content-length'] = String(Buffer.byteLength(options.body))
   if (options.upgrade === true) {
     Object.assign(headers, {
       Connection: 'Upgrade',
@@ -41,7 +43,7 @@ export function httpRequest(port: number, path: string, options: { method?: stri
         resolve({ status: res.statusCode ?? 0, headers: res.headers, body: '' })
       })
       req.on('error', reject)
-      req.end()
+      req.end(options.body)
     }),
     `${options.method ?? 'GET'} ${path}`,
   )
@@ -114,4 +116,16 @@ export async function refusedUpgrade(url: string): Promise<{ status: number; ret
 /** Waits for the upgrade to be refused; resolves with the HTTP status. */
 export async function refusedWith(url: string): Promise<number> {
   return (await refusedUpgrade(url)).status
+}
+
+/** POSTs `update` to the room's updates endpoint under `http` (a base URL) on its own socket; resolves with the status. */
+export function postUpdateStatus(http: string, room: string, update: Uint8Array): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = request(`${http}/api/rooms/${room}/updates`, { method: 'POST', headers: { 'content-type': 'application/octet-stream' }, agent: false }, (res) => {
+      res.resume()
+      res.on('end', () => resolve(res.statusCode ?? 0))
+    })
+    req.on('error', reject)
+    req.end(Buffer.from(update))
+  })
 }

@@ -1,10 +1,11 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { closeSync, existsSync, openSync } from 'node:fs'
 import { copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
-import { createConnection, createServer } from 'node:net'
+import { createConnection } from 'node:net'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { freePort } from './redis.js'
 import { withDeadline } from './wait.js'
 
 /** A real nginx in front of weft instances, run from deploy/nginx/ in a temp prefix directory. */
@@ -50,16 +51,6 @@ function nginxBinary(): string {
     if (existsSync(candidate)) return candidate
   }
   return 'nginx'
-}
-
-/** nginx cannot take port 0: ask the kernel for a free port and hand it over. */
-async function freePort(): Promise<number> {
-  const server = createServer()
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const address = server.address()
-  await new Promise<void>((resolve) => server.close(() => resolve()))
-  if (address === null || typeof address === 'string') throw new Error('no port')
-  return address.port
 }
 
 /**

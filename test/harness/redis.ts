@@ -20,8 +20,8 @@ export interface RedisProcess {
   command(...args: string[]): Promise<string>
 }
 
-/** Redis cannot take `--port 0`: ask the kernel for a free port, release it, and give that to redis. */
-async function freePort(): Promise<number> {
+/** Redis and nginx cannot take port 0: ask the kernel for a free port, release it, and give that to them. */
+export async function freePort(): Promise<number> {
   const server = createServer()
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
   const address = server.address()

@@ -13,7 +13,6 @@
  *
  * Used by test/cluster-soak.test.ts (CI-sized) and `npm run soak -- --minutes N` (test/soak/run.ts).
  */
-import { createServer } from 'node:net'
 import { rm } from 'node:fs/promises'
 import { HocuspocusProvider, HocuspocusProviderWebsocket } from '@hocuspocus/provider'
 import { WebSocket } from 'ws'
@@ -23,7 +22,8 @@ import { Redis } from 'ioredis'
 import { RedisNamespace } from '../../cluster/keys.js'
 import { canonicalState, canonicalUpdate, destroy, provider } from '../harness/clients.js'
 import { startNginx, type NginxProcess } from '../harness/nginx.js'
-import { startRedis, type RedisProcess } from '../harness/redis.js'
+import { mulberry32 } from '../harness/fuzz.js'
+import { freePort, startRedis, type RedisProcess } from '../harness/redis.js'
 import { spawnWeft, tempDir, type WeftProcess } from '../harness/server.js'
 import { metricValue } from '../harness/metrics.js'
 import { eventually, until } from '../harness/wait.js'
@@ -57,26 +57,6 @@ export interface SoakResult {
 const HOCUSPOCUS_PATH = '/collab'
 const ns = new RedisNamespace()
 
-function prng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
-
-async function freePort(): Promise<number> {
-  const server = createServer()
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const address = server.address()
-  await new Promise<void>((resolve) => server.close(() => resolve()))
-  if (address === null || typeof address === 'string') throw new Error('no port')
-  return address.port
-}
-
 interface Instance {
   name: string
   port: number
@@ -100,7 +80,7 @@ const roomName = (i: number): string => `soak-${i}`
 
 export async function runSoak(options: SoakOptions): Promise<SoakResult> {
   const started = Date.now()
-  const random = prng(options.seed)
+  const random = mulberry32(options.seed)
   const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)] as T
   const log = options.log
   const redis: RedisProcess = await startRedis()
