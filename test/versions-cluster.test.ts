@@ -111,16 +111,20 @@ describe('versions on a cluster', () => {
       }
     })()
     try {
-      const started = performance.now()
-      const listings = await Promise.all(Array.from({ length: 5 }, (_, i) => http((i % 2 === 0 ? a : b).http, 'GET', `${api(room)}/versions?limit=1000`)))
-      const elapsed = performance.now() - started
-      for (const reply of listings) {
-        assert.equal(reply.status, 200)
-        const { versions } = JSON.parse(reply.body.toString()) as { versions: Array<{ bytes: number }> }
-        assert.equal(versions.length, 150)
-        assert.ok(versions.every((v) => v.bytes === update.byteLength))
+      // Rounds of five concurrent listings until PING has been sampled often enough: listings that
+      // read only descriptions can finish before a few PINGs come back.
+      for (let round = 0; round < 20 && (round === 0 || latencies.length < 10); round++) {
+        const started = performance.now()
+        const listings = await Promise.all(Array.from({ length: 5 }, (_, i) => http((i % 2 === 0 ? a : b).http, 'GET', `${api(room)}/versions?limit=1000`)))
+        const elapsed = performance.now() - started
+        for (const reply of listings) {
+          assert.equal(reply.status, 200)
+          const { versions } = JSON.parse(reply.body.toString()) as { versions: Array<{ bytes: number }> }
+          assert.equal(versions.length, 150)
+          assert.ok(versions.every((v) => v.bytes === update.byteLength))
+        }
+        assert.ok(elapsed < 2_000, `five listings took ${elapsed.toFixed(0)} ms`)
       }
-      assert.ok(elapsed < 2_000, `five listings took ${elapsed.toFixed(0)} ms`)
     } finally {
       sampling = false
       await sampler
