@@ -4,7 +4,6 @@
  * deleted through one instance's API is seen through the other's.
  */
 import assert from 'node:assert/strict'
-import { request } from 'node:http'
 import { after, before, describe, it } from 'node:test'
 import * as Y from 'yjs'
 import type { WebsocketProvider } from 'y-websocket'
@@ -13,33 +12,14 @@ import { startRedis, type RedisProcess } from './harness/redis.js'
 import { spawnWeft, tempDir, type WeftProcess } from './harness/server.js'
 import { until, withDeadline } from './harness/wait.js'
 import { signToken } from './harness/tokens.js'
-import { refusedWith } from './harness/http.js'
+import { httpBytes, refusedWith, type BytesAnswer } from './harness/http.js'
 
 const SECRET = 'http-api-cluster-secret-0123456789abcdef'
 
-interface Reply {
-  status: number
-  body: Buffer
-}
+type Reply = BytesAnswer
 
 function http(base: string, method: string, path: string, options: { body?: Uint8Array | string; token?: string } = {}): Promise<Reply> {
-  const { port } = new URL(base)
-  const headers: Record<string, string> = {}
-  if (options.token !== undefined) headers.authorization = `Bearer ${options.token}`
-  if (options.body !== undefined) headers['content-length'] = String(Buffer.byteLength(options.body))
-  return withDeadline(
-    new Promise<Reply>((resolve, reject) => {
-      const req = request({ host: '127.0.0.1', port: Number(port), method, path, headers, agent: false }, (res) => {
-        const chunks: Buffer[] = []
-        res.on('data', (chunk: Buffer) => chunks.push(chunk))
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks) }))
-      })
-      req.on('error', reject)
-      if (options.body !== undefined) req.write(options.body)
-      req.end()
-    }),
-    `${method} ${path}`,
-  )
+  return httpBytes(base, method, path, { body: options.body, headers: options.token === undefined ? {} : { authorization: `Bearer ${options.token}` } })
 }
 
 const room = (name: string): string => `/api/rooms/${encodeURIComponent(name)}`

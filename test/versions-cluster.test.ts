@@ -6,7 +6,6 @@
  * LevelDB and puts them back. Real redis-server, in-process weft instances with LevelDB in temp dirs.
  */
 import assert from 'node:assert/strict'
-import { request } from 'node:http'
 import { after, before, describe, it } from 'node:test'
 import { Redis } from 'ioredis'
 import * as Y from 'yjs'
@@ -16,31 +15,13 @@ import { canonicalState, canonicalUpdate } from './harness/clients.js'
 import { metricValue } from './harness/metrics.js'
 import { startRedis, type RedisProcess } from './harness/redis.js'
 import { startServer, tempDir, type InProcessServer } from './harness/server.js'
-import { eventually, withDeadline } from './harness/wait.js'
+import { httpBytes, type BytesAnswer } from './harness/http.js'
+import { eventually } from './harness/wait.js'
 
-interface Reply {
-  status: number
-  body: Buffer
-}
+type Reply = BytesAnswer
 
 function http(base: string, method: string, path: string, body?: Uint8Array | string, contentType = 'application/json'): Promise<Reply> {
-  const { port } = new URL(base)
-  const headers: Record<string, string> = {}
-  if (body !== undefined) Object.assign(headers, { 'content-length': String(Buffer.byteLength(body)), 'content-type': contentType })
-  return withDeadline(
-    new Promise<Reply>((resolve, reject) => {
-      const req = request({ host: '127.0.0.1', port: Number(port), method, path, headers, agent: false }, (res) => {
-        const chunks: Buffer[] = []
-        res.on('data', (chunk: Buffer) => chunks.push(chunk))
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks) }))
-      })
-      req.on('error', reject)
-      if (body !== undefined) req.write(body)
-      req.end()
-    }),
-    `${method} ${path}`,
-    20_000,
-  )
+  return httpBytes(base, method, path, body === undefined ? { timeoutMs: 20_000 } : { body, headers: { 'content-type': contentType }, timeoutMs: 20_000 })
 }
 
 const api = (room: string): string => `/api/rooms/${encodeURIComponent(room)}`

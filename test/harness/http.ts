@@ -49,6 +49,31 @@ export function httpRequest(port: number, path: string, options: { method?: stri
   )
 }
 
+/** An answer whose body is kept as bytes (binary Yjs updates), from `httpBytes`. */
+export interface BytesAnswer {
+  status: number
+  body: Buffer
+}
+
+/** One request to the server at `base` (an http:// URL) on its own socket; the body comes back as bytes. */
+export function httpBytes(base: string, method: string, path: string, options: { headers?: Record<string, string>; body?: Uint8Array | string; timeoutMs?: number } = {}): Promise<BytesAnswer> {
+  const headers: Record<string, string> = { ...options.headers }
+  if (options.body !== undefined) headers['content-length'] = String(Buffer.byteLength(options.body))
+  return withDeadline(
+    new Promise<BytesAnswer>((resolve, reject) => {
+      const req = request({ host: '127.0.0.1', port: Number(new URL(base).port), method, path, headers, agent: false }, (res) => {
+        const chunks: Buffer[] = []
+        res.on('data', (chunk: Buffer) => chunks.push(chunk))
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks) }))
+      })
+      req.on('error', reject)
+      req.end(options.body)
+    }),
+    `${method} ${path}`,
+    options.timeoutMs,
+  )
+}
+
 /**
  * A WebSocket handshake done by hand over TCP; resolves with the socket once the 101 is read.
  * Whatever the server sends from then on (sync step 1, pings, a close) is read and ignored: the
