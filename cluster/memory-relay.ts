@@ -1,6 +1,6 @@
 import * as Y from 'yjs'
 import type { Relay, RelayAwarenessEntry, RelayHealth, RelayRoomHandlers, RelayStats } from './relay.js'
-import { missingFrom } from './state-diff.js'
+import { missingFrom } from '../crdt/index.js'
 
 /**
  * The in-process stand-in for Redis: several MemoryRelay instances on one bus form a cluster,

@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events'
 import type { Redis } from 'ioredis'
 import * as Y from 'yjs'
-import { mergeUpdatesInChunks } from '../persistence/chunked-merge.js'
+import { mergeUpdatesInChunks, missingFrom } from '../crdt/index.js'
 import { decodeAwarenessUpdate, encodeAwarenessUpdate } from '../protocol/index.js'
 import { RedisNamespace, compareStreamIds, epochCandidate, nextStreamId, type RoomKeys } from './keys.js'
 import { decodeRelayMessage, encodeRelayMessage, type RelayMessage } from './relay-message.js'
@@ -9,7 +9,6 @@ import { openRedisConnection } from './redis-connection.js'
 import type { RedisPersistence, Relay, RelayAwarenessEntry, RelayHealth, RelayRecovery, RelayRoomHandlers, RelayStats, StoredRooms } from './relay.js'
 import { COMPACT_ROOM, ENSURE_EPOCH, PUBLISH_UPDATE, READ_ROOM, type Script } from './scripts.js'
 import { PendingAsks, decodeAsk, encodeAsk, type AskMessage } from './ask.js'
-import { missingFrom } from './state-diff.js'
 
 const SCRIPTS = [PUBLISH_UPDATE, READ_ROOM, COMPACT_ROOM, ENSURE_EPOCH]
 

@@ -28,7 +28,7 @@ import type { Connection, ConnectionSession } from './connection.js'
 import type { Logger } from './logger.js'
 import type { PendingLimits } from './ywebsocket-session.js'
 import type { Room, RoomMember, RoomRegistry } from './room.js'
-import { updateChangesDocument } from './update-effect.js'
+import { updateChangesDocument } from '../crdt/index.js'
 import type { SharedFrames, WireFormat } from './wire-format.js'
 
 /** Hocuspocus framing for members whose document key is the room name: shared by all of them. */

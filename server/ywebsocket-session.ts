@@ -17,7 +17,7 @@ import {
 import { allows, type Grant } from './access.js'
 import { CloseCode } from './codes.js'
 import { presenceIdentity } from './room-awareness.js'
-import { updateChangesDocument } from './update-effect.js'
+import { updateChangesDocument } from '../crdt/index.js'
 import type { Connection, ConnectionSession } from './connection.js'
 import type { Logger } from './logger.js'
 import type { Room, RoomMember, RoomRegistry } from './room.js'

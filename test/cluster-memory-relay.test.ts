@@ -4,7 +4,7 @@ import * as Y from 'yjs'
 import { MemoryBus, MemoryRelay, type RelayRoomHandlers } from '../cluster/index.js'
 import { RedisNamespace, compareStreamIds, nextStreamId } from '../cluster/keys.js'
 import { decodeRelayMessage, encodeRelayMessage, type RelayMessage } from '../cluster/relay-message.js'
-import { missingFrom } from '../cluster/state-diff.js'
+import { missingFrom } from '../crdt/state-diff.js'
 import type { AwarenessEntry } from '../protocol/index.js'
 import { until } from './harness/wait.js'
 

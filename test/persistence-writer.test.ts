@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, describe, it } from 'node:test'
 import * as Y from 'yjs'
-import { mergeUpdatesInChunks } from '../persistence/chunked-merge.js'
+import { mergeUpdatesInChunks } from '../crdt/chunked-merge.js'
 import {
   DocumentWriter,
   LevelStore,

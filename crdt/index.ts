@@ -1,0 +1,9 @@
+/**
+ * Yjs helpers shared by the layers that handle updates without owning a room: persistence merges
+ * its log with them, the cluster merges stream entries and diffs its copy against the local one,
+ * and the sessions ask whether an update would change a document. Pure functions over updates and
+ * documents: no storage, no sockets, no Redis.
+ */
+export { MERGE_CHUNK_SIZE, mergeUpdatesInChunks, mergeUpdatesIntoState } from './chunked-merge.js'
+export { missingFrom } from './state-diff.js'
+export { updateChangesDocument } from './update-effect.js'
