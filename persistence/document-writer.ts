@@ -3,10 +3,16 @@ import { pino } from 'pino'
 import * as Y from 'yjs'
 import { isValidRoomName } from '../protocol/room-name.js'
 import { mergeUpdatesInChunks, mergeUpdatesIntoState } from '../crdt/index.js'
-import { InvalidRoomNameError, InvalidUpdateError, RoomDeletedError, WriterClosedError } from './errors.js'
+import { AppendRetry, StorageHealthTracker, type StorageHealth } from './append-failures.js'
+import { InvalidRoomNameError, InvalidUpdateError, WriterClosedError } from './errors.js'
 import { LevelStore } from './level-store.js'
+import { LogCompactor, type SnapshotSource } from './log-compaction.js'
 import { MemoryStore } from './memory-store.js'
+import { RoomWork, createPendingWrite, rejectWrites, settled, type PendingWrite } from './room-work.js'
 import type { LocalVersionStore, LogEntry, Store, StoredRoom } from './store.js'
+
+export type { StorageHealth } from './append-failures.js'
+export type { SnapshotSource } from './log-compaction.js'
 
 export interface WriterLogger {
   warn(obj: object, msg: string): void
@@ -17,7 +23,7 @@ export interface WriterLogger {
 export interface WriterOptions {
   /** Longest time, in ms, an accepted update waits before its append starts (contract default 100). */
   persistWindowMs: number
-  /** Compact once the log has more than this many entries (subject to the big-document rule below). */
+  /** Compact once the log has more than this many entries (subject to the big-document rule in log-compaction.ts). */
   compactEntries?: number
   /** Compact once the bytes appended on top of the last merged base exceed this, whatever the entry count. */
   compactBytes?: number
@@ -25,6 +31,11 @@ export interface WriterOptions {
   retryBaseMs?: number
   retryMaxMs?: number
   logger?: WriterLogger
+  /**
+   * Loaded rooms' documents for compaction, from the layer that holds them (the server's room
+   * registry); without it compaction merges the stored log.
+   */
+  snapshots?: SnapshotSource
 }
 
 /** Time kept back from a close deadline for closing the store itself. */
@@ -41,126 +52,33 @@ export const WRITER_DEFAULTS = Object.freeze({
   retryMaxMs: 10_000,
 })
 
-/**
- * Entry-count compaction rewrites the whole document, so for a big document it waits until the
- * bytes appended since the last compaction reach 1/16 of the base: each byte is then rewritten at
- * most ~16 times by entry-triggered compactions, instead of a 60 MB document being rewritten
- * every 64 keystrokes.
- */
-const BIG_DOCUMENT_DIVISOR = 16
-/** ...but never lets the log grow past 64 × compactEntries entries: load cost grows with entries too. */
-const ENTRY_HARD_LIMIT_FACTOR = 64
-
-export type StorageHealth = { ok: true } | { ok: false; since: number; error: string }
-
-type WriteOutcome = 'pending' | 'saved' | 'refused' | 'abandoned'
-
-/** One `write` call: its bytes and the promise its caller holds. */
-interface PendingWrite {
-  readonly update: Uint8Array
-  readonly done: Promise<void>
-  outcome: WriteOutcome
-  resolve(): void
-  reject(err: Error, outcome: 'refused' | 'abandoned'): void
-}
-
-function createPendingWrite(update: Uint8Array): PendingWrite {
-  let resolvePromise!: () => void
-  let rejectPromise!: (err: Error) => void
-  const done = new Promise<void>((resolve, reject) => {
-    resolvePromise = resolve
-    rejectPromise = reject
-  })
-  // A caller that does not await a write must not crash the process with an unhandled rejection:
-  // the failure also reaches the log and close()'s `unsaved`. Awaiting callers still get it.
-  done.catch(() => {})
-  const write: PendingWrite = {
-    update,
-    done,
-    outcome: 'pending',
-    resolve() {
-      if (write.outcome !== 'pending') return
-      write.outcome = 'saved'
-      resolvePromise()
-    },
-    reject(err, outcome) {
-      if (write.outcome !== 'pending') return
-      write.outcome = outcome
-      rejectPromise(err)
-    },
-  }
-  return write
-}
-
-/** What the writer believes about a room's stored log; only steers compaction, so estimates are fine. */
-interface LogSize {
-  entries: number
-  bytes: number
-  /** Size of the oldest entry, which after a compaction is the merged document. */
-  baseBytes: number
-}
-
-const ignore = (): void => {}
-const settled = (promise: Promise<unknown>): Promise<void> => promise.then(ignore, ignore)
-
-/**
- * Everything in flight for one room. Appends run one at a time in `drain`; compactions and
- * deletions run one at a time on `maintenance`; the two chains overlap on purpose (an append
- * during a compaction lands behind the merged entry, see Store.replace), except that a deletion
- * waits for the append already in the store's hands and holds back later ones until it is done.
- */
-class RoomWork {
-  /** Accepted, not yet taken by the drain loop. */
-  queued: PendingWrite[] = []
-  /** Taken by the drain loop: being merged, appended, or waiting for a retry. */
-  inFlight: PendingWrite[] | null = null
-  storeCall: Promise<unknown> | null = null
-  timer: NodeJS.Timeout | null = null
-  draining = false
-  failedAttempts = 0
-  wakeRetry: (() => void) | null = null
-  /** Bumped by deleteRoom; a batch taken under an older generation belongs to the deleted document. */
-  generation = 0
-  deletion: Promise<void> | null = null
-  maintenance: Promise<void> = Promise.resolve()
-  compactionQueued = false
-  lastCompactionFailure = 0
-  log: LogSize = { entries: 0, bytes: 0, baseBytes: 0 }
-  /** Totals of successful appends, to tell which entries arrived while a compaction was reading. */
-  appendedEntries = 0
-  appendedBytes = 0
-
-  constructor(readonly room: string) {}
-
-  get hasPending(): boolean {
-    return this.queued.length > 0 || this.inFlight !== null
-  }
-}
-
 type WriterState = 'open' | 'closing' | 'closed'
 
 /**
  * Per-room persistence for the server: batches a room's updates for up to `persistWindowMs` into
- * one append, retries failed appends with backoff while keeping them queued, compacts logs that
- * grew long, and reports storage health.
+ * one append, retries failed appends with backoff while keeping them queued (append-failures.ts),
+ * compacts logs that grew long (log-compaction.ts), and reports storage health.
  */
 export class DocumentWriter extends EventEmitter {
   private readonly rooms = new Map<string, RoomWork>()
-  private readonly options: Readonly<Required<Omit<WriterOptions, 'logger'>>>
+  private readonly options: Readonly<ResolvedOptions>
   private readonly logger: WriterLogger
+  private readonly retry: AppendRetry
+  private readonly failures: StorageHealthTracker
+  private readonly compactor: LogCompactor
   private state: WriterState = 'open'
   /** Set when close's deadline expired: loops stop and what was not stored is abandoned. */
   private stopped = false
   private closing: Promise<{ unsaved: string[] }> | null = null
-  /** Rooms whose last append failed, with when the failing began. */
-  private readonly failingRooms = new Map<string, number>()
-  private lastError = ''
-  private healthState: StorageHealth = { ok: true }
 
   constructor(private readonly store: Store, options: WriterOptions) {
     super()
     this.options = Object.freeze(validateOptions(options))
     this.logger = options.logger ?? pino({ base: { service: 'weft', component: 'persistence' } })
+    this.retry = new AppendRetry(this.options.retryBaseMs, this.options.retryMaxMs)
+    this.failures = new StorageHealthTracker(this.retry, this.logger, (health) => this.emit('health', health))
+    const { compactEntries, compactBytes, retryMaxMs } = this.options
+    this.compactor = new LogCompactor(store, { compactEntries, compactBytes, retryAfterFailureMs: retryMaxMs }, options.snapshots ?? null, this.logger, () => this.state === 'open')
   }
 
   override on(event: 'health', listener: (health: StorageHealth) => void): this {
@@ -172,7 +90,7 @@ export class DocumentWriter extends EventEmitter {
   }
 
   health(): StorageHealth {
-    return this.healthState
+    return this.failures.health
   }
 
   hasPending(room: string): boolean {
@@ -209,11 +127,11 @@ export class DocumentWriter extends EventEmitter {
     while (work.deletion !== null) await settled(work.deletion)
     // Taken before reading: an append that completes during the read is then in both, which a
     // merge tolerates (Yjs skips structs it already has); the other order could miss it.
-    const pending = [...(work.inFlight ?? []), ...work.queued].map((write) => write.update)
+    const pending = work.unstored.map((write) => write.update)
     const log = await this.store.readLog(room)
-    this.noteLogRead(work, log)
+    this.compactor.noteLogRead(work, log)
     const updates = log.map((entry) => entry.update).concat(pending)
-    this.maybeCompact(work)
+    this.compactor.maybeCompact(work)
     if (updates.length === 0) return null
     if (updates.length === 1) return updates[0] as Uint8Array
     try {
@@ -230,7 +148,7 @@ export class DocumentWriter extends EventEmitter {
     if (!isValidRoomName(room)) throw new InvalidRoomNameError(room)
     const work = this.work(room)
     while (work.deletion !== null) await settled(work.deletion)
-    const pending = [...(work.inFlight ?? []), ...work.queued].map((write) => write.update)
+    const pending = work.unstored.map((write) => write.update)
     return { log: await this.store.readLog(room), pending }
   }
 
@@ -246,19 +164,8 @@ export class DocumentWriter extends EventEmitter {
     const move = work.maintenance.then(() => this.store.quarantine(room, key))
     work.maintenance = settled(move)
     await move
-    work.log = { entries: Math.max(0, work.log.entries - 1), bytes: work.log.bytes, baseBytes: work.log.baseBytes }
+    this.compactor.noteQuarantined(work)
   }
-
-  /**
-   * Where compaction gets a loaded room's document: the server's live Y.Doc already holds every
-   * stored entry (and maybe newer ones), and encoding it is far cheaper than re-applying the log.
-   * Returns null for rooms that are not loaded.
-   */
-  setSnapshotSource(source: (room: string) => Uint8Array | null): void {
-    this.snapshotSource = source
-  }
-
-  private snapshotSource: ((room: string) => Uint8Array | null) | null = null
 
   /**
    * Resolves once every write made before the call (to `room`, or to any room) is durable or
@@ -287,9 +194,9 @@ export class DocumentWriter extends EventEmitter {
     this.clearTimer(work)
     const superseded = work.queued
     work.queued = []
-    for (const write of superseded) write.reject(new RoomDeletedError(room), 'refused')
+    rejectWrites(superseded, room, 'deleted')
     // A failing batch of this room is gone with it; it no longer holds health down.
-    this.markRecovered(work, false)
+    this.failures.markRecovered(work, false)
     work.wakeRetry?.()
     const deletion = this.runDeletion(work)
     work.deletion = deletion
@@ -310,7 +217,7 @@ export class DocumentWriter extends EventEmitter {
   async compact(room: string): Promise<void> {
     this.assertOpen()
     if (!isValidRoomName(room)) throw new InvalidRoomNameError(room)
-    await this.queueCompaction(this.work(room))
+    await this.compactor.queue(this.work(room))
   }
 
   /**
@@ -359,7 +266,7 @@ export class DocumentWriter extends EventEmitter {
 
   private async compactForClose(): Promise<void> {
     for (const work of this.rooms.values()) {
-      if (work.log.entries > 1) await this.queueCompaction(work)
+      if (work.log.entries > 1) await this.compactor.queue(work)
     }
     // The entries compaction replaced still take disk space until the store rewrites their files.
     await this.store.reclaimSpace()
@@ -373,16 +280,14 @@ export class DocumentWriter extends EventEmitter {
       if (work.hasPending) unsaved.push(work.room)
       this.clearTimer(work)
       work.wakeRetry?.()
-      for (const write of [...(work.inFlight ?? []), ...work.queued]) {
-        write.reject(new WriterClosedError(work.room), 'abandoned')
-      }
+      rejectWrites(work.unstored, work.room, 'closed')
       work.queued = []
     }
     return unsaved
   }
 
   private async flushRoom(work: RoomWork): Promise<void> {
-    const writes = [...(work.inFlight ?? []), ...work.queued]
+    const writes = work.unstored
     if (writes.length === 0) return
     if (work.queued.length > 0) this.kick(work)
     await Promise.allSettled(writes.map((write) => write.done))
@@ -439,7 +344,7 @@ export class DocumentWriter extends EventEmitter {
       batch = merged.writes
       if (merged.update === null || work.generation !== generation || this.stopped) {
         work.inFlight = null
-        for (const write of batch) write.reject(this.stopped ? new WriterClosedError(work.room) : new RoomDeletedError(work.room), this.stopped ? 'abandoned' : 'refused')
+        rejectWrites(batch, work.room, this.stopped ? 'closed' : 'deleted')
         continue
       }
       const call = this.store.append(work.room, merged.update)
@@ -455,23 +360,20 @@ export class DocumentWriter extends EventEmitter {
       }
       if (failure === null) {
         for (const write of batch) write.resolve()
-        work.log.entries++
-        work.log.bytes += merged.update.byteLength
-        work.appendedEntries++
-        work.appendedBytes += merged.update.byteLength
-        this.markRecovered(work, true)
-        this.maybeCompact(work)
+        this.compactor.noteAppended(work, merged.update.byteLength)
+        this.failures.markRecovered(work, true)
+        this.compactor.maybeCompact(work)
         continue
       }
       if (work.generation !== generation) {
-        for (const write of batch) write.reject(new RoomDeletedError(work.room), 'refused')
+        rejectWrites(batch, work.room, 'deleted')
         continue
       }
       // Never dropped: the batch goes back in front of what arrived since, and the next attempt
       // merges all of it into one append.
       work.queued = batch.concat(work.queued)
-      this.markFailed(work, failure)
-      await this.sleepBeforeRetry(work)
+      this.failures.markFailed(work, failure)
+      await this.retry.sleep(work)
     }
   }
 
@@ -500,124 +402,12 @@ export class DocumentWriter extends EventEmitter {
     }
   }
 
-  private retryDelayMs(attempt: number): number {
-    // No jitter: the store is a local LevelDB, not a shared service a herd of clients could flatten.
-    return Math.min(this.options.retryMaxMs, this.options.retryBaseMs * 2 ** Math.min(attempt - 1, 30))
-  }
-
-  private sleepBeforeRetry(work: RoomWork): Promise<void> {
-    const delayMs = this.retryDelayMs(work.failedAttempts)
-    return new Promise((resolve) => {
-      const wake = (): void => {
-        clearTimeout(timer)
-        work.wakeRetry = null
-        resolve()
-      }
-      const timer = setTimeout(wake, delayMs)
-      work.wakeRetry = wake
-    })
-  }
-
-  private markFailed(work: RoomWork, err: unknown): void {
-    work.failedAttempts++
-    this.lastError = err instanceof Error ? err.message : String(err)
-    const details = { room: work.room, attempt: work.failedAttempts, retryInMs: this.retryDelayMs(work.failedAttempts), err }
-    if (work.failedAttempts === 1) this.logger.error(details, 'append failed; updates stay queued and are retried')
-    else this.logger.warn(details, 'append failed again')
-    if (!this.failingRooms.has(work.room)) this.failingRooms.set(work.room, Date.now())
-    this.updateHealth()
-  }
-
-  private markRecovered(work: RoomWork, stored: boolean): void {
-    if (work.failedAttempts === 0) return
-    if (stored) this.logger.info({ room: work.room, failedAttempts: work.failedAttempts }, 'append succeeded after failures')
-    work.failedAttempts = 0
-    this.failingRooms.delete(work.room)
-    this.updateHealth()
-  }
-
-  /** Not ok while any room has a batch that failed and is not yet stored; emits on each change of ok. */
-  private updateHealth(): void {
-    const failing = this.failingRooms.size > 0
-    if (failing === !this.healthState.ok) {
-      if (failing && !this.healthState.ok) this.healthState = { ...this.healthState, error: this.lastError }
-      return
-    }
-    this.healthState = failing ? { ok: false, since: Math.min(...this.failingRooms.values()), error: this.lastError } : { ok: true }
-    this.emit('health', this.healthState)
-  }
-
-  private noteLogRead(work: RoomWork, log: readonly LogEntry[]): void {
-    // A compaction in progress knows better; it sets the size when it is done.
-    if (work.compactionQueued) return
-    work.log = {
-      entries: log.length,
-      bytes: log.reduce((sum, entry) => sum + entry.update.byteLength, 0),
-      baseBytes: log[0]?.update.byteLength ?? 0,
-    }
-  }
-
-  private needsCompaction(log: LogSize): boolean {
-    if (log.entries < 2) return false
-    const appendedBytes = log.bytes - log.baseBytes
-    if (appendedBytes > this.options.compactBytes) return true
-    if (log.entries > this.options.compactEntries * ENTRY_HARD_LIMIT_FACTOR) return true
-    return log.entries > this.options.compactEntries && appendedBytes * BIG_DOCUMENT_DIVISOR >= log.baseBytes
-  }
-
-  private maybeCompact(work: RoomWork): void {
-    if (this.state !== 'open' || work.compactionQueued || !this.needsCompaction(work.log)) return
-    // After a failure, wait as long as the longest append retry before trying again.
-    if (Date.now() - work.lastCompactionFailure < this.options.retryMaxMs) return
-    this.queueCompaction(work).catch((err: unknown) => {
-      work.lastCompactionFailure = Date.now()
-      this.logger.error({ room: work.room, err }, 'compaction failed; the log stays as it is and is compacted later')
-    })
-  }
-
-  private queueCompaction(work: RoomWork): Promise<void> {
-    work.compactionQueued = true
-    const compaction = work.maintenance.then(() => this.compactLog(work))
-    work.maintenance = settled(compaction)
-    const done = (): void => {
-      work.compactionQueued = false
-    }
-    compaction.then(done, done)
-    return compaction
-  }
-
-  /**
-   * Reads the log, merges it in chunks and replaces the entries read with the result, in one
-   * atomic batch. Appends landing meanwhile are not in what was read; they keep their (higher)
-   * keys and stay behind the merged entry.
-   */
-  private async compactLog(work: RoomWork): Promise<void> {
-    const entriesBefore = work.appendedEntries
-    const bytesBefore = work.appendedBytes
-    const log = await this.store.readLog(work.room)
-    if (log.length >= 2) {
-      const merged = this.snapshotSource?.(work.room) ?? (await mergeUpdatesIntoState(log.map((entry) => entry.update)))
-      await this.store.replace(work.room, log.map((entry) => entry.key), merged)
-      // Appends that completed between the counter snapshot and the read are counted twice;
-      // the estimate errs towards compacting a little early, which is harmless.
-      work.log = {
-        entries: 1 + work.appendedEntries - entriesBefore,
-        bytes: merged.byteLength + work.appendedBytes - bytesBefore,
-        baseBytes: merged.byteLength,
-      }
-      this.logger.info({ room: work.room, entries: log.length, bytes: merged.byteLength }, 'compacted')
-    } else {
-      work.compactionQueued = false
-      this.noteLogRead(work, log)
-    }
-  }
-
   private async runDeletion(work: RoomWork): Promise<void> {
     await work.maintenance
     // An append already handed to the store cannot be recalled; the delete lands after it.
     if (work.storeCall !== null) await settled(work.storeCall)
     await this.store.deleteRoom(work.room)
-    work.log = { entries: 0, bytes: 0, baseBytes: 0 }
+    this.compactor.noteDeleted(work)
   }
 
   private assertOpen(): void {
@@ -642,7 +432,9 @@ async function withDeadline(promise: Promise<unknown>, deadlineMs: number | unde
   }
 }
 
-function validateOptions(options: WriterOptions): Required<Omit<WriterOptions, 'logger'>> {
+type ResolvedOptions = Required<Omit<WriterOptions, 'logger' | 'snapshots'>>
+
+function validateOptions(options: WriterOptions): ResolvedOptions {
   const resolved = {
     persistWindowMs: options.persistWindowMs,
     compactEntries: options.compactEntries ?? WRITER_DEFAULTS.compactEntries,

@@ -170,6 +170,14 @@ export class WeftServer {
     const writer = new DocumentWriter(store, {
       persistWindowMs: this.options.persistWindowMs,
       logger: this.log,
+      // Compaction takes a loaded room's live document. A room Yjs broke is forgotten at once
+      // (Room.reset): only a sound document is snapshotted.
+      snapshots: {
+        snapshot: (name) => {
+          const room = this.rooms?.get(name)
+          return room !== undefined && room.state === 'active' ? room.snapshot() : null
+        },
+      },
     })
     writer.on('health', (health) => {
       this.storageHealth = health
@@ -231,11 +239,6 @@ export class WeftServer {
     rooms.onQuarantined = () => this.metrics.quarantinedEntries.inc()
     rooms.onReset = () => this.metrics.roomResets.inc()
     rooms.onAwarenessRefused = (reason, count) => this.metrics.awarenessRefused.inc({ reason }, count)
-    writer.setSnapshotSource((name) => {
-      // A room Yjs broke is forgotten at once (Room.reset): only a sound document is snapshotted.
-      const room = rooms.get(name)
-      return room !== undefined && room.state === 'active' ? room.snapshot() : null
-    })
     this.api = new HttpApi({
       rooms: this.rooms,
       writer,

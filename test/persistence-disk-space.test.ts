@@ -29,9 +29,8 @@ describe('LevelDB disk space', () => {
   it('after many small updates and close, the directory is within 1.2 times the document', async () => {
     const dir = await storeTempDir('weft-space-')
     const doc = new Y.Doc()
-    const writer = new DocumentWriter(await LevelStore.open(dir), { persistWindowMs: 5, logger: quiet })
     // As the server does: compaction takes the live document.
-    writer.setSnapshotSource(() => Y.encodeStateAsUpdate(doc))
+    const writer = new DocumentWriter(await LevelStore.open(dir), { persistWindowMs: 5, logger: quiet, snapshots: { snapshot: () => Y.encodeStateAsUpdate(doc) } })
     const writes: Array<Promise<void>> = []
     doc.on('update', (update: Uint8Array) => writes.push(writer.write('history', update)))
     const count = 20_000

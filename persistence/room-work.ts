@@ -1,0 +1,104 @@
+import { RoomDeletedError, WriterClosedError } from './errors.js'
+
+type WriteOutcome = 'pending' | 'saved' | 'refused' | 'abandoned'
+
+/** One `DocumentWriter.write` call: its bytes and the promise its caller holds. */
+export interface PendingWrite {
+  readonly update: Uint8Array
+  readonly done: Promise<void>
+  outcome: WriteOutcome
+  resolve(): void
+  reject(err: Error, outcome: 'refused' | 'abandoned'): void
+}
+
+export function createPendingWrite(update: Uint8Array): PendingWrite {
+  let resolvePromise!: () => void
+  let rejectPromise!: (err: Error) => void
+  const done = new Promise<void>((resolve, reject) => {
+    resolvePromise = resolve
+    rejectPromise = reject
+  })
+  // A caller that does not await a write must not crash the process with an unhandled rejection:
+  // the failure also reaches the log and close()'s `unsaved`. Awaiting callers still get it.
+  done.catch(() => {})
+  const write: PendingWrite = {
+    update,
+    done,
+    outcome: 'pending',
+    resolve() {
+      if (write.outcome !== 'pending') return
+      write.outcome = 'saved'
+      resolvePromise()
+    },
+    reject(err, outcome) {
+      if (write.outcome !== 'pending') return
+      write.outcome = outcome
+      rejectPromise(err)
+    },
+  }
+  return write
+}
+
+/** Rejects writes that will never be stored: their room was deleted (refused) or close() gave up (abandoned). */
+export function rejectWrites(writes: readonly PendingWrite[], room: string, why: 'deleted' | 'closed'): void {
+  for (const write of writes) {
+    if (why === 'deleted') write.reject(new RoomDeletedError(room), 'refused')
+    else write.reject(new WriterClosedError(room), 'abandoned')
+  }
+}
+
+/** What the writer believes about a room's stored log; only steers compaction, so estimates are fine. */
+export interface LogSize {
+  entries: number
+  bytes: number
+  /** Size of the oldest entry, which after a compaction is the merged document. */
+  baseBytes: number
+}
+
+const ignore = (): void => {}
+export const settled = (promise: Promise<unknown>): Promise<void> => promise.then(ignore, ignore)
+
+/**
+ * Everything in flight for one room. Appends run one at a time in the writer's drain loop;
+ * compactions and deletions run one at a time on `maintenance`; the two chains overlap on purpose
+ * (an append during a compaction lands behind the merged entry, see Store.replace), except that a
+ * deletion waits for the append already in the store's hands and holds back later ones until it
+ * is done.
+ */
+export class RoomWork {
+  // ---- the write queue (document-writer.ts)
+  /** Accepted, not yet taken by the drain loop. */
+  queued: PendingWrite[] = []
+  /** Taken by the drain loop: being merged, appended, or waiting for a retry. */
+  inFlight: PendingWrite[] | null = null
+  storeCall: Promise<unknown> | null = null
+  timer: NodeJS.Timeout | null = null
+  draining = false
+  /** Bumped by deleteRoom; a batch taken under an older generation belongs to the deleted document. */
+  generation = 0
+  deletion: Promise<void> | null = null
+
+  // ---- failures and retries (append-failures.ts)
+  failedAttempts = 0
+  wakeRetry: (() => void) | null = null
+
+  // ---- compaction (log-compaction.ts)
+  maintenance: Promise<void> = Promise.resolve()
+  compactionQueued = false
+  lastCompactionFailure = 0
+  log: LogSize = { entries: 0, bytes: 0, baseBytes: 0 }
+  /** Totals of successful appends, to tell which entries arrived while a compaction was reading. */
+  appendedEntries = 0
+  appendedBytes = 0
+
+  constructor(readonly room: string) {}
+
+  get hasPending(): boolean {
+    return this.queued.length > 0 || this.inFlight !== null
+  }
+
+  /** Every write not yet stored, oldest first. */
+  get unstored(): PendingWrite[] {
+    return [...(this.inFlight ?? []), ...this.queued]
+  }
+}
