@@ -1,9 +1,12 @@
 /** The cluster part of weft: the Relay interface, its Redis implementation and an in-memory fake. */
 export type { Relay, RelayAwarenessEntry, RelayHealth, RelayRecovery, RelayRoomHandlers, RelayStats, RedisPersistence, StoredRooms } from './relay.js'
-export { CLUSTER_DEFAULTS, RedisRelay } from './redis-relay.js'
-export type { ClusterTuning, RedisRelayOptions, RelayFaults, RelayLogger } from './redis-relay.js'
+export { RedisRelay } from './redis-relay.js'
+export type { RedisRelayOptions } from './redis-relay.js'
+export { CLUSTER_DEFAULTS } from './tuning.js'
+export type { ClusterTuning, RelayFaults, RelayLogger } from './tuning.js'
 export { MemoryBus, MemoryRelay } from './memory-relay.js'
-import { RedisRelay, type RelayLogger } from './redis-relay.js'
+import { RedisRelay } from './redis-relay.js'
+import type { RelayLogger } from './tuning.js'
 
 export interface CreateRelayOptions {
   redisUrl: string

@@ -3,68 +3,15 @@ import type { Redis } from 'ioredis'
 import * as Y from 'yjs'
 import { mergeUpdatesInChunks, missingFrom } from '../crdt/index.js'
 import { decodeAwarenessUpdate, encodeAwarenessUpdate } from '../protocol/index.js'
-import { RedisNamespace, compareStreamIds, epochCandidate, nextStreamId, type RoomKeys } from './keys.js'
+import { RedisNamespace, epochCandidate } from './keys.js'
+import { OutageBuffer } from './outage-buffer.js'
 import { decodeRelayMessage, encodeRelayMessage, type RelayMessage } from './relay-message.js'
+import { RelayRoom } from './relay-room.js'
+import { RoomStreams, type StreamRead } from './room-streams.js'
+import { CLUSTER_DEFAULTS, type ClusterTuning, type RelayFaults, type RelayLogger } from './tuning.js'
 import { openRedisConnection } from './redis-connection.js'
 import type { RedisPersistence, Relay, RelayAwarenessEntry, RelayHealth, RelayRecovery, RelayRoomHandlers, RelayStats, StoredRooms } from './relay.js'
-import { COMPACT_ROOM, ENSURE_EPOCH, PUBLISH_UPDATE, READ_ROOM, type Script } from './scripts.js'
 import { PendingAsks, decodeAsk, encodeAsk, type AskMessage } from './ask.js'
-
-const SCRIPTS = [PUBLISH_UPDATE, READ_ROOM, COMPACT_ROOM, ENSURE_EPOCH]
-
-/** The subset of a pino logger the relay writes to. */
-export interface RelayLogger {
-  debug(obj: object, msg: string): void
-  info(obj: object, msg: string): void
-  warn(obj: object, msg: string): void
-  error(obj: object, msg: string): void
-}
-
-/** Fault injection for tests: lets a test lose pub/sub messages the way Redis may. */
-export interface RelayFaults {
-  /** Return true to drop this incoming channel message before the relay sees it. */
-  dropMessage?(room: string, message: RelayMessage): boolean
-}
-
-/** Timings and budgets of the Redis relay; units are in the names. */
-export interface ClusterTuning {
-  heartbeatMs: number
-  instanceTtlMs: number
-  checkMs: number
-  compactAfterEntries: number
-  heldBytes: number
-  maxRetryDelayMs: number
-  joinWaitMs: number
-  closeMs: number
-  retentionMs: number
-  republishRoomsPerSecond: number
-  askTimeoutMs: number
-}
-
-export const CLUSTER_DEFAULTS: Readonly<ClusterTuning> = Object.freeze({
-  /** How often the heartbeat key is refreshed. */
-  heartbeatMs: 1000,
-  /** TTL of the heartbeat key: awareness of a dead instance goes within this plus one check (< 5 s, issue #6). */
-  instanceTtlMs: 3000,
-  /** How often `last` of every held room, the epoch and the heartbeats of remote instances are read (one pipeline). */
-  checkMs: 1000,
-  /** Stream length at which the publisher that reaches it folds the stream into the snapshot. */
-  compactAfterEntries: 500,
-  /** Budget for updates held while Redis is down; past it a room is re-synced from `localState()` instead. */
-  heldBytes: 16 * 1024 * 1024,
-  /** Reconnect backoff: 50 ms doubling, capped here, with jitter. The cap bounds convergence after a fault clears. */
-  maxRetryDelayMs: 1000,
-  /** How long `joinRoom` waits for the first connection before serving the room from local state alone. */
-  joinWaitMs: 2000,
-  /** Deadline of the goodbye messages in `close()`. */
-  closeMs: 1000,
-  /** A room's keys expire this long after its last edit (refreshed while held); 0 = never (--redis-retention-seconds). */
-  retentionMs: 3 * 24 * 3600 * 1000,
-  /** Stored rooms re-published per second after Redis lost its data (--republish-rooms-per-second). */
-  republishRoomsPerSecond: 100,
-  /** How long an ask waits for the other instances' answers before the room is served without them. */
-  askTimeoutMs: 2000,
-})
 
 /** An epoch younger than this at an instance's first connection may be a loss it slept through: it re-publishes too. */
 const RECENT_LOSS_MS = 10 * 60 * 1000
@@ -82,43 +29,6 @@ export interface RedisRelayOptions extends Partial<ClusterTuning> {
   faults?: RelayFaults
 }
 
-type RoomState = 'joining' | 'active'
-
-interface HeldRoom {
-  name: string
-  keys: RoomKeys
-  handlers: RelayRoomHandlers
-  state: RoomState
-  /** Id of the newest stream entry applied with nothing missing before it; '' = none yet. */
-  lastApplied: string
-  /** Messages seen out of order (prev → id), applied but not yet part of the gapless chain. */
-  ahead: Map<string, string>
-  /** Messages that arrived while joining. */
-  buffered: RelayMessage[]
-  /** The cluster copy may lack local edits: read it whole and publish the difference. */
-  needsFullSync: boolean
-  healing: boolean
-  compacting: boolean
-  /** `lastApplied` at the previous check that found `last` ahead of it. */
-  behindAt: string | null
-  /** Remote instances whose awareness this room holds. */
-  remoteInstances: Set<string>
-}
-
-interface ReadResult {
-  upto: string
-  version: string
-  /** Snapshot, then stream entries, in order. */
-  updates: Uint8Array[]
-  /** Entries by other instances (what counts as healed). */
-  foreign: number
-  lastId: string
-}
-
-const MAX_AHEAD = 1024
-/** Updates held per room before they are merged into one. */
-const HOLD_MERGE_AT = 64
-
 /**
  * The Redis relay (issue #6). Two connections: `cmd` for scripts, heartbeats and checks, `sub`
  * for the room channels. Nothing queues inside ioredis (no offline queue, no resend): while a
@@ -133,11 +43,12 @@ export class RedisRelay implements Relay {
   private readonly faults: RelayFaults
   private readonly cmd: Redis
   private readonly sub: Redis
+  private readonly streams: RoomStreams
   private readonly events = new EventEmitter()
-  private readonly rooms = new Map<string, HeldRoom>()
+  private readonly rooms = new Map<string, RelayRoom>()
   private readonly channels = new Map<string, string>()
-  private readonly held = new Map<string, { updates: Uint8Array[]; bytes: number }>()
-  private heldBytes = 0
+  /** Local updates not yet published, while Redis is down or a publish failed. */
+  private readonly outage: OutageBuffer
   private readonly counters = { published: 0, received: 0, healed: 0, commands: 0 }
   private lagMs = 0
   private cmdReady = false
@@ -176,11 +87,13 @@ export class RedisRelay implements Relay {
     this.logger = logger
     this.faults = faults ?? {}
     this.options = Object.freeze({ ...CLUSTER_DEFAULTS, ...stripUndefined(rest) })
+    this.outage = new OutageBuffer(this.options.heldBytes)
     const connect = (role: string): Redis =>
       openRedisConnection(redisUrl, `weft:${instanceId}:${role}`, this.options.maxRetryDelayMs, (err) => this.noteError(err))
     this.cmd = connect('cmd')
     this.sub = connect('sub')
     this.namespace = new RedisNamespace(prefix, this.cmd.options.db ?? 0)
+    this.streams = new RoomStreams(this.cmd, instanceId, this.options.retentionMs, this.counters)
     this.watch(this.cmd, 'cmd')
     this.watch(this.sub, 'sub')
     this.sub.on('messageBuffer', (channel: Buffer, message: Buffer) => this.onChannelMessage(channel.toString('utf8'), message))
@@ -203,10 +116,7 @@ export class RedisRelay implements Relay {
     if (this.closed) throw new Error('relay is closed')
     if (this.rooms.has(name)) throw new Error(`room ${JSON.stringify(name)} is already joined`)
     const keys = this.namespace.room(name)
-    const room: HeldRoom = {
-      name, keys, handlers, state: 'joining', lastApplied: '', ahead: new Map(), buffered: [],
-      needsFullSync: false, healing: false, compacting: false, behindAt: null, remoteInstances: new Set(),
-    }
+    const room = new RelayRoom(name, keys, handlers)
     this.rooms.set(name, room)
     this.channels.set(keys.channel, name)
     // An instance with nothing of the room waits longer for Redis: serving the room empty would
@@ -226,38 +136,37 @@ export class RedisRelay implements Relay {
         // while other instances still store it. Their copies are in the stream once one says so.
         if (read.updates.length === 0 && (await this.askCluster(name))) read = await this.read(room, '')
         cluster = read.updates.length === 0 ? null : await mergeUpdatesInChunks(read.updates)
-        room.lastApplied = read.lastId
+        room.chain.startAt(read.lastId)
         // From here to activation nothing awaits, so no message can slip between buffer and room.
         const newer: Uint8Array[] = []
         for (const message of room.buffered) {
-          if (message.kind !== 'update' || compareStreamIds(message.id, room.lastApplied) <= 0) continue
+          if (message.kind !== 'update' || room.chain.covers(message.id)) continue
           if (message.instance !== this.instanceId) newer.push(message.update)
-          this.advance(room, message.prev, message.id)
+          room.chain.advance(message.prev, message.id)
         }
         if (newer.length > 0) cluster = Y.mergeUpdates(cluster === null ? newer : [cluster, ...newer])
         break
       } catch (err) {
-        if (nothingHere && !this.closed && this.rooms.get(name) === room && Date.now() < deadline) {
+        if (nothingHere && !this.closed && !room.hasLeft && Date.now() < deadline) {
           await delay(100)
           continue
         }
         // Serve from local state; the reconcile after the next connect reads the cluster copy and
         // publishes what this instance has that the cluster lacks.
         this.logger.warn({ room: name, err: errorText(err) }, 'cluster copy unavailable at join; serving local state')
-        room.needsFullSync = true
+        room.markStale()
         break
       }
     }
-    room.buffered = []
-    if (this.rooms.get(name) !== room) return cluster // left while joining
-    room.state = 'active'
-    if (!room.needsFullSync) {
+    if (room.hasLeft) return cluster // left while joining
+    room.activate()
+    if (room.state.kind === 'following') {
       if (localState !== null) {
         const missing = missingFrom(localState, cluster)
         if (missing !== null) this.sendUpdate(name, missing)
       }
       this.publishControl(room, { kind: 'query', instance: this.instanceId, ts: Date.now() })
-      if (room.ahead.size > 0) void this.heal(room)
+      if (room.chain.hasGap) void this.heal(room)
     } else {
       this.scheduleReconcile()
     }
@@ -267,6 +176,7 @@ export class RedisRelay implements Relay {
   async leaveRoom(name: string): Promise<void> {
     const room = this.rooms.get(name)
     if (room === undefined) return
+    room.leave()
     this.rooms.delete(name)
     this.channels.delete(room.keys.channel)
     if (this.subReady) {
@@ -302,7 +212,7 @@ export class RedisRelay implements Relay {
   }
 
   stats(): RelayStats {
-    return { ...this.counters, heldBytes: this.heldBytes }
+    return { ...this.counters, heldBytes: this.outage.bytes }
   }
 
   on(event: 'health', listener: (health: RelayHealth) => void): void {
@@ -333,10 +243,7 @@ export class RedisRelay implements Relay {
       if (role === 'cmd') {
         // Loaded before the relay counts as up, so that a burst of edits after a restart of Redis
         // does not become a burst of NOSCRIPT errors and EVAL fallbacks.
-        const pipeline = this.cmd.pipeline()
-        for (const script of SCRIPTS) pipeline.script('LOAD', script.lua)
-        this.counters.commands += pipeline.length
-        pipeline.exec().then(
+        this.streams.loadScripts().then(
           () => {
             this.cmdReady = this.cmd.status === 'ready'
             this.updateHealth()
@@ -412,29 +319,14 @@ export class RedisRelay implements Relay {
     await this.sub.subscribe(...channels)
   }
 
-  private async evalScript(script: Script, keys: string[], args: Array<string | Uint8Array>): Promise<unknown> {
-    const argv = args.map((arg) => (typeof arg === 'string' ? arg : Buffer.from(arg.buffer, arg.byteOffset, arg.byteLength)))
-    this.counters.commands++
-    try {
-      return await this.cmd.callBuffer('evalsha', script.sha, keys.length, ...keys, ...argv)
-    } catch (err) {
-      // The script cache is empty after Redis restarted: send the script itself once.
-      if (!errorText(err).startsWith('NOSCRIPT')) throw err
-      this.counters.commands++
-      return await this.cmd.callBuffer('eval', script.lua, keys.length, ...keys, ...argv)
-    }
-  }
-
   // ---- publishing --------------------------------------------------------------------------
 
   private sendUpdate(name: string, update: Uint8Array): void {
-    const keys = this.namespace.room(name)
-    this.evalScript(PUBLISH_UPDATE, [keys.log, keys.last, keys.doc], [this.instanceId, update, String(Date.now()), keys.channel, String(this.options.retentionMs)]).then(
-      (reply) => {
+    this.streams.publish(this.namespace.room(name), update).then(
+      (length) => {
         this.counters.published++
-        const length = Number((reply as unknown[])[2])
         const room = this.rooms.get(name)
-        if (room !== undefined && length >= this.options.compactAfterEntries && !room.compacting) void this.compact(room)
+        if (room !== undefined && length >= this.options.compactAfterEntries && !room.jobs.compacting) void this.compact(room)
       },
       (err: unknown) => {
         // Whether it reached Redis is unknown; sending it again is harmless (updates are idempotent).
@@ -445,52 +337,30 @@ export class RedisRelay implements Relay {
   }
 
   private hold(name: string, update: Uint8Array): void {
-    const held = this.held.get(name) ?? { updates: [], bytes: 0 }
-    held.updates.push(update)
-    held.bytes += update.byteLength
-    this.heldBytes += update.byteLength
-    if (held.updates.length >= HOLD_MERGE_AT) {
-      const merged = Y.mergeUpdates(held.updates)
-      this.heldBytes += merged.byteLength - held.bytes
-      held.updates = [merged]
-      held.bytes = merged.byteLength
-    }
-    this.held.set(name, held)
-    if (this.heldBytes > this.options.heldBytes) {
-      // Over budget: forget what is held for this room and re-sync it from the local document
-      // later. A room not held any more publishes its local state when it next joins.
-      this.dropHeld(name)
-      const room = this.rooms.get(name)
-      if (room !== undefined) room.needsFullSync = true
-      this.logger.warn({ room: name, budgetBytes: this.options.heldBytes }, 'held updates over budget; room will re-sync from local state')
-    }
-  }
-
-  private dropHeld(name: string): void {
-    const held = this.held.get(name)
-    if (held === undefined) return
-    this.heldBytes -= held.bytes
-    this.held.delete(name)
+    if (this.outage.hold(name, update)) return
+    // Over budget: what was held for this room is forgotten; it re-syncs from the local document
+    // later. A room not held any more publishes its local state when it next joins.
+    this.rooms.get(name)?.markStale()
+    this.logger.warn({ room: name, budgetBytes: this.options.heldBytes }, 'held updates over budget; room will re-sync from local state')
   }
 
   private async flushHeld(): Promise<void> {
-    for (const name of [...this.held.keys()]) {
+    for (const name of this.outage.roomNames()) {
       if (!this.isUp()) return
-      const held = this.held.get(name)
-      if (held === undefined) continue
-      this.dropHeld(name)
-      const update = held.updates.length === 1 ? (held.updates[0] as Uint8Array) : await mergeUpdatesInChunks(held.updates)
+      const updates = this.outage.take(name)
+      if (updates === undefined) continue
+      const update = updates.length === 1 ? (updates[0] as Uint8Array) : await mergeUpdatesInChunks(updates)
       this.sendUpdate(name, update)
     }
   }
 
-  private publishControl(room: HeldRoom, message: RelayMessage): void {
+  private publishControl(room: RelayRoom, message: RelayMessage): void {
     if (!this.isUp()) return
     this.counters.commands++
     this.cmd.publish(room.keys.channel, encodeRelayMessage(message)).catch((err: unknown) => this.noteError(err))
   }
 
-  private resendAwareness(room: HeldRoom): void {
+  private resendAwareness(room: RelayRoom): void {
     const entries = room.handlers.localAwareness()
     if (entries.length > 0) this.publishAwareness(room.name, entries)
     this.publishControl(room, { kind: 'query', instance: this.instanceId, ts: Date.now() })
@@ -509,10 +379,7 @@ export class RedisRelay implements Relay {
     const message = decodeRelayMessage(bytes)
     if (message === null) return
     if (this.faults.dropMessage?.(room.name, message) === true) return
-    if (room.state === 'joining') {
-      room.buffered.push(message)
-      return
-    }
+    if (room.buffer(message)) return
     if (message.instance !== this.instanceId) this.lagMs = this.lagMs * 0.8 + Math.max(0, Date.now() - message.ts) * 0.2
     try {
       this.apply(room, message)
@@ -521,16 +388,16 @@ export class RedisRelay implements Relay {
     }
   }
 
-  private apply(room: HeldRoom, message: RelayMessage): void {
+  private apply(room: RelayRoom, message: RelayMessage): void {
     switch (message.kind) {
       case 'update': {
-        if (compareStreamIds(message.id, room.lastApplied) <= 0) return
+        if (room.chain.covers(message.id)) return
         if (message.instance !== this.instanceId) {
           this.counters.received++
           room.handlers.onUpdate(message.update)
         }
         // Own messages carry no news but keep the chain gapless.
-        if (!this.advance(room, message.prev, message.id)) void this.heal(room)
+        if (!room.chain.advance(message.prev, message.id)) void this.heal(room)
         return
       }
       case 'awareness': {
@@ -561,113 +428,66 @@ export class RedisRelay implements Relay {
     }
   }
 
-  /** Extends the gapless chain with (prev → id); returns false when something before it is missing. */
-  private advance(room: HeldRoom, prev: string, id: string): boolean {
-    if (prev !== room.lastApplied) {
-      if (room.ahead.size >= MAX_AHEAD) room.ahead.clear()
-      room.ahead.set(prev, id)
-      return false
-    }
-    room.lastApplied = id
-    this.followAhead(room)
-    return true
-  }
-
-  private followAhead(room: HeldRoom): void {
-    for (let next = room.ahead.get(room.lastApplied); next !== undefined; next = room.ahead.get(room.lastApplied)) {
-      room.ahead.delete(room.lastApplied)
-      room.lastApplied = next
-    }
-    for (const [prev, id] of room.ahead) {
-      if (compareStreamIds(id, room.lastApplied) <= 0) room.ahead.delete(prev)
-    }
-  }
-
   // ---- healing -----------------------------------------------------------------------------
 
-  private read(room: HeldRoom, after: string): Promise<ReadResult> {
-    return this.readKeys(room.keys, after)
-  }
-
-  private async readKeys(keys: RoomKeys, after: string): Promise<ReadResult> {
-    const reply = (await this.evalScript(READ_ROOM, [keys.doc, keys.log], [after])) as [Buffer, Buffer, Buffer | null, Array<[Buffer, Buffer[]]>]
-    const [upto, version, snapshot, entries] = reply
-    const updates: Uint8Array[] = snapshot === null ? [] : [snapshot]
-    let foreign = 0
-    let lastId = after
-    if (upto.length > 0 && compareStreamIds(upto.toString(), lastId) > 0) lastId = upto.toString()
-    for (const [id, fields] of entries) {
-      let instance = ''
-      for (let i = 0; i + 1 < fields.length; i += 2) {
-        const field = (fields[i] as Buffer).toString()
-        if (field === 'u') updates.push(fields[i + 1] as Buffer)
-        else if (field === 'i') instance = (fields[i + 1] as Buffer).toString('utf8')
-      }
-      if (instance !== this.instanceId) foreign++
-      lastId = id.toString()
-    }
-    return { upto: upto.toString(), version: version.toString(), updates, foreign, lastId }
+  private read(room: RelayRoom, after: string): Promise<StreamRead> {
+    return this.streams.read(room.keys, after)
   }
 
   /** Fetches and applies everything after `lastApplied` (a message was lost, or the connection was). */
-  private async heal(room: HeldRoom): Promise<void> {
-    if (room.healing || room.state !== 'active' || !this.isUp()) return
-    room.healing = true
+  private async heal(room: RelayRoom): Promise<void> {
+    if (room.jobs.healing || !room.isActive || !this.isUp()) return
+    room.jobs.healing = true
     let progressed = false
     try {
-      const from = room.lastApplied
+      const from = room.chain.lastApplied
       const read = await this.read(room, from)
-      if (this.rooms.get(room.name) !== room) return
+      if (room.hasLeft) return
       if (read.updates.length > 0) {
         const merged = read.updates.length === 1 ? (read.updates[0] as Uint8Array) : await mergeUpdatesInChunks(read.updates)
         room.handlers.onUpdate(merged)
         this.counters.healed += read.foreign
       }
-      if (compareStreamIds(read.lastId, room.lastApplied) > 0) {
-        room.lastApplied = read.lastId
-        progressed = true
-      }
-      this.followAhead(room)
-      room.behindAt = null
+      progressed = room.chain.catchUp(read.lastId)
+      room.chain.healed()
     } catch (err) {
       this.noteError(err)
     } finally {
-      room.healing = false
+      room.jobs.healing = false
     }
     // A message lost while this read was in flight left a gap behind the messages that followed.
-    if (progressed && room.ahead.size > 0) void this.heal(room)
+    if (progressed && room.chain.hasGap) void this.heal(room)
   }
 
   /** Reads the cluster copy whole, applies it, and publishes what the local document has beyond it. */
-  private async fullSync(room: HeldRoom): Promise<void> {
+  private async fullSync(room: RelayRoom): Promise<void> {
     const read = await this.read(room, '')
-    if (this.rooms.get(room.name) !== room) return
+    if (room.hasLeft) return
     const cluster = read.updates.length === 0 ? null : await mergeUpdatesInChunks(read.updates)
     if (cluster !== null) {
       room.handlers.onUpdate(cluster)
       this.counters.healed += read.foreign
     }
-    if (compareStreamIds(read.lastId, room.lastApplied) > 0 || room.lastApplied === '') room.lastApplied = read.lastId
-    this.followAhead(room)
+    room.chain.catchUp(read.lastId)
     // The local document already holds every update held for this room.
-    this.dropHeld(room.name)
+    this.outage.drop(room.name)
     const missing = missingFrom(room.handlers.localState(), cluster)
     if (missing !== null) this.sendUpdate(room.name, missing)
-    room.needsFullSync = false
+    room.synced()
   }
 
-  private async compact(room: HeldRoom): Promise<void> {
-    room.compacting = true
+  private async compact(room: RelayRoom): Promise<void> {
+    room.jobs.compacting = true
     try {
       const read = await this.read(room, '')
       if (read.updates.length === 0 || read.lastId === '' || read.lastId === read.upto) return
       const snapshot = await mergeUpdatesInChunks(read.updates)
-      const applied = await this.evalScript(COMPACT_ROOM, [room.keys.doc, room.keys.log], [read.version, snapshot, read.lastId, nextStreamId(read.lastId), String(this.options.retentionMs)])
-      this.logger.debug({ room: room.name, upto: read.lastId, bytes: snapshot.byteLength, applied: Number(applied) === 1 }, 'room stream compacted')
+      const applied = await this.streams.compact(room.keys, read, snapshot)
+      this.logger.debug({ room: room.name, upto: read.lastId, bytes: snapshot.byteLength, applied }, 'room stream compacted')
     } catch (err) {
       this.noteError(err)
     } finally {
-      room.compacting = false
+      room.jobs.compacting = false
     }
   }
 
@@ -697,12 +517,12 @@ export class RedisRelay implements Relay {
         await this.checkEpoch()
         for (const room of [...this.rooms.values()]) {
           if (!this.isUp()) return
-          if (room.state !== 'active' || this.rooms.get(room.name) !== room) continue
-          if (room.needsFullSync) await this.fullSync(room)
+          if (!room.isActive) continue
+          if (room.isStale) await this.fullSync(room)
           else await this.heal(room)
           this.resendAwareness(room)
         }
-        if (![...this.rooms.values()].some((room) => room.needsFullSync)) this.recoveryState.resyncing = false
+        if (![...this.rooms.values()].some((room) => room.isStale)) this.recoveryState.resyncing = false
         await this.flushHeld()
       } while (this.reconcileAgain)
     } catch (err) {
@@ -718,8 +538,7 @@ export class RedisRelay implements Relay {
     // The epoch carries its creation time, so an instance that was down when Redis lost its data
     // still notices the loss when it comes back soon after.
     const candidate = epochCandidate()
-    const reply = await this.evalScript(ENSURE_EPOCH, [this.namespace.epochKey], [candidate])
-    const epoch = (reply as Buffer).toString()
+    const epoch = await this.streams.ensureEpoch(this.namespace.epochKey, candidate)
     const createdAt = parseInt(epoch.split('.')[0] ?? '', 36)
     const recentLoss = this.epoch === null && Number.isFinite(createdAt) && Date.now() - createdAt < RECENT_LOSS_MS
     // A new epoch (this instance's own candidate, another than the one it knew, or one made
@@ -736,9 +555,8 @@ export class RedisRelay implements Relay {
       this.recoveryState.resyncing = true
       this.graceUntil = Date.now() + this.options.instanceTtlMs
       for (const room of this.rooms.values()) {
-        room.needsFullSync = true
-        room.lastApplied = ''
-        room.ahead.clear()
+        room.markStale()
+        room.chain.reset()
       }
     }
     this.epoch = epoch
@@ -754,7 +572,7 @@ export class RedisRelay implements Relay {
     }
     this.checking = true
     try {
-      const rooms = [...this.rooms.values()].filter((room) => room.state === 'active')
+      const rooms = [...this.rooms.values()].filter((room) => room.isActive)
       const instances = new Set<string>()
       for (const room of rooms) for (const id of room.remoteInstances) instances.add(id)
       const remote = [...instances]
@@ -779,7 +597,7 @@ export class RedisRelay implements Relay {
           if (beats[i] === null) this.instanceGone(id)
         })
       }
-      if (this.held.size > 0) await this.flushHeld()
+      if (!this.outage.isEmpty) await this.flushHeld()
     } catch (err) {
       this.noteError(err)
     } finally {
@@ -787,17 +605,9 @@ export class RedisRelay implements Relay {
     }
   }
 
-  /**
-   * `last` ahead of what was applied twice in a row with no progress in between: the newest
-   * message was lost (a gap before a later message would have been noticed when it came).
-   */
-  private checkBehind(room: HeldRoom, last: string | null): void {
-    if (last === null || room.healing || compareStreamIds(last, room.lastApplied) <= 0) {
-      room.behindAt = null
-      return
-    }
-    if (room.behindAt === room.lastApplied) void this.heal(room)
-    else room.behindAt = room.lastApplied
+  /** `last` stayed ahead of the room's chain since the previous check: its newest message was lost. */
+  private checkBehind(room: RelayRoom, last: string | null): void {
+    if (room.chain.stalledBehind(last, room.jobs.healing)) void this.heal(room)
   }
 
   private instanceGone(id: string): void {
@@ -912,7 +722,7 @@ export class RedisRelay implements Relay {
     let had = false
     try {
       const held = this.rooms.get(ask.room)
-      const state = held !== undefined && held.state === 'active' ? held.handlers.localState() : await this.stored?.load(ask.room)
+      const state = held !== undefined && held.isActive ? held.handlers.localState() : await this.stored?.load(ask.room)
       if (state !== undefined && state !== null) had = await this.publishState(ask.room, state)
     } catch (err) {
       this.noteError(err)
@@ -930,11 +740,11 @@ export class RedisRelay implements Relay {
   private async publishState(room: string, state: Uint8Array): Promise<boolean> {
     if (missingFrom(state, null) === null) return false
     const keys = this.namespace.room(room)
-    const read = await this.readKeys(keys, '')
+    const read = await this.streams.read(keys, '')
     const cluster = read.updates.length === 0 ? null : await mergeUpdatesInChunks(read.updates)
     const missing = missingFrom(state, cluster)
     if (missing !== null) {
-      await this.evalScript(PUBLISH_UPDATE, [keys.log, keys.last, keys.doc], [this.instanceId, missing, String(Date.now()), keys.channel, String(this.options.retentionMs)])
+      await this.streams.publish(keys, missing)
       this.counters.published++
     }
     return true
@@ -1003,7 +813,7 @@ export class RedisRelay implements Relay {
   /** Held rooms keep their keys: an idle room with clients must not expire under them. */
   private async refreshRetention(): Promise<void> {
     if (!this.isUp()) return
-    const rooms = [...this.rooms.values()].filter((room) => room.state === 'active')
+    const rooms = [...this.rooms.values()].filter((room) => room.isActive)
     if (rooms.length === 0) return
     const pipeline = this.cmd.pipeline()
     for (const room of rooms) for (const key of [room.keys.log, room.keys.last, room.keys.doc]) pipeline.pexpire(key, this.options.retentionMs)
@@ -1026,6 +836,7 @@ export class RedisRelay implements Relay {
       await Promise.race([pipeline.exec().catch(() => undefined), delay(this.options.closeMs)])
     }
     this.closed = true
+    for (const room of this.rooms.values()) room.leave()
     this.rooms.clear()
     this.channels.clear()
     await Promise.all([quit(this.cmd, this.options.closeMs), quit(this.sub, this.options.closeMs)])

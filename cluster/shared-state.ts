@@ -6,7 +6,7 @@ import { assertStorableRoomName, type VersionInfo, type VersionLimits, type Vers
 import { assertVersionId, isVersionId } from '../persistence/version-id.js'
 import { decodeVersionInfo, decodeVersionValue, encodeVersionInfo, encodeVersionValue } from '../persistence/version-value.js'
 import { RedisNamespace, compareStreamIds, epochCandidate, roomTag, type VersionKeys } from './keys.js'
-import { CLUSTER_DEFAULTS, type RelayLogger } from './redis-relay.js'
+import { CLUSTER_DEFAULTS, type RelayLogger } from './tuning.js'
 import { openRedisConnection } from './redis-connection.js'
 import { ENSURE_EPOCH, type Script } from './scripts.js'
 

@@ -1,0 +1,91 @@
+import type { Redis } from 'ioredis'
+import { compareStreamIds, nextStreamId, type RoomKeys } from './keys.js'
+import { COMPACT_ROOM, ENSURE_EPOCH, PUBLISH_UPDATE, READ_ROOM, type Script } from './scripts.js'
+
+const SCRIPTS = [PUBLISH_UPDATE, READ_ROOM, COMPACT_ROOM, ENSURE_EPOCH]
+
+/** A read of one room's cluster copy: its snapshot, then the stream entries after `after`. */
+export interface StreamRead {
+  /** The last entry folded into the snapshot ('' = none). */
+  upto: string
+  version: string
+  /** Snapshot, then stream entries, in order. */
+  updates: Uint8Array[]
+  /** Entries by other instances (what counts as healed). */
+  foreign: number
+  lastId: string
+}
+
+/**
+ * The Redis side of the rooms' streams: the Lua scripts of scripts.ts, which publish, read and
+ * compact a room atomically, and the decoding of their replies. Every command sent is counted in
+ * `counters.commands` (the relay's stats).
+ */
+export class RoomStreams {
+  constructor(
+    private readonly cmd: Redis,
+    private readonly instanceId: string,
+    /** Keys of a room expire this long after its last edit; 0 = never. */
+    private readonly retentionMs: number,
+    private readonly counters: { commands: number },
+  ) {}
+
+  /** Loads every script into Redis's cache, so that a burst of edits after a restart is not a burst of NOSCRIPT fallbacks. */
+  loadScripts(): Promise<unknown> {
+    const pipeline = this.cmd.pipeline()
+    for (const script of SCRIPTS) pipeline.script('LOAD', script.lua)
+    this.counters.commands += pipeline.length
+    return pipeline.exec()
+  }
+
+  /** Appends `update` to the room's stream and publishes it on the room's channel; resolves to the stream's length. */
+  async publish(keys: RoomKeys, update: Uint8Array): Promise<number> {
+    const reply = await this.eval(PUBLISH_UPDATE, [keys.log, keys.last, keys.doc], [this.instanceId, update, String(Date.now()), keys.channel, String(this.retentionMs)])
+    return Number((reply as unknown[])[2])
+  }
+
+  async read(keys: RoomKeys, after: string): Promise<StreamRead> {
+    const reply = (await this.eval(READ_ROOM, [keys.doc, keys.log], [after])) as [Buffer, Buffer, Buffer | null, Array<[Buffer, Buffer[]]>]
+    const [upto, version, snapshot, entries] = reply
+    const updates: Uint8Array[] = snapshot === null ? [] : [snapshot]
+    let foreign = 0
+    let lastId = after
+    if (upto.length > 0 && compareStreamIds(upto.toString(), lastId) > 0) lastId = upto.toString()
+    for (const [id, fields] of entries) {
+      let instance = ''
+      for (let i = 0; i + 1 < fields.length; i += 2) {
+        const field = (fields[i] as Buffer).toString()
+        if (field === 'u') updates.push(fields[i + 1] as Buffer)
+        else if (field === 'i') instance = (fields[i + 1] as Buffer).toString('utf8')
+      }
+      if (instance !== this.instanceId) foreign++
+      lastId = id.toString()
+    }
+    return { upto: upto.toString(), version: version.toString(), updates, foreign, lastId }
+  }
+
+  /** Folds the entries of `read` into `snapshot`, unless the room changed version since; true when it did. */
+  async compact(keys: RoomKeys, read: StreamRead, snapshot: Uint8Array): Promise<boolean> {
+    const applied = await this.eval(COMPACT_ROOM, [keys.doc, keys.log], [read.version, snapshot, read.lastId, nextStreamId(read.lastId), String(this.retentionMs)])
+    return Number(applied) === 1
+  }
+
+  /** The cluster's epoch: `candidate` when Redis had none (it lost its data, or is new). */
+  async ensureEpoch(epochKey: string, candidate: string): Promise<string> {
+    const reply = await this.eval(ENSURE_EPOCH, [epochKey], [candidate])
+    return (reply as Buffer).toString()
+  }
+
+  private async eval(script: Script, keys: string[], args: Array<string | Uint8Array>): Promise<unknown> {
+    const argv = args.map((arg) => (typeof arg === 'string' ? arg : Buffer.from(arg.buffer, arg.byteOffset, arg.byteLength)))
+    this.counters.commands++
+    try {
+      return await this.cmd.callBuffer('evalsha', script.sha, keys.length, ...keys, ...argv)
+    } catch (err) {
+      // The script cache is empty after Redis restarted: send the script itself once.
+      if (!(err instanceof Error ? err.message : String(err)).startsWith('NOSCRIPT')) throw err
+      this.counters.commands++
+      return await this.cmd.callBuffer('eval', script.lua, keys.length, ...keys, ...argv)
+    }
+  }
+}

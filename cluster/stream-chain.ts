@@ -1,0 +1,102 @@
+import { compareStreamIds } from './keys.js'
+
+/** Out-of-order messages remembered per room at most; past it they are forgotten and the heal read covers them. */
+const MAX_AHEAD = 1024
+
+/**
+ * The gapless chain of one room's stream as this instance applied it. Every relayed update names
+ * the stream entry before it (`prev`), so a message whose `prev` is not the newest entry applied
+ * reveals that something between was lost; the chain remembers such messages until the gap is
+ * filled by a read of the stream (a heal), and tells when the stream's `last` stayed ahead of it.
+ * Pure bookkeeping over stream ids: no Redis, no Yjs.
+ */
+export class StreamChain {
+  /** Id of the newest stream entry applied with nothing missing before it; '' = none yet. */
+  private applied = ''
+  /** Messages seen out of order (prev → id), applied but not yet part of the gapless chain. */
+  private readonly ahead = new Map<string, string>()
+  /** `lastApplied` at the previous check that found the stream's `last` ahead of it. */
+  private behindAt: string | null = null
+
+  get lastApplied(): string {
+    return this.applied
+  }
+
+  /** Whether messages were applied past a gap that is not filled yet. */
+  get hasGap(): boolean {
+    return this.ahead.size > 0
+  }
+
+  /** Whether `id` is in the chain already (applied, or older than what was). */
+  covers(id: string): boolean {
+    return compareStreamIds(id, this.applied) <= 0
+  }
+
+  /** The chain starts at the last entry of the read that joined the room. */
+  startAt(id: string): void {
+    this.applied = id
+  }
+
+  /** Extends the chain with (prev → id); returns false when something before it is missing. */
+  advance(prev: string, id: string): boolean {
+    if (prev !== this.applied) {
+      if (this.ahead.size >= MAX_AHEAD) this.ahead.clear()
+      this.ahead.set(prev, id)
+      return false
+    }
+    this.applied = id
+    this.followAhead()
+    return true
+  }
+
+  /**
+   * A read of the stream up to `lastId` was applied: the chain reaches at least there, and the
+   * messages seen ahead join it where they now connect. Returns whether the chain moved.
+   */
+  catchUp(lastId: string): boolean {
+    let moved = false
+    if (compareStreamIds(lastId, this.applied) > 0) {
+      this.applied = lastId
+      moved = true
+    }
+    this.followAhead()
+    return moved
+  }
+
+  /** A heal read completed: the stream's `last` is not known to be ahead any more. */
+  healed(): void {
+    this.behindAt = null
+  }
+
+  /**
+   * Called at each periodic check with the stream's `last`. True when `last` was ahead of what
+   * was applied twice in a row with no progress in between: the newest message was lost (a gap
+   * before a later message would have been noticed when it came). A read in flight (`reading`)
+   * may be filling it, so it does not count.
+   */
+  stalledBehind(last: string | null, reading: boolean): boolean {
+    if (last === null || reading || compareStreamIds(last, this.applied) <= 0) {
+      this.behindAt = null
+      return false
+    }
+    if (this.behindAt === this.applied) return true
+    this.behindAt = this.applied
+    return false
+  }
+
+  /** Redis lost its data: the stream starts over, and so does the chain. */
+  reset(): void {
+    this.applied = ''
+    this.ahead.clear()
+  }
+
+  private followAhead(): void {
+    for (let next = this.ahead.get(this.applied); next !== undefined; next = this.ahead.get(this.applied)) {
+      this.ahead.delete(this.applied)
+      this.applied = next
+    }
+    for (const [prev, id] of this.ahead) {
+      if (compareStreamIds(id, this.applied) <= 0) this.ahead.delete(prev)
+    }
+  }
+}

@@ -1,0 +1,55 @@
+import type { RelayMessage } from './relay-message.js'
+
+/** The subset of a pino logger the relay writes to. */
+export interface RelayLogger {
+  debug(obj: object, msg: string): void
+  info(obj: object, msg: string): void
+  warn(obj: object, msg: string): void
+  error(obj: object, msg: string): void
+}
+
+/** Fault injection for tests: lets a test lose pub/sub messages the way Redis may. */
+export interface RelayFaults {
+  /** Return true to drop this incoming channel message before the relay sees it. */
+  dropMessage?(room: string, message: RelayMessage): boolean
+}
+
+/** Timings and budgets of the Redis relay; units are in the names. */
+export interface ClusterTuning {
+  heartbeatMs: number
+  instanceTtlMs: number
+  checkMs: number
+  compactAfterEntries: number
+  heldBytes: number
+  maxRetryDelayMs: number
+  joinWaitMs: number
+  closeMs: number
+  retentionMs: number
+  republishRoomsPerSecond: number
+  askTimeoutMs: number
+}
+
+export const CLUSTER_DEFAULTS: Readonly<ClusterTuning> = Object.freeze({
+  /** How often the heartbeat key is refreshed. */
+  heartbeatMs: 1000,
+  /** TTL of the heartbeat key: awareness of a dead instance goes within this plus one check (< 5 s, issue #6). */
+  instanceTtlMs: 3000,
+  /** How often `last` of every held room, the epoch and the heartbeats of remote instances are read (one pipeline). */
+  checkMs: 1000,
+  /** Stream length at which the publisher that reaches it folds the stream into the snapshot. */
+  compactAfterEntries: 500,
+  /** Budget for updates held while Redis is down; past it a room is re-synced from `localState()` instead. */
+  heldBytes: 16 * 1024 * 1024,
+  /** Reconnect backoff: 50 ms doubling, capped here, with jitter. The cap bounds convergence after a fault clears. */
+  maxRetryDelayMs: 1000,
+  /** How long `joinRoom` waits for the first connection before serving the room from local state alone. */
+  joinWaitMs: 2000,
+  /** Deadline of the goodbye messages in `close()`. */
+  closeMs: 1000,
+  /** A room's keys expire this long after its last edit (refreshed while held); 0 = never (--redis-retention-seconds). */
+  retentionMs: 3 * 24 * 3600 * 1000,
+  /** Stored rooms re-published per second after Redis lost its data (--republish-rooms-per-second). */
+  republishRoomsPerSecond: 100,
+  /** How long an ask waits for the other instances' answers before the room is served without them. */
+  askTimeoutMs: 2000,
+})
