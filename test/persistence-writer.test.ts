@@ -286,6 +286,41 @@ describe('DocumentWriter', () => {
     await writer.close()
   })
 
+  it('compacts from the snapshot source when it has the room, and merges the log when it has not', async () => {
+    const asked: string[] = []
+    let live: Y.Doc | null = null
+    const store = new MemoryStore()
+    const snapshots = {
+      snapshot: (room: string) => {
+        asked.push(room)
+        return live === null ? null : Y.encodeStateAsUpdate(live)
+      },
+    }
+    const writer = new DocumentWriter(store, writerOptions({ snapshots }))
+    const reference = editedDoc((update) => void writer.write('room', update))
+    for (let step = 0; step < 3; step++) {
+      edit(reference, step)
+      await writer.flush('room')
+    }
+    await writer.compact('room')
+    assert.deepEqual(asked, ['room'])
+    assert.equal((await store.readLog('room')).length, 1)
+    assertSameDocument(await writer.load('room'), reference, 'merged from the log')
+
+    // The room is loaded now: its live document is the compacted entry, byte for byte.
+    live = reference
+    for (let step = 3; step < 6; step++) {
+      edit(reference, step)
+      await writer.flush('room')
+    }
+    await writer.compact('room')
+    const log = await store.readLog('room')
+    assert.equal(log.length, 1)
+    assert.deepEqual(Buffer.from((log[0] as LogEntry).update), Buffer.from(Y.encodeStateAsUpdate(reference)))
+    assert.deepEqual(asked, ['room', 'room'])
+    await writer.close()
+  })
+
   it('keeps appends that land while a compaction is merging, behind the merged entry', async () => {
     const dir = await tempDir()
     const store = new InstrumentedStore(await LevelStore.open(dir))
