@@ -10,7 +10,7 @@ export type StorageHealth = { ok: true } | { ok: false; since: number; error: st
 export class AppendRetry {
   constructor(
     private readonly baseMs: number,
-    readonly maxMs: number,
+    private readonly maxMs: number,
   ) {}
 
   delayMs(attempt: number): number {
