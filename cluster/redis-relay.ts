@@ -3,6 +3,7 @@ import type { Redis } from 'ioredis'
 import * as Y from 'yjs'
 import { mergeUpdatesInChunks, missingFrom } from '../crdt/index.js'
 import { decodeAwarenessUpdate, encodeAwarenessUpdate } from '../protocol/index.js'
+import { ClusterAsks } from './cluster-asks.js'
 import { RedisNamespace, epochCandidate } from './keys.js'
 import { OutageBuffer } from './outage-buffer.js'
 import { decodeRelayMessage, encodeRelayMessage, type RelayMessage } from './relay-message.js'
@@ -11,14 +12,9 @@ import { RoomStreams, type StreamRead } from './room-streams.js'
 import { CLUSTER_DEFAULTS, type ClusterTuning, type RelayFaults, type RelayLogger } from './tuning.js'
 import { openRedisConnection } from './redis-connection.js'
 import type { RedisPersistence, Relay, RelayAwarenessEntry, RelayHealth, RelayRecovery, RelayRoomHandlers, RelayStats, StoredRooms } from './relay.js'
-import { PendingAsks, decodeAsk, encodeAsk, type AskMessage } from './ask.js'
 
 /** An epoch younger than this at an instance's first connection may be a loss it slept through: it re-publishes too. */
 const RECENT_LOSS_MS = 10 * 60 * 1000
-/** Asks of one instance in flight at once; more wait for a slot (new room names cost every instance a lookup). */
-const MAX_ASKS = 32
-/** Asks answered at once; more wait in line (each is a LevelDB read and maybe a publish). */
-const MAX_ANSWERS = 8
 
 export interface RedisRelayOptions extends Partial<ClusterTuning> {
   redisUrl: string
@@ -59,8 +55,6 @@ export class RedisRelay implements Relay {
   private epoch: string | null = null
   /** Remote instances are not declared gone before this time (they may still be reconnecting). */
   private graceUntil = 0
-  /** Until then a "no" to an ask is asked again (the others may still be resubscribing after a Redis restart). */
-  private askGraceUntil = 0
   private reconciling = false
   private reconcileAgain = false
   private checking = false
@@ -72,14 +66,9 @@ export class RedisRelay implements Relay {
   private readonly timers: NodeJS.Timeout[] = []
   private stored: StoredRooms | null = null
   private persistence: RedisPersistence = 'unknown'
-  private readonly asks = new PendingAsks()
-  private asksInFlight = 0
-  private readonly askSlots: Array<() => void> = []
-  private answering = 0
-  private readonly answerQueue: Array<Extract<AskMessage, { kind: 'ask' }>> = []
+  private readonly asks: ClusterAsks
   private readonly recoveryState = { republishing: false, resyncing: false, losses: 0, republishDone: 0, republishTotal: 0, republished: 0, asks: 0, found: 0, answered: 0 }
   private republishAgain = false
-  private askSeq = 0
 
   constructor(options: RedisRelayOptions) {
     const { redisUrl, instanceId, logger, faults, prefix, ...rest } = options
@@ -94,6 +83,23 @@ export class RedisRelay implements Relay {
     this.sub = connect('sub')
     this.namespace = new RedisNamespace(prefix, this.cmd.options.db ?? 0)
     this.streams = new RoomStreams(this.cmd, instanceId, this.options.retentionMs, this.counters)
+    this.asks = new ClusterAsks(
+      {
+        instanceId,
+        publish: (text) => {
+          this.counters.commands++
+          return this.cmd.publish(this.namespace.askChannel, text)
+        },
+        subscribed: () => this.subReady,
+        canAnswer: () => this.cmdReady,
+        isClosed: () => this.closed,
+        publishCopy: (room) => this.publishCopy(room),
+        noteError: (err) => this.noteError(err),
+      },
+      this.options.askTimeoutMs,
+      logger,
+      this.recoveryState,
+    )
     this.watch(this.cmd, 'cmd')
     this.watch(this.sub, 'sub')
     this.sub.on('messageBuffer', (channel: Buffer, message: Buffer) => this.onChannelMessage(channel.toString('utf8'), message))
@@ -134,7 +140,7 @@ export class RedisRelay implements Relay {
         let read = await this.read(room, '')
         // Redis has nothing of the room: it may have lost it (restarted empty, flushed, retention)
         // while other instances still store it. Their copies are in the stream once one says so.
-        if (read.updates.length === 0 && (await this.askCluster(name))) read = await this.read(room, '')
+        if (read.updates.length === 0 && (await this.asks.ask(name))) read = await this.read(room, '')
         cluster = read.updates.length === 0 ? null : await mergeUpdatesInChunks(read.updates)
         room.chain.startAt(read.lastId)
         // From here to activation nothing awaits, so no message can slip between buffer and room.
@@ -296,7 +302,7 @@ export class RedisRelay implements Relay {
       // Instances that lost their connection too get a few heartbeats' time to come back.
       this.graceUntil = Date.now() + this.options.instanceTtlMs
       // A reconnect is likely everyone's (Redis restarted): the others may not be listening to asks yet.
-      if (this.everUp) this.askGraceUntil = this.graceUntil
+      if (this.everUp) this.asks.graceUntil = this.graceUntil
       this.everUp = true
       this.events.emit('up')
       this.heartbeat()
@@ -370,7 +376,7 @@ export class RedisRelay implements Relay {
 
   private onChannelMessage(channel: string, bytes: Buffer): void {
     if (channel === this.namespace.askChannel) {
-      this.onAskMessage(bytes.toString('utf8'))
+      this.asks.onMessage(bytes.toString('utf8'))
       return
     }
     const name = this.channels.get(channel)
@@ -546,7 +552,7 @@ export class RedisRelay implements Relay {
     // the loaded ones.
     const lost = epoch === candidate || (this.epoch !== null && epoch !== this.epoch)
     // Just now, the others may not listen to asks yet; a loss slept through is old news to them.
-    if (lost) this.askGraceUntil = Date.now() + this.options.instanceTtlMs
+    if (lost) this.asks.graceUntil = Date.now() + this.options.instanceTtlMs
     if (lost || recentLoss) this.republishStored()
     if (this.epoch !== null && epoch !== this.epoch) {
       // Redis lost its data (restarted empty, or flushed): every held room republishes its state.
@@ -650,90 +656,11 @@ export class RedisRelay implements Relay {
     this.persistence = mode
   }
 
-  /**
-   * Asks the other instances for a room Redis does not have (cluster/ask.ts). Resolves true once
-   * one of them has published it into the room's stream; false when none has it (a new room) or
-   * none answered within askTimeoutMs.
-   */
-  private async askCluster(room: string): Promise<boolean> {
-    // Right after Redis came back (or this instance started) the other instances may not have
-    // resubscribed yet: a "no" then is not final, so the ask is repeated until the grace ends.
-    for (;;) {
-      if (await this.askOnce(room)) return true
-      if (this.closed || Date.now() >= this.askGraceUntil) return false
-      await delay(Math.min(250, Math.max(0, this.askGraceUntil - Date.now())))
-    }
-  }
-
-  private async askOnce(room: string): Promise<boolean> {
-    if (this.asksInFlight >= MAX_ASKS) await new Promise<void>((resolve) => this.askSlots.push(resolve))
-    this.asksInFlight++
-    const id = `${this.instanceId}:${++this.askSeq}`
-    try {
-      const answered = this.asks.wait(id, this.options.askTimeoutMs)
-      this.counters.commands++
-      const receivers = await this.cmd.publish(this.namespace.askChannel, encodeAsk({ kind: 'ask', id, room, from: this.instanceId }))
-      // This instance's own subscriber is among the receivers.
-      const others = receivers - (this.subReady ? 1 : 0)
-      if (others <= 0) {
-        this.asks.clear(id)
-        return false
-      }
-      this.recoveryState.asks++
-      this.asks.expect(id, others)
-      const found = await answered
-      if (found) this.recoveryState.found++
-      return found
-    } catch (err) {
-      this.asks.clear(id)
-      throw err
-    } finally {
-      this.asksInFlight--
-      this.askSlots.shift()?.()
-    }
-  }
-
-  private onAskMessage(text: string): void {
-    const message = decodeAsk(text)
-    if (message === null || message.from === this.instanceId || this.closed) return
-    if (message.kind === 'answer') {
-      this.asks.answer(message.id, message.from, message.had)
-      return
-    }
-    // Past this backlog the asker's deadline answers for us; the queue never grows without bound.
-    if (this.answerQueue.length >= MAX_ASKS * 8) return
-    this.answerQueue.push(message)
-    this.pumpAnswers()
-  }
-
-  private pumpAnswers(): void {
-    while (this.answering < MAX_ANSWERS && this.answerQueue.length > 0) {
-      const ask = this.answerQueue.shift() as Extract<AskMessage, { kind: 'ask' }>
-      this.answering++
-      void this.answer(ask).finally(() => {
-        this.answering--
-        this.pumpAnswers()
-      })
-    }
-  }
-
-  /** Publishes this instance's copy of the room (if it has one) before saying so: the asker reads it next. */
-  private async answer(ask: Extract<AskMessage, { kind: 'ask' }>): Promise<void> {
-    let had = false
-    try {
-      const held = this.rooms.get(ask.room)
-      const state = held !== undefined && held.isActive ? held.handlers.localState() : await this.stored?.load(ask.room)
-      if (state !== undefined && state !== null) had = await this.publishState(ask.room, state)
-    } catch (err) {
-      this.noteError(err)
-      this.logger.warn({ room: ask.room, err: errorText(err) }, 'answering an ask for a room failed')
-    }
-    if (had) this.recoveryState.answered++
-    if (this.closed || !this.cmdReady) return
-    this.counters.commands++
-    await this.cmd
-      .publish(this.namespace.askChannel, encodeAsk({ kind: 'answer', id: ask.id, from: this.instanceId, had }))
-      .catch((err: unknown) => this.noteError(err))
+  /** Answers an ask (cluster-asks.ts): publishes this instance's copy of `room`, the live one of a held room first. */
+  private async publishCopy(room: string): Promise<boolean> {
+    const held = this.rooms.get(room)
+    const state = held !== undefined && held.isActive ? held.handlers.localState() : await this.stored?.load(room)
+    return state !== undefined && state !== null ? this.publishState(room, state) : false
   }
 
   /** Publishes what `state` has that the cluster's copy of `room` lacks; false when `state` is empty. */
