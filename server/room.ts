@@ -15,7 +15,7 @@ import { CLUSTER_SOURCE, STORAGE_SOURCE, UpdateRefusedError, UpdateSource, type 
 
 export { RoomRegistry } from './room-registry.js'
 export type { RoomEvents } from './room-events.js'
-export { UpdateSource, UpdateRefusedError, type ApplyOutcome, type RefusalReason } from './update-source.js'
+export { UpdateSource, type ApplyOutcome, type RefusalReason } from './update-source.js'
 
 /** One participant of a room: a y-websocket connection, or one document of a Hocuspocus socket. */
 export interface RoomMember {
