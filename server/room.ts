@@ -101,7 +101,7 @@ export class Room {
   private relayed = false
   private readonly remoteOwners = new Map<string, RemoteInstance>()
   private readonly broadcast: RoomBroadcast
-  /** A storedEvent is queued: the writes of one storage batch resolve together and say so once. */
+  /** A stored event is queued: the writes of one storage batch resolve together and say so once. */
   private storedQueued = false
 
   constructor(
@@ -308,7 +308,7 @@ export class Room {
    */
   private readonly onDocUpdate = (update: Uint8Array, origin: unknown): void => {
     this.syncReplies = null
-    if (origin === STORAGE_SOURCE) return
+    if (origin instanceof UpdateSource && origin.origin.kind === 'storage') return
     // Yjs emits in its cleanup even when the transaction threw: held until it is known to have returned.
     if (this.emitted !== null) {
       this.emitted.push(update)
@@ -323,14 +323,10 @@ export class Room {
     // Durability first: the write is scheduled before anyone hears of the update.
     const write = this.writer.write(this.name, update)
     write.then(this.writeStored, this.writeFailed)
-    const fromCluster = source === CLUSTER_SOURCE
-    if (this.relayed && !fromCluster) this.registry.relay?.publishUpdate(this.name, update)
-    if (source === APPLICATION_EDIT) {
-      this.broadcast.update(update, null)
-      return write
-    }
-    this.broadcast.update(update, source.member)
-    notify(this.log, this.name, 'changed', () => this.registry.events.changed(this, update, source.origin))
+    const origin = source === APPLICATION_EDIT ? null : source.origin
+    if (this.relayed && origin?.kind !== 'cluster') this.registry.relay?.publishUpdate(this.name, update)
+    this.broadcast.update(update, source === APPLICATION_EDIT ? null : source.member)
+    if (origin !== null) notify(this.log, this.name, 'changed', () => this.registry.events.changed(this, update, origin))
     return write
   }
 
