@@ -1,4 +1,4 @@
-import { CloseCode } from '../server/codes.js'
+import { CloseCode } from '../protocol/codes.js'
 
 /**
  * What the provider does after its socket closes:

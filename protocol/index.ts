@@ -1,4 +1,6 @@
 export { ProtocolError } from './errors.js'
+export { CloseCode, HttpError } from './codes.js'
+export type { CloseCodeValue, HttpErrorCode } from './codes.js'
 export {
   MessageType,
   decodeYMessage,

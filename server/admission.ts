@@ -7,7 +7,6 @@ import { TokenBucket, systemClock, type Clock } from './token-bucket.js'
 export interface AdmissionLimits {
   maxConnections: number
   maxConnectionsPerIp: number
-  maxRoomConnections: number
   upgradesPerSecond: number
   upgradesPerSecondPerIp: number
 }
@@ -23,7 +22,8 @@ export type AdmissionResult =
   | { admitted: false; error: HttpErrorCode; message: string; result: string }
 
 /**
- * Who gets a connection: a global cap, a per-address cap, a per-room cap and a rate of upgrades.
+ * Who gets a connection: a global cap, a per-address cap, the room's cap (decided by the room
+ * registry, see RoomRegistry.isFull) and a rate of upgrades.
  * Slots are taken at the check, before the WebSocket handshake, so a burst of upgrades cannot
  * overshoot a limit while handshakes are in flight.
  */
@@ -58,14 +58,14 @@ export class Admission {
     return this.total
   }
 
-  tryAdmit(ip: string, roomConnections: number): AdmissionResult {
+  tryAdmit(ip: string, roomFull: boolean): AdmissionResult {
     if (this.total >= this.limits.maxConnections) {
       return { admitted: false, error: 'unavailable', message: 'server is full', result: 'full' }
     }
     if ((this.perIp.get(ip) ?? 0) >= this.limits.maxConnectionsPerIp) {
       return { admitted: false, error: 'too_many_requests', message: 'too many connections from this address', result: 'ip_limit' }
     }
-    if (roomConnections >= this.limits.maxRoomConnections) {
+    if (roomFull) {
       return { admitted: false, error: 'unavailable', message: 'room is full', result: 'room_full' }
     }
     if (!this.ipBucket(ip).tryTake()) {

@@ -27,8 +27,7 @@ import { presenceIdentity } from './room-awareness.js'
 import type { Connection, ConnectionSession } from './connection.js'
 import type { Logger } from './logger.js'
 import type { PendingLimits } from './ywebsocket-session.js'
-import type { Room, RoomMember, RoomRegistry } from './room.js'
-import { updateChangesDocument } from '../crdt/index.js'
+import { UpdateSource, type Room, type RoomMember, type RoomRegistry } from './room.js'
 import type { SharedFrames, WireFormat } from './wire-format.js'
 
 /** Hocuspocus framing for members whose document key is the room name: shared by all of them. */
@@ -117,6 +116,8 @@ class HocuspocusDocument implements RoomMember {
   expiry: NodeJS.Timeout | null = null
   room: Room | null = null
   grant: Grant | null = null
+  /** Carried with every update of this document; set with the grant. */
+  source: UpdateSource | null = null
   /** True while the document holds a room claim for the socket's address. */
   claimed = false
   /** Frames held until the document is authenticated and its room loaded, with their sizes. */
@@ -283,8 +284,7 @@ export class HocuspocusSession implements ConnectionSession {
     }
     // Authenticated: the socket is past its pre-auth bounds, even if this room is refused below.
     this.preauth?.authenticated()
-    const room = this.registry.get(document.roomName)
-    if (room !== undefined && room.memberCount >= this.registry.maxRoomConnections) {
+    if (this.registry.isFull(document.roomName)) {
       this.connection.send(encodeHocuspocusPermissionDenied(key, 'room is full'))
       this.forget(document)
       return
@@ -297,6 +297,7 @@ export class HocuspocusSession implements ConnectionSession {
     }
     document.claimed = true
     document.grant = decision.grant
+    document.source = new UpdateSource({ kind: 'client', protocol: 'hocuspocus', subject: decision.grant.subject }, document, allows(decision.grant.access, 'write'))
     document.identity = presenceIdentity(decision.grant.subject)
     const expiresAt = decision.grant.expiresAt
     if (expiresAt !== null) {
@@ -402,25 +403,24 @@ export class HocuspocusSession implements ConnectionSession {
   private applyUpdate(document: HocuspocusDocument, room: Room, update: Uint8Array): void {
     const summary = validateUpdate(update)
     const key = document.key
-    if (document.readOnly) {
-      // Readonly providers keep sending their edits; refused ones get SyncStatus(0), a step 2
-      // that repeats what the room has gets SyncStatus(1) so the provider can reach "synced".
-      this.connection.send(encodeHocuspocusSyncStatus(key, !updateChangesDocument(room.doc, update)))
-      return
-    }
-    if (room.wouldExceedSizeLimit(update.length)) {
-      this.connection.send(encodeHocuspocusSyncStatus(key, false))
-      this.log.warn({ room: room.name, conn: this.connection.id, bytes: update.length }, 'update refused: document size limit')
-      return
-    }
-    let durable: Promise<void>
-    try {
-      durable = room.applyUpdateDurably(update, document, summary)
-    } catch (err) {
-      throw new ProtocolError(1007, `update rejected by Yjs: ${(err as Error).message}`)
+    const outcome = room.apply(update, document.source as UpdateSource, summary)
+    switch (outcome.kind) {
+      case 'readOnly':
+        // Readonly providers keep sending their edits; refused ones get SyncStatus(0), a step 2
+        // that repeats what the room has gets SyncStatus(1) so the provider can reach "synced".
+        this.connection.send(encodeHocuspocusSyncStatus(key, !outcome.changesDocument))
+        return
+      case 'tooLarge':
+        this.connection.send(encodeHocuspocusSyncStatus(key, false))
+        this.log.warn({ room: room.name, conn: this.connection.id, bytes: update.length }, 'update refused: document size limit')
+        return
+      case 'refused':
+        throw new ProtocolError(CloseCode.invalidPayload, `update rejected by Yjs: ${outcome.message}`)
+      case 'applied':
+        break
     }
     // Acknowledged only once the update is in storage: "no unsynced changes" means saved.
-    durable.then(
+    outcome.durable.then(
       () => this.connection.send(encodeHocuspocusSyncStatus(key, true)),
       (err: unknown) => {
         this.log.error({ room: room.name, err }, 'update could not be stored; not acknowledged')

@@ -10,7 +10,7 @@ import type { HttpErrorCode } from './codes.js'
 import { sendError, sendJson } from './http-response.js'
 import { documentToJson, type ShareKind } from './document-json.js'
 import type { Logger } from './logger.js'
-import { RoomLoadError, UpdateRefusedError, type Room, type RoomMember, type RoomRegistry } from './room.js'
+import { RoomLoadError, UpdateSource, type Room, type RoomMember, type RoomRegistry } from './room.js'
 import type { Tickets } from './tickets.js'
 import { TokenBucket } from './token-bucket.js'
 
@@ -362,7 +362,7 @@ export class HttpApi {
     await this.withExistingRoom(params[0] as string, (room) => sendBinary(res, Y.encodeStateAsUpdate(room.doc, stateVector)))
   }
 
-  private async postUpdate({ req, res, params }: RouteContext): Promise<void> {
+  private async postUpdate({ req, res, params, grant }: RouteContext): Promise<void> {
     const body = await readBody(req, this.deps.maxBodyBytes)
     let summary: UpdateSummary
     try {
@@ -372,16 +372,22 @@ export class HttpApi {
       throw err
     }
     await this.withRoom(params[0] as string, async (room, member) => {
-      if (room.wouldExceedSizeLimit(body.length)) throw new ApiError('payload_too_large', 'the document would exceed --max-document-bytes')
-      let durable: Promise<void>
-      try {
-        durable = room.applyUpdateDurably(body, member, summary)
-      } catch (err) {
-        if (err instanceof UpdateRefusedError && err.reason === 'missing_dependencies') throw new ApiError('missing_dependencies', err.message)
-        throw new ApiError('bad_request', `the update was rejected: ${(err as Error).message}`)
+      const source = new UpdateSource({ kind: 'http', subject: grant.subject }, member, allows(grant.access, 'write'))
+      const outcome = room.apply(body, source, summary)
+      switch (outcome.kind) {
+        case 'applied':
+          // Answered once the update is stored: a 204 means it survives a crash.
+          await outcome.durable
+          return
+        case 'readOnly':
+          // The route's scope already asked for write access; kept for a grant that changed meanwhile.
+          throw new ApiError('forbidden', 'read-only access: the update was refused')
+        case 'tooLarge':
+          throw new ApiError('payload_too_large', 'the document would exceed --max-document-bytes')
+        case 'refused':
+          if (outcome.reason === 'missing_dependencies') throw new ApiError('missing_dependencies', outcome.message)
+          throw new ApiError('bad_request', `the update was rejected: ${outcome.message}`)
       }
-      // Answered once the update is stored: a 204 means it survives a crash.
-      await durable
     })
     res.writeHead(204)
     res.end()

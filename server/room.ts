@@ -1,12 +1,21 @@
 import * as Y from 'yjs'
 import { validateUpdate, type AwarenessEntry, type AwarenessRead, type UpdateSummary } from '../protocol/index.js'
 import { InvalidUpdateError, type DocumentWriter } from '../persistence/index.js'
-import type { Relay, RelayRoomHandlers } from '../cluster/index.js'
+import type { RelayRoomHandlers } from '../cluster/index.js'
 import { RemoteInstance, RoomAwareness, type AwarenessApplied, type AwarenessLimits, type AwarenessRefusal } from './room-awareness.js'
-import { FrameCache, type SharedFrames, type WireFormat } from './wire-format.js'
+import type { SharedFrames, WireFormat } from './wire-format.js'
 import type { Logger } from './logger.js'
 import { CloseCode } from './codes.js'
 import { deepestNewType, dependenciesPresent } from './update-shape.js'
+import { updateChangesDocument } from '../crdt/index.js'
+import { RoomBroadcast } from './room-broadcast.js'
+import { notify } from './room-events.js'
+import type { RoomRegistry } from './room-registry.js'
+import { CLUSTER_SOURCE, STORAGE_SOURCE, UpdateRefusedError, UpdateSource, type ApplyOutcome } from './update-source.js'
+
+export { RoomRegistry } from './room-registry.js'
+export type { RoomEvents } from './room-events.js'
+export { UpdateSource, type ApplyOutcome, type RefusalReason } from './update-source.js'
 
 /** One participant of a room: a y-websocket connection, or one document of a Hocuspocus socket. */
 export interface RoomMember {
@@ -36,20 +45,6 @@ const ROOM_TRANSITIONS: Readonly<Record<RoomState, readonly RoomState[]>> = {
 
 export class RoomLoadError extends Error {}
 
-/** Why Room.applyUpdate refused an update (the metric label too). */
-export type RefusalReason = 'too_deep' | 'missing_dependencies' | 'rejected_by_yjs'
-
-/**
- * An update the room did not apply. For `rejected_by_yjs` the room has also been reset: Yjs threw
- * in the middle of its transaction, so the document was dropped and is reloaded from storage.
- */
-export class UpdateRefusedError extends Error {
-  constructor(readonly reason: RefusalReason, message: string) {
-    super(message)
-    this.name = 'UpdateRefusedError'
-  }
-}
-
 /** Limits on the shape of the updates a room applies (see README, Hostile input). */
 export interface UpdateShapeLimits {
   /** Deepest nesting of shared types; a root type is 1. */
@@ -66,17 +61,16 @@ export const UPDATE_SHAPE_DEFAULTS: Readonly<UpdateShapeLimits> = Object.freeze(
  */
 const SIZE_MEASURE_BACKOFF = 20
 
-/** The most updates one merged broadcast carries. */
-const MAX_BATCH_UPDATES = 512
-
 /** How long a sync reply is kept for more joiners with the same state vector. */
 const SYNC_REPLY_CACHE_MS = 2_000
 
-/** Pending broadcasts from more than one origin: every member receives them. */
-const MIXED_ORIGINS = Symbol('mixed origins')
+/**
+ * Edits an application makes to the doc itself (seeding it in onLoad): stored, relayed and
+ * broadcast like any update, but not reported back to the application as a change.
+ */
+const APPLICATION_EDIT = Symbol('application edit')
 
-/** Origin of updates that came from other instances: stored and relayed locally, never published back. */
-const FROM_CLUSTER = Object.freeze({ origin: 'cluster' })
+const TOO_LARGE: ApplyOutcome = Object.freeze({ kind: 'tooLarge' })
 
 /**
  * One Yjs document and the members editing it. The room has a Y.Doc; it is not one.
@@ -106,6 +100,9 @@ export class Room {
   /** Whether the cluster relays this room (joined after the local load). */
   private relayed = false
   private readonly remoteOwners = new Map<string, RemoteInstance>()
+  private readonly broadcast: RoomBroadcast
+  /** A stored event is queued: the writes of one storage batch resolve together and say so once. */
+  private storedQueued = false
 
   constructor(
     readonly name: string,
@@ -114,6 +111,7 @@ export class Room {
     private readonly log: Logger,
   ) {
     this.awareness = new RoomAwareness(registry.awarenessLimits)
+    this.broadcast = new RoomBroadcast(name, this.members, log, (updates) => registry.onBatched(updates))
     this.loaded = this.load()
     // Never an unhandled rejection: members await `loaded` and handle the failure themselves.
     this.loaded.catch(() => {})
@@ -165,8 +163,8 @@ export class Room {
     try {
       const stored = await this.writer.load(this.name)
       try {
-        // Applied with the room as origin: the update handler knows not to store it again.
-        if (stored !== null) Y.applyUpdate(this.docValue, stored, this)
+        // STORAGE_SOURCE: the update handler knows not to store it again.
+        if (stored !== null) Y.applyUpdate(this.docValue, stored, STORAGE_SOURCE)
         return stored
       } catch (err) {
         this.log.error({ room: this.name, err }, 'the stored document cannot be applied; loading it entry by entry')
@@ -182,7 +180,7 @@ export class Room {
     this.replaceDoc()
     for (const entry of entries) {
       try {
-        Y.applyUpdate(this.docValue, entry.update, this)
+        Y.applyUpdate(this.docValue, entry.update, STORAGE_SOURCE)
         good.push(entry.update)
         continue
       } catch (err) {
@@ -193,7 +191,7 @@ export class Room {
       if (entry.key !== null) await this.writer.quarantine(this.name, entry.key)
       // The failed apply may have left the document half-changed: rebuilt from the good entries.
       this.replaceDoc()
-      for (const update of good) Y.applyUpdate(this.docValue, update, this)
+      for (const update of good) Y.applyUpdate(this.docValue, update, STORAGE_SOURCE)
     }
     return good.length === 0 ? null : Y.encodeStateAsUpdate(this.docValue)
   }
@@ -224,6 +222,13 @@ export class Room {
         this.log.error({ room: this.name, err }, 'joining the cluster for this room failed')
       }
     }
+    // The application's turn (onLoad), before any member syncs: what it writes is in their first sync.
+    try {
+      await this.registry.events.loaded(this, this.docValue)
+    } catch (err) {
+      this.log.error({ room: this.name, event: 'loaded', err }, 'room event handler failed')
+    }
+    if ((this.stateValue as RoomState) === 'unloaded') throw new Error('the room was reset while the application loaded it')
     this.transition('active')
     this.log.debug({ room: this.name, bytes: stored?.length ?? 0, ms: Math.round(performance.now() - started) }, 'room loaded')
     if (this.members.size === 0) this.scheduleUnload()
@@ -232,8 +237,17 @@ export class Room {
   private fail(reason: string): void {
     for (const member of this.members) member.evict(CloseCode.internalError, reason)
     this.members.clear()
+    this.discard()
+  }
+
+  /** Leaves memory (and the cluster): the one way into `unloaded`. */
+  private discard(): void {
+    if (this.unloadTimer !== null) clearTimeout(this.unloadTimer)
+    this.unloadTimer = null
     this.transition('unloaded')
+    this.broadcast.close()
     this.registry.forget(this)
+    if (this.relayed) this.registry.leaveRelay(this.name)
     this.docValue.off('update', this.onDocUpdate)
     this.docValue.destroy()
   }
@@ -245,21 +259,14 @@ export class Room {
    * holds everything acknowledged (the writer's queue included). Never compacted: the registry
    * forgets the room at once, so the snapshot source no longer sees it.
    */
-  private reset(err: unknown, offender: unknown): void {
+  private reset(err: unknown, offender: RoomMember | null): void {
     this.log.error({ room: this.name, err }, 'Yjs failed while applying an update; the room is reloaded from storage')
     this.registry.onReset()
-    this.pending = []
     for (const member of this.members) {
       if (member !== offender) member.evict(CloseCode.internalError, 'document reloaded after an internal error')
     }
     this.members.clear()
-    if (this.unloadTimer !== null) clearTimeout(this.unloadTimer)
-    this.unloadTimer = null
-    this.transition('unloaded')
-    this.registry.forget(this)
-    if (this.relayed) this.registry.leaveRelay(this.name)
-    this.docValue.off('update', this.onDocUpdate)
-    this.docValue.destroy()
+    this.discard()
   }
 
   /**
@@ -293,28 +300,47 @@ export class Room {
     return reply
   }
 
+  /**
+   * Every change of the document passes here. The origin says which effects run: the stored
+   * document being loaded runs none; anything else is stored, relayed unless it came from the
+   * cluster, broadcast to every member but its sender, and reported to the application unless the
+   * application made it.
+   */
   private readonly onDocUpdate = (update: Uint8Array, origin: unknown): void => {
     this.syncReplies = null
-    if (origin === this) return
+    if (origin instanceof UpdateSource && origin.origin.kind === 'storage') return
     // Yjs emits in its cleanup even when the transaction threw: held until it is known to have returned.
     if (this.emitted !== null) {
       this.emitted.push(update)
       return
     }
-    this.commit(update, origin)
+    this.commit(update, origin instanceof UpdateSource ? origin : APPLICATION_EDIT)
   }
 
   /** Stores, relays and broadcasts what the document emitted; returns the write's durability. */
-  private commit(update: Uint8Array, origin: unknown): Promise<void> {
+  private commit(update: Uint8Array, source: UpdateSource | typeof APPLICATION_EDIT): Promise<void> {
     this.sizeEstimate += update.length
     // Durability first: the write is scheduled before anyone hears of the update.
     const write = this.writer.write(this.name, update)
-    write.catch((err: unknown) => {
-      this.log.error({ room: this.name, err }, 'update could not be stored')
-    })
-    if (this.relayed && origin !== FROM_CLUSTER) this.registry.relay?.publishUpdate(this.name, update)
-    this.queueBroadcast(update, origin)
+    write.then(this.writeStored, this.writeFailed)
+    const origin = source === APPLICATION_EDIT ? null : source.origin
+    if (this.relayed && origin?.kind !== 'cluster') this.registry.relay?.publishUpdate(this.name, update)
+    this.broadcast.update(update, source === APPLICATION_EDIT ? null : source.member)
+    if (origin !== null) notify(this.log, this.name, 'changed', () => this.registry.events.changed(this, update, origin))
     return write
+  }
+
+  private readonly writeStored = (): void => {
+    if (this.storedQueued) return
+    this.storedQueued = true
+    queueMicrotask(() => {
+      this.storedQueued = false
+      notify(this.log, this.name, 'stored', () => this.registry.events.stored(this))
+    })
+  }
+
+  private readonly writeFailed = (err: unknown): void => {
+    this.log.error({ room: this.name, err }, 'update could not be stored')
   }
 
   /**
@@ -322,20 +348,20 @@ export class Room {
    * room is reset (see reset) and UpdateRefusedError is thrown. Returns the durability of the
    * last write, or null when the update changed nothing.
    */
-  private integrate(update: Uint8Array, origin: unknown): Promise<void> | null {
+  private integrate(update: Uint8Array, source: UpdateSource): Promise<void> | null {
     if (this.stateValue === 'unloaded') throw new Error(`room ${this.name} is unloaded`)
     const emitted: Uint8Array[] = []
     this.emitted = emitted
     try {
-      Y.applyUpdate(this.docValue, update, origin)
+      Y.applyUpdate(this.docValue, update, source)
     } catch (err) {
       this.emitted = null
-      this.reset(err, origin)
+      this.reset(err, source.member)
       throw new UpdateRefusedError('rejected_by_yjs', `update rejected by Yjs: ${(err as Error).message}`)
     }
     this.emitted = null
     let written: Promise<void> | null = null
-    for (const part of emitted) written = this.commit(part, origin)
+    for (const part of emitted) written = this.commit(part, source)
     return written
   }
 
@@ -346,62 +372,6 @@ export class Room {
   }
 
   /**
-   * Updates applied and not yet sent to the members. They go out when the current callback is done
-   * (a microtask), so what one socket read brought (a burst holds many frames) goes out as one
-   * merged update per member instead of one message per update, and nothing waits for other
-   * sockets to be read. Stock clients decode one message per frame, so the merge happens inside
-   * the update, never by packing messages into a frame.
-   */
-  private pending: Uint8Array[] = []
-  /** The one origin every pending update came from, or MIXED_ORIGINS. */
-  private pendingOrigin: unknown = null
-  private flushScheduled = false
-
-  private queueBroadcast(update: Uint8Array, origin: unknown): void {
-    if (this.members.size === 0) return
-    this.pendingOrigin = this.pending.length === 0 || this.pendingOrigin === origin ? origin : MIXED_ORIGINS
-    this.pending.push(update)
-    if (!this.flushScheduled) {
-      this.flushScheduled = true
-      queueMicrotask(this.flushBroadcasts)
-    }
-  }
-
-  /**
-   * Sends what is pending. A member that sent every pending update is left out; when several
-   * members contributed, each receives the whole merge, its own part included (applying a known
-   * update is a no-op for Yjs, and the reference server echoes every update to its sender too).
-   */
-  private readonly flushBroadcasts = (): void => {
-    this.flushScheduled = false
-    const pending = this.pending
-    if (pending.length === 0) return
-    const origin = this.pendingOrigin
-    this.pending = []
-    this.pendingOrigin = null
-    if (this.stateValue === 'unloaded') return
-    // A merged update keeps every struct, and a receiver applies it in one transaction: bounded.
-    for (let start = 0; start < pending.length; start += MAX_BATCH_UPDATES) {
-      const batch = pending.slice(start, start + MAX_BATCH_UPDATES)
-      if (batch.length === 1) {
-        this.broadcastUpdate(batch[0] as Uint8Array, origin)
-        continue
-      }
-      let merged: Uint8Array
-      try {
-        merged = Y.mergeUpdates(batch)
-      } catch (err) {
-        // Yjs encoded every one of these itself, so this is a bug; the updates still go out, one by one.
-        this.log.error({ room: this.name, err, updates: batch.length }, 'merging a burst for broadcast failed')
-        for (const update of batch) this.broadcastUpdate(update, origin)
-        continue
-      }
-      this.broadcastUpdate(merged, origin)
-      this.registry.onBatched(batch.length)
-    }
-  }
-
-  /**
    * Updates from other instances may arrive out of order, so Yjs may hold them pending; within
    * --max-pending-bytes (counted in the size estimate). Past it, or when Yjs throws, the room
    * is reset and reloads from storage and the cluster.
@@ -409,7 +379,7 @@ export class Room {
   private applyFromCluster(update: Uint8Array): void {
     if (this.stateValue === 'unloaded') return
     try {
-      this.integrate(update, FROM_CLUSTER)
+      this.integrate(update, CLUSTER_SOURCE)
     } catch (err) {
       this.log.error({ room: this.name, err }, 'an update from the cluster could not be applied')
       return
@@ -436,33 +406,17 @@ export class Room {
       // Each entry carries its owner's identity as the other instance relayed it.
       const { accepted, refused } = this.awareness.apply(entries, this.remoteOwner(instanceId))
       this.countRefusals(refused)
-      if (accepted.length > 0) this.broadcastAwareness(accepted)
+      if (accepted.length > 0) this.broadcast.awareness(accepted)
     },
     onInstanceGone: (instanceId) => {
       const owner = this.remoteOwners.get(instanceId)
       if (owner === undefined) return
       this.remoteOwners.delete(instanceId)
       const removed = this.awareness.removeOwner(owner)
-      if (removed.length > 0) this.broadcastAwareness(removed)
+      if (removed.length > 0) this.broadcast.awareness(removed)
     },
     localAwareness: () => this.awareness.liveEntries((owner) => !(owner instanceof RemoteInstance)),
     localState: () => Y.encodeStateAsUpdate(this.doc),
-  }
-
-  /** Sends an update to every member except `except`, encoded once per wire format. */
-  private broadcastUpdate(update: Uint8Array, except: unknown): void {
-    const frames = new FrameCache((format) => format.update(this.name, update))
-    for (const member of this.members) {
-      if (member !== except) member.deliverUpdate(update, frames)
-    }
-  }
-
-  /** Sends awareness entries to every member, encoded once per wire format. */
-  private broadcastAwareness(entries: readonly AwarenessEntry[]): void {
-    // Pending updates first: a cursor must not arrive before the text it points into.
-    this.flushBroadcasts()
-    const frames = new FrameCache((format) => format.awareness(this.name, entries))
-    for (const member of this.members) member.deliverAwareness(entries, frames)
   }
 
   /**
@@ -473,7 +427,7 @@ export class Room {
    * of the time goes to measuring); meanwhile updates are refused on the estimate, which may be
    * early when recent updates deleted more than they added.
    */
-  wouldExceedSizeLimit(updateBytes: number): boolean {
+  private wouldExceedSizeLimit(updateBytes: number): boolean {
     const limit = this.registry.maxDocumentBytes
     if (this.sizeEstimate + this.pendingBytes() + updateBytes <= limit) return false
     const now = performance.now()
@@ -491,47 +445,57 @@ export class Room {
   }
 
   /**
-   * Applies an update a member sent (validated by validateUpdate: `summary`). Refuses, with
-   * UpdateRefusedError and the document unchanged, an update that would nest shared types deeper
-   * than --max-nesting-depth or that depends on clocks the document does not have (Yjs would keep
-   * it pending: never stored, yet it would look accepted). Returns the durability of what it
-   * changed, or null when it changed nothing.
+   * The one way an update from outside the instance (a client, an HTTP request) gets into the
+   * document; `summary` is what validateUpdate read from it (the protocol parsed it already).
+   * In order: the sender's access, --max-document-bytes, the update's shape (nesting deeper than
+   * --max-nesting-depth, clocks the document does not have: Yjs would hold it pending, never
+   * stored yet looking accepted), then Yjs itself. Applied, it is stored, relayed, broadcast and
+   * reported (see onDocUpdate). Never throws for what the update holds: the outcome says.
    */
-  applyUpdate(update: Uint8Array, origin: RoomMember, summary: UpdateSummary = validateUpdate(update)): Promise<void> | null {
+  apply(update: Uint8Array, source: UpdateSource, summary: UpdateSummary = validateUpdate(update)): ApplyOutcome {
+    if (!source.mayWrite) return { kind: 'readOnly', changesDocument: updateChangesDocument(this.docValue, update) }
+    if (this.wouldExceedSizeLimit(update.length)) return TOO_LARGE
+    let written: Promise<void> | null
+    try {
+      written = this.integrateChecked(update, source, summary)
+    } catch (err) {
+      if (err instanceof UpdateRefusedError) {
+        this.registry.onRefused(err.reason)
+        return { kind: 'refused', reason: err.reason, message: err.message }
+      }
+      return { kind: 'refused', reason: 'unavailable', message: (err as Error).message }
+    }
+    if (written !== null) return { kind: 'applied', durable: written }
+    // Nothing changed: durable once what is pending for the room is; asked of the writer only
+    // by a protocol whose answer waits for storage.
+    const { writer, name } = this
+    return {
+      kind: 'applied',
+      get durable() {
+        return writer.flush(name)
+      },
+    }
+  }
+
+  /** Shape checks, then integrate; throws UpdateRefusedError. */
+  private integrateChecked(update: Uint8Array, source: UpdateSource, summary: UpdateSummary): Promise<void> | null {
     if (!dependenciesPresent(this.docValue, summary)) {
-      this.registry.onRefused('missing_dependencies')
       throw new UpdateRefusedError('missing_dependencies', 'the update depends on changes this document does not have; sync first')
     }
     const { maxNestingDepth } = this.registry.shapeLimits
     if (summary.types > 0 && deepestNewType(this.docValue, update, maxNestingDepth) > maxNestingDepth) {
-      this.registry.onRefused('too_deep')
       throw new UpdateRefusedError('too_deep', `shared types nested deeper than ${maxNestingDepth}`)
     }
     const hadPending = this.pendingBytes() > 0
-    let written: Promise<void> | null
-    try {
-      written = this.integrate(update, origin)
-    } catch (err) {
-      if (err instanceof UpdateRefusedError) this.registry.onRefused(err.reason)
-      throw err
-    }
+    const written = this.integrate(update, source)
     if (!hadPending && this.pendingBytes() > 0) {
       // Missed by the check above (a cycle of references): what integrated is stored; the rest is
       // dropped, never held unstored, and the sender is not told "saved".
       this.docValue.store.pendingStructs = null
       this.docValue.store.pendingDs = null
-      this.registry.onRefused('missing_dependencies')
       throw new UpdateRefusedError('missing_dependencies', 'part of the update depends on changes this document does not have')
     }
     return written
-  }
-
-  /**
-   * Like applyUpdate, and resolves when what the update changed is durable in storage (when it
-   * changed nothing, once what is pending for the room is): for acknowledgements that mean "saved".
-   */
-  applyUpdateDurably(update: Uint8Array, origin: RoomMember, summary?: UpdateSummary): Promise<void> {
-    return this.applyUpdate(update, origin, summary) ?? this.writer.flush(this.name)
   }
 
   /**
@@ -547,7 +511,7 @@ export class Room {
     // The sender hears its own awareness back: stock clients count incoming traffic as liveness,
     // and a client alone in a room would otherwise reconnect every 30 s.
     if (accepted.length > 0) {
-      this.broadcastAwareness(accepted)
+      this.broadcast.awareness(accepted)
       if (this.relayed) this.registry.relay?.publishAwareness(this.name, accepted)
     }
     return applied
@@ -559,7 +523,7 @@ export class Room {
 
   /** Sends a stateless payload to every member that understands one (Hocuspocus), except `except`. */
   broadcastStateless(payload: string, except: RoomMember | null = null): number {
-    this.flushBroadcasts()
+    this.broadcast.flush()
     let sent = 0
     for (const member of this.members) {
       if (member === except || member.deliverStateless === undefined) continue
@@ -585,7 +549,7 @@ export class Room {
     if (!this.members.delete(member)) return
     const removed = this.awareness.removeOwner(member)
     if (removed.length > 0) {
-      this.broadcastAwareness(removed)
+      this.broadcast.awareness(removed)
       if (this.relayed) this.registry.relay?.publishAwareness(this.name, removed)
     }
     if (this.members.size === 0 && this.stateValue === 'active') this.scheduleUnload()
@@ -622,12 +586,9 @@ export class Room {
       if ((this.stateValue as RoomState) !== 'unloading') return
       if (!this.writer.hasPending(this.name)) break
     }
-    this.transition('unloaded')
-    this.registry.forget(this)
-    if (this.relayed) this.registry.leaveRelay(this.name)
-    this.docValue.off('update', this.onDocUpdate)
-    this.docValue.destroy()
+    this.discard()
     this.log.debug({ room: this.name }, 'room unloaded')
+    notify(this.log, this.name, 'unloaded', () => this.registry.events.unloaded(this))
   }
 
   /** True when the document holds nothing at all (never written, or not stored anywhere). */
@@ -647,11 +608,8 @@ export class Room {
     if (this.unloadTimer !== null) clearTimeout(this.unloadTimer)
     this.unloadTimer = null
     if (this.stateValue === 'unloaded') return
-    this.transition('unloaded')
-    this.registry.forget(this)
-    if (this.relayed) this.registry.leaveRelay(this.name)
-    this.docValue.off('update', this.onDocUpdate)
-    this.docValue.destroy()
+    this.discard()
+    notify(this.log, this.name, 'unloaded', () => this.registry.events.unloaded(this))
   }
 
   /** Cancels timers; used when the whole server stops. */
@@ -665,103 +623,3 @@ export class Room {
   }
 }
 
-/** A member that receives nothing: HTTP requests reading or writing a room. */
-class QuietMember implements RoomMember {
-  readonly identity = null
-  readonly format: WireFormat = { name: 'none', update: () => new Uint8Array(), awareness: () => new Uint8Array() }
-  deliverUpdate(): void {}
-  deliverAwareness(): void {}
-  evict(): void {}
-}
-
-/** The loaded rooms by name. Connections arriving during a load share that load. */
-export class RoomRegistry {
-  private readonly rooms = new Map<string, Room>()
-
-  constructor(
-    private readonly writer: DocumentWriter,
-    private readonly log: Logger,
-    /** Milliseconds an empty room stays loaded; negative = never unload (tests). */
-    readonly unloadDelayMs: number,
-    /** Updates that would grow a document past this many bytes are refused. */
-    readonly maxDocumentBytes: number,
-    /** Connections (or Hocuspocus documents) one room admits. */
-    readonly maxRoomConnections: number,
-    /** The cluster, with --redis; null for a single instance. */
-    readonly relay: Relay | null,
-    readonly shapeLimits: Readonly<UpdateShapeLimits>,
-    readonly awarenessLimits: AwarenessLimits,
-  ) {}
-
-  /** Called with the number of updates each merged broadcast carried (for metrics). */
-  onBatched: (updates: number) => void = () => {}
-  /** Called for each update a room refused for its shape, and why (for metrics). */
-  onRefused: (reason: RefusalReason) => void = () => {}
-  /** Called for each stored entry a load set aside (for metrics). */
-  onQuarantined: () => void = () => {}
-  /** Called when a room was reset after Yjs threw (for metrics). */
-  onReset: () => void = () => {}
-
-  /** Called with awareness entries a room refused, by reason (for metrics). */
-  onAwarenessRefused: (reason: AwarenessRefusal, count: number) => void = () => {}
-
-  /** Leaves of the cluster still under way, by room: a room loading again waits for its leave. */
-  private readonly leaves = new Map<string, Promise<void>>()
-
-  leaveRelay(name: string): void {
-    if (this.relay === null) return
-    const leave = this.relay
-      .leaveRoom(name)
-      .catch((err: unknown) => this.log.warn({ room: name, err }, 'leaving the cluster for this room failed'))
-      .finally(() => {
-        if (this.leaves.get(name) === leave) this.leaves.delete(name)
-      })
-    this.leaves.set(name, leave)
-  }
-
-  /**
-   * Runs `work` with the room loaded and a silent member holding it (so it cannot unload under
-   * the work); the room unloads after the usual delay once nobody else is in it.
-   */
-  async withRoom<T>(name: string, work: (room: Room, member: RoomMember) => T | Promise<T>): Promise<T> {
-    const member = new QuietMember()
-    const room = this.join(name, member)
-    try {
-      await room.loaded
-      return await work(room, member)
-    } finally {
-      room.leave(member)
-    }
-  }
-
-  leaving(name: string): Promise<void> {
-    return this.leaves.get(name) ?? Promise.resolve()
-  }
-
-  /** Joins `member` to the room, loading it when needed. Await `room.loaded` before syncing. */
-  join(name: string, member: RoomMember): Room {
-    let room = this.rooms.get(name)
-    if (room === undefined) {
-      room = new Room(name, this.writer, this, this.log)
-      this.rooms.set(name, room)
-    }
-    room.join(member)
-    return room
-  }
-
-  get(name: string): Room | undefined {
-    return this.rooms.get(name)
-  }
-
-  forget(room: Room): void {
-    if (this.rooms.get(room.name) === room) this.rooms.delete(room.name)
-  }
-
-  get size(): number {
-    return this.rooms.size
-  }
-
-  all(): IterableIterator<Room> {
-    return this.rooms.values()
-  }
-}

@@ -21,7 +21,7 @@ import { HocuspocusSession, type HocuspocusHooks, type StatelessEvent } from './
 import { Connection, type ConnectionEvents, type ConnectionLimits } from './connection.js'
 import { createLogger, type Logger } from './logger.js'
 import { ServerMetrics } from './metrics.js'
-import { RoomRegistry } from './room.js'
+import { RoomRegistry, type RoomEvents } from './room.js'
 import { awarenessLimits } from './room-awareness.js'
 import { YWebsocketSession, type PendingLimits } from './ywebsocket-session.js'
 
@@ -37,6 +37,11 @@ const SERVER_TRANSITIONS: Readonly<Record<ServerState, readonly ServerState[]>> 
 export interface CreateServerOptions extends Partial<WeftOptions> {
   /** A pino logger to use instead of the JSON stdout logger built from `logLevel`. */
   logger?: Logger
+  /**
+   * Internal (issue 15): what rooms report about their documents, for the hook runner. Embedding
+   * applications pass `hooks`; this is the seam the runner plugs into.
+   */
+  roomEvents?: RoomEvents
 }
 
 export interface DrainResult {
@@ -101,9 +106,11 @@ export class WeftServer {
   private readonly connectionEvents: ConnectionEvents
   private readonly pendingLimits: PendingLimits
   private readonly hocuspocusHooks: HocuspocusHooks
+  private readonly roomEvents: RoomEvents | undefined
 
   constructor(options: CreateServerOptions = {}) {
-    const { logger, ...settings } = options
+    const { logger, roomEvents, ...settings } = options
+    this.roomEvents = roomEvents
     this.options = resolveOptions(settings)
     this.log = logger ?? createLogger(this.options.logLevel)
     this.wss = new WebSocketServer({
@@ -232,7 +239,7 @@ export class WeftServer {
     this.rooms = new RoomRegistry(writer, this.log, options.roomUnloadDelayMs, options.maxDocumentBytes, options.maxRoomConnections, this.relay, {
       maxNestingDepth: options.maxNestingDepth,
       maxPendingBytes: options.maxPendingBytes,
-    }, awarenessLimits(options))
+    }, awarenessLimits(options), this.roomEvents)
     const rooms = this.rooms
     rooms.onBatched = (count) => this.metrics.batchedUpdates.inc(count)
     rooms.onRefused = (reason) => this.metrics.updateRefusals.inc({ reason })
@@ -456,7 +463,7 @@ export class WeftServer {
     }
     // Admission first, the credential after: a refusal for capacity must not use up a single-use ticket.
     const ip = this.clientAddress.of(req)
-    const verdict = this.admission.tryAdmit(ip, room === null ? 0 : (this.rooms.get(room)?.memberCount ?? 0))
+    const verdict = this.admission.tryAdmit(ip, room !== null && this.rooms.isFull(room))
     if (!verdict.admitted) {
       this.refuseUpgrade(socket, verdict.error, verdict.message, verdict.result)
       return

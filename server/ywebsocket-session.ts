@@ -17,10 +17,9 @@ import {
 import { allows, type Grant } from './access.js'
 import { CloseCode } from './codes.js'
 import { presenceIdentity } from './room-awareness.js'
-import { updateChangesDocument } from '../crdt/index.js'
 import type { Connection, ConnectionSession } from './connection.js'
 import type { Logger } from './logger.js'
-import type { Room, RoomMember, RoomRegistry } from './room.js'
+import { UpdateSource, type Room, type RoomMember, type RoomRegistry } from './room.js'
 import type { SharedFrames, WireFormat } from './wire-format.js'
 
 /** y-websocket framing: one message per frame, no document name (the URL names the room). */
@@ -48,6 +47,8 @@ export class YWebsocketSession implements RoomMember, ConnectionSession {
   private pendingBytes = 0
   private readonly expiry: NodeJS.Timeout | null
   readonly identity: string | null
+  /** Carried with every update this connection sends. */
+  private readonly source: UpdateSource
 
   constructor(
     private readonly connection: Connection,
@@ -59,6 +60,7 @@ export class YWebsocketSession implements RoomMember, ConnectionSession {
     private readonly log: Logger,
   ) {
     this.identity = presenceIdentity(grant.subject)
+    this.source = new UpdateSource({ kind: 'client', protocol: 'y-websocket', subject: grant.subject }, this, allows(grant.access, 'write'))
     this.room = registry.join(roomName, this)
     this.expiry = grant.expiresAt === null ? null : setTimeout(() => connection.close(CloseCode.unauthorized, 'access token expired'), Math.max(0, grant.expiresAt - Date.now()))
     this.expiry?.unref()
@@ -147,27 +149,27 @@ export class YWebsocketSession implements RoomMember, ConnectionSession {
   private applyUpdate(update: Uint8Array): void {
     // Parse the whole update before Yjs sees it: a truncated or crafted update must neither hang
     // the process (yjs#479, yjs#498) nor leave the document half-applied.
-    const summary = validateUpdate(update)
-    if (!allows(this.grant.access, 'write')) {
-      // Read access syncs too: a step 2 that only repeats what the room has is harmless. Anything
-      // new is refused and the client told; the document never changes.
-      if (updateChangesDocument(this.room.doc, update)) {
-        this.log.info({ room: this.room.name, conn: this.connection.id }, 'write refused: read-only access')
-        this.connection.send(encodePermissionDenied('read-only access: the update was refused'))
-      }
-      return
-    }
-    if (this.room.wouldExceedSizeLimit(update.length)) {
-      // Refused and told (y-protocols permission-denied); the connection stays, so the client can
-      // still read and the rest of the room carries on.
-      this.log.warn({ room: this.room.name, conn: this.connection.id, bytes: update.length }, 'update refused: document size limit')
-      this.connection.send(encodePermissionDenied('update refused: the document would exceed the size limit'))
-      return
-    }
-    try {
-      this.room.applyUpdate(update, this, summary)
-    } catch (err) {
-      throw new ProtocolError(1007, `update rejected by Yjs: ${(err as Error).message}`)
+    const outcome = this.room.apply(update, this.source, validateUpdate(update))
+    switch (outcome.kind) {
+      case 'applied':
+        // y-websocket has no acknowledgement: nothing waits for storage.
+        return
+      case 'readOnly':
+        // Read access syncs too: a step 2 that only repeats what the room has is harmless. Anything
+        // new is refused and the client told; the document never changes.
+        if (outcome.changesDocument) {
+          this.log.info({ room: this.room.name, conn: this.connection.id }, 'write refused: read-only access')
+          this.connection.send(encodePermissionDenied('read-only access: the update was refused'))
+        }
+        return
+      case 'tooLarge':
+        // Refused and told (y-protocols permission-denied); the connection stays, so the client can
+        // still read and the rest of the room carries on.
+        this.log.warn({ room: this.room.name, conn: this.connection.id, bytes: update.length }, 'update refused: document size limit')
+        this.connection.send(encodePermissionDenied('update refused: the document would exceed the size limit'))
+        return
+      case 'refused':
+        throw new ProtocolError(CloseCode.invalidPayload, `update rejected by Yjs: ${outcome.message}`)
     }
   }
 
