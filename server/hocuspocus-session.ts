@@ -26,6 +26,7 @@ import { CloseCode } from './codes.js'
 import { presenceIdentity } from './room-awareness.js'
 import type { Connection, ConnectionSession } from './connection.js'
 import type { Logger } from './logger.js'
+import type { ConnectionInfo, UpdateOrigin } from './hooks.js'
 import type { PendingLimits } from './ywebsocket-session.js'
 import type { Room, RoomMember, RoomRegistry } from './room.js'
 import { updateChangesDocument } from './update-effect.js'
@@ -99,6 +100,10 @@ export interface HocuspocusHooks {
   releaseRoom(ip: string, room: string): void
   /** A document refused for the per-socket bound. */
   onTooManyDocuments(): void
+  /** A document was authenticated and joined its room (onConnect); `document` identifies it until `closed`. */
+  opened(document: object, info: ConnectionInfo): void
+  /** That document left its room (onDisconnect): the socket's close code, or the document's own. */
+  closed(document: object, info: ConnectionInfo, code: number): void
 }
 
 /** What the session tells the pre-authentication guard (see PreAuthGuard). */
@@ -119,6 +124,8 @@ class HocuspocusDocument implements RoomMember {
   grant: Grant | null = null
   /** True while the document holds a room claim for the socket's address. */
   claimed = false
+  /** Set with the claim: what onConnect was told, and onDisconnect will be. */
+  info: ConnectionInfo | null = null
   /** Frames held until the document is authenticated and its room loaded, with their sizes. */
   held: Array<{ message: HocuspocusMessage; bytes: number }> = []
 
@@ -132,6 +139,11 @@ class HocuspocusDocument implements RoomMember {
 
   /** presenceIdentity of the grant, once authenticated (awareness is only handled after that). */
   identity: string | null = null
+
+  /** What onChange reports this document's updates as. */
+  get origin(): UpdateOrigin {
+    return { kind: 'client', protocol: 'hocuspocus', subject: this.grant?.subject ?? null }
+  }
 
   get readOnly(): boolean {
     return this.grant === null || !allows(this.grant.access, 'write')
@@ -184,14 +196,14 @@ export class HocuspocusSession implements ConnectionSession {
     keepalive.add(this)
   }
 
-  closed(): void {
+  closed(code: number): void {
     keepalive.delete(this)
     this.preauth?.dispose()
     for (const document of this.documents.values()) {
       if (document.expiry !== null) clearTimeout(document.expiry)
       document.state = 'closed'
       document.room?.leave(document)
-      this.unclaim(document)
+      this.unclaim(document, code)
     }
     this.documents.clear()
   }
@@ -297,6 +309,8 @@ export class HocuspocusSession implements ConnectionSession {
     }
     document.claimed = true
     document.grant = decision.grant
+    document.info = { room: document.roomName, protocol: 'hocuspocus', subject: decision.grant.subject, remoteAddress: this.connection.ip }
+    this.hooks.opened(document, document.info)
     document.identity = presenceIdentity(decision.grant.subject)
     const expiresAt = decision.grant.expiresAt
     if (expiresAt !== null) {
@@ -335,26 +349,28 @@ export class HocuspocusSession implements ConnectionSession {
     this.heldBytes -= bytes
   }
 
-  private forget(document: HocuspocusDocument): void {
+  /** `code`: what onDisconnect hears; 1000 when the client closed the document itself. */
+  private forget(document: HocuspocusDocument, code: number = CloseCode.normal): void {
     if (document.expiry !== null) clearTimeout(document.expiry)
     document.expiry = null
     for (const { bytes } of document.held) this.release(bytes)
     document.held = []
     document.state = 'closed'
     document.room?.leave(document)
-    this.unclaim(document)
+    this.unclaim(document, code)
     this.documents.delete(document.key)
   }
 
-  private unclaim(document: HocuspocusDocument): void {
+  private unclaim(document: HocuspocusDocument, code: number): void {
     if (!document.claimed) return
     document.claimed = false
     this.hooks.releaseRoom(this.connection.ip, document.roomName)
+    if (document.info !== null) this.hooks.closed(document, document.info, code)
   }
 
   closeDocument(document: HocuspocusDocument, reason: string, code: number): void {
     if (document.state === 'closed') return
-    this.forget(document)
+    this.forget(document, code)
     this.connection.send(encodeHocuspocusClose(document.key, reason))
     this.log.debug({ room: document.roomName, conn: this.connection.id, code }, 'hocuspocus document closed by the server')
   }

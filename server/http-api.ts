@@ -10,6 +10,7 @@ import type { HttpErrorCode } from './codes.js'
 import { sendError, sendJson } from './http-response.js'
 import { documentToJson, type ShareKind } from './document-json.js'
 import type { Logger } from './logger.js'
+import type { UpdateOrigin } from './hooks.js'
 import { RoomLoadError, UpdateRefusedError, type Room, type RoomMember, type RoomRegistry } from './room.js'
 import type { Tickets } from './tickets.js'
 import { TokenBucket } from './token-bucket.js'
@@ -265,7 +266,8 @@ export class HttpApi {
     if (authorizer.open) return { access: 'admin', subject: null, rooms: null, expiresAt: null }
     const header = req.headers.authorization
     const token = header !== undefined && header.startsWith('Bearer ') ? header.slice(7).trim() : query.get('token')
-    const decision = await authorizer.authorize(token, null)
+    // The room goes to the check: an application's `authenticate` decides per room (a JWT's scope is the same test).
+    const decision = await authorizer.authorize(token, room, { protocol: 'http', headers: req.headers, remoteAddress: this.deps.addressOf(req) })
     if (!decision.ok) throw new ApiError(decision.status === 401 ? 'unauthorized' : 'forbidden', decision.reason)
     const { grant } = decision
     if (scope === 'token') return grant
@@ -283,9 +285,9 @@ export class HttpApi {
     })
   }
 
-  private async withRoom<T>(name: string, work: (room: Room, member: RoomMember) => T | Promise<T>): Promise<T> {
+  private async withRoom<T>(name: string, work: (room: Room, member: RoomMember) => T | Promise<T>, origin?: UpdateOrigin): Promise<T> {
     try {
-      return await this.deps.rooms.withRoom(name, work)
+      return await this.deps.rooms.withRoom(name, work, origin)
     } catch (err) {
       if (err instanceof RoomLoadError) throw new ApiError('unavailable', 'storage is unavailable; the document could not be loaded', { 'retry-after': 5 })
       throw err
@@ -362,7 +364,7 @@ export class HttpApi {
     await this.withExistingRoom(params[0] as string, (room) => sendBinary(res, Y.encodeStateAsUpdate(room.doc, stateVector)))
   }
 
-  private async postUpdate({ req, res, params }: RouteContext): Promise<void> {
+  private async postUpdate({ req, res, params, grant }: RouteContext): Promise<void> {
     const body = await readBody(req, this.deps.maxBodyBytes)
     let summary: UpdateSummary
     try {
@@ -382,7 +384,7 @@ export class HttpApi {
       }
       // Answered once the update is stored: a 204 means it survives a crash.
       await durable
-    })
+    }, { kind: 'http', subject: grant.subject })
     res.writeHead(204)
     res.end()
   }

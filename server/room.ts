@@ -7,6 +7,8 @@ import { FrameCache, type SharedFrames, type WireFormat } from './wire-format.js
 import type { Logger } from './logger.js'
 import { CloseCode } from './codes.js'
 import { deepestNewType, dependenciesPresent } from './update-shape.js'
+import type { RoomEvents } from './hook-runner.js'
+import type { UpdateOrigin } from './hooks.js'
 
 /** One participant of a room: a y-websocket connection, or one document of a Hocuspocus socket. */
 export interface RoomMember {
@@ -20,6 +22,19 @@ export interface RoomMember {
   deliverStateless?(payload: string): void
   /** The room is going away under the member (deleted, or failed to load). */
   evict(code: number, reason: string): void
+  /** Where this member's updates come from, for onChange (issue 15); absent = not reported. */
+  readonly origin?: UpdateOrigin
+}
+
+/** What the cluster's updates are reported as (onChange). */
+const CLUSTER_ORIGIN: UpdateOrigin = Object.freeze({ kind: 'cluster', instance: null })
+
+/** Rooms that report to nobody (the registry's default). */
+const NO_EVENTS: RoomEvents = {
+  changed: () => {},
+  stored: () => {},
+  loaded: () => Promise.resolve(),
+  unloaded: () => {},
 }
 
 export type RoomState = 'loading' | 'active' | 'unloading' | 'unloaded'
@@ -105,6 +120,10 @@ export class Room {
   readonly loaded: Promise<void>
   /** Whether the cluster relays this room (joined after the local load). */
   private relayed = false
+  /** Whether `loaded` was reported: then `unloaded` is reported once when the room goes away. */
+  private announced = false
+  /** The newest write: its completion reports `stored` (one report per group of writes stored together). */
+  private lastWrite: Promise<void> | null = null
   private readonly remoteOwners = new Map<string, RemoteInstance>()
 
   constructor(
@@ -224,6 +243,9 @@ export class Room {
         this.log.error({ room: this.name, err }, 'joining the cluster for this room failed')
       }
     }
+    // Before any member sees the document: the application may seed it (onLoad).
+    this.announced = true
+    await this.registry.events.loaded(this.name, this.docValue)
     this.transition('active')
     this.log.debug({ room: this.name, bytes: stored?.length ?? 0, ms: Math.round(performance.now() - started) }, 'room loaded')
     if (this.members.size === 0) this.scheduleUnload()
@@ -260,6 +282,7 @@ export class Room {
     if (this.relayed) this.registry.leaveRelay(this.name)
     this.docValue.off('update', this.onDocUpdate)
     this.docValue.destroy()
+    this.announceUnloaded()
   }
 
   /**
@@ -309,9 +332,18 @@ export class Room {
     this.sizeEstimate += update.length
     // Durability first: the write is scheduled before anyone hears of the update.
     const write = this.writer.write(this.name, update)
-    write.catch((err: unknown) => {
-      this.log.error({ room: this.name, err }, 'update could not be stored')
-    })
+    this.lastWrite = write
+    write.then(
+      () => {
+        if (this.lastWrite === write) this.registry.events.stored(this.name)
+      },
+      (err: unknown) => {
+        this.log.error({ room: this.name, err }, 'update could not be stored')
+      },
+    )
+    const reported = origin === FROM_CLUSTER ? CLUSTER_ORIGIN : (origin as Partial<RoomMember> | null)?.origin
+    // Changes the application makes itself (seeding in onLoad) are not reported back to it.
+    if (reported !== undefined) this.registry.events.changed(this.name, update, reported)
     if (this.relayed && origin !== FROM_CLUSTER) this.registry.relay?.publishUpdate(this.name, update)
     this.queueBroadcast(update, origin)
     return write
@@ -627,6 +659,7 @@ export class Room {
     if (this.relayed) this.registry.leaveRelay(this.name)
     this.docValue.off('update', this.onDocUpdate)
     this.docValue.destroy()
+    this.announceUnloaded()
     this.log.debug({ room: this.name }, 'room unloaded')
   }
 
@@ -652,6 +685,14 @@ export class Room {
     if (this.relayed) this.registry.leaveRelay(this.name)
     this.docValue.off('update', this.onDocUpdate)
     this.docValue.destroy()
+    this.announceUnloaded()
+  }
+
+  /** onUnload, once, for a room whose onLoad was called (unloaded, deleted or reset). */
+  private announceUnloaded(): void {
+    if (!this.announced) return
+    this.announced = false
+    this.registry.events.unloaded(this.name)
   }
 
   /** Cancels timers; used when the whole server stops. */
@@ -665,9 +706,13 @@ export class Room {
   }
 }
 
+/** What an HTTP request's updates are reported as when the request does not say who sent it. */
+const HTTP_ORIGIN: UpdateOrigin = Object.freeze({ kind: 'http', subject: null })
+
 /** A member that receives nothing: HTTP requests reading or writing a room. */
 class QuietMember implements RoomMember {
   readonly identity = null
+  constructor(readonly origin: UpdateOrigin) {}
   readonly format: WireFormat = { name: 'none', update: () => new Uint8Array(), awareness: () => new Uint8Array() }
   deliverUpdate(): void {}
   deliverAwareness(): void {}
@@ -691,6 +736,8 @@ export class RoomRegistry {
     readonly relay: Relay | null,
     readonly shapeLimits: Readonly<UpdateShapeLimits>,
     readonly awarenessLimits: AwarenessLimits,
+    /** What rooms tell the application (the HookRunner); nobody by default. */
+    readonly events: RoomEvents = NO_EVENTS,
   ) {}
 
   /** Called with the number of updates each merged broadcast carried (for metrics). */
@@ -723,8 +770,8 @@ export class RoomRegistry {
    * Runs `work` with the room loaded and a silent member holding it (so it cannot unload under
    * the work); the room unloads after the usual delay once nobody else is in it.
    */
-  async withRoom<T>(name: string, work: (room: Room, member: RoomMember) => T | Promise<T>): Promise<T> {
-    const member = new QuietMember()
+  async withRoom<T>(name: string, work: (room: Room, member: RoomMember) => T | Promise<T>, origin: UpdateOrigin = HTTP_ORIGIN): Promise<T> {
+    const member = new QuietMember(origin)
     const room = this.join(name, member)
     try {
       await room.loaded

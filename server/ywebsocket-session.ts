@@ -20,6 +20,7 @@ import { presenceIdentity } from './room-awareness.js'
 import { updateChangesDocument } from './update-effect.js'
 import type { Connection, ConnectionSession } from './connection.js'
 import type { Logger } from './logger.js'
+import type { UpdateOrigin } from './hooks.js'
 import type { Room, RoomMember, RoomRegistry } from './room.js'
 import type { SharedFrames, WireFormat } from './wire-format.js'
 
@@ -48,6 +49,8 @@ export class YWebsocketSession implements RoomMember, ConnectionSession {
   private pendingBytes = 0
   private readonly expiry: NodeJS.Timeout | null
   readonly identity: string | null
+  /** What onChange reports this connection's updates as. */
+  readonly origin: UpdateOrigin
 
   constructor(
     private readonly connection: Connection,
@@ -59,6 +62,7 @@ export class YWebsocketSession implements RoomMember, ConnectionSession {
     private readonly log: Logger,
   ) {
     this.identity = presenceIdentity(grant.subject)
+    this.origin = { kind: 'client', protocol: 'y-websocket', subject: grant.subject }
     this.room = registry.join(roomName, this)
     this.expiry = grant.expiresAt === null ? null : setTimeout(() => connection.close(CloseCode.unauthorized, 'access token expired'), Math.max(0, grant.expiresAt - Date.now()))
     this.expiry?.unref()
