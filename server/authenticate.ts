@@ -5,6 +5,9 @@ import type { Authenticate, AuthenticateGrant, AuthenticateRefusal } from './hoo
 /** What a failed `authenticate` (threw, timed out, answered nonsense) becomes: the client is refused, never let in. */
 const FAILED: AccessDecision = Object.freeze({ ok: false, status: 401, reason: 'authentication failed' })
 
+/** What the runner answers for a call that threw or timed out (already logged and counted). */
+const NO_ANSWER = Symbol('no answer')
+
 function isRefusal(answer: AuthenticateGrant | AuthenticateRefusal): answer is AuthenticateRefusal {
   return 'refuse' in answer
 }
@@ -34,9 +37,9 @@ export class AuthenticateAuthorizer implements Authorizer {
 
   async authorize(token: string | null, room: string | null, context?: AuthContext): Promise<AccessDecision> {
     const request = { room, token, protocol: context?.protocol ?? 'http', headers: context?.headers ?? {}, remoteAddress: context?.remoteAddress ?? '' }
-    const answer = await this.runner.bounded('authenticate', { room, protocol: request.protocol }, () => this.authenticate(request), null)
-    if (answer === null) return FAILED
-    if (typeof answer !== 'object') return this.invalid(room, request.protocol)
+    const answer = await this.runner.bounded<AuthenticateGrant | AuthenticateRefusal | typeof NO_ANSWER>('authenticate', { room, protocol: request.protocol }, () => this.authenticate(request), NO_ANSWER)
+    if (answer === NO_ANSWER) return FAILED
+    if (answer === null || typeof answer !== 'object') return this.invalid(room, request.protocol)
     if (isRefusal(answer)) {
       if (answer.refuse === 'forbidden') return { ok: false, status: 403, reason: answer.message ?? 'forbidden' }
       return { ok: false, status: 401, reason: answer.message ?? 'not authenticated' }
@@ -54,9 +57,7 @@ export class AuthenticateAuthorizer implements Authorizer {
 
   private invalid(room: string | null, protocol: string): AccessDecision {
     // An application bug, not the client's: logged and counted like a throw.
-    void this.runner.bounded('authenticate', { room, protocol }, () => {
-      throw new TypeError('authenticate answered neither a grant { subject, access } nor a refusal { refuse }')
-    }, undefined)
+    this.runner.fail('authenticate', 'error', { room, protocol }, new TypeError('authenticate answered neither a grant { subject, access } nor a refusal { refuse }'))
     return FAILED
   }
 }

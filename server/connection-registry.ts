@@ -30,8 +30,6 @@ export interface ConnectionRegistryDeps {
   hooks: HookRunner
   /** Hocuspocus callbacks of the composition root (stateless messages, room claims). */
   hocuspocus: Omit<HocuspocusHooks, 'opened' | 'closed'>
-  /** Every connection is gone (a drain can end early). */
-  onEmpty(): void
 }
 
 /**
@@ -50,6 +48,10 @@ export class ConnectionRegistry {
   private readonly events: ConnectionEvents
   private readonly pendingLimits: PendingLimits
   private readonly hocuspocusHooks: HocuspocusHooks
+  /** Set by hurry(): a spread close sends everything left at once. */
+  private hurried = false
+  /** Ends the wait between two batches of a spread close. */
+  private wake: (() => void) | null = null
 
   constructor(private readonly deps: ConnectionRegistryDeps) {
     const { metrics, options, hooks } = deps
@@ -120,7 +122,8 @@ export class ConnectionRegistry {
       this.infos.delete(connection)
       this.deps.hooks.disconnected(connection, info, code)
     }
-    if (this.connections.size === 0) this.deps.onEmpty()
+    // Everyone left: a spread close has nothing more to wait for.
+    if (this.connections.size === 0) this.wake?.()
     if (connection.paused) metrics.pausedSockets.dec()
     metrics.closes.inc({ code: String(code) })
     if (code === CloseCode.protocolError || code === CloseCode.invalidPayload || code === CloseCode.messageTooBig) {
@@ -141,6 +144,51 @@ export class ConnectionRegistry {
   /** A copy, so closing them while iterating is safe. */
   list(): Connection[] {
     return [...this.connections]
+  }
+
+  /**
+   * Closes every connection with 1012, in batches spread over `spreadMs` (never past `deadline`),
+   * so clients reconnect to other instances over time, not all at once. Resolves early when
+   * everyone left, or at once after hurry().
+   */
+  async closeSpread(spreadMs: number, deadline: number): Promise<void> {
+    const { metrics } = this.deps
+    const connections = this.list()
+    const batches = Math.min(connections.length, Math.max(1, Math.floor(spreadMs / 50)))
+    const perBatch = batches === 0 ? 0 : Math.ceil(connections.length / batches)
+    const started = Date.now()
+    metrics.drainTotal.set(connections.length)
+    metrics.drainClosed.set(0)
+    for (let i = 0; i < batches; i++) {
+      if (this.connections.size === 0) break // everyone left already: nothing to wait for
+      const target = started + (spreadMs * i) / batches + Math.random() * (spreadMs / batches) * 0.5
+      // A batch that comes late (a busy event loop) still keeps half a gap from the one before,
+      // so late batches never go out together; the drain deadline bounds the total either way.
+      const gap = i === 0 ? 0 : (spreadMs / batches) * 0.5
+      const wait = Math.min(Math.max(target - Date.now(), gap), Math.max(0, deadline - Date.now() - 1000))
+      if (wait > 0 && !this.hurried) {
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, wait)
+          this.wake = () => {
+            clearTimeout(timer)
+            resolve()
+          }
+        })
+        this.wake = null
+      }
+      // Hurried (a second signal, or close() during a drain): everything left goes now.
+      const end = this.hurried ? connections.length : (i + 1) * perBatch
+      const batch = connections.slice(i * perBatch, end)
+      for (const connection of batch) connection.close(CloseCode.serviceRestart, 'service restart')
+      metrics.drainClosed.inc(batch.length)
+      if (this.hurried) break
+    }
+  }
+
+  /** A spread close in progress closes everything left now. */
+  hurry(): void {
+    this.hurried = true
+    this.wake?.()
   }
 
   closeAll(code: number, reason: string): void {

@@ -74,7 +74,8 @@ export class HookRunner implements RoomEvents {
     return fallback
   }
 
-  private fail(hook: HookName, reason: HookFailure, context: Record<string, unknown>, err: unknown): void {
+  /** Logs and counts one failed call. */
+  fail(hook: HookName, reason: HookFailure, context: Record<string, unknown>, err: unknown): void {
     this.options.onFailure(hook, reason)
     const message = reason === 'timeout' ? `hook ${hook} took longer than ${this.options.timeoutMs} ms` : reason === 'overflow' ? `hook ${hook} dropped: too many calls waiting` : `hook ${hook} threw`
     this.options.log.error({ hook, reason, ...context, ...(err === null ? {} : { err }) }, message)

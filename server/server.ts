@@ -102,7 +102,6 @@ export class WeftServer {
   private drainPromise: Promise<DrainResult> | null = null
   /** Set when close() arrives during a drain: the rest of the drain goes at once. */
   private hurried = false
-  private hurry: (() => void) | null = null
   private readonly admission: Admission
   private readonly roomQuota: RoomQuota
   private readonly bodies: BodyBudget
@@ -113,7 +112,7 @@ export class WeftServer {
   private readonly connections: ConnectionRegistry
   private readonly upgrades: UpgradePipeline
   /** The embedding application's hooks and `authenticate`, bounded and counted (hook-runner.ts). */
-  readonly hooks: HookRunner
+  private readonly hooks: HookRunner
   /** The store handed to createServer; null = built from `data` at start. */
   private readonly givenStore: DocumentStore | null
   /**
@@ -161,9 +160,6 @@ export class WeftServer {
         claimRoom: (ip: string, room: string) => this.claimRoom(ip, room, 'hocuspocus')?.reason ?? null,
         releaseRoom: (ip: string, room: string) => this.roomQuota.release(ip, room),
         onTooManyDocuments: () => metrics.roomLimitRefusals.inc({ limit: 'per_connection', protocol: 'hocuspocus' }),
-      },
-      onEmpty: () => {
-        if (this.stateValue === 'draining') this.hurry?.()
       },
     })
     this.upgrades = new UpgradePipeline({
@@ -509,40 +505,8 @@ export class WeftServer {
     this.transition('draining')
     this.log.info({ connections: this.connections.size, drainSeconds: this.options.drainSeconds }, 'draining')
     await this.startPromise?.catch(() => {})
-    // Spread the closes over the first half of the window (the rest is for the final flush), so
-    // clients reconnect to other instances over time, not all at once. Everyone leaving early
-    // ends the drain early (ConnectionRegistry's onEmpty).
-    const connections = this.connections.list()
-    const spreadMs = this.options.drainSeconds * 1000 * 0.5
-    const batches = Math.min(connections.length, Math.max(1, Math.floor(spreadMs / 50)))
-    const perBatch = batches === 0 ? 0 : Math.ceil(connections.length / batches)
-    const started = Date.now()
-    this.metrics.drainTotal.set(connections.length)
-    this.metrics.drainClosed.set(0)
-    for (let i = 0; i < batches; i++) {
-      if (this.connections.size === 0) break // everyone left already: nothing to wait for
-      const target = started + (spreadMs * i) / batches + Math.random() * (spreadMs / batches) * 0.5
-      // A batch that comes late (a busy event loop) still keeps half a gap from the one before,
-      // so late batches never go out together; the drain deadline bounds the total either way.
-      const gap = i === 0 ? 0 : (spreadMs / batches) * 0.5
-      const wait = Math.min(Math.max(target - Date.now(), gap), Math.max(0, deadline - Date.now() - 1000))
-      if (wait > 0 && !this.hurried) {
-        await new Promise<void>((resolve) => {
-          const timer = setTimeout(resolve, wait)
-          this.hurry = () => {
-            clearTimeout(timer)
-            resolve()
-          }
-        })
-        this.hurry = null
-      }
-      // Hurried (a second signal, or close() during a drain): everything left goes now.
-      const end = this.hurried ? connections.length : (i + 1) * perBatch
-      const batch = connections.slice(i * perBatch, end)
-      for (const connection of batch) connection.close(CloseCode.serviceRestart, 'service restart')
-      this.metrics.drainClosed.inc(batch.length)
-      if (this.hurried) break
-    }
+    // Spread over the first half of the window; the rest is for the final flush.
+    await this.connections.closeSpread(this.options.drainSeconds * 1000 * 0.5, deadline)
     return this.shutdown(this.hurried ? Math.min(deadline, Date.now() + HURRIED_SHUTDOWN_MS) : deadline)
   }
 
@@ -550,7 +514,7 @@ export class WeftServer {
   async close(): Promise<DrainResult> {
     if (this.drainPromise !== null) {
       this.hurried = true
-      this.hurry?.()
+      this.connections.hurry()
       return this.drainPromise
     }
     if (this.stateValue === 'stopped') return { unsaved: [] }
