@@ -46,6 +46,8 @@ interface CallQueue {
  */
 export class HookRunner implements RoomEvents {
   private readonly queues = new Map<unknown, CallQueue>()
+  /** Rooms with an onStored call queued and not started: a second report adds nothing. */
+  private readonly storedQueued = new Set<string>()
   private idleWaiters: Array<() => void> = []
 
   constructor(
@@ -83,7 +85,8 @@ export class HookRunner implements RoomEvents {
 
   /**
    * Queues a call behind the others of `key`; resolves when it ran (or failed). A notification
-   * (`droppable`) that finds the queue full is dropped and counted; `loaded` never is.
+   * (`droppable`: onChange) that finds the queue full is dropped and counted; the others never
+   * are, and are few (one onLoad/onUnload per load, one waiting onStored per room).
    */
   private enqueue(key: unknown, hook: HookName, context: Record<string, unknown>, call: () => Promise<void> | void, droppable: boolean): Promise<void> {
     let queue = this.queues.get(key)
@@ -125,7 +128,14 @@ export class HookRunner implements RoomEvents {
 
   stored(room: string): void {
     const { onStored } = this.hooks
-    if (onStored !== undefined) void this.enqueue(room, 'onStored', { room }, () => onStored(room), true)
+    if (onStored === undefined || this.storedQueued.has(room)) return
+    this.storedQueued.add(room)
+    const call = (): Promise<void> | void => {
+      this.storedQueued.delete(room)
+      return onStored(room)
+    }
+    // Never dropped: coalesced, a room has at most one waiting.
+    void this.enqueue(room, 'onStored', { room }, call, false)
   }
 
   loaded(room: string, doc: Y.Doc): Promise<void> {

@@ -122,8 +122,6 @@ export class Room {
   private relayed = false
   /** Whether `loaded` was reported: then `unloaded` is reported once when the room goes away. */
   private announced = false
-  /** The newest write: its completion reports `stored` (one report per group of writes stored together). */
-  private lastWrite: Promise<void> | null = null
   private readonly remoteOwners = new Map<string, RemoteInstance>()
 
   constructor(
@@ -332,11 +330,9 @@ export class Room {
     this.sizeEstimate += update.length
     // Durability first: the write is scheduled before anyone hears of the update.
     const write = this.writer.write(this.name, update)
-    this.lastWrite = write
     write.then(
-      () => {
-        if (this.lastWrite === write) this.registry.events.stored(this.name)
-      },
+      // Writes stored together resolve together: the events coalesce them into one report.
+      () => this.registry.events.stored(this.name),
       (err: unknown) => {
         this.log.error({ room: this.name, err }, 'update could not be stored')
       },
