@@ -140,10 +140,8 @@ class HocuspocusDocument implements RoomMember {
   /** presenceIdentity of the grant, once authenticated (awareness is only handled after that). */
   identity: string | null = null
 
-  /** What onChange reports this document's updates as. */
-  get origin(): UpdateOrigin {
-    return { kind: 'client', protocol: 'hocuspocus', subject: this.grant?.subject ?? null }
-  }
+  /** What onChange reports this document's updates as; set with the grant. */
+  origin: UpdateOrigin | undefined = undefined
 
   get readOnly(): boolean {
     return this.grant === null || !allows(this.grant.access, 'write')
@@ -309,6 +307,7 @@ export class HocuspocusSession implements ConnectionSession {
     }
     document.claimed = true
     document.grant = decision.grant
+    document.origin = { kind: 'client', protocol: 'hocuspocus', subject: decision.grant.subject }
     document.info = { room: document.roomName, protocol: 'hocuspocus', subject: decision.grant.subject, remoteAddress: this.connection.ip }
     this.hooks.opened(document, document.info)
     document.identity = presenceIdentity(decision.grant.subject)
