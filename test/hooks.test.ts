@@ -9,6 +9,7 @@ import { MemoryStore, StoreClosedError, type ConnectionInfo, type UpdateOrigin, 
 import { destroy, hocuspocusProvider, provider, synced, textUpdate } from './harness/clients.js'
 import { httpBytes } from './harness/http.js'
 import { metricValue } from './harness/metrics.js'
+import { startRedis } from './harness/redis.js'
 import { startServer, type InProcessServer } from './harness/server.js'
 import { signToken } from './harness/tokens.js'
 import { eventually, until } from './harness/wait.js'
@@ -91,6 +92,30 @@ describe('hooks', () => {
     } finally {
       destroy(alice)
       carol.destroy()
+    }
+  })
+
+  it('onChange on another instance of a cluster reports the cluster as the origin', async () => {
+    const redis = await startRedis()
+    try {
+      const changes: Array<{ instance: string; origin: UpdateOrigin }> = []
+      const instance = (id: string) => serve({ redisUrl: redis.url, instanceId: id, roomUnloadDelayMs: -1, hooks: { onChange: (_room, _update, origin) => void changes.push({ instance: id, origin }) } })
+      const [a, b] = await Promise.all([instance('hooks-a'), instance('hooks-b')])
+      const onA = provider(a.url, 'clustered')
+      const onB = provider(b.url, 'clustered')
+      try {
+        await Promise.all([synced(onA), synced(onB)])
+        onA.doc.getText('text').insert(0, 'across')
+        await until(() => onB.doc.getText('text').toString() === 'across', 'the edit to reach the other instance')
+        await until(() => changes.some((change) => change.instance === 'hooks-b'), 'onChange on the other instance')
+        assert.deepEqual(changes.find((change) => change.instance === 'hooks-a')?.origin, { kind: 'client', protocol: 'y-websocket', subject: null })
+        assert.equal(changes.find((change) => change.instance === 'hooks-b')?.origin.kind, 'cluster')
+      } finally {
+        destroy(onA, onB)
+        await Promise.all([a.stop(), b.stop()])
+      }
+    } finally {
+      await redis.dispose()
     }
   })
 
