@@ -120,43 +120,44 @@ export class HookRunner implements RoomEvents {
   }
 
   changed(room: string, update: Uint8Array, origin: UpdateOrigin): void {
-    const { onChange } = this.hooks
+    const { hooks } = this
     // Storage origins are what the room loaded: nothing the application has not seen before.
-    if (onChange === undefined || origin.kind === 'storage') return
-    void this.enqueue(room, 'onChange', { room, origin: origin.kind }, () => onChange(room, update, origin), true)
+    if (hooks.onChange === undefined || origin.kind === 'storage') return
+    // Called as methods: hooks may be a class instance that uses `this`.
+    void this.enqueue(room, 'onChange', { room, origin: origin.kind }, () => hooks.onChange?.(room, update, origin), true)
   }
 
   stored(room: string): void {
-    const { onStored } = this.hooks
-    if (onStored === undefined || this.storedQueued.has(room)) return
+    const { hooks } = this
+    if (hooks.onStored === undefined || this.storedQueued.has(room)) return
     this.storedQueued.add(room)
     const call = (): Promise<void> | void => {
       this.storedQueued.delete(room)
-      return onStored(room)
+      return hooks.onStored?.(room)
     }
     // Never dropped: coalesced, a room has at most one waiting.
     void this.enqueue(room, 'onStored', { room }, call, false)
   }
 
   loaded(room: string, doc: Y.Doc): Promise<void> {
-    const { onLoad } = this.hooks
-    if (onLoad === undefined) return Promise.resolve()
-    return this.enqueue(room, 'onLoad', { room }, () => onLoad(room, doc), false)
+    const { hooks } = this
+    if (hooks.onLoad === undefined) return Promise.resolve()
+    return this.enqueue(room, 'onLoad', { room }, () => hooks.onLoad?.(room, doc), false)
   }
 
   unloaded(room: string): void {
-    const { onUnload } = this.hooks
-    if (onUnload !== undefined) void this.enqueue(room, 'onUnload', { room }, () => onUnload(room), false)
+    const { hooks } = this
+    if (hooks.onUnload !== undefined) void this.enqueue(room, 'onUnload', { room }, () => hooks.onUnload?.(room), false)
   }
 
   /** `key` identifies the connection (or Hocuspocus document): its disconnect runs after its connect. */
   connected(key: object, info: ConnectionInfo): void {
-    const { onConnect } = this.hooks
-    if (onConnect !== undefined) void this.enqueue(key, 'onConnect', { room: info.room, protocol: info.protocol }, () => onConnect(info), false)
+    const { hooks } = this
+    if (hooks.onConnect !== undefined) void this.enqueue(key, 'onConnect', { room: info.room, protocol: info.protocol }, () => hooks.onConnect?.(info), false)
   }
 
   disconnected(key: object, info: ConnectionInfo, code: number): void {
-    const { onDisconnect } = this.hooks
-    if (onDisconnect !== undefined) void this.enqueue(key, 'onDisconnect', { room: info.room, protocol: info.protocol, code }, () => onDisconnect(info, code), false)
+    const { hooks } = this
+    if (hooks.onDisconnect !== undefined) void this.enqueue(key, 'onDisconnect', { room: info.room, protocol: info.protocol, code }, () => hooks.onDisconnect?.(info, code), false)
   }
 }

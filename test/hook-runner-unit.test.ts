@@ -66,6 +66,21 @@ describe('HookRunner', () => {
     assert.equal(seen.length, 5)
   })
 
+  it('calls hooks as methods: a class instance keeps its `this`', async () => {
+    class Audit implements WeftHooks {
+      readonly rooms: string[] = []
+      onChange(room: string): void {
+        this.rooms.push(room)
+      }
+    }
+    const audit = new Audit()
+    const { runner: hooks, failures } = runner(audit)
+    hooks.changed('r', Uint8Array.of(1), ORIGIN)
+    await hooks.idle()
+    assert.deepEqual(failures, [])
+    assert.deepEqual(audit.rooms, ['r'])
+  })
+
   it('counts a throw and a timeout, resolves loaded() either way, and never rejects', async () => {
     const { runner: hooks, failures } = runner({
       onLoad: () => new Promise(() => {}),
