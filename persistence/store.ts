@@ -24,7 +24,8 @@ export interface LogEntry {
  * (tests, demos, `--data memory`); both validate room names the same way.
  */
 export interface Store {
-  readonly kind: 'leveldb' | 'memory'
+  /** A short name for logs and tests: 'leveldb', 'memory', or what an application's own store calls itself. */
+  readonly kind: string
   /** Every entry of the room's update log, oldest first, with its key. Empty when never stored. */
   readLog(room: string): Promise<LogEntry[]>
   /** Appends one entry; durable (the LevelDB write done) when it resolves. */

@@ -1,4 +1,5 @@
 import { errors as joseErrors, jwtVerify } from 'jose'
+import type { AuthenticateRequest } from './hooks.js'
 
 /** What a credential lets its holder do (the contract's `access` claim). */
 export type Access = 'read' | 'write' | 'admin'
@@ -24,11 +25,14 @@ export type AccessDecision =
   /** 401: no, bad or expired credential. 403: valid, but not for this room or not enough access. */
   | { ok: false; status: 401 | 403; reason: string }
 
-/** Decides who may do what. Open mode lets anyone write; with a secret, JWTs decide. */
+/** Where a credential was presented: what `authenticate` sees besides token and room (server/authenticate.ts). */
+export type AuthContext = Pick<AuthenticateRequest, 'protocol' | 'headers' | 'remoteAddress'>
+
+/** Decides who may do what. Open mode lets anyone write; with a secret, JWTs decide; or the application's `authenticate`. */
 export interface Authorizer {
   readonly open: boolean
-  /** Checks a credential; `room` (when given) must be in its scope. */
-  authorize(token: string | null, room: string | null): Promise<AccessDecision>
+  /** Checks a credential; `room` (when given) must be in its scope. The JWT check ignores `context`. */
+  authorize(token: string | null, room: string | null, context?: AuthContext): Promise<AccessDecision>
 }
 
 export function roomInScope(grant: Grant, room: string): boolean {

@@ -259,7 +259,15 @@ async function serveCommand(args: readonly string[]): Promise<number> {
     return 0
   }
   const settings = parseSettings(args, process.env)
-  const server = createServer(settings)
+  // The parts an embedding application would hand in, built from the flags: the store of --data.
+  let store
+  try {
+    store = await openStore(settings.data)
+  } catch (err) {
+    process.stderr.write(`weft: ${startFailure(err, settings)}\n`)
+    return 1
+  }
+  const server = createServer({ ...settings, store })
   try {
     await server.listen()
   } catch (err) {

@@ -68,6 +68,10 @@ export interface WeftOptions {
   slowConsumerGraceMs: number
   /** Milliseconds a room with no connections stays loaded after it is persisted. */
   roomUnloadDelayMs: number
+  /** Embedding only (no flag): milliseconds one hook or `authenticate` call may take before it counts as failed. */
+  hookTimeoutMs: number
+  /** Embedding only (no flag): hook calls waiting per room or connection; past it a notification is dropped and counted. */
+  maxPendingHookCalls: number
   /** Milliseconds between server pings; a connection silent for two intervals is terminated. */
   heartbeatIntervalMs: number
   /** Deepest nesting of shared types in a document (a root type is 1); deeper updates are refused. */
@@ -154,6 +158,8 @@ export const DEFAULTS: Readonly<WeftOptions> = Object.freeze({
   inboundBytesPerSecond: 8 * 1024 * 1024,
   slowConsumerGraceMs: 5_000,
   roomUnloadDelayMs: 5_000,
+  hookTimeoutMs: 5_000,
+  maxPendingHookCalls: 10_000,
   heartbeatIntervalMs: 30_000,
   maxNestingDepth: 256,
   maxPendingBytes: 1024 * 1024,
@@ -368,6 +374,8 @@ export function resolveOptions(partial: Partial<WeftOptions> = {}): Readonly<Wef
     throw new ConfigError(options.tlsCert === null ? '--tls-cert' : '--tls-key', 'invalid --tls-cert/--tls-key: both must be given')
   }
   for (const key of [
+    'hookTimeoutMs',
+    'maxPendingHookCalls',
     'maxConnections',
     'maxConnectionsPerIp',
     'maxMessageBytes',

@@ -26,6 +26,7 @@ import { CloseCode } from './codes.js'
 import { presenceIdentity } from './room-awareness.js'
 import type { Connection, ConnectionSession } from './connection.js'
 import type { Logger } from './logger.js'
+import type { ConnectionInfo } from './hooks.js'
 import type { PendingLimits } from './ywebsocket-session.js'
 import { UpdateSource, type Room, type RoomMember, type RoomRegistry } from './room.js'
 import type { SharedFrames, WireFormat } from './wire-format.js'
@@ -98,6 +99,10 @@ export interface HocuspocusHooks {
   releaseRoom(ip: string, room: string): void
   /** A document refused for the per-socket bound. */
   onTooManyDocuments(): void
+  /** A document was authenticated and joined its room (onConnect); `document` identifies it until `closed`. */
+  opened(document: object, info: ConnectionInfo): void
+  /** That document left its room (onDisconnect): the socket's close code, or the document's own. */
+  closed(document: object, info: ConnectionInfo, code: number): void
 }
 
 /** What the session tells the pre-authentication guard (see PreAuthGuard). */
@@ -120,6 +125,8 @@ class HocuspocusDocument implements RoomMember {
   source: UpdateSource | null = null
   /** True while the document holds a room claim for the socket's address. */
   claimed = false
+  /** Set with the claim: what onConnect was told, and onDisconnect will be. */
+  info: ConnectionInfo | null = null
   /** Frames held until the document is authenticated and its room loaded, with their sizes. */
   held: Array<{ message: HocuspocusMessage; bytes: number }> = []
 
@@ -185,14 +192,14 @@ export class HocuspocusSession implements ConnectionSession {
     keepalive.add(this)
   }
 
-  closed(): void {
+  closed(code: number): void {
     keepalive.delete(this)
     this.preauth?.dispose()
     for (const document of this.documents.values()) {
       if (document.expiry !== null) clearTimeout(document.expiry)
       document.state = 'closed'
       document.room?.leave(document)
-      this.unclaim(document)
+      this.unclaim(document, code)
     }
     this.documents.clear()
   }
@@ -298,6 +305,8 @@ export class HocuspocusSession implements ConnectionSession {
     document.claimed = true
     document.grant = decision.grant
     document.source = new UpdateSource({ kind: 'client', protocol: 'hocuspocus', subject: decision.grant.subject }, document, allows(decision.grant.access, 'write'))
+    document.info = { room: document.roomName, protocol: 'hocuspocus', subject: decision.grant.subject, remoteAddress: this.connection.ip }
+    this.hooks.opened(document, document.info)
     document.identity = presenceIdentity(decision.grant.subject)
     const expiresAt = decision.grant.expiresAt
     if (expiresAt !== null) {
@@ -336,26 +345,28 @@ export class HocuspocusSession implements ConnectionSession {
     this.heldBytes -= bytes
   }
 
-  private forget(document: HocuspocusDocument): void {
+  /** `code`: what onDisconnect hears; 1000 when the client closed the document itself. */
+  private forget(document: HocuspocusDocument, code: number = CloseCode.normal): void {
     if (document.expiry !== null) clearTimeout(document.expiry)
     document.expiry = null
     for (const { bytes } of document.held) this.release(bytes)
     document.held = []
     document.state = 'closed'
     document.room?.leave(document)
-    this.unclaim(document)
+    this.unclaim(document, code)
     this.documents.delete(document.key)
   }
 
-  private unclaim(document: HocuspocusDocument): void {
+  private unclaim(document: HocuspocusDocument, code: number): void {
     if (!document.claimed) return
     document.claimed = false
     this.hooks.releaseRoom(this.connection.ip, document.roomName)
+    if (document.info !== null) this.hooks.closed(document, document.info, code)
   }
 
   closeDocument(document: HocuspocusDocument, reason: string, code: number): void {
     if (document.state === 'closed') return
-    this.forget(document)
+    this.forget(document, code)
     this.connection.send(encodeHocuspocusClose(document.key, reason))
     this.log.debug({ room: document.roomName, conn: this.connection.id, code }, 'hocuspocus document closed by the server')
   }

@@ -35,6 +35,12 @@ export interface AuthenticateGrant {
   readonly access: Access
   /** Milliseconds since the epoch; the connection is closed with 4401 when it passes. */
   readonly expiresAt?: number
+  /**
+   * Only for requests about no one room (`room` null: `GET /api/rooms`, `POST /api/tickets`): the
+   * room names and `prefix*` patterns the grant covers there. Absent = every room. A request about
+   * a room is granted that room, whatever this says.
+   */
+  readonly rooms?: readonly string[]
 }
 
 /** A refusal: 'unauthenticated' → 4401 / HTTP 401, 'forbidden' → 4403 / HTTP 403. */

@@ -265,7 +265,8 @@ export class HttpApi {
     if (authorizer.open) return { access: 'admin', subject: null, rooms: null, expiresAt: null }
     const header = req.headers.authorization
     const token = header !== undefined && header.startsWith('Bearer ') ? header.slice(7).trim() : query.get('token')
-    const decision = await authorizer.authorize(token, null)
+    // The room goes to the check: an application's `authenticate` decides per room (a JWT's scope is the same test).
+    const decision = await authorizer.authorize(token, room, { protocol: 'http', headers: req.headers, remoteAddress: this.deps.addressOf(req) })
     if (!decision.ok) throw new ApiError(decision.status === 401 ? 'unauthorized' : 'forbidden', decision.reason)
     const { grant } = decision
     if (scope === 'token') return grant

@@ -128,6 +128,14 @@ export class ServerMetrics {
     registers: [this.registry],
   })
 
+  // Issue 15: the embedding application's hooks and authenticate (server/hook-runner.ts).
+  readonly hookFailures = new Counter({
+    name: 'weft_hook_failures_total',
+    help: 'Hook calls of the embedding application that threw, timed out (hookTimeoutMs) or were dropped for a full queue (maxPendingHookCalls)',
+    labelNames: ['hook', 'reason'] as const,
+    registers: [this.registry],
+  })
+
   /** Reports the cluster relay's state: weft_redis_up, relay lag, and its message counters. */
   observeRelay(relay: Relay): void {
     new Gauge({

@@ -4,26 +4,30 @@ import { readFileSync } from 'node:fs'
 import type { AddressInfo, Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { randomUUID } from 'node:crypto'
-import { WebSocketServer, type WebSocket } from 'ws'
+import { WebSocketServer } from 'ws'
 import { createRelay, RedisSharedState, type Relay } from '../cluster/index.js'
-import { pathOfTarget, roomFromPath } from '../protocol/index.js'
-import { DocumentWriter, openStore, ReplicatedVersions, type StorageHealth, type VersionStore } from '../persistence/index.js'
-import { CloseCode, HttpError, type HttpErrorCode } from './codes.js'
-import { resolveOptions, type WeftOptions } from './config.js'
-import { JwtAuthorizer, OPEN_GRANT, openAccess, roomInScope, type AccessDecision, type Authorizer, type Grant } from './access.js'
+import { pathOfTarget } from '../protocol/index.js'
+import { DocumentWriter, openStore, ReplicatedVersions, type LocalVersionStore, type StorageHealth, type Store, type VersionStore } from '../persistence/index.js'
+import { CloseCode } from './codes.js'
+import { ConfigError, resolveOptions, type WeftOptions } from './config.js'
+import { JwtAuthorizer, openAccess, type Authorizer } from './access.js'
+import { AuthenticateAuthorizer, authorizerAsAuthenticate } from './authenticate.js'
 import { HttpApi } from './http-api.js'
 import { serveApiDescription, serveHomePage } from './home-page.js'
 import { rawError, RETRY_AFTER_SECONDS, sendError, sendJson } from './http-response.js'
 import { MemoryTickets, Tickets } from './tickets.js'
-import { Admission, BodyBudget, ClaimedTicket, ClientAddress, PendingConnections, RoomQuota, type AdmissionTicket } from './admission.js'
-import { PreAuthGuard } from './preauth-guard.js'
-import { HocuspocusSession, type HocuspocusHooks, type StatelessEvent } from './hocuspocus-session.js'
-import { Connection, type ConnectionEvents, type ConnectionLimits } from './connection.js'
+import { Admission, BodyBudget, ClientAddress, PendingConnections, RoomQuota } from './admission.js'
+import type { StatelessEvent } from './hocuspocus-session.js'
+import { ConnectionRegistry } from './connection-registry.js'
+import { HookRunner } from './hook-runner.js'
+import type { Authenticate, WeftHooks } from './hooks.js'
 import { createLogger, type Logger } from './logger.js'
 import { ServerMetrics } from './metrics.js'
 import { RoomRegistry, type RoomEvents } from './room.js'
 import { awarenessLimits } from './room-awareness.js'
-import { YWebsocketSession, type PendingLimits } from './ywebsocket-session.js'
+import { UpgradePipeline } from './upgrade-pipeline.js'
+
+export { servesHocuspocus } from './upgrade-pipeline.js'
 
 export type ServerState = 'starting' | 'serving' | 'draining' | 'stopped'
 
@@ -34,12 +38,32 @@ const SERVER_TRANSITIONS: Readonly<Record<ServerState, readonly ServerState[]>> 
   stopped: [],
 }
 
+/** A store for documents (Store) and their named versions (VersionStore); see the README's guide. */
+export type DocumentStore = Store & VersionStore
+
+/**
+ * Settings (as on the command line, by key) and the parts an embedding application hands in.
+ * The CLI builds its parts from its flags and hands them in the same way.
+ */
 export interface CreateServerOptions extends Partial<WeftOptions> {
   /** A pino logger to use instead of the JSON stdout logger built from `logLevel`. */
   logger?: Logger
   /**
-   * Internal (issue 15): what rooms report about their documents, for the hook runner. Embedding
-   * applications pass `hooks`; this is the seam the runner plugs into.
+   * Where documents and versions live. Default: LevelDB in `data`, or memory for `data: 'memory'`.
+   * weft owns the store from here on: it closes it when the server stops.
+   */
+  store?: DocumentStore
+  /**
+   * Decides who may open which room, for y-websocket upgrades, each Hocuspocus document and every
+   * HTTP API request. When given it replaces the built-in token check (open mode, or the JWT
+   * settings); that check stays callable as `weft.defaultAuthenticate`.
+   */
+  authenticate?: Authenticate
+  /** Reactions to what happens in rooms and connections, bounded by `hookTimeoutMs`. */
+  hooks?: WeftHooks
+  /**
+   * Internal: a sink for what rooms report, used instead of the hook runner (tests of the room
+   * side). Embedding applications pass `hooks`.
    */
   roomEvents?: RoomEvents
 }
@@ -49,19 +73,13 @@ export interface DrainResult {
   unsaved: string[]
 }
 
-/** What a connection may send before its room has loaded: past either bound it is closed with 1013. */
-const PENDING_MESSAGES = 1_000
-const PENDING_BYTES = 8 * 1024 * 1024
-
 /** How long a hurried shutdown may take to close sockets and flush. */
 const HURRIED_SHUTDOWN_MS = 1_000
 
-/** Heartbeat ticks per interval; each checks the connections whose id falls in its slice. */
-const HEARTBEAT_SLICES = 16
-
-/** Errors on a socket weft has not handed to ws yet (an upgrade waiting for its authorization). */
-function destroySocket(this: Duplex): void {
-  this.destroy()
+/** A store that can also say which rooms have versions: what --redis needs to re-publish them. */
+function isLocalVersionStore(store: DocumentStore): store is DocumentStore & LocalVersionStore {
+  const candidate = store as Partial<LocalVersionStore>
+  return typeof candidate.listVersionRooms === 'function' && typeof candidate.readPublishedEpoch === 'function' && typeof candidate.writePublishedEpoch === 'function'
 }
 
 /**
@@ -89,11 +107,6 @@ export class WeftServer {
   private drainPromise: Promise<DrainResult> | null = null
   /** Set when close() arrives during a drain: the rest of the drain goes at once. */
   private hurried = false
-  private hurry: (() => void) | null = null
-  private heartbeatTimer: NodeJS.Timeout | null = null
-  /** The slice of connections (by id) the next heartbeat tick checks. */
-  private heartbeatSlice = 0
-  private readonly connections = new Set<Connection>()
   private readonly admission: Admission
   private readonly roomQuota: RoomQuota
   private readonly bodies: BodyBudget
@@ -101,18 +114,25 @@ export class WeftServer {
   private readonly authorizer: Authorizer
   private readonly clientAddress: ClientAddress
   private storageHealth: StorageHealth = { ok: true }
-  /** One of each for all connections: nothing per connection that is the same for every one. */
-  private readonly connectionLimits: ConnectionLimits
-  private readonly connectionEvents: ConnectionEvents
-  private readonly pendingLimits: PendingLimits
-  private readonly hocuspocusHooks: HocuspocusHooks
-  private readonly roomEvents: RoomEvents | undefined
+  private readonly connections: ConnectionRegistry
+  private readonly upgrades: UpgradePipeline
+  /** The embedding application's hooks and `authenticate`, bounded and counted (hook-runner.ts). */
+  private readonly hooks: HookRunner
+  /** The store handed to createServer; null = built from `data` at start. */
+  private readonly givenStore: DocumentStore | null
+  private readonly roomEvents: RoomEvents | null
+  /**
+   * The built-in check (open mode, or the JWT settings) as an `authenticate`: what runs when the
+   * application gives none, and what its own `authenticate` may call to accept weft's tokens too.
+   */
+  readonly defaultAuthenticate: Authenticate
 
   constructor(options: CreateServerOptions = {}) {
-    const { logger, roomEvents, ...settings } = options
-    this.roomEvents = roomEvents
+    const { logger, store, authenticate, hooks, roomEvents, ...settings } = options
+    this.roomEvents = roomEvents ?? null
     this.options = resolveOptions(settings)
     this.log = logger ?? createLogger(this.options.logLevel)
+    this.givenStore = store ?? null
     this.wss = new WebSocketServer({
       noServer: true,
       maxPayload: this.options.maxMessageBytes,
@@ -120,39 +140,50 @@ export class WeftServer {
       perMessageDeflate: false,
       clientTracking: false,
     })
-    // Handshakes ws itself refuses (bad key, version or method) still get the contract's JSON errors.
-    this.wss.on('wsClientError', (err: Error, socket: Duplex) => {
-      const code: HttpErrorCode = err.message === 'Invalid HTTP method' ? 'method_not_allowed' : 'bad_request'
-      this.refuseUpgrade(socket, code, err.message, 'bad_handshake')
-    })
     this.metrics.storageUp.set(1)
     this.admission = new Admission(this.options)
     this.roomQuota = new RoomQuota(this.options)
     this.bodies = new BodyBudget(this.options)
-    this.authorizer = this.options.authSecret === null ? openAccess : new JwtAuthorizer(this.options.authSecret)
-    this.clientAddress = new ClientAddress(this.options.trustedProxies)
     const { metrics, options: resolved } = this
-    this.connectionLimits = Object.freeze({
-      sendQueueBytes: resolved.sendQueueBytes,
-      slowConsumerGraceMs: resolved.slowConsumerGraceMs,
-      inboundMessagesPerSecond: resolved.inboundMessagesPerSecond,
-      inboundBytesPerSecond: resolved.inboundBytesPerSecond,
-      maxMessageBytes: resolved.maxMessageBytes,
+    this.hooks = new HookRunner(hooks ?? {}, {
+      timeoutMs: resolved.hookTimeoutMs,
+      maxPending: resolved.maxPendingHookCalls,
+      log: this.log.child({ part: 'hooks' }),
+      onFailure: (hook, reason) => metrics.hookFailures.inc({ hook, reason }),
     })
-    this.connectionEvents = Object.freeze({
-      onSlowConsumer: () => metrics.slowConsumerCloses.inc(),
-      onCoalesced: (count: number) => metrics.coalescedUpdates.inc(count),
-      onPause: () => metrics.pausedSockets.inc(),
-      onResume: () => metrics.pausedSockets.dec(),
-      onClose: (connection: Connection, code: number) => this.forgetConnection(connection, code),
+    const builtIn = this.options.authSecret === null ? openAccess : new JwtAuthorizer(this.options.authSecret)
+    this.defaultAuthenticate = authorizerAsAuthenticate(builtIn)
+    this.authorizer = authenticate === undefined ? builtIn : new AuthenticateAuthorizer(authenticate, this.hooks)
+    this.clientAddress = new ClientAddress(this.options.trustedProxies)
+    this.connections = new ConnectionRegistry({
+      options: resolved,
+      metrics,
+      log: this.log,
+      authorizer: this.authorizer,
+      hooks: this.hooks,
+      hocuspocus: {
+        onStateless: (event: StatelessEvent) => this.emitStateless(event),
+        maxDocumentsPerSocket: resolved.maxDocumentsPerConnection,
+        claimRoom: (ip: string, room: string) => this.claimRoom(ip, room, 'hocuspocus')?.reason ?? null,
+        releaseRoom: (ip: string, room: string) => this.roomQuota.release(ip, room),
+        onTooManyDocuments: () => metrics.roomLimitRefusals.inc({ limit: 'per_connection', protocol: 'hocuspocus' }),
+      },
     })
-    this.pendingLimits = Object.freeze({ maxPendingMessages: PENDING_MESSAGES, maxPendingBytes: Math.max(resolved.maxMessageBytes, PENDING_BYTES) })
-    this.hocuspocusHooks = Object.freeze({
-      onStateless: (event: StatelessEvent) => this.emitStateless(event),
-      maxDocumentsPerSocket: resolved.maxDocumentsPerConnection,
-      claimRoom: (ip: string, room: string) => this.claimRoom(ip, room, 'hocuspocus')?.reason ?? null,
-      releaseRoom: (ip: string, room: string) => this.roomQuota.release(ip, room),
-      onTooManyDocuments: () => metrics.roomLimitRefusals.inc({ limit: 'per_connection', protocol: 'hocuspocus' }),
+    this.upgrades = new UpgradePipeline({
+      options: resolved,
+      wss: this.wss,
+      metrics,
+      log: this.log,
+      admission: this.admission,
+      roomQuota: this.roomQuota,
+      clientAddress: this.clientAddress,
+      authorizer: this.authorizer,
+      serving: () => {
+        if (this.stateValue === 'serving' && this.rooms !== null) return { ok: true, rooms: this.rooms, tickets: this.tickets }
+        return { ok: false, reason: this.stateValue === 'draining' ? 'server is draining' : 'server is not ready' }
+      },
+      claimRoom: (ip, room) => this.claimRoom(ip, room, 'ywebsocket'),
+      admit: ({ ws, raw, ticket, rooms, room, grant, context }) => this.connections.admit(ws, raw, ticket, rooms, room, grant, context),
     })
   }
 
@@ -173,7 +204,7 @@ export class WeftServer {
   }
 
   private async open(): Promise<void> {
-    const store = await openStore(this.options.data)
+    const store = this.givenStore ?? (await openStore(this.options.data))
     const writer = new DocumentWriter(store, {
       persistWindowMs: this.options.persistWindowMs,
       logger: this.log,
@@ -219,6 +250,9 @@ export class WeftServer {
         this.deleteLocally(room).catch((err: unknown) => this.log.error({ room, err }, 'deleting a room failed'))
       })
       this.shared = shared
+      if (!isLocalVersionStore(store)) {
+        throw new ConfigError('--redis', 'invalid store for --redis: it must also implement listVersionRooms, readPublishedEpoch and writePublishedEpoch (LocalVersionStore)')
+      }
       const replicas = new ReplicatedVersions({
         local: store,
         shared,
@@ -239,7 +273,7 @@ export class WeftServer {
     this.rooms = new RoomRegistry(writer, this.log, options.roomUnloadDelayMs, options.maxDocumentBytes, options.maxRoomConnections, this.relay, {
       maxNestingDepth: options.maxNestingDepth,
       maxPendingBytes: options.maxPendingBytes,
-    }, awarenessLimits(options), this.roomEvents)
+    }, awarenessLimits(options), this.roomEvents ?? this.hooks)
     const rooms = this.rooms
     rooms.onBatched = (count) => this.metrics.batchedUpdates.inc(count)
     rooms.onRefused = (reason) => this.metrics.updateRefusals.inc({ reason })
@@ -267,12 +301,8 @@ export class WeftServer {
       versionsPerMinutePerRoom: this.options.versionsPerMinutePerRoom,
       onVersion: (outcome) => (outcome === 'created' ? this.metrics.versionsCreated.inc() : this.metrics.versionRefusals.inc({ reason: outcome })),
     })
-    // Each tick checks and pings one slice of the connections: every connection once an interval,
-    // and never all of them in one loop, which would hold up broadcasts the way a broadcast to
-    // everyone does.
-    this.heartbeatTimer = setInterval(() => this.heartbeat(), Math.max(1, Math.round(this.options.heartbeatIntervalMs / HEARTBEAT_SLICES)))
-    this.heartbeatTimer.unref()
-    if (this.options.authSecret === null && this.options.allowOrigins === null) {
+    this.connections.start()
+    if (this.authorizer.open && this.options.allowOrigins === null) {
       this.log.warn('open mode: no --auth-secret and no --allow-origin; anyone who can reach this port can read and edit every document')
     }
     if (this.stateValue === 'starting') this.transition('serving')
@@ -335,7 +365,7 @@ export class WeftServer {
   attach(server: HttpServer | HttpsServer): void {
     if (this.httpServer !== null) throw new Error('weft is already attached to a server')
     this.httpServer = server
-    server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => this.handleUpgrade(req, socket, head))
+    server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => this.upgrades.handle(req, socket, head))
     void this.start().catch((err: unknown) => this.log.error({ err }, 'storage could not be opened'))
   }
 
@@ -424,134 +454,6 @@ export class WeftServer {
     return refusal
   }
 
-  private refuseUpgrade(socket: Duplex, code: HttpErrorCode, message: string, result: string): void {
-    this.metrics.upgrades.inc({ result })
-    // The client sees only a failed connection; this line tells the operator why. The reasons are
-    // fixed texts and the URL is left out: neither can carry a token or ticket.
-    this.log.info({ result, status: HttpError[code], reason: message, remoteAddress: (socket as Socket).remoteAddress }, 'upgrade refused')
-    socket.end(rawError(code, message))
-  }
-
-
-  private handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
-    socket.on('error', destroySocket)
-    this.upgrade(req, socket, head).catch((err: unknown) => {
-      this.log.error({ err }, 'upgrade failed')
-      this.refuseUpgrade(socket, 'internal_error', 'internal error', 'error')
-    })
-  }
-
-  private async upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
-    if (this.stateValue !== 'serving' || this.rooms === null) {
-      this.refuseUpgrade(socket, 'unavailable', this.stateValue === 'draining' ? 'server is draining' : 'server is not ready', 'unavailable')
-      return
-    }
-    const allowed = this.options.allowOrigins
-    const origin = req.headers.origin
-    if (allowed !== null && (origin === undefined || !allowed.includes(origin))) {
-      // Cross-site WebSocket hijacking: a page elsewhere must not ride on a user's cookies or network.
-      this.refuseUpgrade(socket, 'forbidden', 'origin not allowed', 'origin')
-      return
-    }
-    const target = req.url ?? '/'
-    const path = pathOfTarget(target)
-    const hocuspocus = servesHocuspocus(path, this.options.hocuspocusPath)
-    const room = hocuspocus ? null : roomFromPath(path)
-    if (!hocuspocus && room === null) {
-      this.refuseUpgrade(socket, 'invalid_room', 'room names are 1 to 512 bytes of UTF-8 without control characters', 'invalid_room')
-      return
-    }
-    // Admission first, the credential after: a refusal for capacity must not use up a single-use ticket.
-    const ip = this.clientAddress.of(req)
-    const verdict = this.admission.tryAdmit(ip, room !== null && this.rooms.isFull(room))
-    if (!verdict.admitted) {
-      this.refuseUpgrade(socket, verdict.error, verdict.message, verdict.result)
-      return
-    }
-    let ticket: AdmissionTicket = verdict.ticket
-    if (room !== null) {
-      const refusal = this.claimRoom(ip, room, 'ywebsocket')
-      if (refusal !== null) {
-        ticket.release()
-        this.refuseUpgrade(socket, refusal.error, refusal.reason, 'room_limit')
-        return
-      }
-      ticket = new ClaimedTicket(ticket, this.roomQuota, room)
-    }
-    // A peer that goes away during the checks below or mid-handshake (or a handshake ws answers
-    // with 400 itself) gives the slot back; once admitted, the connection holds it and gives it back.
-    const slot = ticket
-    const release = (): void => slot.release()
-    socket.once('close', release)
-    // y-websocket carries its credential on the URL and is checked before the upgrade; the
-    // Hocuspocus provider sends it per document inside the socket.
-    let grant: Grant | null = null
-    if (room !== null) {
-      const query = new URLSearchParams(target.length > path.length ? target.slice(path.length + 1) : '')
-      const credential = query.get('ticket')
-      const decision = credential !== null && this.tickets !== null ? await this.redeemTicket(credential, room) : await this.authorizer.authorize(query.get('token'), room)
-      if (!decision.ok) {
-        ticket.release()
-        this.refuseUpgrade(socket, decision.status === 401 ? 'unauthorized' : 'forbidden', decision.reason, decision.status === 401 ? 'unauthorized' : 'forbidden')
-        return
-      }
-      grant = decision.grant
-      if (this.stateValue !== 'serving') {
-        ticket.release()
-        this.refuseUpgrade(socket, 'unavailable', 'server is draining', 'unavailable')
-        return
-      }
-    }
-    this.wss.handleUpgrade(req, socket, head, (ws: WebSocket) => {
-      if (this.stateValue !== 'serving') {
-        ws.close(CloseCode.serviceRestart, 'service restart')
-        return
-      }
-      // ws handles the socket's errors and close from here on: nothing of the handshake stays
-      // attached to a socket that may live for days.
-      socket.off('close', release)
-      socket.off('error', destroySocket)
-      this.metrics.upgrades.inc({ result: 'accepted' })
-      // Upgrades come from Node's HTTP(S) server: the stream is a net.Socket (a TLSSocket with TLS).
-      this.admit(ws, socket as Socket, slot, room, grant)
-    })
-  }
-
-  private admit(ws: WebSocket, raw: Socket, ticket: AdmissionTicket, roomName: string | null, grant: Grant | null): void {
-    const rooms = this.rooms as RoomRegistry
-    const connection = new Connection(ws, raw, ticket, this.connectionLimits, this.connectionEvents)
-    this.connections.add(connection)
-    if (roomName === null) {
-      const preauth = new PreAuthGuard(raw, connection, this.options, (reason) => this.metrics.preauthCloses.inc({ reason }))
-      new HocuspocusSession(connection, rooms, this.authorizer, this.pendingLimits, this.hocuspocusHooks, this.log, preauth)
-      return
-    }
-    new YWebsocketSession(connection, roomName, rooms, this.pendingLimits, grant ?? OPEN_GRANT, this.log)
-  }
-
-  private forgetConnection(connection: Connection, code: number): void {
-    const { metrics } = this
-    this.connections.delete(connection)
-    if (this.stateValue === 'draining' && this.connections.size === 0) this.hurry?.()
-    if (connection.paused) metrics.pausedSockets.dec()
-    metrics.closes.inc({ code: String(code) })
-    if (code === CloseCode.protocolError || code === CloseCode.invalidPayload || code === CloseCode.messageTooBig) {
-      metrics.malformedMessages.inc({ code: String(code) })
-    }
-  }
-
-  private async redeemTicket(ticket: string, room: string): Promise<AccessDecision> {
-    let grant: Grant | null
-    try {
-      grant = await (this.tickets as Tickets).redeem(ticket)
-    } catch {
-      return { ok: false, status: 401, reason: 'tickets are unavailable right now' }
-    }
-    if (grant === null) return { ok: false, status: 401, reason: 'the ticket is unknown, used or expired' }
-    if (!roomInScope(grant, room)) return { ok: false, status: 403, reason: 'the ticket does not cover this room' }
-    return { ok: true, grant }
-  }
-
   /**
    * Deletes a room's document: on every instance with --redis (each closes its clients with 4404
    * and deletes its stored copy), here only otherwise.
@@ -597,16 +499,6 @@ export class WeftServer {
     return this.rooms?.get(room)?.broadcastStateless(payload) ?? 0
   }
 
-  private heartbeat(): void {
-    const slice = this.heartbeatSlice
-    this.heartbeatSlice = (slice + 1) % HEARTBEAT_SLICES
-    for (const connection of this.connections) {
-      if (connection.id % HEARTBEAT_SLICES !== slice) continue
-      this.metrics.sendQueueBytes.observe(connection.queuedBytes)
-      if (!connection.heartbeat()) this.metrics.heartbeatTerminations.inc()
-    }
-  }
-
   /**
    * Graceful drain: readiness turns 503 and upgrades are refused at once; connections are closed
    * with 1012 spread over the drain window so clients do not all reconnect at the same instant;
@@ -623,40 +515,8 @@ export class WeftServer {
     this.transition('draining')
     this.log.info({ connections: this.connections.size, drainSeconds: this.options.drainSeconds }, 'draining')
     await this.startPromise?.catch(() => {})
-    // Spread the closes over the first half of the window (the rest is for the final flush), so
-    // clients reconnect to other instances over time, not all at once. Everyone leaving early
-    // ends the drain early (see admit's close handler).
-    const connections = [...this.connections]
-    const spreadMs = this.options.drainSeconds * 1000 * 0.5
-    const batches = Math.min(connections.length, Math.max(1, Math.floor(spreadMs / 50)))
-    const perBatch = batches === 0 ? 0 : Math.ceil(connections.length / batches)
-    const started = Date.now()
-    this.metrics.drainTotal.set(connections.length)
-    this.metrics.drainClosed.set(0)
-    for (let i = 0; i < batches; i++) {
-      if (this.connections.size === 0) break // everyone left already: nothing to wait for
-      const target = started + (spreadMs * i) / batches + Math.random() * (spreadMs / batches) * 0.5
-      // A batch that comes late (a busy event loop) still keeps half a gap from the one before,
-      // so late batches never go out together; the drain deadline bounds the total either way.
-      const gap = i === 0 ? 0 : (spreadMs / batches) * 0.5
-      const wait = Math.min(Math.max(target - Date.now(), gap), Math.max(0, deadline - Date.now() - 1000))
-      if (wait > 0 && !this.hurried) {
-        await new Promise<void>((resolve) => {
-          const timer = setTimeout(resolve, wait)
-          this.hurry = () => {
-            clearTimeout(timer)
-            resolve()
-          }
-        })
-        this.hurry = null
-      }
-      // Hurried (a second signal, or close() during a drain): everything left goes now.
-      const end = this.hurried ? connections.length : (i + 1) * perBatch
-      const batch = connections.slice(i * perBatch, end)
-      for (const connection of batch) connection.close(CloseCode.serviceRestart, 'service restart')
-      this.metrics.drainClosed.inc(batch.length)
-      if (this.hurried) break
-    }
+    // Spread over the first half of the window; the rest is for the final flush.
+    await this.connections.closeSpread(this.options.drainSeconds * 1000 * 0.5, deadline)
     return this.shutdown(this.hurried ? Math.min(deadline, Date.now() + HURRIED_SHUTDOWN_MS) : deadline)
   }
 
@@ -664,27 +524,27 @@ export class WeftServer {
   async close(): Promise<DrainResult> {
     if (this.drainPromise !== null) {
       this.hurried = true
-      this.hurry?.()
+      this.connections.hurry()
       return this.drainPromise
     }
     if (this.stateValue === 'stopped') return { unsaved: [] }
     this.drainPromise = (async () => {
       if (this.stateValue !== 'draining') this.transition('draining')
       await this.startPromise?.catch(() => {})
-      for (const connection of this.connections) connection.close(CloseCode.serviceRestart, 'service restart')
+      this.connections.closeAll(CloseCode.serviceRestart, 'service restart')
       return this.shutdown(Date.now() + Math.max(1000, this.options.drainSeconds * 1000))
     })()
     return this.drainPromise
   }
 
   private async shutdown(deadline: number): Promise<DrainResult> {
-    if (this.heartbeatTimer !== null) clearInterval(this.heartbeatTimer)
+    this.connections.stop()
     this.pending?.close()
     // Wait for the close handshakes (bounded), so updates that arrived meanwhile are applied first.
     while (this.connections.size > 0 && Date.now() < deadline - 500) {
       await new Promise((resolve) => setTimeout(resolve, 20))
     }
-    for (const connection of this.connections) connection.terminate()
+    this.connections.terminateAll()
     this.replicas?.close()
     await this.shared?.close().catch((err: unknown) => this.log.warn({ err }, 'closing the shared state failed'))
     if (this.relay !== null) {
@@ -697,6 +557,9 @@ export class WeftServer {
       unsaved = result.unsaved
     }
     if (this.rooms !== null) for (const room of this.rooms.all()) room.dispose()
+    // The application hears of the last writes and disconnects (onStored, onDisconnect) before
+    // close resolves, within the deadline: a hook still running then is left behind.
+    await this.hooksIdle(Math.max(100, deadline - Date.now()))
     if (this.ownsHttpServer && this.httpServer !== null) {
       const server = this.httpServer
       const closed = new Promise<void>((resolve) => server.close(() => resolve()))
@@ -711,22 +574,16 @@ export class WeftServer {
     return { unsaved }
   }
 
+  private async hooksIdle(ms: number): Promise<void> {
+    let timer: NodeJS.Timeout | null = null
+    await Promise.race([this.hooks.idle(), new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)))])
+    if (timer !== null) clearTimeout(timer)
+  }
+
   /** For tests and the HTTP API: the loaded room, if any. */
   loadedRoom(name: string) {
     return this.rooms?.get(name)
   }
-}
-
-/**
- * The Hocuspocus protocol is served on its path and on `<path>/<anything>`, so an application can
- * put the document name in the URL and a load balancer can route by room. Not below the default
- * `/`: `//<room>` is what a y-websocket provider whose server URL ends in `/` asks for, and it
- * stays that y-websocket room.
- */
-export function servesHocuspocus(path: string, hocuspocusPath: string): boolean {
-  if (path === hocuspocusPath) return true
-  if (hocuspocusPath === '/') return false
-  return path.startsWith(hocuspocusPath.endsWith('/') ? hocuspocusPath : `${hocuspocusPath}/`)
 }
 
 /** Creates a weft server; `listen()` or `attach(httpServer)` to start it. */

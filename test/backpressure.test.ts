@@ -42,7 +42,7 @@ async function metric(server: InProcessServer, name: string, labels = ''): Promi
  * samples it once per heartbeat.
  */
 function connectionsOf(server: InProcessServer): Set<Connection> {
-  return (server.server as unknown as { connections: Set<Connection> }).connections
+  return new Set((server.server as unknown as { connections: { list(): Connection[] } }).connections.list())
 }
 
 /** The TCP socket under a `ws` client: pausing it stops reading, so the server's writes back up. */

@@ -1,3 +1,4 @@
+import { HocuspocusProvider, HocuspocusProviderWebsocket } from '@hocuspocus/provider'
 import { WebSocket } from 'ws'
 import * as Y from 'yjs'
 import { WebsocketProvider } from 'y-websocket'
@@ -8,13 +9,37 @@ import { until, withDeadline } from './wait.js'
  * A stock y-websocket provider in Node: `ws` as its WebSocket, and no BroadcastChannel (two
  * providers in one process would otherwise sync through it and a test would pass without the server).
  */
-export function provider(url: string, room: string, doc = new Y.Doc(), options: { connect?: boolean } = {}): WebsocketProvider {
+export function provider(url: string, room: string, doc = new Y.Doc(), options: { connect?: boolean; params?: Record<string, string>; headers?: Record<string, string> } = {}): WebsocketProvider {
+  const { headers } = options
+  // Node's WebSocket can send headers a browser sends by itself (a session cookie).
+  const polyfill = headers === undefined ? WebSocket : class extends WebSocket {
+    constructor(address: string, protocols?: string | string[]) {
+      super(address, protocols, { headers })
+    }
+  }
   return new WebsocketProvider(url, room, doc, {
-    WebSocketPolyfill: WebSocket as unknown as typeof globalThis.WebSocket,
+    WebSocketPolyfill: polyfill as unknown as typeof globalThis.WebSocket,
     disableBc: true,
     connect: options.connect ?? true,
     maxBackoffTime: 500,
+    params: options.params ?? {},
   })
+}
+
+/** A stock Hocuspocus provider on its own socket, attached, for document `name` with `token`. */
+export function hocuspocusProvider(url: string, name: string, token: string | null, doc = new Y.Doc()): { provider: HocuspocusProvider; socket: HocuspocusProviderWebsocket; doc: Y.Doc; destroy(): void } {
+  const socket = new HocuspocusProviderWebsocket({ url: `${url}/`, WebSocketPolyfill: WebSocket, delay: 100, minDelay: 50, maxDelay: 500 })
+  const provider = new HocuspocusProvider({ websocketProvider: socket, name, document: doc, token })
+  provider.attach()
+  return {
+    provider,
+    socket,
+    doc,
+    destroy() {
+      provider.destroy()
+      socket.destroy()
+    },
+  }
 }
 
 export function synced(p: WebsocketProvider, timeoutMs = 10_000): Promise<void> {

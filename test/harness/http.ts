@@ -107,10 +107,10 @@ export function silentUpgrade(port: number, path: string, what = 'the raw upgrad
 }
 
 /** What a `ws` client's upgrade of `url` came to: 101 when it opened (the socket is then terminated), else the refusal. */
-export function upgradeOutcome(url: string): Promise<{ status: number; retryAfter: string | undefined }> {
+export function upgradeOutcome(url: string, headers: Record<string, string> = {}): Promise<{ status: number; retryAfter: string | undefined }> {
   return withDeadline(
     new Promise((resolve) => {
-      const socket = new WebSocket(url)
+      const socket = new WebSocket(url, { headers })
       socket.once('unexpected-response', (_req, res) => {
         resolve({ status: res.statusCode ?? 0, retryAfter: res.headers['retry-after'] })
         res.resume()
@@ -127,8 +127,8 @@ export function upgradeOutcome(url: string): Promise<{ status: number; retryAfte
 }
 
 /** The HTTP status of a refused upgrade, or 101 when the socket opened. */
-export async function upgradeStatus(url: string): Promise<number> {
-  return (await upgradeOutcome(url)).status
+export async function upgradeStatus(url: string, headers: Record<string, string> = {}): Promise<number> {
+  return (await upgradeOutcome(url, headers)).status
 }
 
 /** The upgrade's HTTP answer when the server refuses it; rejects when it is admitted. */
