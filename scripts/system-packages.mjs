@@ -16,6 +16,7 @@ import { delimiter, join } from 'node:path'
 const NEEDED = [
   { program: 'redis-server', apt: 'redis-server', brew: 'redis' },
   { program: 'nginx', apt: 'nginx', brew: 'nginx' },
+  { program: 'promtool', apt: 'prometheus', brew: 'prometheus' },
 ]
 
 // Debian puts nginx in /usr/sbin, which a non-login PATH may lack; the test harness looks there too.

@@ -116,3 +116,10 @@ test('the npm command parser reads what a shell would run', () => {
     'echo',
   ])
 })
+
+test("ci.yml installs every Debian package scripts/system-packages.mjs needs (the GitHub runner is no root: the script would only refuse)", () => {
+  const needed = [...read('scripts/system-packages.mjs').matchAll(/\{ program: '[^']+', apt: '([^']+)'/g)].map((m) => m[1] as string)
+  assert.ok(needed.includes('redis-server'), 'the NEEDED table was read')
+  const install = /apt-get install[^\n]*/.exec(read('.github/workflows/ci.yml'))?.[0] ?? ''
+  for (const pkg of needed) assert.match(install, new RegExp(`\\s${pkg}(\\s|$)`), `ci.yml installs ${pkg}`)
+})

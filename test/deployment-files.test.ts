@@ -4,72 +4,12 @@
  */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { existsSync, readFileSync } from 'node:fs'
-import { dirname, join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { DEFAULTS, SETTINGS } from '../server/config.js'
+import { parseDockerfile, parseEnv, type Instruction } from './harness/dockerfile.js'
+import { readRepoFile } from './harness/repo.js'
 
-/** The repository root: the nearest folder above this file with a package.json (tests run from dist/test). */
-function repoRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url))
-  while (!existsSync(join(dir, 'package.json'))) {
-    const parent = dirname(dir)
-    if (parent === dir) throw new Error('no package.json above the test file')
-    dir = parent
-  }
-  return dir
-}
-
-const root = repoRoot()
-const read = (name: string): string => readFileSync(join(root, name), 'utf8')
+const read = readRepoFile
 const envNames = new Set(SETTINGS.map((s) => s.env))
-
-interface Instruction {
-  keyword: string
-  args: string
-  stage: number
-}
-
-/** Dockerfile instructions with continuation lines joined; stage counts FROM lines from 0. */
-function parseDockerfile(text: string): Instruction[] {
-  const logical: string[] = []
-  let pending = ''
-  for (const raw of text.split('\n')) {
-    const line = raw.trim()
-    if (pending === '' && (line === '' || line.startsWith('#'))) continue
-    if (line.startsWith('#')) continue
-    if (line.endsWith('\\')) {
-      pending += line.slice(0, -1) + ' '
-      continue
-    }
-    logical.push(pending + line)
-    pending = ''
-  }
-  if (pending !== '') logical.push(pending)
-  let stage = -1
-  return logical.map((line) => {
-    const match = /^(\S+)\s*(.*)$/.exec(line)
-    assert.ok(match, `unparsable Dockerfile line: ${line}`)
-    const keyword = (match[1] as string).toUpperCase()
-    if (keyword === 'FROM') stage++
-    return { keyword, args: (match[2] as string).trim(), stage }
-  })
-}
-
-/** `KEY=value KEY2=value2` (or the legacy `KEY value`) of an ENV instruction. */
-function parseEnv(args: string): Map<string, string> {
-  const vars = new Map<string, string>()
-  if (!args.includes('=')) {
-    const [key, ...rest] = args.split(/\s+/)
-    vars.set(key as string, rest.join(' '))
-    return vars
-  }
-  for (const pair of args.match(/[A-Za-z_][A-Za-z0-9_]*=("[^"]*"|\S*)/g) ?? []) {
-    const eq = pair.indexOf('=')
-    vars.set(pair.slice(0, eq), pair.slice(eq + 1).replace(/^"(.*)"$/, '$1'))
-  }
-  return vars
-}
 
 const dockerfile = parseDockerfile(read('Dockerfile'))
 const lastStage = Math.max(...dockerfile.map((i) => i.stage))
@@ -123,13 +63,19 @@ test('Dockerfile port, data directory and environment match DEFAULTS and SETTING
   }
 })
 
-test('Dockerfile HEALTHCHECK asks /health/ready with node on the served port', () => {
+test('Dockerfile HEALTHCHECK runs the image\'s node script, which asks /health/ready on the served port', () => {
   const check = only('HEALTHCHECK').args
   assert.match(check, /\bCMD\b/)
-  assert.match(check, /\/health\/ready/)
-  assert.match(check, /"node"|\bnode\b/)
-  assert.ok(check.includes(String(DEFAULTS.port)), 'falls back to the default port')
   assert.doesNotMatch(check, /\bcurl\b|\bwget\b/, 'the slim image has neither curl nor wget')
+  const cmd = JSON.parse(check.slice(check.indexOf('CMD') + 3).trim()) as string[]
+  assert.equal(cmd[0], 'node')
+  // The script is copied into WORKDIR from the repository; read the source it comes from.
+  const copy = runtime.find((i) => i.keyword === 'COPY' && i.args.split(/\s+/).at(-1)?.replace(/^\.\//, '') === cmd[1])
+  assert.ok(copy, `the runtime stage copies ${cmd[1]} in`)
+  const script = read(copy.args.split(/\s+/)[0] as string)
+  assert.match(script, /\/health\/ready/)
+  assert.ok(script.includes(`process.env.WEFT_PORT || ${DEFAULTS.port}`), 'falls back to the default port')
+  assert.match(script, /WEFT_TLS_CERT/, 'https when weft serves TLS')
 })
 
 test('.dockerignore keeps local build output, dependencies, data and .git out of the context', () => {

@@ -74,6 +74,11 @@ async function runScript(env: Record<string, string>, uid?: number): Promise<{ s
   return withDeadline(closed, 'system-packages.mjs', 15_000).then((status) => ({ status, stdout, stderr }))
 }
 
+/** The script's NEEDED table (program → Debian package), read from its text so the tests follow it. */
+const NEEDED = [...readFileSync(SCRIPT, 'utf8').matchAll(/\{ program: '([^']+)', apt: '([^']+)'/g)].map((m) => ({ program: m[1] as string, apt: m[2] as string }))
+/** Stand-ins for every needed program but `except`. */
+const standIns = (...except: string[]): Record<string, string> => Object.fromEntries(NEEDED.filter(({ program }) => !except.includes(program)).map(({ program }) => [program, '']))
+
 const calls = async (dir: string): Promise<string[]> => (existsSync(join(dir, 'calls.log')) ? (await readFile(join(dir, 'calls.log'), 'utf8')).split('\n').filter((l) => l !== '') : [])
 
 describe('npm test checks its system packages first', () => {
@@ -83,8 +88,9 @@ describe('npm test checks its system packages first', () => {
     assert.match(readFileSync(join(ROOT, '.ci', 'run'), 'utf8'), /^node scripts\/system-packages\.mjs$/m)
   })
 
-  it('does nothing when redis-server and nginx are there', async () => {
-    const dir = await toolsDir({ 'redis-server': '', nginx: '', 'apt-get': 'exit 1' })
+  it('does nothing when every needed program is there', async () => {
+    assert.ok(NEEDED.some(({ program }) => program === 'redis-server') && NEEDED.some(({ program }) => program === 'nginx'), 'NEEDED was read from the script')
+    const dir = await toolsDir({ ...standIns(), 'apt-get': 'exit 1' })
     const { status, stdout, stderr } = await runScript({ WEFT_TOOLS_PATH: dir })
     assert.equal(status, 0, stderr)
     assert.equal(stdout + stderr, '')
@@ -92,7 +98,7 @@ describe('npm test checks its system packages first', () => {
   })
 
   it('a user who may not install packages gets one line naming the exact command, at once', async () => {
-    const dir = await toolsDir({ 'redis-server': '', 'apt-get': 'exit 0' })
+    const dir = await toolsDir({ ...standIns('nginx'), 'apt-get': 'exit 0' })
     const started = Date.now()
     const { status, stdout, stderr } = await runScript({ WEFT_TOOLS_PATH: dir }, isRoot ? NOBODY : undefined)
     assert.equal(status, 1)
@@ -110,7 +116,12 @@ describe('npm test checks its system packages first', () => {
     assert.equal(status, 1)
     const lines = stderr.split('\n').filter((line) => line !== '')
     assert.equal(lines.length, 1, stderr)
-    assert.match(lines[0] as string, /^npm test needs redis-server and nginx: install them with the system's package manager \(on Debian or Ubuntu: `sudo apt-get update && sudo apt-get install -y redis-server nginx`\)/)
+    const programs = NEEDED.map(({ program }) => program).join(' and ')
+    const packages = NEEDED.map(({ apt }) => apt).join(' ')
+    assert.ok(
+      (lines[0] as string).startsWith(`npm test needs ${programs}: install them with the system's package manager (on Debian or Ubuntu: \`sudo apt-get update && sudo apt-get install -y ${packages}\`)`),
+      lines[0],
+    )
   })
 
   it('as root with apt-get it installs what is missing, with daemons kept from starting', async () => {
@@ -119,7 +130,7 @@ describe('npm test checks its system packages first', () => {
     const policy = join(policyDir.path, 'policy-rc.d')
     // The stand-in apt-get checks the guard is in place while it runs, and "installs" nginx.
     const dir = await toolsDir({
-      'redis-server': '',
+      ...standIns('nginx'),
       'apt-get': [
         `grep -q 'exit 101' "${policy}" || { echo "no policy-rc.d" >&2; exit 7; }`,
         'echo "DEBIAN_FRONTEND=$DEBIAN_FRONTEND" >> "$(dirname "$0")/calls.log"',

@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict'
-import { execFileSync } from 'node:child_process'
 import { chmodSync, readFileSync, writeFileSync } from 'node:fs'
 import { request } from 'node:https'
 import { join } from 'node:path'
@@ -9,20 +8,10 @@ import * as Y from 'yjs'
 import { WebsocketProvider } from 'y-websocket'
 import { converged, destroy } from './harness/clients.js'
 import { runCli, startServer, tempDir, type InProcessServer } from './harness/server.js'
+import { makeCertificate } from './harness/tls.js'
 import { withDeadline } from './harness/wait.js'
 
 // --tls-cert/--tls-key: weft serves https and wss itself, with a self-signed certificate made here.
-
-function makeCertificate(dir: string): { cert: string; key: string } {
-  const cert = join(dir, 'cert.pem')
-  const key = join(dir, 'key.pem')
-  try {
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1', '-days', '1', '-keyout', key, '-out', cert], { stdio: 'pipe' })
-  } catch (err) {
-    throw new Error(`tls.test needs openssl on PATH to make a self-signed certificate (apt-get install openssl): ${(err as Error).message}`, { cause: err })
-  }
-  return { cert, key }
-}
 
 describe('TLS: https and wss served directly', () => {
   let dir: { path: string; remove(): Promise<void> }

@@ -59,10 +59,14 @@ export interface WeftProcess {
   kill(signal?: NodeJS.Signals): void
 }
 
-/** Runs `weft serve` as a child process (so a test can SIGTERM or kill -9 it); resolves once it is listening. */
-export async function spawnWeft(args: string[], env: Record<string, string> = {}, timeoutMs = 15_000): Promise<WeftProcess> {
-  const child = spawn(process.execPath, [CLI, 'serve', '--host', '127.0.0.1', '--port', '0', ...args], {
+/**
+ * Runs `weft serve` as a child process (so a test can SIGTERM or kill -9 it); resolves once it is listening.
+ * `where` runs another copy of the CLI (`cli`, e.g. an assembled image's) from another folder (`cwd`).
+ */
+export async function spawnWeft(args: string[], env: Record<string, string> = {}, timeoutMs = 15_000, where: { cli?: string; cwd?: string } = {}): Promise<WeftProcess> {
+  const child = spawn(process.execPath, [where.cli ?? CLI, 'serve', '--host', '127.0.0.1', '--port', '0', ...args], {
     env: { ...process.env, ...env },
+    ...(where.cwd === undefined ? {} : { cwd: where.cwd }),
     stdio: ['ignore', 'pipe', 'pipe'],
   })
   const logs: Array<Record<string, unknown>> = []
