@@ -4,6 +4,7 @@ export { CLUSTER_DEFAULTS, RedisRelay } from './redis-relay.js'
 export type { ClusterTuning, RedisRelayOptions, RelayFaults, RelayLogger } from './redis-relay.js'
 export { MemoryBus, MemoryRelay } from './memory-relay.js'
 import { RedisRelay, type RelayLogger } from './redis-relay.js'
+import type { CommandObserver } from './redis-connection.js'
 
 export interface CreateRelayOptions {
   redisUrl: string
@@ -15,6 +16,8 @@ export interface CreateRelayOptions {
   /** --republish-rooms-per-second. */
   republishRoomsPerSecond: number
   logger: RelayLogger
+  /** For metrics: each Redis command's name and latency in seconds. */
+  onCommand?: CommandObserver
 }
 
 /** The relay for `--redis URL`: connects at once and keeps reconnecting (with backoff) until closed. */

@@ -5,7 +5,7 @@ import { mergeUpdatesInChunks } from '../persistence/chunked-merge.js'
 import { decodeAwarenessUpdate, encodeAwarenessUpdate } from '../protocol/index.js'
 import { RedisNamespace, compareStreamIds, epochCandidate, nextStreamId, type RoomKeys } from './keys.js'
 import { decodeRelayMessage, encodeRelayMessage, type RelayMessage } from './relay-message.js'
-import { openRedisConnection } from './redis-connection.js'
+import { openRedisConnection, type CommandObserver } from './redis-connection.js'
 import type { RedisPersistence, Relay, RelayAwarenessEntry, RelayHealth, RelayRecovery, RelayRoomHandlers, RelayStats, StoredRooms } from './relay.js'
 import { COMPACT_ROOM, ENSURE_EPOCH, PUBLISH_UPDATE, READ_ROOM, type Script } from './scripts.js'
 import { PendingAsks, decodeAsk, encodeAsk, type AskMessage } from './ask.js'
@@ -81,6 +81,8 @@ export interface RedisRelayOptions extends Partial<ClusterTuning> {
   prefix?: string
   logger: RelayLogger
   faults?: RelayFaults
+  /** For metrics: each Redis command's name and latency (seconds), failures included. */
+  onCommand?: CommandObserver
 }
 
 type RoomState = 'joining' | 'active'
@@ -172,13 +174,13 @@ export class RedisRelay implements Relay {
   private askSeq = 0
 
   constructor(options: RedisRelayOptions) {
-    const { redisUrl, instanceId, logger, faults, prefix, ...rest } = options
+    const { redisUrl, instanceId, logger, faults, prefix, onCommand, ...rest } = options
     this.instanceId = instanceId
     this.logger = logger
     this.faults = faults ?? {}
     this.options = Object.freeze({ ...CLUSTER_DEFAULTS, ...stripUndefined(rest) })
     const connect = (role: string): Redis =>
-      openRedisConnection(redisUrl, `weft:${instanceId}:${role}`, this.options.maxRetryDelayMs, (err) => this.noteError(err))
+      openRedisConnection(redisUrl, `weft:${instanceId}:${role}`, this.options.maxRetryDelayMs, (err) => this.noteError(err), onCommand)
     this.cmd = connect('cmd')
     this.sub = connect('sub')
     this.namespace = new RedisNamespace(prefix, this.cmd.options.db ?? 0)
@@ -528,7 +530,7 @@ export class RedisRelay implements Relay {
         if (compareStreamIds(message.id, room.lastApplied) <= 0) return
         if (message.instance !== this.instanceId) {
           this.counters.received++
-          room.handlers.onUpdate(message.update)
+          room.handlers.onUpdate(message.update, message.ts)
         }
         // Own messages carry no news but keep the chain gapless.
         if (!this.advance(room, message.prev, message.id)) void this.heal(room)

@@ -25,6 +25,10 @@ export interface WriterOptions {
   retryBaseMs?: number
   retryMaxMs?: number
   logger?: WriterLogger
+  /** For metrics: each append stored, with its update count and how long (ms) its oldest update waited since `write`. */
+  onBatchStored?(updates: number, oldestWaitMs: number): void
+  /** For metrics: each log compacted into one entry. */
+  onCompacted?(): void
 }
 
 /** Time kept back from a close deadline for closing the store itself. */
@@ -58,6 +62,8 @@ type WriteOutcome = 'pending' | 'saved' | 'refused' | 'abandoned'
 /** One `write` call: its bytes and the promise its caller holds. */
 interface PendingWrite {
   readonly update: Uint8Array
+  /** performance.now() of the `write` call. */
+  readonly at: number
   readonly done: Promise<void>
   outcome: WriteOutcome
   resolve(): void
@@ -76,6 +82,7 @@ function createPendingWrite(update: Uint8Array): PendingWrite {
   done.catch(() => {})
   const write: PendingWrite = {
     update,
+    at: performance.now(),
     done,
     outcome: 'pending',
     resolve() {
@@ -146,7 +153,9 @@ type WriterState = 'open' | 'closing' | 'closed'
  */
 export class DocumentWriter extends EventEmitter {
   private readonly rooms = new Map<string, RoomWork>()
-  private readonly options: Readonly<Required<Omit<WriterOptions, 'logger'>>>
+  private readonly options: Readonly<Required<Omit<WriterOptions, 'logger' | 'onBatchStored' | 'onCompacted'>>>
+  private readonly onBatchStored: NonNullable<WriterOptions['onBatchStored']>
+  private readonly onCompacted: NonNullable<WriterOptions['onCompacted']>
   private readonly logger: WriterLogger
   private state: WriterState = 'open'
   /** Set when close's deadline expired: loops stop and what was not stored is abandoned. */
@@ -161,6 +170,8 @@ export class DocumentWriter extends EventEmitter {
     super()
     this.options = Object.freeze(validateOptions(options))
     this.logger = options.logger ?? pino({ base: { service: 'weft', component: 'persistence' } })
+    this.onBatchStored = options.onBatchStored ?? ignore
+    this.onCompacted = options.onCompacted ?? ignore
   }
 
   override on(event: 'health', listener: (health: StorageHealth) => void): this {
@@ -454,6 +465,8 @@ export class DocumentWriter extends EventEmitter {
         work.inFlight = null
       }
       if (failure === null) {
+        // The batch is in arrival order: its first write waited longest.
+        if (batch.length > 0) this.onBatchStored(batch.length, performance.now() - (batch[0] as PendingWrite).at)
         for (const write of batch) write.resolve()
         work.log.entries++
         work.log.bytes += merged.update.byteLength
@@ -606,6 +619,7 @@ export class DocumentWriter extends EventEmitter {
         baseBytes: merged.byteLength,
       }
       this.logger.info({ room: work.room, entries: log.length, bytes: merged.byteLength }, 'compacted')
+      this.onCompacted()
     } else {
       work.compactionQueued = false
       this.noteLogRead(work, log)
@@ -642,7 +656,7 @@ async function withDeadline(promise: Promise<unknown>, deadlineMs: number | unde
   }
 }
 
-function validateOptions(options: WriterOptions): Required<Omit<WriterOptions, 'logger'>> {
+function validateOptions(options: WriterOptions): Required<Omit<WriterOptions, 'logger' | 'onBatchStored' | 'onCompacted'>> {
   const resolved = {
     persistWindowMs: options.persistWindowMs,
     compactEntries: options.compactEntries ?? WRITER_DEFAULTS.compactEntries,

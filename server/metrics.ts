@@ -1,5 +1,135 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 import type { Relay, RelayRecovery, RelayStats } from '../cluster/index.js'
+import { buildInfo } from './build-info.js'
+import { DELIVERY_BUCKETS, PERSIST_BUCKETS, SloWindow } from './slo-window.js'
+
+/** The two WebSocket protocols, as metric label values. */
+export type Protocol = 'y-websocket' | 'hocuspocus'
+export const PROTOCOLS: readonly Protocol[] = ['y-websocket', 'hocuspocus']
+/** Where a delivered update came from: a client of this instance, or another instance (Redis relay). */
+export type UpdateSource = 'local' | 'cluster'
+export type ServerStateLabel = 'starting' | 'serving' | 'draining' | 'stopped'
+const SERVER_STATES: readonly ServerStateLabel[] = ['starting', 'serving', 'draining', 'stopped']
+
+/** Message types of both protocols (label `type`); anything else is `other`. A fixed set: no label from client bytes. */
+export const MESSAGE_TYPES = [
+  'sync_step1',
+  'sync_step2',
+  'update',
+  'awareness',
+  'auth',
+  'query_awareness',
+  'stateless',
+  'broadcast_stateless',
+  'close',
+  'sync_status',
+  'ping',
+  'pong',
+  'other',
+] as const
+export type MessageType = (typeof MESSAGE_TYPES)[number]
+
+
+/** The labelled children of the traffic counters, for one protocol and direction, by message type. */
+type TypeCounters = Record<MessageType, { messages: Counter.Internal; bytes: Counter.Internal }>
+
+/**
+ * Counts messages and bytes of one protocol in both directions. One per protocol, shared by every
+ * connection of it: counting a message is an array lookup and two increments, no allocation.
+ */
+export class TrafficMeter {
+  constructor(
+    readonly protocol: Protocol,
+    private readonly inbound: TypeCounters,
+    private readonly outbound: TypeCounters,
+    private readonly classify: (frame: Uint8Array) => MessageType,
+  ) {}
+
+  received(frame: Uint8Array): void {
+    const counters = this.inbound[this.classify(frame)]
+    counters.messages.inc()
+    counters.bytes.inc(frame.length)
+  }
+
+  /** A frame of any type handed to the connection (sync replies, acks, stateless...). */
+  sent(frame: Uint8Array): void {
+    const counters = this.outbound[this.classify(frame)]
+    counters.messages.inc()
+    counters.bytes.inc(frame.length)
+  }
+
+  /** A broadcast handed to the connection: `bytes` of its frame, or of the update when it is held to merge. */
+  sentBroadcast(type: 'update' | 'awareness', bytes: number): void {
+    const counters = this.outbound[type]
+    counters.messages.inc()
+    counters.bytes.inc(bytes)
+  }
+}
+
+/** Reads a lib0 varuint at `pos`: its value (-1 when the frame ends first); the position after it goes to `varPos`. */
+function readVarUint(frame: Uint8Array, pos: number): number {
+  let value = 0
+  let shift = 0
+  while (pos < frame.length && shift < 35) {
+    const byte = frame[pos++] as number
+    value += (byte & 0x7f) * 2 ** shift
+    if (byte < 0x80) {
+      varPos = pos
+      return value
+    }
+    shift += 7
+  }
+  varPos = pos
+  return -1
+}
+/** The position after the last readVarUint (module state: the classifiers are synchronous and allocate nothing). */
+let varPos = 0
+
+const SYNC_TYPES: readonly MessageType[] = ['sync_step1', 'sync_step2', 'update']
+
+function syncType(frame: Uint8Array, pos: number): MessageType {
+  return SYNC_TYPES[readVarUint(frame, pos)] ?? 'other'
+}
+
+/** y-websocket: `messageType` (0 sync + sync type, 1 awareness, 2 auth, 3 query awareness). */
+export function yWebsocketMessageType(frame: Uint8Array): MessageType {
+  switch (readVarUint(frame, 0)) {
+    case 0:
+      return syncType(frame, varPos)
+    case 1:
+      return 'awareness'
+    case 2:
+      return 'auth'
+    case 3:
+      return 'query_awareness'
+    default:
+      return 'other'
+  }
+}
+
+const HOCUSPOCUS_TYPES: readonly MessageType[] = [
+  'other', // sync: by its sync type
+  'awareness',
+  'auth',
+  'query_awareness',
+  'other', // sync reply: by its sync type
+  'stateless',
+  'broadcast_stateless',
+  'close',
+  'sync_status',
+  'ping',
+  'pong',
+]
+
+/** Hocuspocus: a document name (varstring) then the provider's MessageType; Ping and Pong are one byte. */
+export function hocuspocusMessageType(frame: Uint8Array): MessageType {
+  if (frame.length === 1) return frame[0] === 9 ? 'ping' : frame[0] === 10 ? 'pong' : 'other'
+  const nameLength = readVarUint(frame, 0)
+  if (nameLength < 0) return 'other'
+  const type = readVarUint(frame, varPos + nameLength)
+  if (type === 0 || type === 4) return syncType(frame, varPos)
+  return HOCUSPOCUS_TYPES[type] ?? 'other'
+}
 
 /**
  * The server's Prometheus metrics. Each server has its own registry, so several servers in one
@@ -47,7 +177,7 @@ export class ServerMetrics {
   })
   readonly sendQueueBytes = new Histogram({
     name: 'weft_send_queue_bytes',
-    help: 'Per-connection outbound bytes (socket buffer plus held), sampled each heartbeat',
+    help: 'Per-connection outbound bytes (socket buffer plus held), sampled each heartbeat and whenever weft starts or stops holding data for the connection',
     buckets: [0, 1024, 16 * 1024, 256 * 1024, 1024 * 1024, 4 * 1024 * 1024, 16 * 1024 * 1024],
     registers: [this.registry],
   })
@@ -153,16 +283,7 @@ export class ServerMetrics {
       ['healed', 'Updates recovered by gap detection or catch-up instead of arriving live'],
       ['commands', 'Redis commands the relay sent'],
     ]
-    for (const [key, help] of counters) {
-      new Gauge({
-        name: `weft_relay_${key}_total`,
-        help,
-        registers: [this.registry],
-        collect() {
-          this.set(relay.stats()[key])
-        },
-      })
-    }
+    for (const [key, help] of counters) this.counterOf(`weft_relay_${key}_total`, help, () => relay.stats()[key])
     const recovery = relay.recovery?.bind(relay)
     if (recovery !== undefined) {
       // Issue #13: how the cluster gets back what Redis lost.
@@ -191,16 +312,7 @@ export class ServerMetrics {
         ['found', 'weft_cluster_asks_found_total', 'Asks another instance answered with the room'],
         ['answered', 'weft_cluster_asks_answered_total', 'Asks of other instances this one answered with the room'],
       ]
-      for (const [key, name, help] of totals) {
-        new Gauge({
-          name,
-          help,
-          registers: [this.registry],
-          collect() {
-            this.set(Number(recovery()[key]))
-          },
-        })
-      }
+      for (const [key, name, help] of totals) this.counterOf(name, help, () => Number(recovery()[key]))
     }
     new Gauge({
       name: 'weft_relay_held_bytes',
@@ -212,8 +324,155 @@ export class ServerMetrics {
     })
   }
 
+  /** A Counter that follows a running total kept elsewhere (the relay's): it goes up by the difference at each scrape. */
+  private counterOf(name: string, help: string, total: () => number): void {
+    let reported = 0
+    new Counter({
+      name,
+      help,
+      registers: [this.registry],
+      collect() {
+        const now = total()
+        if (now > reported) this.inc(now - reported)
+        reported = Math.max(reported, now)
+      },
+    })
+  }
+
+  // ---- issue 17: delivery, persistence, traffic, HTTP, Redis, build and state -------------------
+
+  readonly delivery = new Histogram({
+    name: 'weft_delivery_seconds',
+    help: "Time from an update's arrival at weft (for source=cluster: at the origin instance) to its frame being written to a recipient's socket; sampled, see README",
+    labelNames: ['protocol', 'source'] as const,
+    buckets: [...DELIVERY_BUCKETS],
+    registers: [this.registry],
+  })
+  readonly persist = new Histogram({
+    name: 'weft_persist_seconds',
+    help: "Time from an update's arrival to its LevelDB write done; once per write batch, for the batch's oldest update",
+    buckets: [...PERSIST_BUCKETS],
+    registers: [this.registry],
+  })
+  readonly writeBatch = new Histogram({
+    name: 'weft_write_batch_updates',
+    help: 'Updates per storage write batch (one append)',
+    buckets: [1, 2, 4, 8, 16, 32, 64],
+    registers: [this.registry],
+  })
+  readonly compactions = new Counter({ name: 'weft_compactions_total', help: 'Room logs compacted into one entry', registers: [this.registry] })
+  private readonly messages = new Counter({
+    name: 'weft_messages_total',
+    help: 'WebSocket messages by direction (in/out), protocol and message type',
+    labelNames: ['direction', 'protocol', 'type'] as const,
+    registers: [this.registry],
+  })
+  private readonly messageBytes = new Counter({
+    name: 'weft_message_bytes_total',
+    help: 'WebSocket message payload bytes by direction, protocol and message type',
+    labelNames: ['direction', 'protocol', 'type'] as const,
+    registers: [this.registry],
+  })
+  private readonly httpRequests = new Counter({
+    name: 'weft_http_requests_total',
+    help: 'HTTP requests by route pattern (never the room) and status',
+    labelNames: ['route', 'status'] as const,
+    registers: [this.registry],
+  })
+  private readonly httpDuration = new Histogram({
+    name: 'weft_http_request_duration_seconds',
+    help: 'HTTP request duration, from the request to the end of the answer, by route pattern',
+    labelNames: ['route'] as const,
+    buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [this.registry],
+  })
+  private readonly redisCommands = new Histogram({
+    name: 'weft_redis_command_seconds',
+    help: 'Redis command latency by command (sent to answered, failures included)',
+    labelNames: ['command'] as const,
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 3],
+    registers: [this.registry],
+  })
+  private readonly serverState = new Gauge({
+    name: 'weft_server_state',
+    help: 'The server state: 1 for the current one (starting, serving, draining, stopped), 0 for the others',
+    labelNames: ['state'] as const,
+    registers: [this.registry],
+  })
+
+  /** The traffic meters, one per protocol. */
+  readonly traffic: Readonly<Record<Protocol, TrafficMeter>>
+  /** The last 5 minutes of the SLO figures, for the status page. */
+  readonly window = new SloWindow()
+
+  private readonly deliveryChildren: Record<Protocol, Record<UpdateSource, Histogram.Internal<'protocol' | 'source'>>>
+  private readonly httpChildren = new Map<string, { requests: Map<number, Counter.Internal>; duration: Histogram.Internal<'route'> }>()
+  private readonly redisChildren = new Map<string, Histogram.Internal<'command'>>()
+
   constructor() {
     // Event-loop lag, heap and CPU come from prom-client's default collectors.
     collectDefaultMetrics({ register: this.registry, prefix: 'weft_' })
+    const { version, commit } = buildInfo()
+    new Gauge({ name: 'weft_build_info', help: 'Always 1; the labels say which build runs', labelNames: ['version', 'commit'] as const, registers: [this.registry] }).set({ version, commit }, 1)
+    this.setState('starting')
+    const typeCounters = (direction: 'in' | 'out', protocol: Protocol): TypeCounters => {
+      const table = {} as TypeCounters
+      for (const type of MESSAGE_TYPES) {
+        table[type] = { messages: this.messages.labels(direction, protocol, type), bytes: this.messageBytes.labels(direction, protocol, type) }
+      }
+      return table
+    }
+    this.traffic = {
+      'y-websocket': new TrafficMeter('y-websocket', typeCounters('in', 'y-websocket'), typeCounters('out', 'y-websocket'), yWebsocketMessageType),
+      hocuspocus: new TrafficMeter('hocuspocus', typeCounters('in', 'hocuspocus'), typeCounters('out', 'hocuspocus'), hocuspocusMessageType),
+    }
+    const deliveryOf = (protocol: Protocol): Record<UpdateSource, Histogram.Internal<'protocol' | 'source'>> => ({
+      local: this.delivery.labels(protocol, 'local'),
+      cluster: this.delivery.labels(protocol, 'cluster'),
+    })
+    this.deliveryChildren = { 'y-websocket': deliveryOf('y-websocket'), hocuspocus: deliveryOf('hocuspocus') }
+  }
+
+  setState(state: ServerStateLabel): void {
+    for (const each of SERVER_STATES) this.serverState.set({ state: each }, each === state ? 1 : 0)
+  }
+
+  /** One delivery sample: `seconds` from arrival to the write to a recipient of `protocol`. */
+  observeDelivery(protocol: Protocol, source: UpdateSource, seconds: number, now: number): void {
+    this.deliveryChildren[protocol][source].observe(seconds)
+    this.window.delivery(seconds, now)
+  }
+
+  /** One storage write batch: how many updates, and how long its oldest update waited. */
+  observeWriteBatch(updates: number, oldestSeconds: number): void {
+    this.writeBatch.observe(updates)
+    this.persist.observe(oldestSeconds)
+    this.window.persist(oldestSeconds, performance.now())
+  }
+
+  /** An answered HTTP request; `route` is the route pattern (`/api/rooms/{room}`), never the path. */
+  observeHttp(route: string, status: number, seconds: number): void {
+    let children = this.httpChildren.get(route)
+    if (children === undefined) {
+      children = { requests: new Map(), duration: this.httpDuration.labels(route) }
+      this.httpChildren.set(route, children)
+    }
+    let counter = children.requests.get(status)
+    if (counter === undefined) {
+      counter = this.httpRequests.labels(route, String(status))
+      children.requests.set(status, counter)
+    }
+    counter.inc()
+    children.duration.observe(seconds)
+  }
+
+  /** One Redis command answered (or failed) after `seconds`. */
+  observeRedisCommand(command: string, seconds: number): void {
+    let child = this.redisChildren.get(command)
+    if (child === undefined) {
+      child = this.redisCommands.labels(command)
+      this.redisChildren.set(command, child)
+    }
+    child.observe(seconds)
   }
 }

@@ -106,6 +106,13 @@ export class Room {
   /** Whether the cluster relays this room (joined after the local load). */
   private relayed = false
   private readonly remoteOwners = new Map<string, RemoteInstance>()
+  /** Updates committed since load, local and from the cluster (the status page's per-room rate). */
+  updatesCommitted = 0
+
+  /** An upper bound of the document's encoded size, without encoding it (the status page's sizes). */
+  get estimatedBytes(): number {
+    return this.sizeEstimate
+  }
 
   constructor(
     readonly name: string,
@@ -301,19 +308,21 @@ export class Room {
       this.emitted.push(update)
       return
     }
-    this.commit(update, origin)
+    // A change made on the document directly (not through applyUpdate): it arrives now.
+    this.commit(update, origin, performance.now())
   }
 
   /** Stores, relays and broadcasts what the document emitted; returns the write's durability. */
-  private commit(update: Uint8Array, origin: unknown): Promise<void> {
+  private commit(update: Uint8Array, origin: unknown, arrivedAt: number): Promise<void> {
     this.sizeEstimate += update.length
+    this.updatesCommitted++
     // Durability first: the write is scheduled before anyone hears of the update.
     const write = this.writer.write(this.name, update)
     write.catch((err: unknown) => {
       this.log.error({ room: this.name, err }, 'update could not be stored')
     })
     if (this.relayed && origin !== FROM_CLUSTER) this.registry.relay?.publishUpdate(this.name, update)
-    this.queueBroadcast(update, origin)
+    this.queueBroadcast(update, origin, arrivedAt)
     return write
   }
 
@@ -322,7 +331,7 @@ export class Room {
    * room is reset (see reset) and UpdateRefusedError is thrown. Returns the durability of the
    * last write, or null when the update changed nothing.
    */
-  private integrate(update: Uint8Array, origin: unknown): Promise<void> | null {
+  private integrate(update: Uint8Array, origin: unknown, arrivedAt: number): Promise<void> | null {
     if (this.stateValue === 'unloaded') throw new Error(`room ${this.name} is unloaded`)
     const emitted: Uint8Array[] = []
     this.emitted = emitted
@@ -335,7 +344,7 @@ export class Room {
     }
     this.emitted = null
     let written: Promise<void> | null = null
-    for (const part of emitted) written = this.commit(part, origin)
+    for (const part of emitted) written = this.commit(part, origin, arrivedAt)
     return written
   }
 
@@ -355,10 +364,13 @@ export class Room {
   private pending: Uint8Array[] = []
   /** The one origin every pending update came from, or MIXED_ORIGINS. */
   private pendingOrigin: unknown = null
+  /** performance.now() of the earliest arrival among the pending updates (NaN: none known), for weft_delivery_seconds. */
+  private pendingArrival = NaN
   private flushScheduled = false
 
-  private queueBroadcast(update: Uint8Array, origin: unknown): void {
+  private queueBroadcast(update: Uint8Array, origin: unknown, arrivedAt: number): void {
     if (this.members.size === 0) return
+    this.pendingArrival = this.pending.length === 0 || !(arrivedAt >= this.pendingArrival) ? arrivedAt : this.pendingArrival
     this.pendingOrigin = this.pending.length === 0 || this.pendingOrigin === origin ? origin : MIXED_ORIGINS
     this.pending.push(update)
     if (!this.flushScheduled) {
@@ -377,6 +389,7 @@ export class Room {
     const pending = this.pending
     if (pending.length === 0) return
     const origin = this.pendingOrigin
+    const arrivedAt = this.pendingArrival
     this.pending = []
     this.pendingOrigin = null
     if (this.stateValue === 'unloaded') return
@@ -384,7 +397,7 @@ export class Room {
     for (let start = 0; start < pending.length; start += MAX_BATCH_UPDATES) {
       const batch = pending.slice(start, start + MAX_BATCH_UPDATES)
       if (batch.length === 1) {
-        this.broadcastUpdate(batch[0] as Uint8Array, origin)
+        this.broadcastUpdate(batch[0] as Uint8Array, origin, arrivedAt)
         continue
       }
       let merged: Uint8Array
@@ -393,10 +406,10 @@ export class Room {
       } catch (err) {
         // Yjs encoded every one of these itself, so this is a bug; the updates still go out, one by one.
         this.log.error({ room: this.name, err, updates: batch.length }, 'merging a burst for broadcast failed')
-        for (const update of batch) this.broadcastUpdate(update, origin)
+        for (const update of batch) this.broadcastUpdate(update, origin, arrivedAt)
         continue
       }
-      this.broadcastUpdate(merged, origin)
+      this.broadcastUpdate(merged, origin, arrivedAt)
       this.registry.onBatched(batch.length)
     }
   }
@@ -406,10 +419,11 @@ export class Room {
    * --max-pending-bytes (counted in the size estimate). Past it, or when Yjs throws, the room
    * is reset and reloads from storage and the cluster.
    */
-  private applyFromCluster(update: Uint8Array): void {
+  private applyFromCluster(update: Uint8Array, publishedAt?: number): void {
     if (this.stateValue === 'unloaded') return
     try {
-      this.integrate(update, FROM_CLUSTER)
+      // The origin's wall clock (ms) on this process's performance.now() timeline; NaN when unknown.
+      this.integrate(update, FROM_CLUSTER, publishedAt === undefined ? NaN : publishedAt - performance.timeOrigin)
     } catch (err) {
       this.log.error({ room: this.name, err }, 'an update from the cluster could not be applied')
       return
@@ -431,7 +445,7 @@ export class Room {
   }
 
   private readonly relayHandlers: RelayRoomHandlers = {
-    onUpdate: (update) => this.applyFromCluster(update),
+    onUpdate: (update, publishedAt) => this.applyFromCluster(update, publishedAt),
     onAwareness: (entries, instanceId) => {
       // Each entry carries its owner's identity as the other instance relayed it.
       const { accepted, refused } = this.awareness.apply(entries, this.remoteOwner(instanceId))
@@ -449,12 +463,27 @@ export class Room {
     localState: () => Y.encodeStateAsUpdate(this.doc),
   }
 
-  /** Sends an update to every member except `except`, encoded once per wire format. */
-  private broadcastUpdate(update: Uint8Array, except: unknown): void {
+  /**
+   * Sends an update to every member except `except`, encoded once per wire format. One delivery
+   * sample per protocol present: when the loop has handed the frame to every recipient, so the
+   * sample is the broadcast's last recipient of that protocol (its slowest).
+   */
+  private broadcastUpdate(update: Uint8Array, except: unknown, arrivedAt: number): void {
     const frames = new FrameCache((format) => format.update(this.name, update))
+    let yWebsocket = false
+    let hocuspocus = false
     for (const member of this.members) {
-      if (member !== except) member.deliverUpdate(update, frames)
+      if (member === except) continue
+      member.deliverUpdate(update, frames)
+      const format = member.format.name
+      if (format === 'y-websocket') yWebsocket = true
+      else if (format.startsWith('hocuspocus')) hocuspocus = true
     }
+    if (!(arrivedAt >= 0) || (!yWebsocket && !hocuspocus)) return
+    const source = except === FROM_CLUSTER ? 'cluster' : 'local'
+    const now = performance.now()
+    if (yWebsocket) this.registry.onDelivered('y-websocket', source, now - arrivedAt, now)
+    if (hocuspocus) this.registry.onDelivered('hocuspocus', source, now - arrivedAt, now)
   }
 
   /** Sends awareness entries to every member, encoded once per wire format. */
@@ -498,6 +527,7 @@ export class Room {
    * changed, or null when it changed nothing.
    */
   applyUpdate(update: Uint8Array, origin: RoomMember, summary: UpdateSummary = validateUpdate(update)): Promise<void> | null {
+    const arrivedAt = performance.now()
     if (!dependenciesPresent(this.docValue, summary)) {
       this.registry.onRefused('missing_dependencies')
       throw new UpdateRefusedError('missing_dependencies', 'the update depends on changes this document does not have; sync first')
@@ -510,7 +540,7 @@ export class Room {
     const hadPending = this.pendingBytes() > 0
     let written: Promise<void> | null
     try {
-      written = this.integrate(update, origin)
+      written = this.integrate(update, origin, arrivedAt)
     } catch (err) {
       if (err instanceof UpdateRefusedError) this.registry.onRefused(err.reason)
       throw err
@@ -704,6 +734,8 @@ export class RoomRegistry {
 
   /** Called with awareness entries a room refused, by reason (for metrics). */
   onAwarenessRefused: (reason: AwarenessRefusal, count: number) => void = () => {}
+  /** Called once per protocol per broadcast: `ms` from the update's arrival to its frame handed to the recipients' sockets (for metrics). */
+  onDelivered: (protocol: 'y-websocket' | 'hocuspocus', source: 'local' | 'cluster', ms: number, now: number) => void = () => {}
 
   /** Leaves of the cluster still under way, by room: a room loading again waits for its leave. */
   private readonly leaves = new Map<string, Promise<void>>()

@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs'
 import type { AddressInfo, Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { randomUUID } from 'node:crypto'
+import { hostname } from 'node:os'
 import { WebSocketServer, type WebSocket } from 'ws'
 import { createRelay, RedisSharedState, type Relay } from '../cluster/index.js'
 import { pathOfTarget, roomFromPath } from '../protocol/index.js'
@@ -21,11 +22,16 @@ import { HocuspocusSession, type HocuspocusHooks, type StatelessEvent } from './
 import { Connection, type ConnectionEvents, type ConnectionLimits } from './connection.js'
 import { createLogger, type Logger } from './logger.js'
 import { ServerMetrics } from './metrics.js'
+import { buildInfo } from './build-info.js'
+import { StatusPage } from './status-page.js'
 import { RoomRegistry } from './room.js'
 import { awarenessLimits } from './room-awareness.js'
 import { YWebsocketSession, type PendingLimits } from './ywebsocket-session.js'
 
 export type ServerState = 'starting' | 'serving' | 'draining' | 'stopped'
+
+/** Endpoints outside the API, each its own route label. */
+const FIXED_ROUTES: ReadonlySet<string> = new Set(['/', '/openapi.yaml', '/health/live', '/health/ready', '/metrics', '/status', '/status.json'])
 
 const SERVER_TRANSITIONS: Readonly<Record<ServerState, readonly ServerState[]>> = {
   starting: ['serving', 'draining', 'stopped'],
@@ -124,6 +130,7 @@ export class WeftServer {
     this.bodies = new BodyBudget(this.options)
     this.authorizer = this.options.authSecret === null ? openAccess : new JwtAuthorizer(this.options.authSecret)
     this.clientAddress = new ClientAddress(this.options.trustedProxies)
+    this.statusPage = this.createStatusPage()
     const { metrics, options: resolved } = this
     this.connectionLimits = Object.freeze({
       sendQueueBytes: resolved.sendQueueBytes,
@@ -138,6 +145,7 @@ export class WeftServer {
       onPause: () => metrics.pausedSockets.inc(),
       onResume: () => metrics.pausedSockets.dec(),
       onClose: (connection: Connection, code: number) => this.forgetConnection(connection, code),
+      onQueueBytes: (bytes: number) => metrics.sendQueueBytes.observe(bytes),
     })
     this.pendingLimits = Object.freeze({ maxPendingMessages: PENDING_MESSAGES, maxPendingBytes: Math.max(resolved.maxMessageBytes, PENDING_BYTES) })
     this.hocuspocusHooks = Object.freeze({
@@ -156,6 +164,8 @@ export class WeftServer {
   private transition(next: ServerState): void {
     if (!SERVER_TRANSITIONS[this.stateValue].includes(next)) throw new Error(`server: illegal transition ${this.stateValue} -> ${next}`)
     this.stateValue = next
+    this.metrics.setState(next)
+    if (next === 'stopped') this.statusPage.stop()
     this.log.debug({ state: next }, 'server state')
   }
 
@@ -170,6 +180,8 @@ export class WeftServer {
     const writer = new DocumentWriter(store, {
       persistWindowMs: this.options.persistWindowMs,
       logger: this.log,
+      onBatchStored: (updates, oldestWaitMs) => this.metrics.observeWriteBatch(updates, oldestWaitMs / 1000),
+      onCompacted: () => this.metrics.compactions.inc(),
     })
     writer.on('health', (health) => {
       this.storageHealth = health
@@ -186,6 +198,7 @@ export class WeftServer {
         retentionMs: this.options.redisRetentionSeconds * 1000,
         republishRoomsPerSecond: this.options.republishRoomsPerSecond,
         logger: this.log.child({ part: 'relay' }),
+        onCommand: this.observeRedisCommand,
       })
       relay.setStoredRooms({ list: async () => (await writer.listRooms()).map((stored) => stored.room), load: (room) => writer.load(room) })
       relay.on('health', (health) => {
@@ -199,7 +212,7 @@ export class WeftServer {
     this.versions = store
     this.tickets = new Tickets(new MemoryTickets())
     if (this.options.redisUrl !== null) {
-      const shared = new RedisSharedState({ redisUrl: this.options.redisUrl, instanceId: this.relay?.instanceId ?? randomUUID(), prefix: this.options.redisPrefix, logger: this.log.child({ part: 'shared' }) })
+      const shared = new RedisSharedState({ redisUrl: this.options.redisUrl, instanceId: this.relay?.instanceId ?? randomUUID(), prefix: this.options.redisPrefix, logger: this.log.child({ part: 'shared' }), onCommand: this.observeRedisCommand })
       shared.onRoomDeleted((room) => {
         this.deleteLocally(room).catch((err: unknown) => this.log.error({ room, err }, 'deleting a room failed'))
       })
@@ -231,6 +244,8 @@ export class WeftServer {
     rooms.onQuarantined = () => this.metrics.quarantinedEntries.inc()
     rooms.onReset = () => this.metrics.roomResets.inc()
     rooms.onAwarenessRefused = (reason, count) => this.metrics.awarenessRefused.inc({ reason }, count)
+    rooms.onDelivered = (protocol, source, ms, now) => this.metrics.observeDelivery(protocol, source, ms / 1000, now)
+    this.statusPage.start()
     writer.setSnapshotSource((name) => {
       // A room Yjs broke is forgotten at once (Room.reset): only a sound document is snapshotted.
       const room = rooms.get(name)
@@ -334,10 +349,50 @@ export class WeftServer {
     return address !== null && typeof address === 'object' ? address : null
   }
 
+  private readonly observeRedisCommand = (command: string, seconds: number): void => this.metrics.observeRedisCommand(command, seconds)
+
+  /** The status page's view of this server (server/status-page.ts). */
+  private readonly statusPage: StatusPage
+
+  private createStatusPage(): StatusPage {
+    return new StatusPage({
+      instance: this.options.instanceId ?? hostname(),
+      version: buildInfo().version,
+      commit: buildInfo().commit,
+      state: () => this.stateValue,
+      connections: () => this.connections,
+      rooms: () => this.rooms?.all() ?? [],
+      storage: () => (this.storageHealth.ok ? 'ok' : 'failing'),
+      redis: () => (this.relay === null ? 'none' : this.relay.health().up ? 'up' : 'down'),
+      window: this.metrics.window,
+      metricsToken: this.options.metricsToken,
+      authorizer: this.authorizer,
+    })
+  }
+
+  /**
+   * The route pattern of a path for weft_http_requests_total: the API's template
+   * (`/api/rooms/{room}`), a fixed endpoint, or `other`; never the room or anything else a
+   * client chose, which would make the label set unbounded.
+   */
+  private routeOf(path: string): string {
+    if (FIXED_ROUTES.has(path)) return path
+    if (this.api === null || !this.api.handles(path)) return 'other'
+    const segments = path.split('/')
+    for (const route of this.api.routes) {
+      const template = route.path.split('/')
+      if (template.length === segments.length && template.every((part, i) => part.startsWith('{') || part === segments[i])) return route.path
+    }
+    return '/api/other'
+  }
+
   /** weft's HTTP endpoints, for use from an embedding server's request handler. */
   handleRequest(req: IncomingMessage, res: ServerResponse): void {
+    const started = performance.now()
     const target = req.url ?? '/'
     const url = { pathname: pathOfTarget(target) }
+    const route = this.routeOf(url.pathname)
+    res.once('close', () => this.metrics.observeHttp(route, res.statusCode, (performance.now() - started) / 1000))
     if (this.api !== null && this.api.handles(url.pathname)) {
       if (this.stateValue !== 'serving') {
         sendError(res, 'unavailable', `server is ${this.stateValue}`)
@@ -347,7 +402,7 @@ export class WeftServer {
       return
     }
     if (req.method !== 'GET' && req.method !== 'HEAD') {
-      if (url.pathname.startsWith('/health/') || url.pathname === '/metrics') {
+      if (url.pathname.startsWith('/health/') || url.pathname === '/metrics' || url.pathname === '/status' || url.pathname === '/status.json') {
         sendError(res, 'method_not_allowed', `${req.method} is not allowed on ${url.pathname}`)
       } else sendError(res, 'not_found', `no route for ${req.method} ${url.pathname}`)
       return
@@ -380,6 +435,13 @@ export class WeftServer {
       }
       case '/metrics':
         this.serveMetrics(req, res)
+        return
+      case '/status':
+      case '/status.json':
+        this.statusPage.serve(req, res, url.pathname === '/status.json', target.slice(url.pathname.length + 1)).catch((err: unknown) => {
+          this.log.error({ err }, 'status page failed')
+          sendError(res, 'internal_error', 'the status could not be collected')
+        })
         return
       default:
         sendError(res, 'not_found', `no route for GET ${url.pathname}`)
@@ -416,6 +478,7 @@ export class WeftServer {
 
   private refuseUpgrade(socket: Duplex, code: HttpErrorCode, message: string, result: string): void {
     this.metrics.upgrades.inc({ result })
+    this.metrics.window.upgrade(false)
     // The client sees only a failed connection; this line tells the operator why. The reasons are
     // fixed texts and the URL is left out: neither can carry a token or ticket.
     this.log.info({ result, status: HttpError[code], reason: message, remoteAddress: (socket as Socket).remoteAddress }, 'upgrade refused')
@@ -502,6 +565,7 @@ export class WeftServer {
       socket.off('close', release)
       socket.off('error', destroySocket)
       this.metrics.upgrades.inc({ result: 'accepted' })
+      this.metrics.window.upgrade(true)
       // Upgrades come from Node's HTTP(S) server: the stream is a net.Socket (a TLSSocket with TLS).
       this.admit(ws, socket as Socket, slot, room, grant)
     })
@@ -510,6 +574,7 @@ export class WeftServer {
   private admit(ws: WebSocket, raw: Socket, ticket: AdmissionTicket, roomName: string | null, grant: Grant | null): void {
     const rooms = this.rooms as RoomRegistry
     const connection = new Connection(ws, raw, ticket, this.connectionLimits, this.connectionEvents)
+    connection.meter = this.metrics.traffic[roomName === null ? 'hocuspocus' : 'y-websocket']
     this.connections.add(connection)
     if (roomName === null) {
       const preauth = new PreAuthGuard(raw, connection, this.options, (reason) => this.metrics.preauthCloses.inc({ reason }))
@@ -525,6 +590,7 @@ export class WeftServer {
     if (this.stateValue === 'draining' && this.connections.size === 0) this.hurry?.()
     if (connection.paused) metrics.pausedSockets.dec()
     metrics.closes.inc({ code: String(code) })
+    metrics.window.close(code)
     if (code === CloseCode.protocolError || code === CloseCode.invalidPayload || code === CloseCode.messageTooBig) {
       metrics.malformedMessages.inc({ code: String(code) })
     }
