@@ -426,6 +426,8 @@ export class ServerMetrics {
       'y-websocket': new TrafficMeter('y-websocket', typeCounters('in', 'y-websocket'), typeCounters('out', 'y-websocket'), yWebsocketMessageType),
       hocuspocus: new TrafficMeter('hocuspocus', typeCounters('in', 'hocuspocus'), typeCounters('out', 'hocuspocus'), hocuspocusMessageType),
     }
+    // Every series exists from the start (zero), so rate() and alerts see them before the first sample.
+    for (const protocol of PROTOCOLS) for (const source of ['local', 'cluster'] as const) this.delivery.zero({ protocol, source })
     const deliveryOf = (protocol: Protocol): Record<UpdateSource, Histogram.Internal<'protocol' | 'source'>> => ({
       local: this.delivery.labels(protocol, 'local'),
       cluster: this.delivery.labels(protocol, 'cluster'),

@@ -392,7 +392,15 @@ export class WeftServer {
     const target = req.url ?? '/'
     const url = { pathname: pathOfTarget(target) }
     const route = this.routeOf(url.pathname)
-    res.once('close', () => this.metrics.observeHttp(route, res.statusCode, (performance.now() - started) / 1000))
+    // 'finish' when the answer was handed over (before the client can ask again); 'close' for aborted ones.
+    let observed = false
+    const observe = (): void => {
+      if (observed) return
+      observed = true
+      this.metrics.observeHttp(route, res.statusCode, (performance.now() - started) / 1000)
+    }
+    res.once('finish', observe)
+    res.once('close', observe)
     if (this.api !== null && this.api.handles(url.pathname)) {
       if (this.stateValue !== 'serving') {
         sendError(res, 'unavailable', `server is ${this.stateValue}`)
