@@ -71,6 +71,8 @@ export class StatusPage {
   private readonly startedAt = Date.now()
   /** Per room: its update count at the last sample and the rate since the one before. */
   private readonly rates = new Map<string, { count: number; perSecond: number }>()
+  /** At least this long after a sample, a snapshot's rate is the one since that sample (fresher than the stored one). */
+  private static readonly FRESH_RATE_MS = 1_000
   private lastSampleAt = performance.now()
 
   constructor(private readonly source: StatusSource) {}
@@ -105,6 +107,14 @@ export class StatusPage {
     for (const name of this.rates.keys()) if (!seen.has(name)) this.rates.delete(name)
   }
 
+  private rateOf(room: StatusRoom): number {
+    const sampled = this.rates.get(room.name)
+    if (sampled === undefined) return 0
+    const elapsed = performance.now() - this.lastSampleAt
+    if (elapsed < StatusPage.FRESH_RATE_MS) return sampled.perSecond
+    return Math.max(0, (room.updatesCommitted - sampled.count) / (elapsed / 1000))
+  }
+
   snapshot(inScope: (room: string) => boolean = () => true): StatusSnapshot {
     const { source } = this
     const byProtocol: Record<Protocol, number> = { 'y-websocket': 0, hocuspocus: 0 }
@@ -118,7 +128,7 @@ export class StatusPage {
     for (const room of source.rooms()) {
       roomsLoaded++
       if (!inScope(room.name)) continue
-      rooms.push({ room: room.name, connections: room.memberCount, bytes: room.estimatedBytes, updatesPerSecond: round(this.rates.get(room.name)?.perSecond ?? 0) })
+      rooms.push({ room: room.name, connections: room.memberCount, bytes: room.estimatedBytes, updatesPerSecond: round(this.rateOf(room)) })
     }
     const top = (key: keyof Omit<RoomFigure, 'room'>): RoomFigure[] =>
       [...rooms].sort((a, b) => b[key] - a[key]).slice(0, TOP_ROOMS).filter((figure) => figure[key] > 0)
@@ -248,7 +258,7 @@ function pct(value) { return value === null ? 'n/a' : (value * 100).toFixed(2) +
 function ms(value) { return value === null ? 'n/a' : (value * 1000).toFixed(1) + ' ms' }
 function bytes(value) { return value >= 1048576 ? (value / 1048576).toFixed(1) + ' MiB' : value >= 1024 ? (value / 1024).toFixed(1) + ' KiB' : value + ' B' }
 function verdict(ok) { return ok === null ? '' : ok ? 'ok' : 'bad' }
-function top(id, list, figure, format) {
+function roomTable(id, list, figure, format) {
   const table = document.getElementById(id)
   table.replaceChildren()
   if (list.length === 0) { cell(table.insertRow(), 'none'); return }
@@ -265,11 +275,21 @@ function plot(id, points, scale) {
   label.textContent = 'max ' + (max * scale).toFixed(scale === 1 ? 0 : 1)
   svg.appendChild(label)
   if (values.length === 0) return
-  // x: the last 5 minutes, now at the right edge
-  const path = values.map((p, i) => (i === 0 ? 'M' : 'L') + (pad + ((300 - p.secondsAgo) / 300) * (width - 2 * pad)).toFixed(1) + ' ' + (height - pad - (p.value / max) * (height - 2 * pad)).toFixed(1)).join(' ')
+  // x: the last 5 minutes, now at the right edge; a dot per 5-second slot, joined by a line
+  const xy = values.map((p) => [pad + ((300 - p.secondsAgo) / 300) * (width - 2 * pad), height - pad - (p.value / max) * (height - 2 * pad)])
   const line = document.createElementNS(SVG, 'path')
-  line.setAttribute('d', path); line.setAttribute('fill', 'none'); line.setAttribute('stroke', '#1f5fbf'); line.setAttribute('stroke-width', '2')
+  line.setAttribute('d', xy.map(([x, y], i) => (i === 0 ? 'M' : 'L') + x.toFixed(1) + ' ' + y.toFixed(1)).join(' '))
+  line.setAttribute('fill', 'none'); line.setAttribute('stroke', '#1f5fbf'); line.setAttribute('stroke-width', '2')
   svg.appendChild(line)
+  for (const [x, y] of xy) {
+    const dot = document.createElementNS(SVG, 'circle')
+    dot.setAttribute('cx', x.toFixed(1)); dot.setAttribute('cy', y.toFixed(1)); dot.setAttribute('r', '2.5'); dot.setAttribute('fill', '#1f5fbf')
+    svg.appendChild(dot)
+  }
+  const axis = document.createElementNS(SVG, 'text')
+  axis.setAttribute('x', String(pad)); axis.setAttribute('y', String(height - 6)); axis.setAttribute('font-size', '11')
+  axis.textContent = '5 min ago … now'
+  svg.appendChild(axis)
   svg.dataset.points = String(values.length)
 }
 function render(s) {
@@ -291,10 +311,11 @@ function render(s) {
     ['disconnects per hour (target < ' + pct(t.disconnectsPerHour) + ')', pct(slo.disconnectsPerHour), verdict(slo.disconnectsPerHour === null ? null : slo.disconnectsPerHour < t.disconnectsPerHour), 'disconnects'],
     ['upgrades', slo.upgrades, '', 'upgrades'], ['delivery samples', slo.deliverySamples, '', 'delivery-samples'],
   ])
-  top('top-connections', s.topRooms.byConnections, 'connections', String)
-  top('top-bytes', s.topRooms.byBytes, 'bytes', bytes)
-  top('top-rate', s.topRooms.byUpdateRate, 'updatesPerSecond', (v) => v.toFixed(2) + ' /s')
-  rows('closes', Object.entries(s.closesByCode).map(([code, count]) => [code, count, '', 'close-' + code]))
+  roomTable('top-connections', s.topRooms.byConnections, 'connections', String)
+  roomTable('top-bytes', s.topRooms.byBytes, 'bytes', bytes)
+  roomTable('top-rate', s.topRooms.byUpdateRate, 'updatesPerSecond', (v) => v.toFixed(2) + ' /s')
+  const closes = Object.entries(s.closesByCode)
+  rows('closes', closes.length === 0 ? [['none', '']] : closes.map(([code, count]) => [code, count, '', 'close-' + code]))
   plot('plot-delivery', s.series.map((p) => ({ secondsAgo: p.secondsAgo, value: p.deliveryP99Seconds })), 1000)
   plot('plot-connections', s.series.map((p) => ({ secondsAgo: p.secondsAgo, value: p.connections })), 1)
   document.body.dataset.rendered = String(Number(document.body.dataset.rendered || 0) + 1)
