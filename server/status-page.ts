@@ -101,7 +101,8 @@ export class StatusPage {
     for (const room of this.source.rooms()) {
       seen.add(room.name)
       const before = this.rates.get(room.name)
-      const perSecond = before === undefined ? 0 : (room.updatesCommitted - before.count) / seconds
+      // A room first seen now: what it committed since it loaded counts for this interval.
+      const perSecond = (room.updatesCommitted - (before?.count ?? 0)) / seconds
       this.rates.set(room.name, { count: room.updatesCommitted, perSecond: Math.max(0, perSecond) })
     }
     for (const name of this.rates.keys()) if (!seen.has(name)) this.rates.delete(name)
@@ -109,10 +110,9 @@ export class StatusPage {
 
   private rateOf(room: StatusRoom): number {
     const sampled = this.rates.get(room.name)
-    if (sampled === undefined) return 0
     const elapsed = performance.now() - this.lastSampleAt
-    if (elapsed < StatusPage.FRESH_RATE_MS) return sampled.perSecond
-    return Math.max(0, (room.updatesCommitted - sampled.count) / (elapsed / 1000))
+    if (sampled !== undefined && elapsed < StatusPage.FRESH_RATE_MS) return sampled.perSecond
+    return Math.max(0, (room.updatesCommitted - (sampled?.count ?? 0)) / (Math.max(elapsed, StatusPage.FRESH_RATE_MS) / 1000))
   }
 
   snapshot(inScope: (room: string) => boolean = () => true): StatusSnapshot {
