@@ -1,6 +1,7 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 import type { Relay, RelayRecovery, RelayStats } from '../cluster/index.js'
 import { buildInfo } from './build-info.js'
+import { FastHistogram, type HistogramSeries } from './fast-histogram.js'
 import { DELIVERY_BUCKETS, PERSIST_BUCKETS, SloWindow } from './slo-window.js'
 
 /** The two WebSocket protocols, as metric label values. */
@@ -30,39 +31,45 @@ export const MESSAGE_TYPES = [
 export type MessageType = (typeof MESSAGE_TYPES)[number]
 
 
-/** The labelled children of the traffic counters, for one protocol and direction, by message type. */
-type TypeCounters = Record<MessageType, { messages: Counter.Internal; bytes: Counter.Internal }>
+const TYPE_INDEX = Object.fromEntries(MESSAGE_TYPES.map((type, i) => [type, i])) as Record<MessageType, number>
+const UPDATE = TYPE_INDEX.update
+const AWARENESS = TYPE_INDEX.awareness
 
 /**
  * Counts messages and bytes of one protocol in both directions. One per protocol, shared by every
- * connection of it: counting a message is an array lookup and two increments, no allocation.
+ * connection of it. Counting is two additions to a typed array (a prom-client child's inc() hashes
+ * its labels on every call: ~1 µs, too much per message); the counters read the totals at scrape.
  */
 export class TrafficMeter {
+  /** By message type index: [messages, bytes] pairs. */
+  readonly inbound = new Float64Array(MESSAGE_TYPES.length * 2)
+  readonly outbound = new Float64Array(MESSAGE_TYPES.length * 2)
+
   constructor(
     readonly protocol: Protocol,
-    private readonly inbound: TypeCounters,
-    private readonly outbound: TypeCounters,
-    private readonly classify: (frame: Uint8Array) => MessageType,
+    private readonly classify: (frame: Uint8Array) => number,
   ) {}
 
   received(frame: Uint8Array): void {
-    const counters = this.inbound[this.classify(frame)]
-    counters.messages.inc()
-    counters.bytes.inc(frame.length)
+    const i = this.classify(frame) * 2
+    this.inbound[i] = (this.inbound[i] as number) + 1
+    this.inbound[i + 1] = (this.inbound[i + 1] as number) + frame.length
   }
 
   /** A frame of any type handed to the connection (sync replies, acks, stateless...). */
   sent(frame: Uint8Array): void {
-    const counters = this.outbound[this.classify(frame)]
-    counters.messages.inc()
-    counters.bytes.inc(frame.length)
+    this.count(this.classify(frame), frame.length)
   }
 
   /** A broadcast handed to the connection: `bytes` of its frame, or of the update when it is held to merge. */
   sentBroadcast(type: 'update' | 'awareness', bytes: number): void {
-    const counters = this.outbound[type]
-    counters.messages.inc()
-    counters.bytes.inc(bytes)
+    this.count(type === 'update' ? UPDATE : AWARENESS, bytes)
+  }
+
+  private count(type: number, bytes: number): void {
+    const i = type * 2
+    this.outbound[i] = (this.outbound[i] as number) + 1
+    this.outbound[i + 1] = (this.outbound[i + 1] as number) + bytes
   }
 }
 
@@ -85,29 +92,30 @@ function readVarUint(frame: Uint8Array, pos: number): number {
 /** The position after the last readVarUint (module state: the classifiers are synchronous and allocate nothing). */
 let varPos = 0
 
-const SYNC_TYPES: readonly MessageType[] = ['sync_step1', 'sync_step2', 'update']
+const OTHER = TYPE_INDEX.other
+const SYNC_TYPES: readonly number[] = [TYPE_INDEX.sync_step1, TYPE_INDEX.sync_step2, UPDATE]
 
-function syncType(frame: Uint8Array, pos: number): MessageType {
-  return SYNC_TYPES[readVarUint(frame, pos)] ?? 'other'
+function syncType(frame: Uint8Array, pos: number): number {
+  return SYNC_TYPES[readVarUint(frame, pos)] ?? OTHER
 }
 
-/** y-websocket: `messageType` (0 sync + sync type, 1 awareness, 2 auth, 3 query awareness). */
-export function yWebsocketMessageType(frame: Uint8Array): MessageType {
+/** y-websocket: `messageType` (0 sync + sync type, 1 awareness, 2 auth, 3 query awareness); the index in MESSAGE_TYPES. */
+export function yWebsocketMessageType(frame: Uint8Array): number {
   switch (readVarUint(frame, 0)) {
     case 0:
       return syncType(frame, varPos)
     case 1:
-      return 'awareness'
+      return AWARENESS
     case 2:
-      return 'auth'
+      return TYPE_INDEX.auth
     case 3:
-      return 'query_awareness'
+      return TYPE_INDEX.query_awareness
     default:
-      return 'other'
+      return OTHER
   }
 }
 
-const HOCUSPOCUS_TYPES: readonly MessageType[] = [
+const HOCUSPOCUS_TYPES: readonly number[] = ([
   'other', // sync: by its sync type
   'awareness',
   'auth',
@@ -119,16 +127,16 @@ const HOCUSPOCUS_TYPES: readonly MessageType[] = [
   'sync_status',
   'ping',
   'pong',
-]
+] as const satisfies readonly MessageType[]).map((type) => TYPE_INDEX[type])
 
-/** Hocuspocus: a document name (varstring) then the provider's MessageType; Ping and Pong are one byte. */
-export function hocuspocusMessageType(frame: Uint8Array): MessageType {
-  if (frame.length === 1) return frame[0] === 9 ? 'ping' : frame[0] === 10 ? 'pong' : 'other'
+/** Hocuspocus: a document name (varstring) then the provider's MessageType; Ping and Pong are one byte. The index in MESSAGE_TYPES. */
+export function hocuspocusMessageType(frame: Uint8Array): number {
+  if (frame.length === 1) return frame[0] === 9 ? TYPE_INDEX.ping : frame[0] === 10 ? TYPE_INDEX.pong : OTHER
   const nameLength = readVarUint(frame, 0)
-  if (nameLength < 0) return 'other'
+  if (nameLength < 0) return OTHER
   const type = readVarUint(frame, varPos + nameLength)
   if (type === 0 || type === 4) return syncType(frame, varPos)
-  return HOCUSPOCUS_TYPES[type] ?? 'other'
+  return HOCUSPOCUS_TYPES[type] ?? OTHER
 }
 
 /**
@@ -341,13 +349,12 @@ export class ServerMetrics {
 
   // ---- issue 17: delivery, persistence, traffic, HTTP, Redis, build and state -------------------
 
-  readonly delivery = new Histogram({
-    name: 'weft_delivery_seconds',
-    help: "Time from an update's arrival at weft (for source=cluster: at the origin instance) to its frame being written to a recipient's socket; sampled, see README",
-    labelNames: ['protocol', 'source'] as const,
-    buckets: [...DELIVERY_BUCKETS],
-    registers: [this.registry],
-  })
+  private readonly delivery = new FastHistogram(
+    'weft_delivery_seconds',
+    "Time from an update's arrival at weft (for source=cluster: at the origin instance) to its frame being written to a recipient's socket; sampled, see README",
+    DELIVERY_BUCKETS,
+    this.registry,
+  )
   readonly persist = new Histogram({
     name: 'weft_persist_seconds',
     help: "Time from an update's arrival to its LevelDB write done; once per write batch, for the batch's oldest update",
@@ -361,18 +368,7 @@ export class ServerMetrics {
     registers: [this.registry],
   })
   readonly compactions = new Counter({ name: 'weft_compactions_total', help: 'Room logs compacted into one entry', registers: [this.registry] })
-  private readonly messages = new Counter({
-    name: 'weft_messages_total',
-    help: 'WebSocket messages by direction (in/out), protocol and message type',
-    labelNames: ['direction', 'protocol', 'type'] as const,
-    registers: [this.registry],
-  })
-  private readonly messageBytes = new Counter({
-    name: 'weft_message_bytes_total',
-    help: 'WebSocket message payload bytes by direction, protocol and message type',
-    labelNames: ['direction', 'protocol', 'type'] as const,
-    registers: [this.registry],
-  })
+
   private readonly httpRequests = new Counter({
     name: 'weft_http_requests_total',
     help: 'HTTP requests by route pattern (never the room) and status',
@@ -405,7 +401,7 @@ export class ServerMetrics {
   /** The last 5 minutes of the SLO figures, for the status page. */
   readonly window = new SloWindow()
 
-  private readonly deliveryChildren: Record<Protocol, Record<UpdateSource, Histogram.Internal<'protocol' | 'source'>>>
+  private readonly deliverySeries: Record<Protocol, Record<UpdateSource, HistogramSeries>>
   private readonly httpChildren = new Map<string, { requests: Map<number, Counter.Internal>; duration: Histogram.Internal<'route'> }>()
   private readonly redisChildren = new Map<string, Histogram.Internal<'command'>>()
 
@@ -415,24 +411,38 @@ export class ServerMetrics {
     const { version, commit } = buildInfo()
     new Gauge({ name: 'weft_build_info', help: 'Always 1; the labels say which build runs', labelNames: ['version', 'commit'] as const, registers: [this.registry] }).set({ version, commit }, 1)
     this.setState('starting')
-    const typeCounters = (direction: 'in' | 'out', protocol: Protocol): TypeCounters => {
-      const table = {} as TypeCounters
-      for (const type of MESSAGE_TYPES) {
-        table[type] = { messages: this.messages.labels(direction, protocol, type), bytes: this.messageBytes.labels(direction, protocol, type) }
-      }
-      return table
+    const traffic = {
+      'y-websocket': new TrafficMeter('y-websocket', yWebsocketMessageType),
+      hocuspocus: new TrafficMeter('hocuspocus', hocuspocusMessageType),
     }
-    this.traffic = {
-      'y-websocket': new TrafficMeter('y-websocket', typeCounters('in', 'y-websocket'), typeCounters('out', 'y-websocket'), yWebsocketMessageType),
-      hocuspocus: new TrafficMeter('hocuspocus', typeCounters('in', 'hocuspocus'), typeCounters('out', 'hocuspocus'), hocuspocusMessageType),
+    this.traffic = traffic
+    // The meters' totals, written into the counters at each scrape (offset 0: messages, 1: bytes).
+    const trafficCounter = (name: string, help: string, offset: 0 | 1): void => {
+      new Counter({
+        name,
+        help,
+        labelNames: ['direction', 'protocol', 'type'] as const,
+        registers: [this.registry],
+        collect() {
+          this.reset()
+          for (const protocol of PROTOCOLS) {
+            const meter = traffic[protocol]
+            MESSAGE_TYPES.forEach((type, i) => {
+              this.inc({ direction: 'in', protocol, type }, meter.inbound[i * 2 + offset] as number)
+              this.inc({ direction: 'out', protocol, type }, meter.outbound[i * 2 + offset] as number)
+            })
+          }
+        },
+      })
     }
+    trafficCounter('weft_messages_total', 'WebSocket messages by direction (in/out), protocol and message type', 0)
+    trafficCounter('weft_message_bytes_total', 'WebSocket message payload bytes by direction, protocol and message type', 1)
     // Every series exists from the start (zero), so rate() and alerts see them before the first sample.
-    for (const protocol of PROTOCOLS) for (const source of ['local', 'cluster'] as const) this.delivery.zero({ protocol, source })
-    const deliveryOf = (protocol: Protocol): Record<UpdateSource, Histogram.Internal<'protocol' | 'source'>> => ({
-      local: this.delivery.labels(protocol, 'local'),
-      cluster: this.delivery.labels(protocol, 'cluster'),
+    const deliveryOf = (protocol: Protocol): Record<UpdateSource, HistogramSeries> => ({
+      local: this.delivery.series({ protocol, source: 'local' }),
+      cluster: this.delivery.series({ protocol, source: 'cluster' }),
     })
-    this.deliveryChildren = { 'y-websocket': deliveryOf('y-websocket'), hocuspocus: deliveryOf('hocuspocus') }
+    this.deliverySeries = { 'y-websocket': deliveryOf('y-websocket'), hocuspocus: deliveryOf('hocuspocus') }
   }
 
   setState(state: ServerStateLabel): void {
@@ -441,7 +451,7 @@ export class ServerMetrics {
 
   /** One delivery sample: `seconds` from arrival to the write to a recipient of `protocol`. */
   observeDelivery(protocol: Protocol, source: UpdateSource, seconds: number, now: number): void {
-    this.deliveryChildren[protocol][source].observe(seconds)
+    this.deliverySeries[protocol][source].observe(seconds)
     this.window.delivery(seconds, now)
   }
 
