@@ -6,22 +6,12 @@
  */
 import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
-import { HocuspocusProvider, HocuspocusProviderWebsocket } from '@hocuspocus/provider'
-import { WebSocket } from 'ws'
-import * as Y from 'yjs'
-import { destroy, provider, synced } from './harness/clients.js'
+import { destroy, hocuspocusClient, provider, synced } from './harness/clients.js'
 import { httpBytes } from './harness/http.js'
 import { sampleIn, scrapeMetrics } from './harness/metrics.js'
 import { startRedis, type RedisProcess } from './harness/redis.js'
 import { startServer, type InProcessServer } from './harness/server.js'
-import { eventually, until, withDeadline } from './harness/wait.js'
-
-function hocuspocusProvider(url: string, name: string): { provider: HocuspocusProvider; socket: HocuspocusProviderWebsocket } {
-  const socket = new HocuspocusProviderWebsocket({ url, WebSocketPolyfill: WebSocket, delay: 100, minDelay: 50, maxDelay: 500 })
-  const hp = new HocuspocusProvider({ websocketProvider: socket, name, document: new Y.Doc() })
-  hp.attach()
-  return { provider: hp, socket }
-}
+import { eventually, until } from './harness/wait.js'
 
 async function sample(base: string, name: string, labels = ''): Promise<number> {
   return sampleIn(await scrapeMetrics(base), name, labels) ?? 0
@@ -43,10 +33,10 @@ describe('delivery, persistence and traffic metrics with both protocols', () => 
   it('samples delivery per protocol when a y-websocket and a Hocuspocus client exchange updates', async () => {
     const room = 'delivery-mixed'
     const yws = provider(weft.url, room)
-    const hp = hocuspocusProvider(weft.url, room)
+    const hp = hocuspocusClient(weft.url, room)
     try {
       await synced(yws)
-      await withDeadline(new Promise<void>((resolve) => (hp.provider.isSynced ? resolve() : hp.provider.on('synced', () => resolve()))), 'hocuspocus to sync')
+      await hp.synced()
       const before = await scrapeMetrics(weft.http)
       const toHocuspocus = sampleIn(before, 'weft_delivery_seconds_count', delivered('hocuspocus', 'local')) ?? 0
       const toYWebsocket = sampleIn(before, 'weft_delivery_seconds_count', delivered('y-websocket', 'local')) ?? 0
@@ -75,8 +65,7 @@ describe('delivery, persistence and traffic metrics with both protocols', () => 
       assert.ok(!text.includes(room), 'no room name in any label')
     } finally {
       destroy(yws)
-      hp.provider.destroy()
-      hp.socket.destroy()
+      hp.destroy()
     }
   })
 

@@ -5,17 +5,15 @@
  */
 import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
-import { HocuspocusProvider, HocuspocusProviderWebsocket } from '@hocuspocus/provider'
-import { WebSocket } from 'ws'
 import * as Y from 'yjs'
 import type { WebsocketProvider } from 'y-websocket'
 import { artifactPath, launchChromium, type RunningBrowser } from './harness/browser.js'
-import { destroy, provider, synced } from './harness/clients.js'
+import { destroy, hocuspocusClient, provider, synced, type HocuspocusClient } from './harness/clients.js'
 import { httpBytes } from './harness/http.js'
 import { sampleIn, scrapeMetrics } from './harness/metrics.js'
 import { startServer, type InProcessServer } from './harness/server.js'
 import { signToken } from './harness/tokens.js'
-import { eventually, until, withDeadline } from './harness/wait.js'
+import { eventually, until } from './harness/wait.js'
 
 const SECRET = 'status-page-test-secret-of-at-least-32-bytes'
 const METRICS_TOKEN = 'status-page-metrics-token'
@@ -79,7 +77,7 @@ describe('the status page in Chromium under a known load', () => {
   let weft: InProcessServer
   let chromium: RunningBrowser
   const clients: WebsocketProvider[] = []
-  let hocuspocus: { provider: HocuspocusProvider; socket: HocuspocusProviderWebsocket } | null = null
+  let hocuspocus: HocuspocusClient | null = null
 
   before(async () => {
     weft = await startServer({ roomUnloadDelayMs: -1 })
@@ -88,8 +86,7 @@ describe('the status page in Chromium under a known load', () => {
 
   after(async () => {
     destroy(...clients)
-    hocuspocus?.provider.destroy()
-    hocuspocus?.socket.destroy()
+    hocuspocus?.destroy()
     await chromium?.close()
     await weft?.stop()
   })
@@ -98,11 +95,9 @@ describe('the status page in Chromium under a known load', () => {
     // Load: 3 y-websocket connections (2 in status-a, 1 in status-b), 1 Hocuspocus connection in status-a, edits in both.
     for (const room of ['status-a', 'status-a', 'status-b']) clients.push(provider(weft.url, room))
     for (const client of clients) await synced(client)
-    const socket = new HocuspocusProviderWebsocket({ url: weft.url, WebSocketPolyfill: WebSocket, delay: 100, minDelay: 50, maxDelay: 500 })
-    const hp = new HocuspocusProvider({ websocketProvider: socket, name: 'status-a', document: new Y.Doc() })
-    hp.attach()
-    hocuspocus = { provider: hp, socket }
-    await withDeadline(new Promise<void>((resolve) => (hp.isSynced ? resolve() : hp.on('synced', () => resolve()))), 'hocuspocus to sync')
+    hocuspocus = hocuspocusClient(weft.url, 'status-a')
+    await hocuspocus.synced()
+    const hp = hocuspocus.provider
     ;(clients[0] as WebsocketProvider).doc.getText('t').insert(0, 'hello status page')
     await until(() => hp.document.getText('t').toString() === 'hello status page', 'the edit to reach the Hocuspocus client')
     ;(clients[2] as WebsocketProvider).doc.getText('t').insert(0, 'room b')
