@@ -356,7 +356,8 @@ export class WeftServer {
 
   private createStatusPage(): StatusPage {
     return new StatusPage({
-      instance: this.options.instanceId ?? hostname(),
+      // The relay's id names this instance in the cluster (a random one when --instance-id is not set).
+      instance: () => this.relay?.instanceId ?? this.options.instanceId ?? hostname(),
       version: buildInfo().version,
       commit: buildInfo().commit,
       state: () => this.stateValue,

@@ -24,7 +24,7 @@ export interface StatusRoom {
 
 /** What the page reads from the server. */
 export interface StatusSource {
-  instance: string
+  instance(): string
   version: string
   commit: string
   state(): string
@@ -134,7 +134,7 @@ export class StatusPage {
       [...rooms].sort((a, b) => b[key] - a[key]).slice(0, TOP_ROOMS).filter((figure) => figure[key] > 0)
     const { series, closesByCode, ...slo } = source.window.figures()
     return {
-      instance: source.instance,
+      instance: source.instance(),
       version: source.version,
       commit: source.commit,
       uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
