@@ -7,6 +7,7 @@ export type { ClusterTuning, RelayFaults, RelayLogger } from './tuning.js'
 export { MemoryBus, MemoryRelay } from './memory-relay.js'
 import { RedisRelay } from './redis-relay.js'
 import type { RelayLogger } from './tuning.js'
+import type { CommandObserver } from './redis-connection.js'
 
 export interface CreateRelayOptions {
   redisUrl: string
@@ -18,6 +19,8 @@ export interface CreateRelayOptions {
   /** --republish-rooms-per-second. */
   republishRoomsPerSecond: number
   logger: RelayLogger
+  /** For metrics: each Redis command's name and latency in seconds. */
+  onCommand?: CommandObserver
 }
 
 /** The relay for `--redis URL`: connects at once and keeps reconnecting (with backoff) until closed. */

@@ -76,9 +76,10 @@ export class MemoryRelay implements Relay {
     if (this.closed) return
     this.counters.published++
     this.bus.store(room, update)
+    const publishedAt = Date.now()
     this.bus.broadcast(room, this, (handlers, relay) => {
       relay.counters.received++
-      handlers.onUpdate(update)
+      handlers.onUpdate(update, publishedAt)
     })
   }
 

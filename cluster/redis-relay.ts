@@ -10,7 +10,7 @@ import { decodeRelayMessage, encodeRelayMessage, type RelayMessage } from './rel
 import { RelayRoom } from './relay-room.js'
 import { RoomStreams, type StreamRead } from './room-streams.js'
 import { CLUSTER_DEFAULTS, type ClusterTuning, type RelayFaults, type RelayLogger } from './tuning.js'
-import { openRedisConnection } from './redis-connection.js'
+import { openRedisConnection, type CommandObserver } from './redis-connection.js'
 import type { RedisPersistence, Relay, RelayAwarenessEntry, RelayHealth, RelayRecovery, RelayRoomHandlers, RelayStats, StoredRooms } from './relay.js'
 
 /** An epoch younger than this at an instance's first connection may be a loss it slept through: it re-publishes too. */
@@ -23,6 +23,8 @@ export interface RedisRelayOptions extends Partial<ClusterTuning> {
   prefix?: string
   logger: RelayLogger
   faults?: RelayFaults
+  /** For metrics: each Redis command's name and latency (seconds), failures included. */
+  onCommand?: CommandObserver
 }
 
 /**
@@ -71,14 +73,14 @@ export class RedisRelay implements Relay {
   private republishAgain = false
 
   constructor(options: RedisRelayOptions) {
-    const { redisUrl, instanceId, logger, faults, prefix, ...rest } = options
+    const { redisUrl, instanceId, logger, faults, prefix, onCommand, ...rest } = options
     this.instanceId = instanceId
     this.logger = logger
     this.faults = faults ?? {}
     this.options = Object.freeze({ ...CLUSTER_DEFAULTS, ...stripUndefined(rest) })
     this.outage = new OutageBuffer(this.options.heldBytes)
     const connect = (role: string): Redis =>
-      openRedisConnection(redisUrl, `weft:${instanceId}:${role}`, this.options.maxRetryDelayMs, (err) => this.noteError(err))
+      openRedisConnection(redisUrl, `weft:${instanceId}:${role}`, this.options.maxRetryDelayMs, (err) => this.noteError(err), onCommand)
     this.cmd = connect('cmd')
     this.sub = connect('sub')
     this.namespace = new RedisNamespace(prefix, this.cmd.options.db ?? 0)
@@ -400,7 +402,7 @@ export class RedisRelay implements Relay {
         if (room.chain.covers(message.id)) return
         if (message.instance !== this.instanceId) {
           this.counters.received++
-          room.handlers.onUpdate(message.update)
+          room.handlers.onUpdate(message.update, message.ts)
         }
         // Own messages carry no news but keep the chain gapless.
         if (!room.chain.advance(message.prev, message.id)) void this.heal(room)

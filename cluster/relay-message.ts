@@ -12,7 +12,9 @@
  *   Q instance ts                    "re-send your local awareness for this room"
  *   G instance ts                    every client of that instance left the room (graceful close)
  *
- * `ts` is the publisher's clock in ms (decimal), used only for the lag figure.
+ * `ts` is the publisher's clock in ms (decimal): for the lag figure, and for updates also the
+ * origin's arrival time in weft_delivery_seconds{source="cluster"} (it is taken in the same tick
+ * as the update arrived and was applied there).
  */
 export type RelayMessage =
   | { kind: 'update'; prev: string; id: string; instance: string; ts: number; update: Uint8Array }

@@ -14,8 +14,12 @@ export interface RelayAwarenessEntry extends AwarenessEntry {
  * `leaveRoom`; updates may repeat (Yjs applies them idempotently) but none is ever skipped.
  */
 export interface RelayRoomHandlers {
-  /** A document update another instance applied (or a healed batch of them, merged). */
-  onUpdate(update: Uint8Array): void
+  /**
+   * A document update another instance applied (or a healed batch of them, merged).
+   * `publishedAt`: the origin's wall clock (ms) when it applied and published the update, the
+   * same tick as its arrival there; absent for healed or merged updates.
+   */
+  onUpdate(update: Uint8Array, publishedAt?: number): void
   /** Awareness entries from clients of another instance (`instanceId`). */
   onAwareness(entries: readonly RelayAwarenessEntry[], instanceId: string): void
   /** Every client of that instance is gone (it died or left): remove the states it introduced. */

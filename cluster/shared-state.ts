@@ -7,7 +7,7 @@ import { assertVersionId, isVersionId } from '../persistence/version-id.js'
 import { decodeVersionInfo, decodeVersionValue, encodeVersionInfo, encodeVersionValue } from '../persistence/version-value.js'
 import { RedisNamespace, compareStreamIds, epochCandidate, roomTag, type VersionKeys } from './keys.js'
 import { CLUSTER_DEFAULTS, type RelayLogger } from './tuning.js'
-import { openRedisConnection } from './redis-connection.js'
+import { openRedisConnection, type CommandObserver } from './redis-connection.js'
 import { ENSURE_EPOCH, type Script } from './scripts.js'
 
 /**
@@ -196,6 +196,8 @@ export interface SharedStateOptions {
   closeMs?: number
   /** How often the data epoch is read to notice that Redis lost its data (also checked at every reconnect). */
   epochCheckMs?: number
+  /** For metrics: each Redis command's name and latency (seconds), as the relay's. */
+  onCommand?: CommandObserver
 }
 
 interface Deletion {
@@ -248,7 +250,7 @@ export class RedisSharedState implements VersionStore {
     this.closeMs = options.closeMs ?? CLUSTER_DEFAULTS.closeMs
     const maxRetryDelayMs = options.maxRetryDelayMs ?? CLUSTER_DEFAULTS.maxRetryDelayMs
     const connect = (role: string): Redis =>
-      openRedisConnection(options.redisUrl, `weft:${options.instanceId}:shared-${role}`, maxRetryDelayMs, (err) => this.noteError(err))
+      openRedisConnection(options.redisUrl, `weft:${options.instanceId}:shared-${role}`, maxRetryDelayMs, (err) => this.noteError(err), options.onCommand)
     this.cmd = connect('cmd')
     this.sub = connect('sub')
     this.namespace = new RedisNamespace(options.prefix, this.cmd.options.db ?? 0)

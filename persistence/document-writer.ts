@@ -36,6 +36,10 @@ export interface WriterOptions {
    * registry); without it compaction merges the stored log.
    */
   snapshots?: SnapshotSource
+  /** For metrics: each append stored, with its update count and how long (ms) its oldest update waited since `write`. */
+  onBatchStored?(updates: number, oldestWaitMs: number): void
+  /** For metrics: each log compacted into one entry. */
+  onCompacted?(): void
 }
 
 /** Time kept back from a close deadline for closing the store itself. */
@@ -63,6 +67,7 @@ export class DocumentWriter extends EventEmitter {
   private readonly rooms = new Map<string, RoomWork>()
   private readonly options: Readonly<ResolvedOptions>
   private readonly logger: WriterLogger
+  private readonly onBatchStored: NonNullable<WriterOptions['onBatchStored']>
   private readonly retry: AppendRetry
   private readonly failures: StorageHealthTracker
   private readonly compactor: LogCompactor
@@ -78,7 +83,8 @@ export class DocumentWriter extends EventEmitter {
     this.retry = new AppendRetry(this.options.retryBaseMs, this.options.retryMaxMs)
     this.failures = new StorageHealthTracker(this.retry, this.logger, (health) => this.emit('health', health))
     const { compactEntries, compactBytes, retryMaxMs } = this.options
-    this.compactor = new LogCompactor(store, { compactEntries, compactBytes, retryAfterFailureMs: retryMaxMs }, options.snapshots ?? null, this.logger, () => this.state === 'open')
+    this.compactor = new LogCompactor(store, { compactEntries, compactBytes, retryAfterFailureMs: retryMaxMs }, options.snapshots ?? null, this.logger, () => this.state === 'open', options.onCompacted)
+    this.onBatchStored = options.onBatchStored ?? (() => {})
   }
 
   override on(event: 'health', listener: (health: StorageHealth) => void): this {
@@ -359,6 +365,10 @@ export class DocumentWriter extends EventEmitter {
         work.inFlight = null
       }
       if (failure === null) {
+        // The batch is in arrival order: its first write waited longest.
+        if (batch.length > 0) this.onBatchStored(batch.length, performance.now() - (batch[0] as PendingWrite).at)
+        // The batch is in arrival order: its first write waited longest.
+        if (batch.length > 0) this.onBatchStored(batch.length, performance.now() - (batch[0] as PendingWrite).at)
         for (const write of batch) write.resolve()
         this.compactor.noteAppended(work, merged.update.byteLength)
         this.failures.markRecovered(work, true)
@@ -432,7 +442,7 @@ async function withDeadline(promise: Promise<unknown>, deadlineMs: number | unde
   }
 }
 
-type ResolvedOptions = Required<Omit<WriterOptions, 'logger' | 'snapshots'>>
+type ResolvedOptions = Required<Omit<WriterOptions, 'logger' | 'snapshots' | 'onBatchStored' | 'onCompacted'>>
 
 function validateOptions(options: WriterOptions): ResolvedOptions {
   const resolved = {

@@ -47,6 +47,8 @@ export class LogCompactor {
     private readonly logger: WriterLogger,
     /** False once the writer is closing: only close() itself compacts then. */
     private readonly accepting: () => boolean,
+    /** For metrics: each log compacted into one entry. */
+    private readonly onCompacted: () => void = () => {},
   ) {}
 
   noteLogRead(work: RoomWork, log: readonly LogEntry[]): void {
@@ -125,6 +127,7 @@ export class LogCompactor {
         baseBytes: merged.byteLength,
       }
       this.logger.info({ room: work.room, entries: log.length, bytes: merged.byteLength }, 'compacted')
+      this.onCompacted()
     } else {
       work.compactionQueued = false
       this.noteLogRead(work, log)

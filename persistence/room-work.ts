@@ -5,6 +5,8 @@ type WriteOutcome = 'pending' | 'saved' | 'refused' | 'abandoned'
 /** One `DocumentWriter.write` call: its bytes and the promise its caller holds. */
 export interface PendingWrite {
   readonly update: Uint8Array
+  /** performance.now() of the `write` call. */
+  readonly at: number
   readonly done: Promise<void>
   outcome: WriteOutcome
   resolve(): void
@@ -23,6 +25,7 @@ export function createPendingWrite(update: Uint8Array): PendingWrite {
   done.catch(() => {})
   const write: PendingWrite = {
     update,
+    at: performance.now(),
     done,
     outcome: 'pending',
     resolve() {

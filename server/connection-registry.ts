@@ -68,6 +68,7 @@ export class ConnectionRegistry {
       onPause: () => metrics.pausedSockets.inc(),
       onResume: () => metrics.pausedSockets.dec(),
       onClose: (connection: Connection, code: number) => this.forget(connection, code),
+      onQueueBytes: (bytes: number) => metrics.sendQueueBytes.observe(bytes),
     })
     this.pendingLimits = Object.freeze({ maxPendingMessages: PENDING_MESSAGES, maxPendingBytes: Math.max(options.maxMessageBytes, PENDING_BYTES) })
     this.hocuspocusHooks = Object.freeze({
@@ -101,6 +102,7 @@ export class ConnectionRegistry {
   admit(ws: WebSocket, raw: Socket, ticket: AdmissionTicket, rooms: RoomRegistry, room: string | null, grant: Grant | null, context: AuthContext): void {
     const { deps } = this
     const connection = new Connection(ws, raw, ticket, this.limits, this.events)
+    connection.meter = deps.metrics.traffic[room === null ? 'hocuspocus' : 'y-websocket']
     this.connections.add(connection)
     if (room === null) {
       const preauth = new PreAuthGuard(raw, connection, deps.options, (reason) => deps.metrics.preauthCloses.inc({ reason }))
@@ -126,6 +128,7 @@ export class ConnectionRegistry {
     if (this.connections.size === 0) this.wake?.()
     if (connection.paused) metrics.pausedSockets.dec()
     metrics.closes.inc({ code: String(code) })
+    metrics.window.close(code)
     if (code === CloseCode.protocolError || code === CloseCode.invalidPayload || code === CloseCode.messageTooBig) {
       metrics.malformedMessages.inc({ code: String(code) })
     }

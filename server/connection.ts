@@ -6,6 +6,7 @@ import { CloseCode } from './codes.js'
 import { SendQueue } from './send-queue.js'
 import { TokenBucket, systemClock, type Clock } from './token-bucket.js'
 import type { SharedFrames, WireFormat } from './wire-format.js'
+import type { TrafficMeter } from './metrics.js'
 
 /** The same for every connection of a server: pass one object to all of them. */
 export interface ConnectionLimits {
@@ -28,6 +29,11 @@ export interface ConnectionEvents {
   onResume?(): void
   /** The socket closed with `code` (the one weft closed with, or the peer's); before the session hears of it. */
   onClose?(connection: Connection, code: number): void
+  /**
+   * The connection's outbound bytes (socket buffer plus held) where they change course: weft
+   * starts holding data for it, it goes over its budget, the socket drained. Not per frame.
+   */
+  onQueueBytes?(bytes: number): void
 }
 
 /** The protocol session on top of a connection (y-websocket, Hocuspocus). */
@@ -80,6 +86,8 @@ export class Connection {
   private socketPaused = false
   private session: ConnectionSession | null = null
   closeCode: number | null = null
+  /** Counts this connection's messages for its protocol (shared by all connections of it); set by the server. */
+  meter: TrafficMeter | null = null
 
   constructor(
     readonly socket: WebSocket,
@@ -166,6 +174,7 @@ export class Connection {
       }
       this.resumeTimer = setTimeout(() => this.resume(), wait)
     }
+    this.meter?.received(data)
     this.session?.receive(data)
   }
 
@@ -208,8 +217,12 @@ export class Connection {
       this.clock,
     )
     this.queue = queue
+    this.events.onQueueBytes?.(socket.bufferedAmount)
     // Held data goes out as the socket drains; the listener goes with the socket.
-    this.raw.on('drain', () => queue.flush())
+    this.raw.on('drain', () => {
+      queue.flush()
+      this.events.onQueueBytes?.(queue.totalBytes)
+    })
     return queue
   }
 
@@ -221,12 +234,16 @@ export class Connection {
   /** After a direct send: a single large frame can take the socket past the budget at once. */
   private checkBudget(): void {
     // flush() of an empty queue only checks the budget (and starts the grace period when over).
-    if (this.socket.bufferedAmount > this.limits.sendQueueBytes) this.sendQueue().flush()
+    if (this.socket.bufferedAmount > this.limits.sendQueueBytes) {
+      this.events.onQueueBytes?.(this.socket.bufferedAmount)
+      this.sendQueue().flush()
+    }
   }
 
   /** A frame that must arrive as it is, in order. */
   send(frame: Uint8Array): void {
     if (this.stateValue !== 'open') return
+    this.meter?.sent(frame)
     if (!this.direct) {
       this.sendQueue().sendFrame(frame)
       return
@@ -239,10 +256,11 @@ export class Connection {
   sendUpdate(document: string, update: Uint8Array, frames: SharedFrames, format: WireFormat): void {
     if (this.stateValue !== 'open') return
     if (!this.direct) {
+      this.meter?.sentBroadcast('update', update.length)
       this.sendQueue().sendUpdate(document, update, frames, format)
       return
     }
-    this.sendShared(frames, format)
+    this.sendShared(frames, format, 'update')
   }
 
   /**
@@ -250,11 +268,13 @@ export class Connection {
    * it can be (ws compresses nothing here and queues nothing, so frames stay in order and count
    * in `bufferedAmount` as ws's own do), else through ws.
    */
-  private sendShared(frames: SharedFrames, format: WireFormat): void {
+  private sendShared(frames: SharedFrames, format: WireFormat, type: 'update' | 'awareness'): void {
+    const payload = frames.get(format)
+    this.meter?.sentBroadcast(type, payload.length)
     if (frames.wire !== undefined && this.raw.write !== undefined && this.socket.readyState === OPEN) {
       this.raw.write(frames.wire(format))
     } else {
-      this.socket.send(frames.get(format), BINARY)
+      this.socket.send(payload, BINARY)
     }
     this.checkBudget()
   }
@@ -262,10 +282,11 @@ export class Connection {
   sendAwareness(document: string, entries: readonly AwarenessEntry[], frames: SharedFrames, format: WireFormat): void {
     if (this.stateValue !== 'open') return
     if (!this.direct) {
+      this.meter?.sentBroadcast('awareness', 0)
       this.sendQueue().sendAwareness(document, entries, frames, format)
       return
     }
-    this.sendShared(frames, format)
+    this.sendShared(frames, format, 'awareness')
   }
 
   /**

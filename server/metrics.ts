@@ -1,5 +1,143 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 import type { Relay, RelayRecovery, RelayStats } from '../cluster/index.js'
+import { buildInfo } from './build-info.js'
+import { FastHistogram, type HistogramSeries } from './fast-histogram.js'
+import { DELIVERY_BUCKETS, PERSIST_BUCKETS, SloWindow } from './slo-window.js'
+
+/** The two WebSocket protocols, as metric label values. */
+export type Protocol = 'y-websocket' | 'hocuspocus'
+export const PROTOCOLS: readonly Protocol[] = ['y-websocket', 'hocuspocus']
+/** Where a delivered update came from: a client of this instance, or another instance (Redis relay). */
+export type UpdateSource = 'local' | 'cluster'
+export type ServerStateLabel = 'starting' | 'serving' | 'draining' | 'stopped'
+const SERVER_STATES: readonly ServerStateLabel[] = ['starting', 'serving', 'draining', 'stopped']
+
+/** Message types of both protocols (label `type`); anything else is `other`. A fixed set: no label from client bytes. */
+export const MESSAGE_TYPES = [
+  'sync_step1',
+  'sync_step2',
+  'update',
+  'awareness',
+  'auth',
+  'query_awareness',
+  'stateless',
+  'broadcast_stateless',
+  'close',
+  'sync_status',
+  'ping',
+  'pong',
+  'other',
+] as const
+export type MessageType = (typeof MESSAGE_TYPES)[number]
+
+
+const TYPE_INDEX = Object.fromEntries(MESSAGE_TYPES.map((type, i) => [type, i])) as Record<MessageType, number>
+const UPDATE = TYPE_INDEX.update
+const AWARENESS = TYPE_INDEX.awareness
+
+/**
+ * Counts messages and bytes of one protocol in both directions. One per protocol, shared by every
+ * connection of it. Counting is two additions to a typed array (a prom-client child's inc() hashes
+ * its labels on every call: ~1 µs, too much per message); the counters read the totals at scrape.
+ */
+export class TrafficMeter {
+  /** By message type index: [messages, bytes] pairs. */
+  readonly inbound = new Float64Array(MESSAGE_TYPES.length * 2)
+  readonly outbound = new Float64Array(MESSAGE_TYPES.length * 2)
+
+  constructor(
+    readonly protocol: Protocol,
+    private readonly classify: (frame: Uint8Array) => number,
+  ) {}
+
+  received(frame: Uint8Array): void {
+    const i = this.classify(frame) * 2
+    this.inbound[i] = (this.inbound[i] as number) + 1
+    this.inbound[i + 1] = (this.inbound[i + 1] as number) + frame.length
+  }
+
+  /** A frame of any type handed to the connection (sync replies, acks, stateless...). */
+  sent(frame: Uint8Array): void {
+    this.count(this.classify(frame), frame.length)
+  }
+
+  /** A broadcast handed to the connection: `bytes` of its frame, or of the update when it is held to merge. */
+  sentBroadcast(type: 'update' | 'awareness', bytes: number): void {
+    this.count(type === 'update' ? UPDATE : AWARENESS, bytes)
+  }
+
+  private count(type: number, bytes: number): void {
+    const i = type * 2
+    this.outbound[i] = (this.outbound[i] as number) + 1
+    this.outbound[i + 1] = (this.outbound[i + 1] as number) + bytes
+  }
+}
+
+/** Reads a lib0 varuint at `pos`: its value (-1 when the frame ends first); the position after it goes to `varPos`. */
+function readVarUint(frame: Uint8Array, pos: number): number {
+  let value = 0
+  let shift = 0
+  while (pos < frame.length && shift < 35) {
+    const byte = frame[pos++] as number
+    value += (byte & 0x7f) * 2 ** shift
+    if (byte < 0x80) {
+      varPos = pos
+      return value
+    }
+    shift += 7
+  }
+  varPos = pos
+  return -1
+}
+/** The position after the last readVarUint (module state: the classifiers are synchronous and allocate nothing). */
+let varPos = 0
+
+const OTHER = TYPE_INDEX.other
+const SYNC_TYPES: readonly number[] = [TYPE_INDEX.sync_step1, TYPE_INDEX.sync_step2, UPDATE]
+
+function syncType(frame: Uint8Array, pos: number): number {
+  return SYNC_TYPES[readVarUint(frame, pos)] ?? OTHER
+}
+
+/** y-websocket: `messageType` (0 sync + sync type, 1 awareness, 2 auth, 3 query awareness); the index in MESSAGE_TYPES. */
+export function yWebsocketMessageType(frame: Uint8Array): number {
+  switch (readVarUint(frame, 0)) {
+    case 0:
+      return syncType(frame, varPos)
+    case 1:
+      return AWARENESS
+    case 2:
+      return TYPE_INDEX.auth
+    case 3:
+      return TYPE_INDEX.query_awareness
+    default:
+      return OTHER
+  }
+}
+
+const HOCUSPOCUS_TYPES: readonly number[] = ([
+  'other', // sync: by its sync type
+  'awareness',
+  'auth',
+  'query_awareness',
+  'other', // sync reply: by its sync type
+  'stateless',
+  'broadcast_stateless',
+  'close',
+  'sync_status',
+  'ping',
+  'pong',
+] as const satisfies readonly MessageType[]).map((type) => TYPE_INDEX[type])
+
+/** Hocuspocus: a document name (varstring) then the provider's MessageType; Ping and Pong are one byte. The index in MESSAGE_TYPES. */
+export function hocuspocusMessageType(frame: Uint8Array): number {
+  if (frame.length === 1) return frame[0] === 9 ? TYPE_INDEX.ping : frame[0] === 10 ? TYPE_INDEX.pong : OTHER
+  const nameLength = readVarUint(frame, 0)
+  if (nameLength < 0) return OTHER
+  const type = readVarUint(frame, varPos + nameLength)
+  if (type === 0 || type === 4) return syncType(frame, varPos)
+  return HOCUSPOCUS_TYPES[type] ?? OTHER
+}
 
 /**
  * The server's Prometheus metrics. Each server has its own registry, so several servers in one
@@ -47,7 +185,7 @@ export class ServerMetrics {
   })
   readonly sendQueueBytes = new Histogram({
     name: 'weft_send_queue_bytes',
-    help: 'Per-connection outbound bytes (socket buffer plus held), sampled each heartbeat',
+    help: 'Per-connection outbound bytes (socket buffer plus held), sampled each heartbeat and whenever weft starts or stops holding data for the connection',
     buckets: [0, 1024, 16 * 1024, 256 * 1024, 1024 * 1024, 4 * 1024 * 1024, 16 * 1024 * 1024],
     registers: [this.registry],
   })
@@ -161,16 +299,7 @@ export class ServerMetrics {
       ['healed', 'Updates recovered by gap detection or catch-up instead of arriving live'],
       ['commands', 'Redis commands the relay sent'],
     ]
-    for (const [key, help] of counters) {
-      new Gauge({
-        name: `weft_relay_${key}_total`,
-        help,
-        registers: [this.registry],
-        collect() {
-          this.set(relay.stats()[key])
-        },
-      })
-    }
+    for (const [key, help] of counters) this.counterOf(`weft_relay_${key}_total`, help, () => relay.stats()[key])
     const recovery = relay.recovery?.bind(relay)
     if (recovery !== undefined) {
       // Issue #13: how the cluster gets back what Redis lost.
@@ -199,16 +328,7 @@ export class ServerMetrics {
         ['found', 'weft_cluster_asks_found_total', 'Asks another instance answered with the room'],
         ['answered', 'weft_cluster_asks_answered_total', 'Asks of other instances this one answered with the room'],
       ]
-      for (const [key, name, help] of totals) {
-        new Gauge({
-          name,
-          help,
-          registers: [this.registry],
-          collect() {
-            this.set(Number(recovery()[key]))
-          },
-        })
-      }
+      for (const [key, name, help] of totals) this.counterOf(name, help, () => Number(recovery()[key]))
     }
     new Gauge({
       name: 'weft_relay_held_bytes',
@@ -220,8 +340,159 @@ export class ServerMetrics {
     })
   }
 
+  /** A Counter that follows a running total kept elsewhere (the relay's): it goes up by the difference at each scrape. */
+  private counterOf(name: string, help: string, total: () => number): void {
+    let reported = 0
+    new Counter({
+      name,
+      help,
+      registers: [this.registry],
+      collect() {
+        const now = total()
+        if (now > reported) this.inc(now - reported)
+        reported = Math.max(reported, now)
+      },
+    })
+  }
+
+  // ---- issue 17: delivery, persistence, traffic, HTTP, Redis, build and state -------------------
+
+  private readonly delivery = new FastHistogram(
+    'weft_delivery_seconds',
+    "Time from an update's arrival at weft (for source=cluster: at the origin instance) to its frame being written to a recipient's socket; sampled, see README",
+    DELIVERY_BUCKETS,
+    this.registry,
+  )
+  readonly persist = new Histogram({
+    name: 'weft_persist_seconds',
+    help: "Time from an update's arrival to its LevelDB write done; once per write batch, for the batch's oldest update",
+    buckets: [...PERSIST_BUCKETS],
+    registers: [this.registry],
+  })
+  readonly writeBatch = new Histogram({
+    name: 'weft_write_batch_updates',
+    help: 'Updates per storage write batch (one append)',
+    buckets: [1, 2, 4, 8, 16, 32, 64],
+    registers: [this.registry],
+  })
+  readonly compactions = new Counter({ name: 'weft_compactions_total', help: 'Room logs compacted into one entry', registers: [this.registry] })
+
+  private readonly httpRequests = new Counter({
+    name: 'weft_http_requests_total',
+    help: 'HTTP requests by route pattern (never the room) and status',
+    labelNames: ['route', 'status'] as const,
+    registers: [this.registry],
+  })
+  private readonly httpDuration = new Histogram({
+    name: 'weft_http_request_duration_seconds',
+    help: 'HTTP request duration, from the request to the end of the answer, by route pattern',
+    labelNames: ['route'] as const,
+    buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [this.registry],
+  })
+  private readonly redisCommands = new Histogram({
+    name: 'weft_redis_command_seconds',
+    help: 'Redis command latency by command (sent to answered, failures included)',
+    labelNames: ['command'] as const,
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 3],
+    registers: [this.registry],
+  })
+  private readonly serverState = new Gauge({
+    name: 'weft_server_state',
+    help: 'The server state: 1 for the current one (starting, serving, draining, stopped), 0 for the others',
+    labelNames: ['state'] as const,
+    registers: [this.registry],
+  })
+
+  /** The traffic meters, one per protocol. */
+  readonly traffic: Readonly<Record<Protocol, TrafficMeter>>
+  /** The last 5 minutes of the SLO figures, for the status page. */
+  readonly window = new SloWindow()
+
+  private readonly deliverySeries: Record<Protocol, Record<UpdateSource, HistogramSeries>>
+  private readonly httpChildren = new Map<string, { requests: Map<number, Counter.Internal>; duration: Histogram.Internal<'route'> }>()
+  private readonly redisChildren = new Map<string, Histogram.Internal<'command'>>()
+
   constructor() {
     // Event-loop lag, heap and CPU come from prom-client's default collectors.
     collectDefaultMetrics({ register: this.registry, prefix: 'weft_' })
+    const { version, commit } = buildInfo()
+    new Gauge({ name: 'weft_build_info', help: 'Always 1; the labels say which build runs', labelNames: ['version', 'commit'] as const, registers: [this.registry] }).set({ version, commit }, 1)
+    this.setState('starting')
+    const traffic = {
+      'y-websocket': new TrafficMeter('y-websocket', yWebsocketMessageType),
+      hocuspocus: new TrafficMeter('hocuspocus', hocuspocusMessageType),
+    }
+    this.traffic = traffic
+    // The meters' totals, written into the counters at each scrape (offset 0: messages, 1: bytes).
+    const trafficCounter = (name: string, help: string, offset: 0 | 1): void => {
+      new Counter({
+        name,
+        help,
+        labelNames: ['direction', 'protocol', 'type'] as const,
+        registers: [this.registry],
+        collect() {
+          this.reset()
+          for (const protocol of PROTOCOLS) {
+            const meter = traffic[protocol]
+            MESSAGE_TYPES.forEach((type, i) => {
+              this.inc({ direction: 'in', protocol, type }, meter.inbound[i * 2 + offset] as number)
+              this.inc({ direction: 'out', protocol, type }, meter.outbound[i * 2 + offset] as number)
+            })
+          }
+        },
+      })
+    }
+    trafficCounter('weft_messages_total', 'WebSocket messages by direction (in/out), protocol and message type', 0)
+    trafficCounter('weft_message_bytes_total', 'WebSocket message payload bytes by direction, protocol and message type', 1)
+    // Every series exists from the start (zero), so rate() and alerts see them before the first sample.
+    const deliveryOf = (protocol: Protocol): Record<UpdateSource, HistogramSeries> => ({
+      local: this.delivery.series({ protocol, source: 'local' }),
+      cluster: this.delivery.series({ protocol, source: 'cluster' }),
+    })
+    this.deliverySeries = { 'y-websocket': deliveryOf('y-websocket'), hocuspocus: deliveryOf('hocuspocus') }
+  }
+
+  setState(state: ServerStateLabel): void {
+    for (const each of SERVER_STATES) this.serverState.set({ state: each }, each === state ? 1 : 0)
+  }
+
+  /** One delivery sample: `seconds` from arrival to the write to a recipient of `protocol`. */
+  observeDelivery(protocol: Protocol, source: UpdateSource, seconds: number, now: number): void {
+    this.deliverySeries[protocol][source].observe(seconds)
+    this.window.delivery(seconds, now)
+  }
+
+  /** One storage write batch: how many updates, and how long its oldest update waited. */
+  observeWriteBatch(updates: number, oldestSeconds: number): void {
+    this.writeBatch.observe(updates)
+    this.persist.observe(oldestSeconds)
+    this.window.persist(oldestSeconds, performance.now())
+  }
+
+  /** An answered HTTP request; `route` is the route pattern (`/api/rooms/{room}`), never the path. */
+  observeHttp(route: string, status: number, seconds: number): void {
+    let children = this.httpChildren.get(route)
+    if (children === undefined) {
+      children = { requests: new Map(), duration: this.httpDuration.labels(route) }
+      this.httpChildren.set(route, children)
+    }
+    let counter = children.requests.get(status)
+    if (counter === undefined) {
+      counter = this.httpRequests.labels(route, String(status))
+      children.requests.set(status, counter)
+    }
+    counter.inc()
+    children.duration.observe(seconds)
+  }
+
+  /** One Redis command answered (or failed) after `seconds`. */
+  observeRedisCommand(command: string, seconds: number): void {
+    let child = this.redisChildren.get(command)
+    if (child === undefined) {
+      child = this.redisCommands.labels(command)
+      this.redisChildren.set(command, child)
+    }
+    child.observe(seconds)
   }
 }

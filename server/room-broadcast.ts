@@ -7,6 +7,15 @@ import { FrameCache } from './wire-format.js'
 /** The most updates one merged broadcast carries. */
 const MAX_BATCH_UPDATES = 512
 
+/** Receives delivery samples: protocol, where the update arrived, its delay (ms) and now. */
+export type DeliverySink = (protocol: 'y-websocket' | 'hocuspocus', source: 'local' | 'cluster', ms: number, now: number) => void
+
+/** When the updates of one broadcast arrived (NaN: unknown) and from where. */
+interface Arrival {
+  at: number
+  source: 'local' | 'cluster'
+}
+
 /** Pending broadcasts from more than one sender: every member receives them. */
 const MIXED_SENDERS = Symbol('mixed senders')
 
@@ -21,6 +30,10 @@ export class RoomBroadcast {
   private pending: Uint8Array[] = []
   /** The one member every pending update came from (null: none did), or MIXED_SENDERS. */
   private pendingSender: RoomMember | null | typeof MIXED_SENDERS = null
+  /** performance.now() of the earliest arrival among the pending updates (NaN: none known), for weft_delivery_seconds. */
+  private pendingArrival = NaN
+  /** Whether the pending updates all came from the cluster (the delivery sample's `source`). */
+  private pendingFromCluster = false
   private flushScheduled = false
   private closed = false
 
@@ -30,11 +43,16 @@ export class RoomBroadcast {
     private readonly log: Logger,
     /** Called with the number of updates each merged broadcast carried (for metrics). */
     private readonly onBatched: (updates: number) => void,
+    /** One delivery sample per protocol per broadcast (for metrics). */
+    private readonly onDelivered: DeliverySink,
   ) {}
 
-  /** Queues an update for every member but `sender`. */
-  update(update: Uint8Array, sender: RoomMember | null): void {
+  /** Queues an update for every member but `sender`; `arrivedAt` is when it reached weft (performance.now()). */
+  update(update: Uint8Array, sender: RoomMember | null, arrivedAt: number, fromCluster: boolean): void {
     if (this.members.size === 0) return
+    const first = this.pending.length === 0
+    this.pendingArrival = first || !(arrivedAt >= this.pendingArrival) ? arrivedAt : this.pendingArrival
+    this.pendingFromCluster = first ? fromCluster : this.pendingFromCluster && fromCluster
     this.pendingSender = this.pending.length === 0 || this.pendingSender === sender ? sender : MIXED_SENDERS
     this.pending.push(update)
     if (!this.flushScheduled) {
@@ -53,6 +71,7 @@ export class RoomBroadcast {
     const pending = this.pending
     if (pending.length === 0) return
     const sender = this.pendingSender
+    const timing: Arrival = { at: this.pendingArrival, source: this.pendingFromCluster ? 'cluster' : 'local' }
     this.pending = []
     this.pendingSender = null
     if (this.closed) return
@@ -60,7 +79,7 @@ export class RoomBroadcast {
     for (let start = 0; start < pending.length; start += MAX_BATCH_UPDATES) {
       const batch = pending.slice(start, start + MAX_BATCH_UPDATES)
       if (batch.length === 1) {
-        this.send(batch[0] as Uint8Array, sender)
+        this.send(batch[0] as Uint8Array, sender, timing)
         continue
       }
       let merged: Uint8Array
@@ -69,10 +88,10 @@ export class RoomBroadcast {
       } catch (err) {
         // Yjs encoded every one of these itself, so this is a bug; the updates still go out, one by one.
         this.log.error({ room: this.room, err, updates: batch.length }, 'merging a burst for broadcast failed')
-        for (const update of batch) this.send(update, sender)
+        for (const update of batch) this.send(update, sender, timing)
         continue
       }
-      this.send(merged, sender)
+      this.send(merged, sender, timing)
       this.onBatched(batch.length)
     }
   }
@@ -91,11 +110,25 @@ export class RoomBroadcast {
     this.pending = []
   }
 
-  /** Sends an update to every member except `except`, encoded once per wire format. */
-  private send(update: Uint8Array, except: RoomMember | null | typeof MIXED_SENDERS): void {
+  /**
+   * Sends an update to every member except `except`, encoded once per wire format. One delivery
+   * sample per protocol present: when the loop has handed the frame to every recipient, so the
+   * sample is the broadcast's last recipient of that protocol (its slowest).
+   */
+  private send(update: Uint8Array, except: RoomMember | null | typeof MIXED_SENDERS, arrival: Arrival): void {
     const frames = new FrameCache((format) => format.update(this.room, update))
+    let yWebsocket = false
+    let hocuspocus = false
     for (const member of this.members) {
-      if (member !== except) member.deliverUpdate(update, frames)
+      if (member === except) continue
+      member.deliverUpdate(update, frames)
+      const format = member.format.name
+      if (format === 'y-websocket') yWebsocket = true
+      else if (format.startsWith('hocuspocus')) hocuspocus = true
     }
+    if (!(arrival.at >= 0) || (!yWebsocket && !hocuspocus)) return
+    const now = performance.now()
+    if (yWebsocket) this.onDelivered('y-websocket', arrival.source, now - arrival.at, now)
+    if (hocuspocus) this.onDelivered('hocuspocus', arrival.source, now - arrival.at, now)
   }
 }

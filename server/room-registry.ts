@@ -3,6 +3,7 @@ import type { Relay } from '../cluster/index.js'
 import type { AwarenessLimits, AwarenessRefusal } from './room-awareness.js'
 import type { WireFormat } from './wire-format.js'
 import type { Logger } from './logger.js'
+import type { DeliverySink } from './room-broadcast.js'
 import { NO_ROOM_EVENTS, type RoomEvents } from './room-events.js'
 import { Room, type RoomMember, type UpdateShapeLimits } from './room.js'
 import type { RefusalReason } from './update-source.js'
@@ -39,6 +40,8 @@ export class RoomRegistry {
 
   /** Called with the number of updates each merged broadcast carried (for metrics). */
   onBatched: (updates: number) => void = () => {}
+  /** Called with one delivery sample per protocol per broadcast (for weft_delivery_seconds). */
+  onDelivered: DeliverySink = () => {}
   /** Called for each update a room refused for its shape, and why (for metrics). */
   onRefused: (reason: RefusalReason) => void = () => {}
   /** Called for each stored entry a load set aside (for metrics). */

@@ -101,6 +101,13 @@ export class Room {
   private relayed = false
   private readonly remoteOwners = new Map<string, RemoteInstance>()
   private readonly broadcast: RoomBroadcast
+  /** Updates committed since load, local and from the cluster (the status page's per-room rate). */
+  updatesCommitted = 0
+
+  /** An upper bound of the document's encoded size, without encoding it (the status page's sizes). */
+  get estimatedBytes(): number {
+    return this.sizeEstimate
+  }
   /** A stored event is queued: the writes of one storage batch resolve together and say so once. */
   private storedQueued = false
 
@@ -111,7 +118,7 @@ export class Room {
     private readonly log: Logger,
   ) {
     this.awareness = new RoomAwareness(registry.awarenessLimits)
-    this.broadcast = new RoomBroadcast(name, this.members, log, (updates) => registry.onBatched(updates))
+    this.broadcast = new RoomBroadcast(name, this.members, log, (updates) => registry.onBatched(updates), (protocol, source, ms, now) => registry.onDelivered(protocol, source, ms, now))
     this.loaded = this.load()
     // Never an unhandled rejection: members await `loaded` and handle the failure themselves.
     this.loaded.catch(() => {})
@@ -314,18 +321,20 @@ export class Room {
       this.emitted.push(update)
       return
     }
-    this.commit(update, origin instanceof UpdateSource ? origin : APPLICATION_EDIT)
+    // A change made on the document directly (not through apply): it arrives now.
+    this.commit(update, origin instanceof UpdateSource ? origin : APPLICATION_EDIT, performance.now())
   }
 
   /** Stores, relays and broadcasts what the document emitted; returns the write's durability. */
-  private commit(update: Uint8Array, source: UpdateSource | typeof APPLICATION_EDIT): Promise<void> {
+  private commit(update: Uint8Array, source: UpdateSource | typeof APPLICATION_EDIT, arrivedAt: number): Promise<void> {
     this.sizeEstimate += update.length
+    this.updatesCommitted++
     // Durability first: the write is scheduled before anyone hears of the update.
     const write = this.writer.write(this.name, update)
     write.then(this.writeStored, this.writeFailed)
     const origin = source === APPLICATION_EDIT ? null : source.origin
     if (this.relayed && origin?.kind !== 'cluster') this.registry.relay?.publishUpdate(this.name, update)
-    this.broadcast.update(update, source === APPLICATION_EDIT ? null : source.member)
+    this.broadcast.update(update, source === APPLICATION_EDIT ? null : source.member, arrivedAt, origin?.kind === 'cluster')
     if (origin !== null) notify(this.log, this.name, 'changed', () => this.registry.events.changed(this, update, origin))
     return write
   }
@@ -348,7 +357,7 @@ export class Room {
    * room is reset (see reset) and UpdateRefusedError is thrown. Returns the durability of the
    * last write, or null when the update changed nothing.
    */
-  private integrate(update: Uint8Array, source: UpdateSource): Promise<void> | null {
+  private integrate(update: Uint8Array, source: UpdateSource, arrivedAt = performance.now()): Promise<void> | null {
     if (this.stateValue === 'unloaded') throw new Error(`room ${this.name} is unloaded`)
     const emitted: Uint8Array[] = []
     this.emitted = emitted
@@ -361,7 +370,7 @@ export class Room {
     }
     this.emitted = null
     let written: Promise<void> | null = null
-    for (const part of emitted) written = this.commit(part, source)
+    for (const part of emitted) written = this.commit(part, source, arrivedAt)
     return written
   }
 
@@ -376,10 +385,11 @@ export class Room {
    * --max-pending-bytes (counted in the size estimate). Past it, or when Yjs throws, the room
    * is reset and reloads from storage and the cluster.
    */
-  private applyFromCluster(update: Uint8Array): void {
+  private applyFromCluster(update: Uint8Array, publishedAt?: number): void {
     if (this.stateValue === 'unloaded') return
     try {
-      this.integrate(update, CLUSTER_SOURCE)
+      // The origin's wall clock (ms) on this process's performance.now() timeline; NaN when unknown.
+      this.integrate(update, CLUSTER_SOURCE, publishedAt === undefined ? NaN : publishedAt - performance.timeOrigin)
     } catch (err) {
       this.log.error({ room: this.name, err }, 'an update from the cluster could not be applied')
       return
@@ -401,7 +411,7 @@ export class Room {
   }
 
   private readonly relayHandlers: RelayRoomHandlers = {
-    onUpdate: (update) => this.applyFromCluster(update),
+    onUpdate: (update, publishedAt) => this.applyFromCluster(update, publishedAt),
     onAwareness: (entries, instanceId) => {
       // Each entry carries its owner's identity as the other instance relayed it.
       const { accepted, refused } = this.awareness.apply(entries, this.remoteOwner(instanceId))

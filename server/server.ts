@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs'
 import type { AddressInfo, Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { randomUUID } from 'node:crypto'
+import { hostname } from 'node:os'
 import { WebSocketServer } from 'ws'
 import { createRelay, RedisSharedState, type Relay } from '../cluster/index.js'
 import { pathOfTarget } from '../protocol/index.js'
@@ -23,6 +24,8 @@ import { HookRunner } from './hook-runner.js'
 import type { Authenticate, WeftHooks } from './hooks.js'
 import { createLogger, type Logger } from './logger.js'
 import { ServerMetrics } from './metrics.js'
+import { buildInfo } from './build-info.js'
+import { StatusPage } from './status-page.js'
 import { RoomRegistry, type RoomEvents } from './room.js'
 import { awarenessLimits } from './room-awareness.js'
 import { UpgradePipeline } from './upgrade-pipeline.js'
@@ -30,6 +33,9 @@ import { UpgradePipeline } from './upgrade-pipeline.js'
 export { servesHocuspocus } from './upgrade-pipeline.js'
 
 export type ServerState = 'starting' | 'serving' | 'draining' | 'stopped'
+
+/** Endpoints outside the API, each its own route label. */
+const FIXED_ROUTES: ReadonlySet<string> = new Set(['/', '/openapi.yaml', '/health/live', '/health/ready', '/metrics', '/status', '/status.json'])
 
 const SERVER_TRANSITIONS: Readonly<Record<ServerState, readonly ServerState[]>> = {
   starting: ['serving', 'draining', 'stopped'],
@@ -155,6 +161,7 @@ export class WeftServer {
     this.defaultAuthenticate = authorizerAsAuthenticate(builtIn)
     this.authorizer = authenticate === undefined ? builtIn : new AuthenticateAuthorizer(authenticate, this.hooks)
     this.clientAddress = new ClientAddress(this.options.trustedProxies)
+    this.statusPage = this.createStatusPage()
     this.connections = new ConnectionRegistry({
       options: resolved,
       metrics,
@@ -194,6 +201,8 @@ export class WeftServer {
   private transition(next: ServerState): void {
     if (!SERVER_TRANSITIONS[this.stateValue].includes(next)) throw new Error(`server: illegal transition ${this.stateValue} -> ${next}`)
     this.stateValue = next
+    this.metrics.setState(next)
+    if (next === 'stopped') this.statusPage.stop()
     this.log.debug({ state: next }, 'server state')
   }
 
@@ -210,6 +219,8 @@ export class WeftServer {
       logger: this.log,
       // Compaction takes a loaded room's live document. A room Yjs broke is forgotten at once
       // (Room.reset): only a sound document is snapshotted.
+      onBatchStored: (updates, oldestWaitMs) => this.metrics.observeWriteBatch(updates, oldestWaitMs / 1000),
+      onCompacted: () => this.metrics.compactions.inc(),
       snapshots: {
         snapshot: (name) => {
           const room = this.rooms?.get(name)
@@ -232,6 +243,7 @@ export class WeftServer {
         retentionMs: this.options.redisRetentionSeconds * 1000,
         republishRoomsPerSecond: this.options.republishRoomsPerSecond,
         logger: this.log.child({ part: 'relay' }),
+        onCommand: this.observeRedisCommand,
       })
       relay.setStoredRooms({ list: async () => (await writer.listRooms()).map((stored) => stored.room), load: (room) => writer.load(room) })
       relay.on('health', (health) => {
@@ -245,7 +257,7 @@ export class WeftServer {
     this.versions = store
     this.tickets = new Tickets(new MemoryTickets())
     if (this.options.redisUrl !== null) {
-      const shared = new RedisSharedState({ redisUrl: this.options.redisUrl, instanceId: this.relay?.instanceId ?? randomUUID(), prefix: this.options.redisPrefix, logger: this.log.child({ part: 'shared' }) })
+      const shared = new RedisSharedState({ redisUrl: this.options.redisUrl, instanceId: this.relay?.instanceId ?? randomUUID(), prefix: this.options.redisPrefix, logger: this.log.child({ part: 'shared' }), onCommand: this.observeRedisCommand })
       shared.onRoomDeleted((room) => {
         this.deleteLocally(room).catch((err: unknown) => this.log.error({ room, err }, 'deleting a room failed'))
       })
@@ -280,6 +292,8 @@ export class WeftServer {
     rooms.onQuarantined = () => this.metrics.quarantinedEntries.inc()
     rooms.onReset = () => this.metrics.roomResets.inc()
     rooms.onAwarenessRefused = (reason, count) => this.metrics.awarenessRefused.inc({ reason }, count)
+    rooms.onDelivered = (protocol, source, ms, now) => this.metrics.observeDelivery(protocol, source, ms / 1000, now)
+    this.statusPage.start()
     this.api = new HttpApi({
       rooms: this.rooms,
       writer,
@@ -374,10 +388,59 @@ export class WeftServer {
     return address !== null && typeof address === 'object' ? address : null
   }
 
+  private readonly observeRedisCommand = (command: string, seconds: number): void => this.metrics.observeRedisCommand(command, seconds)
+
+  /** The status page's view of this server (server/status-page.ts). */
+  private readonly statusPage: StatusPage
+
+  private createStatusPage(): StatusPage {
+    return new StatusPage({
+      // The relay's id names this instance in the cluster (a random one when --instance-id is not set).
+      instance: () => this.relay?.instanceId ?? this.options.instanceId ?? hostname(),
+      version: buildInfo().version,
+      commit: buildInfo().commit,
+      state: () => this.stateValue,
+      connections: () => this.connections.list(),
+      rooms: () => this.rooms?.all() ?? [],
+      storage: () => (this.storageHealth.ok ? 'ok' : 'failing'),
+      redis: () => (this.relay === null ? 'none' : this.relay.health().up ? 'up' : 'down'),
+      window: this.metrics.window,
+      metricsToken: this.options.metricsToken,
+      authorizer: this.authorizer,
+    })
+  }
+
+  /**
+   * The route pattern of a path for weft_http_requests_total: the API's template
+   * (`/api/rooms/{room}`), a fixed endpoint, or `other`; never the room or anything else a
+   * client chose, which would make the label set unbounded.
+   */
+  private routeOf(path: string): string {
+    if (FIXED_ROUTES.has(path)) return path
+    if (this.api === null || !this.api.handles(path)) return 'other'
+    const segments = path.split('/')
+    for (const route of this.api.routes) {
+      const template = route.path.split('/')
+      if (template.length === segments.length && template.every((part, i) => part.startsWith('{') || part === segments[i])) return route.path
+    }
+    return '/api/other'
+  }
+
   /** weft's HTTP endpoints, for use from an embedding server's request handler. */
   handleRequest(req: IncomingMessage, res: ServerResponse): void {
+    const started = performance.now()
     const target = req.url ?? '/'
     const url = { pathname: pathOfTarget(target) }
+    const route = this.routeOf(url.pathname)
+    // 'finish' when the answer was handed over (before the client can ask again); 'close' for aborted ones.
+    let observed = false
+    const observe = (): void => {
+      if (observed) return
+      observed = true
+      this.metrics.observeHttp(route, res.statusCode, (performance.now() - started) / 1000)
+    }
+    res.once('finish', observe)
+    res.once('close', observe)
     if (this.api !== null && this.api.handles(url.pathname)) {
       if (this.stateValue !== 'serving') {
         sendError(res, 'unavailable', `server is ${this.stateValue}`)
@@ -387,7 +450,7 @@ export class WeftServer {
       return
     }
     if (req.method !== 'GET' && req.method !== 'HEAD') {
-      if (url.pathname.startsWith('/health/') || url.pathname === '/metrics') {
+      if (url.pathname.startsWith('/health/') || url.pathname === '/metrics' || url.pathname === '/status' || url.pathname === '/status.json') {
         sendError(res, 'method_not_allowed', `${req.method} is not allowed on ${url.pathname}`)
       } else sendError(res, 'not_found', `no route for ${req.method} ${url.pathname}`)
       return
@@ -420,6 +483,13 @@ export class WeftServer {
       }
       case '/metrics':
         this.serveMetrics(req, res)
+        return
+      case '/status':
+      case '/status.json':
+        this.statusPage.serve(req, res, url.pathname === '/status.json', target.slice(url.pathname.length + 1)).catch((err: unknown) => {
+          this.log.error({ err }, 'status page failed')
+          sendError(res, 'internal_error', 'the status could not be collected')
+        })
         return
       default:
         sendError(res, 'not_found', `no route for GET ${url.pathname}`)

@@ -82,6 +82,7 @@ export class UpgradePipeline {
 
   private refuse(socket: Duplex, code: HttpErrorCode, message: string, result: string): void {
     this.deps.metrics.upgrades.inc({ result })
+    this.deps.metrics.window.upgrade(false)
     // The client sees only a failed connection; this line tells the operator why. The reasons are
     // fixed texts and the URL is left out: neither can carry a token or ticket.
     this.deps.log.info({ result, status: HttpError[code], reason: message, remoteAddress: (socket as Socket).remoteAddress }, 'upgrade refused')
@@ -163,6 +164,7 @@ export class UpgradePipeline {
       socket.off('close', release)
       socket.off('error', destroySocket)
       deps.metrics.upgrades.inc({ result: 'accepted' })
+      deps.metrics.window.upgrade(true)
       // Upgrades come from Node's HTTP(S) server: the stream is a net.Socket (a TLSSocket with TLS).
       deps.admit({ ws, raw: socket as Socket, ticket: slot, rooms, room, grant, context })
     })

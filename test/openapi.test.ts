@@ -17,7 +17,7 @@ import { startServer, type InProcessServer } from './harness/server.js'
 import { withDeadline } from './harness/wait.js'
 
 const METHODS = ['get', 'put', 'post', 'delete', 'options', 'head', 'patch', 'trace']
-const NON_API = ['GET /health/live', 'GET /health/ready', 'GET /metrics']
+const NON_API = ['GET /health/live', 'GET /health/ready', 'GET /metrics', 'GET /status', 'GET /status.json']
 
 function repoRoot(): string {
   let dir = dirname(fileURLToPath(import.meta.url))
@@ -114,7 +114,7 @@ describe('docs/openapi.yaml', () => {
     assert.match(yaml, /^security:\n {2}- bearer: \[\]$/m)
   })
 
-  it('lists every route the server registers, and nothing else besides /health/live, /health/ready and /metrics', () => {
+  it('lists every route the server registers, and nothing else besides /health/live, /health/ready, /metrics and /status(.json)', () => {
     const spec = operationsOf(yaml).map((op) => `${op.method} ${op.path}`).sort()
     const server = [...api.routes.map((route) => `${route.method} ${route.path}`), ...NON_API].sort()
     assert.ok(api.routes.length >= 12, `the server registers ${api.routes.length} routes`)

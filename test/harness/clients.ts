@@ -42,6 +42,30 @@ export function hocuspocusProvider(url: string, name: string, token: string | nu
   }
 }
 
+/** A stock Hocuspocus provider in Node on its own socket, attached to document `name`. */
+export interface HocuspocusClient {
+  provider: HocuspocusProvider
+  socket: HocuspocusProviderWebsocket
+  synced(timeoutMs?: number): Promise<void>
+  destroy(): void
+}
+
+export function hocuspocusClient(url: string, name: string, doc = new Y.Doc()): HocuspocusClient {
+  const socket = new HocuspocusProviderWebsocket({ url, WebSocketPolyfill: WebSocket, delay: 100, minDelay: 50, maxDelay: 500 })
+  const hp = new HocuspocusProvider({ websocketProvider: socket, name, document: doc })
+  hp.attach()
+  return {
+    provider: hp,
+    socket,
+    synced: (timeoutMs = 10_000) =>
+      withDeadline(new Promise<void>((resolve) => (hp.isSynced ? resolve() : hp.on('synced', () => resolve()))), `hocuspocus ${name} to sync`, timeoutMs),
+    destroy() {
+      hp.destroy()
+      socket.destroy()
+    },
+  }
+}
+
 export function synced(p: WebsocketProvider, timeoutMs = 10_000): Promise<void> {
   if (p.synced) return Promise.resolve()
   return withDeadline(
