@@ -10,7 +10,7 @@ import { pathOfTarget, roomFromPath } from '../protocol/index.js'
 import { DocumentWriter, openStore, ReplicatedVersions, type StorageHealth, type VersionStore } from '../persistence/index.js'
 import { CloseCode, HttpError, type HttpErrorCode } from './codes.js'
 import { resolveOptions, type WeftOptions } from './config.js'
-import { JwtAuthorizer, OPEN_GRANT, openAccess, roomInScope, type AccessDecision, type Authorizer, type Grant } from './access.js'
+import { OPEN_GRANT, roomInScope, type AccessDecision, type Authorizer, type Grant } from './access.js'
 import { HttpApi } from './http-api.js'
 import { serveApiDescription, serveHomePage } from './home-page.js'
 import { rawError, RETRY_AFTER_SECONDS, sendError, sendJson } from './http-response.js'
@@ -24,6 +24,10 @@ import { ServerMetrics } from './metrics.js'
 import { RoomRegistry } from './room.js'
 import { awarenessLimits } from './room-awareness.js'
 import { YWebsocketSession, type PendingLimits } from './ywebsocket-session.js'
+import { RedisRevocations } from '../cluster/revocations.js'
+import type { JwksKeys } from './jwks.js'
+import { Revoker, type RevocationList, type RevokeResult } from './revocation.js'
+import { createTokenAccess } from './token-access.js'
 
 export type ServerState = 'starting' | 'serving' | 'draining' | 'stopped'
 
@@ -101,6 +105,11 @@ export class WeftServer {
   private readonly connectionEvents: ConnectionEvents
   private readonly pendingLimits: PendingLimits
   private readonly hocuspocusHooks: HocuspocusHooks
+  /** Issue 16: the identity provider's keys, and revocations (shared with --redis). */
+  private readonly jwks: JwksKeys | null
+  private readonly revocations: RevocationList
+  private readonly revoker: Revoker
+  private revocationChannel: RedisRevocations | null = null
 
   constructor(options: CreateServerOptions = {}) {
     const { logger, ...settings } = options
@@ -122,7 +131,17 @@ export class WeftServer {
     this.admission = new Admission(this.options)
     this.roomQuota = new RoomQuota(this.options)
     this.bodies = new BodyBudget(this.options)
-    this.authorizer = this.options.authSecret === null ? openAccess : new JwtAuthorizer(this.options.authSecret)
+    const access = createTokenAccess(this.options, this.metrics, this.log)
+    this.authorizer = access.authorizer
+    this.jwks = access.jwks
+    this.revocations = access.revocations
+    this.revoker = new Revoker({
+      list: access.revocations,
+      revocationMs: this.options.authRevocationSeconds * 1000,
+      connections: () => this.connections,
+      onClosed: (protocol, count) => this.metrics.revokedConnections.inc({ protocol }, count),
+      onInvalid: (text) => this.log.warn({ text }, 'revocation message ignored: not a revocation'),
+    })
     this.clientAddress = new ClientAddress(this.options.trustedProxies)
     const { metrics, options: resolved } = this
     this.connectionLimits = Object.freeze({
@@ -220,6 +239,20 @@ export class WeftServer {
       this.versions = replicas
       this.tickets = new Tickets(shared)
     }
+    if (this.options.redisUrl !== null) {
+      this.revocationChannel = new RedisRevocations({
+        redisUrl: this.options.redisUrl,
+        instanceId: this.relay?.instanceId ?? randomUUID(),
+        prefix: this.options.redisPrefix,
+        maxEntries: this.options.authMaxRevocations,
+        logger: this.log.child({ part: 'revocations' }),
+        onRevocation: (text) => this.revoker.receive(text),
+      })
+      this.revoker.useChannel(this.revocationChannel)
+    }
+    // An identity provider that does not answer at start does not stop weft (SECURITY.md): its
+    // tokens are refused, and the keys loaded again at the next one (at most once per cooldown).
+    if (this.jwks !== null) await this.jwks.load()
     const { options } = this
     this.rooms = new RoomRegistry(writer, this.log, options.roomUnloadDelayMs, options.maxDocumentBytes, options.maxRoomConnections, this.relay, {
       maxNestingDepth: options.maxNestingDepth,
@@ -242,6 +275,7 @@ export class WeftServer {
       versions: this.versions as VersionStore,
       authorizer: this.authorizer,
       tickets: this.tickets as Tickets,
+      revokeConnections: (subject, room) => this.revokeConnections(subject, room),
       deleteRoom: (room) => this.deleteRoom(room),
       sendStateless: (room, payload) => this.sendStateless(room, payload),
       maxBodyBytes: this.options.maxMessageBytes,
@@ -262,8 +296,8 @@ export class WeftServer {
     // everyone does.
     this.heartbeatTimer = setInterval(() => this.heartbeat(), Math.max(1, Math.round(this.options.heartbeatIntervalMs / HEARTBEAT_SLICES)))
     this.heartbeatTimer.unref()
-    if (this.options.authSecret === null && this.options.allowOrigins === null) {
-      this.log.warn('open mode: no --auth-secret and no --allow-origin; anyone who can reach this port can read and edit every document')
+    if (this.authorizer.open && this.options.allowOrigins === null) {
+      this.log.warn('open mode: no --auth-secret, no --auth-jwks and no --allow-origin; anyone who can reach this port can read and edit every document')
     }
     if (this.stateValue === 'starting') this.transition('serving')
   }
@@ -513,10 +547,10 @@ export class WeftServer {
     this.connections.add(connection)
     if (roomName === null) {
       const preauth = new PreAuthGuard(raw, connection, this.options, (reason) => this.metrics.preauthCloses.inc({ reason }))
-      new HocuspocusSession(connection, rooms, this.authorizer, this.pendingLimits, this.hocuspocusHooks, this.log, preauth)
+      this.revoker.track(connection, new HocuspocusSession(connection, rooms, this.authorizer, this.pendingLimits, this.hocuspocusHooks, this.log, preauth), 'hocuspocus')
       return
     }
-    new YWebsocketSession(connection, roomName, rooms, this.pendingLimits, grant ?? OPEN_GRANT, this.log)
+    this.revoker.track(connection, new YWebsocketSession(connection, roomName, rooms, this.pendingLimits, grant ?? OPEN_GRANT, this.log), 'y-websocket')
   }
 
   private forgetConnection(connection: Connection, code: number): void {
@@ -539,7 +573,21 @@ export class WeftServer {
     }
     if (grant === null) return { ok: false, status: 401, reason: 'the ticket is unknown, used or expired' }
     if (!roomInScope(grant, room)) return { ok: false, status: 403, reason: 'the ticket does not cover this room' }
+    if (this.revocations.refuses(grant, room)) {
+      this.metrics.revokedRefusals.inc()
+      return { ok: false, status: 403, reason: 'access was revoked; get a new access token' }
+    }
     return { ok: true, grant }
+  }
+
+  /**
+   * Ends every connection of `subject` (to `room`, or to any room) with 4403 on this instance and,
+   * with --redis, on every other; their credentials issued before now are refused for
+   * --auth-revocation-seconds. Rejects when the other instances cannot be reached (the ones here
+   * are closed all the same).
+   */
+  revokeConnections(subject: string, room: string | null): Promise<RevokeResult> {
+    return this.revoker.revoke(subject, room)
   }
 
   /**
@@ -676,6 +724,7 @@ export class WeftServer {
     }
     for (const connection of this.connections) connection.terminate()
     this.replicas?.close()
+    await this.revocationChannel?.close().catch((err: unknown) => this.log.warn({ err }, 'closing the revocation channel failed'))
     await this.shared?.close().catch((err: unknown) => this.log.warn({ err }, 'closing the shared state failed'))
     if (this.relay !== null) {
       // Says goodbye (other instances drop this one's awareness at once) and stops heartbeats.
