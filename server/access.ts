@@ -113,6 +113,7 @@ export class JwtAuthorizer implements Authorizer {
       access,
       subject: typeof payload.sub === 'string' ? payload.sub : null,
       rooms,
+      // The connection still ends at `exp` by this server's clock: the skew only widens the check.
       expiresAt: typeof payload.exp === 'number' ? payload.exp * 1000 : null,
       issuedAt: typeof payload.iat === 'number' ? payload.iat * 1000 : null,
     }
