@@ -8,12 +8,13 @@ import { until, withDeadline } from './wait.js'
  * A stock y-websocket provider in Node: `ws` as its WebSocket, and no BroadcastChannel (two
  * providers in one process would otherwise sync through it and a test would pass without the server).
  */
-export function provider(url: string, room: string, doc = new Y.Doc(), options: { connect?: boolean } = {}): WebsocketProvider {
+export function provider(url: string, room: string, doc = new Y.Doc(), options: { connect?: boolean; params?: Record<string, string> } = {}): WebsocketProvider {
   return new WebsocketProvider(url, room, doc, {
     WebSocketPolyfill: WebSocket as unknown as typeof globalThis.WebSocket,
     disableBc: true,
     connect: options.connect ?? true,
     maxBackoffTime: 500,
+    ...(options.params === undefined ? {} : { params: options.params }),
   })
 }
 
