@@ -34,6 +34,11 @@ export class RedisRevocations {
   private readonly key: string
   private readonly channel: string
   private closed = false
+  private caughtUp!: () => void
+  /** Settles once the first catch-up is done: an instance that starts knows what was revoked before it. */
+  private readonly firstCatchUp = new Promise<void>((resolve) => {
+    this.caughtUp = resolve
+  })
 
   constructor(private readonly options: RedisRevocationsOptions) {
     const retry = options.maxRetryDelayMs ?? MAX_RETRY_DELAY_MS
@@ -66,6 +71,20 @@ export class RedisRevocations {
     await this.waitForCommands()
     const live = await this.cmd.zrangebyscore(this.key, `(${Date.now()}`, '+inf')
     for (const text of live) this.options.onRevocation(text)
+    this.caughtUp()
+  }
+
+  /** Waits (at most `timeoutMs`; Redis may be down at start) until the revocations in force are known. */
+  async ready(timeoutMs: number): Promise<boolean> {
+    let timer: NodeJS.Timeout | undefined
+    const timeout = new Promise<boolean>((resolve) => {
+      timer = setTimeout(() => resolve(false), timeoutMs)
+    })
+    try {
+      return await Promise.race([this.firstCatchUp.then(() => true), timeout])
+    } finally {
+      clearTimeout(timer)
+    }
   }
 
   private async waitForCommands(): Promise<void> {

@@ -52,6 +52,9 @@ export interface DrainResult {
 const PENDING_MESSAGES = 1_000
 const PENDING_BYTES = 8 * 1024 * 1024
 
+/** How long start waits for the revocations in force to be read from Redis. */
+const REVOCATIONS_FIRST_READ_MS = 2_000
+
 /** How long a hurried shutdown may take to close sockets and flush. */
 const HURRIED_SHUTDOWN_MS = 1_000
 
@@ -249,6 +252,8 @@ export class WeftServer {
         onRevocation: (text) => this.revoker.receive(text),
       })
       this.revoker.useChannel(this.revocationChannel)
+      // Bounded like the relay's first connect: a Redis that is down does not keep weft from serving.
+      if (!(await this.revocationChannel.ready(REVOCATIONS_FIRST_READ_MS))) this.log.warn('revocations in force could not be read from redis yet; read when it is reachable')
     }
     // An identity provider that does not answer at start does not stop weft (SECURITY.md): its
     // tokens are refused, and the keys loaded again at the next one (at most once per cooldown).

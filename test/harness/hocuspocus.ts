@@ -35,7 +35,7 @@ export function destroyHocuspocus(...clients: Hocuspocus[]): void {
 }
 
 /** Resolves with the first payload of `event` that `match` accepts. */
-export function nextEvent<T>(emitter: Pick<HocuspocusProvider, 'on' | 'off'>, event: string, what: string, match: (payload: T) => boolean = () => true, timeoutMs = 10_000): Promise<T> {
+export function nextEvent<T>(emitter: Pick<HocuspocusProvider | HocuspocusProviderWebsocket, 'on' | 'off'>, event: string, what: string, match: (payload: T) => boolean = () => true, timeoutMs = 10_000): Promise<T> {
   let handler: ((payload: T) => void) | undefined
   return withDeadline(
     new Promise<T>((resolve) => {
