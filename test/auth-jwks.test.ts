@@ -252,6 +252,10 @@ describe('a JWKS file', () => {
       // The HS256 token of harness/tokens.ts has no iss/aud: refused once they are required.
       const hs = await signToken(claims('jwks-file'), { secret: SECRET, subject: 'u' })
       assert.equal((await apiStatus(server.http, '/api/rooms/jwks-file', hs)).status, 401)
+      // `weft token` takes them from the same environment variables as the server.
+      const cli = await runCli(['token', '--room', 'jwks-file'], { WEFT_AUTH_SECRET: SECRET, WEFT_AUTH_ISSUER: ISSUER, WEFT_AUTH_AUDIENCE: AUDIENCE })
+      assert.equal(cli.status, 0, cli.stderr)
+      assert.equal((await apiStatus(server.http, '/api/rooms/jwks-file', cli.stdout.toString().trim())).status, 404)
     } finally {
       await server.stop()
     }
