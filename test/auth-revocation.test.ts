@@ -168,6 +168,12 @@ describe('revoking a subject across two instances on one Redis', () => {
     assert.equal((await revoke(a.http, scoped, { subject: 'x' })).status, 403)
     assert.equal((await revoke(a.http, scoped, { subject: 'x', room: 'other' })).status, 403)
     assert.equal((await revoke(a.http, scoped, { subject: 'x', room: 'rev-9' })).status, 200)
+    // Junk on the Redis channel is ignored (logged), never a crash: the instances keep revoking.
+    for (const junk of ['not json', '{"subject":5}', '[]', JSON.stringify({ subject: 's', room: null, at: 2, until: 1 })]) {
+      const receivers = Number((await redis.command('PUBLISH', 'weft:0:revocations', junk)).slice(1))
+      assert.ok(receivers >= 2, `${receivers} instances heard it`)
+    }
+    assert.equal((await revoke(b.http, admin, { subject: 'after-junk' })).status, 200)
     const unauthenticated = await httpBytes(a.http, 'POST', '/api/connections/revoke', { headers: { 'content-type': 'application/json' }, body: '{"subject":"x"}' })
     assert.equal(unauthenticated.status, 401)
   })
