@@ -9,7 +9,7 @@ import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
 import type { WebsocketProvider } from 'y-websocket'
 import { destroy, provider, synced } from './harness/clients.js'
-import { destroyHocuspocus, hocuspocus, hocuspocusSynced, nextEvent } from './harness/hocuspocus.js'
+import { destroyHocuspocus, hocuspocus, hocuspocusSocket, hocuspocusSynced, nextEvent } from './harness/hocuspocus.js'
 import { httpBytes, upgradeStatus } from './harness/http.js'
 import { metricValue } from './harness/metrics.js'
 import { startRedis, type RedisProcess } from './harness/redis.js'
@@ -153,6 +153,30 @@ describe('revoking a subject across two instances on one Redis', () => {
     } finally {
       destroy(inRoom, elsewhere)
       destroyHocuspocus(hpOther)
+    }
+  })
+
+  it('one Hocuspocus socket with two documents: revoking one room denies that document and keeps the socket and the other', async () => {
+    const carol = await token('carol')
+    const socket = hocuspocusSocket(a.url)
+    const revoked = hocuspocus(a.url, 'rev-4', { socket, token: carol })
+    const kept = hocuspocus(a.url, 'rev-5', { socket, token: carol })
+    let socketCloses = 0
+    socket.on('close', () => socketCloses++)
+    try {
+      await Promise.all([hocuspocusSynced(revoked), hocuspocusSynced(kept)])
+      const denied = nextEvent<{ reason: string }>(revoked.provider, 'authenticationFailed', 'the rev-4 document to be denied')
+      const answer = await revoke(a.http, admin, { subject: 'carol', room: 'rev-4' })
+      assert.equal(answer.body.closed, 1, 'one document, not the socket it shares')
+      assert.ok((answer.body.instances ?? 0) >= 1)
+      assert.match((await denied).reason, /revoked/)
+      // The socket stays for the other document, which still edits.
+      kept.doc.getText('t').insert(0, 'kept')
+      await until(() => a.server.loadedRoom('rev-5')?.doc.getText('t').toString() === 'kept', 'the kept document to still edit')
+      assert.equal(socketCloses, 0)
+      assert.ok(kept.provider.isAuthenticated && !revoked.provider.isAuthenticated)
+    } finally {
+      destroyHocuspocus(revoked, kept)
     }
   })
 
