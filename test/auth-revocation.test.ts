@@ -202,3 +202,30 @@ describe('revoking a subject across two instances on one Redis', () => {
     assert.equal(unauthenticated.status, 401)
   })
 })
+
+describe('revoking while Redis is down', () => {
+  it('closes the connections here, answers 503 so the request is sent again, and the retry reaches the cluster once Redis is back', async () => {
+    const redis = await startRedis()
+    const server = await startServer({ redisUrl: redis.url, instanceId: 'rev-down', authSecret: SECRET })
+    const dave = await token('dave')
+    const client = provider(server.url, 'rev-down', undefined, { params: { token: dave } })
+    const codes = closeCodes(client)
+    try {
+      await synced(client)
+      await redis.stop()
+      const admin = await token('the-admin', 'admin', ['*'])
+      const answer = await revoke(server.http, admin, { subject: 'dave' })
+      assert.equal(answer.status, 503)
+      assert.equal(answer.body.error, 'unavailable')
+      await until(() => codes.includes(4403), 'the local connection to close with 4403 all the same')
+      assert.equal(await upgradeStatus(`${server.url}/rev-down?token=${dave}`), 403, 'refused here meanwhile')
+      await redis.restart()
+      await eventually(async () => (await revoke(server.http, admin, { subject: 'dave' })).status === 200, 'the retry to succeed once Redis is back', 15_000, 200)
+      assert.match(await redis.command('ZCARD', 'weft:revocations'), /^:1/)
+    } finally {
+      destroy(client)
+      await server.stop()
+      await redis.dispose()
+    }
+  })
+})
