@@ -20,6 +20,9 @@ import { randomBytes } from 'node:crypto'
  *   <p>:{<r>}:version:<id>      String: one version's stored value, read only to serve that version
  *   <p>:{<r>}:versions          the layout before descriptions (Hash: id → value); moved into the
  *                               keys above the first time a version call touches the room
+ *   <p>:revocations             Sorted set of revocations still in force (member: JSON, score: the
+ *                               ms time they end); read by an instance whose subscriber reconnects
+ *   <p>:<db>:revocations        pub/sub channel: POST /api/connections/revoke (cluster/revocations.ts)
  *
  * With --redis-retention-seconds, a room's keys expire that long after its last edit (refreshed
  * while an instance holds the room loaded); the instances' LevelDB keeps the document.
@@ -97,6 +100,11 @@ export class RedisNamespace {
 
   instance(instanceId: string): string {
     return this.key(`instance:${instanceId}`)
+  }
+
+  /** Revocations of access (cluster/revocations.ts): the set of those in force and their channel. */
+  revocations(): { key: string; channel: string } {
+    return { key: this.key('revocations'), channel: this.channel('revocations') }
   }
 
   versions(room: string): VersionKeys {

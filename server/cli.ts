@@ -25,6 +25,7 @@ usage:
   weft compact [--data DIR]                            compact every stored document
   weft token --secret S --room R [--room R2 ...]       print an HS256 access token for development
              [--access read|write|admin] [--ttl 1h] [--sub ID]
+             [--issuer ISS] [--audience AUD]               (default: WEFT_AUTH_ISSUER, WEFT_AUTH_AUDIENCE)
   weft --help, weft --version
 
 export, import and compact work on a stopped server's data directory (LevelDB admits one process).`
@@ -204,7 +205,7 @@ function parseTtl(raw: string): number {
 
 /** Prints an HS256 access token with the claims server/access.ts checks: sub, exp, rooms, access. */
 async function tokenCommand(args: readonly string[]): Promise<number> {
-  const { positional, flags, repeated } = parseOfflineArgs(args, ['--secret', '--room', '--access', '--ttl', '--sub'], ['--room'])
+  const { positional, flags, repeated } = parseOfflineArgs(args, ['--secret', '--room', '--access', '--ttl', '--sub', '--issuer', '--audience'], ['--room'])
   if (positional.length > 0) throw new UsageError(`unexpected argument ${positional[0]}`)
   const secret = flags.get('--secret') ?? process.env.WEFT_AUTH_SECRET
   if (secret === undefined || secret === '') throw new ConfigError('--secret', 'missing --secret (the server\'s --auth-secret; or set WEFT_AUTH_SECRET)')
@@ -221,12 +222,17 @@ async function tokenCommand(args: readonly string[]): Promise<number> {
   if (access !== 'read' && access !== 'write' && access !== 'admin') throw new ConfigError('--access', `invalid --access: "${access}" is not read, write or admin`)
   const ttl = parseTtl(flags.get('--ttl') ?? '1h')
   const now = Math.floor(Date.now() / 1000)
-  const token = await new SignJWT({ rooms, access })
+  const jwt = new SignJWT({ rooms, access })
     .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
     .setSubject(flags.get('--sub') ?? 'dev')
     .setIssuedAt(now)
     .setExpirationTime(now + ttl)
-    .sign(new TextEncoder().encode(secret))
+  // A server with --auth-issuer / --auth-audience requires them on HS256 tokens too.
+  const issuer = flags.get('--issuer') ?? process.env.WEFT_AUTH_ISSUER
+  const audience = flags.get('--audience') ?? process.env.WEFT_AUTH_AUDIENCE
+  if (issuer !== undefined && issuer !== '') jwt.setIssuer(issuer)
+  if (audience !== undefined && audience !== '') jwt.setAudience(audience)
+  const token = await jwt.sign(new TextEncoder().encode(secret))
   await writeOut(token + '\n')
   return 0
 }

@@ -11,6 +11,7 @@ import { createSecureContext } from 'node:tls'
 import { readFileSync } from 'node:fs'
 import { REDIS_PREFIX_PATTERN } from '../cluster/keys.js'
 import { ClientAddress } from './admission.js'
+import { MAX_JWKS_BYTES, parseJwks } from './jwks.js'
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent'
 
@@ -128,6 +129,23 @@ export interface WeftOptions {
   redisRetentionSeconds: number
   /** Stored rooms re-published to Redis per second after it lost its data. */
   republishRoomsPerSecond: number
+  // Tokens from an identity provider, and revocation (issue 16).
+  /** JWKS file path or http(s) URL: RS256/ES256/EdDSA tokens verify against its keys. */
+  authJwks: string | null
+  /** Required `iss` of every token when set. */
+  authIssuer: string | null
+  /** Required `aud` of every token when set. */
+  authAudience: string | null
+  /** Tolerated difference between the token issuer's clock and this one, for `exp`, `nbf` and `iat`. */
+  authClockSkewSeconds: number
+  /** Least time between two JWKS loads caused by tokens (unknown `kid`s, keys not loaded yet). */
+  authJwksRefreshSeconds: number
+  /** Cached JWKS keys older than this are loaded again, so a key removed from the set stops verifying. */
+  authJwksMaxAgeSeconds: number
+  /** Seconds a revoked subject's credentials issued before the revocation stay refused; 0 = only close. */
+  authRevocationSeconds: number
+  /** Revocations remembered at once; past it the oldest is forgotten early (counted). */
+  authMaxRevocations: number
 }
 
 export const DEFAULTS: Readonly<WeftOptions> = Object.freeze({
@@ -188,6 +206,14 @@ export const DEFAULTS: Readonly<WeftOptions> = Object.freeze({
   redisPrefix: 'weft',
   redisRetentionSeconds: 3 * 24 * 3600,
   republishRoomsPerSecond: 100,
+  authJwks: null,
+  authIssuer: null,
+  authAudience: null,
+  authClockSkewSeconds: 30,
+  authJwksRefreshSeconds: 30,
+  authJwksMaxAgeSeconds: 600,
+  authRevocationSeconds: 3600,
+  authMaxRevocations: 10_000,
 })
 
 /** A setting that cannot be used; the CLI prints `message` and exits with status 2. */
@@ -271,6 +297,15 @@ export const SETTINGS: readonly SettingSpec[] = [
   { key: 'redisPrefix', flag: '--redis-prefix', env: 'WEFT_REDIS_PREFIX', kind: 'string' },
   { key: 'redisRetentionSeconds', flag: '--redis-retention-seconds', env: 'WEFT_REDIS_RETENTION_SECONDS', kind: 'int', min: 0, max: 10 * 365 * 24 * 3600 },
   { key: 'republishRoomsPerSecond', flag: '--republish-rooms-per-second', env: 'WEFT_REPUBLISH_ROOMS_PER_SECOND', kind: 'int', min: 1, max: 100_000 },
+  // Tokens from an identity provider, and revocation (issue 16).
+  { key: 'authJwks', flag: '--auth-jwks', env: 'WEFT_AUTH_JWKS', kind: 'string' },
+  { key: 'authIssuer', flag: '--auth-issuer', env: 'WEFT_AUTH_ISSUER', kind: 'string' },
+  { key: 'authAudience', flag: '--auth-audience', env: 'WEFT_AUTH_AUDIENCE', kind: 'string' },
+  { key: 'authClockSkewSeconds', flag: '--auth-clock-skew-seconds', env: 'WEFT_AUTH_CLOCK_SKEW_SECONDS', kind: 'int', min: 0, max: 600 },
+  { key: 'authJwksRefreshSeconds', flag: '--auth-jwks-refresh-seconds', env: 'WEFT_AUTH_JWKS_REFRESH_SECONDS', kind: 'int', min: 1, max: 86_400 },
+  { key: 'authJwksMaxAgeSeconds', flag: '--auth-jwks-max-age-seconds', env: 'WEFT_AUTH_JWKS_MAX_AGE_SECONDS', kind: 'int', min: 1, max: 7 * 86_400 },
+  { key: 'authRevocationSeconds', flag: '--auth-revocation-seconds', env: 'WEFT_AUTH_REVOCATION_SECONDS', kind: 'int', min: 0, max: 30 * 86_400 },
+  { key: 'authMaxRevocations', flag: '--auth-max-revocations', env: 'WEFT_AUTH_MAX_REVOCATIONS', kind: 'int', min: 1, max: 10_000_000 },
 ]
 
 const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']
@@ -410,6 +445,9 @@ export function resolveOptions(partial: Partial<WeftOptions> = {}): Readonly<Wef
     'versionsPerMinutePerRoom',
     'versionRepublishBytesPerSecond',
     'republishRoomsPerSecond',
+    'authJwksRefreshSeconds',
+    'authJwksMaxAgeSeconds',
+    'authMaxRevocations',
   ] as const) {
     if (!Number.isInteger(options[key]) || options[key] <= 0) throw new ConfigError(key, `invalid ${key}: must be a positive whole number`)
   }
@@ -449,6 +487,7 @@ function checkUsable(options: WeftOptions): void {
       throw new ConfigError('--allow-origin', `invalid --allow-origin: "${origin}" can never match a browser's Origin header (${hint})`)
     }
   }
+  checkTokenSettings(options)
   if (options.authSecret !== null && Buffer.byteLength(options.authSecret) < MIN_AUTH_SECRET_BYTES) {
     throw new ConfigError('--auth-secret', `invalid --auth-secret: an HS256 secret needs at least ${MIN_AUTH_SECRET_BYTES} bytes, this one has ${Buffer.byteLength(options.authSecret)} (e.g. openssl rand -base64 32)`)
   }
@@ -478,6 +517,52 @@ function checkUsable(options: WeftOptions): void {
   }
 }
 
+/**
+ * A JWKS file must be readable and hold a key set now: a typo would otherwise refuse every token
+ * with nothing but a log line. A URL is only checked for its form; whether it answers is found out
+ * at start, and an unreachable one does not stop weft (see SECURITY.md, "Identity provider").
+ */
+function checkTokenSettings(options: WeftOptions): void {
+  for (const [key, flag] of [['authClockSkewSeconds', '--auth-clock-skew-seconds'], ['authRevocationSeconds', '--auth-revocation-seconds']] as const) {
+    if (!Number.isSafeInteger(options[key]) || options[key] < 0) throw new ConfigError(flag, `invalid ${flag}: must be a whole number of seconds`)
+  }
+  for (const [value, flag] of [[options.authIssuer, '--auth-issuer'], [options.authAudience, '--auth-audience']] as const) {
+    if (value === '') throw new ConfigError(flag, `invalid ${flag}: must not be empty`)
+  }
+  if (options.authSecret === null && options.authJwks === null) {
+    for (const [value, flag] of [[options.authIssuer, '--auth-issuer'], [options.authAudience, '--auth-audience']] as const) {
+      if (value !== null) throw new ConfigError(flag, `invalid ${flag}: it needs --auth-secret or --auth-jwks (without either, weft is in open mode and checks no token)`)
+    }
+  }
+  if (options.authJwks === null) return
+  const source = options.authJwks
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(source)) {
+    let url: URL | null = null
+    try {
+      url = new URL(source)
+    } catch {
+      // reported below
+    }
+    if (url === null || (url.protocol !== 'https:' && url.protocol !== 'http:') || url.hostname === '') {
+      throw new ConfigError('--auth-jwks', `invalid --auth-jwks: "${redactUrl(source)}" is not an http:// or https:// URL or a file path`)
+    }
+    return
+  }
+  let text: string
+  try {
+    const bytes = readFileSync(source)
+    if (bytes.length > MAX_JWKS_BYTES) throw Object.assign(new Error('too large'), { code: `larger than ${MAX_JWKS_BYTES} bytes` })
+    text = bytes.toString('utf8')
+  } catch (err) {
+    throw new ConfigError('--auth-jwks', `invalid --auth-jwks: cannot read ${source} (${(err as NodeJS.ErrnoException).code ?? 'error'})`)
+  }
+  try {
+    parseJwks(text)
+  } catch (err) {
+    throw new ConfigError('--auth-jwks', `invalid --auth-jwks: ${source} is not a JSON Web Key Set (${(err as Error).message})`)
+  }
+}
+
 /** One line of `weft serve --help` per setting; SETTINGS entries without one show only flag, variable and default. */
 const SETTING_HELP: Partial<Record<keyof WeftOptions, string>> = {
   host: 'listen address',
@@ -485,7 +570,7 @@ const SETTING_HELP: Partial<Record<keyof WeftOptions, string>> = {
   data: 'LevelDB directory; memory = in-memory store',
   redisUrl: 'redis:// or rediss:// URL; joins the cluster on that Redis',
   instanceId: "this instance's id in the cluster (default random)",
-  authSecret: `HS256 secret for access tokens (>= ${MIN_AUTH_SECRET_BYTES} bytes); none = open mode`,
+  authSecret: `HS256 secret for access tokens (>= ${MIN_AUTH_SECRET_BYTES} bytes); none (and no --auth-jwks) = open mode`,
   allowOrigins: 'comma list of allowed Origin values (scheme://host[:port])',
   maxConnections: 'connections admitted at once',
   maxConnectionsPerIp: 'connections admitted at once per address',
@@ -534,6 +619,14 @@ const SETTING_HELP: Partial<Record<keyof WeftOptions, string>> = {
   redisPrefix: 'namespace of every Redis key and channel',
   redisRetentionSeconds: 'idle rooms leave Redis after this; 0 = never',
   republishRoomsPerSecond: 'pace of re-publishing rooms after a Redis data loss',
+  authJwks: 'JWKS file or http(s) URL: RS256/ES256/EdDSA tokens',
+  authIssuer: 'required iss of tokens',
+  authAudience: 'required aud of tokens',
+  authClockSkewSeconds: 'tolerated clock difference for exp/nbf/iat',
+  authJwksRefreshSeconds: 'least time between JWKS loads for unknown kids',
+  authJwksMaxAgeSeconds: 'cached JWKS keys are loaded again after this',
+  authRevocationSeconds: "a revoked subject's older credentials stay refused",
+  authMaxRevocations: 'revocations remembered at once',
 }
 
 /** The settings table of `weft serve --help`, generated from SETTINGS and DEFAULTS so it cannot drift. */

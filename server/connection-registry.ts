@@ -7,6 +7,7 @@ import { CloseCode } from './codes.js'
 import type { WeftOptions } from './config.js'
 import { Connection, type ConnectionEvents, type ConnectionLimits } from './connection.js'
 import { HocuspocusSession, type HocuspocusHooks } from './hocuspocus-session.js'
+import type { Revoker } from './revocation.js'
 import type { HookRunner } from './hook-runner.js'
 import type { ConnectionInfo } from './hooks.js'
 import type { Logger } from './logger.js'
@@ -28,6 +29,8 @@ export interface ConnectionRegistryDeps {
   log: Logger
   authorizer: Authorizer
   hooks: HookRunner
+  /** Sessions that a revocation (POST /api/connections/revoke) may end. */
+  revoker: Pick<Revoker, 'track'>
   /** Hocuspocus callbacks of the composition root (stateless messages, room claims). */
   hocuspocus: Omit<HocuspocusHooks, 'opened' | 'closed'>
 }
@@ -106,11 +109,11 @@ export class ConnectionRegistry {
     this.connections.add(connection)
     if (room === null) {
       const preauth = new PreAuthGuard(raw, connection, deps.options, (reason) => deps.metrics.preauthCloses.inc({ reason }))
-      new HocuspocusSession(connection, rooms, withContext(deps.authorizer, context), this.pendingLimits, this.hocuspocusHooks, deps.log, preauth)
+      deps.revoker.track(connection, new HocuspocusSession(connection, rooms, withContext(deps.authorizer, context), this.pendingLimits, this.hocuspocusHooks, deps.log, preauth), 'hocuspocus')
       return
     }
     const granted = grant ?? OPEN_GRANT
-    new YWebsocketSession(connection, room, rooms, this.pendingLimits, granted, deps.log)
+    deps.revoker.track(connection, new YWebsocketSession(connection, room, rooms, this.pendingLimits, granted, deps.log), 'y-websocket')
     const info: ConnectionInfo = { room, protocol: 'y-websocket', subject: granted.subject, remoteAddress: context.remoteAddress }
     this.infos.set(connection, info)
     deps.hooks.connected(connection, info)

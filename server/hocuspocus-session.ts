@@ -371,6 +371,24 @@ export class HocuspocusSession implements ConnectionSession {
     this.log.debug({ room: document.roomName, conn: this.connection.id, code }, 'hocuspocus document closed by the server')
   }
 
+  /**
+   * POST /api/connections/revoke: each document whose grant `revoked` covers gets the
+   * permission-denied message (the stock provider emits `authenticationFailed`) and is forgotten;
+   * a socket left with no document is closed with 4403 (the provider reconnects and sends its
+   * token again, which is checked again). Returns how many documents were ended.
+   */
+  revoke(revoked: (grant: Grant, room: string) => boolean): number {
+    let ended = 0
+    for (const document of [...this.documents.values()]) {
+      if (document.grant === null || document.state === 'closed' || !revoked(document.grant, document.roomName)) continue
+      this.forget(document)
+      this.connection.send(encodeHocuspocusPermissionDenied(document.key, 'access revoked'))
+      ended++
+    }
+    if (ended > 0 && this.documents.size === 0) this.connection.close(CloseCode.forbidden, 'access revoked')
+    return ended
+  }
+
   private handle(document: HocuspocusDocument, message: HocuspocusMessage): void {
     const room = document.room as Room
     try {

@@ -12,6 +12,7 @@ import { documentToJson, type ShareKind } from './document-json.js'
 import type { Logger } from './logger.js'
 import { RoomLoadError, UpdateSource, type Room, type RoomMember, type RoomRegistry } from './room.js'
 import type { Tickets } from './tickets.js'
+import { MAX_SUBJECT_LENGTH, type RevokeResult } from './revocation.js'
 import { TokenBucket } from './token-bucket.js'
 
 /** An error an endpoint answers with: the contract's JSON body and the status of its code. */
@@ -56,6 +57,8 @@ export interface HttpApiDeps {
   versionsPerMinutePerRoom?: number
   /** Each version saved, and each refused (by the limit that refused it). */
   onVersion?(outcome: 'created' | 'count' | 'bytes' | 'rate'): void
+  /** POST /api/connections/revoke (issue 16): ends a subject's connections on every instance. */
+  revokeConnections?(subject: string, room: string | null): Promise<RevokeResult>
 }
 
 interface RouteContext {
@@ -134,6 +137,7 @@ export class HttpApi {
       { method: 'GET', path: '/api/rooms/{room}/versions/{id}', scope: 'read', handle: (c) => this.getVersion(c) },
       { method: 'GET', path: '/api/rooms/{room}/versions/{id}/diff', scope: 'read', handle: (c) => this.versionDiff(c) },
       { method: 'POST', path: '/api/tickets', scope: 'token', accepts: JSON_BODY, handle: (c) => this.issueTicket(c) },
+      { method: 'POST', path: '/api/connections/revoke', scope: 'admin', accepts: JSON_BODY, handle: (c) => this.revokeConnections(c) },
     ]
   }
 
@@ -503,6 +507,42 @@ export class HttpApi {
       throw new ApiError('unavailable', 'tickets are unavailable right now', { 'retry-after': 5 })
     })
     sendJson(res, 200, ticket)
+  }
+
+  /**
+   * `{subject, room?}`: every connection of the subject (to that room, or to any) is closed with
+   * 4403 on every instance; 200 `{closed, instances}` (closed here; other instances told). An admin
+   * token scoped to some rooms may revoke only in those: a revocation without a room needs `*`.
+   */
+  private async revokeConnections({ req, res, grant }: RouteContext): Promise<void> {
+    const revoke = this.deps.revokeConnections
+    if (revoke === undefined) throw new ApiError('not_found', 'revocation is not available on this server')
+    const body = await readBody(req, 8 * 1024)
+    let value: unknown
+    try {
+      value = JSON.parse(Buffer.from(body).toString('utf8'))
+    } catch {
+      throw new ApiError('bad_request', 'the body must be JSON: {"subject": "...", "room": "..." (optional)}')
+    }
+    const { subject, room = null } = (typeof value === 'object' && value !== null ? value : {}) as { subject?: unknown; room?: unknown }
+    if (typeof subject !== 'string' || subject === '' || subject.length > MAX_SUBJECT_LENGTH) {
+      throw new ApiError('bad_request', `subject must be a string of 1 to ${MAX_SUBJECT_LENGTH} characters (the tokens' sub)`)
+    }
+    if (room !== null && (typeof room !== 'string' || !isValidRoomName(room))) {
+      throw new ApiError('invalid_room', 'room must be a room name (1 to 512 bytes of UTF-8 without control characters) or left out')
+    }
+    if (room === null ? grant.rooms !== null && !grant.rooms.includes('*') : !roomInScope(grant, room)) {
+      throw new ApiError('forbidden', room === null ? 'revoking in every room needs an admin token for every room ("*")' : 'the access token does not cover this room')
+    }
+    let result: RevokeResult
+    try {
+      result = await revoke(subject, room)
+    } catch (err) {
+      // The connections here are closed; the cause (a Redis address) is for the log only.
+      this.deps.log.error({ err }, 'sending a revocation to the other instances failed')
+      throw new ApiError('unavailable', 'the connections on this instance were closed, but the other instances could not be reached; send the request again', { 'retry-after': 5 })
+    }
+    sendJson(res, 200, result)
   }
 
   private async versionStore<T>(work: (versions: VersionStore) => Promise<T>): Promise<T> {

@@ -265,6 +265,29 @@ export class ServerMetrics {
     help: "Versions this instance copied from Redis into its LevelDB (another instance's, or its own after its data directory was lost)",
     registers: [this.registry],
   })
+  // Tokens from an identity provider, and revocation (issue 16).
+  readonly jwksLoads = new Counter({
+    name: 'weft_jwks_loads_total',
+    help: 'Loads of the --auth-jwks key set by result (ok, error)',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  })
+  readonly revokedConnections = new Counter({
+    name: 'weft_revoked_connections_total',
+    help: 'y-websocket connections and Hocuspocus documents ended by a revocation',
+    labelNames: ['protocol'] as const,
+    registers: [this.registry],
+  })
+  readonly revokedRefusals = new Counter({
+    name: 'weft_revoked_refusals_total',
+    help: 'Credentials refused because their subject was revoked',
+    registers: [this.registry],
+  })
+  readonly revocationEvictions = new Counter({
+    name: 'weft_revocation_evictions_total',
+    help: 'Revocations forgotten before their end because --auth-max-revocations was reached',
+    registers: [this.registry],
+  })
 
   // Issue 15: the embedding application's hooks and authenticate (server/hook-runner.ts).
   readonly hookFailures = new Counter({

@@ -11,7 +11,11 @@ import { pathOfTarget } from '../protocol/index.js'
 import { DocumentWriter, openStore, ReplicatedVersions, type LocalVersionStore, type StorageHealth, type Store, type VersionStore } from '../persistence/index.js'
 import { CloseCode } from './codes.js'
 import { ConfigError, resolveOptions, type WeftOptions } from './config.js'
-import { JwtAuthorizer, openAccess, type Authorizer } from './access.js'
+import type { Authorizer } from './access.js'
+import { RedisRevocations } from '../cluster/revocations.js'
+import type { JwksKeys } from './jwks.js'
+import { RevocationAwareAuthorizer, Revoker, type RevocationList, type RevokeResult } from './revocation.js'
+import { createTokenAccess } from './token-access.js'
 import { AuthenticateAuthorizer, authorizerAsAuthenticate } from './authenticate.js'
 import { HttpApi } from './http-api.js'
 import { serveApiDescription, serveHomePage } from './home-page.js'
@@ -79,6 +83,9 @@ export interface DrainResult {
   unsaved: string[]
 }
 
+/** How long start waits for the revocations in force to be read from Redis. */
+const REVOCATIONS_FIRST_READ_MS = 2_000
+
 /** How long a hurried shutdown may take to close sockets and flush. */
 const HURRIED_SHUTDOWN_MS = 1_000
 
@@ -132,6 +139,11 @@ export class WeftServer {
    * application gives none, and what its own `authenticate` may call to accept weft's tokens too.
    */
   readonly defaultAuthenticate: Authenticate
+  /** Issue 16: the identity provider's keys, and revocations (shared with --redis). */
+  private readonly jwks: JwksKeys | null
+  private readonly revocations: RevocationList
+  private readonly revoker: Revoker
+  private revocationChannel: RedisRevocations | null = null
 
   constructor(options: CreateServerOptions = {}) {
     const { logger, store, authenticate, hooks, roomEvents, ...settings } = options
@@ -157,9 +169,23 @@ export class WeftServer {
       log: this.log.child({ part: 'hooks' }),
       onFailure: (hook, reason) => metrics.hookFailures.inc({ hook, reason }),
     })
-    const builtIn = this.options.authSecret === null ? openAccess : new JwtAuthorizer(this.options.authSecret)
-    this.defaultAuthenticate = authorizerAsAuthenticate(builtIn)
-    this.authorizer = authenticate === undefined ? builtIn : new AuthenticateAuthorizer(authenticate, this.hooks)
+    // The built-in check: open mode, or tokens (--auth-secret, --auth-jwks) minus revoked ones.
+    const access = createTokenAccess(this.options, this.metrics, this.log)
+    this.jwks = access.jwks
+    this.revocations = access.revocations
+    this.defaultAuthenticate = authorizerAsAuthenticate(access.authorizer)
+    // A revocation covers the application's grants too: the revocation check stays outermost.
+    this.authorizer =
+      authenticate === undefined
+        ? access.authorizer
+        : new RevocationAwareAuthorizer(new AuthenticateAuthorizer(authenticate, this.hooks), access.revocations, () => this.metrics.revokedRefusals.inc())
+    this.revoker = new Revoker({
+      list: access.revocations,
+      revocationMs: this.options.authRevocationSeconds * 1000,
+      connections: () => this.connections.list(),
+      onClosed: (protocol, count) => this.metrics.revokedConnections.inc({ protocol }, count),
+      onInvalid: (text) => this.log.warn({ text }, 'revocation message ignored: not a revocation'),
+    })
     this.clientAddress = new ClientAddress(this.options.trustedProxies)
     this.statusPage = this.createStatusPage()
     this.connections = new ConnectionRegistry({
@@ -168,6 +194,7 @@ export class WeftServer {
       log: this.log,
       authorizer: this.authorizer,
       hooks: this.hooks,
+      revoker: this.revoker,
       hocuspocus: {
         onStateless: (event: StatelessEvent) => this.emitStateless(event),
         maxDocumentsPerSocket: resolved.maxDocumentsPerConnection,
@@ -185,6 +212,7 @@ export class WeftServer {
       roomQuota: this.roomQuota,
       clientAddress: this.clientAddress,
       authorizer: this.authorizer,
+      revocations: this.revocations,
       serving: () => {
         if (this.stateValue === 'serving' && this.rooms !== null) return { ok: true, rooms: this.rooms, tickets: this.tickets }
         return { ok: false, reason: this.stateValue === 'draining' ? 'server is draining' : 'server is not ready' }
@@ -281,6 +309,22 @@ export class WeftServer {
       this.versions = replicas
       this.tickets = new Tickets(shared)
     }
+    if (this.options.redisUrl !== null) {
+      this.revocationChannel = new RedisRevocations({
+        redisUrl: this.options.redisUrl,
+        instanceId: this.relay?.instanceId ?? randomUUID(),
+        prefix: this.options.redisPrefix,
+        maxEntries: this.options.authMaxRevocations,
+        logger: this.log.child({ part: 'revocations' }),
+        onRevocation: (text) => this.revoker.receive(text),
+      })
+      this.revoker.useChannel(this.revocationChannel)
+      // Bounded like the relay's first connect: a Redis that is down does not keep weft from serving.
+      if (!(await this.revocationChannel.ready(REVOCATIONS_FIRST_READ_MS))) this.log.warn('revocations in force could not be read from redis yet; read when it is reachable')
+    }
+    // An identity provider that does not answer at start does not stop weft (SECURITY.md): its
+    // tokens are refused, and the keys loaded again at the next one (at most once per cooldown).
+    if (this.jwks !== null) await this.jwks.load()
     const { options } = this
     this.rooms = new RoomRegistry(writer, this.log, options.roomUnloadDelayMs, options.maxDocumentBytes, options.maxRoomConnections, this.relay, {
       maxNestingDepth: options.maxNestingDepth,
@@ -300,6 +344,7 @@ export class WeftServer {
       versions: this.versions as VersionStore,
       authorizer: this.authorizer,
       tickets: this.tickets as Tickets,
+      revokeConnections: (subject, room) => this.revokeConnections(subject, room),
       deleteRoom: (room) => this.deleteRoom(room),
       sendStateless: (room, payload) => this.sendStateless(room, payload),
       maxBodyBytes: this.options.maxMessageBytes,
@@ -317,7 +362,7 @@ export class WeftServer {
     })
     this.connections.start()
     if (this.authorizer.open && this.options.allowOrigins === null) {
-      this.log.warn('open mode: no --auth-secret and no --allow-origin; anyone who can reach this port can read and edit every document')
+      this.log.warn('open mode: no --auth-secret, no --auth-jwks and no --allow-origin; anyone who can reach this port can read and edit every document')
     }
     if (this.stateValue === 'starting') this.transition('serving')
   }
@@ -525,6 +570,16 @@ export class WeftServer {
   }
 
   /**
+   * Ends every connection of `subject` (to `room`, or to any room) with 4403 on this instance and,
+   * with --redis, on every other; their credentials issued before now are refused for
+   * --auth-revocation-seconds. Rejects when the other instances cannot be reached (the ones here
+   * are closed all the same).
+   */
+  revokeConnections(subject: string, room: string | null): Promise<RevokeResult> {
+    return this.revoker.revoke(subject, room)
+  }
+
+  /**
    * Deletes a room's document: on every instance with --redis (each closes its clients with 4404
    * and deletes its stored copy), here only otherwise.
    */
@@ -616,6 +671,7 @@ export class WeftServer {
     }
     this.connections.terminateAll()
     this.replicas?.close()
+    await this.revocationChannel?.close().catch((err: unknown) => this.log.warn({ err }, 'closing the revocation channel failed'))
     await this.shared?.close().catch((err: unknown) => this.log.warn({ err }, 'closing the shared state failed'))
     if (this.relay !== null) {
       // Says goodbye (other instances drop this one's awareness at once) and stops heartbeats.

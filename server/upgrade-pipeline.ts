@@ -11,6 +11,7 @@ import { rawError } from './http-response.js'
 import type { Logger } from './logger.js'
 import type { ServerMetrics } from './metrics.js'
 import type { RoomRegistry } from './room.js'
+import type { RevocationList } from './revocation.js'
 import type { Tickets } from './tickets.js'
 
 /** Errors on a socket weft has not handed to ws yet (an upgrade waiting for its authorization). */
@@ -51,6 +52,8 @@ export interface UpgradePipelineDeps {
   roomQuota: RoomQuota
   clientAddress: ClientAddress
   authorizer: Authorizer
+  /** Revocations in force: a ticket of a revoked credential is refused like its token. */
+  revocations: RevocationList
   /** Whether the server takes new connections now, and why not. */
   serving(): { ok: true; rooms: RoomRegistry; tickets: Tickets | null } | { ok: false; reason: string }
   claimRoom(ip: string, room: string): { error: HttpErrorCode; reason: string } | null
@@ -141,7 +144,7 @@ export class UpgradePipeline {
     if (room !== null) {
       const query = new URLSearchParams(target.length > path.length ? target.slice(path.length + 1) : '')
       const credential = query.get('ticket')
-      const decision = credential !== null && tickets !== null ? await redeemTicket(tickets, credential, room) : await deps.authorizer.authorize(query.get('token'), room, context)
+      const decision = credential !== null && tickets !== null ? await this.redeemTicket(tickets, credential, room) : await deps.authorizer.authorize(query.get('token'), room, context)
       if (!decision.ok) {
         ticket.release()
         this.refuse(socket, decision.status === 401 ? 'unauthorized' : 'forbidden', decision.reason, decision.status === 401 ? 'unauthorized' : 'forbidden')
@@ -169,16 +172,20 @@ export class UpgradePipeline {
       deps.admit({ ws, raw: socket as Socket, ticket: slot, rooms, room, grant, context })
     })
   }
-}
 
-async function redeemTicket(tickets: Tickets, ticket: string, room: string): Promise<AccessDecision> {
-  let grant: Grant | null
-  try {
-    grant = await tickets.redeem(ticket)
-  } catch {
-    return { ok: false, status: 401, reason: 'tickets are unavailable right now' }
+  private async redeemTicket(tickets: Tickets, ticket: string, room: string): Promise<AccessDecision> {
+    let grant: Grant | null
+    try {
+      grant = await tickets.redeem(ticket)
+    } catch {
+      return { ok: false, status: 401, reason: 'tickets are unavailable right now' }
+    }
+    if (grant === null) return { ok: false, status: 401, reason: 'the ticket is unknown, used or expired' }
+    if (!roomInScope(grant, room)) return { ok: false, status: 403, reason: 'the ticket does not cover this room' }
+    if (this.deps.revocations.refuses(grant, room)) {
+      this.deps.metrics.revokedRefusals.inc()
+      return { ok: false, status: 403, reason: 'access was revoked; get a new access token' }
+    }
+    return { ok: true, grant }
   }
-  if (grant === null) return { ok: false, status: 401, reason: 'the ticket is unknown, used or expired' }
-  if (!roomInScope(grant, room)) return { ok: false, status: 403, reason: 'the ticket does not cover this room' }
-  return { ok: true, grant }
 }

@@ -73,6 +73,16 @@ export class YWebsocketSession implements RoomMember, ConnectionSession {
     )
   }
 
+  /**
+   * POST /api/connections/revoke: closes the connection with 4403 when `revoked` covers its grant
+   * (the provider reconnects, and its token is checked again); 1 when it did.
+   */
+  revoke(revoked: (grant: Grant, room: string) => boolean): number {
+    if (this.connection.state !== 'open' || !revoked(this.grant, this.room.name)) return 0
+    this.connection.close(CloseCode.forbidden, 'access revoked')
+    return 1
+  }
+
   /** The same for every y-websocket member (a prototype getter: nothing stored per session). */
   get format(): WireFormat {
     return yWebsocketFormat

@@ -1,7 +1,5 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
-import { HocuspocusProvider, HocuspocusProviderWebsocket } from '@hocuspocus/provider'
-import { WebSocket } from 'ws'
 import * as Y from 'yjs'
 import type { WebsocketProvider } from 'y-websocket'
 import {
@@ -13,66 +11,10 @@ import { canonicalState, converged, destroy, provider, RawClient, synced } from 
 import { spawnWeft, startServer, tempDir, type InProcessServer, type WeftProcess } from './harness/server.js'
 import { until, withDeadline } from './harness/wait.js'
 import { metricValue } from './harness/metrics.js'
+import { destroyHocuspocus, hocuspocus, hocuspocusSocket, hocuspocusSynced, nextEvent, type Hocuspocus } from './harness/hocuspocus.js'
 
 // The stock @hocuspocus/provider (v4) against weft's Hocuspocus endpoint (the default path `/`),
 // next to stock y-websocket providers in the same rooms.
-
-/** A Hocuspocus socket in Node; short reconnect delays so a test never waits on the 1 s default. */
-function hocuspocusSocket(url: string): HocuspocusProviderWebsocket {
-  return new HocuspocusProviderWebsocket({
-    url: `${url}/`,
-    WebSocketPolyfill: WebSocket,
-    delay: 100,
-    minDelay: 50,
-    maxDelay: 500,
-  })
-}
-
-interface Hocuspocus {
-  provider: HocuspocusProvider
-  socket: HocuspocusProviderWebsocket
-  doc: Y.Doc
-}
-
-/** One provider on its own socket (or on `socket`, shared). v4 attaches an explicit socket only on `attach()`. */
-function hocuspocus(url: string, name: string, options: { socket?: HocuspocusProviderWebsocket; token?: string } = {}): Hocuspocus {
-  const socket = options.socket ?? hocuspocusSocket(url)
-  const doc = new Y.Doc()
-  const p = new HocuspocusProvider({ websocketProvider: socket, name, document: doc, token: options.token ?? null })
-  p.attach()
-  return { provider: p, socket, doc }
-}
-
-/** Real teardown: the provider (awareness, CLOSE for its document) and then its socket. */
-function destroyHocuspocus(...clients: Hocuspocus[]): void {
-  const sockets = new Set<HocuspocusProviderWebsocket>()
-  for (const client of clients) {
-    client.provider.destroy()
-    sockets.add(client.socket)
-  }
-  for (const socket of sockets) socket.destroy()
-}
-
-/** Resolves with the first payload of `event` that `match` accepts. */
-function nextEvent<T>(emitter: HocuspocusProvider, event: string, what: string, match: (payload: T) => boolean = () => true, timeoutMs = 10_000): Promise<T> {
-  let handler: ((payload: T) => void) | undefined
-  return withDeadline(
-    new Promise<T>((resolve) => {
-      handler = (payload: T) => {
-        if (match(payload)) resolve(payload)
-      }
-      emitter.on(event, handler)
-    }),
-    what,
-    timeoutMs,
-  ).finally(() => emitter.off(event, handler))
-}
-
-function hocuspocusSynced(client: Hocuspocus, timeoutMs = 10_000): Promise<void> {
-  if (client.provider.isSynced) return Promise.resolve()
-  return nextEvent<unknown>(client.provider, 'synced', `hocuspocus provider of ${client.provider.configuration.name} to sync`, () => true, timeoutMs).then(() => {})
-}
-
 
 async function metric(port: number, name: string): Promise<number> {
   const value = await metricValue(`http://127.0.0.1:${port}`, name)

@@ -78,13 +78,15 @@ function httpStatus(port: number, method: string, path: string): Promise<number>
   return withDeadline(
     new Promise<number>((resolve, reject) => {
       // Every POST needs a content type a cross-site form cannot send (the body routes check theirs before reading).
-      const headers = method === 'POST' && path === '/api/tickets' ? { 'content-type': 'application/json' } : {}
+      const json = method === 'POST' && (path === '/api/tickets' || path === '/api/connections/revoke')
+      const headers = json ? { 'content-type': 'application/json' } : {}
       const req = request({ host: '127.0.0.1', port, method, path, headers, agent: false }, (res) => {
         res.resume()
         res.on('end', () => resolve(res.statusCode ?? 0))
       })
       req.on('error', reject)
-      req.end()
+      // A revocation needs a subject; nobody has one in open mode, so it closes nothing.
+      req.end(path === '/api/connections/revoke' ? '{"subject":"openapi-probe"}' : undefined)
     }),
     `${method} ${path}`,
   )
