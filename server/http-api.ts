@@ -13,6 +13,7 @@ import type { Logger } from './logger.js'
 import { RoomLoadError, UpdateRefusedError, type Room, type RoomMember, type RoomRegistry } from './room.js'
 import type { Tickets } from './tickets.js'
 import { TokenBucket } from './token-bucket.js'
+import type { WebhookOutbox } from './webhooks/index.js'
 
 /** An error an endpoint answers with: the contract's JSON body and the status of its code. */
 export class ApiError extends Error {
@@ -56,6 +57,8 @@ export interface HttpApiDeps {
   versionsPerMinutePerRoom?: number
   /** Each version saved, and each refused (by the limit that refused it). */
   onVersion?(outcome: 'created' | 'count' | 'bytes' | 'rate'): void
+  /** With --webhook-url: deletions and versions made here become events; dead letters are served. */
+  webhooks?: WebhookOutbox | null
 }
 
 interface RouteContext {
@@ -134,6 +137,8 @@ export class HttpApi {
       { method: 'GET', path: '/api/rooms/{room}/versions/{id}', scope: 'read', handle: (c) => this.getVersion(c) },
       { method: 'GET', path: '/api/rooms/{room}/versions/{id}/diff', scope: 'read', handle: (c) => this.versionDiff(c) },
       { method: 'POST', path: '/api/tickets', scope: 'token', accepts: JSON_BODY, handle: (c) => this.issueTicket(c) },
+      { method: 'GET', path: '/api/webhooks/dead', scope: 'admin', handle: (c) => this.listDeadWebhooks(c) },
+      { method: 'POST', path: '/api/webhooks/dead/retry', scope: 'admin', accepts: JSON_BODY, handle: (c) => this.retryDeadWebhooks(c) },
     ]
   }
 
@@ -283,9 +288,9 @@ export class HttpApi {
     })
   }
 
-  private async withRoom<T>(name: string, work: (room: Room, member: RoomMember) => T | Promise<T>): Promise<T> {
+  private async withRoom<T>(name: string, work: (room: Room, member: RoomMember) => T | Promise<T>, subject: string | null = null): Promise<T> {
     try {
-      return await this.deps.rooms.withRoom(name, work)
+      return await this.deps.rooms.withRoom(name, work, subject)
     } catch (err) {
       if (err instanceof RoomLoadError) throw new ApiError('unavailable', 'storage is unavailable; the document could not be loaded', { 'retry-after': 5 })
       throw err
@@ -362,7 +367,7 @@ export class HttpApi {
     await this.withExistingRoom(params[0] as string, (room) => sendBinary(res, Y.encodeStateAsUpdate(room.doc, stateVector)))
   }
 
-  private async postUpdate({ req, res, params }: RouteContext): Promise<void> {
+  private async postUpdate({ req, res, params, grant }: RouteContext): Promise<void> {
     const body = await readBody(req, this.deps.maxBodyBytes)
     let summary: UpdateSummary
     try {
@@ -382,7 +387,7 @@ export class HttpApi {
       }
       // Answered once the update is stored: a 204 means it survives a crash.
       await durable
-    })
+    }, grant.subject)
     res.writeHead(204)
     res.end()
   }
@@ -395,15 +400,18 @@ export class HttpApi {
     res.end()
   }
 
-  private async deleteRoom({ res, params }: RouteContext): Promise<void> {
+  private async deleteRoom({ res, params, grant }: RouteContext): Promise<void> {
     const name = params[0] as string
     await this.withExistingRoom(name, () => undefined)
+    // The room's last changes are made into their event while its state vector can still be read.
+    await this.deps.webhooks?.flushRoom(name)
     await this.deps.deleteRoom(name)
+    await this.deps.webhooks?.recordDeleted(name, grant.subject)
     res.writeHead(204)
     res.end()
   }
 
-  private async createVersion({ req, res, params }: RouteContext): Promise<void> {
+  private async createVersion({ req, res, params, grant }: RouteContext): Promise<void> {
     const body = await readBody(req, 64 * 1024)
     let name: unknown
     try {
@@ -424,6 +432,7 @@ export class HttpApi {
       throw new ApiError('too_many_versions', err.message)
     }
     this.deps.onVersion?.('created')
+    await this.deps.webhooks?.recordVersion(room, version, grant.subject)
     sendJson(res, 201, { id: version.id, name: version.name, createdAt: version.createdAt })
   }
 
@@ -496,6 +505,36 @@ export class HttpApi {
       throw new ApiError('unavailable', 'tickets are unavailable right now', { 'retry-after': 5 })
     })
     sendJson(res, 200, ticket)
+  }
+
+  private webhookOutbox(): WebhookOutbox {
+    const outbox = this.deps.webhooks
+    if (outbox === undefined || outbox === null) throw new ApiError('not_found', 'webhooks are not configured (--webhook-url)')
+    return outbox
+  }
+
+  /** Dead letters (oldest first, `?limit=`) of rooms in the token's scope. */
+  private listDeadWebhooks({ res, query, grant }: RouteContext): Promise<void> {
+    const limit = pageSize(query.get('limit'))
+    sendJson(res, 200, this.webhookOutbox().deadLetters(limit, (room) => roomInScope(grant, room)))
+    return Promise.resolve()
+  }
+
+  /** Queues dead letters again: `{"ids": [...]}` (delivery ids) or, with no ids, every one in the token's scope. */
+  private async retryDeadWebhooks({ req, res, grant }: RouteContext): Promise<void> {
+    const outbox = this.webhookOutbox()
+    const body = Buffer.from(await readBody(req, 1024 * 1024)).toString('utf8')
+    let ids: unknown = undefined
+    if (body.trim() !== '') {
+      try {
+        ids = (JSON.parse(body) as { ids?: unknown }).ids
+      } catch {
+        throw new ApiError('bad_request', 'the body must be JSON: {"ids": ["dlv_..."]}, or {} for all')
+      }
+      if (ids !== undefined && (!Array.isArray(ids) || !ids.every((id) => typeof id === 'string'))) throw new ApiError('bad_request', 'ids must be an array of delivery ids')
+    }
+    const requeued = await outbox.retryDead((ids as string[] | undefined) ?? null, (room) => roomInScope(grant, room))
+    sendJson(res, 200, { requeued })
   }
 
   private async versionStore<T>(work: (versions: VersionStore) => Promise<T>): Promise<T> {

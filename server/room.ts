@@ -523,6 +523,8 @@ export class Room {
       this.registry.onRefused('missing_dependencies')
       throw new UpdateRefusedError('missing_dependencies', 'part of the update depends on changes this document does not have')
     }
+    // Webhooks (issue 16): a change that arrived here from a member (never from storage or the cluster).
+    if (written !== null) this.registry.onMemberChange(this.name, origin)
     return written
   }
 
@@ -668,6 +670,11 @@ export class Room {
 /** A member that receives nothing: HTTP requests reading or writing a room. */
 class QuietMember implements RoomMember {
   readonly identity = null
+  /** The request's subject, for the webhook feed (see server/webhooks/member-origin.ts). */
+  readonly grant: { readonly subject: string | null }
+  constructor(subject: string | null) {
+    this.grant = { subject }
+  }
   readonly format: WireFormat = { name: 'none', update: () => new Uint8Array(), awareness: () => new Uint8Array() }
   deliverUpdate(): void {}
   deliverAwareness(): void {}
@@ -701,6 +708,8 @@ export class RoomRegistry {
   onQuarantined: () => void = () => {}
   /** Called when a room was reset after Yjs threw (for metrics). */
   onReset: () => void = () => {}
+  /** Called after an update from a member (client or HTTP request) changed a room: the webhook outbox's feed. */
+  onMemberChange: (room: string, member: RoomMember) => void = () => {}
 
   /** Called with awareness entries a room refused, by reason (for metrics). */
   onAwarenessRefused: (reason: AwarenessRefusal, count: number) => void = () => {}
@@ -723,8 +732,8 @@ export class RoomRegistry {
    * Runs `work` with the room loaded and a silent member holding it (so it cannot unload under
    * the work); the room unloads after the usual delay once nobody else is in it.
    */
-  async withRoom<T>(name: string, work: (room: Room, member: RoomMember) => T | Promise<T>): Promise<T> {
-    const member = new QuietMember()
+  async withRoom<T>(name: string, work: (room: Room, member: RoomMember) => T | Promise<T>, subject: string | null = null): Promise<T> {
+    const member = new QuietMember(subject)
     const room = this.join(name, member)
     try {
       await room.loaded

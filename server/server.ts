@@ -1,6 +1,8 @@
 import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http'
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https'
 import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import * as Y from 'yjs'
 import type { AddressInfo, Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { randomUUID } from 'node:crypto'
@@ -24,6 +26,7 @@ import { ServerMetrics } from './metrics.js'
 import { RoomRegistry } from './room.js'
 import { awarenessLimits } from './room-awareness.js'
 import { YWebsocketSession, type PendingLimits } from './ywebsocket-session.js'
+import { LevelOutboxStore, MemoryOutboxStore, originOfMember, WebhookOutbox } from './webhooks/index.js'
 
 export type ServerState = 'starting' | 'serving' | 'draining' | 'stopped'
 
@@ -80,6 +83,8 @@ export class WeftServer {
   private replicas: ReplicatedVersions | null = null
   private tickets: Tickets | null = null
   private api: HttpApi | null = null
+  /** With --webhook-url: the durable outbox of signed events (server/webhooks/). */
+  private webhooks: WebhookOutbox | null = null
   private startPromise: Promise<void> | null = null
   private drainPromise: Promise<DrainResult> | null = null
   /** Set when close() arrives during a drain: the rest of the drain goes at once. */
@@ -231,6 +236,7 @@ export class WeftServer {
     rooms.onQuarantined = () => this.metrics.quarantinedEntries.inc()
     rooms.onReset = () => this.metrics.roomResets.inc()
     rooms.onAwarenessRefused = (reason, count) => this.metrics.awarenessRefused.inc({ reason }, count)
+    this.webhooks = await this.openWebhooks(writer, rooms)
     writer.setSnapshotSource((name) => {
       // A room Yjs broke is forgotten at once (Room.reset): only a sound document is snapshotted.
       const room = rooms.get(name)
@@ -256,6 +262,7 @@ export class WeftServer {
       versionLimits: { maxCount: this.options.maxVersionsPerRoom, maxBytes: this.options.maxVersionBytesPerRoom },
       versionsPerMinutePerRoom: this.options.versionsPerMinutePerRoom,
       onVersion: (outcome) => (outcome === 'created' ? this.metrics.versionsCreated.inc() : this.metrics.versionRefusals.inc({ reason: outcome })),
+      webhooks: this.webhooks,
     })
     // Each tick checks and pings one slice of the connections: every connection once an interval,
     // and never all of them in one loop, which would hold up broadcasts the way a broadcast to
@@ -266,6 +273,44 @@ export class WeftServer {
       this.log.warn('open mode: no --auth-secret and no --allow-origin; anyone who can reach this port can read and edit every document')
     }
     if (this.stateValue === 'starting') this.transition('serving')
+  }
+
+  /**
+   * The webhook outbox (issue 16), in <data>/webhooks (its own LevelDB beside the documents), or in
+   * memory with `--data memory`. Fed by the changes members make here: changes that came from
+   * other instances are theirs to report, so each change is one event cluster-wide.
+   */
+  private async openWebhooks(writer: DocumentWriter, rooms: RoomRegistry): Promise<WebhookOutbox | null> {
+    const { options } = this
+    if (options.webhookUrls === null || options.webhookUrls.length === 0 || options.webhookSecret === null) return null
+    const store = options.data === 'memory' ? new MemoryOutboxStore() : await LevelOutboxStore.open(join(options.data, 'webhooks'))
+    const outbox = await WebhookOutbox.open(
+      {
+        urls: options.webhookUrls,
+        secret: options.webhookSecret,
+        debounceMs: options.webhookDebounceMs,
+        maxWaitMs: options.webhookMaxWaitMs,
+        maxAgeMs: options.webhookMaxAgeSeconds * 1000,
+        timeoutMs: options.webhookTimeoutMs,
+        retryMinMs: options.webhookRetryMinMs,
+        maxEntries: options.webhookMaxEntries,
+        maxBytes: options.webhookMaxBytes,
+      },
+      {
+        store,
+        stateVector: async (name) => {
+          const room = rooms.get(name)
+          if (room !== undefined && room.state === 'active') return Y.encodeStateVector(room.doc)
+          const stored = await writer.load(name)
+          return stored === null ? null : Y.encodeStateVectorFromUpdate(stored)
+        },
+        log: this.log.child({ part: 'webhooks' }),
+      },
+    )
+    // Issue 15 replaces this feed with the public onChange hook, which carries the UpdateOrigin.
+    rooms.onMemberChange = (room, member) => outbox.recordChange(room, originOfMember(member), Date.now())
+    this.metrics.observeWebhooks(outbox)
+    return outbox
   }
 
   /** Listens on `options.host`/`options.port` with weft's own HTTP(S) server. */
@@ -675,6 +720,8 @@ export class WeftServer {
       await new Promise((resolve) => setTimeout(resolve, 20))
     }
     for (const connection of this.connections) connection.terminate()
+    // Before storage closes: the last gathered changes read their state vector.
+    await this.webhooks?.close(deadline - 500).catch((err: unknown) => this.log.warn({ err }, 'closing the webhook outbox failed'))
     this.replicas?.close()
     await this.shared?.close().catch((err: unknown) => this.log.warn({ err }, 'closing the shared state failed'))
     if (this.relay !== null) {
