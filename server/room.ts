@@ -523,8 +523,15 @@ export class Room {
       this.registry.onRefused('missing_dependencies')
       throw new UpdateRefusedError('missing_dependencies', 'part of the update depends on changes this document does not have')
     }
-    // Webhooks (issue 16): a change that arrived here from a member (never from storage or the cluster).
-    if (written !== null) this.registry.onMemberChange(this.name, origin)
+    // Webhooks (issue 16): a change that arrived here from a member (never from storage or the
+    // cluster); its durability includes the outbox's record of it.
+    if (written !== null) {
+      const recorded = this.registry.onMemberChange(this.name, origin)
+      if (recorded !== undefined) {
+        const stored = written
+        written = Promise.all([stored, recorded]).then(() => undefined)
+      }
+    }
     return written
   }
 
@@ -709,7 +716,7 @@ export class RoomRegistry {
   /** Called when a room was reset after Yjs threw (for metrics). */
   onReset: () => void = () => {}
   /** Called after an update from a member (client or HTTP request) changed a room: the webhook outbox's feed. */
-  onMemberChange: (room: string, member: RoomMember) => void = () => {}
+  onMemberChange: (room: string, member: RoomMember) => Promise<void> | undefined = () => undefined
 
   /** Called with awareness entries a room refused, by reason (for metrics). */
   onAwarenessRefused: (reason: AwarenessRefusal, count: number) => void = () => {}

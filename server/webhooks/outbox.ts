@@ -70,6 +70,8 @@ interface Lane {
 interface Batch extends PendingBatch {
   timer: NodeJS.Timeout | null
   subjectsTruncated: boolean
+  /** The last write of this batch to the store (never rejects: failures are logged). */
+  stored: Promise<void>
 }
 
 /**
@@ -116,7 +118,7 @@ export class WebhookOutbox {
     }
     // Changes whose event was not made yet when the process stopped: made after the usual wait.
     for (const pending of contents.batches) {
-      const batch: Batch = { ...pending, timer: null, subjectsTruncated: false }
+      const batch: Batch = { ...pending, timer: null, subjectsTruncated: false, stored: Promise.resolve() }
       this.batches.set(batch.room, batch)
       this.schedule(batch)
     }
@@ -131,14 +133,17 @@ export class WebhookOutbox {
     return new WebhookOutbox(settings, deps, await deps.store.load())
   }
 
-  /** A change applied to `room` at `at` (ms since the epoch). Changes from storage or the cluster are not recorded. */
-  recordChange(room: string, origin: UpdateOrigin, at: number): void {
+  /**
+   * A change applied to `room` at `at` (ms since the epoch). Changes from storage or the cluster
+   * are not recorded. Resolves when the change is in the store (acknowledgements wait for it).
+   */
+  recordChange(room: string, origin: UpdateOrigin, at: number): Promise<void> {
     const subject = changeSubject(origin)
-    if (subject === undefined || this.closed) return
+    if (subject === undefined || this.closed) return Promise.resolve()
     let batch = this.batches.get(room)
     let changed = false
     if (batch === undefined) {
-      batch = { room, firstChangeAt: at, lastChangeAt: at, subjects: [], timer: null, subjectsTruncated: false }
+      batch = { room, firstChangeAt: at, lastChangeAt: at, subjects: [], timer: null, subjectsTruncated: false, stored: Promise.resolve() }
       this.batches.set(room, batch)
       changed = true
     }
@@ -154,8 +159,9 @@ export class WebhookOutbox {
     // time of the last ones.
     if (changed) {
       const snapshot: PendingBatch = { room, firstChangeAt: batch.firstChangeAt, lastChangeAt: batch.lastChangeAt, subjects: [...batch.subjects] }
-      void this.inSerial(() => this.deps.store.putBatch(snapshot)).catch((err: unknown) => this.deps.log.error({ room, err }, 'webhook outbox: a change could not be stored'))
+      batch.stored = this.inSerial(() => this.deps.store.putBatch(snapshot)).catch((err: unknown) => this.deps.log.error({ room, err }, 'webhook outbox: a change could not be stored'))
     }
+    return batch.stored
   }
 
   /** Makes the room's gathered changes into an event now (before a deletion or a version, so order holds). */
