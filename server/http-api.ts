@@ -507,22 +507,16 @@ export class HttpApi {
     sendJson(res, 200, ticket)
   }
 
-  private webhookOutbox(): WebhookOutbox {
-    const outbox = this.deps.webhooks
-    if (outbox === undefined || outbox === null) throw new ApiError('not_found', 'webhooks are not configured (--webhook-url)')
-    return outbox
-  }
-
-  /** Dead letters (oldest first, `?limit=`) of rooms in the token's scope. */
+  /** Dead letters (oldest first, `?limit=`) of rooms in the token's scope; none without --webhook-url. */
   private listDeadWebhooks({ res, query, grant }: RouteContext): Promise<void> {
     const limit = pageSize(query.get('limit'))
-    sendJson(res, 200, this.webhookOutbox().deadLetters(limit, (room) => roomInScope(grant, room)))
+    const outbox = this.deps.webhooks ?? null
+    sendJson(res, 200, outbox === null ? { deadLetters: [], total: 0 } : outbox.deadLetters(limit, (room) => roomInScope(grant, room)))
     return Promise.resolve()
   }
 
   /** Queues dead letters again: `{"ids": [...]}` (delivery ids) or, with no ids, every one in the token's scope. */
   private async retryDeadWebhooks({ req, res, grant }: RouteContext): Promise<void> {
-    const outbox = this.webhookOutbox()
     const body = Buffer.from(await readBody(req, 1024 * 1024)).toString('utf8')
     let ids: unknown = undefined
     if (body.trim() !== '') {
@@ -533,7 +527,8 @@ export class HttpApi {
       }
       if (ids !== undefined && (!Array.isArray(ids) || !ids.every((id) => typeof id === 'string'))) throw new ApiError('bad_request', 'ids must be an array of delivery ids')
     }
-    const requeued = await outbox.retryDead((ids as string[] | undefined) ?? null, (room) => roomInScope(grant, room))
+    const outbox = this.deps.webhooks ?? null
+    const requeued = outbox === null ? 0 : await outbox.retryDead((ids as string[] | undefined) ?? null, (room) => roomInScope(grant, room))
     sendJson(res, 200, { requeued })
   }
 

@@ -78,7 +78,7 @@ function httpStatus(port: number, method: string, path: string): Promise<number>
   return withDeadline(
     new Promise<number>((resolve, reject) => {
       // Every POST needs a content type a cross-site form cannot send (the body routes check theirs before reading).
-      const headers = method === 'POST' && path === '/api/tickets' ? { 'content-type': 'application/json' } : {}
+      const headers = method === 'POST' && (path === '/api/tickets' || path.startsWith('/api/webhooks/')) ? { 'content-type': 'application/json' } : {}
       const req = request({ host: '127.0.0.1', port, method, path, headers, agent: false }, (res) => {
         res.resume()
         res.on('end', () => resolve(res.statusCode ?? 0))

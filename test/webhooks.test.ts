@@ -14,7 +14,7 @@ import { destroy, synced, textUpdate } from './harness/clients.js'
 import { envNumber, mulberry32 } from './harness/fuzz.js'
 import { httpBytes } from './harness/http.js'
 import { metricValue } from './harness/metrics.js'
-import { startServer, type InProcessServer } from './harness/server.js'
+import { runCli, startServer, type InProcessServer } from './harness/server.js'
 import { signToken } from './harness/tokens.js'
 import { eventually, until } from './harness/wait.js'
 import { startWebhookReceiver, type ReceivedDelivery, type WebhookReceiver } from './harness/webhook-receiver.js'
@@ -181,10 +181,31 @@ describe('webhooks', () => {
     assert.ok(((await metricValue(s.http, 'weft_webhook_oldest_age_seconds')) ?? -1) >= 0)
   })
 
-  it('answers 404 on the dead-letter routes when no webhook is configured', async () => {
+  it('lists no dead letters and re-sends none when no webhook is configured', async () => {
     const s = await startServer({ authSecret: AUTH })
     cleanups.push(() => s.stop())
-    const answer = await httpBytes(s.http, 'GET', '/api/webhooks/dead', { headers: { authorization: `Bearer ${await token('a', 'admin')}` } })
-    assert.equal(answer.status, 404)
+    const bearer = { authorization: `Bearer ${await token('a', 'admin')}` }
+    const listed = await httpBytes(s.http, 'GET', '/api/webhooks/dead', { headers: bearer })
+    assert.equal(listed.status, 200)
+    assert.deepEqual(JSON.parse(listed.body.toString()), { deadLetters: [], total: 0 })
+    const retried = await httpBytes(s.http, 'POST', '/api/webhooks/dead/retry', { headers: bearer })
+    assert.deepEqual([retried.status, JSON.parse(retried.body.toString())], [200, { requeued: 0 }])
+  })
+
+  it('refuses at start, with status 2 and one line naming the setting, a URL that is not http(s), a missing secret and a short one', async () => {
+    const cases: Array<[string[], string]> = [
+      [['--webhook-url', 'ftp://example.com/hook', '--webhook-secret', HOOK], '--webhook-url'],
+      [['--webhook-url', 'http://127.0.0.1:9/a,not a url', '--webhook-secret', HOOK], '--webhook-url'],
+      [['--webhook-url', 'http://127.0.0.1:9/a'], '--webhook-secret'],
+      [['--webhook-url', 'http://127.0.0.1:9/a', '--webhook-secret', 'short'], '--webhook-secret'],
+      [['--webhook-max-age-seconds', '0'], '--webhook-max-age-seconds'],
+    ]
+    for (const [args, setting] of cases) {
+      const { status, stderr } = await runCli(['serve', '--port', '0', '--data', 'memory', ...args])
+      assert.equal(status, 2, `${args.join(' ')}: ${stderr}`)
+      const lines = stderr.split('\n').filter((line) => line !== '')
+      assert.equal(lines.length, 1, stderr)
+      assert.ok(lines[0]?.includes(setting), `${lines[0]} names ${setting}`)
+    }
   })
 })
