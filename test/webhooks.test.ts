@@ -9,6 +9,7 @@ import { after, describe, it } from 'node:test'
 import * as Y from 'yjs'
 import { WebSocket } from 'ws'
 import { WebsocketProvider } from 'y-websocket'
+import { HocuspocusProvider, HocuspocusProviderWebsocket } from '@hocuspocus/provider'
 import type { DocumentChangedData, DocumentDeletedData } from '../server/webhooks/events.js'
 import { destroy, synced, textUpdate } from './harness/clients.js'
 import { envNumber, mulberry32 } from './harness/fuzz.js'
@@ -90,8 +91,20 @@ describe('webhooks', () => {
     await synced(client)
     doc.getText('t').insert(0, 'from a socket')
     expected.get('alpha')?.add('ws-user')
-    await eventually(async () => (await metricValue(s.http, 'weft_webhook_queued')) === 0 && r.unique().some((d) => changed(d).subjects?.includes('ws-user')), 'the socket edit to be delivered', 30_000)
+    // And a stock Hocuspocus provider's (acknowledged once the change and its record are stored).
+    const hpDoc = new Y.Doc()
+    const hpSocket = new HocuspocusProviderWebsocket({ url: `${s.url}/`, WebSocketPolyfill: WebSocket, delay: 100, minDelay: 50, maxDelay: 500 })
+    const hp = new HocuspocusProvider({ websocketProvider: hpSocket, name: 'beta', document: hpDoc, token: await token('hp-user') })
+    hp.attach()
+    await until(() => hp.isSynced, 'the Hocuspocus provider to sync')
+    hpDoc.getText('t').insert(0, 'from hocuspocus')
+    expected.get('beta')?.add('hp-user')
+    await until(() => !hp.hasUnsyncedChanges, 'the Hocuspocus edit to be acknowledged')
+    const delivered = (subject: string) => r.unique().some((d) => changed(d).subjects?.includes(subject))
+    await eventually(async () => (await metricValue(s.http, 'weft_webhook_queued')) === 0 && delivered('ws-user') && delivered('hp-user'), 'the socket edits to be delivered', 30_000)
     destroy(client)
+    hp.destroy()
+    hpSocket.destroy()
 
     const admin = await token('admin-1', 'admin')
     const versionAnswer = await httpBytes(s.http, 'POST', '/api/rooms/beta/versions', { headers: { authorization: `Bearer ${admin}`, 'content-type': 'application/json' }, body: '{"name":"v1"}' })
