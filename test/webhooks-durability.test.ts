@@ -124,6 +124,32 @@ describe('webhooks durability', () => {
     assert.equal(await metricValue(restarted.http, 'weft_webhook_dead'), 0)
   })
 
+  it('keeps acknowledged changes whose event was not made yet (debounce window) across SIGKILL', async () => {
+    const receiver = await startWebhookReceiver(HOOK)
+    cleanups.push(() => receiver.close())
+    const data = await tempDir('weft-webhooks-batch-')
+    cleanups.push(() => data.remove())
+    const args = (debounceMs: string) => ['--data', data.path, '--webhook-url', `${receiver.base}/batch`, '--webhook-debounce-ms', debounceMs, '--webhook-max-wait-ms', debounceMs, '--log-level', 'warn']
+    const env = { WEFT_AUTH_SECRET: AUTH, WEFT_WEBHOOK_SECRET: HOOK }
+    // A debounce far longer than the test: no event is made before the kill.
+    const first = await spawnWeft(args('600000'), env)
+    const expected = new Map<string, Set<string>>()
+    for (let i = 0; i < 6; i++) {
+      assert.equal(await postAs(first.http, `b${i % 2}`, `pending-${i}`), 204)
+      expect(expected, `b${i % 2}`, `pending-${i}`)
+    }
+    first.kill('SIGKILL')
+    assert.equal(await withDeadline(first.exited, 'the kill'), 'SIGKILL')
+    assert.equal(receiver.received.length, 0, 'nothing was sent before the kill')
+    const second = await spawnWeft(args('50'), env)
+    cleanups.push(async () => {
+      second.kill('SIGKILL')
+      await withDeadline(second.exited, 'weft to exit')
+    })
+    await eventually(async () => covers(subjectsByRoom(receiver, '/batch'), expected), 'the changes gathered before the kill to be delivered', 20_000)
+    assertDeliveryInvariants(receiver, '/batch')
+  })
+
   it('reports each change once cluster-wide, by the instance it arrived at, through a Redis outage', async () => {
     const redis = await startRedis()
     cleanups.push(() => redis.dispose())
