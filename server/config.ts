@@ -146,6 +146,25 @@ export interface WeftOptions {
   authRevocationSeconds: number
   /** Revocations remembered at once; past it the oldest is forgotten early (counted). */
   authMaxRevocations: number
+  // Webhooks (issue 16): a durable outbox of signed events (server/webhooks/).
+  /** URLs that receive every event (http:// or https://); none = no webhooks. */
+  webhookUrls: readonly string[] | null
+  /** HMAC-SHA256 key of the Weft-Signature header; required with webhookUrls. */
+  webhookSecret: string | null
+  /** A room's changes are sent this many milliseconds after its last change... */
+  webhookDebounceMs: number
+  /** ...or this many after its first unsent change, whichever comes first. */
+  webhookMaxWaitMs: number
+  /** Seconds an event is retried before it is dead-lettered. */
+  webhookMaxAgeSeconds: number
+  /** Milliseconds one delivery attempt may take (connect to the end of the answer). */
+  webhookTimeoutMs: number
+  /** First retry delay in milliseconds; doubles per attempt (with jitter) up to five minutes. */
+  webhookRetryMinMs: number
+  /** Events held in the outbox (queued and dead together); more are refused and counted. */
+  webhookMaxEntries: number
+  /** Bytes of event bodies held in the outbox; more are refused and counted. */
+  webhookMaxBytes: number
 }
 
 export const DEFAULTS: Readonly<WeftOptions> = Object.freeze({
@@ -214,6 +233,15 @@ export const DEFAULTS: Readonly<WeftOptions> = Object.freeze({
   authJwksMaxAgeSeconds: 600,
   authRevocationSeconds: 3600,
   authMaxRevocations: 10_000,
+  webhookUrls: null,
+  webhookSecret: null,
+  webhookDebounceMs: 2_000,
+  webhookMaxWaitMs: 10_000,
+  webhookMaxAgeSeconds: 24 * 3600,
+  webhookTimeoutMs: 10_000,
+  webhookRetryMinMs: 1_000,
+  webhookMaxEntries: 100_000,
+  webhookMaxBytes: 256 * 1024 * 1024,
 })
 
 /** A setting that cannot be used; the CLI prints `message` and exits with status 2. */
@@ -306,6 +334,16 @@ export const SETTINGS: readonly SettingSpec[] = [
   { key: 'authJwksMaxAgeSeconds', flag: '--auth-jwks-max-age-seconds', env: 'WEFT_AUTH_JWKS_MAX_AGE_SECONDS', kind: 'int', min: 1, max: 7 * 86_400 },
   { key: 'authRevocationSeconds', flag: '--auth-revocation-seconds', env: 'WEFT_AUTH_REVOCATION_SECONDS', kind: 'int', min: 0, max: 30 * 86_400 },
   { key: 'authMaxRevocations', flag: '--auth-max-revocations', env: 'WEFT_AUTH_MAX_REVOCATIONS', kind: 'int', min: 1, max: 10_000_000 },
+  // Webhooks (issue 16).
+  { key: 'webhookUrls', flag: '--webhook-url', env: 'WEFT_WEBHOOK_URL', kind: 'list' },
+  { key: 'webhookSecret', flag: '--webhook-secret', env: 'WEFT_WEBHOOK_SECRET', kind: 'string' },
+  { key: 'webhookDebounceMs', flag: '--webhook-debounce-ms', env: 'WEFT_WEBHOOK_DEBOUNCE_MS', kind: 'int', min: 0, max: 3_600_000 },
+  { key: 'webhookMaxWaitMs', flag: '--webhook-max-wait-ms', env: 'WEFT_WEBHOOK_MAX_WAIT_MS', kind: 'int', min: 0, max: 3_600_000 },
+  { key: 'webhookMaxAgeSeconds', flag: '--webhook-max-age-seconds', env: 'WEFT_WEBHOOK_MAX_AGE_SECONDS', kind: 'int', min: 1, max: 30 * 24 * 3600 },
+  { key: 'webhookTimeoutMs', flag: '--webhook-timeout-ms', env: 'WEFT_WEBHOOK_TIMEOUT_MS', kind: 'int', min: 100, max: 600_000 },
+  { key: 'webhookRetryMinMs', flag: '--webhook-retry-min-ms', env: 'WEFT_WEBHOOK_RETRY_MIN_MS', kind: 'int', min: 10, max: 600_000 },
+  { key: 'webhookMaxEntries', flag: '--webhook-max-entries', env: 'WEFT_WEBHOOK_MAX_ENTRIES', kind: 'int', min: 1 },
+  { key: 'webhookMaxBytes', flag: '--webhook-max-bytes', env: 'WEFT_WEBHOOK_MAX_BYTES', kind: 'int', min: 65_536 },
 ]
 
 const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']
@@ -458,6 +496,7 @@ export function resolveOptions(partial: Partial<WeftOptions> = {}): Readonly<Wef
   if (!Number.isSafeInteger(options.redisRetentionSeconds) || options.redisRetentionSeconds < 0) {
     throw new ConfigError('--redis-retention-seconds', 'invalid --redis-retention-seconds: must be a whole number of seconds, 0 = keep for ever')
   }
+  checkWebhooks(options)
   const badProxy = ClientAddress.validate(options.trustedProxies)
   if (badProxy !== null) throw new ConfigError('--trusted-proxies', `invalid --trusted-proxies: "${badProxy}" is not an IP address or CIDR range`)
   checkUsable(options)
@@ -563,6 +602,35 @@ function checkTokenSettings(options: WeftOptions): void {
   }
 }
 
+/**
+ * Webhook settings (issue 16): every URL is http(s) and a secret of auth-secret strength is given,
+ * or no event could ever be delivered or trusted.
+ */
+function checkWebhooks(options: WeftOptions): void {
+  for (const raw of options.webhookUrls ?? []) {
+    let url: URL | null = null
+    try {
+      url = new URL(raw)
+    } catch {
+      // reported below
+    }
+    if (url === null || (url.protocol !== 'http:' && url.protocol !== 'https:') || url.hostname === '') {
+      throw new ConfigError('--webhook-url', `invalid --webhook-url: "${redactUrl(raw)}" is not an http:// or https:// URL`)
+    }
+  }
+  const urls = options.webhookUrls ?? []
+  if (urls.length > 0 && options.webhookSecret === null) throw new ConfigError('--webhook-secret', 'invalid --webhook-secret: required with --webhook-url (receivers verify the signature with it)')
+  if (options.webhookSecret !== null && Buffer.byteLength(options.webhookSecret) < MIN_AUTH_SECRET_BYTES) {
+    throw new ConfigError('--webhook-secret', `invalid --webhook-secret: needs at least ${MIN_AUTH_SECRET_BYTES} bytes, this one has ${Buffer.byteLength(options.webhookSecret)} (e.g. openssl rand -base64 32)`)
+  }
+  for (const key of ['webhookTimeoutMs', 'webhookRetryMinMs', 'webhookMaxEntries', 'webhookMaxBytes', 'webhookMaxAgeSeconds'] as const) {
+    if (!Number.isSafeInteger(options[key]) || options[key] <= 0) throw new ConfigError(key, `invalid ${key}: must be a positive whole number`)
+  }
+  for (const key of ['webhookDebounceMs', 'webhookMaxWaitMs'] as const) {
+    if (!Number.isSafeInteger(options[key]) || options[key] < 0) throw new ConfigError(key, `invalid ${key}: must be a whole number of milliseconds`)
+  }
+}
+
 /** One line of `weft serve --help` per setting; SETTINGS entries without one show only flag, variable and default. */
 const SETTING_HELP: Partial<Record<keyof WeftOptions, string>> = {
   host: 'listen address',
@@ -627,6 +695,15 @@ const SETTING_HELP: Partial<Record<keyof WeftOptions, string>> = {
   authJwksMaxAgeSeconds: 'cached JWKS keys are loaded again after this',
   authRevocationSeconds: "a revoked subject's older credentials stay refused",
   authMaxRevocations: 'revocations remembered at once',
+  webhookUrls: 'comma list of http(s) URLs that receive signed events',
+  webhookSecret: `HMAC-SHA256 key of Weft-Signature (>= ${MIN_AUTH_SECRET_BYTES} bytes)`,
+  webhookDebounceMs: "a room's changes are sent this long after its last one",
+  webhookMaxWaitMs: '...or this long after its first unsent one',
+  webhookMaxAgeSeconds: 'an event is retried this long, then dead-lettered',
+  webhookTimeoutMs: 'time one delivery attempt may take',
+  webhookRetryMinMs: 'first retry delay; doubles (with jitter) up to 5 min',
+  webhookMaxEntries: 'events held in the outbox; more are refused',
+  webhookMaxBytes: 'bytes of events held in the outbox; more are refused',
 }
 
 /** The settings table of `weft serve --help`, generated from SETTINGS and DEFAULTS so it cannot drift. */

@@ -14,6 +14,7 @@ import { RoomLoadError, UpdateSource, type Room, type RoomMember, type RoomRegis
 import type { Tickets } from './tickets.js'
 import { MAX_SUBJECT_LENGTH, type RevokeResult } from './revocation.js'
 import { TokenBucket } from './token-bucket.js'
+import type { WebhookOutbox } from './webhooks/index.js'
 
 /** An error an endpoint answers with: the contract's JSON body and the status of its code. */
 export class ApiError extends Error {
@@ -59,6 +60,8 @@ export interface HttpApiDeps {
   onVersion?(outcome: 'created' | 'count' | 'bytes' | 'rate'): void
   /** POST /api/connections/revoke (issue 16): ends a subject's connections on every instance. */
   revokeConnections?(subject: string, room: string | null): Promise<RevokeResult>
+  /** With --webhook-url: deletions and versions made here become events; dead letters are served. */
+  webhooks?: WebhookOutbox | null
 }
 
 interface RouteContext {
@@ -138,6 +141,8 @@ export class HttpApi {
       { method: 'GET', path: '/api/rooms/{room}/versions/{id}/diff', scope: 'read', handle: (c) => this.versionDiff(c) },
       { method: 'POST', path: '/api/tickets', scope: 'token', accepts: JSON_BODY, handle: (c) => this.issueTicket(c) },
       { method: 'POST', path: '/api/connections/revoke', scope: 'admin', accepts: JSON_BODY, handle: (c) => this.revokeConnections(c) },
+      { method: 'GET', path: '/api/webhooks/dead', scope: 'admin', handle: (c) => this.listDeadWebhooks(c) },
+      { method: 'POST', path: '/api/webhooks/dead/retry', scope: 'admin', accepts: JSON_BODY, handle: (c) => this.retryDeadWebhooks(c) },
     ]
   }
 
@@ -406,15 +411,18 @@ export class HttpApi {
     res.end()
   }
 
-  private async deleteRoom({ res, params }: RouteContext): Promise<void> {
+  private async deleteRoom({ res, params, grant }: RouteContext): Promise<void> {
     const name = params[0] as string
     await this.withExistingRoom(name, () => undefined)
+    // The room's last changes are made into their event while its state vector can still be read.
+    await this.deps.webhooks?.flushRoom(name)
     await this.deps.deleteRoom(name)
+    await this.deps.webhooks?.recordDeleted(name, grant.subject)
     res.writeHead(204)
     res.end()
   }
 
-  private async createVersion({ req, res, params }: RouteContext): Promise<void> {
+  private async createVersion({ req, res, params, grant }: RouteContext): Promise<void> {
     const body = await readBody(req, 64 * 1024)
     let name: unknown
     try {
@@ -435,6 +443,7 @@ export class HttpApi {
       throw new ApiError('too_many_versions', err.message)
     }
     this.deps.onVersion?.('created')
+    await this.deps.webhooks?.recordVersion(room, version, grant.subject)
     sendJson(res, 201, { id: version.id, name: version.name, createdAt: version.createdAt })
   }
 
@@ -543,6 +552,31 @@ export class HttpApi {
       throw new ApiError('unavailable', 'the connections on this instance were closed, but the other instances could not be reached; send the request again', { 'retry-after': 5 })
     }
     sendJson(res, 200, result)
+  }
+
+  /** Dead letters (oldest first, `?limit=`) of rooms in the token's scope; none without --webhook-url. */
+  private listDeadWebhooks({ res, query, grant }: RouteContext): Promise<void> {
+    const limit = pageSize(query.get('limit'))
+    const outbox = this.deps.webhooks ?? null
+    sendJson(res, 200, outbox === null ? { deadLetters: [], total: 0 } : outbox.deadLetters(limit, (room) => roomInScope(grant, room)))
+    return Promise.resolve()
+  }
+
+  /** Queues dead letters again: `{"ids": [...]}` (delivery ids) or, with no ids, every one in the token's scope. */
+  private async retryDeadWebhooks({ req, res, grant }: RouteContext): Promise<void> {
+    const body = Buffer.from(await readBody(req, 1024 * 1024)).toString('utf8')
+    let ids: unknown = undefined
+    if (body.trim() !== '') {
+      try {
+        ids = (JSON.parse(body) as { ids?: unknown }).ids
+      } catch {
+        throw new ApiError('bad_request', 'the body must be JSON: {"ids": ["dlv_..."]}, or {} for all')
+      }
+      if (ids !== undefined && (!Array.isArray(ids) || !ids.every((id) => typeof id === 'string'))) throw new ApiError('bad_request', 'ids must be an array of delivery ids')
+    }
+    const outbox = this.deps.webhooks ?? null
+    const requeued = outbox === null ? 0 : await outbox.retryDead((ids as string[] | undefined) ?? null, (room) => roomInScope(grant, room))
+    sendJson(res, 200, { requeued })
   }
 
   private async versionStore<T>(work: (versions: VersionStore) => Promise<T>): Promise<T> {

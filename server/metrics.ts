@@ -138,6 +138,7 @@ export function hocuspocusMessageType(frame: Uint8Array): number {
   if (type === 0 || type === 4) return syncType(frame, varPos)
   return HOCUSPOCUS_TYPES[type] ?? OTHER
 }
+import type { WebhookStats } from './webhooks/index.js'
 
 /**
  * The server's Prometheus metrics. Each server has its own registry, so several servers in one
@@ -374,6 +375,39 @@ export class ServerMetrics {
         const now = total()
         if (now > reported) this.inc(now - reported)
         reported = Math.max(reported, now)
+      },
+    })
+  }
+
+  /** Webhooks (issue 16): the outbox's queue, deliveries, failures, dead letters and refusals. */
+  observeWebhooks(outbox: { stats(): WebhookStats }): void {
+    const gauges: Array<[string, string, (stats: WebhookStats) => number]> = [
+      ['weft_webhook_queued', 'Webhook deliveries waiting in the outbox (one per event and URL)', (s) => s.queued],
+      ['weft_webhook_dead', 'Webhook deliveries dead-lettered after --webhook-max-age-seconds, held for GET /api/webhooks/dead', (s) => s.dead],
+      ['weft_webhook_oldest_age_seconds', 'Age of the oldest webhook delivery still queued; 0 when none is', (s) => s.oldestAgeSeconds],
+    ]
+    this.counterOf('weft_webhook_delivered_total', 'Webhook deliveries a receiver answered with 2xx', () => outbox.stats().delivered)
+    this.counterOf('weft_webhook_failed_attempts_total', 'Webhook delivery attempts that failed (error, timeout, non-2xx); each is retried until the max age', () => outbox.stats().failedAttempts)
+    this.counterOf('weft_webhook_dead_lettered_total', 'Webhook deliveries dead-lettered since start', () => outbox.stats().deadLettered)
+    for (const [name, help, read] of gauges) {
+      new Gauge({
+        name,
+        help,
+        registers: [this.registry],
+        collect() {
+          this.set(read(outbox.stats()))
+        },
+      })
+    }
+    new Gauge({
+      name: 'weft_webhook_refused_total',
+      help: 'Webhook events refused because the outbox was full: entries (--webhook-max-entries) or bytes (--webhook-max-bytes)',
+      labelNames: ['reason'] as const,
+      registers: [this.registry],
+      collect() {
+        const { refused } = outbox.stats()
+        this.set({ reason: 'entries' }, refused.entries)
+        this.set({ reason: 'bytes' }, refused.bytes)
       },
     })
   }

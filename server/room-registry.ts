@@ -3,6 +3,7 @@ import type { Relay } from '../cluster/index.js'
 import type { AwarenessLimits, AwarenessRefusal } from './room-awareness.js'
 import type { WireFormat } from './wire-format.js'
 import type { Logger } from './logger.js'
+import type { UpdateOrigin } from './hooks.js'
 import type { DeliverySink } from './room-broadcast.js'
 import { NO_ROOM_EVENTS, type RoomEvents } from './room-events.js'
 import { Room, type RoomMember, type UpdateShapeLimits } from './room.js'
@@ -40,6 +41,11 @@ export class RoomRegistry {
 
   /** Called with the number of updates each merged broadcast carried (for metrics). */
   onBatched: (updates: number) => void = () => {}
+  /**
+   * Called after an update from a client or an HTTP request changed a room, with its origin: the
+   * webhook outbox's feed. A promise it returns is part of the update's durability.
+   */
+  onOutsideChange: (room: string, origin: UpdateOrigin) => Promise<void> | undefined = () => undefined
   /** Called with one delivery sample per protocol per broadcast (for weft_delivery_seconds). */
   onDelivered: DeliverySink = () => {}
   /** Called for each update a room refused for its shape, and why (for metrics). */

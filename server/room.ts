@@ -505,6 +505,15 @@ export class Room {
       this.docValue.store.pendingDs = null
       throw new UpdateRefusedError('missing_dependencies', 'part of the update depends on changes this document does not have')
     }
+    // Webhooks (issue 16): a change that arrived here from a client or an HTTP request (never from
+    // storage or the cluster); its durability includes the outbox's record of it.
+    if (written !== null) {
+      const recorded = this.registry.onOutsideChange(this.name, source.origin)
+      if (recorded !== undefined) {
+        const stored = written
+        return Promise.all([stored, recorded]).then(() => undefined)
+      }
+    }
     return written
   }
 

@@ -4,6 +4,8 @@ import { readFileSync } from 'node:fs'
 import type { AddressInfo, Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { randomUUID } from 'node:crypto'
+import { join } from 'node:path'
+import * as Y from 'yjs'
 import { hostname } from 'node:os'
 import { WebSocketServer } from 'ws'
 import { createRelay, RedisSharedState, type Relay } from '../cluster/index.js'
@@ -16,6 +18,7 @@ import { RedisRevocations } from '../cluster/revocations.js'
 import type { JwksKeys } from './jwks.js'
 import { RevocationAwareAuthorizer, Revoker, type RevocationList, type RevokeResult } from './revocation.js'
 import { createTokenAccess } from './token-access.js'
+import { LevelOutboxStore, MemoryOutboxStore, WebhookOutbox } from './webhooks/index.js'
 import { AuthenticateAuthorizer, authorizerAsAuthenticate } from './authenticate.js'
 import { HttpApi } from './http-api.js'
 import { serveApiDescription, serveHomePage } from './home-page.js'
@@ -116,6 +119,8 @@ export class WeftServer {
   private replicas: ReplicatedVersions | null = null
   private tickets: Tickets | null = null
   private api: HttpApi | null = null
+  /** With --webhook-url: the durable outbox of signed events (server/webhooks/). */
+  private webhooks: WebhookOutbox | null = null
   private startPromise: Promise<void> | null = null
   private drainPromise: Promise<DrainResult> | null = null
   /** Set when close() arrives during a drain: the rest of the drain goes at once. */
@@ -337,6 +342,7 @@ export class WeftServer {
     rooms.onReset = () => this.metrics.roomResets.inc()
     rooms.onAwarenessRefused = (reason, count) => this.metrics.awarenessRefused.inc({ reason }, count)
     rooms.onDelivered = (protocol, source, ms, now) => this.metrics.observeDelivery(protocol, source, ms / 1000, now)
+    this.webhooks = await this.openWebhooks(writer, rooms)
     this.statusPage.start()
     this.api = new HttpApi({
       rooms: this.rooms,
@@ -359,12 +365,50 @@ export class WeftServer {
       versionLimits: { maxCount: this.options.maxVersionsPerRoom, maxBytes: this.options.maxVersionBytesPerRoom },
       versionsPerMinutePerRoom: this.options.versionsPerMinutePerRoom,
       onVersion: (outcome) => (outcome === 'created' ? this.metrics.versionsCreated.inc() : this.metrics.versionRefusals.inc({ reason: outcome })),
+      webhooks: this.webhooks,
     })
     this.connections.start()
     if (this.authorizer.open && this.options.allowOrigins === null) {
       this.log.warn('open mode: no --auth-secret, no --auth-jwks and no --allow-origin; anyone who can reach this port can read and edit every document')
     }
     if (this.stateValue === 'starting') this.transition('serving')
+  }
+
+  /**
+   * The webhook outbox (issue 16), in <data>/webhooks (its own LevelDB beside the documents), or in
+   * memory with `--data memory`. Fed by the changes clients and HTTP requests make here: changes
+   * that came from other instances are theirs to report, so each change is one event cluster-wide.
+   */
+  private async openWebhooks(writer: DocumentWriter, rooms: RoomRegistry): Promise<WebhookOutbox | null> {
+    const { options } = this
+    if (options.webhookUrls === null || options.webhookUrls.length === 0 || options.webhookSecret === null) return null
+    const store = options.data === 'memory' ? new MemoryOutboxStore() : await LevelOutboxStore.open(join(options.data, 'webhooks'))
+    const outbox = await WebhookOutbox.open(
+      {
+        urls: options.webhookUrls,
+        secret: options.webhookSecret,
+        debounceMs: options.webhookDebounceMs,
+        maxWaitMs: options.webhookMaxWaitMs,
+        maxAgeMs: options.webhookMaxAgeSeconds * 1000,
+        timeoutMs: options.webhookTimeoutMs,
+        retryMinMs: options.webhookRetryMinMs,
+        maxEntries: options.webhookMaxEntries,
+        maxBytes: options.webhookMaxBytes,
+      },
+      {
+        store,
+        stateVector: async (name) => {
+          const room = rooms.get(name)
+          if (room !== undefined && room.state === 'active') return Y.encodeStateVector(room.doc)
+          const stored = await writer.load(name)
+          return stored === null ? null : Y.encodeStateVectorFromUpdate(stored)
+        },
+        log: this.log.child({ part: 'webhooks' }),
+      },
+    )
+    rooms.onOutsideChange = (room, origin) => outbox.recordChange(room, origin, Date.now())
+    this.metrics.observeWebhooks(outbox)
+    return outbox
   }
 
   /** Listens on `options.host`/`options.port` with weft's own HTTP(S) server. */
@@ -670,6 +714,8 @@ export class WeftServer {
       await new Promise((resolve) => setTimeout(resolve, 20))
     }
     this.connections.terminateAll()
+    // Before storage closes: the last gathered changes read their state vector.
+    await this.webhooks?.close(deadline - 500).catch((err: unknown) => this.log.warn({ err }, 'closing the webhook outbox failed'))
     this.replicas?.close()
     await this.revocationChannel?.close().catch((err: unknown) => this.log.warn({ err }, 'closing the revocation channel failed'))
     await this.shared?.close().catch((err: unknown) => this.log.warn({ err }, 'closing the shared state failed'))

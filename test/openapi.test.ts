@@ -78,7 +78,7 @@ function httpStatus(port: number, method: string, path: string): Promise<number>
   return withDeadline(
     new Promise<number>((resolve, reject) => {
       // Every POST needs a content type a cross-site form cannot send (the body routes check theirs before reading).
-      const json = method === 'POST' && (path === '/api/tickets' || path === '/api/connections/revoke')
+      const json = method === 'POST' && (path === '/api/tickets' || path === '/api/connections/revoke' || path.startsWith('/api/webhooks/'))
       const headers = json ? { 'content-type': 'application/json' } : {}
       const req = request({ host: '127.0.0.1', port, method, path, headers, agent: false }, (res) => {
         res.resume()
