@@ -52,6 +52,7 @@ COPY --from=deps /src/node_modules ./node_modules
 COPY --from=build /src/dist/server ./dist/server
 COPY --from=build /src/dist/client ./dist/client
 COPY --from=build /src/dist/protocol ./dist/protocol
+COPY --from=build /src/dist/crdt ./dist/crdt
 COPY --from=build /src/dist/cluster ./dist/cluster
 COPY --from=build /src/dist/persistence ./dist/persistence
 COPY --from=build /src/dist/build-info.json ./dist/build-info.json

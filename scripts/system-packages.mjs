@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // The programs the test suite starts beyond npm's packages: redis-server and nginx (the suite
-// runs its own instances on free ports). `npm test` runs this first. When one is missing and
+// runs its own instances on free ports), promtool and chromium. `npm test` runs this first. When one is missing and
 // this process may install packages (root, with apt-get), it installs them; otherwise it stops
 // at once with one line naming the command to run, instead of a suite that fails part-way.
 // .ci/run calls it too, so CI and a developer's machine take the same path.
@@ -17,6 +17,8 @@ const NEEDED = [
   { program: 'redis-server', apt: 'redis-server', brew: 'redis' },
   { program: 'nginx', apt: 'nginx', brew: 'nginx' },
   { program: 'promtool', apt: 'prometheus', brew: 'prometheus' },
+  // Browser tests drive Debian's chromium through playwright-core (test/harness/browser.ts).
+  { program: 'chromium', apt: 'chromium', brew: '--cask chromium' },
 ]
 
 // Debian puts nginx in /usr/sbin, which a non-login PATH may lack; the test harness looks there too.
