@@ -367,8 +367,6 @@ export class DocumentWriter extends EventEmitter {
       if (failure === null) {
         // The batch is in arrival order: its first write waited longest.
         if (batch.length > 0) this.onBatchStored(batch.length, performance.now() - (batch[0] as PendingWrite).at)
-        // The batch is in arrival order: its first write waited longest.
-        if (batch.length > 0) this.onBatchStored(batch.length, performance.now() - (batch[0] as PendingWrite).at)
         for (const write of batch) write.resolve()
         this.compactor.noteAppended(work, merged.update.byteLength)
         this.failures.markRecovered(work, true)
