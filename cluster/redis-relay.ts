@@ -61,6 +61,9 @@ export class RedisRelay implements Relay {
   private reconcileAgain = false
   private checking = false
   private closed = false
+  /** Local updates of this turn of the event loop, per room, published merged by `flushOutgoing`. */
+  private readonly outgoing = new Map<string, Uint8Array[]>()
+  private outgoingScheduled = false
   private closing: Promise<void> | null = null
   /** Resolved at the next time the relay comes up (joins waiting for Redis). */
   private upWaiter: { promise: Promise<void>; resolve(): void } | null = null
@@ -195,8 +198,20 @@ export class RedisRelay implements Relay {
 
   publishUpdate(room: string, update: Uint8Array): void {
     if (this.closed) return
-    if (!this.isUp()) this.hold(room, update)
-    else this.sendUpdate(room, update)
+    if (!this.isUp()) {
+      this.hold(room, update)
+      return
+    }
+    // A room's updates of one turn of the event loop (a burst a client sent in one socket read,
+    // which the room broadcasts merged too) become one update and one EVALSHA: Redis commands
+    // per edit stay at most 1 and fall to one per burst.
+    const pending = this.outgoing.get(room)
+    if (pending === undefined) this.outgoing.set(room, [update])
+    else pending.push(update)
+    if (!this.outgoingScheduled) {
+      this.outgoingScheduled = true
+      setImmediate(this.flushOutgoing)
+    }
   }
 
   publishAwareness(name: string, entries: readonly RelayAwarenessEntry[]): void {
@@ -328,6 +343,23 @@ export class RedisRelay implements Relay {
   }
 
   // ---- publishing --------------------------------------------------------------------------
+
+  private readonly flushOutgoing = (): void => {
+    this.outgoingScheduled = false
+    // After abort() (a kill -9 stand-in) nothing more leaves this instance.
+    if (this.closed || this.outgoing.size === 0) {
+      this.outgoing.clear()
+      return
+    }
+    const rooms = [...this.outgoing]
+    this.outgoing.clear()
+    for (const [name, updates] of rooms) {
+      const update = updates.length === 1 ? (updates[0] as Uint8Array) : Y.mergeUpdates(updates)
+      // Redis may have gone down since they were queued: held like any update of an outage.
+      if (this.isUp()) this.sendUpdate(name, update)
+      else this.hold(name, update)
+    }
+  }
 
   private sendUpdate(name: string, update: Uint8Array): void {
     this.streams.publish(this.namespace.room(name), update).then(
@@ -753,6 +785,8 @@ export class RedisRelay implements Relay {
   // ---- shutdown ----------------------------------------------------------------------------
 
   private async shutdown(): Promise<void> {
+    // Updates of the current turn go out before the goodbye, on the same connection.
+    this.flushOutgoing()
     for (const timer of this.timers) clearInterval(timer)
     this.asks.clear()
     if (this.isUp()) {

@@ -110,6 +110,8 @@ async function cutConnections(redis: RedisProcess, instanceId: string): Promise<
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
+/** The relay merges a room's updates of one turn of the event loop; edits after this are another burst. */
+const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve))
 
 describe('RedisRelay against a real redis-server', () => {
   let redis: RedisProcess
@@ -140,6 +142,7 @@ describe('RedisRelay against a real redis-server', () => {
     for (let i = 0; i < 20; i++) {
       a.edit('live', `a${i}`)
       b.edit('live', `b${i}`)
+      await nextTurn()
     }
     await until(() => a.length('live') === 40 && b.length('live') === 40, 'both sides have 40 items', 5000)
     const elapsed = Date.now() - started
@@ -157,6 +160,21 @@ describe('RedisRelay against a real redis-server', () => {
     console.log(`# live: 40 edits in ${elapsed} ms; client commands per edit ${perEdit.toFixed(2)}; redis evalsha=${stats.get('evalsha')}`)
   })
 
+  it('sends a burst of edits made in one turn as one merged update: one EVALSHA for the burst', async () => {
+    const a = await peer('burst-a')
+    const b = await peer('burst-b')
+    await a.join('burst')
+    await b.join('burst')
+    await redis.command('CONFIG', 'RESETSTAT')
+    const publishedBefore = a.relay.stats().published
+    for (let i = 0; i < 50; i++) a.edit('burst', `e${i}`)
+    await until(() => b.length('burst') === 50, 'b has the 50 edits', 5000)
+    assert.ok(converged([a, b], 'burst'))
+    const stats = await commandStats(redis)
+    assert.equal(stats.get('evalsha'), 1, 'one EVALSHA for the burst')
+    assert.equal(a.relay.stats().published - publishedBefore, 1)
+  })
+
   it('heals lost messages: a gap before a later message at once, a lost final message by the periodic check', async () => {
     let drop = false
     const dropUpdates = (_room: string, message: RelayMessage): boolean => drop && message.kind === 'update'
@@ -168,6 +186,7 @@ describe('RedisRelay against a real redis-server', () => {
     await until(() => b.length('gap') === 1, 'first edit relayed', 5000)
     drop = true
     a.edit('gap', 'lost-1')
+    await nextTurn()
     a.edit('gap', 'lost-2')
     await until(() => b.relay.stats().commands > 0 && a.relay.stats().published === 3, 'published', 5000)
     await sleep(100)
@@ -190,7 +209,10 @@ describe('RedisRelay against a real redis-server', () => {
   it('gives a late joiner the whole document, also after compaction trimmed the stream', async () => {
     const a = await peer('late-a', { compactAfterEntries: 20 })
     await a.join('late')
-    for (let i = 0; i < 75; i++) a.edit('late', `e${i}`)
+    for (let i = 0; i < 75; i++) {
+      a.edit('late', `e${i}`)
+      await nextTurn()
+    }
     await until(() => a.relay.stats().published === 75, 'all published', 5000)
     await eventually(async () => (await redis.command('HEXISTS', roomKey('late', 'doc'), 'u')).startsWith(':1'), 'a snapshot exists', 5000)
     const xlen = Number(/:(\d+)/.exec(await redis.command('XLEN', roomKey('late', 'log')))?.[1])

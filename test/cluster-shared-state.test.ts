@@ -139,7 +139,11 @@ describe('RedisSharedState', () => {
       const doc = new Y.Doc()
       await relay.joinRoom(room, null, { onUpdate() {}, onAwareness() {}, onInstanceGone() {}, localAwareness: () => [], localState: () => Y.encodeStateAsUpdate(doc) })
       doc.on('update', (update: Uint8Array) => relay.publishUpdate(room, update))
-      for (let i = 0; i < 6; i++) doc.getArray<number>('a').push([i])
+      // One turn each: the relay merges a room's updates of one turn into one entry.
+      for (let i = 0; i < 6; i++) {
+        doc.getArray<number>('a').push([i])
+        await new Promise((resolve) => setImmediate(resolve))
+      }
       const keys = ns.room(room)
       await until(() => relay.stats().published === 6, 'six updates published')
       const existing = async (): Promise<number> => integer(await redis.command('EXISTS', keys.log, keys.doc, keys.last))
