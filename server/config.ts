@@ -91,6 +91,8 @@ export interface WeftOptions {
   awarenessMaxRoomBytes: number
   /** Seconds a departed client ID stays reserved for its owner's reconnect; 0 = not at all. */
   awarenessReclaimSeconds: number
+  /** Milliseconds a room gathers awareness changes before sending them merged, one frame per member; 0 = per socket read. */
+  awarenessFlushMs: number
   /** Bytes a Hocuspocus socket may send before its first document is authenticated; past it 1009. */
   preauthBytes: number
   /** Milliseconds a Hocuspocus socket may stay without an authenticated document; then 4401. */
@@ -206,6 +208,7 @@ export const DEFAULTS: Readonly<WeftOptions> = Object.freeze({
   awarenessMaxRoomEntries: 20_000,
   awarenessMaxRoomBytes: 8 * 1024 * 1024,
   awarenessReclaimSeconds: 300,
+  awarenessFlushMs: 20,
   preauthBytes: 256 * 1024,
   authTimeoutMs: 10_000,
   bodyTimeoutMs: 30_000,
@@ -303,6 +306,7 @@ export const SETTINGS: readonly SettingSpec[] = [
   { key: 'awarenessMaxRoomEntries', flag: '--awareness-max-room-entries', env: 'WEFT_AWARENESS_MAX_ROOM_ENTRIES', kind: 'int', min: 1, max: 10_000_000 },
   { key: 'awarenessMaxRoomBytes', flag: '--awareness-max-room-bytes', env: 'WEFT_AWARENESS_MAX_ROOM_BYTES', kind: 'int', min: 1024, max: 1024 * 1024 * 1024 },
   { key: 'awarenessReclaimSeconds', flag: '--awareness-reclaim-seconds', env: 'WEFT_AWARENESS_RECLAIM_SECONDS', kind: 'int', min: 0, max: 86_400 },
+  { key: 'awarenessFlushMs', flag: '--awareness-flush-ms', env: 'WEFT_AWARENESS_FLUSH_MS', kind: 'int', min: 0, max: 1_000 },
   // Bounds on what a client holds before it is authenticated, and on rooms per client (issue 12).
   { key: 'preauthBytes', flag: '--preauth-bytes', env: 'WEFT_PREAUTH_BYTES', kind: 'int', min: 1024 },
   { key: 'authTimeoutMs', flag: '--auth-timeout-ms', env: 'WEFT_AUTH_TIMEOUT_MS', kind: 'int', min: 100, max: 600_000 },
@@ -668,6 +672,7 @@ const SETTING_HELP: Partial<Record<keyof WeftOptions, string>> = {
   awarenessMaxRoomEntries: 'awareness states in one room',
   awarenessMaxRoomBytes: 'bytes of one room\'s awareness states',
   awarenessReclaimSeconds: 'a departed client ID stays reserved for its owner',
+  awarenessFlushMs: 'a room gathers awareness changes this long, then sends them merged',
   preauthBytes: 'bytes a Hocuspocus socket may send before it authenticates',
   authTimeoutMs: 'time a Hocuspocus socket may stay unauthenticated',
   bodyTimeoutMs: 'time an HTTP body may take to arrive',

@@ -39,6 +39,8 @@ export class RoomRegistry {
     readonly events: RoomEvents = NO_ROOM_EVENTS,
   ) {}
 
+  /** How long a room gathers awareness changes before sending them merged (--awareness-flush-ms); 0 = those of one socket read. */
+  awarenessFlushMs = 0
   /** Called with the number of updates each merged broadcast carried (for metrics). */
   onBatched: (updates: number) => void = () => {}
   /**

@@ -118,7 +118,7 @@ export class Room {
     private readonly log: Logger,
   ) {
     this.awareness = new RoomAwareness(registry.awarenessLimits)
-    this.broadcast = new RoomBroadcast(name, this.members, log, (updates) => registry.onBatched(updates), (protocol, source, ms, now) => registry.onDelivered(protocol, source, ms, now))
+    this.broadcast = new RoomBroadcast(name, this.members, log, (updates) => registry.onBatched(updates), (protocol, source, ms, now) => registry.onDelivered(protocol, source, ms, now), registry.awarenessFlushMs)
     this.loaded = this.load()
     // Never an unhandled rejection: members await `loaded` and handle the failure themselves.
     this.loaded.catch(() => {})
@@ -563,7 +563,7 @@ export class Room {
     this.members.add(member)
   }
 
-  /** Removes a member and its awareness states (broadcast at once: no ghost cursors). */
+  /** Removes a member and its awareness states (sent with the next awareness flush, --awareness-flush-ms: no ghost cursors). */
   leave(member: RoomMember): void {
     if (!this.members.delete(member)) return
     const removed = this.awareness.removeOwner(member)

@@ -336,6 +336,7 @@ export class WeftServer {
       maxPendingBytes: options.maxPendingBytes,
     }, awarenessLimits(options), this.roomEvents ?? this.hooks)
     const rooms = this.rooms
+    rooms.awarenessFlushMs = options.awarenessFlushMs
     rooms.onBatched = (count) => this.metrics.batchedUpdates.inc(count)
     rooms.onRefused = (reason) => this.metrics.updateRefusals.inc({ reason })
     rooms.onQuarantined = () => this.metrics.quarantinedEntries.inc()
