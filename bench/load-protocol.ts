@@ -28,6 +28,12 @@ export type Command =
       completeLength?: number
     }
   | { type: 'write'; ratePerSecond: number; durationMs: number; paddingBytes: number }
+  /**
+   * Every client (whatever its role) moves its cursor `ratePerSecond` times a second for
+   * `durationMs`: an awareness update of its own client ID whose state carries the send time.
+   * Trackers time every cursor they receive; the others count awareness frames.
+   */
+  | { type: 'cursors'; ratePerSecond: number; durationMs: number }
   /** Writers: push `count` single-entry updates to the Y.Array `log` as fast as the socket drains. */
   | { type: 'history'; count: number }
   /** Writers: insert `totalBytes` of text into the Y.Text `body` in `chunkBytes` updates. */
@@ -66,6 +72,10 @@ export interface StatsResult {
   /** Per room: updates sent by writers since the last reset. */
   sent: Record<string, number>
   latenciesMs: number[]
+  /** Awareness frames received by every client since the last reset. */
+  awarenessFrames: number
+  /** Trackers: milliseconds from a cursor's send to its receipt, one sample per entry. */
+  cursorLatenciesMs: number[]
   /** Clients whose socket closed (by the server or by error) after their handshake. */
   closed: number
 }

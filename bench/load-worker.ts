@@ -26,6 +26,8 @@ interface Counters {
 }
 
 const counters: Counters = { received: new Map(), sent: new Map(), latenciesMs: [] }
+/** Awareness frames every client received, and the trackers' cursor delays (the `cursors` command). */
+const cursorCounters = { frames: 0, latenciesMs: [] as number[] }
 const clients: Client[] = []
 let closedClients = 0
 const workerIndex = Number(process.env.BENCH_WORKER_INDEX ?? '0')
@@ -102,6 +104,19 @@ class Client {
     done()
   }
 
+  /** One sample per cursor of another client that carries a send time. */
+  private timeCursors (frame: Buffer): void {
+    const now = wallNow()
+    for (const state of this.codec.awarenessStates(frame) ?? []) {
+      const cursor = (JSON.parse(state) as { cursor?: { t?: number; from?: number } } | null)?.cursor
+      if (typeof cursor?.t === 'number' && cursor.from !== this.cursorId) cursorCounters.latenciesMs.push(now - cursor.t)
+    }
+  }
+
+  /** This client's awareness client ID and clock (the `cursors` command). */
+  readonly cursorId = 1 + Math.floor(Math.random() * 0x7ffffff0)
+  cursorClock = 0
+
   private checkComplete (): void {
     if (this.completeAt === null && this.completeLength > 0 && this.logLength() >= this.completeLength) this.completeAt = performance.now()
   }
@@ -125,6 +140,11 @@ class Client {
     const role = this.spec.role
     if (this.codec.isPing(frame)) {
       this.socket?.send(HOCUSPOCUS_PONG)
+      return
+    }
+    if (this.synced && this.codec.isAwareness(frame)) {
+      cursorCounters.frames++
+      if (role === 'tracker') this.timeCursors(frame)
       return
     }
     if (this.synced && role === 'light') {
@@ -208,6 +228,34 @@ async function write (ratePerSecond: number, durationMs: number, paddingBytes: n
         lat.set('t', padding === undefined ? { s: sent, t: wallNow() } : { s: sent, t: wallNow(), p: padding })
       }
       if (sent >= total || writer.closed) {
+        sentAll += sent
+        resolve()
+      } else {
+        setTimeout(tick, tickMs)
+      }
+    }
+    setTimeout(tick, Math.max(0, start - performance.now()))
+  })))
+  return sentAll
+}
+
+/** Every synced client sends `rate` cursor moves a second, each client at its own offset. */
+async function cursors (ratePerSecond: number, durationMs: number): Promise<number> {
+  const movers = clients.filter((c) => c.synced && !c.closed)
+  const total = Math.floor((ratePerSecond * durationMs) / 1000)
+  const tickMs = Math.max(5, Math.min(50, 1000 / ratePerSecond / 2))
+  let sentAll = 0
+  await Promise.all(movers.map((client) => new Promise<void>((resolve) => {
+    const start = performance.now() + Math.random() * (1000 / ratePerSecond)
+    let sent = 0
+    const tick = (): void => {
+      const due = Math.min(total, Math.floor(((performance.now() - start) * ratePerSecond) / 1000) + 1)
+      while (sent < due && !client.closed && client.socket !== null) {
+        sent++
+        client.cursorClock++
+        client.socket.send(client.codec.awareness(client.cursorId, client.cursorClock, JSON.stringify({ cursor: { from: client.cursorId, t: wallNow(), at: sent } })))
+      }
+      if (sent >= total || client.closed) {
         sentAll += sent
         resolve()
       } else {
@@ -322,6 +370,8 @@ function stats (): StatsResult {
     receivers,
     sent: Object.fromEntries(counters.sent),
     latenciesMs: counters.latenciesMs,
+    awarenessFrames: cursorCounters.frames,
+    cursorLatenciesMs: cursorCounters.latenciesMs,
     closed: closedClients,
   }
 }
@@ -333,6 +383,8 @@ async function handle (command: Command): Promise<Reply> {
     case 'write':
       timing = true
       return { type: 'written', sent: await write(command.ratePerSecond, command.durationMs, command.paddingBytes) }
+    case 'cursors':
+      return { type: 'written', sent: await cursors(command.ratePerSecond, command.durationMs) }
     case 'history':
       return history(command.count)
     case 'bulk-text':
@@ -352,6 +404,8 @@ async function handle (command: Command): Promise<Reply> {
       counters.received.clear()
       counters.sent.clear()
       counters.latenciesMs = []
+      cursorCounters.frames = 0
+      cursorCounters.latenciesMs = []
       return { type: 'ok' }
     case 'stats':
       return stats()

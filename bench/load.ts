@@ -62,6 +62,8 @@ export interface MergedStats {
   sent: number
   latenciesMs: number[]
   closed: number
+  awarenessFrames: number
+  cursorLatenciesMs: number[]
 }
 
 export function mergeStats (parts: StatsResult[]): MergedStats {
@@ -70,7 +72,11 @@ export function mergeStats (parts: StatsResult[]): MergedStats {
   const sent = new Map<string, number>()
   let closed = 0
   const latenciesMs: number[] = []
+  const cursorLatenciesMs: number[] = []
+  let awarenessFrames = 0
   for (const part of parts) {
+    awarenessFrames += part.awarenessFrames
+    for (const l of part.cursorLatenciesMs) cursorLatenciesMs.push(l)
     for (const [room, n] of Object.entries(part.received)) received.set(room, (received.get(room) ?? 0) + n)
     for (const [room, n] of Object.entries(part.receivers)) receivers.set(room, (receivers.get(room) ?? 0) + n)
     for (const [room, n] of Object.entries(part.sent)) sent.set(room, (sent.get(room) ?? 0) + n)
@@ -85,7 +91,7 @@ export function mergeStats (parts: StatsResult[]): MergedStats {
     sentTotal += n
   }
   for (const n of received.values()) delivered += n
-  return { delivered, expected, sent: sentTotal, latenciesMs, closed }
+  return { delivered, expected, sent: sentTotal, latenciesMs, closed, awarenessFrames, cursorLatenciesMs }
 }
 
 function mergeConnected (results: ConnectResult[]): ConnectResult {

@@ -716,4 +716,62 @@ const cluster: Scenario = {
   },
 }
 
-export const SCENARIOS: readonly Scenario[] = [bigRoom, manyRooms, saturation, idle, coldLoad, joins, slowReader, hocuspocusFanout, httpGetScenario, cluster]
+/** One crowd moving cursors: server CPU, awareness delay at the trackers, frames each client read. */
+async function cursorStorm (target: RunningTarget, pool: LoadPool, clients: number, rate: number, seconds: number): Promise<Metrics> {
+  const specs = roomClients('cursors', clients, 5)
+  const connected = await pool.connectSpread(target, specs, { concurrency: 100, timeoutMs: 60_000 })
+  if (connected.synced < specs.length) throw connectFailure(`cursor storm (${target.dialect})`, connected.synced, specs.length)
+  await pool.all({ type: 'reset' })
+  const cpuBefore = cpuSeconds(target.pid)
+  const loadCpuBefore = pool.cpuSeconds()
+  const started = performance.now()
+  const sent = (await pool.all<Extract<Reply, { type: 'written' }>>({ type: 'cursors', ratePerSecond: rate, durationMs: seconds * 1000 })).reduce((sum, r) => sum + r.sent, 0)
+  // Stragglers: a cursor still queued at the server arrives within this.
+  await new Promise((resolve) => setTimeout(resolve, 1_000))
+  const stats = await pool.stats()
+  const elapsedSeconds = (performance.now() - started) / 1000
+  const cpu = cpuSeconds(target.pid) - cpuBefore
+  const sorted = stats.cursorLatenciesMs.sort((a, b) => a - b)
+  return {
+    clients,
+    cursorsPerSecondPerClient: rate,
+    cursorsSent: sent,
+    serverCpuPct: round((100 * cpu) / elapsedSeconds),
+    loadCpuPct: round((100 * (pool.cpuSeconds() - loadCpuBefore)) / elapsedSeconds),
+    awarenessP50Ms: percentile(sorted, 50) === null ? null : round(percentile(sorted, 50) as number, 2),
+    awarenessP99Ms: percentile(sorted, 99) === null ? null : round(percentile(sorted, 99) as number, 2),
+    awarenessMaxMs: sorted.length === 0 ? null : round(sorted[sorted.length - 1] as number, 2),
+    cursorSamples: sorted.length,
+    framesPerClientPerSecond: round(stats.awarenessFrames / clients / elapsedSeconds),
+    peakRssMb: round(peakRssMb(target.pid)),
+    clientsClosed: stats.closed,
+  }
+}
+
+/**
+ * Issue 19's cursor storm: 500 clients in one room moving a cursor at 1 Hz, then 100 at 10 Hz,
+ * through y-websocket framing and, where the target speaks it, the Hocuspocus framing (`hp_`).
+ */
+const cursorStormScenario: Scenario = {
+  id: 11,
+  name: 'cursor-storm',
+  title: 'Cursor storm: 500 clients at 1 Hz (crowd_) and 100 at 10 Hz (fast_) in one room; Hocuspocus framing as hp_',
+  applies: () => true,
+  run: async (name, config) => {
+    const seconds = config.liveSeconds
+    const dialects: Array<'native' | 'hocuspocus'> = name === 'weft' ? ['native', 'hocuspocus'] : ['native']
+    const metrics: Metrics = {}
+    for (const dialect of dialects) {
+      for (const [prefix, clients, rate] of [['crowd_', scaled(config, 500), 1], ['fast_', scaled(config, 100), 10]] as const) {
+        const result = await withTarget(name, config, null, (started) => withPool(3, (pool) => {
+          const target: RunningTarget = dialect === 'hocuspocus' ? { ...started, dialect: 'hocuspocus' } : started
+          return cursorStorm(target, pool, clients, rate, seconds)
+        }, true))
+        Object.assign(metrics, prefixed(`${dialect === 'hocuspocus' ? 'hp_' : ''}${prefix}`, result))
+      }
+    }
+    return metrics
+  },
+}
+
+export const SCENARIOS: readonly Scenario[] = [bigRoom, manyRooms, saturation, idle, coldLoad, joins, slowReader, hocuspocusFanout, httpGetScenario, cluster, cursorStormScenario]

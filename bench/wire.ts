@@ -12,6 +12,7 @@ import * as Y from 'yjs'
 export type Dialect = 'ywebsocket' | 'hocuspocus' | 'relay'
 
 const MessageSync = 0
+const MessageAwareness = 1
 const MessageAuth = 2
 /** Hocuspocus: like Sync, but never answered with another step 1. */
 const MessageSyncReply = 4
@@ -67,6 +68,46 @@ export class WireCodec {
     encoding.writeVarUint(e, type)
     encoding.writeVarUint8Array(e, payload)
     return encoding.toUint8Array(e)
+  }
+
+  /** An awareness update of one client ID (y-protocols' encoding: count, then ID, clock and JSON state per entry). */
+  awareness (clientId: number, clock: number, state: string): Uint8Array {
+    const update = encoding.createEncoder()
+    encoding.writeVarUint(update, 1)
+    encoding.writeVarUint(update, clientId)
+    encoding.writeVarUint(update, clock)
+    encoding.writeVarString(update, state)
+    const e = this.encoder()
+    encoding.writeVarUint(e, MessageAwareness)
+    encoding.writeVarUint8Array(e, encoding.toUint8Array(update))
+    return encoding.toUint8Array(e)
+  }
+
+  /** The states of an awareness frame (null when it is another message). */
+  awarenessStates (frame: Uint8Array): string[] | null {
+    if (frame.length < 2) return null
+    const d = decoding.createDecoder(frame)
+    if (this.dialect === 'hocuspocus') decoding.readVarString(d)
+    if (decoding.readVarUint(d) !== MessageAwareness) return null
+    const update = decoding.createDecoder(decoding.readVarUint8Array(d))
+    const states: string[] = []
+    for (let n = decoding.readVarUint(update); n > 0; n--) {
+      decoding.readVarUint(update)
+      decoding.readVarUint(update)
+      states.push(decoding.readVarString(update))
+    }
+    return states
+  }
+
+  /** Whether a frame is an awareness message, reading only its type. */
+  isAwareness (frame: Uint8Array): boolean {
+    if (frame.length < 2) return false
+    const d = decoding.createDecoder(frame)
+    if (this.dialect === 'hocuspocus') {
+      const nameLength = decoding.readVarUint(d)
+      d.pos += nameLength
+    }
+    return decoding.readVarUint(d) === MessageAwareness
   }
 
   /** Hocuspocus keep-alive: weft's Hocuspocus path may send the bare byte 0x09 (no document name). */
