@@ -43,6 +43,8 @@ export type Command =
   | { type: 'pause-slow' }
   /** Slow clients read again; after `waitMs`, how many of them the server had closed. */
   | { type: 'resume-slow'; waitMs: number }
+  /** `cycles` short-lived clients, `concurrency` at a time: each connects to the next of `rooms`, syncs and closes. */
+  | { type: 'churn'; port: number; dialect: Dialect; rooms: string[]; cycles: number; concurrency: number }
   | { type: 'reset' }
   | { type: 'stats' }
   /** `concurrency` keep-alive HTTP clients GET `path` back to back for `durationMs`. */
@@ -87,6 +89,8 @@ export type Reply =
   | { type: 'written'; sent: number; stateBytes?: number }
   | { type: 'length-reached'; lengths: number[]; ms: number }
   | { type: 'slow-closed'; closed: number; total: number }
+  /** `cycles`: clients that synced and closed; `failed`: the others. */
+  | { type: 'churned'; cycles: number; failed: number }
   /** `requests`: 200 responses read to the end; `errors`: other statuses and failures. */
   | { type: 'http-loaded'; requests: number; errors: number; bytes: number; elapsedMs: number; latenciesMs: number[]; statuses: Record<string, number> }
   | { type: 'ok' }

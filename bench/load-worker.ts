@@ -267,6 +267,34 @@ async function cursors (ratePerSecond: number, durationMs: number): Promise<numb
   return sentAll
 }
 
+/** Short-lived clients: each connects, syncs (or times out after 10 s) and closes. */
+async function churn (command: Extract<Command, { type: 'churn' }>): Promise<Reply> {
+  let next = 0
+  let done = 0
+  let failed = 0
+  const lane = async (): Promise<void> => {
+    while (next < command.cycles) {
+      const i = next++
+      const client = new Client({ room: command.rooms[i % command.rooms.length] as string, role: 'light' }, command.dialect)
+      const timer = setTimeout(() => client.socket?.terminate(), 10_000)
+      await client.open(command.port, i, 0)
+      clearTimeout(timer)
+      if (client.synced && !client.closed) done++
+      else failed++
+      client.closed = true
+      const socket = client.socket
+      if (socket !== null && socket.readyState === WebSocket.OPEN) {
+        await new Promise<void>((resolve) => {
+          socket.once('close', () => resolve())
+          socket.close()
+        })
+      }
+    }
+  }
+  await Promise.all(Array.from({ length: Math.max(1, command.concurrency) }, lane))
+  return { type: 'churned', cycles: done, failed }
+}
+
 function drained (socket: WebSocket | null, below = WRITER_BUFFER_BYTES): Promise<void> {
   return new Promise((resolve) => {
     const poll = (): void => {
@@ -385,6 +413,8 @@ async function handle (command: Command): Promise<Reply> {
       return { type: 'written', sent: await write(command.ratePerSecond, command.durationMs, command.paddingBytes) }
     case 'cursors':
       return { type: 'written', sent: await cursors(command.ratePerSecond, command.durationMs) }
+    case 'churn':
+      return churn(command)
     case 'history':
       return history(command.count)
     case 'bulk-text':

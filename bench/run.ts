@@ -24,6 +24,8 @@
  *   BENCH_HTTP_DOCUMENT_MB   size of the document http-get reads (1)
  *   BENCH_HTTP_COLD_SAMPLES  cold GETs per format, each on an unloaded room (5; quick 3)
  *   BENCH_CLUSTER_ROOMS      rooms of the cluster scenario (20)
+ *   BENCH_MEMORY_UPDATES     updates of the memory-over-time scenario (1000000; quick 100000)
+ *   BENCH_MEMORY_CYCLES      its connect/disconnect cycles (50000; quick 5000)
  *   BENCH_SCALE              multiplies client and room counts (1); e.g. 0.02 for a smoke run
  */
 import { execFileSync } from 'node:child_process'
@@ -64,6 +66,8 @@ function readConfig (): BenchConfig {
     httpSeconds: numberFromEnv('BENCH_HTTP_SECONDS', quick ? 3 : 10),
     httpDocumentBytes: Math.round(numberFromEnv('BENCH_HTTP_DOCUMENT_MB', 1) * 1024 * 1024),
     httpColdSamples: numberFromEnv('BENCH_HTTP_COLD_SAMPLES', quick ? 3 : 5),
+    memoryUpdates: numberFromEnv('BENCH_MEMORY_UPDATES', quick ? 100_000 : 1_000_000),
+    memoryCycles: numberFromEnv('BENCH_MEMORY_CYCLES', quick ? 5_000 : 50_000),
     clusterRooms: numberFromEnv('BENCH_CLUSTER_ROOMS', 20),
     keepWeftLimits: process.env.BENCH_WEFT_DEFAULT_LIMITS === '1',
     weftNodeFlags: [

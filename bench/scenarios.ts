@@ -48,6 +48,9 @@ export interface BenchConfig {
   httpColdSamples: number
   /** cluster: rooms (1 writer on instance A; 2 trackers and 2 light clients on instance B, each). */
   clusterRooms: number
+  /** memory-over-time: updates over all rooms, and connect/disconnect cycles, in total. */
+  memoryUpdates: number
+  memoryCycles: number
 }
 
 function scaled (config: BenchConfig, n: number): number {
@@ -774,4 +777,67 @@ const cursorStormScenario: Scenario = {
   },
 }
 
-export const SCENARIOS: readonly Scenario[] = [bigRoom, manyRooms, saturation, idle, coldLoad, joins, slowReader, hocuspocusFanout, httpGetScenario, cluster, cursorStormScenario]
+/** weft's own heap figure from /metrics (prom-client's default metrics), MB; null for the peers. */
+async function weftHeapMb (target: RunningTarget): Promise<number | null> {
+  if (target.name !== 'weft') return null
+  const { status, body } = await httpGet(target.port, '/metrics')
+  const used = /^weft_nodejs_heap_size_used_bytes (\S+)$/m.exec(body.toString('utf8'))?.[1]
+  return status === 200 && used !== undefined ? Number(used) / 1024 / 1024 : null
+}
+
+/**
+ * Issue 19's memory over time: 100 rooms each with a writer and a reader take `memoryUpdates`
+ * updates in ten segments while other clients connect, sync and leave (`memoryCycles` in all).
+ * RSS (every target) and weft's heap are read after each segment, once the server is quiet for
+ * a second; the first segment is the warm-up the end is compared with.
+ */
+const memoryOverTime: Scenario = {
+  id: 12,
+  name: 'memory-over-time',
+  title: 'Memory over time: updates over 100 rooms and connect/disconnect cycles; RSS and heap after each tenth, end / after warm-up',
+  applies: () => true,
+  run: (name, config) => withTarget(name, config, null, (target) => withPool(3, async (pool) => {
+    const rooms = Array.from({ length: scaled(config, 100) }, (_, r) => `mem-${r}`)
+    const specs = rooms.flatMap((room) => roomClients(room, 2, 0))
+    const connected = await pool.connect(target, specs, { concurrency: 100, timeoutMs: 60_000 })
+    if (connected.synced < specs.length) throw connectFailure('memory-over-time', connected.synced, specs.length)
+    const segments = 10
+    const ratePerWriter = 200
+    const segmentSeconds = Math.max(1, config.memoryUpdates / segments / rooms.length / ratePerWriter)
+    const cyclesPerWorker = Math.ceil(config.memoryCycles / segments / pool.workers.length)
+    const rss: number[] = []
+    const heap: (number | null)[] = []
+    let cycles = 0
+    let sent = 0
+    for (let segment = 0; segment < segments; segment++) {
+      const [written, churned] = await Promise.all([
+        pool.all<Extract<Reply, { type: 'written' }>>({ type: 'write', ratePerSecond: ratePerWriter, durationMs: segmentSeconds * 1000, paddingBytes: 0 }),
+        pool.all<Extract<Reply, { type: 'churned' }>>({ type: 'churn', port: target.port, dialect: target.dialect, rooms, cycles: cyclesPerWorker, concurrency: 20 }),
+      ])
+      sent += written.reduce((sum, r) => sum + r.sent, 0)
+      cycles += churned.reduce((sum, r) => sum + r.cycles, 0)
+      await new Promise((resolve) => setTimeout(resolve, 1_000))
+      rss.push(rssMb(target.pid))
+      heap.push(await weftHeapMb(target))
+    }
+    const warm = rss[0] as number
+    const end = rss[rss.length - 1] as number
+    const warmHeap = heap[0] ?? null
+    const endHeap = heap[heap.length - 1] ?? null
+    return {
+      rooms: rooms.length,
+      updates: sent,
+      connectCycles: cycles,
+      rssAfterWarmupMb: round(warm),
+      rssEndMb: round(end),
+      rssEndOverWarmup: round(end / warm, 2),
+      heapAfterWarmupMb: warmHeap === null ? null : round(warmHeap),
+      heapEndMb: endHeap === null ? null : round(endHeap),
+      heapEndOverWarmup: warmHeap === null || endHeap === null ? null : round(endHeap / warmHeap, 2),
+      rssCurveMb: rss.map((v) => round(v)).join(' '),
+      heapCurveMb: heap.map((v) => (v === null ? '–' : round(v))).join(' '),
+    }
+  }, false)),
+}
+
+export const SCENARIOS: readonly Scenario[] = [bigRoom, manyRooms, saturation, idle, coldLoad, joins, slowReader, hocuspocusFanout, httpGetScenario, cluster, cursorStormScenario, memoryOverTime]

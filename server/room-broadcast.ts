@@ -109,12 +109,15 @@ export class RoomBroadcast {
 
   /**
    * Queues awareness entries for every member. They go out merged with the others gathered in
-   * the flush window: one frame per member, encoded once per wire format, the newest entry per
-   * client ID (an entry's clock only grows, and a removal is newer than the state it removes).
+   * the flush window: one frame per member, encoded once per wire format, one entry per client
+   * ID — the one a client would keep had it received them one by one (`supersedes`).
    */
   awareness(entries: readonly AwarenessEntry[]): void {
     if (this.closed) return
-    for (const entry of entries) this.pendingAwareness.set(entry.clientId, entry)
+    for (const entry of entries) {
+      const held = this.pendingAwareness.get(entry.clientId)
+      if (held === undefined || supersedes(entry, held)) this.pendingAwareness.set(entry.clientId, entry)
+    }
     if (this.awarenessScheduled) return
     this.awarenessScheduled = true
     if (this.awarenessFlushMs > 0) this.awarenessTimer = setTimeout(this.flushAwareness, this.awarenessFlushMs)
@@ -164,4 +167,13 @@ export class RoomBroadcast {
     if (yWebsocket) this.onDelivered('y-websocket', arrival.source, now - arrival.at, now)
     if (hocuspocus) this.onDelivered('hocuspocus', arrival.source, now - arrival.at, now)
   }
+}
+
+/**
+ * Whether a client that holds `held` applies `entry` over it, by y-protocols' rule: a higher
+ * clock wins, and at an equal clock only a removal does. Merging by arrival alone would let a
+ * state re-sent at the clock of its removal undo the removal: a ghost cursor.
+ */
+function supersedes(entry: AwarenessEntry, held: AwarenessEntry): boolean {
+  return entry.clock > held.clock || (entry.clock === held.clock && entry.state === 'null' && held.state !== 'null')
 }

@@ -73,6 +73,24 @@ describe('awareness gathered per flush window', () => {
     }
   })
 
+  it('a state re-sent at the clock of its removal does not undo the removal inside a window', async () => {
+    const [mover] = await crowd(gathered.url, 'ghost', 1)
+    const observer = (await RawClient.joined(`${gathered.url}/ghost`)).client
+    try {
+      const state = (text: string | null): Uint8Array => encodeAwareness(encodeAwarenessUpdate([{ clientId: 3000, clock: 1, state: JSON.stringify(text === null ? null : { cursor: text }) }]))
+      mover?.send(state('here'))
+      mover?.send(state(null))
+      mover?.send(state('here'))
+      mover?.send(cursorFrame(3001, 1, 1))
+      await until(() => received(observer).states.has(3001), 'the marker cursor at the observer')
+      // What a client keeps, applying the entries one by one by y-protocols' rule: no state for 3000.
+      assert.equal(received(observer).states.get(3000) ?? 'null', 'null')
+    } finally {
+      mover?.socket.close()
+      observer.socket.close()
+    }
+  })
+
   it('with --awareness-flush-ms 0 every socket read goes out on its own', async () => {
     const movers = await crowd(perRead.url, 'reads', 10)
     const observer = (await RawClient.joined(`${perRead.url}/reads`)).client
