@@ -728,6 +728,9 @@ export class RedisRelay implements Relay {
   private async republish(stored: StoredRooms): Promise<void> {
     const progress = this.recoveryState
     progress.republishing = true
+    // Unknown until the stored rooms are listed: a total left from an earlier re-publish is stale.
+    progress.republishTotal = 0
+    progress.republishDone = 0
     try {
       do {
         this.republishAgain = false

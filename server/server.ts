@@ -561,8 +561,9 @@ export class WeftServer {
         // (and holds their updates for the cluster); taking every instance out would be an outage.
         const redis = this.relay === null ? 'none' : this.relay.health().up ? 'up' : 'down'
         const recovery = this.relay?.recovery?.()
-        // Progress of a re-publish after Redis lost its data: the instance serves meanwhile.
-        const republish = recovery?.republishing === true || recovery?.resyncing === true ? { republish: { done: recovery.republishDone, total: recovery.republishTotal } } : {}
+        // Progress of a re-publish after Redis lost its data: the instance serves meanwhile. Shown
+        // once the stored rooms are counted (a 0-of-0 while listing them would read as finished).
+        const republish = recovery?.republishing === true && recovery.republishTotal > 0 ? { republish: { done: recovery.republishDone, total: recovery.republishTotal } } : {}
         const detail = { state: this.stateValue, storage: this.storageHealth.ok ? 'ok' : 'failing', redis, ...republish }
         if (ready) sendJson(res, 200, { status: 'ready', ...detail })
         else {
