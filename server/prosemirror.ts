@@ -35,6 +35,12 @@ export interface ProsemirrorDoc {
 /** Deepest node nesting a written document may have (the doc's children are at depth 1). */
 export const MAX_CONTENT_DEPTH = 100
 
+/**
+ * Deepest nesting of objects and arrays inside one attrs value: attrs are stored and hashed by
+ * recursive encoders, which a body of a million brackets would overflow.
+ */
+export const MAX_ATTRS_DEPTH = 32
+
 /** Node types whose element is a line break inside a textblock (prosemirror-schema-basic's and Tiptap's names). */
 const HARD_BREAKS: ReadonlySet<string> = new Set(['hard_break', 'hardBreak'])
 
@@ -180,7 +186,7 @@ function checkNode(value: unknown, path: string, depth: number): ProsemirrorNode
   const { type } = value
   if (typeof type !== 'string' || type === '') throw new ContentShapeError(`${path}.type must be a non-empty string`)
   const marks = value.marks === undefined ? undefined : checkMarks(value.marks, `${path}.marks`)
-  if (value.attrs !== undefined && value.attrs !== null && !isPlainObject(value.attrs)) throw new ContentShapeError(`${path}.attrs must be an object`)
+  if (value.attrs !== undefined && value.attrs !== null) checkAttrs(value.attrs, `${path}.attrs`)
   if (type === 'text') {
     if (typeof value.text !== 'string' || value.text === '') throw new ContentShapeError(`${path}.text must be a non-empty string (a text node without text)`)
     if (value.content !== undefined) throw new ContentShapeError(`${path} is a text node and cannot have content`)
@@ -200,9 +206,21 @@ function checkMarks(value: unknown, path: string): ProsemirrorMark[] {
     if (!isPlainObject(mark)) throw new ContentShapeError(`${at} must be a mark object, not ${describe(mark)}`)
     if (typeof mark.type !== 'string' || mark.type === '') throw new ContentShapeError(`${at}.type must be a non-empty string`)
     if (mark.attrs === undefined || mark.attrs === null) return { type: mark.type }
-    if (!isPlainObject(mark.attrs)) throw new ContentShapeError(`${at}.attrs must be an object`)
-    return { type: mark.type, attrs: mark.attrs }
+    return { type: mark.type, attrs: checkAttrs(mark.attrs, `${at}.attrs`) }
   })
+}
+
+function checkAttrs(value: unknown, path: string): Record<string, unknown> {
+  if (!isPlainObject(value)) throw new ContentShapeError(`${path} must be an object`)
+  if (nestedDeeperThan(value, MAX_ATTRS_DEPTH)) throw new ContentShapeError(`${path} holds values nested deeper than ${MAX_ATTRS_DEPTH} levels`)
+  return value
+}
+
+function nestedDeeperThan(value: unknown, levels: number): boolean {
+  if (typeof value !== 'object' || value === null) return false
+  if (levels === 0) return true
+  const children: unknown[] = Array.isArray(value) ? value : Object.values(value)
+  return children.some((child) => nestedDeeperThan(child, levels - 1))
 }
 
 // ---------------------------------------------------------------- writing

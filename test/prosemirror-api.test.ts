@@ -308,6 +308,8 @@ describe('ProseMirror/Tiptap JSON over HTTP', () => {
   it('bad bodies get 400 saying what is wrong and where; the document is unchanged', async () => {
     let deep: Record<string, unknown> = { type: 'paragraph' }
     for (let i = 0; i < 150; i++) deep = { type: 'blockquote', content: [deep] }
+    // As text: JSON.stringify itself overflows on such nesting.
+    const deepValue = `${'['.repeat(100_000)}${']'.repeat(100_000)}`
     const cases: Array<[unknown, RegExp]> = [
       ['{"type": "doc", ', /the body is not JSON/],
       [[1, 2], /the body must be a JSON object/],
@@ -322,10 +324,12 @@ describe('ProseMirror/Tiptap JSON over HTTP', () => {
       [{ type: 'doc', content: [{ type: 'paragraph', content: [{ type: 'text', text: 'x', marks: [{ type: 'link', attrs: 'https://x' }] }] }] }, /^content\[0\]\.content\[0\]\.marks\[0\]\.attrs must be an object/],
       [{ type: 'doc', content: [{ type: 'heading', attrs: [1] }] }, /^content\[0\]\.attrs must be an object/],
       [{ type: 'doc', content: [deep] }, /nested deeper than 100 levels/],
+      [`{"type":"doc","content":[{"type":"paragraph","content":[{"type":"text","text":"x","marks":[{"type":"link","attrs":{"href":${deepValue}}}]}]}]}`, /^content\[0\]\.content\[0\]\.marks\[0\]\.attrs holds values nested deeper than 32 levels/],
+      [`{"type":"doc","content":[{"type":"image","attrs":{"src":${deepValue}}}]}`, /^content\[0\]\.attrs holds values nested deeper than 32 levels/],
     ]
     for (const [body, message] of cases) {
       const reply = await put('pm-live', body)
-      assert.equal(reply.status, 400, `${JSON.stringify(body).slice(0, 80)}: ${reply.text}`)
+      assert.equal(reply.status, 400, `${(typeof body === 'string' ? body : JSON.stringify(body)).slice(0, 80)}: ${reply.text}`)
       const answer = JSON.parse(reply.text) as { error: string; message: string }
       assert.equal(answer.error, 'bad_request')
       assert.match(answer.message, message)
