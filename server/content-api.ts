@@ -94,28 +94,16 @@ export function replacementUpdate(doc: Y.Doc, field: string, content: Prosemirro
     Y.applyUpdate(copy, Y.encodeStateAsUpdate(doc))
     const before = Y.encodeStateVector(copy)
     const fragment = xmlFragmentOf(copy, field)
-    const old = fragmentToProsemirrorJSON(fragment, field)
-    const wanted = JSON.stringify(readsBackAs(content, field))
-    if (JSON.stringify(old) === wanted) return { update: Y.encodeStateAsUpdate(copy, before), changed: false }
+    const old = JSON.stringify(fragmentToProsemirrorJSON(fragment, field))
     copy.transact(() => {
       fragment.delete(0, fragment.length)
       fragment.insert(0, prosemirrorToXmlNodes(content))
     })
+    // Compared as it reads back (adjacent runs merged, null attrs dropped), not as it was sent.
+    if (JSON.stringify(fragmentToProsemirrorJSON(fragment, field)) === old) return { update: Y.encodeStateAsUpdate(doc, before), changed: false }
     return { update: Y.encodeStateAsUpdate(copy, before), changed: true }
   } finally {
     copy.destroy()
-  }
-}
-
-/** The content as it reads back once stored (marks merged, null attrs dropped), to compare with what the field has. */
-function readsBackAs(content: ProsemirrorDoc, field: string): ProsemirrorDoc {
-  const scratch = new Y.Doc()
-  try {
-    const fragment = scratch.getXmlFragment(field)
-    fragment.insert(0, prosemirrorToXmlNodes(content))
-    return fragmentToProsemirrorJSON(fragment, field)
-  } finally {
-    scratch.destroy()
   }
 }
 
