@@ -8,6 +8,7 @@ import { allows, roomInScope, type Access, type Authorizer, type Grant } from '.
 import type { BodyBudget, RoomRefusal } from './admission.js'
 import type { HttpErrorCode } from './codes.js'
 import { sendError, sendJson } from './http-response.js'
+import { ContentRequestError, ContentShapeError, contentField, contentQuery, NotXmlFieldError, parseContentBody, renderContent, replacementUpdate, type ContentQuery } from './content-api.js'
 import { documentToJson, type ShareKind } from './document-json.js'
 import type { Logger } from './logger.js'
 import { RoomLoadError, UpdateSource, type Room, type RoomMember, type RoomRegistry } from './room.js'
@@ -76,7 +77,7 @@ interface RouteContext {
 type Scope = 'read' | 'write' | 'admin' | 'token'
 
 interface Route {
-  method: 'GET' | 'POST' | 'DELETE'
+  method: 'GET' | 'POST' | 'PUT' | 'DELETE'
   /** OpenAPI-style template; `{room}` and `{id}` are single percent-encoded path segments. */
   path: string
   scope: Scope
@@ -134,6 +135,7 @@ export class HttpApi {
       { method: 'GET', path: '/api/rooms/{room}/state-vector', scope: 'read', handle: (c) => this.stateVector(c) },
       { method: 'GET', path: '/api/rooms/{room}/updates', scope: 'read', handle: (c) => this.updatesSince(c) },
       { method: 'POST', path: '/api/rooms/{room}/updates', scope: 'write', accepts: BINARY_BODY, handle: (c) => this.postUpdate(c) },
+      { method: 'PUT', path: '/api/rooms/{room}/content', scope: 'write', accepts: JSON_BODY, handle: (c) => this.putContent(c) },
       { method: 'POST', path: '/api/rooms/{room}/stateless', scope: 'write', accepts: STATELESS_BODY, handle: (c) => this.postStateless(c) },
       { method: 'POST', path: '/api/rooms/{room}/versions', scope: 'write', accepts: JSON_BODY, handle: (c) => this.createVersion(c) },
       { method: 'GET', path: '/api/rooms/{room}/versions', scope: 'read', handle: (c) => this.listVersions(c) },
@@ -178,6 +180,10 @@ export class HttpApi {
         sendError(res, err.code, err.message, err.headers)
         return
       }
+      if (err instanceof ContentRequestError || err instanceof ContentShapeError || err instanceof NotXmlFieldError) {
+        sendError(res, 'bad_request', err.message)
+        return
+      }
       this.deps.log.error({ err, method: req.method }, 'api request failed')
       sendError(res, 'internal_error', 'internal error')
     } finally {
@@ -208,7 +214,7 @@ export class HttpApi {
   /** A CORS preflight from an allowed origin (or none): the methods the path has and the headers weft reads. */
   private preflight(res: ServerResponse, path: string): void {
     const methods = new Set<string>()
-    for (const method of ['GET', 'POST', 'DELETE']) {
+    for (const method of ['GET', 'POST', 'PUT', 'DELETE']) {
       try {
         if (this.match(method, path).route.method === method) methods.add(method)
       } catch {
@@ -327,11 +333,12 @@ export class HttpApi {
     const binary = query.get('format') === 'update' || (req.headers.accept ?? '').includes('application/octet-stream')
     const kinds = parseTypes(query.get('types'))
     const delta = query.get('text') === 'delta'
+    const content = binary ? null : contentQuery(query)
     await this.withExistingRoom(name, (room) => {
       // State vector and delete set: a change that only deletes must change the tag too. The
-      // representation (binary, delta, the types asked for) is part of it.
+      // representation (binary, delta, the types asked for, a rich-text format) is part of it.
       const snapshot = Y.encodeSnapshot(Y.snapshot(room.doc))
-      const variant = binary ? 'u' : `${delta ? 'd' : 'j'}:${query.get('types') ?? ''}`
+      const variant = binary ? 'u' : content !== null ? `${content.format}:${content.field}` : `${delta ? 'd' : 'j'}:${query.get('types') ?? ''}`
       const etag = `"${createHash('sha1').update(snapshot).update(variant).digest('base64url')}"`
       if (req.headers['if-none-match'] === etag) {
         res.writeHead(304, { etag })
@@ -341,6 +348,10 @@ export class HttpApi {
       const update = Y.encodeStateAsUpdate(room.doc)
       if (binary) {
         sendBinary(res, update, { etag })
+        return
+      }
+      if (content !== null) {
+        sendContent(res, update, content, { etag })
         return
       }
       // Read from a copy: giving a top-level name a concrete type is a one-way change in Yjs,
@@ -381,26 +392,46 @@ export class HttpApi {
       if (err instanceof ProtocolError) throw new ApiError('bad_request', `the body is not a Yjs update: ${err.message}`)
       throw err
     }
-    await this.withRoom(params[0] as string, async (room, member) => {
-      const source = new UpdateSource({ kind: 'http', subject: grant.subject }, member, allows(grant.access, 'write'))
-      const outcome = room.apply(body, source, summary)
-      switch (outcome.kind) {
-        case 'applied':
-          // Answered once the update is stored: a 204 means it survives a crash.
-          await outcome.durable
-          return
-        case 'readOnly':
-          // The route's scope already asked for write access; kept for a grant that changed meanwhile.
-          throw new ApiError('forbidden', 'read-only access: the update was refused')
-        case 'tooLarge':
-          throw new ApiError('payload_too_large', 'the document would exceed --max-document-bytes')
-        case 'refused':
-          if (outcome.reason === 'missing_dependencies') throw new ApiError('missing_dependencies', outcome.message)
-          throw new ApiError('bad_request', `the update was rejected: ${outcome.message}`)
-      }
+    await this.withRoom(params[0] as string, (room, member) => this.applyDurably(room, member, grant, body, summary))
+    res.writeHead(204)
+    res.end()
+  }
+
+  /**
+   * PUT /api/rooms/{room}/content?field=: the field's content replaced by the ProseMirror JSON
+   * body as one update, applied like POST /updates (stored, relayed, broadcast; 204 once stored).
+   * A room that does not exist is created, as by POST /updates.
+   */
+  private async putContent({ req, res, query, params, grant }: RouteContext): Promise<void> {
+    const field = contentField(query)
+    const content = parseContentBody(await readBody(req, this.deps.maxBodyBytes))
+    await this.withRoom(params[0] as string, (room, member) => {
+      // Built from the room's document and applied with no await between: nothing can interleave.
+      const { update } = replacementUpdate(room.doc, field, content)
+      return this.applyDurably(room, member, grant, update, validateUpdate(update))
     })
     res.writeHead(204)
     res.end()
+  }
+
+  /** An update from an HTTP request into the room; resolves once stored, or throws the refusal as an ApiError. */
+  private async applyDurably(room: Room, member: RoomMember, grant: Grant, update: Uint8Array, summary: UpdateSummary): Promise<void> {
+    const source = new UpdateSource({ kind: 'http', subject: grant.subject }, member, allows(grant.access, 'write'))
+    const outcome = room.apply(update, source, summary)
+    switch (outcome.kind) {
+      case 'applied':
+        // Answered once the update is stored: a 204 means it survives a crash.
+        await outcome.durable
+        return
+      case 'readOnly':
+        // The route's scope already asked for write access; kept for a grant that changed meanwhile.
+        throw new ApiError('forbidden', 'read-only access: the update was refused')
+      case 'tooLarge':
+        throw new ApiError('payload_too_large', 'the document would exceed --max-document-bytes')
+      case 'refused':
+        if (outcome.reason === 'missing_dependencies') throw new ApiError('missing_dependencies', outcome.message)
+        throw new ApiError('bad_request', `the update was rejected: ${outcome.message}`)
+    }
   }
 
   private async postStateless({ req, res, params }: RouteContext): Promise<void> {
@@ -493,6 +524,11 @@ export class HttpApi {
     const binary = query.get('format') === 'update' || (req.headers.accept ?? '').includes('application/octet-stream')
     if (binary) {
       sendBinary(res, version.update)
+      return
+    }
+    const content = contentQuery(query)
+    if (content !== null) {
+      sendContent(res, version.update, content)
       return
     }
     const doc = new Y.Doc()
@@ -675,6 +711,13 @@ function readBody(req: IncomingMessage, limit: number): Promise<Uint8Array> {
     req.on('error', () => finish(new ApiError('bad_request', 'the request body could not be read')))
     req.on('close', () => finish(new ApiError('bad_request', 'the request body was cut off')))
   })
+}
+
+/** A rich-text representation (?format=prosemirror|text) of a document's field. */
+function sendContent(res: ServerResponse, update: Uint8Array, query: ContentQuery, extraHeaders: Record<string, string | number> = {}): void {
+  const { contentType, body } = renderContent(update, query)
+  res.writeHead(200, { 'content-type': contentType, 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store', ...extraHeaders })
+  res.end(body)
 }
 
 function sendBinary(res: ServerResponse, bytes: Uint8Array, extraHeaders: Record<string, string | number> = {}): void {

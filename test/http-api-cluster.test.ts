@@ -78,6 +78,20 @@ describe('HTTP document API on a cluster of two weft processes', () => {
     await until(() => p.doc.getText('t').toString() === 'posted on A', 'the client on B to get the update posted on A')
   })
 
+  it('a PUT of ProseMirror JSON on A reaches a client connected to B, and B reads the same JSON', async () => {
+    const p = open(b, 'c-put')
+    await synced(p)
+    const content = { type: 'doc', content: [{ type: 'heading', attrs: { level: 1 }, content: [{ type: 'text', text: 'put on A', marks: [{ type: 'bold', attrs: {} }] }] }] }
+    const reply = await http(a.http, 'PUT', `${room('c-put')}/content`, { body: JSON.stringify(content), token: admin })
+    assert.equal(reply.status, 204, reply.body.toString())
+    const heading = (): string => p.doc.getXmlFragment('default').toString()
+    // XmlText's string shows formatting as tags: the mark is there too.
+    await until(() => heading() === '<heading level="1"><bold>put on A</bold></heading>', 'the client on B to get the content put on A')
+    const read = await http(b.http, 'GET', `${room('c-put')}?format=prosemirror`, { token: admin })
+    assert.equal(read.status, 200)
+    assert.deepEqual(JSON.parse(read.body.toString()), content)
+  })
+
   it('GET on B, where the room was never loaded, answers the converged document', async () => {
     const p = open(a, 'c-fresh')
     await synced(p)
