@@ -804,17 +804,19 @@ const memoryOverTime: Scenario = {
     const segments = 10
     const ratePerWriter = 200
     const segmentSeconds = Math.max(1, config.memoryUpdates / segments / rooms.length / ratePerWriter)
-    const cyclesPerWorker = Math.ceil(config.memoryCycles / segments / pool.workers.length)
+    // The writers are in the first load process (see LoadPool.shareOf); the others churn.
+    const [writerProcess, ...churners] = pool.workers as [LoadPool['workers'][number], ...LoadPool['workers']]
+    const cyclesPerWorker = Math.ceil(config.memoryCycles / segments / churners.length)
     const rss: number[] = []
     const heap: (number | null)[] = []
     let cycles = 0
     let sent = 0
     for (let segment = 0; segment < segments; segment++) {
       const [written, churned] = await Promise.all([
-        pool.all<Extract<Reply, { type: 'written' }>>({ type: 'write', ratePerSecond: ratePerWriter, durationMs: segmentSeconds * 1000, paddingBytes: 0 }),
-        pool.all<Extract<Reply, { type: 'churned' }>>({ type: 'churn', port: target.port, dialect: target.dialect, rooms, cycles: cyclesPerWorker, concurrency: 20 }),
+        writerProcess.request<Extract<Reply, { type: 'written' }>>({ type: 'write', ratePerSecond: ratePerWriter, durationMs: segmentSeconds * 1000, paddingBytes: 0 }),
+        Promise.all(churners.map((worker) => worker.request<Extract<Reply, { type: 'churned' }>>({ type: 'churn', port: target.port, dialect: target.dialect, rooms, cycles: cyclesPerWorker, concurrency: 20 }))),
       ])
-      sent += written.reduce((sum, r) => sum + r.sent, 0)
+      sent += written.sent
       cycles += churned.reduce((sum, r) => sum + r.cycles, 0)
       await new Promise((resolve) => setTimeout(resolve, 1_000))
       rss.push(rssMb(target.pid))

@@ -105,6 +105,8 @@ export interface WeftOptions {
   maxConcurrentBodiesPerIp: number
   /** Bytes of HTTP request bodies held at once, server-wide (declared lengths reserved up front); more get 503. */
   maxBodyBytesInFlight: number
+  /** Bytes of one ProseMirror JSON body of PUT /api/rooms/:room/content; building its update costs about 1 s of CPU per MB. */
+  maxContentBytes: number
   /** Milliseconds a new TCP connection may take to send a complete request head; then it is cut. */
   headersTimeoutMs: number
   /** TCP connections that have not sent a complete request head yet, server-wide; more are cut at once. */
@@ -215,6 +217,7 @@ export const DEFAULTS: Readonly<WeftOptions> = Object.freeze({
   maxConcurrentBodies: 64,
   maxConcurrentBodiesPerIp: 8,
   maxBodyBytesInFlight: 128 * 1024 * 1024,
+  maxContentBytes: 1024 * 1024,
   headersTimeoutMs: 10_000,
   maxPendingConnections: 2_000,
   maxPendingConnectionsPerIp: 256,
@@ -314,6 +317,7 @@ export const SETTINGS: readonly SettingSpec[] = [
   { key: 'maxConcurrentBodies', flag: '--max-concurrent-bodies', env: 'WEFT_MAX_CONCURRENT_BODIES', kind: 'int', min: 1 },
   { key: 'maxConcurrentBodiesPerIp', flag: '--max-concurrent-bodies-per-ip', env: 'WEFT_MAX_CONCURRENT_BODIES_PER_IP', kind: 'int', min: 1 },
   { key: 'maxBodyBytesInFlight', flag: '--max-body-bytes-in-flight', env: 'WEFT_MAX_BODY_BYTES_IN_FLIGHT', kind: 'int', min: 1024 },
+  { key: 'maxContentBytes', flag: '--max-content-bytes', env: 'WEFT_MAX_CONTENT_BYTES', kind: 'int', min: 1024 },
   { key: 'headersTimeoutMs', flag: '--headers-timeout-ms', env: 'WEFT_HEADERS_TIMEOUT_MS', kind: 'int', min: 100, max: 600_000 },
   { key: 'maxPendingConnections', flag: '--max-pending-connections', env: 'WEFT_MAX_PENDING_CONNECTIONS', kind: 'int', min: 1 },
   { key: 'maxPendingConnectionsPerIp', flag: '--max-pending-connections-per-ip', env: 'WEFT_MAX_PENDING_CONNECTIONS_PER_IP', kind: 'int', min: 1 },
@@ -476,6 +480,7 @@ export function resolveOptions(partial: Partial<WeftOptions> = {}): Readonly<Wef
     'maxConcurrentBodies',
     'maxConcurrentBodiesPerIp',
     'maxBodyBytesInFlight',
+    'maxContentBytes',
     'headersTimeoutMs',
     'maxPendingConnections',
     'maxPendingConnectionsPerIp',
@@ -679,6 +684,7 @@ const SETTING_HELP: Partial<Record<keyof WeftOptions, string>> = {
   maxConcurrentBodies: 'HTTP bodies read at once',
   maxConcurrentBodiesPerIp: 'HTTP bodies read at once per address',
   maxBodyBytesInFlight: 'bytes of HTTP bodies held at once',
+  maxContentBytes: 'bytes of one ProseMirror JSON body (PUT .../content)',
   headersTimeoutMs: 'time a connection may take to send its request head',
   maxPendingConnections: 'connections still sending their request head',
   maxPendingConnectionsPerIp: 'the same per address',

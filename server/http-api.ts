@@ -39,6 +39,8 @@ export interface HttpApiDeps {
   sendStateless(room: string, payload: string): number
   /** Largest request body in bytes; larger gets 413. */
   maxBodyBytes: number
+  /** Largest ProseMirror JSON body of PUT .../content (its conversion is CPU-bound); larger gets 413. */
+  maxContentBytes?: number
   log: Logger
   /** --allow-origin: browser requests (with an Origin header) from other origins get 403; null = any. */
   allowOrigins: readonly string[] | null
@@ -404,7 +406,7 @@ export class HttpApi {
    */
   private async putContent({ req, res, query, params, grant }: RouteContext): Promise<void> {
     const field = contentField(query)
-    const content = parseContentBody(await readBody(req, this.deps.maxBodyBytes))
+    const content = parseContentBody(await readBody(req, Math.min(this.deps.maxBodyBytes, this.deps.maxContentBytes ?? this.deps.maxBodyBytes)))
     await this.withRoom(params[0] as string, (room, member) => {
       // Built from the room's document and applied with no await between: nothing can interleave.
       const { update } = replacementUpdate(room.doc, field, content)

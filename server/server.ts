@@ -355,6 +355,7 @@ export class WeftServer {
       deleteRoom: (room) => this.deleteRoom(room),
       sendStateless: (room, payload) => this.sendStateless(room, payload),
       maxBodyBytes: this.options.maxMessageBytes,
+      maxContentBytes: this.options.maxContentBytes,
       log: this.log,
       allowOrigins: this.options.allowOrigins,
       addressOf: (req) => this.clientAddress.of(req),

@@ -21,6 +21,7 @@ import { until, withDeadline } from './harness/wait.js'
 const SECRET = 'prosemirror-api-test-secret-0123456789abcdef'
 /** --max-message-bytes, which bounds HTTP bodies too. */
 const MAX_BODY_BYTES = 1024 * 1024
+const MAX_CONTENT_BYTES = 256 * 1024
 
 /** prosemirror-schema-basic with lists, and a comment mark that overlaps itself (y-prosemirror hashes its names). */
 const schema = new Schema({
@@ -146,7 +147,7 @@ describe('ProseMirror/Tiptap JSON over HTTP', () => {
   const providers: WebsocketProvider[] = []
 
   const start = async (): Promise<void> => {
-    weft = await startServer({ data: data.path, authSecret: SECRET, maxMessageBytes: MAX_BODY_BYTES, keepData: true })
+    weft = await startServer({ data: data.path, authSecret: SECRET, maxMessageBytes: MAX_BODY_BYTES, maxContentBytes: MAX_CONTENT_BYTES, keepData: true })
   }
   const put = (name: string, body: unknown, query = '', token = writer): Promise<Reply> =>
     http(weft.http, 'PUT', `${room(name)}/content${query}`, { body: typeof body === 'string' ? body : JSON.stringify(body), token, headers: jsonHeaders })
@@ -343,6 +344,10 @@ describe('ProseMirror/Tiptap JSON over HTTP', () => {
     // Too big: the server's body limit.
     const big = { type: 'doc', content: [{ type: 'paragraph', content: [{ type: 'text', text: 'x'.repeat(MAX_BODY_BYTES) }] }] }
     assert.equal((await put('pm-live', big)).status, 413)
+    // Under the message limit but over --max-content-bytes: the conversion is CPU-bound, so its own bound.
+    const overContent = { type: 'doc', content: [{ type: 'paragraph', content: [{ type: 'text', text: 'x'.repeat(MAX_CONTENT_BYTES + 1) }] }] }
+    assert.ok(JSON.stringify(overContent).length < MAX_BODY_BYTES)
+    assert.equal((await put('pm-live', overContent)).status, 413)
     assert.deepEqual(normalized(await getJson(`${room('pm-live')}?format=prosemirror`)), normalized(REPLACEMENT))
   })
 
