@@ -6,6 +6,7 @@ import * as Y from 'yjs'
 import { WebsocketProvider } from 'y-websocket'
 import { decodeYMessage, encodeSyncStep1, encodeSyncUpdate } from '../protocol/index.js'
 import { ConfigError, parseSettings } from '../server/config.js'
+import type { Connection } from '../server/connection.js'
 import { converged, destroy, provider, synced } from './harness/clients.js'
 import { destroyHocuspocus, hocuspocus, hocuspocusSynced } from './harness/hocuspocus.js'
 import { metricValue } from './harness/metrics.js'
@@ -15,6 +16,11 @@ import { WireClient } from './harness/wire-client.js'
 
 // Issue 19, item 8: --compression. permessage-deflate only with clients that offer it, only above
 // --compression-threshold-bytes, and each broadcast deflated once for all its recipients.
+
+/** The server's open connections (weft exposes no per-connection API; as test/backpressure.test.ts). */
+function connectionsOf(server: InProcessServer): Set<Connection> {
+  return new Set((server.server as unknown as { connections: { list(): Connection[] } }).connections.list())
+}
 
 /** A stock y-websocket provider whose `ws` does not offer permessage-deflate. */
 function plainProvider(url: string, room: string, doc = new Y.Doc()): WebsocketProvider {
@@ -153,6 +159,56 @@ describe('--compression with y-websocket clients', () => {
       }
     } finally {
       destroy(seed)
+    }
+  })
+
+  it('a reader that falls behind gets what the send queue held compressed, and ends with the same document', async () => {
+    const room = 'behind'
+    // A small budget, so the send queue holds updates once the loopback buffers are full.
+    const small = await startServer({ compression: true, sendQueueBytes: 64 * 1024, slowConsumerGraceMs: 60_000 })
+    const writer = provider(small.url, room)
+    await synced(writer)
+    const known = new Set(connectionsOf(small))
+    const reader = await wireMember(small.url, room)
+    try {
+      const connection = [...connectionsOf(small)].find((c) => !known.has(c) && c.compressed)
+      assert.ok(connection !== undefined, 'the wire reader negotiated compression')
+      reader.pause()
+      // Random letters compress less than prose (about 1.7x); written until weft holds data for the reader.
+      let seed = 7
+      const letters = (n: number): string => {
+        let out = ''
+        for (let i = 0; i < n; i++) {
+          seed = (seed * 1103515245 + 12345) & 0x7fffffff
+          out += String.fromCharCode(97 + ((seed >> 8) % 26))
+        }
+        return out
+      }
+      const text = writer.doc.getText('t')
+      let held = 0
+      for (let round = 0; round < 400 && held === 0; round++) {
+        for (let i = 0; i < 20; i++) text.insert(0, letters(2048))
+        await until(() => (small.server.loadedRoom(room)?.doc.getText('t').length ?? 0) === text.length, 'the server to apply the pastes')
+        held = connection.heldBytes
+      }
+      assert.ok(held > 0, 'the send queue held updates for the reader')
+      for (let i = 0; i < 50; i++) text.insert(0, letters(512))
+      const expected = text.toString()
+      await until(() => (small.server.loadedRoom(room)?.doc.getText('t').length ?? 0) === expected.length, 'the server to apply every paste')
+      reader.resume()
+      const doc = new Y.Doc()
+      await until(() => {
+        for (const frame of updateFrames(reader)) Y.applyUpdate(doc, frame.update)
+        return doc.getText('t').length === expected.length
+      }, 'the reader to catch up', 20_000)
+      assert.equal(doc.getText('t').toString(), expected)
+      const frames = updateFrames(reader)
+      assert.ok(frames.some((f) => f.rsv1))
+      for (const f of frames) assert.ok(f.rsv1 || f.wireBytes < 1024, `a ${f.wireBytes}-byte update above the threshold went out plain`)
+    } finally {
+      destroy(writer)
+      reader.close()
+      await small.stop()
     }
   })
 

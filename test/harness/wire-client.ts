@@ -75,6 +75,15 @@ export class WireClient {
     return withDeadline(new Promise<void>((resolve) => (this.socket.destroyed ? resolve() : this.socket.once('close', () => resolve()))), 'the socket to close', timeoutMs)
   }
 
+  /** Stops reading the socket (TCP pushes back on the server); `resume()` reads on. */
+  pause(): void {
+    this.socket.pause()
+  }
+
+  resume(): void {
+    this.socket.resume()
+  }
+
   close(): void {
     this.socket.destroy()
   }
