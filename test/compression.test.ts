@@ -4,7 +4,7 @@ import { deflateRawSync } from 'node:zlib'
 import { WebSocket } from 'ws'
 import * as Y from 'yjs'
 import { WebsocketProvider } from 'y-websocket'
-import { decodeYMessage, encodeSyncStep1, encodeSyncUpdate } from '../protocol/index.js'
+import { decodeYMessage, encodeHocuspocusStateless, encodeSyncStep1, encodeSyncUpdate } from '../protocol/index.js'
 import { ConfigError, parseSettings } from '../server/config.js'
 import type { Connection } from '../server/connection.js'
 import { converged, destroy, provider, synced } from './harness/clients.js'
@@ -251,6 +251,25 @@ describe('--compression with Hocuspocus providers', () => {
       assert.ok((await metric(server, 'weft_compressed_frames_sent_total')) > framesBefore, 'the broadcast went out compressed')
     } finally {
       destroyHocuspocus(one, two)
+      await server.stop()
+    }
+  })
+})
+
+describe('--compression before a Hocuspocus socket authenticates', () => {
+  it('counts inflated bytes toward --preauth-bytes: a small compressed frame that inflates past it closes with 1009', async () => {
+    const server = await startServer({ compression: true, authSecret: 'compression-preauth-secret-with-32-bytes!', preauthBytes: 65_536 })
+    const client = await WireClient.open(`${server.url}/`)
+    try {
+      const message = encodeHocuspocusStateless('doc', 'a'.repeat(200_000))
+      const deflated = deflateRawSync(message)
+      assert.ok(deflated.length < 2048, 'far below --preauth-bytes on the wire')
+      client.send(deflated, true)
+      await client.waitClosed()
+      assert.equal(client.closeCode, 1009)
+      assert.equal(await metricValue(server.http, 'weft_preauth_closes_total', '{reason="bytes"}'), 1)
+    } finally {
+      client.close()
       await server.stop()
     }
   })
