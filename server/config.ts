@@ -734,7 +734,7 @@ const SETTING_HELP: Partial<Record<keyof WeftOptions, string>> = {
 
 /** The settings table of `weft serve --help`, generated from SETTINGS and DEFAULTS so it cannot drift. */
 export function settingsHelp(): string {
-  const shown = (value: unknown): string => (value === null ? '-' : Array.isArray(value) ? (value.length === 0 ? '-' : value.join(',')) : String(value))
+  const shown = (value: unknown): string => (value === null ? '-' : typeof value === 'boolean' ? (value ? 'on' : 'off') : Array.isArray(value) ? (value.length === 0 ? '-' : value.join(',')) : String(value))
   const rows = SETTINGS.map((spec) => {
     const range = spec.min !== undefined || spec.max !== undefined ? ` (${spec.min ?? ''}..${spec.max ?? ''})` : ''
     return [spec.flag, spec.env, shown(DEFAULTS[spec.key]), (SETTING_HELP[spec.key] ?? '') + range]
