@@ -2,7 +2,10 @@
  * The floor: a `ws` server that forwards each frame to the other sockets of its room (the URL
  * path) and does no CRDT work at all. No Yjs server can deliver faster than this.
  *
- *   node dist/bench/relay-server.js --port P
+ *   node dist/bench/relay-server.js --port P [--deflate]
+ *
+ * `--deflate`: ws's own permessage-deflate (its defaults: context takeover, threshold 1024), which
+ * compresses per socket: the comparison for weft's --compression (bench/compression.ts).
  */
 import { createServer } from 'node:http'
 import { WebSocketServer, type WebSocket } from 'ws'
@@ -12,7 +15,7 @@ const port = Number(portIndex === -1 ? '0' : process.argv[portIndex + 1])
 const rooms = new Map<string, Set<WebSocket>>()
 
 const http = createServer((_req, res) => res.end('relay'))
-const wss = new WebSocketServer({ server: http, perMessageDeflate: false, maxPayload: 512 * 1024 * 1024 })
+const wss = new WebSocketServer({ server: http, perMessageDeflate: process.argv.includes('--deflate'), maxPayload: 512 * 1024 * 1024 })
 
 wss.on('connection', (socket, req) => {
   const room = (req.url ?? '/').split('?')[0] as string

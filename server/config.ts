@@ -169,6 +169,10 @@ export interface WeftOptions {
   webhookMaxEntries: number
   /** Bytes of event bodies held in the outbox; more are refused and counted. */
   webhookMaxBytes: number
+  /** permessage-deflate for clients that offer it, above a size threshold, compressed once per broadcast. */
+  compression: boolean
+  /** With `compression`: payloads shorter than this many bytes go out plain. */
+  compressionThresholdBytes: number
 }
 
 export const DEFAULTS: Readonly<WeftOptions> = Object.freeze({
@@ -248,6 +252,8 @@ export const DEFAULTS: Readonly<WeftOptions> = Object.freeze({
   webhookRetryMinMs: 1_000,
   webhookMaxEntries: 100_000,
   webhookMaxBytes: 256 * 1024 * 1024,
+  compression: false,
+  compressionThresholdBytes: 1024,
 })
 
 /** A setting that cannot be used; the CLI prints `message` and exits with status 2. */
@@ -258,7 +264,7 @@ export class ConfigError extends Error {
   }
 }
 
-type Kind = 'string' | 'int' | 'url' | 'list' | 'level' | 'path' | 'file'
+type Kind = 'string' | 'int' | 'url' | 'list' | 'level' | 'path' | 'file' | 'switch'
 
 interface SettingSpec {
   key: keyof WeftOptions
@@ -352,7 +358,14 @@ export const SETTINGS: readonly SettingSpec[] = [
   { key: 'webhookRetryMinMs', flag: '--webhook-retry-min-ms', env: 'WEFT_WEBHOOK_RETRY_MIN_MS', kind: 'int', min: 10, max: 600_000 },
   { key: 'webhookMaxEntries', flag: '--webhook-max-entries', env: 'WEFT_WEBHOOK_MAX_ENTRIES', kind: 'int', min: 1 },
   { key: 'webhookMaxBytes', flag: '--webhook-max-bytes', env: 'WEFT_WEBHOOK_MAX_BYTES', kind: 'int', min: 65_536 },
+  // Compression (issue 19).
+  { key: 'compression', flag: '--compression', env: 'WEFT_COMPRESSION', kind: 'switch' },
+  { key: 'compressionThresholdBytes', flag: '--compression-threshold-bytes', env: 'WEFT_COMPRESSION_THRESHOLD_BYTES', kind: 'int', min: 0, max: 1024 * 1024 * 1024 },
 ]
+
+/** Spellings of a switch's two values. */
+const SWITCH_ON = ['on', 'true', '1', 'yes']
+const SWITCH_OFF = ['off', 'false', '0', 'no']
 
 const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']
 
@@ -394,6 +407,10 @@ function convert(spec: SettingSpec, raw: string, source: string): unknown {
     case 'path':
       if (!raw.startsWith('/')) fail(`"${raw}" must start with /`)
       return raw
+    case 'switch':
+      if (SWITCH_ON.includes(raw)) return true
+      if (SWITCH_OFF.includes(raw)) return false
+      return fail(`"${raw}" is not on or off`)
     case 'file':
       try {
         readFileSync(raw)
@@ -424,7 +441,10 @@ export function parseSettings(argv: readonly string[], env: Readonly<Record<stri
     if (spec === undefined) throw new ConfigError(flag, `unknown flag ${flag}`)
     let value: string | undefined
     if (eq !== -1) value = arg.slice(eq + 1)
-    else {
+    else if (spec.kind === 'switch' && (argv[i + 1] === undefined || (argv[i + 1] as string).startsWith('--'))) {
+      // A switch given alone (`--compression`) is on.
+      value = 'on'
+    } else {
       value = argv[i + 1]
       i++
     }
@@ -506,6 +526,10 @@ export function resolveOptions(partial: Partial<WeftOptions> = {}): Readonly<Wef
     throw new ConfigError('--redis-retention-seconds', 'invalid --redis-retention-seconds: must be a whole number of seconds, 0 = keep for ever')
   }
   checkWebhooks(options)
+  if (typeof options.compression !== 'boolean') throw new ConfigError('--compression', 'invalid --compression: must be on or off')
+  if (!Number.isSafeInteger(options.compressionThresholdBytes) || options.compressionThresholdBytes < 0) {
+    throw new ConfigError('--compression-threshold-bytes', 'invalid --compression-threshold-bytes: must be a whole number of bytes')
+  }
   const badProxy = ClientAddress.validate(options.trustedProxies)
   if (badProxy !== null) throw new ConfigError('--trusted-proxies', `invalid --trusted-proxies: "${badProxy}" is not an IP address or CIDR range`)
   checkUsable(options)
@@ -715,11 +739,13 @@ const SETTING_HELP: Partial<Record<keyof WeftOptions, string>> = {
   webhookRetryMinMs: 'first retry delay; doubles (with jitter) up to 5 min',
   webhookMaxEntries: 'events held in the outbox; more are refused',
   webhookMaxBytes: 'bytes of events held in the outbox; more are refused',
+  compression: 'on/off: permessage-deflate for clients that offer it, once per broadcast',
+  compressionThresholdBytes: 'with --compression: smaller payloads go out plain',
 }
 
 /** The settings table of `weft serve --help`, generated from SETTINGS and DEFAULTS so it cannot drift. */
 export function settingsHelp(): string {
-  const shown = (value: unknown): string => (value === null ? '-' : Array.isArray(value) ? (value.length === 0 ? '-' : value.join(',')) : String(value))
+  const shown = (value: unknown): string => (value === null ? '-' : typeof value === 'boolean' ? (value ? 'on' : 'off') : Array.isArray(value) ? (value.length === 0 ? '-' : value.join(',')) : String(value))
   const rows = SETTINGS.map((spec) => {
     const range = spec.min !== undefined || spec.max !== undefined ? ` (${spec.min ?? ''}..${spec.max ?? ''})` : ''
     return [spec.flag, spec.env, shown(DEFAULTS[spec.key]), (SETTING_HELP[spec.key] ?? '') + range]

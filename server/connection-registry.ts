@@ -6,6 +6,7 @@ import { withContext } from './authenticate.js'
 import { CloseCode } from './codes.js'
 import type { WeftOptions } from './config.js'
 import { Connection, type ConnectionEvents, type ConnectionLimits } from './connection.js'
+import { FrameCompression } from './frame-compression.js'
 import { HocuspocusSession, type HocuspocusHooks } from './hocuspocus-session.js'
 import type { Revoker } from './revocation.js'
 import type { HookRunner } from './hook-runner.js'
@@ -64,6 +65,15 @@ export class ConnectionRegistry {
       inboundMessagesPerSecond: options.inboundMessagesPerSecond,
       inboundBytesPerSecond: options.inboundBytesPerSecond,
       maxMessageBytes: options.maxMessageBytes,
+      compression: options.compression
+        ? new FrameCompression(options.compressionThresholdBytes, {
+            compressed: (input, output) => {
+              metrics.compressions.inc()
+              metrics.compressionInputBytes.inc(input)
+              metrics.compressionOutputBytes.inc(output)
+            },
+          })
+        : null,
     })
     this.events = Object.freeze({
       onSlowConsumer: () => metrics.slowConsumerCloses.inc(),
@@ -72,6 +82,7 @@ export class ConnectionRegistry {
       onResume: () => metrics.pausedSockets.dec(),
       onClose: (connection: Connection, code: number) => this.forget(connection, code),
       onQueueBytes: (bytes: number) => metrics.sendQueueBytes.observe(bytes),
+      onCompressedFrame: () => metrics.compressedFramesSent.inc(),
     })
     this.pendingLimits = Object.freeze({ maxPendingMessages: PENDING_MESSAGES, maxPendingBytes: Math.max(options.maxMessageBytes, PENDING_BYTES) })
     this.hocuspocusHooks = Object.freeze({

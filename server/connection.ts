@@ -6,6 +6,8 @@ import { CloseCode } from './codes.js'
 import { SendQueue } from './send-queue.js'
 import { TokenBucket, systemClock, type Clock } from './token-bucket.js'
 import type { SharedFrames, WireFormat } from './wire-format.js'
+import type { FrameCompression } from './frame-compression.js'
+import { takesSharedDeflate } from './negotiated-deflate.js'
 import type { TrafficMeter } from './metrics.js'
 
 /** The same for every connection of a server: pass one object to all of them. */
@@ -19,6 +21,8 @@ export interface ConnectionLimits {
   /** Inbound bytes per second (sustained); the burst is the larger of that and one largest frame. */
   inboundBytesPerSecond: number
   maxMessageBytes: number
+  /** --compression: shared permessage-deflate frames for sockets that negotiated it (null: off). */
+  compression?: FrameCompression | null
 }
 
 /** Shared by every connection of a server (one object, no closures per connection). */
@@ -34,6 +38,8 @@ export interface ConnectionEvents {
    * starts holding data for it, it goes over its budget, the socket drained. Not per frame.
    */
   onQueueBytes?(bytes: number): void
+  /** A compressed frame was written to the socket (--compression). */
+  onCompressedFrame?(): void
 }
 
 /** The protocol session on top of a connection (y-websocket, Hocuspocus). */
@@ -55,7 +61,12 @@ export type ConnectionState = 'open' | 'closing' | 'closed'
 /** Share of the budget past which broadcasts are held and merged instead of sent. */
 const SOFT_MARK_SHARE = 0.25
 
-const BINARY = Object.freeze({ binary: true })
+/**
+ * `ws` never compresses: it would deflate per socket, asynchronously, queueing the socket's later
+ * frames behind it, and the frames weft writes straight to the TCP stream would overtake them.
+ * Compression is weft's own, once per shared payload (frame-compression.ts).
+ */
+const BINARY = Object.freeze({ binary: true, compress: false })
 
 let nextConnectionId = 1
 
@@ -88,6 +99,8 @@ export class Connection {
   closeCode: number | null = null
   /** Counts this connection's messages for its protocol (shared by all connections of it); set by the server. */
   meter: TrafficMeter | null = null
+  /** The shared compressed frames, when compression is on and this socket negotiated it. */
+  private readonly deflate: FrameCompression | null
 
   constructor(
     readonly socket: WebSocket,
@@ -104,6 +117,12 @@ export class Connection {
     socket.on('message', (data: Buffer, isBinary: boolean) => this.receive(data, isBinary))
     socket.on('close', (code: number) => this.onSocketClose(code))
     socket.on('error', ignoreSocketError)
+    this.deflate = limits.compression != null && takesSharedDeflate(socket) ? limits.compression : null
+  }
+
+  /** Whether frames to this connection may go out compressed. */
+  get compressed(): boolean {
+    return this.deflate !== null
   }
 
   get ip(): string {
@@ -205,7 +224,7 @@ export class Connection {
     if (this.queue !== null) return this.queue
     const { socket, limits } = this
     const queue = new SendQueue(
-      { send: (frame) => socket.send(frame, BINARY), bufferedAmount: () => socket.bufferedAmount },
+      { send: (frame) => this.write(frame), bufferedAmount: () => socket.bufferedAmount },
       { softBytes: Math.floor(limits.sendQueueBytes * SOFT_MARK_SHARE), hardBytes: limits.sendQueueBytes, graceMs: limits.slowConsumerGraceMs },
       {
         onSlowConsumer: () => {
@@ -248,7 +267,7 @@ export class Connection {
       this.sendQueue().sendFrame(frame)
       return
     }
-    this.socket.send(frame, BINARY)
+    this.write(frame)
     this.checkBudget()
   }
 
@@ -271,12 +290,30 @@ export class Connection {
   private sendShared(frames: SharedFrames, format: WireFormat, type: 'update' | 'awareness'): void {
     const payload = frames.get(format)
     this.meter?.sentBroadcast(type, payload.length)
-    if (frames.wire !== undefined && this.raw.write !== undefined && this.socket.readyState === OPEN) {
-      this.raw.write(frames.wire(format))
-    } else {
-      this.socket.send(payload, BINARY)
-    }
+    this.write(payload, frames, format)
     this.checkBudget()
+  }
+
+  /**
+   * Writes one message: compressed when this socket negotiated it and the payload is worth it
+   * (deflated once for every socket it goes to), else as the shared plain frame, else through
+   * `ws`. All three write to the TCP stream synchronously, in call order, so they can be mixed;
+   * what is written counts in `bufferedAmount` (the send queue's budget) at its real size.
+   */
+  private write(payload: Uint8Array, frames?: SharedFrames, format?: WireFormat): void {
+    if (this.raw.write !== undefined && this.socket.readyState === OPEN) {
+      const compressed = this.deflate?.wireFrame(payload) ?? null
+      if (compressed !== null) {
+        this.raw.write(compressed)
+        this.events.onCompressedFrame?.()
+        return
+      }
+      if (frames?.wire !== undefined && format !== undefined) {
+        this.raw.write(frames.wire(format))
+        return
+      }
+    }
+    this.socket.send(payload, BINARY)
   }
 
   sendAwareness(document: string, entries: readonly AwarenessEntry[], frames: SharedFrames, format: WireFormat): void {

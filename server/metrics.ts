@@ -174,6 +174,26 @@ export class ServerMetrics {
     help: 'Updates merged into others for connections that fell behind',
     registers: [this.registry],
   })
+  readonly compressionInputBytes = new Counter({
+    name: 'weft_compression_input_bytes_total',
+    help: 'Bytes of payloads deflated for --compression (each payload once, however many sockets it went to)',
+    registers: [this.registry],
+  })
+  readonly compressionOutputBytes = new Counter({
+    name: 'weft_compression_output_bytes_total',
+    help: 'Bytes those payloads deflated to',
+    registers: [this.registry],
+  })
+  readonly compressions = new Counter({
+    name: 'weft_compressions_total',
+    help: 'Payloads deflated for --compression (one per broadcast or shared sync reply, not per recipient)',
+    registers: [this.registry],
+  })
+  readonly compressedFramesSent = new Counter({
+    name: 'weft_compressed_frames_sent_total',
+    help: 'Compressed frames written to sockets',
+    registers: [this.registry],
+  })
   readonly batchedUpdates = new Counter({
     name: 'weft_batched_updates_total',
     help: 'Updates broadcast merged with others that arrived in the same socket read',

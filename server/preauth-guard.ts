@@ -21,6 +21,9 @@ const CLOSE_GRACE_MS = 1_000
  */
 export class PreAuthGuard {
   private readonly startBytes: number
+  /** Bytes of inflated messages so far, when the socket negotiated permessage-deflate (--compression). */
+  private inflatedBytes = 0
+  private readonly inflating: boolean
   private timer: NodeJS.Timeout | null
   private watching = true
 
@@ -32,12 +35,21 @@ export class PreAuthGuard {
   ) {
     this.startBytes = raw.bytesRead
     raw.on('data', this.onData)
+    // A compressed frame can inflate a thousandfold: with --compression the bound applies to the
+    // inflated messages too, so a few raw kilobytes cannot make weft inflate and hold megabytes.
+    this.inflating = connection.socket.extensions !== ''
+    if (this.inflating) connection.socket.on('message', this.onMessage)
     this.timer = setTimeout(() => this.refuse('timeout', CloseCode.unauthorized, 'authentication timed out'), limits.authTimeoutMs)
     this.timer.unref()
   }
 
   private readonly onData = (): void => {
     if (this.raw.bytesRead - this.startBytes > this.limits.preauthBytes) this.refuse('bytes', CloseCode.messageTooBig, 'too much sent before authentication')
+  }
+
+  private readonly onMessage = (data: Buffer): void => {
+    this.inflatedBytes += data.length
+    if (this.inflatedBytes > this.limits.preauthBytes) this.refuse('bytes', CloseCode.messageTooBig, 'too much sent before authentication')
   }
 
   /** A document was authenticated: the socket's own limits apply from now on. */
@@ -54,6 +66,7 @@ export class PreAuthGuard {
   private stop(): void {
     this.watching = false
     this.raw.off('data', this.onData)
+    if (this.inflating) this.connection.socket.off('message', this.onMessage)
     if (this.timer !== null) clearTimeout(this.timer)
     this.timer = null
   }

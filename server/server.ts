@@ -8,6 +8,7 @@ import { join } from 'node:path'
 import * as Y from 'yjs'
 import { hostname } from 'node:os'
 import { WebSocketServer } from 'ws'
+import { deflateNegotiation } from './negotiated-deflate.js'
 import { createRelay, RedisSharedState, type Relay } from '../cluster/index.js'
 import { pathOfTarget } from '../protocol/index.js'
 import { DocumentWriter, openStore, ReplicatedVersions, type LocalVersionStore, type StorageHealth, type Store, type VersionStore } from '../persistence/index.js'
@@ -159,8 +160,11 @@ export class WeftServer {
     this.wss = new WebSocketServer({
       noServer: true,
       maxPayload: this.options.maxMessageBytes,
-      // Yjs updates are already compact binary; compression would cost CPU per recipient.
-      perMessageDeflate: false,
+      // --compression: negotiated with clients that offer it, but ws never compresses (each send
+      // passes compress: false): weft deflates each shared payload once (frame-compression.ts).
+      // No context takeover either way: it is what makes one compressed payload valid for every
+      // socket, and an idle socket then holds no zlib state. Off, nothing is negotiated.
+      perMessageDeflate: this.options.compression ? deflateNegotiation(this.options.compressionThresholdBytes) : false,
       clientTracking: false,
     })
     this.metrics.storageUp.set(1)

@@ -19,13 +19,14 @@ export interface SharedFrames {
 /**
  * A server's binary WebSocket frame around `payload` (RFC 6455 §5.2: FIN, opcode 2, no mask), as
  * `ws` would write it; written straight to the TCP stream it saves each recipient `ws`'s header
- * allocation and two-buffer write.
+ * allocation and two-buffer write. `compressed`: the payload is permessage-deflate data (RFC
+ * 7692 §6: RSV1 set on the message's first frame).
  */
-export function webSocketFrame(payload: Uint8Array): Uint8Array {
+export function webSocketFrame(payload: Uint8Array, compressed = false): Uint8Array {
   const length = payload.length
   const headerBytes = length < 126 ? 2 : length < 0x10000 ? 4 : 10
   const frame = Buffer.allocUnsafe(headerBytes + length)
-  frame[0] = 0x82
+  frame[0] = compressed ? 0xc2 : 0x82
   if (headerBytes === 2) {
     frame[1] = length
   } else if (headerBytes === 4) {

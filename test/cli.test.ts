@@ -64,6 +64,8 @@ describe('weft CLI', () => {
     { name: 'WEFT_PORT that is not a number', args: ['serve'], env: { WEFT_PORT: 'abc' }, setting: 'WEFT_PORT' },
     { name: 'a malformed Redis URL', args: ['serve', '--port', '0', '--redis', 'not-a-url'], setting: '--redis' },
     { name: 'an unknown log level', args: ['serve', '--port', '0', '--log-level', 'loud'], setting: '--log-level' },
+    { name: 'a --compression that is not on or off', args: ['serve', '--port', '0', '--compression', 'maybe'], setting: '--compression' },
+    { name: 'WEFT_COMPRESSION_THRESHOLD_BYTES that is not a number', args: ['serve', '--port', '0'], env: { WEFT_COMPRESSION_THRESHOLD_BYTES: 'big' }, setting: 'WEFT_COMPRESSION_THRESHOLD_BYTES' },
     { name: 'an unreadable certificate', args: ['serve', '--port', '0', '--tls-cert', '/nonexistent', '--tls-key', '/nonexistent'], setting: '--tls-cert' },
   ]
   for (const { name, args, env, setting } of invalid) {
