@@ -22,6 +22,7 @@ import { LevelOutboxStore, MemoryOutboxStore, WebhookOutbox } from './webhooks/i
 import { AuthenticateAuthorizer, authorizerAsAuthenticate } from './authenticate.js'
 import { HttpApi } from './http-api.js'
 import { serveApiDescription, serveHomePage } from './home-page.js'
+import { DemoPage, demoEnabled } from './demo-page.js'
 import { rawError, RETRY_AFTER_SECONDS, sendError, sendJson } from './http-response.js'
 import { MemoryTickets, Tickets } from './tickets.js'
 import { Admission, BodyBudget, ClientAddress, PendingConnections, RoomQuota } from './admission.js'
@@ -130,6 +131,8 @@ export class WeftServer {
   private readonly bodies: BodyBudget
   private pending: PendingConnections | null = null
   private readonly authorizer: Authorizer
+  /** The demo editor (--demo); null when it is off. */
+  private readonly demoPage: DemoPage | null
   private readonly clientAddress: ClientAddress
   private storageHealth: StorageHealth = { ok: true }
   private readonly connections: ConnectionRegistry
@@ -184,6 +187,7 @@ export class WeftServer {
       authenticate === undefined
         ? access.authorizer
         : new RevocationAwareAuthorizer(new AuthenticateAuthorizer(authenticate, this.hooks), access.revocations, () => this.metrics.revokedRefusals.inc())
+    this.demoPage = demoEnabled(this.options.demo, this.authorizer.open) ? new DemoPage(this.options.hocuspocusPath) : null
     this.revoker = new Revoker({
       list: access.revocations,
       revocationMs: this.options.authRevocationSeconds * 1000,
@@ -536,6 +540,10 @@ export class WeftServer {
         return
       }
       void this.api.handle(req, res, url.pathname, target.slice(url.pathname.length + 1))
+      return
+    }
+    if (this.demoPage?.handles(url.pathname) === true) {
+      this.demoPage.serve(req, res, url.pathname)
       return
     }
     if (req.method !== 'GET' && req.method !== 'HEAD') {
