@@ -163,11 +163,13 @@ async function refreshJson(): Promise<void> {
   }
   fetches++
 }
+/** Trailing: the pane asks once typing pauses, so its last answer comes after the last change. */
 function scheduleRefresh(): void {
-  if (refreshTimer === null) refreshTimer = setTimeout(() => void refreshJson(), REFRESH_DELAY_MS)
+  if (refreshTimer !== null) clearTimeout(refreshTimer)
+  refreshTimer = setTimeout(() => void refreshJson(), REFRESH_DELAY_MS)
 }
-// The API shows stored state: ask again once this editor's changes are acknowledged, and after
-// remote changes arrive (already stored by the time they are relayed... or shortly after).
+// The API shows what is stored: ask again after this editor's changes are acknowledged (stored)
+// and after remote changes arrive (the sender's instance stores them within --persist-window-ms).
 ydoc.on('update', scheduleRefresh)
 provider.on('unsyncedChanges', scheduleRefresh)
 scheduleRefresh()
