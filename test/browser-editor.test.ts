@@ -229,12 +229,14 @@ describe('demo editor in Chromium', () => {
         await typeAt(alice, 'end', 'shared start')
         await converged([alice, bob], ['shared start'])
 
-        // setOffline stops new connections but, in the Chromium this runs, leaves an open
-        // WebSocket alone; the page's socket is closed from inside too, as a dropped network
-        // would, and the provider's reconnects then fail until the network is back.
+        // setOffline refuses new connections but leaves an open WebSocket alone (seen with
+        // Chromium 156: the socket stayed connected for seconds). So the page's socket is also
+        // closed from inside, as a dropped network would; the provider's reconnects then fail
+        // (1006) until the network is back.
         await bob.context.setOffline(true)
         await bob.page.evaluate(() => (globalThis as unknown as PageGlobal).weftDemo?.socket.webSocket?.close())
         await bob.page.waitForFunction(notConnected, null, { timeout: 10_000 })
+        await bob.page.waitForFunction(closedWith, 1006, { timeout: 10_000 })
 
         await Promise.all([typeAt(alice, 'end', ' online one online two'), typeAt(bob, 'start', 'offline one offline two ')])
         await bob.page.keyboard.press('Enter')
