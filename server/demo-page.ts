@@ -87,6 +87,11 @@ export class DemoPage {
     return path.startsWith(DEMO_PAGE_PREFIX) || path.startsWith(DEMO_ASSETS_PREFIX)
   }
 
+  /** The metrics' route label: a template, never the room or file a client chose. */
+  routeOf(path: string): string {
+    return path.startsWith(DEMO_ASSETS_PREFIX) ? `${DEMO_ASSETS_PREFIX}{file}` : `${DEMO_PAGE_PREFIX}{room}`
+  }
+
   serve(req: IncomingMessage, res: ServerResponse, path: string): void {
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       sendError(res, 'method_not_allowed', `${req.method} is not allowed on ${path}`)

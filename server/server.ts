@@ -510,6 +510,7 @@ export class WeftServer {
    */
   private routeOf(path: string): string {
     if (FIXED_ROUTES.has(path)) return path
+    if (this.demoPage?.handles(path) === true) return this.demoPage.routeOf(path)
     if (this.api === null || !this.api.handles(path)) return 'other'
     const segments = path.split('/')
     for (const route of this.api.routes) {

@@ -402,6 +402,13 @@ describe('demo editor in Chromium', () => {
         assert.equal((await get(weft.http, '/demo-assets/nothing.js')).status, 404)
         assert.equal((await get(weft.http, '/demo/%ff')).status, 400)
         assert.equal((await get(weft.http, '/demo/x', { method: 'POST' })).status, 405)
+        const head = await get(weft.http, '/demo/x', { method: 'HEAD' })
+        assert.equal(head.status, 200)
+        assert.equal(await head.text(), '')
+        // The route label is the template, never the room a client chose.
+        const metrics = await (await get(weft.http, '/metrics')).text()
+        assert.match(metrics, /weft_http_requests_total\{[^}]*route="\/demo\/\{room\}"/)
+        assert.doesNotMatch(metrics, /route="\/demo\/some/)
       } finally {
         await weft.stop()
       }
