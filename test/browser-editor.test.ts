@@ -316,7 +316,7 @@ describe('demo editor in Chromium', () => {
   describe('drain behind nginx: two instances on one redis-server, Hocuspocus on /collab', () => {
     let redis: RedisProcess
     let nginx: NginxProcess
-    const instances: Array<{ weft: WeftProcess; data: { remove(): Promise<void> } }> = []
+    const instances: Array<{ weft: WeftProcess; data: { path: string; remove(): Promise<void> } }> = []
 
     before(async () => {
       redis = await startRedis()
@@ -369,6 +369,23 @@ describe('demo editor in Chromium', () => {
         for (const word of words) assert.ok(typedIn(stored, word), `stored on the remaining instance: ${word}`)
         assert.ok(json.includes('after two'))
         await alice.page.screenshot({ path: await artifactPath('demo-editor-after-drain.png') })
+
+        // Stored, not only held: stop the other instance too (its drain flushes) and read both
+        // LevelDB directories; together they hold every typed key.
+        await closeEditors(alice, bob)
+        other.weft.kill('SIGTERM')
+        assert.equal(await withDeadline(other.weft.exited, 'the other instance to exit', 15_000), 0)
+        const updates: Uint8Array[] = []
+        for (const { data } of instances) {
+          const store = await LevelStore.open(data.path)
+          try {
+            for (const entry of await store.readLog(room)) updates.push(entry.update)
+          } finally {
+            await store.close()
+          }
+        }
+        const onDisk = fragmentText(Y.mergeUpdates(updates))
+        for (const word of words) assert.ok(typedIn(onDisk, word), `on disk: ${word}`)
       } finally {
         await closeEditors(alice, bob)
       }
