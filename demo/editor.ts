@@ -22,6 +22,7 @@ import * as Y from 'yjs'
 const FIELD = 'default'
 /** How long the JSON pane waits after the last change before it asks the API again. */
 const REFRESH_DELAY_MS = 300
+const REFRESH_MAX_WAIT_MS = 2_000
 
 const COLORS = ['#d7263d', '#1b998b', '#3772ff', '#f46036', '#7768ae', '#2e294e', '#c5a000', '#e84855']
 
@@ -157,16 +158,23 @@ async function refreshJson(): Promise<void> {
     } catch {
       // not JSON: shown as it came
     }
-    jsonElement.textContent = response.ok ? shown : `${response.status}\n${shown}`
+    // 404: nothing has been stored for this room yet (the API knows no empty documents).
+    jsonElement.textContent = response.ok ? shown : response.status === 404 ? '(nothing stored for this room yet)' : `${response.status}\n${shown}`
   } catch (err) {
     jsonElement.textContent = `the API did not answer: ${String(err)}`
   }
   fetches++
 }
-/** Trailing: the pane asks once typing pauses, so its last answer comes after the last change. */
+/**
+ * Trailing, so the pane's last answer comes after the last change, but at least every
+ * REFRESH_MAX_WAIT_MS while someone keeps typing.
+ */
+let firstPendingAt = 0
 function scheduleRefresh(): void {
-  if (refreshTimer !== null) clearTimeout(refreshTimer)
-  refreshTimer = setTimeout(() => void refreshJson(), REFRESH_DELAY_MS)
+  if (refreshTimer === null) firstPendingAt = Date.now()
+  else clearTimeout(refreshTimer)
+  const wait = Math.max(0, Math.min(REFRESH_DELAY_MS, firstPendingAt + REFRESH_MAX_WAIT_MS - Date.now()))
+  refreshTimer = setTimeout(() => void refreshJson(), wait)
 }
 // The API shows what is stored: ask again after this editor's changes are acknowledged (stored)
 // and after remote changes arrive (the sender's instance stores them within --persist-window-ms).
