@@ -284,7 +284,8 @@ describe('demo editor in Chromium', () => {
     let editor: Editor | undefined
     try {
       editor = await openEditor(chromium.browser, weft.http, 'gated', 'carol')
-      assert.equal((await status(editor)).saved, true)
+      // Synced comes with the server's sync step 2; saved follows the ack of the page's own step 2.
+      await editor.page.waitForFunction(savedAndShown, null, { timeout: 10_000 })
       held = []
       await typeAt(editor, 'end', 'held back')
       await eventually(async () => (held as Array<() => void>).length > 0, 'an append to be held')
