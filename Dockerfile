@@ -55,6 +55,7 @@ COPY --from=build /src/dist/protocol ./dist/protocol
 COPY --from=build /src/dist/crdt ./dist/crdt
 COPY --from=build /src/dist/cluster ./dist/cluster
 COPY --from=build /src/dist/persistence ./dist/persistence
+COPY --from=build /src/dist/demo ./dist/demo
 COPY --from=build /src/dist/build-info.json ./dist/build-info.json
 COPY docs/openapi.yaml ./docs/openapi.yaml
 COPY deploy/docker/healthcheck.mjs ./healthcheck.mjs

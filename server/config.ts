@@ -50,6 +50,8 @@ export interface WeftOptions {
   metricsToken: string | null
   /** URL path served with the Hocuspocus protocol. */
   hocuspocusPath: string
+  /** The demo editor at /demo/<room>: `auto` = on in open mode, off when tokens are checked. */
+  demo: DemoMode
   /** PEM certificate and key (file paths) to serve https/wss directly. */
   tlsCert: string | null
   tlsKey: string | null
@@ -193,6 +195,7 @@ export const DEFAULTS: Readonly<WeftOptions> = Object.freeze({
   trustedProxies: [],
   metricsToken: null,
   hocuspocusPath: '/',
+  demo: 'auto',
   tlsCert: null,
   tlsKey: null,
   logLevel: 'info',
@@ -264,7 +267,11 @@ export class ConfigError extends Error {
   }
 }
 
-type Kind = 'string' | 'int' | 'url' | 'list' | 'level' | 'path' | 'file' | 'switch'
+type Kind = 'string' | 'int' | 'url' | 'list' | 'level' | 'path' | 'file' | 'switch' | 'choice'
+
+/** Whether `GET /demo/<room>` serves the demo editor (server/demo-page.ts). */
+export type DemoMode = 'auto' | 'on' | 'off'
+export const DEMO_MODES: readonly DemoMode[] = ['auto', 'on', 'off']
 
 interface SettingSpec {
   key: keyof WeftOptions
@@ -273,6 +280,8 @@ interface SettingSpec {
   kind: Kind
   min?: number
   max?: number
+  /** The allowed values of a `choice`. */
+  choices?: readonly string[]
 }
 
 /** The contract's table, in order: flag, environment variable, kind. */
@@ -294,6 +303,7 @@ export const SETTINGS: readonly SettingSpec[] = [
   { key: 'trustedProxies', flag: '--trusted-proxies', env: 'WEFT_TRUSTED_PROXIES', kind: 'list' },
   { key: 'metricsToken', flag: '--metrics-token', env: 'WEFT_METRICS_TOKEN', kind: 'string' },
   { key: 'hocuspocusPath', flag: '--hocuspocus-path', env: 'WEFT_HOCUSPOCUS_PATH', kind: 'path' },
+  { key: 'demo', flag: '--demo', env: 'WEFT_DEMO', kind: 'choice', choices: DEMO_MODES },
   { key: 'tlsCert', flag: '--tls-cert', env: 'WEFT_TLS_CERT', kind: 'file' },
   { key: 'tlsKey', flag: '--tls-key', env: 'WEFT_TLS_KEY', kind: 'file' },
   { key: 'logLevel', flag: '--log-level', env: 'WEFT_LOG_LEVEL', kind: 'level' },
@@ -403,6 +413,9 @@ function convert(spec: SettingSpec, raw: string, source: string): unknown {
     }
     case 'level':
       if (!(LOG_LEVELS as readonly string[]).includes(raw)) fail(`"${raw}" is not one of ${LOG_LEVELS.join(', ')}`)
+      return raw
+    case 'choice':
+      if (!(spec.choices ?? []).includes(raw)) fail(`"${raw}" is not one of ${(spec.choices ?? []).join(', ')}`)
       return raw
     case 'path':
       if (!raw.startsWith('/')) fail(`"${raw}" must start with /`)
@@ -567,6 +580,7 @@ function checkUsable(options: WeftOptions): void {
   if (options.metricsToken !== null && (options.metricsToken !== options.metricsToken.trim() || [...options.metricsToken].some((c) => c < ' ' || c === '\x7f'))) {
     throw new ConfigError('--metrics-token', 'invalid --metrics-token: leading or trailing spaces or control characters never match an Authorization header')
   }
+  if (!DEMO_MODES.includes(options.demo)) throw new ConfigError('--demo', `invalid --demo: "${String(options.demo)}" is not one of ${DEMO_MODES.join(', ')}`)
   if (!options.hocuspocusPath.startsWith('/') || /[?#\s]/.test(options.hocuspocusPath)) {
     throw new ConfigError('--hocuspocus-path', `invalid --hocuspocus-path: "${options.hocuspocusPath}" must be a URL path starting with / without ?, # or spaces`)
   }
@@ -683,6 +697,7 @@ const SETTING_HELP: Partial<Record<keyof WeftOptions, string>> = {
   trustedProxies: 'comma list of proxies whose X-Forwarded-For is believed',
   metricsToken: '/metrics needs Authorization: Bearer <token>',
   hocuspocusPath: 'URL path served with the Hocuspocus protocol',
+  demo: 'demo editor at /demo/<room>: auto (on in open mode), on or off',
   tlsCert: 'PEM certificate file: serve https/wss (with --tls-key)',
   tlsKey: 'PEM private key file for --tls-cert',
   logLevel: 'fatal, error, warn, info, debug, trace or silent',

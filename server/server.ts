@@ -23,6 +23,7 @@ import { LevelOutboxStore, MemoryOutboxStore, WebhookOutbox } from './webhooks/i
 import { AuthenticateAuthorizer, authorizerAsAuthenticate } from './authenticate.js'
 import { HttpApi } from './http-api.js'
 import { serveApiDescription, serveHomePage } from './home-page.js'
+import { DemoPage, demoEnabled } from './demo-page.js'
 import { rawError, RETRY_AFTER_SECONDS, sendError, sendJson } from './http-response.js'
 import { MemoryTickets, Tickets } from './tickets.js'
 import { Admission, BodyBudget, ClientAddress, PendingConnections, RoomQuota } from './admission.js'
@@ -131,6 +132,8 @@ export class WeftServer {
   private readonly bodies: BodyBudget
   private pending: PendingConnections | null = null
   private readonly authorizer: Authorizer
+  /** The demo editor (--demo); null when it is off. */
+  private readonly demoPage: DemoPage | null
   private readonly clientAddress: ClientAddress
   private storageHealth: StorageHealth = { ok: true }
   private readonly connections: ConnectionRegistry
@@ -188,6 +191,7 @@ export class WeftServer {
       authenticate === undefined
         ? access.authorizer
         : new RevocationAwareAuthorizer(new AuthenticateAuthorizer(authenticate, this.hooks), access.revocations, () => this.metrics.revokedRefusals.inc())
+    this.demoPage = demoEnabled(this.options.demo, this.authorizer.open) ? new DemoPage(this.options.hocuspocusPath) : null
     this.revoker = new Revoker({
       list: access.revocations,
       revocationMs: this.options.authRevocationSeconds * 1000,
@@ -512,6 +516,7 @@ export class WeftServer {
    */
   private routeOf(path: string): string {
     if (FIXED_ROUTES.has(path)) return path
+    if (this.demoPage?.handles(path) === true) return this.demoPage.routeOf(path)
     if (this.api === null || !this.api.handles(path)) return 'other'
     const segments = path.split('/')
     for (const route of this.api.routes) {
@@ -542,6 +547,10 @@ export class WeftServer {
         return
       }
       void this.api.handle(req, res, url.pathname, target.slice(url.pathname.length + 1))
+      return
+    }
+    if (this.demoPage?.handles(url.pathname) === true) {
+      this.demoPage.serve(req, res, url.pathname)
       return
     }
     if (req.method !== 'GET' && req.method !== 'HEAD') {
