@@ -7,6 +7,7 @@
 import assert from 'node:assert/strict'
 import { copyFile, readFile } from 'node:fs/promises'
 import { after, before, describe, it } from 'node:test'
+import { isDeepStrictEqual } from 'node:util'
 import type { Browser, BrowserContext, Page } from 'playwright-core'
 import * as Y from 'yjs'
 import { LevelStore, type LocalVersionStore, type Store } from '../persistence/index.js'
@@ -210,6 +211,22 @@ describe('demo editor in Chromium', () => {
         await eventually(async () => (await status(alice)).saved && (await status(bob)).saved, 'both editors to show saved')
         assert.match(await alice.page.locator('#status').innerText(), /connected · saved/)
         assert.match(fragmentText(await storedUpdate(weft.http, room)), /second paragraph/)
+        // Rich text over HTTP: the API's ProseMirror JSON is what the editor holds (editor.getJSON()).
+        const api = await fetch(`${weft.http}/api/rooms/${encodeURIComponent(room)}?format=prosemirror&field=default`)
+        assert.equal(api.status, 200)
+        assert.deepEqual(await api.json(), JSON.parse(await docJson(alice)))
+        // And the other way: a PUT of ProseMirror JSON (attrs and marks) shows in both editors live.
+        const replacement = {
+          type: 'doc',
+          content: [
+            { type: 'heading', attrs: { level: 2 }, content: [{ type: 'text', text: 'From the API' }] },
+            { type: 'paragraph', content: [{ type: 'text', text: 'bold', marks: [{ type: 'strong' }] }, { type: 'text', text: ' and a ' }, { type: 'text', text: 'link', marks: [{ type: 'link', attrs: { href: 'https://example.com/', title: null } }] }] },
+          ],
+        }
+        const put = await fetch(`${weft.http}/api/rooms/${encodeURIComponent(room)}/content?field=default`, { method: 'PUT', body: JSON.stringify(replacement), headers: { 'content-type': 'application/json' } })
+        assert.equal(put.status, 204, await put.text())
+        const shows = async (editor: Editor): Promise<boolean> => isDeepStrictEqual(JSON.parse(await docJson(editor)), replacement)
+        await eventually(async () => (await shows(alice)) && (await shows(bob)), 'both editors to show the PUT content')
 
         const path = await sideBySide(chromium.browser, alice, bob, 'demo-editor-two.png')
         assert.ok((await readFile(path)).length > 10_000, 'the screenshot has content')
