@@ -3,13 +3,15 @@ export { CloseCode, HttpError } from './codes.js'
 export type { CloseCodeValue, HttpErrorCode } from './codes.js'
 export {
   MessageType,
+  SAVED_ACKS_PARAM,
   decodeYMessage,
   encodeAwareness,
   encodePermissionDenied,
   encodeQueryAwareness,
   encodeSyncStep1,
   encodeSyncStep2,
-  encodeSyncUpdate
+  encodeSyncUpdate,
+  encodeWeftStored
 } from './ywebsocket.js'
 export type { YMessage } from './ywebsocket.js'
 export { decodeAwarenessUpdate, encodeAwarenessUpdate, readAwarenessUpdate } from './awareness.js'
