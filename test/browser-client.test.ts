@@ -137,6 +137,29 @@ describe('weft client in Chromium', () => {
     }
   })
 
+  it('follows the close-code table: 1012 (the server drains) reconnects', async () => {
+    const draining = await startServer()
+    const page = await open()
+    try {
+      await page.evaluate(({ url }) => {
+        const { Y, WeftProvider } = window.weft
+        window.doc = new Y.Doc()
+        window.closes = []
+        window.provider = new WeftProvider(url, 'browser-restart', window.doc, { backoff: { initialMs: 20, maxMs: 200, restartJitterMs: 100 } })
+        window.provider.on('close', (event: unknown) => window.closes.push(event))
+      }, { url: draining.url })
+      await page.waitForFunction(() => window.provider.synced, undefined, WAIT)
+      await draining.stop()
+      await page.waitForFunction(() => window.closes.length > 0, undefined, WAIT)
+      const first = await page.evaluate(() => window.closes[0])
+      assert.deepEqual([first.code, first.willReconnect], [1012, true])
+      assert.equal(await page.evaluate(() => window.provider.status), 'connecting')
+    } finally {
+      await page.evaluate(() => window.provider?.destroy()).catch(() => {})
+      await page.close()
+    }
+  })
+
   it('offline first with y-indexeddb: an edit made offline survives a reload and reaches the server later', async () => {
     const room = 'browser-offline'
     const context = await chromium.browser.newContext()
