@@ -4,6 +4,7 @@ export type { CloseCodeValue, HttpErrorCode } from './codes.js'
 export {
   MessageType,
   SAVED_ACKS_PARAM,
+  WeftMessageType,
   decodeYMessage,
   encodeAwareness,
   encodePermissionDenied,

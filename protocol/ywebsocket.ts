@@ -2,13 +2,16 @@ import { ByteReader } from './byte-reader.js'
 import { ProtocolError } from './errors.js'
 import { assertVarUint, varUintSize, writeVarUint } from './varuint-writer.js'
 
+/** Outer message types of the y-websocket protocol (y-protocols). */
+export const MessageType = { sync: 0, awareness: 1, auth: 2, queryAwareness: 3 } as const
+
 /**
- * Outer message types of the y-websocket protocol (y-protocols), plus weft's own `stored`
- * acknowledgement, which weft sends only on connections that asked for it with
- * `?weft-saved=1` (stock y-websocket clients never see it). 100 is far from the types y-protocols
- * and Hocuspocus use, and still a one-byte varuint.
+ * weft's own outer message types on a y-websocket connection: `stored`, the acknowledgement weft
+ * sends only on connections that asked for it with `?weft-saved=1` (stock y-websocket clients
+ * never see it). 100 is far from the types y-protocols and Hocuspocus use, and still a one-byte
+ * varuint.
  */
-export const MessageType = { sync: 0, awareness: 1, auth: 2, queryAwareness: 3, weftStored: 100 } as const
+export const WeftMessageType = { stored: 100 } as const
 
 /** The query parameter (value `1`) with which a y-websocket connection asks for `stored` acknowledgements. */
 export const SAVED_ACKS_PARAM = 'weft-saved'
@@ -62,7 +65,7 @@ function readMessage (reader: ByteReader): YMessage {
     }
     case MessageType.queryAwareness:
       return { kind: 'query-awareness' }
-    case MessageType.weftStored:
+    case WeftMessageType.stored:
       return { kind: 'weft-stored', count: reader.readVarUint() }
     default:
       return reader.fail(`unknown message type ${type}`)
@@ -124,7 +127,7 @@ export function encodePermissionDenied (reason: string): Uint8Array {
 export function encodeWeftStored (count: number): Uint8Array {
   assertVarUint(count, 'stored count')
   const frame = new Uint8Array(1 + varUintSize(count))
-  frame[0] = MessageType.weftStored
+  frame[0] = WeftMessageType.stored
   writeVarUint(frame, 1, count)
   return frame
 }

@@ -4,7 +4,7 @@ import { WebSocket } from 'ws'
 import * as Y from 'yjs'
 import { WeftProvider } from '../client/index.js'
 import { MemoryStore } from '../persistence/index.js'
-import { MessageType, encodeQueryAwareness } from '../protocol/index.js'
+import { MessageType, WeftMessageType, encodeQueryAwareness } from '../protocol/index.js'
 import { destroy, provider, synced } from './harness/clients.js'
 import { startServer } from './harness/server.js'
 import { until } from './harness/wait.js'
@@ -69,8 +69,8 @@ test('saved turns true only once the change is in storage; a stock y-websocket c
   const stock = provider(server.url, 'saved-room', stockDoc)
   // Every frame of a type y-websocket has no handler for would land here.
   const foreign: number[] = []
-  stock.messageHandlers[MessageType.weftStored] = () => {
-    foreign.push(MessageType.weftStored)
+  stock.messageHandlers[WeftMessageType.stored] = () => {
+    foreign.push(WeftMessageType.stored)
   }
   let stockAwarenessFrames = 0
   const awarenessHandler = stock.messageHandlers[MessageType.awareness]

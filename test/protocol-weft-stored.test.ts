@@ -1,6 +1,6 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { MessageType, ProtocolError, SAVED_ACKS_PARAM, decodeYMessage, encodeWeftStored } from '../protocol/index.js'
+import { ProtocolError, WeftMessageType, SAVED_ACKS_PARAM, decodeYMessage, encodeWeftStored } from '../protocol/index.js'
 
 function hex(text: string): Uint8Array {
   return Uint8Array.from(text.replace(/\s+/g, '').match(/../g) ?? [], (byte) => parseInt(byte, 16))
@@ -11,7 +11,7 @@ function toHex(bytes: Uint8Array): string {
 }
 
 test('the stored acknowledgement is type 100 and a varuint count, byte for byte', () => {
-  assert.equal(MessageType.weftStored, 100)
+  assert.equal(WeftMessageType.stored, 100)
   assert.equal(SAVED_ACKS_PARAM, 'weft-saved')
   assert.equal(toHex(encodeWeftStored(0)), '6400')
   assert.equal(toHex(encodeWeftStored(1)), '6401')
