@@ -190,7 +190,7 @@ describe('weft client in Chromium', () => {
       await eventually(async () => (await roomText(room, 't')) === 'online. ', 'the online edit on the server')
 
       // Go offline: close the socket ourselves and refuse every new one (context.setOffline leaves
-      // an open WebSocket open and silently drops its frames; see the README).
+      // an open WebSocket open and only holds its frames back until it ends; see the README).
       online = false
       await page.evaluate(() => window.provider.disconnect())
       await page.evaluate(() => window.provider.connect())
