@@ -4,9 +4,10 @@ import { WebSocket } from 'ws'
 import * as Y from 'yjs'
 import { WeftProvider } from '../client/index.js'
 import { MemoryStore } from '../persistence/index.js'
-import { MessageType, WeftMessageType, encodeQueryAwareness } from '../protocol/index.js'
+import { MessageType, WeftMessageType, decodeYMessage, encodeQueryAwareness, type YMessage } from '../protocol/index.js'
 import { destroy, provider, synced } from './harness/clients.js'
 import { startServer } from './harness/server.js'
+import { signToken } from './harness/tokens.js'
 import { until } from './harness/wait.js'
 
 const WS = WebSocket as unknown as typeof globalThis.WebSocket
@@ -158,6 +159,36 @@ test('with trackSaved: false the provider never asks and saved stays false', asy
     destroy(stock)
   } finally {
     quiet.destroy()
+    await server.stop()
+  }
+})
+
+test('a change weft refuses (read-only access) is never acknowledged: saved stays false', async () => {
+  const secret = 'client-saved-test-hs256-secret-0123456789abcdef'
+  const server = await startServer({ authSecret: secret })
+  const token = await signToken({ rooms: ['*'], access: 'read' }, { secret, subject: 'reader' })
+  // Every message the provider receives, decoded, to see the refusal arrive and no acknowledgement for it.
+  const received: YMessage[] = []
+  class Recording extends WebSocket {
+    constructor(url: string) {
+      super(url)
+      this.on('message', (data: Buffer) => received.push(decodeYMessage(new Uint8Array(data))))
+    }
+  }
+  const doc = new Y.Doc()
+  const reader = new WeftProvider(server.url, 'read-only-saved', doc, { WebSocket: Recording as unknown as typeof globalThis.WebSocket, params: { token } })
+  try {
+    // Its sync step 2 repeats nothing new: harmless for a reader, and acknowledged.
+    await until(() => reader.saved, 'saved after the first sync')
+    doc.getText('t').insert(0, 'not allowed')
+    assert.equal(reader.saved, false)
+    await until(() => received.some((m) => m.kind === 'auth-denied'), 'the refusal (permission-denied)')
+    // The refusal and the end of acknowledgements happen together on the server: none can follow.
+    assert.equal(reader.saved, false)
+    const counts = received.flatMap((m) => (m.kind === 'weft-stored' ? [m.count] : []))
+    assert.deepEqual(counts, [1], 'only the first sync step 2 was acknowledged')
+  } finally {
+    reader.destroy()
     await server.stop()
   }
 })
