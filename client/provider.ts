@@ -10,6 +10,7 @@ import {
   encodeSyncStep1,
   encodeSyncStep2,
   encodeSyncUpdate,
+  SAVED_ACKS_PARAM,
   validateUpdate,
 } from '../protocol/index.js'
 import { Backoff } from './backoff.js'
@@ -49,6 +50,11 @@ export interface WeftProviderOptions {
    * Halfway through a silence the provider asks for awareness, which the server always answers.
    */
   livenessTimeoutMs?: number
+  /**
+   * Ask weft for `stored` acknowledgements (`?weft-saved=1`) and keep `saved`. Default true. Other
+   * y-websocket servers ignore the parameter and never acknowledge: `saved` then stays false.
+   */
+  trackSaved?: boolean
 }
 
 /** Defaults of every numeric option; units in the names. */
@@ -63,6 +69,7 @@ type ProviderEvents = {
   status: [ProviderStatus]
   synced: [boolean]
   close: [ProviderCloseEvent]
+  saved: [boolean]
 }
 
 /** WebSocket.OPEN; read as a number because `ws` and browsers expose the constant differently. */
@@ -108,6 +115,18 @@ export class WeftProvider {
   /** The last permission-denied reason the server sent, shown when a close carries no reason. */
   private deniedReason = ''
 
+  // `saved`: every local change is covered by a `stored` acknowledgement. Update frames are
+  // counted per connection, as the server counts them; a change made while no socket was open
+  // (or whose acknowledgement a closed socket took with it) travels in the next sync step 2.
+  private readonly trackSaved: boolean
+  private savedValue = false
+  /** Update frames (sync step 2 and update) sent on the current connection. */
+  private updatesSent = 0
+  /** The frame whose acknowledgement covers the newest local change; 0 when none is awaited. */
+  private awaitedFrame = 0
+  /** True until a sync step 2 carries what the server may lack: at first, and after offline changes. */
+  private needsStep2 = true
+
   constructor(serverUrl: string, room: string, doc: Y.Doc, options: WeftProviderOptions = {}) {
     assertRoomName(room)
     roomUrl(serverUrl, room) // throws now, not on the first connect, for a malformed URL
@@ -132,6 +151,7 @@ export class WeftProvider {
     this.backoff = new Backoff(initialMs, maxMs)
     this.restartJitterMs = restartJitterMs
     this.livenessTimeoutMs = livenessTimeoutMs
+    this.trackSaved = options.trackSaved ?? true
 
     doc.on('update', this.onDocUpdate)
     this.awareness.on('update', this.onAwarenessUpdate)
@@ -147,9 +167,20 @@ export class WeftProvider {
     return this.syncedValue
   }
 
+  /**
+   * True when weft has acknowledged that every local change of this document is in storage
+   * (including whatever the doc held when the provider was created, e.g. from y-indexeddb). False
+   * from a local change until its acknowledgement, and before the first one; disconnecting does not
+   * change it. Needs a weft server and `trackSaved` (the default).
+   */
+  get saved(): boolean {
+    return this.savedValue
+  }
+
   on(event: 'status', fn: (status: ProviderStatus) => void): void
   on(event: 'synced', fn: (synced: boolean) => void): void
   on(event: 'close', fn: (event: ProviderCloseEvent) => void): void
+  on(event: 'saved', fn: (saved: boolean) => void): void
   on<E extends keyof ProviderEvents>(event: E, fn: (...args: ProviderEvents[E]) => void): void {
     this.events.on(event, fn)
   }
@@ -157,6 +188,7 @@ export class WeftProvider {
   off(event: 'status', fn: (status: ProviderStatus) => void): void
   off(event: 'synced', fn: (synced: boolean) => void): void
   off(event: 'close', fn: (event: ProviderCloseEvent) => void): void
+  off(event: 'saved', fn: (saved: boolean) => void): void
   off<E extends keyof ProviderEvents>(event: E, fn: (...args: ProviderEvents[E]) => void): void {
     this.events.off(event, fn)
   }
@@ -226,7 +258,8 @@ export class WeftProvider {
     this.setStatus('connecting')
     let socket: Socket
     try {
-      socket = new this.WebSocketImpl(roomUrl(this.serverUrl, this.room, this.params))
+      const params = this.trackSaved ? { ...this.params, [SAVED_ACKS_PARAM]: '1' } : this.params
+      socket = new this.WebSocketImpl(roomUrl(this.serverUrl, this.room, params))
     } catch (err) {
       this.afterClose(ABNORMAL_CLOSURE, `could not open a WebSocket: ${(err as Error).message}`)
       return
@@ -253,6 +286,7 @@ export class WeftProvider {
     this.lastReceivedAt = Date.now()
     this.probed = false
     this.deniedReason = ''
+    this.updatesSent = 0
     this.setStatus('connected')
     socket.send(encodeSyncStep1(Y.encodeStateVector(this.doc)))
     if (this.awareness.getLocalState() !== null) socket.send(this.localAwarenessFrame())
@@ -281,6 +315,11 @@ export class WeftProvider {
           throw new ProtocolError(1007, `malformed state vector: ${(err as Error).message}`)
         }
         socket.send(encodeSyncStep2(update))
+        this.updatesSent++
+        if (this.needsStep2) {
+          this.needsStep2 = false
+          this.awaitedFrame = this.updatesSent
+        }
         break
       }
       case 'sync-step-2':
@@ -306,6 +345,12 @@ export class WeftProvider {
         // The server refused an update and keeps the connection (e.g. the document size limit).
         this.deniedReason = message.reason
         break
+      case 'weft-stored':
+        if (this.awaitedFrame !== 0 && message.count >= this.awaitedFrame) {
+          this.awaitedFrame = 0
+          if (!this.needsStep2) this.setSaved(true)
+        }
+        break
     }
   }
 
@@ -322,7 +367,13 @@ export class WeftProvider {
 
   private readonly onDocUpdate = (update: Uint8Array, origin: unknown): void => {
     if (origin === this) return
-    this.send(encodeSyncUpdate(update))
+    this.setSaved(false)
+    if (this.send(encodeSyncUpdate(update))) {
+      this.updatesSent++
+      this.awaitedFrame = this.updatesSent
+    } else {
+      this.needsStep2 = true
+    }
   }
 
   private readonly onAwarenessUpdate = (changes: { added: number[]; updated: number[]; removed: number[] }): void => {
@@ -340,10 +391,13 @@ export class WeftProvider {
     return encodeAwareness(encodeAwarenessUpdate([{ clientId, clock, state: JSON.stringify(this.awareness.getLocalState()) }]))
   }
 
-  private send(frame: Uint8Array): void {
+  /** True when the frame went out. */
+  private send(frame: Uint8Array): boolean {
     const socket = this.socket
     // Nothing is queued while closed: the next connection's sync exchange carries the state.
-    if (socket !== null && socket.readyState === OPEN) socket.send(frame)
+    if (socket === null || socket.readyState !== OPEN) return false
+    socket.send(frame)
+    return true
   }
 
   /**
@@ -368,6 +422,10 @@ export class WeftProvider {
 
   private afterClose(code: number, reason: string): void {
     this.setSynced(false)
+    // An acknowledgement still awaited will never come on this socket; the next step 2 carries the change.
+    if (this.awaitedFrame !== 0) this.needsStep2 = true
+    this.awaitedFrame = 0
+    this.updatesSent = 0
     // Other clients' states are resent by the server on the next connection; until then they are unknown.
     const self = this.awareness.clientID
     const others = [...this.awareness.getStates().keys()].filter((id) => id !== self)
@@ -452,6 +510,12 @@ export class WeftProvider {
     if (this.statusValue === status) return
     this.statusValue = status
     this.events.emit('status', status)
+  }
+
+  private setSaved(saved: boolean): void {
+    if (this.savedValue === saved || !this.trackSaved) return
+    this.savedValue = saved
+    this.events.emit('saved', saved)
   }
 
   private setSynced(synced: boolean): void {

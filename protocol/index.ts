@@ -3,13 +3,16 @@ export { CloseCode, HttpError } from './codes.js'
 export type { CloseCodeValue, HttpErrorCode } from './codes.js'
 export {
   MessageType,
+  SAVED_ACKS_PARAM,
+  WeftMessageType,
   decodeYMessage,
   encodeAwareness,
   encodePermissionDenied,
   encodeQueryAwareness,
   encodeSyncStep1,
   encodeSyncStep2,
-  encodeSyncUpdate
+  encodeSyncUpdate,
+  encodeWeftStored
 } from './ywebsocket.js'
 export type { YMessage } from './ywebsocket.js'
 export { decodeAwarenessUpdate, encodeAwarenessUpdate, readAwarenessUpdate } from './awareness.js'

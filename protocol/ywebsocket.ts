@@ -1,9 +1,20 @@
 import { ByteReader } from './byte-reader.js'
 import { ProtocolError } from './errors.js'
-import { varUintSize, writeVarUint } from './varuint-writer.js'
+import { assertVarUint, varUintSize, writeVarUint } from './varuint-writer.js'
 
 /** Outer message types of the y-websocket protocol (y-protocols). */
 export const MessageType = { sync: 0, awareness: 1, auth: 2, queryAwareness: 3 } as const
+
+/**
+ * weft's own outer message types on a y-websocket connection: `stored`, the acknowledgement weft
+ * sends only on connections that asked for it with `?weft-saved=1` (stock y-websocket clients
+ * never see it). 100 is far from the types y-protocols and Hocuspocus use, and still a one-byte
+ * varuint.
+ */
+export const WeftMessageType = { stored: 100 } as const
+
+/** The query parameter (value `1`) with which a y-websocket connection asks for `stored` acknowledgements. */
+export const SAVED_ACKS_PARAM = 'weft-saved'
 
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true })
 
@@ -17,6 +28,8 @@ export type YMessage =
   | { kind: 'awareness'; update: Uint8Array }
   | { kind: 'auth-denied'; reason: string }
   | { kind: 'query-awareness' }
+  /** weft only: the first `count` update frames (sync step 2 and update) this connection sent are in storage. */
+  | { kind: 'weft-stored'; count: number }
 
 /**
  * Decodes one WebSocket frame. The frame must hold exactly one message: y-websocket sends one
@@ -52,6 +65,8 @@ function readMessage (reader: ByteReader): YMessage {
     }
     case MessageType.queryAwareness:
       return { kind: 'query-awareness' }
+    case WeftMessageType.stored:
+      return { kind: 'weft-stored', count: reader.readVarUint() }
     default:
       return reader.fail(`unknown message type ${type}`)
   }
@@ -102,4 +117,17 @@ export function encodeQueryAwareness (): Uint8Array {
 
 export function encodePermissionDenied (reason: string): Uint8Array {
   return frameWithPayload([MessageType.auth, AuthType.permissionDenied], new TextEncoder().encode(reason))
+}
+
+/**
+ * [100, varuint count]: every update frame (sync step 2 or sync update) the connection has sent,
+ * up to and including the `count`-th, is in storage. Cumulative, so a lost or coalesced one costs
+ * nothing; `count` never goes down on one connection and restarts at 0 with the next.
+ */
+export function encodeWeftStored (count: number): Uint8Array {
+  assertVarUint(count, 'stored count')
+  const frame = new Uint8Array(1 + varUintSize(count))
+  frame[0] = WeftMessageType.stored
+  writeVarUint(frame, 1, count)
+  return frame
 }

@@ -113,7 +113,7 @@ export class ConnectionRegistry {
    * A socket that passed the upgrade pipeline: a y-websocket session for `room` with `grant`, or
    * (room null) a Hocuspocus session whose documents authenticate one by one with `context`.
    */
-  admit(ws: WebSocket, raw: Socket, ticket: AdmissionTicket, rooms: RoomRegistry, room: string | null, grant: Grant | null, context: AuthContext): void {
+  admit(ws: WebSocket, raw: Socket, ticket: AdmissionTicket, rooms: RoomRegistry, room: string | null, grant: Grant | null, context: AuthContext, savedAcks = false): void {
     const { deps } = this
     const connection = new Connection(ws, raw, ticket, this.limits, this.events)
     connection.meter = deps.metrics.traffic[room === null ? 'hocuspocus' : 'y-websocket']
@@ -124,7 +124,7 @@ export class ConnectionRegistry {
       return
     }
     const granted = grant ?? OPEN_GRANT
-    deps.revoker.track(connection, new YWebsocketSession(connection, room, rooms, this.pendingLimits, granted, deps.log), 'y-websocket')
+    deps.revoker.track(connection, new YWebsocketSession(connection, room, rooms, this.pendingLimits, granted, deps.log, savedAcks), 'y-websocket')
     const info: ConnectionInfo = { room, protocol: 'y-websocket', subject: granted.subject, remoteAddress: context.remoteAddress }
     this.infos.set(connection, info)
     deps.hooks.connected(connection, info)

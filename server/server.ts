@@ -231,7 +231,7 @@ export class WeftServer {
         return { ok: false, reason: this.stateValue === 'draining' ? 'server is draining' : 'server is not ready' }
       },
       claimRoom: (ip, room) => this.claimRoom(ip, room, 'ywebsocket'),
-      admit: ({ ws, raw, ticket, rooms, room, grant, context }) => this.connections.admit(ws, raw, ticket, rooms, room, grant, context),
+      admit: ({ ws, raw, ticket, rooms, room, grant, context, savedAcks }) => this.connections.admit(ws, raw, ticket, rooms, room, grant, context, savedAcks),
     })
   }
 

@@ -2,7 +2,7 @@ import type { IncomingMessage } from 'node:http'
 import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import type { WebSocket, WebSocketServer } from 'ws'
-import { pathOfTarget, roomFromPath } from '../protocol/index.js'
+import { SAVED_ACKS_PARAM, pathOfTarget, roomFromPath } from '../protocol/index.js'
 import { roomInScope, type AccessDecision, type AuthContext, type Authorizer, type Grant } from './access.js'
 import { ClaimedTicket, type Admission, type AdmissionTicket, type ClientAddress, type RoomQuota } from './admission.js'
 import { CloseCode, HttpError, type HttpErrorCode } from './codes.js'
@@ -41,6 +41,8 @@ export interface AdmittedUpgrade {
   room: string | null
   grant: Grant | null
   context: AuthContext
+  /** y-websocket: the URL asked for weft's `stored` acknowledgements (`?weft-saved=1`). */
+  savedAcks: boolean
 }
 
 export interface UpgradePipelineDeps {
@@ -141,6 +143,7 @@ export class UpgradePipeline {
     // y-websocket carries its credential on the URL and is checked before the upgrade; the
     // Hocuspocus provider sends it per document inside the socket.
     let grant: Grant | null = null
+    let savedAcks = false
     if (room !== null) {
       const query = new URLSearchParams(target.length > path.length ? target.slice(path.length + 1) : '')
       const credential = query.get('ticket')
@@ -151,6 +154,7 @@ export class UpgradePipeline {
         return
       }
       grant = decision.grant
+      savedAcks = query.get(SAVED_ACKS_PARAM) === '1'
       if (!deps.serving().ok) {
         ticket.release()
         this.refuse(socket, 'unavailable', 'server is draining', 'unavailable')
@@ -169,7 +173,7 @@ export class UpgradePipeline {
       deps.metrics.upgrades.inc({ result: 'accepted' })
       deps.metrics.window.upgrade(true)
       // Upgrades come from Node's HTTP(S) server: the stream is a net.Socket (a TLSSocket with TLS).
-      deps.admit({ ws, raw: socket as Socket, ticket: slot, rooms, room, grant, context })
+      deps.admit({ ws, raw: socket as Socket, ticket: slot, rooms, room, grant, context, savedAcks })
     })
   }
 

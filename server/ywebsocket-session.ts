@@ -7,6 +7,7 @@ import {
   encodeSyncStep1,
   encodeSyncStep2,
   encodeSyncUpdate,
+  encodeWeftStored,
   readAwarenessUpdate,
   ProtocolError,
   validateStateVector,
@@ -19,7 +20,7 @@ import { CloseCode } from './codes.js'
 import { presenceIdentity } from './room-awareness.js'
 import type { Connection, ConnectionSession } from './connection.js'
 import type { Logger } from './logger.js'
-import { UpdateSource, type Room, type RoomMember, type RoomRegistry } from './room.js'
+import { UpdateSource, type ApplyOutcome, type Room, type RoomMember, type RoomRegistry } from './room.js'
 import type { SharedFrames, WireFormat } from './wire-format.js'
 
 /** y-websocket framing: one message per frame, no document name (the URL names the room). */
@@ -49,6 +50,8 @@ export class YWebsocketSession implements RoomMember, ConnectionSession {
   readonly identity: string | null
   /** Carried with every update this connection sends. */
   private readonly source: UpdateSource
+  /** `stored` acknowledgements (asked for with ?weft-saved=1); null for everyone else. */
+  private readonly acks: StoredAcks | null
 
   constructor(
     private readonly connection: Connection,
@@ -58,7 +61,9 @@ export class YWebsocketSession implements RoomMember, ConnectionSession {
     private readonly limits: PendingLimits,
     private readonly grant: Grant,
     private readonly log: Logger,
+    savedAcks = false,
   ) {
+    this.acks = savedAcks ? new StoredAcks(connection) : null
     this.identity = presenceIdentity(grant.subject)
     this.source = new UpdateSource({ kind: 'client', protocol: 'y-websocket', subject: grant.subject }, this, allows(grant.access, 'write'))
     this.room = registry.join(roomName, this)
@@ -142,7 +147,8 @@ export class YWebsocketSession implements RoomMember, ConnectionSession {
           break
         }
         case 'auth-denied':
-          // Only servers send permission-denied; a client sending it is ignored, as y-protocols does.
+        case 'weft-stored':
+          // Only servers send these; a client sending one is ignored, as y-protocols does.
           break
       }
     } catch (err) {
@@ -160,9 +166,11 @@ export class YWebsocketSession implements RoomMember, ConnectionSession {
     // Parse the whole update before Yjs sees it: a truncated or crafted update must neither hang
     // the process (yjs#479, yjs#498) nor leave the document half-applied.
     const outcome = this.room.apply(update, this.source, validateUpdate(update))
+    // Counted before the outcome: the count is the client's too, frame for frame.
+    this.acks?.received(outcome)
     switch (outcome.kind) {
       case 'applied':
-        // y-websocket has no acknowledgement: nothing waits for storage.
+        // y-websocket has no acknowledgement: nothing waits for storage, unless the client asked.
         return
       case 'readOnly':
         // Read access syncs too: a step 2 that only repeats what the room has is harmless. Anything
@@ -199,5 +207,59 @@ export class YWebsocketSession implements RoomMember, ConnectionSession {
 
   evict(code: number, reason: string): void {
     this.connection.close(code, reason)
+  }
+}
+
+/**
+ * weft's opt-in `stored` acknowledgement: the n-th update frame (sync step 2 or update) of the
+ * connection is acknowledged with encodeWeftStored(n) once it and every earlier one are in
+ * storage. Cumulative and in order, so a burst of updates stored together gets one frame. An
+ * update that is refused (read-only, size limit) or could not be stored ends the acknowledgements
+ * of this connection: the client's change is not saved, and a later count must not say it is.
+ */
+class StoredAcks {
+  private count = 0
+  private stored = 0
+  private sent = 0
+  /** Resolves once every counted update before the newest is stored; stays pending once broken. */
+  private chain: Promise<void> = Promise.resolve()
+  private broken = false
+  private flushQueued = false
+
+  constructor(private readonly connection: Connection) {}
+
+  received(outcome: ApplyOutcome): void {
+    const n = ++this.count
+    if (this.broken) return
+    let durable: Promise<void>
+    if (outcome.kind === 'applied') durable = outcome.durable
+    else if (outcome.kind === 'readOnly' && !outcome.changesDocument) durable = Promise.resolve()
+    else {
+      this.broken = true
+      return
+    }
+    this.chain = this.chain.then(() => durable).then(
+      () => this.storedThrough(n),
+      () => {
+        this.broken = true
+        // Never settles: nothing after an unstored update is acknowledged.
+        return new Promise<void>(() => {})
+      },
+    )
+  }
+
+  private storedThrough(n: number): void {
+    if (this.broken) return
+    this.stored = n
+    if (this.flushQueued) return
+    this.flushQueued = true
+    // Updates stored by one write resolve together: one acknowledgement for all of them.
+    queueMicrotask(() => {
+      this.flushQueued = false
+      if (this.stored > this.sent && this.connection.state === 'open') {
+        this.sent = this.stored
+        this.connection.send(encodeWeftStored(this.sent))
+      }
+    })
   }
 }
