@@ -84,7 +84,8 @@ test('README HTTP error table lists exactly HttpError, with its statuses', () =>
 /** How the README writes a default: the value in code quotes, or a parenthesised word for "not set". */
 function expectedDefault(value: unknown): RegExp {
   if (value === null || (Array.isArray(value) && value.length === 0)) return /^\([^)]+\)$/
-  const text = Array.isArray(value) ? value.join(',') : String(value)
+  // An on/off setting (kind 'switch') is written as the CLI takes it.
+  const text = typeof value === 'boolean' ? (value ? 'on' : 'off') : Array.isArray(value) ? value.join(',') : String(value)
   return new RegExp(`^\`${text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\`$`)
 }
 
