@@ -209,62 +209,48 @@ function writers (): Client[] {
   return clients.filter((c) => c.spec.role === 'writer' && c.synced && !c.closed)
 }
 
-/** Each writer sends `rate` updates a second: a Y.Map key overwritten with the send time (and padding). */
-async function write (ratePerSecond: number, durationMs: number, paddingBytes: number): Promise<number> {
-  const padding = paddingBytes > 0 ? 'x'.repeat(paddingBytes) : undefined
-  const tickMs = Math.max(1, Math.min(10, 1000 / ratePerSecond))
+/**
+ * Calls `send(n)` `ratePerSecond` times a second for `durationMs`, checking every `tickMs`, from a
+ * random offset within the first period (clients start spread out, as independent users would);
+ * resolves with how many it sent, fewer when `stopped` turns true.
+ */
+function paced (ratePerSecond: number, durationMs: number, tickMs: number, stopped: () => boolean, send: (n: number) => void): Promise<number> {
   const total = Math.floor((ratePerSecond * durationMs) / 1000)
-  let sentAll = 0
-  await Promise.all(writers().map((writer) => new Promise<void>((resolve) => {
-    const doc = writer.doc as Y.Doc
-    const lat = doc.getMap('lat')
-    // Writers of different rooms start at spread-out offsets, as independent users would.
+  return new Promise((resolve) => {
     const start = performance.now() + Math.random() * (1000 / ratePerSecond)
     let sent = 0
     const tick = (): void => {
       const due = Math.min(total, Math.floor(((performance.now() - start) * ratePerSecond) / 1000))
-      while (sent < due) {
-        sent++
-        lat.set('t', padding === undefined ? { s: sent, t: wallNow() } : { s: sent, t: wallNow(), p: padding })
-      }
-      if (sent >= total || writer.closed) {
-        sentAll += sent
-        resolve()
-      } else {
-        setTimeout(tick, tickMs)
-      }
+      while (sent < due && !stopped()) send(++sent)
+      if (sent >= total || stopped()) resolve(sent)
+      else setTimeout(tick, tickMs)
     }
     setTimeout(tick, Math.max(0, start - performance.now()))
-  })))
-  return sentAll
+  })
 }
 
-/** Every synced client sends `rate` cursor moves a second, each client at its own offset. */
+/** Each writer sends `rate` updates a second: a Y.Map key overwritten with the send time (and padding). */
+async function write (ratePerSecond: number, durationMs: number, paddingBytes: number): Promise<number> {
+  const padding = paddingBytes > 0 ? 'x'.repeat(paddingBytes) : undefined
+  const tickMs = Math.max(1, Math.min(10, 1000 / ratePerSecond))
+  const sent = await Promise.all(writers().map((writer) => {
+    const lat = (writer.doc as Y.Doc).getMap('lat')
+    return paced(ratePerSecond, durationMs, tickMs, () => writer.closed, (s) => {
+      lat.set('t', padding === undefined ? { s, t: wallNow() } : { s, t: wallNow(), p: padding })
+    })
+  }))
+  return sent.reduce((sum, n) => sum + n, 0)
+}
+
+/** Every synced client sends `rate` cursor moves a second: an awareness update whose state carries the send time. */
 async function cursors (ratePerSecond: number, durationMs: number): Promise<number> {
   const movers = clients.filter((c) => c.synced && !c.closed)
-  const total = Math.floor((ratePerSecond * durationMs) / 1000)
   const tickMs = Math.max(5, Math.min(50, 1000 / ratePerSecond / 2))
-  let sentAll = 0
-  await Promise.all(movers.map((client) => new Promise<void>((resolve) => {
-    const start = performance.now() + Math.random() * (1000 / ratePerSecond)
-    let sent = 0
-    const tick = (): void => {
-      const due = Math.min(total, Math.floor(((performance.now() - start) * ratePerSecond) / 1000) + 1)
-      while (sent < due && !client.closed && client.socket !== null) {
-        sent++
-        client.cursorClock++
-        client.socket.send(client.codec.awareness(client.cursorId, client.cursorClock, JSON.stringify({ cursor: { from: client.cursorId, t: wallNow(), at: sent } })))
-      }
-      if (sent >= total || client.closed) {
-        sentAll += sent
-        resolve()
-      } else {
-        setTimeout(tick, tickMs)
-      }
-    }
-    setTimeout(tick, Math.max(0, start - performance.now()))
+  const sent = await Promise.all(movers.map((client) => paced(ratePerSecond, durationMs, tickMs, () => client.closed || client.socket === null, (at) => {
+    client.cursorClock++
+    client.socket?.send(client.codec.awareness(client.cursorId, client.cursorClock, JSON.stringify({ cursor: { from: client.cursorId, t: wallNow(), at } })))
   })))
-  return sentAll
+  return sent.reduce((sum, n) => sum + n, 0)
 }
 
 /** Short-lived clients: each connects, syncs (or times out after 10 s) and closes. */
