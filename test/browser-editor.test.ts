@@ -385,7 +385,10 @@ describe('demo editor in Chromium', () => {
         await eventually(async () => (await status(alice)).saved && (await status(bob)).saved, 'both editors saved on the other instance')
         const stored = fragmentText(await storedUpdate(other.weft.http, room))
         for (const word of words) assert.ok(typedIn(stored, word), `stored on the remaining instance: ${word}`)
-        assert.ok(json.includes('after two'))
+        // Keys typed while the page re-syncs after the reconnect can land split around the
+        // other's (y-prosemirror maps the selection through the remote change): every key is
+        // there in order, not necessarily side by side.
+        assert.ok(typedIn(textOf(json), 'after two'), textOf(json))
         await alice.page.screenshot({ path: await artifactPath('demo-editor-after-drain.png') })
 
         // Stored, not only held: stop the other instance too (its drain flushes) and read both
