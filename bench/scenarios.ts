@@ -8,6 +8,7 @@ import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { ClientSpec, Reply } from './load-protocol.js'
+import type { Dialect } from './wire.js'
 import { LoadPool } from './load.js'
 import { cpuSeconds, freePort, LOAD_CPU, peakRssMb, rssMb, RssSampler, SERVER_CPU, spawnCommandPinned, stopProcess, waitForPort } from './processes.js'
 import { startTarget, STATEFUL, type RunningTarget, type TargetName } from './targets.js'
@@ -51,6 +52,8 @@ export interface BenchConfig {
   /** memory-over-time: updates over all rooms, and connect/disconnect cycles, in total. */
   memoryUpdates: number
   memoryCycles: number
+  /** Set by `withHocuspocusPath`: weft is driven through its Hocuspocus path instead of y-websocket framing. */
+  weftDialect?: Dialect
 }
 
 function scaled (config: BenchConfig, n: number): number {
@@ -86,7 +89,7 @@ function startOptions (name: TargetName, config: BenchConfig, dataDir: string | 
 async function withTarget<T> (name: TargetName, config: BenchConfig, dataDir: string | null, body: (target: RunningTarget) => Promise<T>): Promise<T> {
   const target = await startTarget(name, startOptions(name, config, dataDir))
   try {
-    return await body(target)
+    return await body(name === 'weft' && config.weftDialect !== undefined ? { ...target, dialect: config.weftDialect } : target)
   } finally {
     await target.stop(15_000, 1_000)
   }
@@ -842,4 +845,20 @@ const memoryOverTime: Scenario = {
   }, false)),
 }
 
-export const SCENARIOS: readonly Scenario[] = [bigRoom, manyRooms, saturation, idle, coldLoad, joins, slowReader, hocuspocusFanout, httpGetScenario, cluster, cursorStormScenario, memoryOverTime]
+/**
+ * Issue 19, both protocols: for weft the scenario runs twice, the second time with every client
+ * speaking the Hocuspocus framing to weft's Hocuspocus path; those figures carry the prefix `hp_`.
+ */
+function withHocuspocusPath (scenario: Scenario): Scenario {
+  return {
+    ...scenario,
+    title: `${scenario.title} (weft also through its Hocuspocus path: hp_)`,
+    run: async (name, config) => {
+      const native = await scenario.run(name, config)
+      if (name !== 'weft') return native
+      return { ...native, ...prefixed('hp_', await scenario.run(name, { ...config, weftDialect: 'hocuspocus' })) }
+    },
+  }
+}
+
+export const SCENARIOS: readonly Scenario[] = [bigRoom, manyRooms, withHocuspocusPath(saturation), idle, coldLoad, withHocuspocusPath(joins), withHocuspocusPath(slowReader), hocuspocusFanout, httpGetScenario, cluster, cursorStormScenario, memoryOverTime]
