@@ -8,7 +8,6 @@ import * as Y from 'yjs'
 import {
   decodeAwarenessUpdate,
   decodeHocuspocusMessage,
-  decodeYMessage,
   encodeAwareness,
   encodeAwarenessUpdate,
   encodeHocuspocusAwareness,
@@ -23,7 +22,7 @@ import { ProtocolError } from '../protocol/index.js'
 import { awarenessLimits, RemoteInstance, RoomAwareness, type AwarenessLimits } from '../server/room-awareness.js'
 import * as awarenessProtocol from 'y-protocols/awareness'
 import { envNumber, randomBytes, rngFor } from './harness/fuzz.js'
-import { destroy, provider, RawClient, synced } from './harness/clients.js'
+import { awarenessEntries, destroy, provider, RawClient, synced } from './harness/clients.js'
 import { metricValue } from './harness/metrics.js'
 import { spawnWeft, startServer, type InProcessServer, type WeftProcess } from './harness/server.js'
 import { signToken } from './harness/tokens.js'
@@ -315,15 +314,6 @@ function p99(values: number[]): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * 0.99))] as number
 }
 
-function yAwareness(frame: Uint8Array): AwarenessEntry[] | null {
-  try {
-    const message = decodeYMessage(frame)
-    return message.kind === 'awareness' ? decodeAwarenessUpdate(message.update) : null
-  } catch {
-    return null
-  }
-}
-
 function hpAwareness(frame: Uint8Array, room: string): AwarenessEntry[] | null {
   try {
     const message = decodeHocuspocusMessage(frame)
@@ -358,7 +348,7 @@ describe('a read-only awareness flood (issue 12, finding 2)', () => {
     const raw = await RawClient.open(`${weft.url}/warm-up?token=${readToken}`)
     raw.send(encodeAwareness(yFrames[0]?.subarray(1) ?? new Uint8Array([0])))
     raw.send(encodeQueryAwareness())
-    await raw.frame((frame) => (yAwareness(frame) ?? []).some((e) => e.clientId === warm.doc.clientID), 'the warm-up answer')
+    await raw.frame((frame) => (awarenessEntries(frame) ?? []).some((e) => e.clientId === warm.doc.clientID), 'the warm-up answer')
     raw.close()
     await raw.waitClosed()
     destroy(warm)
@@ -412,10 +402,10 @@ describe('a read-only awareness flood (issue 12, finding 2)', () => {
       // Answered after every flood frame was read: frames of one socket are handled in order.
       const seen = raw.frames.length
       raw.send(encodeQueryAwareness())
-      const answer = await raw.frame((frame) => raw.frames.indexOf(frame) >= seen && yAwareness(frame) !== null, 'the query answer', 20_000)
+      const answer = await raw.frame((frame) => raw.frames.indexOf(frame) >= seen && awarenessEntries(frame) !== null, 'the query answer', 20_000)
       assert.equal(raw.closeCode, null, 'the flooder is not closed: its entries are ignored')
       return {
-        live: yAwareness(answer) ?? [],
+        live: awarenessEntries(answer) ?? [],
         leave: async () => {
           raw.close()
           await raw.waitClosed()

@@ -6,19 +6,10 @@
  */
 import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
-import { decodeAwarenessUpdate, decodeYMessage, encodeAwareness, encodeAwarenessUpdate, type AwarenessEntry } from '../protocol/index.js'
-import { destroy, provider, RawClient, synced } from './harness/clients.js'
+import { encodeAwareness, encodeAwarenessUpdate } from '../protocol/index.js'
+import { awarenessEntries, destroy, provider, RawClient, synced } from './harness/clients.js'
 import { startServer, type InProcessServer } from './harness/server.js'
 import { until } from './harness/wait.js'
-
-function awarenessEntries(frame: Uint8Array): AwarenessEntry[] | null {
-  try {
-    const message = decodeYMessage(frame)
-    return message.kind === 'awareness' ? decodeAwarenessUpdate(message.update) : null
-  } catch {
-    return null
-  }
-}
 
 function cursorFrame(clientId: number, clock: number, position: number): Uint8Array {
   return encodeAwareness(encodeAwarenessUpdate([{ clientId, clock, state: JSON.stringify({ cursor: position }) }]))

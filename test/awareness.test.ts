@@ -2,29 +2,18 @@ import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
 import type { WebsocketProvider } from 'y-websocket'
 import {
-  decodeAwarenessUpdate,
   decodeYMessage,
   encodeAwareness,
   encodeAwarenessUpdate,
   encodeQueryAwareness,
   type AwarenessEntry,
 } from '../protocol/index.js'
-import { destroy, provider, RawClient, synced } from './harness/clients.js'
+import { awarenessEntries, destroy, provider, RawClient, synced } from './harness/clients.js'
 import { startServer, type InProcessServer } from './harness/server.js'
 import { until } from './harness/wait.js'
 
 // Awareness (presence) through the server: relay, removal on disconnect, ownership of client IDs,
 // query-awareness, and the echo a lone client needs for liveness.
-
-/** The awareness entries of a frame, or null when the frame is not an awareness message. */
-function awarenessEntries(frame: Uint8Array): AwarenessEntry[] | null {
-  try {
-    const message = decodeYMessage(frame)
-    return message.kind === 'awareness' ? decodeAwarenessUpdate(message.update) : null
-  } catch {
-    return null
-  }
-}
 
 function awarenessFrame(entries: AwarenessEntry[]): Uint8Array {
   return encodeAwareness(encodeAwarenessUpdate(entries))

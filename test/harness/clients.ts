@@ -2,7 +2,7 @@ import { HocuspocusProvider, HocuspocusProviderWebsocket } from '@hocuspocus/pro
 import { WebSocket } from 'ws'
 import * as Y from 'yjs'
 import { WebsocketProvider } from 'y-websocket'
-import { decodeHocuspocusMessage, decodeYMessage, encodeHocuspocusClientAuthToken, encodeHocuspocusSyncStep1, encodeSyncStep1 } from '../../protocol/index.js'
+import { decodeAwarenessUpdate, decodeHocuspocusMessage, decodeYMessage, encodeHocuspocusClientAuthToken, encodeHocuspocusSyncStep1, encodeSyncStep1, type AwarenessEntry } from '../../protocol/index.js'
 import { until, withDeadline } from './wait.js'
 
 /**
@@ -214,5 +214,15 @@ export function destroy(...providers: WebsocketProvider[]): void {
   for (const p of providers) {
     p.destroy()
     p.awareness.destroy()
+  }
+}
+
+/** The awareness entries of a y-websocket frame, or null when it is another message (or malformed). */
+export function awarenessEntries(frame: Uint8Array): AwarenessEntry[] | null {
+  try {
+    const message = decodeYMessage(frame)
+    return message.kind === 'awareness' ? decodeAwarenessUpdate(message.update) : null
+  } catch {
+    return null
   }
 }
