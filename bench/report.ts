@@ -48,6 +48,8 @@ const RATIOS: readonly [string, string, string][] = [
   ['hocuspocus-fanout', 'manyRooms_maxMs', 'many rooms: max latency (lower is better for weft)'],
   ['hocuspocus-fanout', 'manyRooms_cpuSeconds', 'many rooms: server CPU seconds (lower is better for weft)'],
   ['hocuspocus-fanout', 'manyRooms_peakRssMb', 'many rooms: peak RSS (lower is better for weft)'],
+  ['rooms', 'rssPerRoomKb', 'RSS per room plus connection (lower is better for weft)'],
+  ['rooms', 'heapPerRoomKb', 'heap per room plus connection (lower is better for weft)'],
   ['cluster', 'p50Ms', 'cross-instance p50 latency (lower is better for weft)'],
   ['cluster', 'p99Ms', 'cross-instance p99 latency (lower is better for weft)'],
   ['cluster', 'redisCallsPerEdit', 'Redis commands per edit, INFO commandstats incl. inside scripts (lower is better for weft)'],

@@ -12,6 +12,7 @@ import type { Dialect } from './wire.js'
 import { LoadPool } from './load.js'
 import { cpuSeconds, freePort, LOAD_CPU, peakRssMb, rssMb, RssSampler, SERVER_CPU, spawnCommandPinned, stopProcess, waitForPort } from './processes.js'
 import { startTarget, STATEFUL, type RunningTarget, type TargetName } from './targets.js'
+import { roomsScenario } from './scenarios-rooms.js'
 
 export interface BenchConfig {
   quick: boolean
@@ -56,7 +57,7 @@ export interface BenchConfig {
   weftDialect?: Dialect
 }
 
-function scaled (config: BenchConfig, n: number): number {
+export function scaled (config: BenchConfig, n: number): number {
   return Math.max(3, Math.round(n * config.scale))
 }
 
@@ -80,9 +81,9 @@ function percentile (sorted: number[], p: number): number | null {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] as number
 }
 
-const round = (n: number, digits = 1): number => Number(n.toFixed(digits))
+export const round = (n: number, digits = 1): number => Number(n.toFixed(digits))
 
-function startOptions (name: TargetName, config: BenchConfig, dataDir: string | null): Parameters<typeof startTarget>[1] {
+export function startOptions (name: TargetName, config: BenchConfig, dataDir: string | null): Parameters<typeof startTarget>[1] {
   return { dataDir, ...(name === 'weft' ? { nodeFlags: config.weftNodeFlags, keepWeftLimits: config.keepWeftLimits } : {}) }
 }
 
@@ -95,7 +96,7 @@ async function withTarget<T> (name: TargetName, config: BenchConfig, dataDir: st
   }
 }
 
-async function withPool<T> (workers: number, body: (pool: LoadPool) => Promise<T>, timerProcess = false): Promise<T> {
+export async function withPool<T> (workers: number, body: (pool: LoadPool) => Promise<T>, timerProcess = false): Promise<T> {
   const pool = new LoadPool(workers, timerProcess)
   try {
     return await body(pool)
@@ -177,7 +178,7 @@ async function live (target: RunningTarget, pool: LoadPool, rate: number, second
   }
 }
 
-function connectFailure (what: string, synced: number, wanted: number): Error {
+export function connectFailure (what: string, synced: number, wanted: number): Error {
   return new Error(`${what}: ${synced} of ${wanted} clients synced`)
 }
 
@@ -849,7 +850,7 @@ const memoryOverTime: Scenario = {
  * Issue 19, both protocols: for weft the scenario runs twice, the second time with every client
  * speaking the Hocuspocus framing to weft's Hocuspocus path; those figures carry the prefix `hp_`.
  */
-function withHocuspocusPath (scenario: Scenario): Scenario {
+export function withHocuspocusPath (scenario: Scenario): Scenario {
   return {
     ...scenario,
     title: `${scenario.title} (weft also through its Hocuspocus path: hp_)`,
@@ -861,4 +862,4 @@ function withHocuspocusPath (scenario: Scenario): Scenario {
   }
 }
 
-export const SCENARIOS: readonly Scenario[] = [bigRoom, manyRooms, withHocuspocusPath(saturation), idle, coldLoad, withHocuspocusPath(joins), withHocuspocusPath(slowReader), hocuspocusFanout, httpGetScenario, cluster, cursorStormScenario, memoryOverTime]
+export const SCENARIOS: readonly Scenario[] = [bigRoom, manyRooms, withHocuspocusPath(saturation), idle, coldLoad, withHocuspocusPath(joins), withHocuspocusPath(slowReader), hocuspocusFanout, httpGetScenario, cluster, cursorStormScenario, memoryOverTime, roomsScenario]

@@ -1,0 +1,123 @@
+/**
+ * Scenario 16, rooms (issue 19): many rooms with one connection each, and what each room plus
+ * its connection costs the server in memory.
+ */
+import { existsSync, readFileSync, rmSync } from 'node:fs'
+import { pathToFileURL } from 'node:url'
+import type { ClientSpec } from './load-protocol.js'
+import { memoryProbeFile } from './memory-probe.js'
+import { peakRssMb, rssMb } from './processes.js'
+import { connectFailure, round, scaled, startOptions, withHocuspocusPath, withPool, type BenchConfig, type Metrics, type Scenario } from './scenarios.js'
+import { startTarget, type RunningTarget, type TargetName } from './targets.js'
+
+/** Clients per load process: each socket is a file, and a process may open 20,000. */
+const CLIENTS_PER_LOAD_PROCESS = 2_500
+
+/** Rooms opened (and left open) before the baseline, so compiled code and singletons are not counted. */
+const WARM_UP_ROOMS = 20
+
+const PROBE = pathToFileURL(new URL('./memory-probe.js', import.meta.url).pathname).href
+
+interface ProbeReading {
+  rss: number
+  heapUsed: number
+  external: number
+  collected: boolean
+}
+
+/** Asks the probe in `target` for a full collection and its memory figures afterwards. */
+async function probe (target: RunningTarget): Promise<ProbeReading> {
+  const file = memoryProbeFile(target.pid)
+  rmSync(file, { force: true })
+  process.kill(target.pid, 'SIGUSR2')
+  const until = performance.now() + 30_000
+  while (performance.now() < until) {
+    await new Promise((resolve) => setTimeout(resolve, 50))
+    if (!existsSync(file)) continue
+    try {
+      const reading = JSON.parse(readFileSync(file, 'utf8')) as ProbeReading
+      rmSync(file, { force: true })
+      return reading
+    } catch {
+      // Read while being written: try again.
+    }
+  }
+  throw new Error(`${target.name}: the memory probe did not answer`)
+}
+
+/**
+ * Every target runs with the probe (`--expose-gc --import bench/memory-probe.js`); weft with its
+ * per-address room quota and loaded-room cap lifted (all load comes from 16 loopback addresses),
+ * through the environment, which the peers ignore.
+ */
+async function startWithProbe (name: TargetName, config: BenchConfig): Promise<RunningTarget> {
+  const options = startOptions(name, config, null)
+  const lifted: Record<string, string> = { WEFT_MAX_ROOMS_PER_IP: '1000000', WEFT_MAX_LOADED_ROOMS: '1000000' }
+  const saved = Object.fromEntries(Object.keys(lifted).map((key) => [key, process.env[key]]))
+  Object.assign(process.env, lifted)
+  try {
+    return await startTarget(name, { ...options, nodeFlags: [...(options.nodeFlags ?? []), '--expose-gc', '--import', PROBE] })
+  } finally {
+    for (const [key, value] of Object.entries(saved)) {
+      if (value === undefined) delete process.env[key]
+      else process.env[key] = value
+    }
+  }
+}
+
+const kbPer = (bytes: number, count: number): number => round(bytes / 1024 / count, 2)
+
+/**
+ * 10,000 rooms (quick: 5,000), one light client each (y-websocket sync, no awareness), spread over
+ * load processes of 2,500 clients. Memory is read through the probe after full collections, once
+ * before the clients connect and once 3 s after the last synced (weft's sync-reply caches last
+ * 2 s): RSS and heap per room plus connection.
+ */
+const rooms: Scenario = {
+  id: 16,
+  name: 'rooms',
+  title: 'Rooms: 10,000 rooms with one connection each; memory per room plus connection after a full GC',
+  applies: () => true,
+  run: async (name, config) => {
+    const count = scaled(config, config.quick ? 5_000 : 10_000)
+    const started = await startWithProbe(name, config)
+    const target: RunningTarget = name === 'weft' && config.weftDialect !== undefined ? { ...started, dialect: config.weftDialect } : started
+    try {
+      return await withPool(Math.max(1, Math.ceil(count / CLIENTS_PER_LOAD_PROCESS)), async (pool) => {
+        const warmUp: ClientSpec[] = Array.from({ length: WARM_UP_ROOMS }, (_, i) => ({ room: `warm-up-${i}`, role: 'light' }))
+        const warmed = await pool.connect(target, warmUp, { concurrency: 0, timeoutMs: 30_000 })
+        if (warmed.synced < warmUp.length) throw connectFailure('rooms warm-up', warmed.synced, warmUp.length)
+        await new Promise((resolve) => setTimeout(resolve, 3_000))
+        const before = await probe(target)
+        const specs: ClientSpec[] = Array.from({ length: count }, (_, i) => ({ room: `room-${i}`, role: 'light' }))
+        const connectStarted = performance.now()
+        const connected = await pool.connect(target, specs, { concurrency: 400, timeoutMs: 180_000 })
+        const connectSeconds = (performance.now() - connectStarted) / 1000
+        if (connected.synced < count) throw connectFailure('rooms', connected.synced, count)
+        await new Promise((resolve) => setTimeout(resolve, 3_000))
+        // Before the probe collects: what the process holds as it runs.
+        const rssBeforeGc = rssMb(target.pid) * 1024 * 1024
+        const after = await probe(target)
+        const stats = await pool.stats()
+        const metrics: Metrics = {
+          rooms: count,
+          connected: connected.synced - stats.closed,
+          connectSeconds: round(connectSeconds, 1),
+          baselineRssMb: round(before.rss / 1024 / 1024),
+          rssMb: round(after.rss / 1024 / 1024),
+          rssPerRoomKb: kbPer(after.rss - before.rss, count),
+          rssPerRoomNoGcKb: kbPer(rssBeforeGc - before.rss, count),
+          heapPerRoomKb: kbPer(after.heapUsed - before.heapUsed, count),
+          externalPerRoomKb: kbPer(after.external - before.external, count),
+          peakRssMb: round(peakRssMb(target.pid)),
+        }
+        if (!after.collected) metrics.note = 'no --expose-gc: figures without a forced collection'
+        return metrics
+      })
+    } finally {
+      await started.stop(15_000, 1_000)
+    }
+  },
+}
+
+export const roomsScenario: Scenario = withHocuspocusPath(rooms)
