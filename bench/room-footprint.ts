@@ -9,7 +9,7 @@
  * garbage collections and reads `process.memoryUsage()`; with snapshots (the default) it also
  * takes a V8 heap snapshot each time and prints the difference by object kind (constructor
  * name, closure name, or V8's own category): count and bytes per room plus connection, largest
- * first (--by-retainer: also by the kind of object holding each one, "Map < RoomAwareness").
+ * first (--by-retainer: also by the kinds of the objects holding each one, "Map < RoomAwareness < Room").
  */
 import { execFileSync } from 'node:child_process'
 import { getHeapSnapshot, setFlagsFromString } from 'node:v8'
@@ -96,8 +96,8 @@ async function heapKinds(byRetainer = false): Promise<Map<string, KindTotals>> {
     }
     frontier = next
   }
-  // With byRetainer: every object or closure also names the kind of the first object or closure
-  // found holding it (in node order), e.g. "Map < RoomAwareness".
+  // With byRetainer: every object or closure also names the kinds of the first object or closure
+  // found holding it (in node order) and of the one holding that, e.g. "Map < RoomAwareness < Room".
   const retainer = new Int32Array(byRetainer ? count : 0).fill(-1)
   if (byRetainer) {
     for (let n = 0; n < count; n++) {
@@ -116,7 +116,8 @@ async function heapKinds(byRetainer = false): Promise<Map<string, KindTotals>> {
     const by = owner[n] as number
     const at = by === -1 ? n : by
     const held = byRetainer && by !== -1 ? (retainer[by] as number) : -1
-    const kind = held === -1 ? label(at) : `${label(at)} < ${label(held)}`
+    const grand = held === -1 ? -1 : (retainer[held] as number)
+    const kind = held === -1 ? label(at) : `${label(at)} < ${label(held)}${grand === -1 ? '' : ` < ${label(grand)}`}`
     const bytes = nodes[n * width + sizeAt] as number
     const totals = kinds.get(kind)
     const objects = by === n ? 1 : 0

@@ -94,10 +94,13 @@ export interface AwarenessApplied {
  * a departed client stays in memory (finding 2).
  */
 export class RoomAwareness {
-  private readonly live = new Map<number, LivePresence>()
+  // Created on first use: most rooms of a server are open in one tab with nobody else (issue 19:
+  // 10,000 rooms with one connection each), and an empty Map costs about 200 bytes.
+  private live: Map<number, LivePresence> | null = null
   /** In insertion order, which is expiry order (every reservation lasts reclaimMs). */
-  private readonly departed = new Map<number, Departed>()
-  private readonly owned = new Map<object, Set<number>>()
+  private departed: Map<number, Departed> | null = null
+  /** The client IDs of each owner: one number (a stock client has one), a Set when it has more. */
+  private owned: Map<object, number | Set<number>> | null = null
   private liveBytes = 0
 
   constructor(
@@ -127,7 +130,7 @@ export class RoomAwareness {
       // Several entries for one ID in a message go out as one, so each must win over the last.
       const prior = accepted.get(clientId)
       if (prior !== undefined && !(prior.clock < clock || (prior.clock === clock && removal && prior.state !== 'null'))) continue
-      const current = this.live.get(clientId)
+      const current = this.live?.get(clientId)
       if (current !== undefined && current.owner === owner) {
         const newer = current.clock < clock || (current.clock === clock && removal)
         if (!newer) continue
@@ -174,12 +177,12 @@ export class RoomAwareness {
         // Older than what the room last saw of this client: y-protocols would ignore it too.
         if (clock < reservation.clock) continue
       }
-      const mine = this.owned.get(owner)
-      if (!remote && mine !== undefined && mine.size >= this.limits.maxClientsPerConnection) {
+      const mine = this.owned?.get(owner)
+      if (!remote && mine !== undefined && (typeof mine === 'number' ? 1 : mine.size) >= this.limits.maxClientsPerConnection) {
         refuse('connection-clients')
         continue
       }
-      if (this.live.size - (displaced === undefined ? 0 : 1) >= this.limits.maxRoomEntries) {
+      if (this.size - (displaced === undefined ? 0 : 1) >= this.limits.maxRoomEntries) {
         refuse('room-entries')
         continue
       }
@@ -188,11 +191,10 @@ export class RoomAwareness {
         continue
       }
       if (displaced !== undefined) this.unlink(clientId, displaced)
-      this.departed.delete(clientId)
-      this.live.set(clientId, { clock, state, owner, identity: who, updatedAt: now })
+      this.departed?.delete(clientId)
+      ;(this.live ??= new Map()).set(clientId, { clock, state, owner, identity: who, updatedAt: now })
       this.liveBytes += state.length
-      if (mine === undefined) this.owned.set(owner, new Set([clientId]))
-      else mine.add(clientId)
+      this.own(owner, mine, clientId)
       accepted.set(clientId, { clientId, clock, state, identity: who })
     }
     return { accepted: [...accepted.values()], refused }
@@ -204,55 +206,68 @@ export class RoomAwareness {
   }
 
   private reservation(clientId: number, now: number): Departed | undefined {
-    const departed = this.departed.get(clientId)
+    const departed = this.departed?.get(clientId)
     if (departed === undefined || departed.until > now) return departed
-    this.departed.delete(clientId)
+    this.departed?.delete(clientId)
     return undefined
   }
 
+  /** Records `clientId` as `owner`'s; `mine` is what `owned` held for it. */
+  private own(owner: object, mine: number | Set<number> | undefined, clientId: number): void {
+    const owned = (this.owned ??= new Map())
+    if (mine === undefined) owned.set(owner, clientId)
+    else if (typeof mine === 'number') owned.set(owner, new Set([mine, clientId]))
+    else mine.add(clientId)
+  }
+
   private unlink(clientId: number, presence: LivePresence): void {
-    this.live.delete(clientId)
+    this.live?.delete(clientId)
     this.liveBytes -= presence.state.length
-    const mine = this.owned.get(presence.owner)
-    mine?.delete(clientId)
-    if (mine?.size === 0) this.owned.delete(presence.owner)
+    const mine = this.owned?.get(presence.owner)
+    if (mine === clientId) this.owned?.delete(presence.owner)
+    else if (typeof mine === 'object') {
+      mine.delete(clientId)
+      if (mine.size === 0) this.owned?.delete(presence.owner)
+    }
   }
 
   /** Drops a live state; keeps a reservation for its owner's identity within the bounds. */
   private depart(clientId: number, presence: LivePresence, now: number): void {
     this.unlink(clientId, presence)
-    this.departed.delete(clientId)
+    this.departed?.delete(clientId)
     if (this.limits.reclaimMs <= 0) return
-    for (const [id, departed] of this.departed) {
+    const departures = (this.departed ??= new Map())
+    for (const [id, departed] of departures) {
       // Oldest first: expired ones, then whatever exceeds the bound (an ID reserved for the
       // shortest remaining time goes first).
-      if (departed.until > now && this.departed.size < this.limits.maxRoomEntries) break
-      this.departed.delete(id)
+      if (departed.until > now && departures.size < this.limits.maxRoomEntries) break
+      departures.delete(id)
     }
-    this.departed.set(clientId, { clock: presence.clock, identity: presence.identity, until: now + this.limits.reclaimMs })
+    departures.set(clientId, { clock: presence.clock, identity: presence.identity, until: now + this.limits.reclaimMs })
   }
 
   /** Removes every state `owner` introduced (its connection closed); returns the removals to relay. */
   removeOwner(owner: object): RelayAwarenessEntry[] {
-    const mine = this.owned.get(owner)
+    const mine = this.owned?.get(owner)
     if (mine === undefined) return []
     const now = this.now()
     const removed: RelayAwarenessEntry[] = []
-    for (const clientId of [...mine]) {
-      const presence = this.live.get(clientId)
+    for (const clientId of typeof mine === 'number' ? [mine] : [...mine]) {
+      const presence = this.live?.get(clientId)
       if (presence === undefined) continue
       // Same clock as the last state, as y-protocols does: clients apply a removal at an equal
       // clock, and a client that reconnects with its old clock is not shut out for a renewal.
       removed.push({ clientId, clock: presence.clock, state: 'null', identity: presence.identity })
       this.depart(clientId, presence, now)
     }
-    this.owned.delete(owner)
+    this.owned?.delete(owner)
     return removed
   }
 
   /** Every live state (or those whose owner passes `ownedBy`), for a newcomer or a query-awareness answer. */
   liveEntries(ownedBy?: (owner: object) => boolean): RelayAwarenessEntry[] {
     const out: RelayAwarenessEntry[] = []
+    if (this.live === null) return out
     for (const [clientId, presence] of this.live) {
       if (ownedBy !== undefined && !ownedBy(presence.owner)) continue
       out.push({ clientId, clock: presence.clock, state: presence.state, identity: presence.identity })
@@ -262,7 +277,7 @@ export class RoomAwareness {
 
   /** Live states. */
   get size(): number {
-    return this.live.size
+    return this.live?.size ?? 0
   }
 
   /** Characters of the live states' JSON text. */
@@ -272,6 +287,6 @@ export class RoomAwareness {
 
   /** Departed client IDs still reserved (expired ones may linger until the next departure). */
   get reservedCount(): number {
-    return this.departed.size
+    return this.departed?.size ?? 0
   }
 }

@@ -16,6 +16,14 @@ interface Arrival {
   source: 'local' | 'cluster'
 }
 
+/** Where a room's broadcasts report (the RoomRegistry, read at call time: the server sets its hooks after rooms exist). */
+export interface BroadcastSink {
+  /** Called with the number of updates each merged broadcast carried (for metrics). */
+  onBatched(updates: number): void
+  /** One delivery sample per protocol per broadcast (for metrics). */
+  onDelivered: DeliverySink
+}
+
 /** Pending broadcasts from more than one sender: every member receives them. */
 const MIXED_SENDERS = Symbol('mixed senders')
 
@@ -35,8 +43,8 @@ export class RoomBroadcast {
   /** Whether the pending updates all came from the cluster (the delivery sample's `source`). */
   private pendingFromCluster = false
   private flushScheduled = false
-  /** Awareness entries not sent yet, the newest per client ID (a later change replaces an earlier one). */
-  private pendingAwareness = new Map<number, AwarenessEntry>()
+  /** Awareness entries not sent yet, the newest per client ID (a later change replaces an earlier one); null: none. */
+  private pendingAwareness: Map<number, AwarenessEntry> | null = null
   private awarenessScheduled = false
   private awarenessTimer: NodeJS.Timeout | null = null
   private closed = false
@@ -45,10 +53,8 @@ export class RoomBroadcast {
     private readonly room: string,
     private readonly members: ReadonlySet<RoomMember>,
     private readonly log: Logger,
-    /** Called with the number of updates each merged broadcast carried (for metrics). */
-    private readonly onBatched: (updates: number) => void,
-    /** One delivery sample per protocol per broadcast (for metrics). */
-    private readonly onDelivered: DeliverySink,
+    /** Hears of merged broadcasts and deliveries (shared by every room: no closures per room). */
+    private readonly sink: BroadcastSink,
     /**
      * How long awareness changes are gathered before they go out merged (--awareness-flush-ms).
      * A crowd moving cursors otherwise costs one frame per change per member: 500 members at
@@ -68,7 +74,7 @@ export class RoomBroadcast {
     this.pending.push(update)
     if (!this.flushScheduled) {
       this.flushScheduled = true
-      queueMicrotask(this.flush)
+      queueMicrotask(() => this.flush())
     }
   }
 
@@ -77,7 +83,7 @@ export class RoomBroadcast {
    * members contributed, each receives the whole merge, its own part included (applying a known
    * update is a no-op for Yjs, and the reference server echoes every update to its sender too).
    */
-  readonly flush = (): void => {
+  flush(): void {
     this.flushScheduled = false
     const pending = this.pending
     if (pending.length === 0) return
@@ -103,7 +109,7 @@ export class RoomBroadcast {
         continue
       }
       this.send(merged, sender, timing)
-      this.onBatched(batch.length)
+      this.sink.onBatched(batch.length)
     }
   }
 
@@ -114,23 +120,25 @@ export class RoomBroadcast {
    */
   awareness(entries: readonly AwarenessEntry[]): void {
     if (this.closed) return
+    const pending = (this.pendingAwareness ??= new Map())
     for (const entry of entries) {
-      const held = this.pendingAwareness.get(entry.clientId)
-      if (held === undefined || supersedes(entry, held)) this.pendingAwareness.set(entry.clientId, entry)
+      const held = pending.get(entry.clientId)
+      if (held === undefined || supersedes(entry, held)) pending.set(entry.clientId, entry)
     }
     if (this.awarenessScheduled) return
     this.awarenessScheduled = true
-    if (this.awarenessFlushMs > 0) this.awarenessTimer = setTimeout(this.flushAwareness, this.awarenessFlushMs)
-    else queueMicrotask(this.flushAwareness)
+    if (this.awarenessFlushMs > 0) this.awarenessTimer = setTimeout(() => this.flushAwareness(), this.awarenessFlushMs)
+    else queueMicrotask(() => this.flushAwareness())
   }
 
   /** Sends the gathered awareness entries. */
-  readonly flushAwareness = (): void => {
+  flushAwareness(): void {
     this.awarenessScheduled = false
     this.awarenessTimer = null
-    if (this.closed || this.pendingAwareness.size === 0) return
-    const entries = [...this.pendingAwareness.values()]
-    this.pendingAwareness = new Map()
+    const pending = this.pendingAwareness
+    if (this.closed || pending === null || pending.size === 0) return
+    const entries = [...pending.values()]
+    this.pendingAwareness = null
     // Pending updates first: a cursor must not arrive before the text it points into.
     this.flush()
     const frames = new FrameCache((format) => format.awareness(this.room, entries))
@@ -141,7 +149,7 @@ export class RoomBroadcast {
   close(): void {
     this.closed = true
     this.pending = []
-    this.pendingAwareness = new Map()
+    this.pendingAwareness = null
     if (this.awarenessTimer !== null) clearTimeout(this.awarenessTimer)
     this.awarenessTimer = null
   }
@@ -164,8 +172,8 @@ export class RoomBroadcast {
     }
     if (!(arrival.at >= 0) || (!yWebsocket && !hocuspocus)) return
     const now = performance.now()
-    if (yWebsocket) this.onDelivered('y-websocket', arrival.source, now - arrival.at, now)
-    if (hocuspocus) this.onDelivered('hocuspocus', arrival.source, now - arrival.at, now)
+    if (yWebsocket) this.sink.onDelivered('y-websocket', arrival.source, now - arrival.at, now)
+    if (hocuspocus) this.sink.onDelivered('hocuspocus', arrival.source, now - arrival.at, now)
   }
 }
 

@@ -77,8 +77,22 @@ const TOO_LARGE: ApplyOutcome = Object.freeze({ kind: 'tooLarge' })
  */
 // A fixed guid: Yjs would otherwise draw a random UUID per document (31 getRandomValues calls),
 // which made loading a burst of rooms the main cost of a room flood (issue 12, finding 8).
+// One gcFilter for every room instead of Yjs's default closure per document. And no `load` and
+// `sync` listeners: Y.Doc registers three (with two sets, their closures and the promises
+// whenLoaded and whenSynced resolve through) for a provider to emit those events, and no
+// provider ever emits them on a server's document; they were about 1 KB of every loaded room
+// (issue 19, 10,000 rooms with one connection each). whenLoaded and whenSynced stay pending, as
+// they always did here.
 function newRoomDoc(): Y.Doc {
-  return new Y.Doc({ gc: true, guid: 'weft-room' })
+  const doc = new Y.Doc({ gc: true, guid: 'weft-room', gcFilter: collectEverything })
+  const observers = (doc as unknown as { _observers?: Map<string, unknown> })._observers
+  observers?.delete('load')
+  observers?.delete('sync')
+  return doc
+}
+
+function collectEverything(): boolean {
+  return true
 }
 
 export class Room {
@@ -99,7 +113,8 @@ export class Room {
   readonly loaded: Promise<void>
   /** Whether the cluster relays this room (joined after the local load). */
   private relayed = false
-  private readonly remoteOwners = new Map<string, RemoteInstance>()
+  /** The other instances whose clients have awareness states here (with --redis; created on first use). */
+  private remoteOwners: Map<string, RemoteInstance> | null = null
   private readonly broadcast: RoomBroadcast
   /** Updates committed since load, local and from the cluster (the status page's per-room rate). */
   updatesCommitted = 0
@@ -118,7 +133,7 @@ export class Room {
     private readonly log: Logger,
   ) {
     this.awareness = new RoomAwareness(registry.awarenessLimits)
-    this.broadcast = new RoomBroadcast(name, this.members, log, (updates) => registry.onBatched(updates), (protocol, source, ms, now) => registry.onDelivered(protocol, source, ms, now), registry.awarenessFlushMs)
+    this.broadcast = new RoomBroadcast(name, this.members, log, registry, registry.awarenessFlushMs)
     this.loaded = this.load()
     // Never an unhandled rejection: members await `loaded` and handle the failure themselves.
     this.loaded.catch(() => {})
@@ -218,7 +233,7 @@ export class Room {
     if (relay !== null) {
       await this.registry.leaving(this.name)
       try {
-        const shared = await relay.joinRoom(this.name, stored, this.relayHandlers)
+        const shared = await relay.joinRoom(this.name, stored, this.relayHandlers())
         this.relayed = true
         // What the cluster has and this instance lacked: stored here too, relayed to nobody.
         if (shared !== null) this.applyFromCluster(shared)
@@ -331,7 +346,8 @@ export class Room {
     this.updatesCommitted++
     // Durability first: the write is scheduled before anyone hears of the update.
     const write = this.writer.write(this.name, update)
-    write.then(this.writeStored, this.writeFailed)
+    const [stored, failed] = (this.writeHandlers ??= [() => this.writeStored(), (err: unknown) => this.writeFailed(err)])
+    write.then(stored, failed)
     const origin = source === APPLICATION_EDIT ? null : source.origin
     if (this.relayed && origin?.kind !== 'cluster') this.registry.relay?.publishUpdate(this.name, update)
     this.broadcast.update(update, source === APPLICATION_EDIT ? null : source.member, arrivedAt, origin?.kind === 'cluster')
@@ -339,7 +355,10 @@ export class Room {
     return write
   }
 
-  private readonly writeStored = (): void => {
+  /** The two callbacks of every write, made at the room's first write (most rooms are only read). */
+  private writeHandlers: [() => void, (err: unknown) => void] | null = null
+
+  private writeStored(): void {
     if (this.storedQueued) return
     this.storedQueued = true
     queueMicrotask(() => {
@@ -348,7 +367,7 @@ export class Room {
     })
   }
 
-  private readonly writeFailed = (err: unknown): void => {
+  private writeFailed(err: unknown): void {
     this.log.error({ room: this.name, err }, 'update could not be stored')
   }
 
@@ -402,31 +421,35 @@ export class Room {
   }
 
   private remoteOwner(instanceId: string): RemoteInstance {
-    let owner = this.remoteOwners.get(instanceId)
+    const owners = (this.remoteOwners ??= new Map())
+    let owner = owners.get(instanceId)
     if (owner === undefined) {
       owner = new RemoteInstance(instanceId)
-      this.remoteOwners.set(instanceId, owner)
+      owners.set(instanceId, owner)
     }
     return owner
   }
 
-  private readonly relayHandlers: RelayRoomHandlers = {
-    onUpdate: (update, publishedAt) => this.applyFromCluster(update, publishedAt),
-    onAwareness: (entries, instanceId) => {
-      // Each entry carries its owner's identity as the other instance relayed it.
-      const { accepted, refused } = this.awareness.apply(entries, this.remoteOwner(instanceId))
-      this.countRefusals(refused)
-      if (accepted.length > 0) this.broadcast.awareness(accepted)
-    },
-    onInstanceGone: (instanceId) => {
-      const owner = this.remoteOwners.get(instanceId)
-      if (owner === undefined) return
-      this.remoteOwners.delete(instanceId)
-      const removed = this.awareness.removeOwner(owner)
-      if (removed.length > 0) this.broadcast.awareness(removed)
-    },
-    localAwareness: () => this.awareness.liveEntries((owner) => !(owner instanceof RemoteInstance)),
-    localState: () => Y.encodeStateAsUpdate(this.doc),
+  /** What the cluster calls for this room; made when the room joins the cluster (only with --redis). */
+  private relayHandlers(): RelayRoomHandlers {
+    return {
+      onUpdate: (update, publishedAt) => this.applyFromCluster(update, publishedAt),
+      onAwareness: (entries, instanceId) => {
+        // Each entry carries its owner's identity as the other instance relayed it.
+        const { accepted, refused } = this.awareness.apply(entries, this.remoteOwner(instanceId))
+        this.countRefusals(refused)
+        if (accepted.length > 0) this.broadcast.awareness(accepted)
+      },
+      onInstanceGone: (instanceId) => {
+        const owner = this.remoteOwners?.get(instanceId)
+        if (owner === undefined) return
+        this.remoteOwners?.delete(instanceId)
+        const removed = this.awareness.removeOwner(owner)
+        if (removed.length > 0) this.broadcast.awareness(removed)
+      },
+      localAwareness: () => this.awareness.liveEntries((owner) => !(owner instanceof RemoteInstance)),
+      localState: () => Y.encodeStateAsUpdate(this.doc),
+    }
   }
 
   /**
