@@ -4,7 +4,7 @@ import type { AwarenessEntry } from '../protocol/index.js'
 import type { AdmissionTicket } from './admission.js'
 import { CloseCode } from './codes.js'
 import { SendQueue } from './send-queue.js'
-import { TokenBucket, systemClock, type Clock } from './token-bucket.js'
+import { systemClock, type Clock } from './token-bucket.js'
 import type { SharedFrames, WireFormat } from './wire-format.js'
 import type { FrameCompression } from './frame-compression.js'
 import { takesSharedDeflate } from './negotiated-deflate.js'
@@ -70,14 +70,25 @@ const BINARY = Object.freeze({ binary: true, compress: false })
 
 let nextConnectionId = 1
 
+/** The connection a `ws` socket belongs to: its listeners are shared by every connection. */
+const CONNECTION = Symbol('weft connection')
+
+type OwnedSocket = WebSocket & { [CONNECTION]?: Connection }
+
+/** Milliseconds until a budget in debt by `-tokens` is back at zero, refilled at `ratePerSecond`. */
+function debtMs(tokens: number, ratePerSecond: number): number {
+  return tokens >= 0 ? 0 : Math.ceil((-tokens * 1000) / ratePerSecond)
+}
+
 /**
  * The protocol-independent part of one client socket: a bounded send queue, inbound rate limits
  * that pause the socket (TCP pushes back on the sender; nothing is dropped), liveness for
  * heartbeats, and closing once with a code. Protocol sessions (y-websocket, Hocuspocus) sit on top.
  *
- * Idle connections are most of what a server holds, so one is kept small: two closures (the `ws`
- * message and close listeners), limits and events shared by every connection, liveness read from
- * the socket's byte count instead of listeners, and a send queue only once the reader falls behind.
+ * Idle connections are most of what a server holds, so one is kept small: `ws` listeners shared
+ * by every connection (the socket carries its connection under a symbol), limits and events
+ * shared likewise, the two inbound budgets as three numbers, liveness read from the socket's byte
+ * count instead of listeners, and a send queue only once the reader falls behind.
  */
 export class Connection {
   readonly id = nextConnectionId++
@@ -89,8 +100,14 @@ export class Connection {
   private bytesReadAtTick = -1
   /** Created when the socket's buffer first reaches the soft mark; until then frames go straight to `ws`. */
   private queue: SendQueue | null = null
-  private readonly messageBucket: TokenBucket
-  private readonly byteBucket: TokenBucket
+  /**
+   * Inbound budgets, token buckets that may go into debt (a frame that arrived is never refused;
+   * the socket pauses until the debt is paid): messages (burst twice the rate) and bytes (burst the
+   * larger of the rate and one largest frame), both refilled at `tokensAt` (clock ms).
+   */
+  private messageTokens: number
+  private byteTokens: number
+  private tokensAt: number
   private resumeTimer: NodeJS.Timeout | null = null
   /** Frames ws delivered after the socket was paused; handled in order when the limit allows. */
   private backlog: Buffer[] | null = null
@@ -112,10 +129,12 @@ export class Connection {
     private readonly events: ConnectionEvents = {},
     private readonly clock: Clock = systemClock,
   ) {
-    this.messageBucket = new TokenBucket(limits.inboundMessagesPerSecond, limits.inboundMessagesPerSecond * 2, clock)
-    this.byteBucket = new TokenBucket(limits.inboundBytesPerSecond, Math.max(limits.inboundBytesPerSecond, limits.maxMessageBytes), clock)
-    socket.on('message', (data: Buffer, isBinary: boolean) => this.receive(data, isBinary))
-    socket.on('close', (code: number) => this.onSocketClose(code))
+    this.messageTokens = limits.inboundMessagesPerSecond * 2
+    this.byteTokens = Math.max(limits.inboundBytesPerSecond, limits.maxMessageBytes)
+    this.tokensAt = clock.now()
+    ;(socket as OwnedSocket)[CONNECTION] = this
+    socket.on('message', Connection.onMessage)
+    socket.on('close', Connection.onClose)
     socket.on('error', ignoreSocketError)
     this.deflate = limits.compression != null && takesSharedDeflate(socket) ? limits.compression : null
   }
@@ -152,6 +171,32 @@ export class Connection {
     this.session = session
   }
 
+  /** The `message` listener of every socket (`this` is the socket). */
+  private static onMessage(this: OwnedSocket, data: Buffer, isBinary: boolean): void {
+    this[CONNECTION]?.receive(data, isBinary)
+  }
+
+  /** The `close` listener of every socket. */
+  private static onClose(this: OwnedSocket, code: number): void {
+    this[CONNECTION]?.onSocketClose(code)
+  }
+
+  /** Adds what the time since the last refill earned to both budgets, up to their bursts. */
+  private refill(): void {
+    const now = this.clock.now()
+    const elapsed = now - this.tokensAt
+    this.tokensAt = now
+    if (elapsed <= 0) return
+    const { inboundMessagesPerSecond, inboundBytesPerSecond, maxMessageBytes } = this.limits
+    this.messageTokens = Math.min(inboundMessagesPerSecond * 2, this.messageTokens + (elapsed * inboundMessagesPerSecond) / 1000)
+    this.byteTokens = Math.min(Math.max(inboundBytesPerSecond, maxMessageBytes), this.byteTokens + (elapsed * inboundBytesPerSecond) / 1000)
+  }
+
+  /** Milliseconds until neither budget is in debt (0: neither is). */
+  private debtMs(): number {
+    return Math.max(debtMs(this.messageTokens, this.limits.inboundMessagesPerSecond), debtMs(this.byteTokens, this.limits.inboundBytesPerSecond))
+  }
+
   private onSocketClose(code: number): void {
     this.stateValue = 'closed'
     this.queue?.close()
@@ -184,7 +229,10 @@ export class Connection {
   private charge(data: Buffer): void {
     // Charge first, then handle: the frame is here and is never dropped. When a bucket is in debt
     // the socket stops being read until it is paid off, so TCP slows the sender down.
-    const wait = Math.max(this.messageBucket.take(1), this.byteBucket.take(data.length))
+    this.refill()
+    this.messageTokens -= 1
+    this.byteTokens -= data.length
+    const wait = this.debtMs()
     if (wait > 0 && this.resumeTimer === null) {
       if (!this.socketPaused) {
         this.socketPaused = true
@@ -200,7 +248,8 @@ export class Connection {
   private resume(): void {
     this.resumeTimer = null
     if (this.stateValue === 'closed') return
-    const wait = Math.max(this.messageBucket.waitFor(0), this.byteBucket.waitFor(0))
+    this.refill()
+    const wait = this.debtMs()
     if (wait > 0) {
       this.resumeTimer = setTimeout(() => this.resume(), wait)
       return

@@ -167,12 +167,55 @@ class HocuspocusDocument implements RoomMember {
 }
 
 /**
+ * A socket's documents by key, in the order they were opened. Most sockets hold one document, so
+ * a Map (about 200 bytes) is made only when a second one arrives.
+ */
+class DocumentTable {
+  private single: HocuspocusDocument | null = null
+  private many: Map<string, HocuspocusDocument> | null = null
+
+  get(key: string): HocuspocusDocument | undefined {
+    if (this.many !== null) return this.many.get(key)
+    return this.single?.key === key ? this.single : undefined
+  }
+
+  set(key: string, document: HocuspocusDocument): void {
+    if (this.many !== null) this.many.set(key, document)
+    else if (this.single === null || this.single.key === key) this.single = document
+    else {
+      this.many = new Map([[this.single.key, this.single], [key, document]])
+      this.single = null
+    }
+  }
+
+  delete(key: string): void {
+    if (this.many !== null) this.many.delete(key)
+    else if (this.single?.key === key) this.single = null
+  }
+
+  get size(): number {
+    return this.many !== null ? this.many.size : this.single === null ? 0 : 1
+  }
+
+  /** A copy: documents may be closed while it is walked. */
+  list(): HocuspocusDocument[] {
+    if (this.many !== null) return [...this.many.values()]
+    return this.single === null ? [] : [this.single]
+  }
+
+  clear(): void {
+    this.single = null
+    this.many = null
+  }
+}
+
+/**
  * One socket speaking the Hocuspocus provider protocol: many documents, each authenticated on its
  * own and joined to its room. The socket's send queue, limits and heartbeats are the connection
  * core's; a document costs a map entry and a room membership.
  */
 export class HocuspocusSession implements ConnectionSession {
-  private readonly documents = new Map<string, HocuspocusDocument>()
+  private readonly documents = new DocumentTable()
   private heldMessages = 0
   private heldBytes = 0
   /** Keys denied on this socket: a later successful token is a retry whose step 1 was dropped. Created at the first denial. */
@@ -195,7 +238,7 @@ export class HocuspocusSession implements ConnectionSession {
   closed(code: number): void {
     keepalive.delete(this)
     this.preauth?.dispose()
-    for (const document of this.documents.values()) {
+    for (const document of this.documents.list()) {
       if (document.expiry !== null) clearTimeout(document.expiry)
       document.state = 'closed'
       document.room?.leave(document)
@@ -379,7 +422,7 @@ export class HocuspocusSession implements ConnectionSession {
    */
   revoke(revoked: (grant: Grant, room: string) => boolean): number {
     let ended = 0
-    for (const document of [...this.documents.values()]) {
+    for (const document of this.documents.list()) {
       if (document.grant === null || document.state === 'closed' || !revoked(document.grant, document.roomName)) continue
       this.forget(document)
       this.connection.send(encodeHocuspocusPermissionDenied(document.key, 'access revoked'))
