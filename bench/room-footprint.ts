@@ -1,11 +1,12 @@
 /**
  * Where the memory of a loaded room with one connection goes (issue 19, scenario 16).
  *
- *   npm run build && node dist/bench/room-footprint.js [ROOMS] [--hocuspocus] [--no-snapshot] [--by-retainer]
+ *   npm run build && node dist/bench/room-footprint.js [ROOMS] [--hocuspocus] [--empty] [--no-snapshot] [--by-retainer]
  *
  * Runs weft in this process (memory store, admission limits lifted) and ROOMS clients (default
  * 2,000) in load processes (bench/load-worker.ts), one room each, speaking y-websocket (or the
- * Hocuspocus framing to weft's Hocuspocus path). Before and after connecting it forces full
+ * Hocuspocus framing to weft's Hocuspocus path); with --empty the clients leave again and what is
+ * measured is a loaded room without members (unloading put off). Before and after it forces full
  * garbage collections and reads `process.memoryUsage()`; with snapshots (the default) it also
  * takes a V8 heap snapshot each time and prints the difference by object kind (constructor
  * name, closure name, or V8's own category): count and bytes per room plus connection, largest
@@ -149,6 +150,7 @@ async function main(): Promise<void> {
   const dialect: Dialect = args.includes('--hocuspocus') ? 'hocuspocus' : 'ywebsocket'
   const snapshots = !args.includes('--no-snapshot')
   const byRetainer = args.includes('--by-retainer')
+  const empty = args.includes('--empty')
   const weft = createServer({
     host: '127.0.0.1',
     port: 0,
@@ -160,11 +162,12 @@ async function main(): Promise<void> {
     maxLoadedRooms: 1_000_000,
     upgradesPerSecond: 1_000_000,
     upgradesPerSecondPerIp: 1_000_000,
+    ...(empty ? { roomUnloadDelayMs: 3_600_000 } : {}),
   })
   const { port } = await weft.listen()
   // Only `port` and `dialect` of a target are read by the load processes.
   const target = { name: 'weft', dialect, port, pid: process.pid } as unknown as RunningTarget
-  const pool = new LoadPool(Math.max(1, Math.ceil(rooms / CLIENTS_PER_PROCESS)))
+  let pool = new LoadPool(Math.max(1, Math.ceil(rooms / CLIENTS_PER_PROCESS)))
   try {
     // A first room and client, so code paths are compiled and lazily created singletons exist.
     await pool.connect(target, [{ room: 'warm-up', role: 'light' }], { concurrency: 0, timeoutMs: 10_000 })
@@ -173,11 +176,16 @@ async function main(): Promise<void> {
     const specs: ClientSpec[] = Array.from({ length: rooms }, (_, i) => ({ room: `footprint-${i}`, role: 'light' }))
     const connected = await pool.connect(target, specs, { concurrency: 200, timeoutMs: 120_000 })
     if (connected.synced < rooms) throw new Error(`only ${connected.synced} of ${rooms} clients synced`)
+    if (empty) {
+      // The load processes end and their sockets with them; the rooms stay loaded, empty.
+      await pool.close()
+      pool = new LoadPool(1)
+    }
     // Let the server settle: sync replies written, short-lived caches expired (2 s), timers fired.
     await new Promise((resolve) => setTimeout(resolve, 3_000))
     const after = memory()
-    process.stdout.write(`${rooms} rooms, one ${dialect} client each (${connected.synced} synced)\n`)
-    process.stdout.write(`per room plus connection: heap ${kb(after.heapUsed - before.heapUsed, rooms)} KB, RSS ${kb(after.rss - before.rss, rooms)} KB, external ${kb(after.external - before.external, rooms)} KB (array buffers ${kb(after.arrayBuffers - before.arrayBuffers, rooms)} KB)\n`)
+    process.stdout.write(`${rooms} rooms, one ${dialect} client each (${connected.synced} synced)${empty ? ', then gone: the rooms stay loaded without members' : ''}\n`)
+    process.stdout.write(`per room${empty ? '' : ' plus connection'}: heap ${kb(after.heapUsed - before.heapUsed, rooms)} KB, RSS ${kb(after.rss - before.rss, rooms)} KB, external ${kb(after.external - before.external, rooms)} KB (array buffers ${kb(after.arrayBuffers - before.arrayBuffers, rooms)} KB)\n`)
     if (kindsBefore !== null) {
       const kindsAfter = await heapKinds(byRetainer)
       const rows: Array<[string, number, number]> = []
@@ -189,7 +197,7 @@ async function main(): Promise<void> {
         rows.push([kind, (totals.count - was.count) / rooms, bytes / rooms])
       }
       rows.sort((a, b) => b[2] - a[2])
-      process.stdout.write(`heap snapshot difference: ${kb(total, rooms)} KB per room plus connection; largest kinds (objects and bytes per room; an object with the parts only it holds):\n`)
+      process.stdout.write(`heap snapshot difference: ${kb(total, rooms)} KB per room${empty ? '' : ' plus connection'}; largest kinds (objects and bytes per room; an object with the parts only it holds):\n`)
       for (const [kind, count, bytes] of rows.slice(0, 40)) {
         if (Math.abs(bytes) < 8) break
         process.stdout.write(`  ${bytes.toFixed(0).padStart(6)} B  ${count.toFixed(2).padStart(6)}  ${kind}\n`)

@@ -60,6 +60,47 @@ export class RoomRegistry {
   /** Called with awareness entries a room refused, by reason (for metrics). */
   onAwarenessRefused: (reason: AwarenessRefusal, count: number) => void = () => {}
 
+  /**
+   * Rooms without members and when each unloads (performance.now()). Every room waits the same
+   * delay, so insertion order is unload order, and one timer, set for the first of them, serves
+   * all: an empty room costs a map entry, not a Timeout and its closure.
+   */
+  private readonly idle = new Map<Room, number>()
+  private idleTimer: NodeJS.Timeout | null = null
+
+  /** Unloads `room` after unloadDelayMs unless cancelled (a member joined); nothing when unloading is off. */
+  scheduleUnload(room: Room): void {
+    if (this.unloadDelayMs < 0 || this.idle.has(room)) return
+    this.idle.set(room, performance.now() + this.unloadDelayMs)
+    if (this.idleTimer === null) this.armIdleTimer(this.unloadDelayMs)
+  }
+
+  cancelUnload(room: Room): void {
+    if (!this.idle.delete(room) || this.idle.size > 0 || this.idleTimer === null) return
+    clearTimeout(this.idleTimer)
+    this.idleTimer = null
+  }
+
+  private armIdleTimer(ms: number): void {
+    if (this.idleTimer !== null) clearTimeout(this.idleTimer)
+    this.idleTimer = setTimeout(() => this.unloadIdle(), ms)
+    this.idleTimer.unref()
+  }
+
+  /** Unloads every room whose time has come; sets the timer for the next one. */
+  private unloadIdle(): void {
+    this.idleTimer = null
+    const now = performance.now()
+    for (const [room, at] of this.idle) {
+      if (at > now) {
+        this.armIdleTimer(at - now)
+        return
+      }
+      this.idle.delete(room)
+      void room.unload()
+    }
+  }
+
   /** Leaves of the cluster still under way, by room: a room loading again waits for its leave. */
   private readonly leaves = new Map<string, Promise<void>>()
 

@@ -100,7 +100,6 @@ export class Room {
   readonly awareness: RoomAwareness
   private readonly members = new Set<RoomMember>()
   private stateValue: RoomState = 'loading'
-  private unloadTimer: NodeJS.Timeout | null = null
   /** An upper bound of the document's encoded size: measured exactly now and then, plus every update applied since. */
   private sizeEstimate = 0
   /** When (performance.now()) an exact measurement may be taken again, to bring sizeEstimate down. */
@@ -264,8 +263,7 @@ export class Room {
 
   /** Leaves memory (and the cluster): the one way into `unloaded`. */
   private discard(): void {
-    if (this.unloadTimer !== null) clearTimeout(this.unloadTimer)
-    this.unloadTimer = null
+    this.registry.cancelUnload(this)
     this.transition('unloaded')
     this.broadcast.close()
     this.registry.forget(this)
@@ -578,10 +576,7 @@ export class Room {
   /** Adds a member; cancels a pending unload. Safe in any state but `unloaded`. */
   join(member: RoomMember): void {
     if (this.stateValue === 'unloaded') throw new Error(`room ${this.name} is unloaded`)
-    if (this.unloadTimer !== null) {
-      clearTimeout(this.unloadTimer)
-      this.unloadTimer = null
-    }
+    this.registry.cancelUnload(this)
     if (this.stateValue === 'unloading') this.transition('active')
     this.members.add(member)
   }
@@ -597,13 +592,9 @@ export class Room {
     if (this.members.size === 0 && this.stateValue === 'active') this.scheduleUnload()
   }
 
+  /** Unloads the room after --unload-delay unless a member joins first (one timer for all rooms: RoomRegistry). */
   private scheduleUnload(): void {
-    if (this.unloadTimer !== null || this.registry.unloadDelayMs < 0) return
-    this.unloadTimer = setTimeout(() => {
-      this.unloadTimer = null
-      void this.unload()
-    }, this.registry.unloadDelayMs)
-    this.unloadTimer.unref()
+    this.registry.scheduleUnload(this)
   }
 
   /**
@@ -647,8 +638,7 @@ export class Room {
     await this.loaded.catch(() => {})
     for (const member of this.memberList()) member.evict(code, 'document deleted')
     this.members.clear()
-    if (this.unloadTimer !== null) clearTimeout(this.unloadTimer)
-    this.unloadTimer = null
+    this.registry.cancelUnload(this)
     if (this.stateValue === 'unloaded') return
     this.discard()
     notify(this.log, this.name, 'unloaded', () => this.registry.events.unloaded(this))
@@ -656,8 +646,7 @@ export class Room {
 
   /** Cancels timers; used when the whole server stops. */
   dispose(): void {
-    if (this.unloadTimer !== null) clearTimeout(this.unloadTimer)
-    this.unloadTimer = null
+    this.registry.cancelUnload(this)
   }
 
   memberList(): RoomMember[] {
