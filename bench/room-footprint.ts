@@ -1,7 +1,7 @@
 /**
  * Where the memory of a loaded room with one connection goes (issue 19, scenario 16).
  *
- *   npm run build && node dist/bench/room-footprint.js [ROOMS] [--hocuspocus] [--empty] [--no-snapshot] [--by-retainer]
+ *   npm run build && node dist/bench/room-footprint.js [ROOMS] [--hocuspocus] [--empty] [--settle=SECONDS] [--no-snapshot] [--by-retainer]
  *
  * Runs weft in this process (memory store, admission limits lifted) and ROOMS clients (default
  * 2,000) in load processes (bench/load-worker.ts), one room each, speaking y-websocket (or the
@@ -151,6 +151,7 @@ async function main(): Promise<void> {
   const snapshots = !args.includes('--no-snapshot')
   const byRetainer = args.includes('--by-retainer')
   const empty = args.includes('--empty')
+  const settleMs = 1000 * Number(args.find((a) => a.startsWith('--settle='))?.slice('--settle='.length) ?? 3)
   const weft = createServer({
     host: '127.0.0.1',
     port: 0,
@@ -181,8 +182,10 @@ async function main(): Promise<void> {
       await pool.close()
       pool = new LoadPool(1)
     }
-    // Let the server settle: sync replies written, short-lived caches expired (2 s), timers fired.
-    await new Promise((resolve) => setTimeout(resolve, 3_000))
+    // Let the server settle: sync replies written, short-lived caches expired (2 s), timers fired;
+    // with --settle=SECONDS longer, so V8's memory reducer gives back the young generation the
+    // burst grew (after about 8 s without allocation) and RSS counts the rooms, not the burst.
+    await new Promise((resolve) => setTimeout(resolve, settleMs))
     const after = memory()
     process.stdout.write(`${rooms} rooms, one ${dialect} client each (${connected.synced} synced)${empty ? ', then gone: the rooms stay loaded without members' : ''}\n`)
     process.stdout.write(`per room${empty ? '' : ' plus connection'}: heap ${kb(after.heapUsed - before.heapUsed, rooms)} KB, RSS ${kb(after.rss - before.rss, rooms)} KB, external ${kb(after.external - before.external, rooms)} KB (array buffers ${kb(after.arrayBuffers - before.arrayBuffers, rooms)} KB)\n`)
