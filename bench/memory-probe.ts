@@ -7,8 +7,12 @@
 import { writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { getHeapSpaceStatistics } from 'node:v8'
 
-/** Where the probe of process `pid` writes: JSON `{ rss, heapUsed, external, at }` (bytes, ms). */
+/**
+ * Where the probe of process `pid` writes: JSON `{ rss, heapUsed, external, youngResident, at }`
+ * (bytes, ms); `youngResident` is the resident size of V8's young generation (new space).
+ */
 export function memoryProbeFile(pid: number): string {
   return join(tmpdir(), `weft-bench-memory-${pid}.json`)
 }
@@ -17,5 +21,6 @@ process.on('SIGUSR2', () => {
   const gc = (globalThis as { gc?: () => void }).gc
   for (let i = 0; i < 3; i++) gc?.()
   const { rss, heapUsed, external } = process.memoryUsage()
-  writeFileSync(memoryProbeFile(process.pid), JSON.stringify({ rss, heapUsed, external, at: Date.now(), collected: gc !== undefined }))
+  const youngResident = getHeapSpaceStatistics().find((space) => space.space_name === 'new_space')?.physical_space_size ?? 0
+  writeFileSync(memoryProbeFile(process.pid), JSON.stringify({ rss, heapUsed, external, youngResident, at: Date.now(), collected: gc !== undefined }))
 })

@@ -13,7 +13,7 @@
  * first (--by-retainer: also by the kinds of the objects holding each one, "Map < RoomAwareness < Room").
  */
 import { execFileSync } from 'node:child_process'
-import { getHeapSnapshot, setFlagsFromString } from 'node:v8'
+import { getHeapSnapshot, getHeapSpaceStatistics, setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
 import { createServer } from '../server/index.js'
 import type { ClientSpec } from './load-protocol.js'
@@ -136,10 +136,11 @@ function fullGc(): void {
 }
 
 /** Resident set size from /proc, bytes (process.memoryUsage().rss reads the same). */
-function memory(): { rss: number; heapUsed: number; external: number; arrayBuffers: number } {
+function memory(): { rss: number; heapUsed: number; external: number; arrayBuffers: number; spaces: Map<string, number> } {
   fullGc()
   const { rss, heapUsed, external, arrayBuffers } = process.memoryUsage()
-  return { rss, heapUsed, external, arrayBuffers }
+  const spaces = new Map(getHeapSpaceStatistics().map((space) => [space.space_name, space.physical_space_size]))
+  return { rss, heapUsed, external, arrayBuffers, spaces }
 }
 
 const kb = (bytes: number, per: number): string => (bytes / 1024 / per).toFixed(2)
@@ -189,6 +190,8 @@ async function main(): Promise<void> {
     const after = memory()
     process.stdout.write(`${rooms} rooms, one ${dialect} client each (${connected.synced} synced)${empty ? ', then gone: the rooms stay loaded without members' : ''}\n`)
     process.stdout.write(`per room${empty ? '' : ' plus connection'}: heap ${kb(after.heapUsed - before.heapUsed, rooms)} KB, RSS ${kb(after.rss - before.rss, rooms)} KB, external ${kb(after.external - before.external, rooms)} KB (array buffers ${kb(after.arrayBuffers - before.arrayBuffers, rooms)} KB)\n`)
+    const spaces = [...after.spaces].filter(([, bytes]) => bytes > 0).map(([space, bytes]) => `${space} ${((bytes - (before.spaces.get(space) ?? 0)) / 1024 / rooms).toFixed(2)}`)
+    process.stdout.write(`V8 heap spaces, resident KB per room: ${spaces.join(', ')}\n`)
     if (kindsBefore !== null) {
       const kindsAfter = await heapKinds(byRetainer)
       const rows: Array<[string, number, number]> = []
