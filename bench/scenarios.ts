@@ -49,6 +49,8 @@ export interface BenchConfig {
   httpColdSamples: number
   /** cluster: rooms (1 writer on instance A; 2 trackers and 2 light clients on instance B, each). */
   clusterRooms: number
+  /** Runs of each scenario per target; the report gives medians and spreads when above 1. */
+  rounds: number
   /** memory-over-time: updates over all rooms, and connect/disconnect cycles, in total. */
   memoryUpdates: number
   memoryCycles: number
