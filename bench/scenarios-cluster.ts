@@ -173,6 +173,7 @@ function stepMetrics (name: TargetName, step: Step): Metrics {
     crossP99Ms: ms(step.cross, 99),
     crossMaxMs: step.cross.length === 0 ? null : round(step.cross[step.cross.length - 1] as number, 2),
     crossMinusLocalP99Ms: localP99 === null || crossP99 === null ? null : round(crossP99 - localP99, 2),
+    crossMinusLocalP50Ms: step.local.length === 0 || step.cross.length === 0 ? null : round((percentile(step.cross, 50) as number) - (percentile(step.local, 50) as number), 2),
   }
   for (const [id, g] of step.groups) {
     metrics[`deliveredPct_${id}`] = round(g.deliveredPct, 2)
