@@ -34,7 +34,7 @@ export type Command =
     }
   /**
    * Writers set a Y.Map key to their send time `ratePerSecond` times a second. By default one key
-   * is overwritten; with `distinctKeys` every update sets a new key, so that a server applying a
+   * is overwritten; with `distinctKeys` each update sets another key (of a ring of 1024), so that a server applying a
    * merged burst in one transaction (a cluster instance receiving a relayed burst) cannot garbage-
    * collect the overwritten sets before it broadcasts them: each stays a struct with its send time.
    */

@@ -259,7 +259,12 @@ function paced (ratePerSecond: number, durationMs: number, tickMs: number, stopp
   })
 }
 
-/** Keys of `distinctKeys` writes: never reused in a process. */
+/**
+ * Keys of `distinctKeys` writes go round a ring this long: a burst applied in one transaction
+ * never sets one twice, and the document stays as small as a one-key document plus this many
+ * live entries (a key set anew deletes its previous value in another transaction).
+ */
+const DISTINCT_KEYS = 1024
 let distinctKey = 0
 
 /**
@@ -272,7 +277,7 @@ async function write (ratePerSecond: number, durationMs: number, paddingBytes: n
   const sent = await Promise.all(writers().map((writer) => {
     const lat = (writer.doc as Y.Doc).getMap('lat')
     return paced(ratePerSecond, durationMs, tickMs, () => writer.closed, (s) => {
-      lat.set(distinctKeys ? `k${++distinctKey}` : 't', padding === undefined ? { s, t: wallNow() } : { s, t: wallNow(), p: padding })
+      lat.set(distinctKeys ? `k${++distinctKey % DISTINCT_KEYS}` : 't', padding === undefined ? { s, t: wallNow() } : { s, t: wallNow(), p: padding })
     })
   }))
   return sent.reduce((sum, n) => sum + n, 0)
