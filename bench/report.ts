@@ -54,6 +54,12 @@ const RATIOS: readonly [string, string, string][] = [
   ['cluster', 'p99Ms', 'cross-instance p99 latency (lower is better for weft)'],
   ['cluster', 'redisCallsPerEdit', 'Redis commands per edit, INFO commandstats incl. inside scripts (lower is better for weft)'],
   ['cluster', 'redisClientCallsPerEdit', 'Redis commands per edit sent by the servers, MONITOR (lower is better for weft)'],
+  ['cluster-crowd', 'crowd_localP99Ms', '500 clients on 3 instances: local (the writer instance) p99 latency (lower is better for weft)'],
+  ['cluster-crowd', 'crowd_crossP99Ms', '500 clients on 3 instances: cross-instance p99 latency (lower is better for weft)'],
+  ['cluster-crowd', 'crowd_crossP50Ms', '500 clients on 3 instances: cross-instance p50 latency (lower is better for weft)'],
+  ['cluster-crowd', 'crowd_relayCommandsPerEdit', '500 clients on 3 instances: Redis commands relaying each edit (lower is better for weft)'],
+  ['cluster-crowd', 'crowd_redisClientCallsPerEdit', '500 clients on 3 instances: every Redis command the servers sent, per edit, MONITOR (lower is better for weft)'],
+  ['cluster-crowd', 'sat_sustainedUpdatesPerSecond', 'saturation through 3 instances: updates/s (higher is better for weft)'],
 ]
 
 /** The median of some numbers (the mean of the middle two for an even count). */

@@ -5,7 +5,7 @@
  *
  * Environment (defaults in parentheses; BENCH_QUICK=1 shortens everything):
  *   BENCH_TARGETS            comma list of weft,y-websocket-server,hocuspocus,ws-relay (all)
- *   BENCH_LIVE_SECONDS       measured writing time of scenarios 1, 2, 7 (25; quick 4)
+ *   BENCH_LIVE_SECONDS       measured writing time of scenarios 1, 2, 7, 11, 15 (25; quick 4)
  *   BENCH_WARMUP_SECONDS     unmeasured writing before it (2; quick 1)
  *   BENCH_STEP_SECONDS       one saturation step (4; quick 1)
  *   BENCH_SATURATION_CLIENTS clients in the saturation room (20)

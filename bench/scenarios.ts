@@ -12,6 +12,7 @@ import type { Dialect } from './wire.js'
 import { LoadPool } from './load.js'
 import { cpuSeconds, freePort, liveHeapMb, LOAD_CPU, peakRssMb, rssMb, RssSampler, SERVER_CPU, spawnCommandPinned, stopProcess, waitForPort } from './processes.js'
 import { startTarget, STATEFUL, type RunningTarget, type StartOptions, type TargetName } from './targets.js'
+import { clusterCrowd } from './scenarios-cluster.js'
 
 export interface BenchConfig {
   quick: boolean
@@ -58,7 +59,7 @@ export interface BenchConfig {
   weftDialect?: Dialect
 }
 
-function scaled (config: BenchConfig, n: number): number {
+export function scaled (config: BenchConfig, n: number): number {
   return Math.max(3, Math.round(n * config.scale))
 }
 
@@ -75,16 +76,16 @@ export interface Scenario {
   run (target: TargetName, config: BenchConfig): Promise<Metrics>
 }
 
-const GRACE_MS = 3_000
+export const GRACE_MS = 3_000
 
-function percentile (sorted: number[], p: number): number | null {
+export function percentile (sorted: number[], p: number): number | null {
   if (sorted.length === 0) return null
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] as number
 }
 
-const round = (n: number, digits = 1): number => Number(n.toFixed(digits))
+export const round = (n: number, digits = 1): number => Number(n.toFixed(digits))
 
-function startOptions (name: TargetName, config: BenchConfig, dataDir: string | null): Parameters<typeof startTarget>[1] {
+export function startOptions (name: TargetName, config: BenchConfig, dataDir: string | null): Parameters<typeof startTarget>[1] {
   return { dataDir, ...(name === 'weft' ? { nodeFlags: config.weftNodeFlags, keepWeftLimits: config.keepWeftLimits } : {}) }
 }
 
@@ -97,7 +98,7 @@ async function withTarget<T> (name: TargetName, config: BenchConfig, dataDir: st
   }
 }
 
-async function withPool<T> (workers: number, body: (pool: LoadPool) => Promise<T>, timerProcess = false): Promise<T> {
+export async function withPool<T> (workers: number, body: (pool: LoadPool) => Promise<T>, timerProcess = false): Promise<T> {
   const pool = new LoadPool(workers, timerProcess)
   try {
     return await body(pool)
@@ -179,7 +180,7 @@ async function live (target: RunningTarget, pool: LoadPool, rate: number, second
   }
 }
 
-function connectFailure (what: string, synced: number, wanted: number): Error {
+export function connectFailure (what: string, synced: number, wanted: number): Error {
   return new Error(`${what}: ${synced} of ${wanted} clients synced`)
 }
 
@@ -213,7 +214,7 @@ const manyRooms: Scenario = {
 }
 
 /** Offered update rates of the saturation steps, per second. */
-const SATURATION_RATES = [100, 200, 400, 700, 1000, 1500, 2000, 3000, 4000, 6000, 8000, 12000, 16000, 24000, 32000, 48000, 64000, 96000]
+export const SATURATION_RATES = [100, 200, 400, 700, 1000, 1500, 2000, 3000, 4000, 6000, 8000, 12000, 16000, 24000, 32000, 48000, 64000, 96000]
 
 const saturation: Scenario = {
   id: 3,
@@ -463,7 +464,7 @@ type ConnectResult = Extract<Reply, { type: 'connected' }>
 
 
 /** Prefixes every metric name (two measurements in one scenario's column). */
-function prefixed (prefix: string, metrics: Metrics): Metrics {
+export function prefixed (prefix: string, metrics: Metrics): Metrics {
   return Object.fromEntries(Object.entries(metrics).map(([k, v]) => [`${prefix}${k}`, v]))
 }
 
@@ -602,7 +603,7 @@ const httpGetScenario: Scenario = {
 }
 
 /** `INFO commandstats`: calls per command (the INFO calls of this benchmark left out). */
-function redisCommandCalls (port: number): Map<string, number> {
+export function redisCommandCalls (port: number): Map<string, number> {
   const out = execFileSync('redis-cli', ['-p', String(port), 'INFO', 'commandstats'], { encoding: 'utf8' })
   const calls = new Map<string, number>()
   for (const match of out.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) {
@@ -615,7 +616,7 @@ function redisCommandCalls (port: number): Map<string, number> {
  * `redis-cli MONITOR` on the load core: commands the clients sent (top level), told apart from
  * the ones scripts ran (`[0 lua]`), which INFO commandstats counts as well.
  */
-function monitorRedis (port: number): { stop: () => Promise<Map<string, number>> } {
+export function monitorRedis (port: number): { stop: () => Promise<Map<string, number>> } {
   const child = spawnCommandPinned(LOAD_CPU, 'redis-cli', ['-p', String(port), 'monitor'], { stdio: ['ignore', 'pipe', 'ignore'] })
   const calls = new Map<string, number>()
   let rest = ''
@@ -867,4 +868,4 @@ function withHocuspocusPath (scenario: Scenario): Scenario {
   }
 }
 
-export const SCENARIOS: readonly Scenario[] = [bigRoom, manyRooms, withHocuspocusPath(saturation), idle, coldLoad, withHocuspocusPath(joins), withHocuspocusPath(slowReader), hocuspocusFanout, httpGetScenario, cluster, cursorStormScenario, memoryOverTime]
+export const SCENARIOS: readonly Scenario[] = [bigRoom, manyRooms, withHocuspocusPath(saturation), idle, coldLoad, withHocuspocusPath(joins), withHocuspocusPath(slowReader), hocuspocusFanout, httpGetScenario, cluster, cursorStormScenario, memoryOverTime, clusterCrowd]
