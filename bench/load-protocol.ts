@@ -12,6 +12,11 @@ export type Role = 'light' | 'tracker' | 'writer' | 'slow'
 export interface ClientSpec {
   room: string
   role: Role
+  /**
+   * Receivers with a group (e.g. the instance of a cluster they are connected to) are also counted
+   * per group in `StatsResult.groups`: deliveries, update frames and the trackers' latencies.
+   */
+  group?: string
 }
 
 export type Command =
@@ -27,7 +32,13 @@ export type Command =
       /** Trackers: also wait until their Y.Array `log` holds this many entries (cold load). */
       completeLength?: number
     }
-  | { type: 'write'; ratePerSecond: number; durationMs: number; paddingBytes: number }
+  /**
+   * Writers set a Y.Map key to their send time `ratePerSecond` times a second. By default one key
+   * is overwritten; with `distinctKeys` each update sets another key (of a ring of 1024), so that a server applying a
+   * merged burst in one transaction (a cluster instance receiving a relayed burst) cannot garbage-
+   * collect the overwritten sets before it broadcasts them: each stays a struct with its send time.
+   */
+  | { type: 'write'; ratePerSecond: number; durationMs: number; paddingBytes: number; distinctKeys?: boolean }
   /**
    * Every client (whatever its role) moves its cursor `ratePerSecond` times a second for
    * `durationMs`: an awareness update of its own client ID whose state carries the send time.
@@ -80,6 +91,19 @@ export interface StatsResult {
   cursorLatenciesMs: number[]
   /** Clients whose socket closed (by the server or by error) after their handshake. */
   closed: number
+  /** Per `ClientSpec.group` of the receivers (light and tracker), since the last reset. */
+  groups: Record<string, GroupStats>
+}
+
+export interface GroupStats {
+  /** Receivers (light and tracker) in the group. */
+  receivers: number
+  /** Writer updates they received (structs, as `received`). */
+  received: number
+  /** Update frames they received: per receiver, the broadcasts its server made. */
+  frames: number
+  /** Trackers of the group: one sample per writer update. */
+  latenciesMs: number[]
 }
 
 export type Reply =

@@ -6,7 +6,7 @@
 import { Agent, get } from 'node:http'
 import WebSocket from 'ws'
 import * as Y from 'yjs'
-import type { ClientSpec, Command, ConnectResult, Reply, StatsResult } from './load-protocol.js'
+import type { ClientSpec, Command, ConnectResult, GroupStats, Reply, StatsResult } from './load-protocol.js'
 import { countUpdates, HOCUSPOCUS_PONG, readLive, socketUrl, WireCodec, type Dialect } from './wire.js'
 
 /** Transaction origin of updates that arrived as live broadcasts (not in a sync step 2). */
@@ -26,6 +26,18 @@ interface Counters {
 }
 
 const counters: Counters = { received: new Map(), sent: new Map(), latenciesMs: [] }
+/** Per `ClientSpec.group`: deliveries, update frames and latencies (receivers is filled in by `stats`). */
+let groupCounters = new Map<string, GroupStats>()
+
+function groupOf (spec: ClientSpec): GroupStats | null {
+  if (spec.group === undefined) return null
+  let group = groupCounters.get(spec.group)
+  if (group === undefined) {
+    group = { receivers: 0, received: 0, frames: 0, latenciesMs: [] }
+    groupCounters.set(spec.group, group)
+  }
+  return group
+}
 /** Awareness frames every client received, and the trackers' cursor delays (the `cursors` command). */
 const cursorCounters = { frames: 0, latenciesMs: [] as number[] }
 const clients: Client[] = []
@@ -127,13 +139,24 @@ class Client {
    */
   private countLive (update: Uint8Array): void {
     const now = wallNow()
+    const group = groupOf(this.spec)
     if (!timing) {
-      bump(counters.received, this.spec.room, countUpdates(update))
+      const updates = countUpdates(update)
+      bump(counters.received, this.spec.room, updates)
+      if (group !== null) {
+        group.received += updates
+        group.frames++
+      }
       return
     }
     const { structs, times } = readLive(update)
     for (const t of times) counters.latenciesMs.push(now - t)
     bump(counters.received, this.spec.room, structs)
+    if (group !== null) {
+      for (const t of times) group.latenciesMs.push(now - t)
+      group.received += structs
+      group.frames++
+    }
   }
 
   private onFrame (frame: Buffer, done: () => void): void {
@@ -149,7 +172,14 @@ class Client {
     }
     if (this.synced && role === 'light') {
       const updates = this.codec.updateCount(frame)
-      if (updates > 0) bump(counters.received, this.spec.room, updates)
+      if (updates > 0) {
+        bump(counters.received, this.spec.room, updates)
+        const group = groupOf(this.spec)
+        if (group !== null) {
+          group.received += updates
+          group.frames++
+        }
+      }
       return
     }
     if (this.synced && (role === 'slow' || role === 'writer')) return
@@ -229,14 +259,25 @@ function paced (ratePerSecond: number, durationMs: number, tickMs: number, stopp
   })
 }
 
-/** Each writer sends `rate` updates a second: a Y.Map key overwritten with the send time (and padding). */
-async function write (ratePerSecond: number, durationMs: number, paddingBytes: number): Promise<number> {
+/**
+ * Keys of `distinctKeys` writes go round a ring this long: a burst applied in one transaction
+ * never sets one twice, and the document stays as small as a one-key document plus this many
+ * live entries (a key set anew deletes its previous value in another transaction).
+ */
+const DISTINCT_KEYS = 1024
+let distinctKey = 0
+
+/**
+ * Each writer sends `rate` updates a second: a Y.Map key overwritten with the send time (and
+ * padding), or with `distinctKeys` a new key each time.
+ */
+async function write (ratePerSecond: number, durationMs: number, paddingBytes: number, distinctKeys = false): Promise<number> {
   const padding = paddingBytes > 0 ? 'x'.repeat(paddingBytes) : undefined
   const tickMs = Math.max(1, Math.min(10, 1000 / ratePerSecond))
   const sent = await Promise.all(writers().map((writer) => {
     const lat = (writer.doc as Y.Doc).getMap('lat')
     return paced(ratePerSecond, durationMs, tickMs, () => writer.closed, (s) => {
-      lat.set('t', padding === undefined ? { s, t: wallNow() } : { s, t: wallNow(), p: padding })
+      lat.set(distinctKeys ? `k${++distinctKey % DISTINCT_KEYS}` : 't', padding === undefined ? { s, t: wallNow() } : { s, t: wallNow(), p: padding })
     })
   }))
   return sent.reduce((sum, n) => sum + n, 0)
@@ -375,8 +416,16 @@ async function httpLoad (command: Extract<Command, { type: 'http-load' }>): Prom
 
 function stats (): StatsResult {
   const receivers: Record<string, number> = {}
+  const groups: Record<string, GroupStats> = {}
   for (const c of clients) {
-    if (c.spec.role === 'light' || c.spec.role === 'tracker') receivers[c.spec.room] = (receivers[c.spec.room] ?? 0) + 1
+    if (c.spec.role === 'light' || c.spec.role === 'tracker') {
+      receivers[c.spec.room] = (receivers[c.spec.room] ?? 0) + 1
+      const counted = groupOf(c.spec)
+      if (counted !== null && c.spec.group !== undefined) {
+        groups[c.spec.group] ??= { ...counted, receivers: 0 }
+        ;(groups[c.spec.group] as GroupStats).receivers++
+      }
+    }
   }
   return {
     type: 'stats',
@@ -387,6 +436,7 @@ function stats (): StatsResult {
     awarenessFrames: cursorCounters.frames,
     cursorLatenciesMs: cursorCounters.latenciesMs,
     closed: closedClients,
+    groups,
   }
 }
 
@@ -396,7 +446,7 @@ async function handle (command: Command): Promise<Reply> {
       return connect(command)
     case 'write':
       timing = true
-      return { type: 'written', sent: await write(command.ratePerSecond, command.durationMs, command.paddingBytes) }
+      return { type: 'written', sent: await write(command.ratePerSecond, command.durationMs, command.paddingBytes, command.distinctKeys) }
     case 'cursors':
       return { type: 'written', sent: await cursors(command.ratePerSecond, command.durationMs) }
     case 'churn':
@@ -422,6 +472,7 @@ async function handle (command: Command): Promise<Reply> {
       counters.latenciesMs = []
       cursorCounters.frames = 0
       cursorCounters.latenciesMs = []
+      groupCounters = new Map()
       return { type: 'ok' }
     case 'stats':
       return stats()

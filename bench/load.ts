@@ -5,7 +5,7 @@
 import type { ChildProcess } from 'node:child_process'
 import { setPriority } from 'node:os'
 import { fileURLToPath } from 'node:url'
-import type { ClientSpec, Command, ConnectResult, Reply, StatsResult } from './load-protocol.js'
+import type { ClientSpec, Command, ConnectResult, GroupStats, Reply, StatsResult } from './load-protocol.js'
 import { cpuSeconds, LOAD_CPU, spawnPinned, stopProcess } from './processes.js'
 import type { RunningTarget } from './targets.js'
 
@@ -64,6 +64,8 @@ export interface MergedStats {
   closed: number
   awarenessFrames: number
   cursorLatenciesMs: number[]
+  /** Per `ClientSpec.group`, summed over the load processes. */
+  groups: Map<string, GroupStats>
 }
 
 export function mergeStats (parts: StatsResult[]): MergedStats {
@@ -74,7 +76,16 @@ export function mergeStats (parts: StatsResult[]): MergedStats {
   const latenciesMs: number[] = []
   const cursorLatenciesMs: number[] = []
   let awarenessFrames = 0
+  const groups = new Map<string, GroupStats>()
   for (const part of parts) {
+    for (const [name, g] of Object.entries(part.groups ?? {})) {
+      const sum = groups.get(name) ?? { receivers: 0, received: 0, frames: 0, latenciesMs: [] }
+      sum.receivers += g.receivers
+      sum.received += g.received
+      sum.frames += g.frames
+      for (const l of g.latenciesMs) sum.latenciesMs.push(l)
+      groups.set(name, sum)
+    }
     awarenessFrames += part.awarenessFrames
     for (const l of part.cursorLatenciesMs) cursorLatenciesMs.push(l)
     for (const [room, n] of Object.entries(part.received)) received.set(room, (received.get(room) ?? 0) + n)
@@ -91,7 +102,7 @@ export function mergeStats (parts: StatsResult[]): MergedStats {
     sentTotal += n
   }
   for (const n of received.values()) delivered += n
-  return { delivered, expected, sent: sentTotal, latenciesMs, closed, awarenessFrames, cursorLatenciesMs }
+  return { delivered, expected, sent: sentTotal, latenciesMs, closed, awarenessFrames, cursorLatenciesMs, groups }
 }
 
 function mergeConnected (results: ConnectResult[]): ConnectResult {

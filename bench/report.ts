@@ -14,8 +14,10 @@ export interface ScenarioResult {
   id: number
   name: string
   title: string
-  /** Per target: metrics, or `{ error }`, or `{ skipped }`. */
+  /** Per target: metrics, or `{ error }`, or `{ skipped }`; with several rounds, each metric's median. */
   targets: Partial<Record<TargetName, Metrics>>
+  /** BENCH_ROUNDS > 1: every round's metrics per target, in the order run. */
+  rounds?: Partial<Record<TargetName, Metrics[]>>
 }
 
 export interface Results {
@@ -54,7 +56,72 @@ const RATIOS: readonly [string, string, string][] = [
   ['cluster', 'p99Ms', 'cross-instance p99 latency (lower is better for weft)'],
   ['cluster', 'redisCallsPerEdit', 'Redis commands per edit, INFO commandstats incl. inside scripts (lower is better for weft)'],
   ['cluster', 'redisClientCallsPerEdit', 'Redis commands per edit sent by the servers, MONITOR (lower is better for weft)'],
+  ['cluster-crowd', 'crowd_localP99Ms', '500 clients on 3 instances: local (the writer instance) p99 latency (lower is better for weft)'],
+  ['cluster-crowd', 'crowd_crossP99Ms', '500 clients on 3 instances: cross-instance p99 latency (lower is better for weft)'],
+  ['cluster-crowd', 'crowd_crossP50Ms', '500 clients on 3 instances: cross-instance p50 latency (lower is better for weft)'],
+  ['cluster-crowd', 'crowd_relayCommandsPerEdit', '500 clients on 3 instances: Redis commands relaying each edit (lower is better for weft)'],
+  ['cluster-crowd', 'crowd_redisClientCallsPerEdit', '500 clients on 3 instances: every Redis command the servers sent, per edit, MONITOR (lower is better for weft)'],
+  ['cluster-crowd', 'sat_sustainedUpdatesPerSecond', 'saturation through 3 instances: updates/s (higher is better for weft)'],
 ]
+
+/** The median of some numbers (the mean of the middle two for an even count). */
+function median (values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b)
+  const middle = sorted.length >> 1
+  return sorted.length % 2 === 1 ? sorted[middle] as number : ((sorted[middle - 1] as number) + (sorted[middle] as number)) / 2
+}
+
+function numbers (runs: readonly Metrics[], metric: string): number[] {
+  return runs.map((run) => run[metric]).filter((v): v is number => typeof v === 'number' && Number.isFinite(v))
+}
+
+function round3 (value: number): number {
+  return Math.round(value * 1000) / 1000
+}
+
+/**
+ * One target's rounds as one column: each numeric metric's median over the rounds that did not
+ * fail, other values from the first of them; `rounds` and `failedRounds` say how many there were.
+ */
+export function summariseRounds (runs: readonly Metrics[]): Metrics {
+  const ok = runs.filter((run) => run.error === undefined)
+  if (ok.length === 0) return runs[runs.length - 1] ?? {}
+  const summary: Metrics = {}
+  for (const run of ok) {
+    for (const [metric, value] of Object.entries(run)) {
+      if (metric in summary) continue
+      const values = numbers(ok, metric)
+      summary[metric] = typeof value === 'number' || value === null ? (values.length === 0 ? null : round3(median(values))) : value
+    }
+  }
+  summary.rounds = ok.length
+  if (ok.length < runs.length) summary.failedRounds = runs.length - ok.length
+  return summary
+}
+
+/** `min–max` of a metric over the rounds, or '' when there is one value or none. */
+function spread (runs: readonly Metrics[] | undefined, metric: string): string {
+  const values = numbers((runs ?? []).filter((run) => run.error === undefined), metric)
+  if (values.length < 2) return ''
+  return `${cell(round3(Math.min(...values)))}–${cell(round3(Math.max(...values)))}`
+}
+
+/**
+ * weft/peer per round, pairing each round's runs (the rounds alternate the targets' order, so a
+ * pair ran side by side): `min–max`, or '' without rounds.
+ */
+function ratioSpread (scenario: ScenarioResult, peer: TargetName, metric: string): string {
+  const weftRuns = scenario.rounds?.weft ?? []
+  const peerRuns = scenario.rounds?.[peer] ?? []
+  const ratios: number[] = []
+  for (let i = 0; i < Math.min(weftRuns.length, peerRuns.length); i++) {
+    const w = weftRuns[i]?.[metric]
+    const p = peerRuns[i]?.[metric]
+    if (typeof w === 'number' && typeof p === 'number' && p !== 0) ratios.push(w / p)
+  }
+  if (ratios.length < 2) return ''
+  return `${Math.min(...ratios).toFixed(2)}–${Math.max(...ratios).toFixed(2)}`
+}
 
 function cell (value: Metrics[string] | undefined): string {
   if (value === undefined || value === null) return '–'
@@ -79,7 +146,12 @@ export function toMarkdown (results: Results): string {
     const metricNames: string[] = []
     for (const t of targets) for (const k of Object.keys(scenario.targets[t] ?? {})) if (!metricNames.includes(k)) metricNames.push(k)
     lines.push(`| metric | ${targets.join(' | ')} |`, `|---|${targets.map(() => '---').join('|')}|`)
-    for (const k of metricNames) lines.push(`| ${k} | ${targets.map((t) => cell(scenario.targets[t]?.[k])).join(' | ')} |`)
+    // With rounds, a cell is the median and, where the rounds differ, their range.
+    const shown = (t: TargetName, k: string): string => {
+      const range = spread(scenario.rounds?.[t], k)
+      return cell(scenario.targets[t]?.[k]) + (range === '' ? '' : ` (${range})`)
+    }
+    for (const k of metricNames) lines.push(`| ${k} | ${targets.map((t) => shown(t, k)).join(' | ')} |`)
     lines.push('')
     for (const [name, metric, meaning] of RATIOS) {
       if (name !== scenario.name) continue
@@ -89,12 +161,21 @@ export function toMarkdown (results: Results): string {
         const other = scenario.targets[peer]?.[metric]
         if (other === undefined) continue
         const ratio = typeof weft === 'number' && typeof other === 'number' && other !== 0 ? (weft / other).toFixed(2) : '–'
-        ratioRows.push(`| ${scenario.name} | ${meaning} | ${peer} | ${cell(weft)} | ${cell(other)} | ${ratio} |`)
+        ratioRows.push(`| ${scenario.name} | ${meaning} | ${peer} | ${cell(weft)} | ${cell(other)} | ${ratio} | ${ratioSpread(scenario, peer, metric) || '–'} |`)
       }
     }
   }
   if (ratioRows.length > 0) {
-    lines.push('## Ratios weft / peer', '', '| scenario | metric | peer | weft | peer value | weft/peer |', '|---|---|---|---|---|---|', ...ratioRows, '')
+    lines.push(
+      '## Ratios weft / peer',
+      '',
+      'With several rounds (BENCH_ROUNDS), values are medians and the last column is the range of the per-round ratios.',
+      '',
+      '| scenario | metric | peer | weft | peer value | weft/peer | per-round range |',
+      '|---|---|---|---|---|---|---|',
+      ...ratioRows,
+      '',
+    )
   }
   return lines.join('\n')
 }

@@ -5,7 +5,7 @@
  *
  * Environment (defaults in parentheses; BENCH_QUICK=1 shortens everything):
  *   BENCH_TARGETS            comma list of weft,y-websocket-server,hocuspocus,ws-relay (all)
- *   BENCH_LIVE_SECONDS       measured writing time of scenarios 1, 2, 7 (25; quick 4)
+ *   BENCH_LIVE_SECONDS       measured writing time of scenarios 1, 2, 7, 11, 15 (25; quick 4)
  *   BENCH_WARMUP_SECONDS     unmeasured writing before it (2; quick 1)
  *   BENCH_STEP_SECONDS       one saturation step (4; quick 1)
  *   BENCH_SATURATION_CLIENTS clients in the saturation room (20)
@@ -27,14 +27,16 @@
  *   BENCH_MEMORY_UPDATES     updates of the memory-over-time scenario (1000000; quick 100000)
  *   BENCH_MEMORY_CYCLES      its connect/disconnect cycles (50000; quick 5000)
  *   BENCH_SCALE              multiplies client and room counts (1); e.g. 0.02 for a smoke run
+ *   BENCH_ROUNDS             runs of each scenario per target (1); the targets' order alternates
+ *                            between rounds, and the report gives each metric's median and spread
  */
 import { execFileSync } from 'node:child_process'
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs'
 import { cpus, release } from 'node:os'
 import { join } from 'node:path'
 import { killAll, LOAD_CPU } from './processes.js'
-import { toMarkdown, type Results, type ScenarioResult } from './report.js'
-import { SCENARIOS, type BenchConfig, type Scenario } from './scenarios.js'
+import { summariseRounds, toMarkdown, type Results, type ScenarioResult } from './report.js'
+import { SCENARIOS, type BenchConfig, type Metrics, type Scenario } from './scenarios.js'
 import { ROOT, TARGETS, type TargetName } from './targets.js'
 
 function numberFromEnv (name: string, fallback: number): number {
@@ -69,6 +71,7 @@ function readConfig (): BenchConfig {
     memoryUpdates: numberFromEnv('BENCH_MEMORY_UPDATES', quick ? 100_000 : 1_000_000),
     memoryCycles: numberFromEnv('BENCH_MEMORY_CYCLES', quick ? 5_000 : 50_000),
     clusterRooms: numberFromEnv('BENCH_CLUSTER_ROOMS', 20),
+    rounds: Math.floor(numberFromEnv('BENCH_ROUNDS', 1)),
     keepWeftLimits: process.env.BENCH_WEFT_DEFAULT_LIMITS === '1',
     weftNodeFlags: [
       ...(profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : []),
@@ -118,22 +121,37 @@ async function main (): Promise<void> {
   }
   for (const scenario of scenarios) {
     const entry: ScenarioResult = { id: scenario.id, name: scenario.name, title: scenario.title, targets: {} }
+    if (config.rounds > 1) entry.rounds = {}
     results.scenarios.push(entry)
-    for (const target of targets) {
-      if (!scenario.applies(target)) {
-        entry.targets[target] = { skipped: scenario.skipReason?.(target) ?? 'no document (relay)' }
-        continue
+    for (let round = 0; round < config.rounds; round++) {
+      // Alternating order: a drift of the machine over the run (heat, a neighbour) weighs on every target alike.
+      const order = round % 2 === 0 ? targets : [...targets].reverse()
+      for (const target of order) {
+        if (!scenario.applies(target)) {
+          entry.targets[target] = { skipped: scenario.skipReason?.(target) ?? 'no document (relay)' }
+          continue
+        }
+        const started = Date.now()
+        const label = `${scenario.id} ${scenario.name} / ${target}${config.rounds > 1 ? ` (round ${round + 1} of ${config.rounds})` : ''}`
+        process.stderr.write(`[bench] ${label} ...\n`)
+        let metrics: Metrics
+        try {
+          metrics = await scenario.run(target, config)
+        } catch (err) {
+          metrics = { error: (err as Error).message.split('\n')[0] ?? String(err) }
+          killAll()
+        }
+        process.stderr.write(`[bench] ${label} done in ${((Date.now() - started) / 1000).toFixed(1)} s: ${JSON.stringify(metrics)}\n`)
+        if (entry.rounds === undefined) {
+          entry.targets[target] = metrics
+        } else {
+          const runs = entry.rounds[target] ?? []
+          runs.push(metrics)
+          entry.rounds[target] = runs
+          entry.targets[target] = summariseRounds(runs)
+        }
+        save()
       }
-      const started = Date.now()
-      process.stderr.write(`[bench] ${scenario.id} ${scenario.name} / ${target} ...\n`)
-      try {
-        entry.targets[target] = await scenario.run(target, config)
-      } catch (err) {
-        entry.targets[target] = { error: (err as Error).message.split('\n')[0] ?? String(err) }
-        killAll()
-      }
-      process.stderr.write(`[bench] ${scenario.id} ${scenario.name} / ${target} done in ${((Date.now() - started) / 1000).toFixed(1)} s: ${JSON.stringify(entry.targets[target])}\n`)
-      save()
     }
   }
   save()

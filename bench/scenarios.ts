@@ -10,8 +10,9 @@ import { join } from 'node:path'
 import type { ClientSpec, Reply } from './load-protocol.js'
 import type { Dialect } from './wire.js'
 import { LoadPool } from './load.js'
-import { cpuSeconds, freePort, LOAD_CPU, peakRssMb, rssMb, RssSampler, SERVER_CPU, spawnCommandPinned, stopProcess, waitForPort } from './processes.js'
-import { startTarget, STATEFUL, type RunningTarget, type TargetName } from './targets.js'
+import { cpuSeconds, freePort, liveHeapMb, LOAD_CPU, peakRssMb, rssMb, RssSampler, SERVER_CPU, spawnCommandPinned, stopProcess, waitForPort } from './processes.js'
+import { startTarget, STATEFUL, type RunningTarget, type StartOptions, type TargetName } from './targets.js'
+import { clusterCrowd } from './scenarios-cluster.js'
 import { roomsScenario } from './scenarios-rooms.js'
 
 export interface BenchConfig {
@@ -50,6 +51,8 @@ export interface BenchConfig {
   httpColdSamples: number
   /** cluster: rooms (1 writer on instance A; 2 trackers and 2 light clients on instance B, each). */
   clusterRooms: number
+  /** Runs of each scenario per target; the report gives medians and spreads when above 1. */
+  rounds: number
   /** memory-over-time: updates over all rooms, and connect/disconnect cycles, in total. */
   memoryUpdates: number
   memoryCycles: number
@@ -74,9 +77,9 @@ export interface Scenario {
   run (target: TargetName, config: BenchConfig): Promise<Metrics>
 }
 
-const GRACE_MS = 3_000
+export const GRACE_MS = 3_000
 
-function percentile (sorted: number[], p: number): number | null {
+export function percentile (sorted: number[], p: number): number | null {
   if (sorted.length === 0) return null
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] as number
 }
@@ -87,8 +90,8 @@ export function startOptions (name: TargetName, config: BenchConfig, dataDir: st
   return { dataDir, ...(name === 'weft' ? { nodeFlags: config.weftNodeFlags, keepWeftLimits: config.keepWeftLimits } : {}) }
 }
 
-async function withTarget<T> (name: TargetName, config: BenchConfig, dataDir: string | null, body: (target: RunningTarget) => Promise<T>): Promise<T> {
-  const target = await startTarget(name, startOptions(name, config, dataDir))
+async function withTarget<T> (name: TargetName, config: BenchConfig, dataDir: string | null, body: (target: RunningTarget) => Promise<T>, extra: Partial<StartOptions> = {}): Promise<T> {
+  const target = await startTarget(name, { ...startOptions(name, config, dataDir), ...extra })
   try {
     return await body(name === 'weft' && config.weftDialect !== undefined ? { ...target, dialect: config.weftDialect } : target)
   } finally {
@@ -212,7 +215,7 @@ const manyRooms: Scenario = {
 }
 
 /** Offered update rates of the saturation steps, per second. */
-const SATURATION_RATES = [100, 200, 400, 700, 1000, 1500, 2000, 3000, 4000, 6000, 8000, 12000, 16000, 24000, 32000, 48000, 64000, 96000]
+export const SATURATION_RATES = [100, 200, 400, 700, 1000, 1500, 2000, 3000, 4000, 6000, 8000, 12000, 16000, 24000, 32000, 48000, 64000, 96000]
 
 const saturation: Scenario = {
   id: 3,
@@ -462,7 +465,7 @@ type ConnectResult = Extract<Reply, { type: 'connected' }>
 
 
 /** Prefixes every metric name (two measurements in one scenario's column). */
-function prefixed (prefix: string, metrics: Metrics): Metrics {
+export function prefixed (prefix: string, metrics: Metrics): Metrics {
   return Object.fromEntries(Object.entries(metrics).map(([k, v]) => [`${prefix}${k}`, v]))
 }
 
@@ -601,7 +604,7 @@ const httpGetScenario: Scenario = {
 }
 
 /** `INFO commandstats`: calls per command (the INFO calls of this benchmark left out). */
-function redisCommandCalls (port: number): Map<string, number> {
+export function redisCommandCalls (port: number): Map<string, number> {
   const out = execFileSync('redis-cli', ['-p', String(port), 'INFO', 'commandstats'], { encoding: 'utf8' })
   const calls = new Map<string, number>()
   for (const match of out.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) {
@@ -614,7 +617,7 @@ function redisCommandCalls (port: number): Map<string, number> {
  * `redis-cli MONITOR` on the load core: commands the clients sent (top level), told apart from
  * the ones scripts ran (`[0 lua]`), which INFO commandstats counts as well.
  */
-function monitorRedis (port: number): { stop: () => Promise<Map<string, number>> } {
+export function monitorRedis (port: number): { stop: () => Promise<Map<string, number>> } {
   const child = spawnCommandPinned(LOAD_CPU, 'redis-cli', ['-p', String(port), 'monitor'], { stdio: ['ignore', 'pipe', 'ignore'] })
   const calls = new Map<string, number>()
   let rest = ''
@@ -782,25 +785,19 @@ const cursorStormScenario: Scenario = {
 }
 
 /** weft's own heap figure from /metrics (prom-client's default metrics), MB; null for the peers. */
-async function weftHeapMb (target: RunningTarget): Promise<number | null> {
-  if (target.name !== 'weft') return null
-  const { status, body } = await httpGet(target.port, '/metrics')
-  const used = /^weft_nodejs_heap_size_used_bytes (\S+)$/m.exec(body.toString('utf8'))?.[1]
-  return status === 200 && used !== undefined ? Number(used) / 1024 / 1024 : null
-}
-
 /**
  * Issue 19's memory over time: 100 rooms each with a writer and a reader take `memoryUpdates`
  * updates in ten segments while other clients connect, sync and leave (`memoryCycles` in all).
- * RSS (every target) and weft's heap are read after each segment, once the server is quiet for
- * a second; the first segment is the warm-up the end is compared with.
+ * After each segment, once the server is quiet for a second, RSS and the live heap (after full
+ * collections, bench/heap-probe.ts; every target, they are all Node) are read; the first segment
+ * is the warm-up the end is compared with.
  */
 const memoryOverTime: Scenario = {
   id: 12,
   name: 'memory-over-time',
   title: 'Memory over time: updates over 100 rooms and connect/disconnect cycles; RSS and heap after each tenth, end / after warm-up',
   applies: () => true,
-  run: (name, config) => withTarget(name, config, null, (target) => withPool(3, async (pool) => {
+  run: (name, config) => withHeapProbe((probeDir) => withTarget(name, config, null, (target) => withPool(3, async (pool) => {
     const rooms = Array.from({ length: scaled(config, 100) }, (_, r) => `mem-${r}`)
     const specs = rooms.flatMap((room) => roomClients(room, 2, 0))
     const connected = await pool.connect(target, specs, { concurrency: 100, timeoutMs: 60_000 })
@@ -812,7 +809,7 @@ const memoryOverTime: Scenario = {
     const [writerProcess, ...churners] = pool.workers as [LoadPool['workers'][number], ...LoadPool['workers']]
     const cyclesPerWorker = Math.ceil(config.memoryCycles / segments / churners.length)
     const rss: number[] = []
-    const heap: (number | null)[] = []
+    const heap: number[] = []
     let cycles = 0
     let sent = 0
     for (let segment = 0; segment < segments; segment++) {
@@ -824,12 +821,12 @@ const memoryOverTime: Scenario = {
       cycles += churned.reduce((sum, r) => sum + r.cycles, 0)
       await new Promise((resolve) => setTimeout(resolve, 1_000))
       rss.push(rssMb(target.pid))
-      heap.push(await weftHeapMb(target))
+      heap.push(await liveHeapMb(target.pid, probeDir))
     }
     const warm = rss[0] as number
     const end = rss[rss.length - 1] as number
-    const warmHeap = heap[0] ?? null
-    const endHeap = heap[heap.length - 1] ?? null
+    const warmHeap = heap[0] as number
+    const endHeap = heap[heap.length - 1] as number
     return {
       rooms: rooms.length,
       updates: sent,
@@ -837,13 +834,23 @@ const memoryOverTime: Scenario = {
       rssAfterWarmupMb: round(warm),
       rssEndMb: round(end),
       rssEndOverWarmup: round(end / warm, 2),
-      heapAfterWarmupMb: warmHeap === null ? null : round(warmHeap),
-      heapEndMb: endHeap === null ? null : round(endHeap),
-      heapEndOverWarmup: warmHeap === null || endHeap === null ? null : round(endHeap / warmHeap, 2),
+      liveHeapAfterWarmupMb: round(warmHeap),
+      liveHeapEndMb: round(endHeap),
+      liveHeapEndOverWarmup: round(endHeap / warmHeap, 2),
       rssCurveMb: rss.map((v) => round(v)).join(' '),
-      heapCurveMb: heap.map((v) => (v === null ? '–' : round(v))).join(' '),
+      liveHeapCurveMb: heap.map((v) => round(v)).join(' '),
     }
-  }, false)),
+  }, false), { heapProbeDir: probeDir })),
+}
+
+/** A fresh directory for the heap probe's answers, removed afterwards. */
+async function withHeapProbe<T> (body: (dir: string) => Promise<T>): Promise<T> {
+  const dir = mkdtempSync(join(tmpdir(), 'weft-bench-heap-'))
+  try {
+    return await body(dir)
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+  }
 }
 
 /**
@@ -862,4 +869,4 @@ export function withHocuspocusPath (scenario: Scenario): Scenario {
   }
 }
 
-export const SCENARIOS: readonly Scenario[] = [bigRoom, manyRooms, withHocuspocusPath(saturation), idle, coldLoad, withHocuspocusPath(joins), withHocuspocusPath(slowReader), hocuspocusFanout, httpGetScenario, cluster, cursorStormScenario, memoryOverTime, roomsScenario]
+export const SCENARIOS: readonly Scenario[] = [bigRoom, manyRooms, withHocuspocusPath(saturation), idle, coldLoad, withHocuspocusPath(joins), withHocuspocusPath(slowReader), hocuspocusFanout, httpGetScenario, cluster, cursorStormScenario, memoryOverTime, clusterCrowd, roomsScenario]

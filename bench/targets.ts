@@ -53,6 +53,8 @@ export interface StartOptions {
   redisUrl?: string
   /** weft: `--instance-id`; hocuspocus: the Redis extension's identifier. */
   instanceId?: string
+  /** Any target: load bench/heap-probe.js, which answers `liveHeapMb` through files in this directory. */
+  heapProbeDir?: string
 }
 
 function command (name: TargetName, port: number, dataDir: string | null, keepWeftLimits: boolean, options: StartOptions): { args: string[]; env: NodeJS.ProcessEnv } {
@@ -94,9 +96,10 @@ function command (name: TargetName, port: number, dataDir: string | null, keepWe
 export async function startTarget (name: TargetName, options: StartOptions): Promise<RunningTarget> {
   const port = options.port ?? await freePort()
   const { args, env } = command(name, port, options.dataDir, options.keepWeftLimits ?? false, options)
-  const child = spawnPinned(SERVER_CPU, [...(options.nodeFlags ?? []), ...args], {
+  const probe = options.heapProbeDir === undefined ? [] : ['--expose-gc', '--import', here('./heap-probe.js')]
+  const child = spawnPinned(SERVER_CPU, [...(options.nodeFlags ?? []), ...probe, ...args], {
     cwd: ROOT,
-    env: { ...process.env, ...env },
+    env: { ...process.env, ...env, ...(options.heapProbeDir === undefined ? {} : { BENCH_HEAP_PROBE_DIR: options.heapProbeDir }) },
     stdio: ['ignore', 'ignore', 'pipe'],
   })
   const stderr: string[] = []

@@ -61,7 +61,7 @@ export class RedisRelay implements Relay {
   private reconcileAgain = false
   private checking = false
   private closed = false
-  /** Local updates of this turn of the event loop, per room, published merged by `flushOutgoing`. */
+  /** Local updates not published yet, per room: those of the current task, published merged by `flushOutgoing`. */
   private readonly outgoing = new Map<string, Uint8Array[]>()
   private outgoingScheduled = false
   private closing: Promise<void> | null = null
@@ -202,15 +202,19 @@ export class RedisRelay implements Relay {
       this.hold(room, update)
       return
     }
-    // A room's updates of one turn of the event loop (a burst a client sent in one socket read,
-    // which the room broadcasts merged too) become one update and one EVALSHA: Redis commands
-    // per edit stay at most 1 and fall to one per burst.
+    // A room's updates of the current task (a burst a client sent in one socket read, which the
+    // room broadcasts merged too) become one update and one EVALSHA: Redis commands per edit stay
+    // at most 1, and are one per merged burst. Flushed in a microtask queued before the room's
+    // broadcast: the command is on its way to Redis, and the other instances at work on it, while
+    // this one still writes the burst to its own members. (Flushed after the turn, the other
+    // instances' members waited for this instance's whole fan-out and every other socket read
+    // of the turn before Redis even heard of the update.)
     const pending = this.outgoing.get(room)
     if (pending === undefined) this.outgoing.set(room, [update])
     else pending.push(update)
     if (!this.outgoingScheduled) {
       this.outgoingScheduled = true
-      setImmediate(this.flushOutgoing)
+      queueMicrotask(this.flushOutgoing)
     }
   }
 

@@ -30,7 +30,7 @@ export class MemoryStore implements Store, LocalVersionStore {
   async readLog(room: string): Promise<LogEntry[]> {
     this.assertOpen()
     assertStorableRoomName(room)
-    return (this.logs.get(room)?.entries ?? []).map(({ key, update }) => ({ key, update: update.slice() }))
+    return (this.logs.get(room)?.entries ?? []).map(({ key, update }) => ({ key, update: copyBytes(update) }))
   }
 
   async append(room: string, update: Uint8Array): Promise<string> {
@@ -38,7 +38,7 @@ export class MemoryStore implements Store, LocalVersionStore {
     assertStorableRoomName(room)
     const log = this.logFor(room)
     const key = formatSequence(log.next++)
-    log.entries.push({ key, update: update.slice() })
+    log.entries.push({ key, update: copyBytes(update) })
     return key
   }
 
@@ -50,7 +50,7 @@ export class MemoryStore implements Store, LocalVersionStore {
     const log = this.logFor(room)
     const replaced = new Set(keys)
     const kept = log.entries.filter((entry) => !replaced.has(entry.key))
-    kept.push({ key: mergedKey, update: merged.slice() })
+    kept.push({ key: mergedKey, update: copyBytes(merged) })
     kept.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0))
     log.entries = kept
   }

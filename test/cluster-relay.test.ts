@@ -110,7 +110,7 @@ async function cutConnections(redis: RedisProcess, instanceId: string): Promise<
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
-/** The relay merges a room's updates of one turn of the event loop; edits after this are another burst. */
+/** The relay merges a room's updates of one task (the microtasks after it included); edits after this are another burst. */
 const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve))
 
 describe('RedisRelay against a real redis-server', () => {
@@ -173,6 +173,28 @@ describe('RedisRelay against a real redis-server', () => {
     const stats = await commandStats(redis)
     assert.equal(stats.get('evalsha'), 1, 'one EVALSHA for the burst')
     assert.equal(a.relay.stats().published - publishedBefore, 1)
+  })
+
+  it('sends a burst on to Redis before the task that made it ends: before any I/O callback, before the room fans it out', async () => {
+    const a = await peer('task-a')
+    const b = await peer('task-b')
+    await a.join('task')
+    await b.join('task')
+    await redis.command('CONFIG', 'RESETSTAT')
+    const before = a.relay.stats().commands
+    for (let i = 0; i < 30; i++) a.edit('task', `e${i}`)
+    assert.equal(a.relay.stats().commands, before, 'nothing is sent while the burst is still being made')
+    // The microtasks queued by the edits run now; no timer, no I/O callback (and no room
+    // broadcast, which a server queues after the publish) can run before this line.
+    await Promise.resolve()
+    assert.equal(a.relay.stats().commands - before, 1, 'the one command of the burst is already on its way')
+    await until(() => b.length('task') === 30, 'b has the 30 edits', 5000)
+    assert.ok(converged([a, b], 'task'))
+    const stats = await commandStats(redis)
+    assert.equal(stats.get('xadd'), 1, 'one stream entry for the burst')
+    a.edit('task', 'after')
+    await until(() => b.length('task') === 31, 'a later task is a burst of its own', 5000)
+    assert.equal((await commandStats(redis)).get('xadd'), 2)
   })
 
   it('heals lost messages: a gap before a later message at once, a lost final message by the periodic check', async () => {

@@ -174,6 +174,19 @@ export function describeStoreConformance<S extends ConformingStore>(kind: string
       assert.deepEqual(updatesOf(await store.readLog('r')), [[1, 2, 3]])
     }))
 
+    it('copies Buffers too: a view into a larger Buffer (a socket read, a request body) is not kept', () => withStore(async ({ store }) => {
+      // Buffer#slice is a view, not a copy: a store that "copies" with it keeps the caller's memory.
+      const received = Buffer.from([0, 4, 5, 6, 0, 7, 7, 0])
+      const first = await store.append('r', received.subarray(1, 4))
+      await store.append('r', received.subarray(5, 7))
+      received.fill(99)
+      assert.deepEqual(updatesOf(await store.readLog('r')), [[4, 5, 6], [7, 7]])
+      const merged = Buffer.from([1, 8, 8, 1])
+      await store.replace('r', [first], merged.subarray(1, 3))
+      merged.fill(99)
+      assert.deepEqual(updatesOf(await store.readLog('r')), [[8, 8], [7, 7]])
+    }))
+
     it('reclaims space without changing what it holds', () => withStore(async ({ store }) => {
       const keys = [await store.append('r', bytes(1)), await store.append('r', bytes(2))]
       await store.replace('r', keys, bytes(1, 2))
