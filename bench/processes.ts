@@ -3,8 +3,7 @@
  * failure), and measured through /proc.
  */
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process'
-import { readFileSync, rmSync } from 'node:fs'
-import { join } from 'node:path'
+import { readFileSync } from 'node:fs'
 import { createServer, connect } from 'node:net'
 
 /** The server gets this core; load processes get the other one. */
@@ -146,21 +145,3 @@ export class RssSampler {
   }
 }
 
-/**
- * The live heap of a server started with the heap probe (StartOptions.heapProbeDir): asks for it
- * with SIGUSR2 and waits for the answer (full collections take a moment on a big heap).
- */
-export async function liveHeapMb (pid: number, probeDir: string, timeoutMs = 20_000): Promise<number> {
-  const file = join(probeDir, `${pid}.heap`)
-  rmSync(file, { force: true })
-  process.kill(pid, 'SIGUSR2')
-  const deadline = Date.now() + timeoutMs
-  while (Date.now() < deadline) {
-    try {
-      return Number(readFileSync(file, 'utf8')) / 1024 / 1024
-    } catch {
-      await new Promise((resolve) => setTimeout(resolve, 20))
-    }
-  }
-  throw new Error(`no heap reading from process ${pid} within ${timeoutMs} ms`)
-}

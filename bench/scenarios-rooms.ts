@@ -2,10 +2,8 @@
  * Scenario 16, rooms (issue 19): many rooms with one connection each, and what each room plus
  * its connection costs the server in memory.
  */
-import { existsSync, readFileSync, rmSync } from 'node:fs'
-import { pathToFileURL } from 'node:url'
 import type { ClientSpec } from './load-protocol.js'
-import { memoryProbeFile } from './memory-probe.js'
+import { MEMORY_PROBE_FLAGS, readMemoryProbe, type MemoryReading } from './memory-probe.js'
 import { peakRssMb, rssMb } from './processes.js'
 import { connectFailure, round, scaled, startOptions, withHocuspocusPath, withPool, type BenchConfig, type Metrics, type Scenario } from './scenarios.js'
 import { startTarget, type RunningTarget, type TargetName } from './targets.js'
@@ -23,34 +21,9 @@ const SETTLE_MS = 20_000
 /** Rooms opened (and left open) before the baseline, so compiled code and singletons are not counted. */
 const WARM_UP_ROOMS = 20
 
-const PROBE = pathToFileURL(new URL('./memory-probe.js', import.meta.url).pathname).href
-
-interface ProbeReading {
-  rss: number
-  heapUsed: number
-  external: number
-  youngResident: number
-  collected: boolean
-}
-
 /** Asks the probe in `target` for a full collection and its memory figures afterwards. */
-async function probe (target: RunningTarget): Promise<ProbeReading> {
-  const file = memoryProbeFile(target.pid)
-  rmSync(file, { force: true })
-  process.kill(target.pid, 'SIGUSR2')
-  const until = performance.now() + 30_000
-  while (performance.now() < until) {
-    await new Promise((resolve) => setTimeout(resolve, 50))
-    if (!existsSync(file)) continue
-    try {
-      const reading = JSON.parse(readFileSync(file, 'utf8')) as ProbeReading
-      rmSync(file, { force: true })
-      return reading
-    } catch {
-      // Read while being written: try again.
-    }
-  }
-  throw new Error(`${target.name}: the memory probe did not answer`)
+function probe (target: RunningTarget): Promise<MemoryReading> {
+  return readMemoryProbe(target.pid, target.name)
 }
 
 /**
@@ -64,7 +37,7 @@ async function startWithProbe (name: TargetName, config: BenchConfig): Promise<R
   const saved = Object.fromEntries(Object.keys(lifted).map((key) => [key, process.env[key]]))
   Object.assign(process.env, lifted)
   try {
-    return await startTarget(name, { ...options, nodeFlags: [...(options.nodeFlags ?? []), '--expose-gc', '--import', PROBE] })
+    return await startTarget(name, { ...options, nodeFlags: [...(options.nodeFlags ?? []), ...MEMORY_PROBE_FLAGS] })
   } finally {
     for (const [key, value] of Object.entries(saved)) {
       if (value === undefined) delete process.env[key]

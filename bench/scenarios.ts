@@ -10,7 +10,8 @@ import { join } from 'node:path'
 import type { ClientSpec, Reply } from './load-protocol.js'
 import type { Dialect } from './wire.js'
 import { LoadPool } from './load.js'
-import { cpuSeconds, freePort, liveHeapMb, LOAD_CPU, peakRssMb, rssMb, RssSampler, SERVER_CPU, spawnCommandPinned, stopProcess, waitForPort } from './processes.js'
+import { MEMORY_PROBE_FLAGS, readMemoryProbe } from './memory-probe.js'
+import { cpuSeconds, freePort, LOAD_CPU, peakRssMb, rssMb, RssSampler, SERVER_CPU, spawnCommandPinned, stopProcess, waitForPort } from './processes.js'
 import { startTarget, STATEFUL, type RunningTarget, type StartOptions, type TargetName } from './targets.js'
 import { clusterCrowd } from './scenarios-cluster.js'
 import { roomsScenario } from './scenarios-rooms.js'
@@ -789,7 +790,7 @@ const cursorStormScenario: Scenario = {
  * Issue 19's memory over time: 100 rooms each with a writer and a reader take `memoryUpdates`
  * updates in ten segments while other clients connect, sync and leave (`memoryCycles` in all).
  * After each segment, once the server is quiet for a second, RSS and the live heap (after full
- * collections, bench/heap-probe.ts; every target, they are all Node) are read; the first segment
+ * collections, bench/memory-probe.ts; every target, they are all Node) are read; the first segment
  * is the warm-up the end is compared with.
  */
 const memoryOverTime: Scenario = {
@@ -797,7 +798,7 @@ const memoryOverTime: Scenario = {
   name: 'memory-over-time',
   title: 'Memory over time: updates over 100 rooms and connect/disconnect cycles; RSS and heap after each tenth, end / after warm-up',
   applies: () => true,
-  run: (name, config) => withHeapProbe((probeDir) => withTarget(name, config, null, (target) => withPool(3, async (pool) => {
+  run: (name, config) => withTarget(name, config, null, (target) => withPool(3, async (pool) => {
     const rooms = Array.from({ length: scaled(config, 100) }, (_, r) => `mem-${r}`)
     const specs = rooms.flatMap((room) => roomClients(room, 2, 0))
     const connected = await pool.connect(target, specs, { concurrency: 100, timeoutMs: 60_000 })
@@ -821,7 +822,7 @@ const memoryOverTime: Scenario = {
       cycles += churned.reduce((sum, r) => sum + r.cycles, 0)
       await new Promise((resolve) => setTimeout(resolve, 1_000))
       rss.push(rssMb(target.pid))
-      heap.push(await liveHeapMb(target.pid, probeDir))
+      heap.push((await readMemoryProbe(target.pid, name)).heapUsed / 1024 / 1024)
     }
     const warm = rss[0] as number
     const end = rss[rss.length - 1] as number
@@ -840,17 +841,7 @@ const memoryOverTime: Scenario = {
       rssCurveMb: rss.map((v) => round(v)).join(' '),
       liveHeapCurveMb: heap.map((v) => round(v)).join(' '),
     }
-  }, false), { heapProbeDir: probeDir })),
-}
-
-/** A fresh directory for the heap probe's answers, removed afterwards. */
-async function withHeapProbe<T> (body: (dir: string) => Promise<T>): Promise<T> {
-  const dir = mkdtempSync(join(tmpdir(), 'weft-bench-heap-'))
-  try {
-    return await body(dir)
-  } finally {
-    rmSync(dir, { recursive: true, force: true })
-  }
+  }, false), { nodeFlags: [...(startOptions(name, config, null).nodeFlags ?? []), ...MEMORY_PROBE_FLAGS] }),
 }
 
 /**

@@ -53,8 +53,6 @@ export interface StartOptions {
   redisUrl?: string
   /** weft: `--instance-id`; hocuspocus: the Redis extension's identifier. */
   instanceId?: string
-  /** Any target: load bench/heap-probe.js, which answers `liveHeapMb` through files in this directory. */
-  heapProbeDir?: string
 }
 
 function command (name: TargetName, port: number, dataDir: string | null, keepWeftLimits: boolean, options: StartOptions): { args: string[]; env: NodeJS.ProcessEnv } {
@@ -96,10 +94,9 @@ function command (name: TargetName, port: number, dataDir: string | null, keepWe
 export async function startTarget (name: TargetName, options: StartOptions): Promise<RunningTarget> {
   const port = options.port ?? await freePort()
   const { args, env } = command(name, port, options.dataDir, options.keepWeftLimits ?? false, options)
-  const probe = options.heapProbeDir === undefined ? [] : ['--expose-gc', '--import', here('./heap-probe.js')]
-  const child = spawnPinned(SERVER_CPU, [...(options.nodeFlags ?? []), ...probe, ...args], {
+  const child = spawnPinned(SERVER_CPU, [...(options.nodeFlags ?? []), ...args], {
     cwd: ROOT,
-    env: { ...process.env, ...env, ...(options.heapProbeDir === undefined ? {} : { BENCH_HEAP_PROBE_DIR: options.heapProbeDir }) },
+    env: { ...process.env, ...env },
     stdio: ['ignore', 'ignore', 'pipe'],
   })
   const stderr: string[] = []
