@@ -248,7 +248,9 @@ describe('hocuspocus codec: malformed frames', () => {
 })
 
 describe('hocuspocus codec: random input (property)', () => {
-  it('random and mutated frames decode or throw ProtocolError, never anything else, never hang', (t) => {
+  // A hang (a loop driven by a length field) fails the test by its timeout; a per-frame wall-clock
+  // bound failed on a loaded machine with frames that decode in microseconds.
+  it('random and mutated frames decode or throw ProtocolError, never anything else, never hang', { timeout: 120_000 }, (t) => {
     t.diagnostic(`fast-check seed ${SEED} (replay: WEFT_PROPERTY_SEED=${SEED})`)
     const valid = [
       encodeHocuspocusSyncStep1('doc', hex('010203')),
@@ -270,7 +272,6 @@ describe('hocuspocus codec: random input (property)', () => {
     const frames = fc.oneof(fc.uint8Array({ maxLength: 64 }), fc.uint8Array({ maxLength: 4096 }), mutated)
     fc.assert(
       fc.property(frames, (frame) => {
-        const started = performance.now()
         for (const decode of [decodeHocuspocusMessage, peekDocumentName]) {
           try {
             decode(frame)
@@ -279,8 +280,6 @@ describe('hocuspocus codec: random input (property)', () => {
             if (error.closeCode !== 1002 && error.closeCode !== 1007) throw error
           }
         }
-        // Decoding is linear in the frame; anything slow here is a loop driven by a length field.
-        assert.ok(performance.now() - started < 50, `decoding ${frame.length} bytes took too long`)
       }),
       { seed: SEED, numRuns: 3000 }
     )
