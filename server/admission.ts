@@ -300,13 +300,23 @@ export class PendingConnections {
   private readonly pending = new Map<Socket, { ip: string; at: number }>()
   private readonly perIp = new Map<string, number>()
   private timer: NodeJS.Timeout | null = null
+  /**
+   * One 'close' listener for every pending socket (the socket is `this`), taken off in done(): a
+   * listener per socket left on for the connection's whole life cost ~250 bytes each.
+   */
+  private readonly onPendingClose: (this: Socket) => void
 
   constructor(
     private readonly limits: PendingConnectionLimits,
     /** Addresses the per-address cap does not apply to (trusted proxies carry many clients). */
     private readonly exempt: (ip: string) => boolean,
     private readonly onRefused: (reason: string) => void,
-  ) {}
+  ) {
+    const done = (socket: Socket): void => this.done(socket)
+    this.onPendingClose = function (this: Socket) {
+      done(this)
+    }
+  }
 
   get size(): number {
     return this.pending.size
@@ -325,7 +335,7 @@ export class PendingConnections {
     }
     this.pending.set(socket, { ip, at: Date.now() })
     this.perIp.set(ip, fromIp + 1)
-    socket.once('close', () => this.done(socket))
+    socket.once('close', this.onPendingClose)
     if (this.timer === null) {
       this.timer = setInterval(() => this.sweep(), Math.max(50, Math.min(1_000, Math.floor(this.limits.headersTimeoutMs / 4))))
       this.timer.unref()
@@ -337,6 +347,7 @@ export class PendingConnections {
     const entry = this.pending.get(socket)
     if (entry === undefined) return
     this.pending.delete(socket)
+    socket.removeListener('close', this.onPendingClose)
     const left = (this.perIp.get(entry.ip) ?? 1) - 1
     if (left <= 0) this.perIp.delete(entry.ip)
     else this.perIp.set(entry.ip, left)
