@@ -27,23 +27,12 @@ function probe (target: RunningTarget): Promise<MemoryReading> {
 }
 
 /**
- * Every target runs with the probe (`--expose-gc --import bench/memory-probe.js`); weft with its
- * per-address room quota and loaded-room cap lifted (all load comes from 16 loopback addresses),
- * through the environment, which the peers ignore.
+ * Every target runs with the probe (`--expose-gc --import bench/memory-probe.js`); weft's
+ * per-address room quota and loaded-room cap are lifted with its other limits (bench/targets.ts).
  */
-async function startWithProbe (name: TargetName, config: BenchConfig): Promise<RunningTarget> {
+function startWithProbe (name: TargetName, config: BenchConfig): Promise<RunningTarget> {
   const options = startOptions(name, config, null)
-  const lifted: Record<string, string> = { WEFT_MAX_ROOMS_PER_IP: '1000000', WEFT_MAX_LOADED_ROOMS: '1000000' }
-  const saved = Object.fromEntries(Object.keys(lifted).map((key) => [key, process.env[key]]))
-  Object.assign(process.env, lifted)
-  try {
-    return await startTarget(name, { ...options, nodeFlags: [...(options.nodeFlags ?? []), ...MEMORY_PROBE_FLAGS] })
-  } finally {
-    for (const [key, value] of Object.entries(saved)) {
-      if (value === undefined) delete process.env[key]
-      else process.env[key] = value
-    }
-  }
+  return startTarget(name, { ...options, nodeFlags: [...(options.nodeFlags ?? []), ...MEMORY_PROBE_FLAGS] })
 }
 
 const kbPer = (bytes: number, count: number): number => round(bytes / 1024 / count, 2)
