@@ -12,6 +12,7 @@ import type { Dialect } from './wire.js'
 import { LoadPool } from './load.js'
 import { cpuSeconds, freePort, LOAD_CPU, peakRssMb, rssMb, RssSampler, SERVER_CPU, spawnCommandPinned, stopProcess, waitForPort } from './processes.js'
 import { startTarget, STATEFUL, type RunningTarget, type TargetName } from './targets.js'
+import { BIG_DOCUMENT_SCENARIOS } from './scenarios-bigdoc.js'
 
 export interface BenchConfig {
   quick: boolean
@@ -56,7 +57,7 @@ export interface BenchConfig {
   weftDialect?: Dialect
 }
 
-function scaled (config: BenchConfig, n: number): number {
+export function scaled (config: BenchConfig, n: number): number {
   return Math.max(3, Math.round(n * config.scale))
 }
 
@@ -75,14 +76,14 @@ export interface Scenario {
 
 const GRACE_MS = 3_000
 
-function percentile (sorted: number[], p: number): number | null {
+export function percentile (sorted: number[], p: number): number | null {
   if (sorted.length === 0) return null
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] as number
 }
 
-const round = (n: number, digits = 1): number => Number(n.toFixed(digits))
+export const round = (n: number, digits = 1): number => Number(n.toFixed(digits))
 
-function startOptions (name: TargetName, config: BenchConfig, dataDir: string | null): Parameters<typeof startTarget>[1] {
+export function startOptions (name: TargetName, config: BenchConfig, dataDir: string | null): Parameters<typeof startTarget>[1] {
   return { dataDir, ...(name === 'weft' ? { nodeFlags: config.weftNodeFlags, keepWeftLimits: config.keepWeftLimits } : {}) }
 }
 
@@ -95,7 +96,7 @@ async function withTarget<T> (name: TargetName, config: BenchConfig, dataDir: st
   }
 }
 
-async function withPool<T> (workers: number, body: (pool: LoadPool) => Promise<T>, timerProcess = false): Promise<T> {
+export async function withPool<T> (workers: number, body: (pool: LoadPool) => Promise<T>, timerProcess = false): Promise<T> {
   const pool = new LoadPool(workers, timerProcess)
   try {
     return await body(pool)
@@ -104,7 +105,7 @@ async function withPool<T> (workers: number, body: (pool: LoadPool) => Promise<T
   }
 }
 
-function roomClients (room: string, total: number, trackers: number, slow = 0): ClientSpec[] {
+export function roomClients (room: string, total: number, trackers: number, slow = 0): ClientSpec[] {
   const specs: ClientSpec[] = [{ room, role: 'writer' }]
   for (let i = 0; i < trackers; i++) specs.push({ room, role: 'tracker' })
   for (let i = specs.length; i < total; i++) specs.push({ room, role: 'light' })
@@ -177,7 +178,7 @@ async function live (target: RunningTarget, pool: LoadPool, rate: number, second
   }
 }
 
-function connectFailure (what: string, synced: number, wanted: number): Error {
+export function connectFailure (what: string, synced: number, wanted: number): Error {
   return new Error(`${what}: ${synced} of ${wanted} clients synced`)
 }
 
@@ -275,7 +276,7 @@ function directoryBytes (dir: string): number {
 }
 
 /** When the server is no longer running: its exit status and the last line it wrote on stderr. */
-function serverDied (target: RunningTarget): Metrics {
+export function serverDied (target: RunningTarget): Metrics {
   const { exitCode, signalCode } = target.child
   if (exitCode === null && signalCode === null) return {}
   const lines = target.stderr.join('').trim().split('\n')
@@ -457,11 +458,11 @@ const idle: Scenario = {
   })),
 }
 
-type ConnectResult = Extract<Reply, { type: 'connected' }>
+export type ConnectResult = Extract<Reply, { type: 'connected' }>
 
 
 /** Prefixes every metric name (two measurements in one scenario's column). */
-function prefixed (prefix: string, metrics: Metrics): Metrics {
+export function prefixed (prefix: string, metrics: Metrics): Metrics {
   return Object.fromEntries(Object.entries(metrics).map(([k, v]) => [`${prefix}${k}`, v]))
 }
 
@@ -496,7 +497,7 @@ const hocuspocusFanout: Scenario = {
 }
 
 /** GET over plain HTTP from the coordinator (setup and checks, not measured). */
-async function httpGet (port: number, path: string): Promise<{ status: number; body: Buffer }> {
+export async function httpGet (port: number, path: string): Promise<{ status: number; body: Buffer }> {
   const res = await fetch(`http://127.0.0.1:${port}${path}`)
   return { status: res.status, body: Buffer.from(await res.arrayBuffer()) }
 }
@@ -861,4 +862,4 @@ function withHocuspocusPath (scenario: Scenario): Scenario {
   }
 }
 
-export const SCENARIOS: readonly Scenario[] = [bigRoom, manyRooms, withHocuspocusPath(saturation), idle, coldLoad, withHocuspocusPath(joins), withHocuspocusPath(slowReader), hocuspocusFanout, httpGetScenario, cluster, cursorStormScenario, memoryOverTime]
+export const SCENARIOS: readonly Scenario[] = [bigRoom, manyRooms, withHocuspocusPath(saturation), idle, coldLoad, withHocuspocusPath(joins), withHocuspocusPath(slowReader), hocuspocusFanout, httpGetScenario, cluster, cursorStormScenario, memoryOverTime, ...BIG_DOCUMENT_SCENARIOS]
