@@ -5,7 +5,7 @@ import { mergeUpdatesIntoState } from './chunked-merge.js'
 export interface MergePoolOptions {
   /** Worker threads at most (started when first needed); 0 = every merge on the calling thread. */
   workers: number
-  /** Merges of fewer bytes than this run on the calling thread: posting them costs more than it saves. */
+  /** Merges of fewer bytes than this run on the calling thread: handing them over costs more than it saves. */
   thresholdBytes: number
   /** The worker's script; tests point it at one that fails. */
   workerUrl?: URL
@@ -22,40 +22,54 @@ export const MERGE_POOL_DEFAULTS = Object.freeze({
  */
 export const mergeWorkerCounters = { jobs: 0, fallbacks: 0 }
 
-/** Main thread to worker. The updates are copied (structured clone): the caller's buffers stay its own. */
-export interface MergeJob {
-  id: number
-  updates: Uint8Array[]
-}
+/** Main thread to worker: see crdt/merge-worker.ts. */
+export type MergeRequest =
+  | { type: 'buffer'; id: number; bytes: number }
+  /** The updates lie one after another from the start of `shared`, `lengths` bytes each. */
+  | { type: 'merge'; id: number; shared: SharedArrayBuffer; lengths: number[] }
 
-export type MergeReply = { id: number; ok: true; state: Uint8Array } | { id: number; ok: false; message: string }
+export type MergeReply =
+  | { type: 'buffer'; id: number; shared: SharedArrayBuffer }
+  | { type: 'merged'; id: number; ok: true; state: Uint8Array }
+  | { type: 'merged'; id: number; ok: false; message: string }
 
-interface Pending {
-  job: MergeJob
+interface Job {
+  updates: readonly Uint8Array[]
+  bytes: number
   resolve(state: Uint8Array): void
   reject(err: Error): void
 }
 
 interface PoolWorker {
   thread: Worker
-  /** The job it is working on, if any. */
-  current: Pending | null
+  busy: boolean
+  /** Its transfer buffer (allocated and touched by the worker), kept between jobs until idle. */
+  shared: SharedArrayBuffer | null
+  sharedTimer: NodeJS.Timeout | null
+  /** The answer the worker owes, if any. */
+  awaiting: { id: number; resolve(reply: MergeReply): void; reject(err: Error): void } | null
 }
 
 const WORKER_URL = new URL('./merge-worker.js', import.meta.url)
+/** A worker's transfer buffer is let go after this long without a job. */
+const SHARED_IDLE_MS = 30_000
+/** Transfer buffers grow in steps of this, with a quarter to spare. */
+const SHARED_STEP_BYTES = 1024 * 1024
 
 /**
- * Y.mergeUpdates-into-a-state (mergeUpdatesIntoState) on worker threads, for merges big enough to
- * stall the event loop: a cold load or a compaction of a large document. The result is the same
- * bytes the calling thread would have produced (the worker runs the same function). When a worker
- * fails, the merge runs on the calling thread instead and `mergeWorkerCounters.fallbacks` counts
- * it: a failure costs time, never the result. Jobs run in the order they were asked for, one per
- * worker at a time; idle workers do not keep the process alive.
+ * mergeUpdatesIntoState on worker threads, for merges big enough to stall the event loop: a cold
+ * load or a compaction of a large document. The result is the same bytes the calling thread
+ * would have produced (the worker runs the same function). The updates are copied into a shared
+ * buffer the worker allocated (so the event loop neither serializes them nor faults in fresh
+ * pages) and the result comes back transferred, not copied. When a worker fails, the merge runs
+ * on the calling thread instead and `mergeWorkerCounters.fallbacks` counts it: a failure costs
+ * time, never the result. Jobs start in the order they were asked for, one per worker at a
+ * time; idle workers do not keep the process alive.
  */
 export class MergePool {
   private readonly options: Readonly<MergePoolOptions>
   private readonly workers = new Set<PoolWorker>()
-  private readonly queue: Pending[] = []
+  private readonly queue: Job[] = []
   private nextId = 0
   private closed = false
 
@@ -79,7 +93,10 @@ export class MergePool {
     if (!this.offloads(bytes)) return mergeUpdatesIntoState(updates)
     let state: Uint8Array
     try {
-      state = await this.run([...updates])
+      state = await new Promise<Uint8Array>((resolve, reject) => {
+        this.queue.push({ updates, bytes, resolve, reject })
+        this.dispatch()
+      })
     } catch {
       // The worker crashed or threw (a Yjs error included): the calling thread does it, and
       // throws what Yjs throws there, as it would have without workers.
@@ -90,70 +107,100 @@ export class MergePool {
     return state
   }
 
-  /** Ends the workers; merges asked for later run on the calling thread, queued ones fall back. */
+  /** Ends the workers; merges asked for later run on the calling thread, unfinished ones fall back. */
   async close(): Promise<void> {
     this.closed = true
-    const queued = this.queue.splice(0)
-    for (const pending of queued) pending.reject(new Error('merge pool closed'))
-    await Promise.all([...this.workers].map((worker) => worker.thread.terminate()))
-    this.workers.clear()
-  }
-
-  private run(updates: Uint8Array[]): Promise<Uint8Array> {
-    return new Promise<Uint8Array>((resolve, reject) => {
-      this.queue.push({ job: { id: this.nextId++, updates }, resolve, reject })
-      this.dispatch()
-    })
+    for (const job of this.queue.splice(0)) job.reject(new Error('merge pool closed'))
+    const workers = [...this.workers]
+    for (const worker of workers) this.retire(worker, new Error('merge pool closed'))
+    await Promise.all(workers.map((worker) => worker.thread.terminate().catch(() => 0)))
   }
 
   private dispatch(): void {
     while (this.queue.length > 0 && !this.closed) {
       const worker = this.idleWorker()
       if (worker === null) return
-      const pending = this.queue.shift() as Pending
-      worker.current = pending
+      const job = this.queue.shift() as Job
+      worker.busy = true
       worker.thread.ref()
-      try {
-        worker.thread.postMessage(pending.job)
-      } catch (err) {
-        // Not cloneable, or the thread is gone: this job falls back; the worker is replaced.
-        worker.current = null
-        this.retire(worker)
-        pending.reject(err instanceof Error ? err : new Error(String(err)))
-      }
+      if (worker.sharedTimer !== null) clearTimeout(worker.sharedTimer)
+      worker.sharedTimer = null
+      this.runOn(worker, job).then(job.resolve, job.reject).finally(() => {
+        worker.busy = false
+        if (this.workers.has(worker)) {
+          worker.thread.unref()
+          worker.sharedTimer = setTimeout(() => {
+            worker.shared = null
+            worker.sharedTimer = null
+          }, SHARED_IDLE_MS).unref()
+        }
+        this.dispatch()
+      })
     }
   }
 
+  private async runOn(worker: PoolWorker, job: Job): Promise<Uint8Array> {
+    if (worker.shared === null || worker.shared.byteLength < job.bytes) {
+      const bytes = Math.ceil((job.bytes * 1.25) / SHARED_STEP_BYTES) * SHARED_STEP_BYTES
+      worker.shared = null
+      const reply = await this.ask(worker, (id) => ({ type: 'buffer', id, bytes }))
+      if (reply.type !== 'buffer') throw new Error('merge worker answered out of turn')
+      worker.shared = reply.shared
+    }
+    const shared = worker.shared
+    const view = new Uint8Array(shared)
+    let offset = 0
+    for (const update of job.updates) {
+      view.set(update, offset)
+      offset += update.byteLength
+    }
+    const reply = await this.ask(worker, (id) => ({ type: 'merge', id, shared, lengths: job.updates.map((update) => update.byteLength) }))
+    if (reply.type !== 'merged') throw new Error('merge worker answered out of turn')
+    if (!reply.ok) throw new Error(reply.message)
+    return reply.state
+  }
+
+  private ask(worker: PoolWorker, request: (id: number) => MergeRequest): Promise<MergeReply> {
+    if (!this.workers.has(worker)) return Promise.reject(new Error('merge worker gone'))
+    const id = this.nextId++
+    return new Promise<MergeReply>((resolve, reject) => {
+      worker.awaiting = { id, resolve, reject }
+      try {
+        worker.thread.postMessage(request(id))
+      } catch (err) {
+        worker.awaiting = null
+        this.retire(worker, err instanceof Error ? err : new Error(String(err)))
+        reject(err instanceof Error ? err : new Error(String(err)))
+      }
+    })
+  }
+
   private idleWorker(): PoolWorker | null {
-    for (const worker of this.workers) if (worker.current === null) return worker
+    for (const worker of this.workers) if (!worker.busy) return worker
     if (this.workers.size >= this.options.workers) return null
-    const worker: PoolWorker = { thread: new Worker(this.options.workerUrl ?? WORKER_URL), current: null }
+    const worker: PoolWorker = { thread: new Worker(this.options.workerUrl ?? WORKER_URL), busy: false, shared: null, sharedTimer: null, awaiting: null }
     worker.thread.unref()
     worker.thread.on('message', (reply: MergeReply) => {
-      const pending = worker.current
-      if (pending === null || pending.job.id !== reply.id) return
-      worker.current = null
-      worker.thread.unref()
-      if (reply.ok) pending.resolve(reply.state)
-      else pending.reject(new Error(reply.message))
-      this.dispatch()
+      const awaiting = worker.awaiting
+      if (awaiting === null || awaiting.id !== reply.id) return
+      worker.awaiting = null
+      awaiting.resolve(reply)
     })
-    const failed = (err: Error): void => {
-      const pending = worker.current
-      worker.current = null
-      this.retire(worker)
-      pending?.reject(err)
-      this.dispatch()
-    }
-    worker.thread.on('error', failed)
-    worker.thread.on('exit', (code) => failed(new Error(`merge worker exited with code ${code}`)))
+    worker.thread.on('error', (err) => this.retire(worker, err))
+    worker.thread.on('exit', (code) => this.retire(worker, new Error(`merge worker exited with code ${code}`)))
     this.workers.add(worker)
     return worker
   }
 
-  private retire(worker: PoolWorker): void {
+  /** A worker that failed (or the pool closing): what it owed is rejected (and falls back); it is not used again. */
+  private retire(worker: PoolWorker, err: Error): void {
+    const awaiting = worker.awaiting
+    worker.awaiting = null
+    worker.shared = null
+    if (worker.sharedTimer !== null) clearTimeout(worker.sharedTimer)
+    worker.sharedTimer = null
+    awaiting?.reject(err)
     if (!this.workers.delete(worker)) return
-    worker.thread.removeAllListeners('message')
-    void worker.thread.terminate().catch(() => {})
+    void worker.thread.terminate().catch(() => 0)
   }
 }
