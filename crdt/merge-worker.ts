@@ -6,12 +6,21 @@
  * - `merge`: merge the updates laid out in it with the same function the main thread uses, so
  *   the bytes are the same either way, and hand the result back without copying it.
  */
+import { setPriority } from 'node:os'
 import { parentPort } from 'node:worker_threads'
 import { mergeUpdatesIntoState } from './chunked-merge.js'
 import type { MergeReply, MergeRequest } from './merge-pool.js'
 
 const port = parentPort
 if (port === null) throw new Error('crdt/merge-worker.js runs as a worker thread')
+
+// The lowest CPU priority, for this thread only (on Linux the nice value is per thread): on a
+// core the event loop shares with it, the event loop runs first and the merge takes what is left.
+try {
+  setPriority(19)
+} catch {
+  // Not permitted or not supported: the merge runs at the process's priority.
+}
 
 port.on('message', (request: MergeRequest) => {
   if (request.type === 'buffer') {
