@@ -306,7 +306,7 @@ function prefixedLoop (prefix: string, delay: LoopDelay | null): Metrics {
 
 /**
  * 14: a busy room while, in another room, a 20 MB document is loaded cold from storage, 5 MB
- * more and 80 small edits are written into it (weft: its log passes the compaction policy; the
+ * more and 96 small edits (8 a second) are written into it (weft: its log passes the compaction policy; the
  * peers store the document again: Hocuspocus after its debounce), and its writer leaves
  * (the room is stored and unloaded). Event-loop delay over that window, and the busy room's
  * latency.
@@ -348,10 +348,11 @@ const noStalls: Scenario = {
           const writer = await other.request<ConnectResult>({ type: 'connect', port: target.port, dialect: target.dialect, clients: [{ room, role: 'writer' }], concurrency: 0, timeoutMs: 120_000 })
           const coldSyncMs = performance.now() - loadStarted
           if (writer.synced !== 1) throw connectFailure('no-stalls cold load', writer.synced, 1)
-          // A quarter more, in the same chunks, then small edits 10 a second for 8 s: past weft's
-          // compaction policy (more than 64 entries, 1/16 of the document appended).
+          // A quarter more, in the same chunks, then small edits 8 a second for 12 s, each in a
+          // persist window of its own: past weft's compaction policy (more than 64 log entries,
+          // 1/16 of the document appended).
           await other.request({ type: 'bulk-text', totalBytes: Math.round(bytes / 4), chunkBytes: CHUNK_BYTES })
-          await other.request({ type: 'write', ratePerSecond: 10, durationMs: 8_000, paddingBytes: 0 })
+          await other.request({ type: 'write', ratePerSecond: 8, durationMs: 12_000, paddingBytes: 0 })
           // Stores follow: Hocuspocus's debounce (2 s, at most 10 s), weft's compaction.
           await sleep(config.quick ? 4_000 : 11_000)
           // The writer leaves: the room is stored and unloaded (weft after 5 s).
