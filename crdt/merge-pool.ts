@@ -43,16 +43,20 @@ interface Job {
 interface PoolWorker {
   thread: Worker
   busy: boolean
-  /** Its transfer buffer (allocated and touched by the worker), kept between jobs until idle. */
+  /** Its transfer buffer (allocated and touched by the worker), kept between jobs. */
   shared: SharedArrayBuffer | null
-  sharedTimer: NodeJS.Timeout | null
+  /** Ends the worker when it has been idle for IDLE_WORKER_MS. */
+  idleTimer: NodeJS.Timeout | null
   /** The answer the worker owes, if any. */
   awaiting: { id: number; resolve(reply: MergeReply): void; reject(err: Error): void } | null
 }
 
 const WORKER_URL = new URL('./merge-worker.js', import.meta.url)
-/** A worker's transfer buffer is let go after this long without a job. */
-const SHARED_IDLE_MS = 30_000
+/**
+ * A worker is ended after this long without a job: its heap (a big merge leaves it tens of MB)
+ * and its transfer buffer go back to the system; the next big merge starts a new one.
+ */
+const IDLE_WORKER_MS = 10_000
 /** Transfer buffers grow in steps of this, with a quarter to spare. */
 const SHARED_STEP_BYTES = 1024 * 1024
 
@@ -64,7 +68,7 @@ const SHARED_STEP_BYTES = 1024 * 1024
  * pages) and the result comes back transferred, not copied. When a worker fails, the merge runs
  * on the calling thread instead and `mergeWorkerCounters.fallbacks` counts it: a failure costs
  * time, never the result. Jobs start in the order they were asked for, one per worker at a
- * time; idle workers do not keep the process alive.
+ * time; idle workers do not keep the process alive and end after 10 s without a job.
  */
 export class MergePool {
   private readonly options: Readonly<MergePoolOptions>
@@ -123,16 +127,16 @@ export class MergePool {
       const job = this.queue.shift() as Job
       worker.busy = true
       worker.thread.ref()
-      if (worker.sharedTimer !== null) clearTimeout(worker.sharedTimer)
-      worker.sharedTimer = null
+      if (worker.idleTimer !== null) clearTimeout(worker.idleTimer)
+      worker.idleTimer = null
       this.runOn(worker, job).then(job.resolve, job.reject).finally(() => {
         worker.busy = false
         if (this.workers.has(worker)) {
           worker.thread.unref()
-          worker.sharedTimer = setTimeout(() => {
-            worker.shared = null
-            worker.sharedTimer = null
-          }, SHARED_IDLE_MS).unref()
+          worker.idleTimer = setTimeout(() => {
+            worker.idleTimer = null
+            if (!worker.busy) this.retire(worker, new Error('merge worker idle'))
+          }, IDLE_WORKER_MS).unref()
         }
         this.dispatch()
       })
@@ -178,7 +182,7 @@ export class MergePool {
   private idleWorker(): PoolWorker | null {
     for (const worker of this.workers) if (!worker.busy) return worker
     if (this.workers.size >= this.options.workers) return null
-    const worker: PoolWorker = { thread: new Worker(this.options.workerUrl ?? WORKER_URL), busy: false, shared: null, sharedTimer: null, awaiting: null }
+    const worker: PoolWorker = { thread: new Worker(this.options.workerUrl ?? WORKER_URL), busy: false, shared: null, idleTimer: null, awaiting: null }
     worker.thread.unref()
     worker.thread.on('message', (reply: MergeReply) => {
       const awaiting = worker.awaiting
@@ -197,8 +201,8 @@ export class MergePool {
     const awaiting = worker.awaiting
     worker.awaiting = null
     worker.shared = null
-    if (worker.sharedTimer !== null) clearTimeout(worker.sharedTimer)
-    worker.sharedTimer = null
+    if (worker.idleTimer !== null) clearTimeout(worker.idleTimer)
+    worker.idleTimer = null
     awaiting?.reject(err)
     if (!this.workers.delete(worker)) return
     void worker.thread.terminate().catch(() => 0)
