@@ -13,6 +13,7 @@ import { LoadPool } from './load.js'
 import { MEMORY_PROBE_FLAGS, readMemoryProbe } from './memory-probe.js'
 import { cpuSeconds, freePort, LOAD_CPU, peakRssMb, rssMb, RssSampler, SERVER_CPU, spawnCommandPinned, stopProcess, waitForPort } from './processes.js'
 import { startTarget, STATEFUL, type RunningTarget, type StartOptions, type TargetName } from './targets.js'
+import { BIG_DOCUMENT_SCENARIOS } from './scenarios-bigdoc.js'
 import { clusterCrowd } from './scenarios-cluster.js'
 import { roomsScenario } from './scenarios-rooms.js'
 
@@ -109,7 +110,7 @@ export async function withPool<T> (workers: number, body: (pool: LoadPool) => Pr
   }
 }
 
-function roomClients (room: string, total: number, trackers: number, slow = 0): ClientSpec[] {
+export function roomClients (room: string, total: number, trackers: number, slow = 0): ClientSpec[] {
   const specs: ClientSpec[] = [{ room, role: 'writer' }]
   for (let i = 0; i < trackers; i++) specs.push({ room, role: 'tracker' })
   for (let i = specs.length; i < total; i++) specs.push({ room, role: 'light' })
@@ -280,7 +281,7 @@ function directoryBytes (dir: string): number {
 }
 
 /** When the server is no longer running: its exit status and the last line it wrote on stderr. */
-function serverDied (target: RunningTarget): Metrics {
+export function serverDied (target: RunningTarget): Metrics {
   const { exitCode, signalCode } = target.child
   if (exitCode === null && signalCode === null) return {}
   const lines = target.stderr.join('').trim().split('\n')
@@ -462,7 +463,7 @@ const idle: Scenario = {
   })),
 }
 
-type ConnectResult = Extract<Reply, { type: 'connected' }>
+export type ConnectResult = Extract<Reply, { type: 'connected' }>
 
 
 /** Prefixes every metric name (two measurements in one scenario's column). */
@@ -501,7 +502,7 @@ const hocuspocusFanout: Scenario = {
 }
 
 /** GET over plain HTTP from the coordinator (setup and checks, not measured). */
-async function httpGet (port: number, path: string): Promise<{ status: number; body: Buffer }> {
+export async function httpGet (port: number, path: string): Promise<{ status: number; body: Buffer }> {
   const res = await fetch(`http://127.0.0.1:${port}${path}`)
   return { status: res.status, body: Buffer.from(await res.arrayBuffer()) }
 }
@@ -860,4 +861,4 @@ export function withHocuspocusPath (scenario: Scenario): Scenario {
   }
 }
 
-export const SCENARIOS: readonly Scenario[] = [bigRoom, manyRooms, withHocuspocusPath(saturation), idle, coldLoad, withHocuspocusPath(joins), withHocuspocusPath(slowReader), hocuspocusFanout, httpGetScenario, cluster, cursorStormScenario, memoryOverTime, clusterCrowd, roomsScenario]
+export const SCENARIOS: readonly Scenario[] = [bigRoom, manyRooms, withHocuspocusPath(saturation), idle, coldLoad, withHocuspocusPath(joins), withHocuspocusPath(slowReader), hocuspocusFanout, httpGetScenario, cluster, cursorStormScenario, memoryOverTime, ...BIG_DOCUMENT_SCENARIOS, clusterCrowd, roomsScenario]

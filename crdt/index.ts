@@ -7,3 +7,4 @@
 export { MERGE_CHUNK_SIZE, mergeUpdatesInChunks, mergeUpdatesIntoState } from './chunked-merge.js'
 export { missingFrom } from './state-diff.js'
 export { updateChangesDocument } from './update-effect.js'
+export { MERGE_POOL_DEFAULTS, MergePool, mergeWorkerCounters, type MergePoolOptions } from './merge-pool.js'

@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events'
 import { pino } from 'pino'
 import * as Y from 'yjs'
 import { isValidRoomName } from '../protocol/room-name.js'
-import { mergeUpdatesInChunks, mergeUpdatesIntoState } from '../crdt/index.js'
+import { MERGE_POOL_DEFAULTS, MergePool, mergeUpdatesInChunks } from '../crdt/index.js'
 import { AppendRetry, StorageHealthTracker, type StorageHealth } from './append-failures.js'
 import { InvalidRoomNameError, InvalidUpdateError, WriterClosedError } from './errors.js'
 import { LevelStore } from './level-store.js'
@@ -40,6 +40,16 @@ export interface WriterOptions {
   onBatchStored?(updates: number, oldestWaitMs: number): void
   /** For metrics: each log compacted into one entry. */
   onCompacted?(): void
+  /**
+   * Worker threads that merge large logs (cold load, compaction) off the event loop; 0 = on it
+   * (default 1, started when first needed). A worker that fails is replaced and its merge runs on
+   * the event loop instead (counted in `weft_merge_worker_fallbacks_total`).
+   */
+  mergeWorkers?: number
+  /** Merges of fewer bytes stay on the event loop (default 1 MiB). */
+  mergeWorkerThresholdBytes?: number
+  /** @internal The worker script (tests use one that fails). */
+  mergeWorkerUrl?: URL
 }
 
 /** Time kept back from a close deadline for closing the store itself. */
@@ -50,6 +60,8 @@ const MAX_BATCH_UPDATES = 64
 
 export const WRITER_DEFAULTS = Object.freeze({
   persistWindowMs: 100,
+  mergeWorkers: MERGE_POOL_DEFAULTS.workers,
+  mergeWorkerThresholdBytes: MERGE_POOL_DEFAULTS.thresholdBytes,
   compactEntries: 64,
   compactBytes: 16 * 1024 * 1024,
   retryBaseMs: 100,
@@ -71,6 +83,7 @@ export class DocumentWriter extends EventEmitter {
   private readonly retry: AppendRetry
   private readonly failures: StorageHealthTracker
   private readonly compactor: LogCompactor
+  private readonly merges: MergePool
   private state: WriterState = 'open'
   /** Set when close's deadline expired: loops stop and what was not stored is abandoned. */
   private stopped = false
@@ -83,7 +96,12 @@ export class DocumentWriter extends EventEmitter {
     this.retry = new AppendRetry(this.options.retryBaseMs, this.options.retryMaxMs)
     this.failures = new StorageHealthTracker(this.retry, this.logger, (health) => this.emit('health', health))
     const { compactEntries, compactBytes, retryMaxMs } = this.options
-    this.compactor = new LogCompactor(store, { compactEntries, compactBytes, retryAfterFailureMs: retryMaxMs }, options.snapshots ?? null, this.logger, () => this.state === 'open', options.onCompacted)
+    this.merges = new MergePool({
+      workers: this.options.mergeWorkers,
+      thresholdBytes: this.options.mergeWorkerThresholdBytes,
+      ...(options.mergeWorkerUrl === undefined ? {} : { workerUrl: options.mergeWorkerUrl }),
+    })
+    this.compactor = new LogCompactor(store, { compactEntries, compactBytes, retryAfterFailureMs: retryMaxMs }, options.snapshots ?? null, this.logger, () => this.state === 'open', options.onCompacted, this.merges)
     this.onBatchStored = options.onBatchStored ?? (() => {})
   }
 
@@ -141,7 +159,7 @@ export class DocumentWriter extends EventEmitter {
     if (updates.length === 0) return null
     if (updates.length === 1) return updates[0] as Uint8Array
     try {
-      return await mergeUpdatesIntoState(updates)
+      return await this.merges.mergeIntoState(updates)
     } catch (err) {
       // Some entry cannot be applied: the caller may look at them one by one (loadEntries).
       throw new InvalidUpdateError(room, err)
@@ -250,6 +268,7 @@ export class DocumentWriter extends EventEmitter {
       this.logger.error({ unsaved, deadlineMs }, 'storage did not finish before the close deadline; these rooms lost their latest updates')
       // The store may hang as well: its close is started, not awaited.
       this.store.close().catch((err: unknown) => this.logger.error({ err }, 'closing the store failed'))
+      void this.merges.close()
       this.state = 'closed'
       return { unsaved }
     }
@@ -266,6 +285,7 @@ export class DocumentWriter extends EventEmitter {
     const remaining = deadlineMs === undefined ? undefined : Math.max(0, deadlineMs - (Date.now() - startedAt))
     const storeClosed = await withDeadline(this.store.close(), remaining)
     if (!storeClosed) this.logger.error({ deadlineMs }, 'store did not close before the deadline; every write was already durable')
+    await this.merges.close()
     this.state = 'closed'
     return { unsaved: [] }
   }
@@ -440,7 +460,7 @@ async function withDeadline(promise: Promise<unknown>, deadlineMs: number | unde
   }
 }
 
-type ResolvedOptions = Required<Omit<WriterOptions, 'logger' | 'snapshots' | 'onBatchStored' | 'onCompacted'>>
+type ResolvedOptions = Required<Omit<WriterOptions, 'logger' | 'snapshots' | 'onBatchStored' | 'onCompacted' | 'mergeWorkerUrl'>>
 
 function validateOptions(options: WriterOptions): ResolvedOptions {
   const resolved = {
@@ -449,6 +469,8 @@ function validateOptions(options: WriterOptions): ResolvedOptions {
     compactBytes: options.compactBytes ?? WRITER_DEFAULTS.compactBytes,
     retryBaseMs: options.retryBaseMs ?? WRITER_DEFAULTS.retryBaseMs,
     retryMaxMs: options.retryMaxMs ?? WRITER_DEFAULTS.retryMaxMs,
+    mergeWorkers: options.mergeWorkers ?? WRITER_DEFAULTS.mergeWorkers,
+    mergeWorkerThresholdBytes: options.mergeWorkerThresholdBytes ?? WRITER_DEFAULTS.mergeWorkerThresholdBytes,
   }
   const check = (name: keyof typeof resolved, ok: boolean): void => {
     if (!ok) throw new RangeError(`DocumentWriter option ${name} is invalid: ${resolved[name]}`)
@@ -458,6 +480,8 @@ function validateOptions(options: WriterOptions): ResolvedOptions {
   check('compactBytes', Number.isFinite(resolved.compactBytes) && resolved.compactBytes > 0)
   check('retryBaseMs', Number.isFinite(resolved.retryBaseMs) && resolved.retryBaseMs > 0)
   check('retryMaxMs', Number.isFinite(resolved.retryMaxMs) && resolved.retryMaxMs >= resolved.retryBaseMs)
+  check('mergeWorkers', Number.isInteger(resolved.mergeWorkers) && resolved.mergeWorkers >= 0)
+  check('mergeWorkerThresholdBytes', Number.isFinite(resolved.mergeWorkerThresholdBytes) && resolved.mergeWorkerThresholdBytes >= 0)
   return resolved
 }
 

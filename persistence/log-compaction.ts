@@ -1,4 +1,4 @@
-import { mergeUpdatesIntoState } from '../crdt/index.js'
+import { MergePool } from '../crdt/index.js'
 import type { WriterLogger } from './document-writer.js'
 import { settled, type LogSize, type RoomWork } from './room-work.js'
 import type { LogEntry, Store } from './store.js'
@@ -49,6 +49,8 @@ export class LogCompactor {
     private readonly accepting: () => boolean,
     /** For metrics: each log compacted into one entry. */
     private readonly onCompacted: () => void = () => {},
+    /** Where logs are merged: on worker threads when big (then even a loaded room's log is merged there rather than its document encoded on the event loop). */
+    private readonly merges: MergePool = new MergePool({ workers: 0 }),
   ) {}
 
   noteLogRead(work: RoomWork, log: readonly LogEntry[]): void {
@@ -117,7 +119,12 @@ export class LogCompactor {
     const bytesBefore = work.appendedBytes
     const log = await this.store.readLog(work.room)
     if (log.length >= 2) {
-      const merged = this.snapshots?.snapshot(work.room) ?? (await mergeUpdatesIntoState(log.map((entry) => entry.update)))
+      const updates = log.map((entry) => entry.update)
+      const bytes = updates.reduce((sum, update) => sum + update.byteLength, 0)
+      // Encoding a big live document blocks the event loop as long as merging its log would;
+      // a worker merges the log without blocking it.
+      const snapshot = this.merges.offloads(bytes) ? null : (this.snapshots?.snapshot(work.room) ?? null)
+      const merged = snapshot ?? (await this.merges.mergeIntoState(updates))
       await this.store.replace(work.room, log.map((entry) => entry.key), merged)
       // Appends that completed between the counter snapshot and the read are counted twice;
       // the estimate errs towards compacting a little early, which is harmless.

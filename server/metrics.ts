@@ -1,5 +1,6 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 import type { Relay, RelayRecovery, RelayStats } from '../cluster/index.js'
+import { mergeWorkerCounters } from '../crdt/index.js'
 import { buildInfo } from './build-info.js'
 import { FastHistogram, type HistogramSeries } from './fast-histogram.js'
 import { DELIVERY_BUCKETS, PERSIST_BUCKETS, SloWindow } from './slo-window.js'
@@ -481,6 +482,21 @@ export class ServerMetrics {
     registers: [this.registry],
   })
 
+  /** A counter that reads a process-wide total when scraped, from its value when this registry was made. */
+  private processCounter(name: string, help: string, read: () => number): void {
+    let seen = read()
+    new Counter({
+      name,
+      help,
+      registers: [this.registry],
+      collect() {
+        const now = read()
+        if (now > seen) this.inc(now - seen)
+        seen = now
+      },
+    })
+  }
+
   /** The traffic meters, one per protocol. */
   readonly traffic: Readonly<Record<Protocol, TrafficMeter>>
   /** The last 5 minutes of the SLO figures, for the status page. */
@@ -493,6 +509,8 @@ export class ServerMetrics {
   constructor() {
     // Event-loop lag, heap and CPU come from prom-client's default collectors.
     collectDefaultMetrics({ register: this.registry, prefix: 'weft_' })
+    this.processCounter('weft_merge_worker_jobs_total', 'Large merges (cold load, compaction) a worker thread did instead of the event loop', () => mergeWorkerCounters.jobs)
+    this.processCounter('weft_merge_worker_fallbacks_total', 'Merges a worker thread failed (crashed, exited or threw), done on the event loop instead', () => mergeWorkerCounters.fallbacks)
     const { version, commit } = buildInfo()
     new Gauge({ name: 'weft_build_info', help: 'Always 1; the labels say which build runs', labelNames: ['version', 'commit'] as const, registers: [this.registry] }).set({ version, commit }, 1)
     this.setState('starting')

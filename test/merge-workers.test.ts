@@ -1,0 +1,146 @@
+/**
+ * Large merges on worker threads (crdt/merge-pool.ts) through the document writer on a real
+ * LevelDB: what is stored and loaded is byte for byte what the event loop alone produces, and a
+ * worker that dies costs nothing but the fallback, which is counted.
+ */
+import assert from 'node:assert/strict'
+import { after, describe, it } from 'node:test'
+import * as Y from 'yjs'
+import { MergePool, mergeUpdatesIntoState, mergeWorkerCounters } from '../crdt/index.js'
+import { DocumentWriter, LevelStore, type WriterOptions } from '../persistence/index.js'
+import { removeStoreDirs, storeTempDir } from './harness/stores.js'
+
+after(removeStoreDirs)
+
+const CRASHING_WORKER = new URL('./harness/crashing-merge-worker.js', import.meta.url)
+const ROOM = 'big-document'
+
+/** A document written the way an editor writes one: many updates from two clients, text and a map, with deletions. */
+function editHistory(updates: number): Uint8Array[] {
+  const history: Uint8Array[] = []
+  const a = new Y.Doc()
+  const b = new Y.Doc()
+  a.on('update', (update: Uint8Array) => history.push(update))
+  b.on('update', (update: Uint8Array) => history.push(update))
+  for (let i = 0; i < updates; i++) {
+    const doc = i % 3 === 0 ? b : a
+    const text = doc.getText('body')
+    text.insert(Math.floor(text.length / 2), `line ${i} ${'x'.repeat(i % 200)}\n`)
+    if (i % 7 === 0 && text.length > 20) text.delete(3, 10)
+    doc.getMap('meta').set(`k${i % 50}`, { i, at: `t${i}` })
+    // Keep the two in step now and then, so later edits depend on the other's.
+    if (i % 25 === 0) {
+      Y.applyUpdate(a, Y.encodeStateAsUpdate(b, Y.encodeStateVector(a)))
+      Y.applyUpdate(b, Y.encodeStateAsUpdate(a, Y.encodeStateVector(b)))
+    }
+  }
+  return history
+}
+
+/** Writes `history` in order through a writer on a fresh LevelDB, compacts, and returns the stored log and a load. */
+async function storeAndCompact(history: readonly Uint8Array[], options: Partial<WriterOptions>): Promise<{ log: Uint8Array[]; loaded: Uint8Array | null; reloaded: Uint8Array | null }> {
+  const dir = await storeTempDir('weft-merge-workers-')
+  const writer = new DocumentWriter(await LevelStore.open(dir), { persistWindowMs: 0, compactEntries: 1_000_000, compactBytes: 1 << 30, ...options })
+  // Every write awaited: one log entry each, in order, acknowledged as stored.
+  for (const update of history) await writer.write(ROOM, update)
+  const loaded = await writer.load(ROOM)
+  await writer.compact(ROOM)
+  await writer.close()
+  const store = await LevelStore.open(dir)
+  const log = (await store.readLog(ROOM)).map((entry) => Uint8Array.from(entry.update))
+  await store.close()
+  const again = new DocumentWriter(await LevelStore.open(dir), { persistWindowMs: 0, ...options })
+  const reloaded = await again.load(ROOM)
+  await again.close()
+  return { log, loaded, reloaded }
+}
+
+function text(state: Uint8Array | null): string {
+  const doc = new Y.Doc()
+  if (state !== null) Y.applyUpdate(doc, state)
+  return doc.getText('body').toString()
+}
+
+describe('merges on worker threads', () => {
+  const history = editHistory(1_500)
+
+  it('the pool returns the bytes the event loop computes', async () => {
+    const pool = new MergePool({ workers: 2, thresholdBytes: 0 })
+    try {
+      const jobs = mergeWorkerCounters.jobs
+      const expected = await mergeUpdatesIntoState(history)
+      // Two at once on two workers, and a third queued behind them: each gets its own answer.
+      const [whole, firstHalf, secondHalf] = await Promise.all([
+        pool.mergeIntoState(history),
+        pool.mergeIntoState(history.slice(0, 700)),
+        pool.mergeIntoState(history),
+      ])
+      assert.deepEqual(whole, expected)
+      assert.deepEqual(secondHalf, expected)
+      assert.deepEqual(firstHalf, await mergeUpdatesIntoState(history.slice(0, 700)))
+      assert.equal(mergeWorkerCounters.jobs - jobs, 3)
+    } finally {
+      await pool.close()
+    }
+  })
+
+  it('below the threshold a merge stays on the event loop', async () => {
+    const pool = new MergePool({ workers: 1, thresholdBytes: 1 << 30 })
+    try {
+      const jobs = mergeWorkerCounters.jobs
+      assert.deepEqual(await pool.mergeIntoState(history), await mergeUpdatesIntoState(history))
+      assert.equal(mergeWorkerCounters.jobs, jobs)
+    } finally {
+      await pool.close()
+    }
+  })
+
+  it('stores and loads the same bytes with and without workers (LevelDB)', async () => {
+    const jobs = mergeWorkerCounters.jobs
+    const withWorkers = await storeAndCompact(history, { mergeWorkers: 1, mergeWorkerThresholdBytes: 0 })
+    assert.ok(mergeWorkerCounters.jobs - jobs >= 2, 'load and compaction ran on the worker')
+    const without = await storeAndCompact(history, { mergeWorkers: 0 })
+    assert.equal(withWorkers.log.length, 1, 'compacted into one entry')
+    assert.deepEqual(withWorkers.log, without.log)
+    assert.deepEqual(withWorkers.loaded, without.loaded)
+    assert.deepEqual(withWorkers.reloaded, without.reloaded)
+    const expected = new Y.Doc()
+    for (const update of history) Y.applyUpdate(expected, update)
+    assert.equal(text(withWorkers.reloaded), expected.getText('body').toString())
+  })
+
+  it('a worker that dies falls back to the event loop: nothing lost, the fallback counted', async () => {
+    const fallbacks = mergeWorkerCounters.fallbacks
+    const crashed = await storeAndCompact(history, { mergeWorkers: 1, mergeWorkerThresholdBytes: 0, mergeWorkerUrl: CRASHING_WORKER })
+    // The load and the compaction each lost their worker and fell back (the reload reads one entry: no merge).
+    assert.ok(mergeWorkerCounters.fallbacks - fallbacks >= 2, `${mergeWorkerCounters.fallbacks - fallbacks} fallbacks`)
+    const without = await storeAndCompact(history, { mergeWorkers: 0 })
+    assert.deepEqual(crashed.log, without.log)
+    assert.deepEqual(crashed.loaded, without.loaded)
+    assert.deepEqual(crashed.reloaded, without.reloaded)
+  })
+
+  it('writes acknowledged around a dying worker are all stored, in order', async () => {
+    const dir = await storeTempDir('weft-merge-workers-')
+    const writer = new DocumentWriter(await LevelStore.open(dir), { persistWindowMs: 0, compactEntries: 1_000_000, compactBytes: 1 << 30, mergeWorkers: 1, mergeWorkerThresholdBytes: 0, mergeWorkerUrl: CRASHING_WORKER })
+    const fallbacks = mergeWorkerCounters.fallbacks
+    const half = Math.floor(history.length / 2)
+    for (const update of history.slice(0, half)) await writer.write(ROOM, update)
+    // A compaction whose worker dies while the second half is being written.
+    const compaction = writer.compact(ROOM)
+    const acks = history.slice(half).map((update) => writer.write(ROOM, update))
+    await Promise.all([compaction, ...acks])
+    assert.ok(mergeWorkerCounters.fallbacks > fallbacks, 'the compaction fell back')
+    await writer.close()
+    const store = await LevelStore.open(dir)
+    const log = await store.readLog(ROOM)
+    await store.close()
+    const doc = new Y.Doc()
+    for (const entry of log) Y.applyUpdate(doc, entry.update)
+    const expected = new Y.Doc()
+    for (const update of history) Y.applyUpdate(expected, update)
+    assert.deepEqual(Y.encodeStateVector(doc), Y.encodeStateVector(expected))
+    assert.equal(doc.getText('body').toString(), expected.getText('body').toString())
+    assert.deepEqual(doc.getMap('meta').toJSON(), expected.getMap('meta').toJSON())
+  })
+})
