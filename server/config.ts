@@ -10,6 +10,7 @@ import { createPrivateKey, X509Certificate } from 'node:crypto'
 import { createSecureContext } from 'node:tls'
 import { readFileSync } from 'node:fs'
 import { REDIS_PREFIX_PATTERN } from '../cluster/keys.js'
+import { MERGE_POOL_DEFAULTS } from '../crdt/index.js'
 import { ClientAddress } from './admission.js'
 import { MAX_JWKS_BYTES, parseJwks } from './jwks.js'
 
@@ -75,6 +76,10 @@ export interface WeftOptions {
   hookTimeoutMs: number
   /** Embedding only (no flag): hook calls waiting per room or connection; past it a notification is dropped and counted. */
   maxPendingHookCalls: number
+  /** Embedding only (no flag): worker threads for merges of large logs (cold load, compaction); 0 = all on the event loop. */
+  mergeWorkers: number
+  /** Embedding only (no flag): merges of fewer bytes than this stay on the event loop. */
+  mergeWorkerThresholdBytes: number
   /** Milliseconds between server pings; a connection silent for two intervals is terminated. */
   heartbeatIntervalMs: number
   /** Deepest nesting of shared types in a document (a root type is 1); deeper updates are refused. */
@@ -208,6 +213,8 @@ export const DEFAULTS: Readonly<WeftOptions> = Object.freeze({
   roomUnloadDelayMs: 5_000,
   hookTimeoutMs: 5_000,
   maxPendingHookCalls: 10_000,
+  mergeWorkers: MERGE_POOL_DEFAULTS.workers,
+  mergeWorkerThresholdBytes: MERGE_POOL_DEFAULTS.thresholdBytes,
   heartbeatIntervalMs: 30_000,
   maxNestingDepth: 256,
   maxPendingBytes: 1024 * 1024,
@@ -483,6 +490,9 @@ export function resolveOptions(partial: Partial<WeftOptions> = {}): Readonly<Wef
   }
   if (!Number.isInteger(options.port) || options.port < 0 || options.port > 65535) {
     throw new ConfigError('--port', `invalid --port: ${options.port} is not between 0 and 65535`)
+  }
+  for (const key of ['mergeWorkers', 'mergeWorkerThresholdBytes'] as const) {
+    if (!Number.isSafeInteger(options[key]) || options[key] < 0) throw new ConfigError(key, `invalid ${key}: ${options[key]} is not a whole number ≥ 0`)
   }
   if ((options.tlsCert === null) !== (options.tlsKey === null)) {
     throw new ConfigError(options.tlsCert === null ? '--tls-cert' : '--tls-key', 'invalid --tls-cert/--tls-key: both must be given')

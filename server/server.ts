@@ -257,6 +257,8 @@ export class WeftServer {
     const store = this.givenStore ?? (await openStore(this.options.data))
     const writer = new DocumentWriter(store, {
       persistWindowMs: this.options.persistWindowMs,
+      mergeWorkers: this.options.mergeWorkers,
+      mergeWorkerThresholdBytes: this.options.mergeWorkerThresholdBytes,
       logger: this.log,
       // Compaction takes a loaded room's live document. A room Yjs broke is forgotten at once
       // (Room.reset): only a sound document is snapshotted.

@@ -8,6 +8,10 @@ import { after, describe, it } from 'node:test'
 import * as Y from 'yjs'
 import { MergePool, mergeUpdatesIntoState, mergeWorkerCounters } from '../crdt/index.js'
 import { DocumentWriter, LevelStore, type WriterOptions } from '../persistence/index.js'
+import { rm } from 'node:fs/promises'
+import { ConfigError, createServer } from '../server/index.js'
+import { httpRequest } from './harness/http.js'
+import { startServer } from './harness/server.js'
 import { removeStoreDirs, storeTempDir } from './harness/stores.js'
 
 after(removeStoreDirs)
@@ -142,5 +146,45 @@ describe('merges on worker threads', () => {
     assert.deepEqual(Y.encodeStateVector(doc), Y.encodeStateVector(expected))
     assert.equal(doc.getText('body').toString(), expected.getText('body').toString())
     assert.deepEqual(doc.getMap('meta').toJSON(), expected.getMap('meta').toJSON())
+  })
+})
+
+describe('createServer passes its merge-worker options to storage', () => {
+  /** Stores five edits over HTTP (each 204 once stored), stops, loads the room again cold; its JSON and the worker jobs it took. */
+  async function storeStopLoad(options: { mergeWorkers?: number; mergeWorkerThresholdBytes?: number }): Promise<{ text: string; jobs: number }> {
+    const jobsBefore = mergeWorkerCounters.jobs
+    const first = await startServer({ ...options, keepData: true })
+    const doc = new Y.Doc()
+    const updates: Uint8Array[] = []
+    doc.on('update', (update: Uint8Array) => updates.push(update))
+    for (let i = 0; i < 5; i++) doc.getText('body').insert(doc.getText('body').length, `edit ${i};`)
+    for (const update of updates) {
+      const reply = await httpRequest(first.port, `/api/rooms/${ROOM}/updates`, { method: 'POST', headers: { 'content-type': 'application/octet-stream' }, body: update })
+      assert.equal(reply.status, 204, reply.body)
+    }
+    await first.stop()
+    const second = await startServer({ ...options, data: first.data })
+    try {
+      const reply = await httpRequest(second.port, `/api/rooms/${ROOM}`)
+      assert.equal(reply.status, 200, reply.body)
+      return { text: reply.body, jobs: mergeWorkerCounters.jobs - jobsBefore }
+    } finally {
+      await second.stop()
+      await rm(first.data, { recursive: true, force: true })
+    }
+  }
+
+  it('past mergeWorkerThresholdBytes the stored log is merged on a worker; with mergeWorkers 0 never; the document is the same', async () => {
+    const onWorker = await storeStopLoad({ mergeWorkerThresholdBytes: 1 })
+    const onLoop = await storeStopLoad({ mergeWorkers: 0, mergeWorkerThresholdBytes: 1 })
+    assert.match(onWorker.text, /"edit 0;edit 1;edit 2;edit 3;edit 4;"/)
+    assert.equal(onLoop.text, onWorker.text)
+    assert.ok(onWorker.jobs >= 1, `worker jobs: ${onWorker.jobs}`)
+    assert.equal(onLoop.jobs, 0)
+  })
+
+  it('refuses a negative or fractional setting', () => {
+    assert.throws(() => createServer({ mergeWorkers: -1 }), ConfigError)
+    assert.throws(() => createServer({ mergeWorkerThresholdBytes: 0.5 }), ConfigError)
   })
 })
