@@ -50,14 +50,6 @@ async function startProbed (name: TargetName, config: BenchConfig, dataDir: stri
   }
 }
 
-/**
- * weft closes a client that stays over its send budget (`--send-queue-bytes`, 4 MiB) for
- * `--slow-consumer-grace-ms` (5 s) with 1013; a 20 MB first sync to 150 clients at once over
- * one loopback takes longer than that here, so the storm runs weft with a 600 s grace (the
- * setting's maximum), as a deployment serving documents this big would (the peers have no such
- * limit). BENCH_BIGDOC_DEFAULT_GRACE=1 keeps weft's default.
- */
-const STORM_ENV: Record<string, string> = process.env.BENCH_BIGDOC_DEFAULT_GRACE === '1' ? {} : { WEFT_SLOW_CONSUMER_GRACE_MS: '600000' }
 
 /** The server's event-loop delay since the last call (the probe resets on each). */
 async function loopDelay (target: RunningTarget): Promise<LoopDelay | null> {
@@ -204,7 +196,7 @@ const joinStorm: Scenario = {
   title: 'Join storm: 150 clients join a 20 MB document at once, then 10 joins/s; a busy room timed meanwhile',
   applies: (target) => STATEFUL[target],
   run: async (name, config) => {
-    const target = await startProbed(name, config, null, STORM_ENV)
+    const target = await startProbed(name, config, null)
     try {
       return await withPool(3, async (pool) => {
         const [timer, joinerA, joinerB] = pool.workers as [LoadWorker, LoadWorker, LoadWorker]

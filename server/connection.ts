@@ -98,6 +98,8 @@ export class Connection {
    * Any bytes arriving count as life, pongs included, so a long upload is never cut off.
    */
   private bytesReadAtTick = -1
+  /** Bytes of big sync replies written since the socket last drained (see sendSyncReply). */
+  private syncReplyInFlight = 0
   /** Created when the socket's buffer first reaches the soft mark; until then frames go straight to `ws`. */
   private queue: SendQueue | null = null
   /**
@@ -273,7 +275,7 @@ export class Connection {
     if (this.queue !== null) return this.queue
     const { socket, limits } = this
     const queue = new SendQueue(
-      { send: (frame) => this.write(frame), bufferedAmount: () => socket.bufferedAmount },
+      { send: (frame) => this.write(frame), bufferedAmount: () => socket.bufferedAmount, exemptBytes: () => this.syncReplyBytes() },
       { softBytes: Math.floor(limits.sendQueueBytes * SOFT_MARK_SHARE), hardBytes: limits.sendQueueBytes, graceMs: limits.slowConsumerGraceMs },
       {
         onSlowConsumer: () => {
@@ -302,10 +304,38 @@ export class Connection {
   /** After a direct send: a single large frame can take the socket past the budget at once. */
   private checkBudget(): void {
     // flush() of an empty queue only checks the budget (and starts the grace period when over).
-    if (this.socket.bufferedAmount > this.limits.sendQueueBytes) {
+    if (this.socket.bufferedAmount - this.syncReplyBytes() > this.limits.sendQueueBytes) {
       this.events.onQueueBytes?.(this.socket.bufferedAmount)
       this.sendQueue().flush()
     }
+  }
+
+  /**
+   * A sync reply: for a joiner with an empty state vector, the whole document. The room encodes it
+   * once for every joiner with the same state vector, so a big one costs each connection no memory
+   * of its own, yet it can take a reader longer than the grace period to receive: until the socket
+   * has drained, its bytes do not count against the slow-consumer mark (what the reader falls
+   * behind by meanwhile still does; updates are held and merged as usual). Without this, 150
+   * joiners of a 20 MB document were all closed with 1013.
+   */
+  sendSyncReply(frame: Uint8Array): void {
+    if (this.stateValue === 'open' && frame.length > Math.floor(this.limits.sendQueueBytes * SOFT_MARK_SHARE)) {
+      if (this.syncReplyInFlight === 0) {
+        // A frame this size leaves the stream over its high-water mark: 'drain' follows once it is all written.
+        const drained = (): void => {
+          this.raw.off('drain', drained)
+          this.syncReplyInFlight = 0
+        }
+        this.raw.on('drain', drained)
+      }
+      this.syncReplyInFlight += frame.length
+    }
+    this.send(frame)
+  }
+
+  /** Bytes of sync replies the socket may still hold, which the slow-consumer mark leaves out. */
+  private syncReplyBytes(): number {
+    return this.syncReplyInFlight === 0 ? 0 : Math.min(this.syncReplyInFlight, this.socket.bufferedAmount)
   }
 
   /** A frame that must arrive as it is, in order. */

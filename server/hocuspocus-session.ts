@@ -438,7 +438,7 @@ export class HocuspocusSession implements ConnectionSession {
       switch (message.kind) {
         case 'sync-step-1':
           validateStateVector(message.stateVector)
-          this.connection.send(room.syncReply(message.stateVector, `hocuspocus:${document.key}`, (update) => encodeHocuspocusSyncStep2(document.key, update)))
+          this.connection.sendSyncReply(room.syncReply(message.stateVector, `hocuspocus:${document.key}`, (update) => encodeHocuspocusSyncStep2(document.key, update)))
           // The provider's own step 2 answers this; its ack is what clears its unsynced counter.
           if (!message.reply) this.connection.send(encodeHocuspocusSyncStep1(document.key, Y.encodeStateVector(room.doc)))
           break

@@ -8,6 +8,11 @@ export interface FrameSink {
   send(frame: Uint8Array): void
   /** Bytes the socket has accepted but not yet written to the network. */
   bufferedAmount(): number
+  /**
+   * Of those, bytes the hard mark does not count: a big sync reply on its way (one buffer shared
+   * by every joiner, so it costs the connection no memory of its own). Absent: none.
+   */
+  exemptBytes?(): number
 }
 
 export interface SendQueueLimits {
@@ -202,9 +207,14 @@ export class SendQueue {
     this.heldBytes = bytes
   }
 
+  /** What the hard mark counts: held bytes and the socket's, less a sync reply on its way. */
+  private get budgetBytes(): number {
+    return this.totalBytes - (this.sink.exemptBytes?.() ?? 0)
+  }
+
   private checkBudget(): void {
     if (this.closed) return
-    if (this.totalBytes <= this.limits.hardBytes) {
+    if (this.budgetBytes <= this.limits.hardBytes) {
       this.overSince = null
       if (this.overTimer !== null) {
         clearTimeout(this.overTimer)
@@ -216,7 +226,7 @@ export class SendQueue {
     // Crossing the hard mark: first shrink what can be shrunk (once per crossing; after that the
     // regular merge every few updates keeps the held bytes down without re-merging per broadcast).
     for (const pending of this.documents.values()) this.merge(pending)
-    if (this.totalBytes <= this.limits.hardBytes) return
+    if (this.budgetBytes <= this.limits.hardBytes) return
     this.overSince = this.clock.now()
     this.overTimer = setTimeout(() => this.expire(), this.limits.graceMs)
     this.overTimer.unref()
@@ -225,7 +235,7 @@ export class SendQueue {
   private expire(): void {
     this.overTimer = null
     if (this.closed || this.overSince === null) return
-    if (this.totalBytes > this.limits.hardBytes) {
+    if (this.budgetBytes > this.limits.hardBytes) {
       this.events.onSlowConsumer()
       return
     }

@@ -132,7 +132,7 @@ export class YWebsocketSession implements RoomMember, ConnectionSession {
       switch (message.kind) {
         case 'sync-step-1':
           validateStateVector(message.stateVector)
-          this.connection.send(this.room.syncReply(message.stateVector, 'y-websocket', encodeSyncStep2))
+          this.connection.sendSyncReply(this.room.syncReply(message.stateVector, 'y-websocket', encodeSyncStep2))
           break
         case 'sync-step-2':
         case 'sync-update':

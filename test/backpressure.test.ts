@@ -3,7 +3,7 @@ import { after, before, describe, it } from 'node:test'
 import type { Socket } from 'node:net'
 import * as Y from 'yjs'
 import type { WebsocketProvider } from 'y-websocket'
-import { decodeYMessage, encodeSyncUpdate } from '../protocol/index.js'
+import { decodeYMessage, encodeSyncStep1, encodeSyncUpdate } from '../protocol/index.js'
 import type { Connection } from '../server/connection.js'
 import { destroy, provider, RawClient, synced } from './harness/clients.js'
 import { startServer, type InProcessServer } from './harness/server.js'
@@ -205,6 +205,45 @@ describe('outbound backpressure over real sockets', () => {
     } finally {
       slow?.socket.terminate()
       destroy(writer, ...fast)
+    }
+  })
+
+  it('a joiner whose first sync is far over the budget is no slow consumer: paused past the grace period, it still receives the whole document', async () => {
+    const room = 'big-first-sync'
+    const writer = provider(server.url, room)
+    let joiner: RawClient | null = null
+    try {
+      await synced(writer)
+      // 8 MiB of text in 1 MiB updates: more than loopback's socket buffers hold, 32 times the budget.
+      const chunks = 8
+      const text = writer.doc.getText('text')
+      for (let i = 0; i < chunks; i++) text.insert(text.length, String(i).repeat(1024 * 1024))
+      const serverDoc = server.server.loadedRoom(room)?.doc
+      assert.ok(serverDoc !== undefined)
+      await until(() => serverDoc.getText('text').length === chunks * 1024 * 1024, 'the server to hold the document', 30_000)
+      const closesBefore = await metric(server, 'weft_slow_consumer_closes_total')
+      const known = new Set(connectionsOf(server))
+      joiner = await RawClient.open(`${server.url}/${room}`)
+      // Not reading from before it asks: the whole reply backs up in the server.
+      tcpOf(joiner).pause()
+      joiner.send(encodeSyncStep1(Y.encodeStateVector(new Y.Doc())))
+      let connection: Connection | undefined
+      await until(() => (connection = [...connectionsOf(server)].find((c) => !known.has(c))) !== undefined, 'the joiner\'s server-side connection')
+      const joined = connection as Connection
+      await until(() => joined.queuedBytes > BUDGET, 'the sync reply to back up over the budget in the server')
+      // The condition under test is time itself: past the grace period a slow consumer is closed.
+      await new Promise((resolve) => setTimeout(resolve, GRACE_MS * 3))
+      assert.ok(joined.queuedBytes > BUDGET, 'the reply is still waiting for the paused reader')
+      assert.equal(joined.closeCode, null, 'the joiner was not closed as a slow consumer')
+      tcpOf(joiner).resume()
+      const frame = await joiner.frame((f) => decodeYMessage(f).kind === 'sync-step-2', 'the whole document', 30_000)
+      const { doc } = docFromFrames([frame])
+      assert.equal(doc.getText('text').toString(), text.toString())
+      assert.equal(await metric(server, 'weft_slow_consumer_closes_total'), closesBefore)
+      assert.equal(joiner.closeCode, null)
+    } finally {
+      joiner?.socket.terminate()
+      destroy(writer)
     }
   })
 
