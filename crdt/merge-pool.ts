@@ -51,6 +51,9 @@ interface PoolWorker {
   awaiting: { id: number; resolve(reply: MergeReply): void; reject(err: Error): void } | null
 }
 
+/** The worker's merge threw (Yjs refused the updates): the worker itself is fine. */
+class MergeRefused extends Error {}
+
 const WORKER_URL = new URL('./merge-worker.js', import.meta.url)
 /**
  * A worker is ended after this long without a job: its heap (a big merge leaves it tens of MB)
@@ -101,10 +104,11 @@ export class MergePool {
         this.queue.push({ updates, bytes, resolve, reject })
         this.dispatch()
       })
-    } catch {
-      // The worker crashed or threw (a Yjs error included): the calling thread does it, and
-      // throws what Yjs throws there, as it would have without workers.
-      mergeWorkerCounters.fallbacks++
+    } catch (err) {
+      // The worker crashed, or Yjs refused the updates there: the calling thread does it, and
+      // throws what Yjs throws there, as it would have without workers. Only a worker that
+      // failed counts as a fallback; refused data is the data's fault, not the worker's.
+      if (!(err instanceof MergeRefused)) mergeWorkerCounters.fallbacks++
       return mergeUpdatesIntoState(updates)
     }
     mergeWorkerCounters.jobs++
@@ -160,7 +164,7 @@ export class MergePool {
     }
     const reply = await this.ask(worker, (id) => ({ type: 'merge', id, shared, lengths: job.updates.map((update) => update.byteLength) }))
     if (reply.type !== 'merged') throw new Error('merge worker answered out of turn')
-    if (!reply.ok) throw new Error(reply.message)
+    if (!reply.ok) throw new MergeRefused(reply.message)
     return reply.state
   }
 

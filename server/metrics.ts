@@ -510,7 +510,7 @@ export class ServerMetrics {
     // Event-loop lag, heap and CPU come from prom-client's default collectors.
     collectDefaultMetrics({ register: this.registry, prefix: 'weft_' })
     this.processCounter('weft_merge_worker_jobs_total', 'Large merges (cold load, compaction) a worker thread did instead of the event loop', () => mergeWorkerCounters.jobs)
-    this.processCounter('weft_merge_worker_fallbacks_total', 'Merges a worker thread failed (crashed, exited or threw), done on the event loop instead', () => mergeWorkerCounters.fallbacks)
+    this.processCounter('weft_merge_worker_fallbacks_total', 'Merges a worker thread failed (crashed or exited), done on the event loop instead; updates Yjs refused are not counted', () => mergeWorkerCounters.fallbacks)
     const { version, commit } = buildInfo()
     new Gauge({ name: 'weft_build_info', help: 'Always 1; the labels say which build runs', labelNames: ['version', 'commit'] as const, registers: [this.registry] }).set({ version, commit }, 1)
     this.setState('starting')

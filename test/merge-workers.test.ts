@@ -113,6 +113,25 @@ describe('merges on worker threads', () => {
     assert.equal(text(withWorkers.reloaded), expected.getText('body').toString())
   })
 
+  it('updates Yjs refuses are refused as on the event loop, and are not counted as a worker failing', async () => {
+    const pool = new MergePool({ workers: 1, thresholdBytes: 0 })
+    try {
+      const fallbacks = mergeWorkerCounters.fallbacks
+      const poisoned = [Uint8Array.from([1, 1, 200, 1, 0, 40, 1, 9, 9])]
+      let onLoop: unknown = null
+      try {
+        await mergeUpdatesIntoState(poisoned)
+      } catch (err) {
+        onLoop = err
+      }
+      assert.ok(onLoop instanceof Error, 'the event loop refuses these bytes')
+      await assert.rejects(pool.mergeIntoState(poisoned), (err: unknown) => err instanceof Error && err.message === (onLoop as Error).message)
+      assert.equal(mergeWorkerCounters.fallbacks, fallbacks)
+    } finally {
+      await pool.close()
+    }
+  })
+
   it('a worker that dies falls back to the event loop: nothing lost, the fallback counted', async () => {
     const fallbacks = mergeWorkerCounters.fallbacks
     const crashed = await storeAndCompact(history, { mergeWorkers: 1, mergeWorkerThresholdBytes: 0, mergeWorkerUrl: CRASHING_WORKER })
