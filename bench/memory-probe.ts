@@ -5,11 +5,12 @@
  * same way, after a collection, whatever it exposes itself. Nothing else: no timers, no
  * listeners but the one signal. The coordinator imports this module for `readMemoryProbe`.
  */
-import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { getHeapSpaceStatistics } from 'node:v8'
+import { askProbe } from './processes.js'
 
 const THIS_FILE = fileURLToPath(import.meta.url)
 
@@ -34,22 +35,9 @@ export function memoryProbeFile(pid: number): string {
 
 /** Asks the probe in process `pid` for full collections and its memory figures afterwards (bytes). */
 export async function readMemoryProbe (pid: number, what: string): Promise<MemoryReading> {
-  const file = memoryProbeFile(pid)
-  rmSync(file, { force: true })
-  process.kill(pid, 'SIGUSR2')
-  const until = performance.now() + 30_000
-  while (performance.now() < until) {
-    await new Promise((resolve) => setTimeout(resolve, 50))
-    if (!existsSync(file)) continue
-    try {
-      const reading = JSON.parse(readFileSync(file, 'utf8')) as MemoryReading
-      rmSync(file, { force: true })
-      return reading
-    } catch {
-      // Read while being written: try again.
-    }
-  }
-  throw new Error(`${what}: the memory probe did not answer`)
+  const reading = await askProbe<MemoryReading>(pid, memoryProbeFile(pid), 30_000)
+  if (reading === null) throw new Error(`${what}: the memory probe did not answer`)
+  return reading
 }
 
 // Only in the server it was loaded into (`--import`), not in the coordinator reading it.

@@ -3,7 +3,7 @@
  * failure), and measured through /proc.
  */
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process'
-import { readFileSync } from 'node:fs'
+import { existsSync, readFileSync, rmSync } from 'node:fs'
 import { createServer, connect } from 'node:net'
 
 /** The server gets this core; load processes get the other one. */
@@ -145,3 +145,30 @@ export class RssSampler {
   }
 }
 
+
+/**
+ * Asks a probe loaded into server `pid` (bench/memory-probe.ts, bench/loop-probe.ts) for a
+ * reading: SIGUSR2, then the JSON it writes to `file`. Null when the process is gone or no
+ * whole answer arrived within `timeoutMs`.
+ */
+export async function askProbe<T> (pid: number, file: string, timeoutMs: number): Promise<T | null> {
+  rmSync(file, { force: true })
+  try {
+    process.kill(pid, 'SIGUSR2')
+  } catch {
+    return null
+  }
+  const until = performance.now() + timeoutMs
+  while (performance.now() < until) {
+    await new Promise((resolve) => setTimeout(resolve, 20))
+    if (!existsSync(file)) continue
+    try {
+      const reading = JSON.parse(readFileSync(file, 'utf8')) as T
+      rmSync(file, { force: true })
+      return reading
+    } catch {
+      // Read while being written: read again.
+    }
+  }
+  return null
+}

@@ -4,7 +4,7 @@
  * document elsewhere is loaded cold from storage, written to, compacted and stored). Every
  * server runs with bench/loop-probe.ts, so event-loop delay is measured the same way for all.
  */
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -14,7 +14,7 @@ import * as Y from 'yjs'
 import type { ClientSpec, StatsResult } from './load-protocol.js'
 import { mergeStats, type LoadWorker } from './load.js'
 import { loopProbeFile, type LoopDelay } from './loop-probe.js'
-import { cpuSeconds, peakRssMb, rssMb, RssSampler } from './processes.js'
+import { askProbe, cpuSeconds, peakRssMb, rssMb, RssSampler } from './processes.js'
 import {
   connectFailure, httpGet, percentile, round, scaled, serverDied, startOptions, withPool,
   type BenchConfig, type ConnectResult, type Metrics, type Scenario,
@@ -52,28 +52,8 @@ async function startProbed (name: TargetName, config: BenchConfig, dataDir: stri
 
 
 /** The server's event-loop delay since the last call (the probe resets on each). */
-async function loopDelay (target: RunningTarget): Promise<LoopDelay | null> {
-  const file = loopProbeFile(target.pid)
-  rmSync(file, { force: true })
-  try {
-    process.kill(target.pid, 'SIGUSR2')
-  } catch {
-    return null
-  }
-  const until = performance.now() + 5_000
-  while (performance.now() < until) {
-    if (existsSync(file)) {
-      try {
-        const delay = JSON.parse(readFileSync(file, 'utf8')) as LoopDelay
-        rmSync(file, { force: true })
-        return delay
-      } catch {
-        // Half written: read again.
-      }
-    }
-    await sleep(20)
-  }
-  return null
+function loopDelay (target: RunningTarget): Promise<LoopDelay | null> {
+  return askProbe<LoopDelay>(target.pid, loopProbeFile(target.pid), 5_000)
 }
 
 function loopMetrics (delay: LoopDelay | null): Metrics {
