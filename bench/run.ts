@@ -17,6 +17,7 @@
  *   BENCH_SLOW_PADDING       bytes of padding per update in the slow-reader scenario (32768)
  *   BENCH_SLOW_SECONDS       writing time of the slow-reader scenario (30; quick 8)
  *   BENCH_WEFT_CPU_PROF      a directory: run weft with --cpu-prof writing there
+ *   BENCH_CPU_PROF           a directory: run every target with --cpu-prof writing there
  *   BENCH_WEFT_NODE_FLAGS    more node flags for weft, space-separated (e.g. --heap-prof, --import FILE)
  *   BENCH_WEFT_DEFAULT_LIMITS 1 = keep weft's inbound/upgrade rate limits (lifted by default, the peers have none)
  *   BENCH_HTTP_CLIENTS       concurrent keep-alive clients of the http-get scenario (10)

@@ -89,7 +89,12 @@ export function percentile (sorted: number[], p: number): number | null {
 export const round = (n: number, digits = 1): number => Number(n.toFixed(digits))
 
 export function startOptions (name: TargetName, config: BenchConfig, dataDir: string | null): Parameters<typeof startTarget>[1] {
-  return { dataDir, ...(name === 'weft' ? { nodeFlags: config.weftNodeFlags, keepWeftLimits: config.keepWeftLimits } : {}) }
+  const profileDir = process.env.BENCH_CPU_PROF
+  // A peer without a SIGTERM handler would die before writing its profile: exit cleanly instead.
+  const profile = profileDir === undefined || profileDir === ''
+    ? []
+    : ['--cpu-prof', '--cpu-prof-dir', profileDir, ...(name === 'weft' ? [] : ['--import', "data:text/javascript,process.on('SIGTERM',()=>process.exit(0))"])]
+  return { dataDir, ...(name === 'weft' ? { nodeFlags: [...profile, ...config.weftNodeFlags], keepWeftLimits: config.keepWeftLimits } : { nodeFlags: profile }) }
 }
 
 async function withTarget<T> (name: TargetName, config: BenchConfig, dataDir: string | null, body: (target: RunningTarget) => Promise<T>, extra: Partial<StartOptions> = {}): Promise<T> {

@@ -286,6 +286,42 @@ describe('DocumentWriter', () => {
     await writer.close()
   })
 
+  it('spreads compactions of rooms that filled their logs together over turns of the event loop, at most two at a time', async () => {
+    const ROOMS = 40
+    const store = new MemoryStore()
+    let compactions = 0
+    const writer = new DocumentWriter(store, writerOptions({ onCompacted: () => compactions++ }))
+    const references = new Map<string, Y.Doc>()
+    for (let r = 0; r < ROOMS; r++) {
+      const room = `room-${r}`
+      const reference = editedDoc((update) => void writer.write(room, update))
+      for (let step = 0; step < 3; step++) {
+        edit(reference, step)
+        await writer.flush(room)
+      }
+      references.set(room, reference)
+    }
+    assert.equal(compactions, 0)
+    // Every room's compaction asked for in one tick: with a memory store each one would settle in
+    // microtasks, all forty before the event loop turns once.
+    const all = Promise.all([...references.keys()].map((room) => writer.compact(room)))
+    const perTurn: number[] = []
+    let seen = 0
+    while (compactions < ROOMS) {
+      await within(new Promise((resolve) => setImmediate(resolve)), 2000, 'a turn of the event loop')
+      perTurn.push(compactions - seen)
+      seen = compactions
+      if (perTurn.length > ROOMS * 10) assert.fail(`only ${compactions} of ${ROOMS} compactions after ${perTurn.length} turns`)
+    }
+    await within(all, 2000, 'every compaction')
+    assert.ok(Math.max(...perTurn) <= 2, `compactions finished per turn of the event loop: ${perTurn.join(' ')}`)
+    for (const [room, reference] of references) {
+      assert.equal((await store.readLog(room)).length, 1, `${room} compacted into one entry`)
+      assertSameDocument(await writer.load(room), reference, room)
+    }
+    await writer.close()
+  })
+
   it('compacts from the snapshot source when it has the room, and merges the log when it has not', async () => {
     const asked: string[] = []
     let live: Y.Doc | null = null
