@@ -275,7 +275,7 @@ export class Connection {
     if (this.queue !== null) return this.queue
     const { socket, limits } = this
     const queue = new SendQueue(
-      { send: (frame) => this.write(frame), bufferedAmount: () => socket.bufferedAmount, exemptBytes: () => this.syncReplyBytes() },
+      { send: (frame) => this.write(frame), sendExempt: (frame) => this.writeSyncReply(frame), bufferedAmount: () => socket.bufferedAmount, exemptBytes: () => this.syncReplyBytes() },
       { softBytes: Math.floor(limits.sendQueueBytes * SOFT_MARK_SHARE), hardBytes: limits.sendQueueBytes, graceMs: limits.slowConsumerGraceMs },
       {
         onSlowConsumer: () => {
@@ -319,18 +319,34 @@ export class Connection {
    * joiners of a 20 MB document were all closed with 1013.
    */
   sendSyncReply(frame: Uint8Array): void {
-    if (this.stateValue === 'open' && frame.length > Math.floor(this.limits.sendQueueBytes * SOFT_MARK_SHARE)) {
-      if (this.syncReplyInFlight === 0) {
-        // A frame this size leaves the stream over its high-water mark: 'drain' follows once it is all written.
-        const drained = (): void => {
-          this.raw.off('drain', drained)
-          this.syncReplyInFlight = 0
-        }
-        this.raw.on('drain', drained)
-      }
-      this.syncReplyInFlight += frame.length
+    if (this.stateValue !== 'open') return
+    if (frame.length <= Math.floor(this.limits.sendQueueBytes * SOFT_MARK_SHARE)) {
+      this.send(frame)
+      return
     }
-    this.send(frame)
+    this.meter?.sent(frame)
+    // Behind already (another document's reply on a Hocuspocus socket, say): held in order, and
+    // still left out of the mark.
+    if (!this.direct) {
+      this.sendQueue().sendFrame(frame, true)
+      return
+    }
+    this.writeSyncReply(frame)
+    this.checkBudget()
+  }
+
+  /** Writes a big sync reply, which the slow-consumer mark leaves out until the socket has drained. */
+  private writeSyncReply(frame: Uint8Array): void {
+    if (this.syncReplyInFlight === 0) {
+      // A frame this size leaves the stream over its high-water mark: 'drain' follows once it is all written.
+      const drained = (): void => {
+        this.raw.off('drain', drained)
+        this.syncReplyInFlight = 0
+      }
+      this.raw.on('drain', drained)
+    }
+    this.syncReplyInFlight += frame.length
+    this.write(frame)
   }
 
   /** Bytes of sync replies the socket may still hold, which the slow-consumer mark leaves out. */

@@ -13,6 +13,8 @@ export interface FrameSink {
    * by every joiner, so it costs the connection no memory of its own). Absent: none.
    */
   exemptBytes?(): number
+  /** Writes a frame the hard mark leaves out while the socket holds it (see `sendFrame`). Absent: `send`. */
+  sendExempt?(frame: Uint8Array): void
 }
 
 export interface SendQueueLimits {
@@ -57,8 +59,10 @@ const MERGE_EVERY_UPDATES = 64
  */
 export class SendQueue {
   /** Frames that must go out as they are, in order (sync replies, acks, errors). */
-  private frames: Uint8Array[] = []
+  private frames: Array<{ frame: Uint8Array; exempt: boolean }> = []
   private frameBytes = 0
+  /** Bytes of held frames the hard mark leaves out (see `sendFrame`). */
+  private exemptHeldBytes = 0
   private documents = new Map<string, PendingDocument>()
   private heldBytes = 0
   private overSince: number | null = null
@@ -85,17 +89,27 @@ export class SendQueue {
     return this.heldBytes > 0 || this.sink.bufferedAmount() >= this.limits.softBytes
   }
 
-  /** A frame that must arrive as it is. */
-  sendFrame(frame: Uint8Array): void {
+  /**
+   * A frame that must arrive as it is. `exempt`: a buffer shared with other connections (a big
+   * sync reply), which costs this one no memory of its own: held or in the socket, the hard mark
+   * does not count it.
+   */
+  sendFrame(frame: Uint8Array, exempt = false): void {
     if (this.closed) return
     if (!this.holding) {
-      this.sink.send(frame)
+      this.write(frame, exempt)
     } else {
-      this.frames.push(frame)
+      this.frames.push({ frame, exempt })
       this.frameBytes += frame.length
       this.heldBytes += frame.length
+      if (exempt) this.exemptHeldBytes += frame.length
     }
     this.checkBudget()
+  }
+
+  private write(frame: Uint8Array, exempt: boolean): void {
+    if (exempt && this.sink.sendExempt !== undefined) this.sink.sendExempt(frame)
+    else this.sink.send(frame)
   }
 
   /**
@@ -140,9 +154,10 @@ export class SendQueue {
   flush(): void {
     if (this.closed) return
     while (this.frames.length > 0 && this.sink.bufferedAmount() < this.limits.softBytes) {
-      const frame = this.frames.shift() as Uint8Array
+      const { frame, exempt } = this.frames.shift() as { frame: Uint8Array; exempt: boolean }
       this.frameBytes -= frame.length
-      this.sink.send(frame)
+      if (exempt) this.exemptHeldBytes -= frame.length
+      this.write(frame, exempt)
     }
     if (this.frames.length === 0) {
       for (const [document, pending] of this.documents) {
@@ -172,6 +187,7 @@ export class SendQueue {
   close(): void {
     this.closed = true
     this.frames = []
+    this.exemptHeldBytes = 0
     this.documents.clear()
     this.heldBytes = 0
     this.frameBytes = 0
@@ -207,9 +223,9 @@ export class SendQueue {
     this.heldBytes = bytes
   }
 
-  /** What the hard mark counts: held bytes and the socket's, less a sync reply on its way. */
+  /** What the hard mark counts: held bytes and the socket's, less sync replies held or on their way. */
   private get budgetBytes(): number {
-    return this.totalBytes - (this.sink.exemptBytes?.() ?? 0)
+    return this.totalBytes - this.exemptHeldBytes - (this.sink.exemptBytes?.() ?? 0)
   }
 
   private checkBudget(): void {

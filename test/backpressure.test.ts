@@ -247,6 +247,48 @@ describe('outbound backpressure over real sockets', () => {
     }
   })
 
+  it('a big sync reply that must wait behind another in the server is no slow consumer either: both arrive whole', async () => {
+    // A Hocuspocus socket opening a second big document while the first is on its way is the
+    // usual case; here one y-websocket joiner asks twice, so the second reply waits in weft's queue.
+    const room = 'big-second-sync'
+    const writer = provider(server.url, room)
+    let joiner: RawClient | null = null
+    try {
+      await synced(writer)
+      const chunks = 4
+      const text = writer.doc.getText('text')
+      for (let i = 0; i < chunks; i++) text.insert(text.length, String(i).repeat(1024 * 1024))
+      const serverDoc = server.server.loadedRoom(room)?.doc
+      assert.ok(serverDoc !== undefined)
+      await until(() => serverDoc.getText('text').length === chunks * 1024 * 1024, 'the server to hold the document', 30_000)
+      const closesBefore = await metric(server, 'weft_slow_consumer_closes_total')
+      const known = new Set(connectionsOf(server))
+      joiner = await RawClient.open(`${server.url}/${room}`)
+      tcpOf(joiner).pause()
+      const empty = encodeSyncStep1(Y.encodeStateVector(new Y.Doc()))
+      joiner.send(empty)
+      joiner.send(empty)
+      let connection: Connection | undefined
+      await until(() => (connection = [...connectionsOf(server)].find((c) => !known.has(c))) !== undefined, 'the joiner\'s server-side connection')
+      const joined = connection as Connection
+      await until(() => joined.heldBytes >= chunks * 1024 * 1024, 'the second reply to wait in the server\'s queue')
+      // The condition under test is time itself: past the grace period a slow consumer is closed.
+      await new Promise((resolve) => setTimeout(resolve, GRACE_MS * 3))
+      assert.ok(joined.heldBytes >= chunks * 1024 * 1024, 'the second reply is still held for the paused reader')
+      assert.equal(joined.closeCode, null, 'the joiner was not closed as a slow consumer')
+      tcpOf(joiner).resume()
+      const reader = joiner
+      const replies = (): Uint8Array[] => reader.frames.filter((f) => decodeYMessage(f).kind === 'sync-step-2')
+      await until(() => replies().length === 2, 'both replies', 30_000)
+      for (const reply of replies()) assert.equal(docFromFrames([reply]).doc.getText('text').toString(), text.toString())
+      assert.equal(await metric(server, 'weft_slow_consumer_closes_total'), closesBefore)
+      assert.equal(joiner.closeCode, null)
+    } finally {
+      joiner?.socket.terminate()
+      destroy(writer)
+    }
+  })
+
   it('a reader that is slow but resumes before the grace period catches up from merged updates to the exact document', async (t) => {
     const roomy = await startServer({ sendQueueBytes: ROOMY_BUDGET, slowConsumerGraceMs: GRACE_MS, ...UNTHROTTLED })
     const room = 'lagging-reader'
