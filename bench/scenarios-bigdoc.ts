@@ -14,6 +14,7 @@ import * as Y from 'yjs'
 import type { ClientSpec, StatsResult } from './load-protocol.js'
 import { mergeStats, type LoadWorker } from './load.js'
 import { loopProbeFile, type LoopDelay } from './loop-probe.js'
+import { MEMORY_PROBE_FLAGS, readMemoryProbe } from './memory-probe.js'
 import { askProbe, cpuSeconds, peakRssMb, rssMb, RssSampler } from './processes.js'
 import {
   connectFailure, httpGet, percentile, round, scaled, serverDied, startOptions, withPool,
@@ -36,12 +37,12 @@ function bigDocumentBytes (config: BenchConfig): number {
  * Starts the target with the loop probe. `env`: more environment for the server (only weft reads
  * WEFT_* variables), set around the start.
  */
-async function startProbed (name: TargetName, config: BenchConfig, dataDir: string | null, env: Record<string, string> = {}): Promise<RunningTarget> {
+async function startProbed (name: TargetName, config: BenchConfig, dataDir: string | null, env: Record<string, string> = {}, extraFlags: readonly string[] = []): Promise<RunningTarget> {
   const options = startOptions(name, config, dataDir)
   const saved = Object.fromEntries(Object.keys(env).map((key) => [key, process.env[key]]))
   Object.assign(process.env, env)
   try {
-    return await startTarget(name, { ...options, nodeFlags: [...(options.nodeFlags ?? []), '--import', PROBE] })
+    return await startTarget(name, { ...options, nodeFlags: [...(options.nodeFlags ?? []), '--import', PROBE, ...extraFlags] })
   } finally {
     for (const [key, value] of Object.entries(saved)) {
       if (value === undefined) delete process.env[key]
@@ -176,7 +177,8 @@ const joinStorm: Scenario = {
   title: 'Join storm: 150 clients join a 20 MB document at once, then 10 joins/s; a busy room timed meanwhile',
   applies: (target) => STATEFUL[target],
   run: async (name, config) => {
-    const target = await startProbed(name, config, null)
+    // The memory probe too: it answers the same signal as the loop probe, with full collections first.
+    const target = await startProbed(name, config, null, {}, MEMORY_PROBE_FLAGS)
     try {
       return await withPool(3, async (pool) => {
         const [timer, joinerA, joinerB] = pool.workers as [LoadWorker, LoadWorker, LoadWorker]
@@ -188,6 +190,10 @@ const joinStorm: Scenario = {
         const documentBytes = await seedDocument(target, joinerA, room, bytes)
         const docHeap = documentHeapMb(bytes)
         const rssBefore = rssMb(target.pid)
+        // What building the document left behind is garbage, not what the storm needs: collected
+        // first (a signal to both probes; the loop probe's window is reset below anyway).
+        const collected = await readMemoryProbe(target.pid, 'join-storm before the storm')
+        const rssCollected = collected.rss / 1024 / 1024
         const sampler = new RssSampler(target.pid, 25)
         const cpuBefore = cpuSeconds(target.pid)
         await timer.request({ type: 'reset' })
@@ -257,11 +263,15 @@ const joinStorm: Scenario = {
           cpuSeconds: round(cpuSeconds(target.pid) - cpuBefore, 2),
           rssIdleMb: round(rssIdle),
           rssBeforeMb: round(rssBefore),
+          rssCollectedMb: round(rssCollected),
+          heapCollectedMb: round(collected.heapUsed / 1024 / 1024),
+          externalCollectedMb: round(collected.external / 1024 / 1024),
           rssStormMaxMb: round(stormRssMax),
           rssMaxMb: round(sampler.max),
           peakRssMb: round(peak),
           peakRssOverDocHeap: round(peak / docHeap, 2),
           peakRssAboveIdleOverDocHeap: round((peak - rssIdle) / docHeap, 2),
+          stormRssAboveIdleOverDocHeap: round((stormRssMax - rssIdle) / docHeap, 2),
           ...(gaugesBefore !== null && gaugesAfter !== null ? { weftMergeWorkerJobs: (gaugesAfter.weft_merge_worker_jobs_total ?? 0) - (gaugesBefore.weft_merge_worker_jobs_total ?? 0) } : {}),
           ...serverDied(target),
         }
