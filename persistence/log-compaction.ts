@@ -34,12 +34,44 @@ export interface CompactionOptions {
 const BIG_DOCUMENT_DIVISOR = 16
 /** ...but never lets the log grow past 64 × compactEntries entries: load cost grows with entries too. */
 const ENTRY_HARD_LIMIT_FACTOR = 64
+/** Compactions of different rooms running at once (each room runs its own one at a time). */
+const CONCURRENT_COMPACTIONS = 2
+
+/**
+ * Lets compactions of different rooms start one per turn of the event loop, at most `limit` at a
+ * time. Rooms that filled their logs together (writers that started together, a deploy) would
+ * otherwise all compact in the same tick: with a fast store every step settles in microtasks, and
+ * two hundred small compactions back to back stalled every room's traffic for tens of ms.
+ */
+class CompactionTurns {
+  private running = 0
+  private readonly waiting: Array<() => void> = []
+
+  constructor(private readonly limit: number) {}
+
+  async run<T>(task: () => Promise<T>): Promise<T> {
+    if (this.running >= this.limit) await new Promise<void>((resolve) => this.waiting.push(resolve))
+    else this.running++
+    try {
+      // A turn of the event loop first: frames that arrived meanwhile are handled before this one starts.
+      await new Promise<void>((resolve) => setImmediate(resolve))
+      return await task()
+    } finally {
+      const next = this.waiting.shift()
+      // The slot passes straight to the next waiter, so `running` stays counted for it.
+      if (next === undefined) this.running--
+      else next()
+    }
+  }
+}
 
 /**
  * Keeps each room's log short: tracks its estimated size from reads and appends, and when it grew
  * past the policy, replaces the entries with one merged document, on the room's maintenance chain.
  */
 export class LogCompactor {
+  private readonly turns = new CompactionTurns(CONCURRENT_COMPACTIONS)
+
   constructor(
     private readonly store: Store,
     private readonly options: Readonly<CompactionOptions>,
@@ -92,7 +124,7 @@ export class LogCompactor {
   /** Compacts the room's log after the maintenance already queued for it; rejects when storage fails. */
   queue(work: RoomWork): Promise<void> {
     work.compactionQueued = true
-    const compaction = work.maintenance.then(() => this.compactLog(work))
+    const compaction = work.maintenance.then(() => this.turns.run(() => this.compactLog(work)))
     work.maintenance = settled(compaction)
     const done = (): void => {
       work.compactionQueued = false
