@@ -125,3 +125,37 @@ describe('the shared state follows the relay\'s epoch reads', () => {
     assert.equal((await redis.command('GET', 'weft:epoch')).split('\r\n')[1], epochs[1])
   })
 })
+
+describe('a heartbeat setting shorter than the check', () => {
+  let redis: RedisProcess
+  let relay: RedisRelay
+
+  before(async () => {
+    redis = await startRedis()
+    relay = new RedisRelay({ redisUrl: redis.url, instanceId: 'H', logger: silent, heartbeatMs: 100, instanceTtlMs: 400, checkMs: 2000 })
+  })
+
+  after(async () => {
+    await relay?.close()
+    await redis?.dispose()
+  })
+
+  it('still refreshes the heartbeat that often: SETs of its own between the checks, which carry one too', async () => {
+    const monitor = await monitorRedis(redis.port)
+    let seen: MonitoredCommand[]
+    try {
+      const checks = (): number => monitor.seen.filter((entry) => entry.client === 'lua' && entry.command === 'set' && entry.key === 'weft:instance:H').length
+      await until(() => checks() >= 2, 'two checks', 15_000)
+      seen = [...monitor.seen]
+    } finally {
+      monitor.stop()
+    }
+    const beats = seen.filter((entry) => entry.command === 'set' && entry.key === 'weft:instance:H')
+    const own = beats.filter((entry) => entry.client !== 'lua').length
+    const inChecks = beats.length - own
+    console.log(`# heartbeatMs 100, checkMs 2000: ${own} heartbeat SETs, ${inChecks} heartbeats inside checks`)
+    assert.ok(inChecks >= 2, `${inChecks} heartbeats written by the check script`)
+    // About 19 between two checks; none only if every 100 ms tick came 2 s late.
+    assert.ok(own >= 1, 'heartbeats of their own between the checks')
+  })
+})
