@@ -30,9 +30,10 @@ export interface RedisRelayOptions extends Partial<ClusterTuning> {
 /**
  * The Redis relay (issue #6). Two connections: `cmd` for scripts, heartbeats and checks, `sub`
  * for the room channels. On a timer, each instance sends one command a tick (heartbeat and check
- * in one script, CHECK_TICK), and the shared state reads the epoch through it (onEpochRead). Nothing queues inside ioredis (no offline queue, no resend): while a
- * connection is down this class decides what happens (updates are held, awareness is dropped and
- * re-sent later), so a dead Redis can never grow memory without bound or replay stale commands.
+ * in one script, CHECK_TICK), and the shared state reads the epoch through it (onEpochRead).
+ * Nothing queues inside ioredis (no offline queue, no resend): while a connection is down this
+ * class decides what happens (updates are held, awareness is dropped and re-sent later), so a
+ * dead Redis can never grow memory without bound or replay stale commands.
  */
 export class RedisRelay implements Relay {
   readonly instanceId: string
