@@ -17,8 +17,8 @@ import { startTarget, type RunningTarget, type TargetName } from './targets.js'
 const INSTANCES = ['a', 'b', 'c'] as const
 /**
  * The command INFO commandstats counts once per relayed update: weft's publish script (one
- * EVALSHA) runs one XADD, and XADD runs nowhere else (EVALSHA itself also counts the shared
- * state's once-a-second epoch script); Hocuspocus's extension sends one PUBLISH per update.
+ * EVALSHA) runs one XADD, and XADD runs nowhere else (EVALSHA itself also counts each
+ * instance's once-a-second check script); Hocuspocus's extension sends one PUBLISH per update.
  */
 const RELAY_COMMAND: Partial<Record<TargetName, string>> = { weft: 'xadd', hocuspocus: 'publish' }
 /** A step passes while every instance's receivers get at least this share, with p99 at most P99_LIMIT_MS. */

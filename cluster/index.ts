@@ -29,4 +29,4 @@ export function createRelay(options: CreateRelayOptions): RedisRelay {
 }
 export { RedisNamespace, DEFAULT_REDIS_PREFIX } from './keys.js'
 export { RedisSharedState, RedisUnavailableError, TicketExistsError } from './shared-state.js'
-export type { SharedStateOptions } from './shared-state.js'
+export type { EpochReads, SharedStateOptions } from './shared-state.js'

@@ -29,9 +29,11 @@ export interface RedisRelayOptions extends Partial<ClusterTuning> {
 
 /**
  * The Redis relay (issue #6). Two connections: `cmd` for scripts, heartbeats and checks, `sub`
- * for the room channels. Nothing queues inside ioredis (no offline queue, no resend): while a
- * connection is down this class decides what happens (updates are held, awareness is dropped and
- * re-sent later), so a dead Redis can never grow memory without bound or replay stale commands.
+ * for the room channels. On a timer, each instance sends one command a tick (heartbeat and check
+ * in one script, CHECK_TICK), and the shared state reads the epoch through it (onEpochRead).
+ * Nothing queues inside ioredis (no offline queue, no resend): while a connection is down this
+ * class decides what happens (updates are held, awareness is dropped and re-sent later), so a
+ * dead Redis can never grow memory without bound or replay stale commands.
  */
 export class RedisRelay implements Relay {
   readonly instanceId: string
@@ -60,6 +62,9 @@ export class RedisRelay implements Relay {
   private reconciling = false
   private reconcileAgain = false
   private checking = false
+  /** When this instance last wrote its heartbeat, and last sent a check (which writes it too); ms. */
+  private lastBeatAt = 0
+  private lastCheckAt = 0
   private closed = false
   /** Local updates not published yet, per room: those of the current task, published merged by `flushOutgoing`. */
   private readonly outgoing = new Map<string, Uint8Array[]>()
@@ -108,11 +113,10 @@ export class RedisRelay implements Relay {
     this.watch(this.cmd, 'cmd')
     this.watch(this.sub, 'sub')
     this.sub.on('messageBuffer', (channel: Buffer, message: Buffer) => this.onChannelMessage(channel.toString('utf8'), message))
-    const heartbeat = setInterval(() => this.heartbeat(), this.options.heartbeatMs)
-    const check = setInterval(() => void this.check(), this.options.checkMs)
-    heartbeat.unref()
-    check.unref()
-    this.timers.push(heartbeat, check)
+    // One timer for the heartbeat and the check: a tick that does both is one command (issue 19).
+    const tick = setInterval(() => this.tick(), this.tickMs())
+    tick.unref()
+    this.timers.push(tick)
     if (this.options.retentionMs > 0) {
       // Keys of held rooms must not expire under their instances: refreshed well within the retention.
       const refresh = setInterval(() => void this.refreshRetention(), Math.max(1000, Math.floor(this.options.retentionMs / 3)))
@@ -244,6 +248,15 @@ export class RedisRelay implements Relay {
 
   on(event: 'health', listener: (health: RelayHealth) => void): void {
     this.events.on(event, listener)
+  }
+
+  /**
+   * Calls `listener` with every data epoch this relay reads (each check, and each reconcile after
+   * a connection or a loss); null when Redis had none. The shared state follows the epoch through
+   * these reads instead of reading it on a timer of its own (cluster/shared-state.ts EpochReads).
+   */
+  onEpochRead(listener: (epoch: string | null) => void): void {
+    this.events.on('epoch', listener)
   }
 
   close(): Promise<void> {
@@ -537,8 +550,39 @@ export class RedisRelay implements Relay {
 
   // ---- periodic work -----------------------------------------------------------------------
 
+  private tickMs(): number {
+    return Math.min(this.options.heartbeatMs, this.options.checkMs)
+  }
+
+  /**
+   * Every min(heartbeatMs, checkMs). A check that is due also refreshes the heartbeat, in the same
+   * command (CHECK_TICK). A heartbeat due without a check (one still running, a reconcile in
+   * progress, Redis half up, or heartbeatMs shorter than checkMs) is a SET of its own, so nothing
+   * the check waits for can let the heartbeat lapse.
+   */
+  private tick(): void {
+    if (this.closed || !this.cmdReady) return
+    const now = Date.now()
+    // Half a tick of slack: intervals fire a little late or early; with equal settings every tick does both.
+    const slack = this.tickMs() / 2
+    if (now - this.lastCheckAt >= this.options.checkMs - slack && this.startCheck()) return
+    if (now - this.lastBeatAt >= this.options.heartbeatMs - slack) this.heartbeat()
+  }
+
+  /** Sends a check unless it must wait; true when it did (its command carries the heartbeat). */
+  private startCheck(): boolean {
+    if (!this.isUp() || this.checking || this.reconciling) return false
+    if (this.reconcileAgain) {
+      this.scheduleReconcile()
+      return false
+    }
+    void this.check()
+    return true
+  }
+
   private heartbeat(): void {
     if (!this.cmdReady || this.closed) return
+    this.lastBeatAt = Date.now()
     this.counters.commands++
     this.cmd.set(this.namespace.instance(this.instanceId), String(Date.now()), 'PX', this.options.instanceTtlMs).catch((err: unknown) => this.noteError(err))
   }
@@ -604,41 +648,40 @@ export class RedisRelay implements Relay {
       }
     }
     this.epoch = epoch
+    this.tellEpoch(epoch)
   }
 
-  /** One pipeline: the epoch, `last` of every held room, the heartbeats of instances whose awareness is held. */
-  private async check(): Promise<void> {
-    if (!this.isUp() || this.checking) return
-    if (this.reconciling) return
-    if (this.reconcileAgain) {
-      this.scheduleReconcile()
-      return
+  private tellEpoch(epoch: string | null): void {
+    try {
+      this.events.emit('epoch', epoch)
+    } catch (err) {
+      this.logger.error({ err: errorText(err) }, 'epoch listener failed')
     }
+  }
+
+  /**
+   * One command (CHECK_TICK): refreshes the heartbeat and reads the epoch, `last` of every held
+   * room and the heartbeats of the instances whose awareness is held.
+   */
+  private async check(): Promise<void> {
     this.checking = true
+    this.lastCheckAt = this.lastBeatAt = Date.now()
     try {
       const rooms = [...this.rooms.values()].filter((room) => room.isActive)
       const instances = new Set<string>()
       for (const room of rooms) for (const id of room.remoteInstances) instances.add(id)
       const remote = [...instances]
-      const pipeline = this.cmd.pipeline().get(this.namespace.epochKey)
-      if (rooms.length > 0) pipeline.mget(...rooms.map((room) => room.keys.last))
-      if (remote.length > 0) pipeline.mget(...remote.map((id) => this.namespace.instance(id)))
-      this.counters.commands += pipeline.length
-      const results = (await pipeline.exec()) ?? []
-      for (const [err] of results) if (err) throw err
-      const epoch = results[0]?.[1] as string | null
-      if (epoch !== this.epoch) {
+      const heartbeat = { key: this.namespace.instance(this.instanceId), ttlMs: this.options.instanceTtlMs }
+      const read = await this.streams.tick(heartbeat, this.namespace.epochKey, rooms.map((room) => room.keys), remote.map((id) => this.namespace.instance(id)))
+      this.tellEpoch(read.epoch)
+      if (read.epoch !== this.epoch) {
         this.scheduleReconcile()
         return
       }
-      if (rooms.length > 0) {
-        const lasts = results[1]?.[1] as Array<string | null>
-        rooms.forEach((room, i) => this.checkBehind(room, lasts[i] ?? null))
-      }
+      rooms.forEach((room, i) => this.checkBehind(room, read.lasts[i] ?? null))
       if (remote.length > 0 && Date.now() >= this.graceUntil) {
-        const beats = results[results.length - 1]?.[1] as Array<string | null>
         remote.forEach((id, i) => {
-          if (beats[i] === null) this.instanceGone(id)
+          if (read.alive[i] === false) this.instanceGone(id)
         })
       }
       if (!this.outage.isEmpty) await this.flushHeld()

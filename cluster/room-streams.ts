@@ -1,8 +1,8 @@
 import type { Redis } from 'ioredis'
 import { compareStreamIds, nextStreamId, type RoomKeys } from './keys.js'
-import { COMPACT_ROOM, ENSURE_EPOCH, PUBLISH_UPDATE, READ_ROOM, type Script } from './scripts.js'
+import { CHECK_TICK, COMPACT_ROOM, ENSURE_EPOCH, PUBLISH_UPDATE, READ_ROOM, type Script } from './scripts.js'
 
-const SCRIPTS = [PUBLISH_UPDATE, READ_ROOM, COMPACT_ROOM, ENSURE_EPOCH]
+const SCRIPTS = [PUBLISH_UPDATE, READ_ROOM, COMPACT_ROOM, ENSURE_EPOCH, CHECK_TICK]
 
 /** A read of one room's cluster copy: its snapshot, then the stream entries after `after`. */
 export interface StreamRead {
@@ -14,6 +14,14 @@ export interface StreamRead {
   /** Entries by other instances (what counts as healed). */
   foreign: number
   lastId: string
+}
+
+/** What one tick read (RoomStreams.tick), in the order it was asked. */
+export interface TickRead {
+  /** null: Redis has no epoch (it lost its data). */
+  epoch: string | null
+  lasts: Array<string | null>
+  alive: boolean[]
 }
 
 /**
@@ -74,6 +82,21 @@ export class RoomStreams {
   async ensureEpoch(epochKey: string, candidate: string): Promise<string> {
     const reply = await this.eval(ENSURE_EPOCH, [epochKey], [candidate])
     return (reply as Buffer).toString()
+  }
+
+  /**
+   * One tick of the relay's timer (scripts.ts CHECK_TICK): refreshes this instance's heartbeat and
+   * reads the epoch, `last` of each of `rooms` and whether each of `remotes`' heartbeats is alive.
+   */
+  async tick(heartbeat: { key: string; ttlMs: number }, epochKey: string, rooms: readonly RoomKeys[], remotes: readonly string[]): Promise<TickRead> {
+    const keys = [heartbeat.key, epochKey, ...rooms.map((room) => room.last), ...remotes]
+    const reply = (await this.eval(CHECK_TICK, keys, [String(Date.now()), String(heartbeat.ttlMs), String(rooms.length)])) as [Buffer | null, Array<Buffer | null>, number[]]
+    const [epoch, lasts, beats] = reply
+    return {
+      epoch: epoch === null ? null : epoch.toString(),
+      lasts: lasts.map((last) => (last === null ? null : last.toString())),
+      alive: beats.map((beat) => Number(beat) === 1),
+    }
   }
 
   private async eval(script: Script, keys: string[], args: Array<string | Uint8Array>): Promise<unknown> {

@@ -92,3 +92,24 @@ if e then return e end
 redis.call('SET', KEYS[1], ARGV[1])
 return ARGV[1]
 `)
+
+/**
+ * One tick of an instance's timer, in one command (issue 19: the timers cost four or five
+ * commands a second per instance, more than the edits they guard): refreshes this instance's
+ * heartbeat, then reads the epoch, `last` of every held room and the heartbeats of the remote
+ * instances whose awareness it holds. Only reads besides the heartbeat, so the epoch is never
+ * created here: a missing one is a loss, which the relay's reconcile confirms with ENSURE_EPOCH.
+ * GET one key at a time rather than MGET: `unpack` of thousands of keys overflows Lua's stack.
+ *   KEYS: own heartbeat, epoch, last of each held room..., heartbeat of each remote instance...
+ *   ARGV: heartbeat value (ms timestamp), heartbeat TTL ms, number of rooms
+ *   returns { epoch or nil, { last or nil, ... }, { 1 or 0 per remote instance, ... } }
+ */
+export const CHECK_TICK = script('tick', `
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+local rooms = tonumber(ARGV[3])
+local lasts = {}
+for i = 3, 2 + rooms do lasts[#lasts + 1] = redis.call('GET', KEYS[i]) end
+local beats = {}
+for i = 3 + rooms, #KEYS do beats[#beats + 1] = redis.call('EXISTS', KEYS[i]) end
+return { redis.call('GET', KEYS[2]), lasts, beats }
+`)

@@ -194,10 +194,21 @@ export interface SharedStateOptions {
   firstConnectWaitMs?: number
   /** Deadline of QUIT in `close()`. */
   closeMs?: number
-  /** How often the data epoch is read to notice that Redis lost its data (also checked at every reconnect). */
+  /** How often the data epoch is read to notice that Redis lost its data (also checked at every reconnect); not used with `epochReads`. */
   epochCheckMs?: number
+  /**
+   * Reads of the epoch made anyway (the relay's check, every checkMs): when given, the shared state
+   * has no timer of its own and reads the epoch only when one of these differs from its own
+   * (issue 19: one command fewer per instance per second, and the relay notices a loss as soon).
+   */
+  epochReads?: EpochReads
   /** For metrics: each Redis command's name and latency (seconds), as the relay's. */
   onCommand?: CommandObserver
+}
+
+/** Something that reads the data epoch anyway (RedisRelay.onEpochRead) and tells each value read; null = Redis had none. */
+export interface EpochReads {
+  onEpochRead(listener: (epoch: string | null) => void): void
 }
 
 interface Deletion {
@@ -237,7 +248,8 @@ export class RedisSharedState implements VersionStore {
   private readonly epochListeners: Array<(epoch: string) => void> = []
   /** The data epoch (cluster/keys.ts, RedisNamespace.epochKey) last read; null before the first read. */
   private epoch: string | null = null
-  private readonly epochTimer: NodeJS.Timeout
+  private readonly epochTimer: NodeJS.Timeout | null
+  private readingEpoch = false
   private readonly deletionsChannel: string
   private readonly deletionsLog: string
   private readonly versionsChannel: string
@@ -263,8 +275,16 @@ export class RedisSharedState implements VersionStore {
       this.events.emit('ready')
       void this.checkEpoch(true)
     })
-    this.epochTimer = setInterval(() => void this.checkEpoch(false), options.epochCheckMs ?? CLUSTER_DEFAULTS.checkMs)
-    this.epochTimer.unref()
+    if (options.epochReads === undefined) {
+      this.epochTimer = setInterval(() => void this.checkEpoch(false), options.epochCheckMs ?? CLUSTER_DEFAULTS.checkMs)
+      this.epochTimer.unref()
+    } else {
+      this.epochTimer = null
+      // A read that is not ours: ours (get-or-create) follows only when the epoch is another.
+      options.epochReads.onEpochRead((epoch) => {
+        if (epoch !== this.epoch && !this.readingEpoch) void this.checkEpoch(false)
+      })
+    }
     this.sub.on('ready', () => void this.resubscribe())
     this.sub.on('message', (channel: string, message: string) => {
       if (channel === this.versionsChannel) this.onVersionMessage(message)
@@ -566,6 +586,7 @@ export class RedisSharedState implements VersionStore {
   /** The same get-or-create as the relay's, so both agree on one epoch whichever reads first after a loss. */
   private async checkEpoch(connected: boolean): Promise<void> {
     if (this.closed || this.cmd.status !== 'ready') return
+    this.readingEpoch = true
     try {
       const reply = (await this.evalScript(this.cmd, ENSURE_EPOCH, [this.namespace.epochKey], [epochCandidate()])) as Buffer
       const epoch = reply.toString('utf8')
@@ -582,12 +603,14 @@ export class RedisSharedState implements VersionStore {
       }
     } catch (err) {
       this.noteError(err)
+    } finally {
+      this.readingEpoch = false
     }
   }
 
   private async shutdown(): Promise<void> {
     this.closed = true
-    clearInterval(this.epochTimer)
+    if (this.epochTimer !== null) clearInterval(this.epochTimer)
     this.events.emit('ready') // releases calls waiting for the first connection; they then reject
     await Promise.all([quit(this.cmd, this.closeMs), quit(this.sub, this.closeMs)])
   }

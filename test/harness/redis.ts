@@ -3,6 +3,7 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { createConnection, createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { withDeadline } from './wait.js'
 
 /** A real redis-server process on a free loopback port, with no persistence, in a temp dir. */
 export interface RedisProcess {
@@ -116,4 +117,57 @@ export async function startRedis(): Promise<RedisProcess> {
     },
     command: (...args: string[]) => send(port, args),
   }
+}
+
+/** One command as MONITOR printed it: who sent it (`ip:port`, or `lua` inside a script), its name (lower case) and first argument. */
+export interface MonitoredCommand {
+  seconds: number
+  client: string
+  command: string
+  key: string | null
+}
+
+export interface RedisMonitor {
+  /** Every command seen so far, in Redis's order. */
+  readonly seen: MonitoredCommand[]
+  stop(): void
+}
+
+/** MONITOR on a connection of its own (redis-server prints each command it runs, scripts' inner ones as `lua`). */
+export async function monitorRedis(port: number): Promise<RedisMonitor> {
+  const seen: MonitoredCommand[] = []
+  const socket = createConnection({ port, host: '127.0.0.1' })
+  let rest = ''
+  let started: () => void = () => {}
+  const ok = new Promise<void>((resolve) => (started = resolve))
+  socket.setEncoding('utf8')
+  socket.on('data', (chunk: string) => {
+    const lines = (rest + chunk).split('\r\n')
+    rest = lines.pop() ?? ''
+    for (const line of lines) {
+      if (line === '+OK') started()
+      // +1700000000.123456 [0 127.0.0.1:54321] "evalsha" "sha" ...
+      const match = /^\+(\d+\.\d+) \[\d+ ([^\]]+)\] "([^"]*)"(?: "([^"]*)")?/.exec(line)
+      if (match === null) continue
+      seen.push({ seconds: Number(match[1]), client: match[2] as string, command: (match[3] as string).toLowerCase(), key: match[4] ?? null })
+    }
+  })
+  socket.on('error', () => undefined)
+  socket.on('connect', () => socket.write(encode(['MONITOR'])))
+  await withDeadline(ok, `MONITOR on redis ${port}`, 5000).catch((err: unknown) => {
+    socket.destroy()
+    throw err
+  })
+  return { seen, stop: () => void socket.destroy() }
+}
+
+/** `ip:port` → CLIENT SETNAME of every connection that has a name. */
+export async function clientNames(redis: RedisProcess): Promise<Map<string, string>> {
+  const names = new Map<string, string>()
+  for (const line of (await redis.command('CLIENT', 'LIST')).split('\n')) {
+    const addr = /(?:^|\s)addr=(\S+)/.exec(line)?.[1]
+    const name = /(?:^|\s)name=(\S+)/.exec(line)?.[1]
+    if (addr !== undefined && name !== undefined) names.set(addr, name)
+  }
+  return names
 }
