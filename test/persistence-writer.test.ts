@@ -492,7 +492,6 @@ describe('DocumentWriter', () => {
 
   it('stores 10,000 small updates across 20 rooms and reloads identical documents', async () => {
     const dir = await tempDir()
-    const started = performance.now()
     const writer = new DocumentWriter(await LevelStore.open(dir), writerOptions({ persistWindowMs: 5 }))
     const rooms = Array.from({ length: 20 }, (_, index) => `bulk/${index}`)
     const docs = rooms.map((room) => editedDoc((update) => void writer.write(room, update)))
@@ -510,6 +509,5 @@ describe('DocumentWriter', () => {
       assertSameDocument(await reopened.load(room), docs[index] as Y.Doc, room)
     }
     await reopened.close()
-    assert.ok(performance.now() - started < 60_000)
   })
 })
