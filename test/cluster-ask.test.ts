@@ -38,18 +38,22 @@ describe('pending asks', () => {
     assert.equal(await found, false)
   })
 
-  it('resolve false at the deadline when an instance never answers, and ignore unknown ids', async () => {
+  it('resolve false at the deadline when an instance never answers, and ignore unknown ids', async (t) => {
+    // A controlled clock: the ask is still open just before its deadline and settled at it.
+    t.mock.timers.enable({ apis: ['setTimeout'] })
     const asks = new PendingAsks()
-    const started = Date.now()
-    // The deadline timer is unref'd (it must not hold a server open): this one holds the test's loop.
-    const hold = setTimeout(() => {}, 5000)
-    const found = asks.wait('1', 50)
+    let settled = false
+    const found = asks.wait('1', 50).finally(() => (settled = true))
     asks.expect('1', 2)
     asks.answer('1', 'b', false)
     asks.answer('other', 'c', true)
+    t.mock.timers.tick(49)
+    await new Promise((resolve) => setImmediate(resolve))
+    assert.equal(settled, false, 'settled before the deadline, with one instance still to answer')
+    t.mock.timers.tick(1)
+    await new Promise((resolve) => setImmediate(resolve))
+    assert.equal(settled, true, 'still open after the deadline')
     assert.equal(await found, false)
-    clearTimeout(hold)
-    assert.ok(Date.now() - started >= 45)
   })
 
   it('clear settles every ask', async () => {

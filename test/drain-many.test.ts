@@ -4,6 +4,7 @@ import type { WebsocketProvider } from 'y-websocket'
 import { destroy, provider, RawClient, synced } from './harness/clients.js'
 import { spawnWeft, tempDir, type WeftProcess } from './harness/server.js'
 import { until, withDeadline } from './harness/wait.js'
+import { drainSteps, watchDrain } from './harness/drain-progress.js'
 import { metricValue } from './harness/metrics.js'
 
 // Issue #4, drain at scale: thousands of connections are closed with 1012 spread over the window
@@ -16,7 +17,18 @@ const ROOMS = 50
 /** Rooms with a writer and an observer provider, besides the raw connections. */
 const EDITED_ROOMS = 5
 const DRAIN_SECONDS = 4
-const LONG_DRAIN_SECONDS = 20
+/**
+ * The drain of the last two tests: closes spread over its first half, 60 s, so a process that slept
+ * through that schedule instead of cutting it short misses EXIT_DEADLINE_MS by half a minute.
+ */
+const LONG_DRAIN_SECONDS = 120
+/**
+ * How long the process may take to exit once nothing should hold it: generous, it fails a process
+ * that hangs or sleeps through its drain schedule, not a slow one (speed is for bench/).
+ */
+const EXIT_DEADLINE_MS = 30_000
+/** The drain closed its connections in at least this many steps (an all-at-once close is one). */
+const MIN_DRAIN_STEPS = 5
 /** Only the drain's flush can store the edits: the persist window is longer than the test. */
 const LONG_PERSIST_WINDOW_MS = 60_000
 const OPEN_BATCH = 200
@@ -126,12 +138,8 @@ function assertNothingLost(stored: Map<string, string>, rooms: readonly EditedRo
   }
 }
 
-function percentile(sorted: readonly number[], q: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] as number
-}
-
 describe(`drain with ${CONNECTIONS} connections`, () => {
-  it('SIGTERM: every connection closed with 1012, spread over the window; readiness 503; nothing lost; exit 0', async (t) => {
+  it('SIGTERM: every connection closed with 1012, spread over the window in steps; readiness 503; nothing lost; exit 0', async (t) => {
     const dir = await tempDir()
     let proc: WeftProcess | null = null
     let raws: RawClient[] = []
@@ -151,32 +159,33 @@ describe(`drain with ${CONNECTIONS} connections`, () => {
         })
       }
 
+      const watch = watchDrain(proc.http)
       const signalledAt = performance.now()
       proc.kill('SIGTERM')
       const logs = proc.logs
-      await until(() => logs.some((entry) => entry.msg === 'signal received: draining'), 'the drain to begin', 2_000)
+      await until(() => logs.some((entry) => entry.msg === 'signal received: draining'), 'the drain to begin')
       const ready = await fetch(`${proc.http}/health/ready`)
       assert.equal(ready.status, 503, '/health/ready during the drain')
-      assert.ok(closedAt.length < CONNECTIONS / 2, `${closedAt.length} connections were already closed when readiness was checked`)
 
-      await until(() => closedAt.length === CONNECTIONS, `all ${CONNECTIONS} connections to close`, DRAIN_SECONDS * 1000 + 5_000)
-      const status = await withDeadline(proc.exited, 'weft to exit', DRAIN_SECONDS * 1000 + 5_000)
+      await until(() => closedAt.length === CONNECTIONS, `all ${CONNECTIONS} connections to close`, DRAIN_SECONDS * 1000 + EXIT_DEADLINE_MS)
+      const status = await withDeadline(proc.exited, 'weft to exit', EXIT_DEADLINE_MS)
       const exitMs = performance.now() - signalledAt
+      const progress = await watch.stop()
       assert.deepEqual([...codes.entries()], [[1012, CONNECTIONS]], 'close codes (code, count)')
       assert.equal(status, 0)
 
+      // Wall-clock figures are printed, never asserted: on a loaded machine they say more about the
+      // machine than about the drain.
       const sorted = closedAt.map((at) => at - signalledAt).sort((a, b) => a - b)
-      const spreadMs = percentile(sorted, 0.95) - percentile(sorted, 0.05)
-      const buckets = new Map<number, number>()
-      for (const at of sorted) buckets.set(Math.floor(at / 100), (buckets.get(Math.floor(at / 100)) ?? 0) + 1)
-      const busiest = Math.max(...buckets.values())
       t.diagnostic(
-        `closes from ${Math.round(sorted[0] as number)} to ${Math.round(sorted[sorted.length - 1] as number)} ms after SIGTERM; ` +
-          `p5-p95 spread ${Math.round(spreadMs)} ms; busiest 100 ms holds ${busiest}; exit after ${Math.round(exitMs)} ms`,
+        `closes from ${Math.round(sorted[0] as number)} to ${Math.round(sorted[sorted.length - 1] as number)} ms after SIGTERM; exit after ${Math.round(exitMs)} ms; ` +
+          `drain progress read ${progress.closed.length} times: ${progress.closed.join(' ')} of ${progress.total}`,
       )
-      assert.ok(spreadMs > 1_000, `p5-p95 of close times spans only ${Math.round(spreadMs)} ms`)
-      assert.ok(busiest <= CONNECTIONS * 0.2, `${busiest} of ${CONNECTIONS} closes fell in one 100 ms bucket`)
-      assert.ok(exitMs < DRAIN_SECONDS * 1000 + 1_000, `exited ${Math.round(exitMs)} ms after SIGTERM`)
+      // The spread, from the server's own count: had it closed everyone at once (every client
+      // reconnecting in the same instant), no reading could fall between 0 and the total.
+      assert.ok(progress.total >= CONNECTIONS, `the drain had ${progress.total} connections to close`)
+      const steps = drainSteps(progress)
+      assert.ok(steps >= MIN_DRAIN_STEPS, `the drain closed its ${progress.total} connections in ${steps} step(s) seen (${progress.closed.join(' ')})`)
 
       stopEditing(rooms)
       const restartedAt = performance.now()
@@ -191,7 +200,7 @@ describe(`drain with ${CONNECTIONS} connections`, () => {
     }
   })
 
-  it('a second SIGTERM during a long drain closes the rest at once and exits within ~2 s with 0, edits stored', async (t) => {
+  it('a second SIGTERM during a long drain closes the rest at once and exits with 0 long before the schedule would end, edits stored', async (t) => {
     const dir = await tempDir()
     let proc: WeftProcess | null = null
     let raws: RawClient[] = []
@@ -212,17 +221,17 @@ describe(`drain with ${CONNECTIONS} connections`, () => {
       }
 
       proc.kill('SIGTERM')
-      // The drain is under way: some connections are closed, most are not (it spreads them over 10 s).
-      await until(() => closed >= 20, 'the drain to close its first connections', 5_000)
+      // The drain is under way: some connections are closed, most are not (it spreads them over 60 s).
+      await until(() => closed >= 20, 'the drain to close its first connections', EXIT_DEADLINE_MS)
       assert.ok(closed < CONNECTIONS / 2, `${closed} already closed`)
       const second = performance.now()
       proc.kill('SIGTERM')
-      const status = await withDeadline(proc.exited, 'weft to exit after the second SIGTERM', LONG_DRAIN_SECONDS * 1000)
+      // Half a minute of the schedule is still ahead: only a process that cut it short exits by then.
+      const status = await withDeadline(proc.exited, 'weft to exit after the second SIGTERM', EXIT_DEADLINE_MS)
       const exitMs = performance.now() - second
-      await until(() => closed === CONNECTIONS, 'every client to see its connection end', 5_000)
+      await until(() => closed === CONNECTIONS, 'every client to see its connection end', EXIT_DEADLINE_MS)
       t.diagnostic(`exit ${status} ${Math.round(exitMs)} ms after the second SIGTERM; close codes ${JSON.stringify([...codes.entries()])}`)
       assert.equal(status, 0)
-      assert.ok(exitMs < 2_000, `took ${Math.round(exitMs)} ms after the second SIGTERM`)
 
       stopEditing(rooms)
       const restartedAt = performance.now()
@@ -247,15 +256,15 @@ describe(`drain with ${CONNECTIONS} connections`, () => {
       const signalledAt = performance.now()
       proc.kill('SIGTERM')
       const logs = proc.logs
-      await until(() => logs.some((entry) => entry.msg === 'signal received: draining'), 'the drain to begin', 2_000)
+      await until(() => logs.some((entry) => entry.msg === 'signal received: draining'), 'the drain to begin')
       // Every client leaves on its own as soon as the drain has begun.
       for (const raw of raws) raw.close()
       await Promise.all(raws.map((raw) => raw.waitClosed()))
-      const status = await withDeadline(proc.exited, 'weft to exit', LONG_DRAIN_SECONDS * 1000 + 5_000)
+      // Its schedule would go on for a minute: only a drain that ended early exits by the deadline.
+      const status = await withDeadline(proc.exited, 'weft to exit with no connection left', EXIT_DEADLINE_MS)
       const exitMs = performance.now() - signalledAt
       t.diagnostic(`exit ${status} ${Math.round(exitMs)} ms after SIGTERM with every client gone at once (window ${LONG_DRAIN_SECONDS} s)`)
       assert.equal(status, 0)
-      assert.ok(exitMs < 3_000, `the drain went on for ${Math.round(exitMs)} ms with no connection left`)
     } finally {
       for (const raw of raws) raw.socket.terminate()
       killChild(proc)

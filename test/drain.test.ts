@@ -4,16 +4,23 @@ import type { WebsocketProvider } from 'y-websocket'
 import { converged, destroy, provider, RawClient, synced } from './harness/clients.js'
 import { runCli, spawnWeft, tempDir, type WeftProcess } from './harness/server.js'
 import { until, withDeadline } from './harness/wait.js'
+import { drainSteps, watchDrain } from './harness/drain-progress.js'
 import { refusedUpgrade } from './harness/http.js'
 
 /** `--drain-seconds` of the graceful drain test. */
 const DRAIN_SECONDS = 2
-/** `--drain-seconds` of the second-signal test: long, so an exit well before it is not the drain ending. */
-const LONG_DRAIN_SECONDS = 20
-/** Process exit after the drain: flushing LevelDB, closing the store, leaving node. */
-const EXIT_MARGIN_MS = 500
-/** A second SIGTERM means "now": the process must be gone within this. */
-const SECOND_SIGNAL_EXIT_MS = 1_000
+/**
+ * `--drain-seconds` of the second-signal test: long, so an exit by EXIT_DEADLINE_MS is the second
+ * signal cutting the drain short, not the drain ending (its closes alone are spread over 60 s).
+ */
+const LONG_DRAIN_SECONDS = 120
+/**
+ * How long the process may take to exit once nothing should hold it: generous, it fails a process
+ * that hangs or sleeps through its drain, not a slow one (speed is for bench/).
+ */
+const EXIT_DEADLINE_MS = 30_000
+/** The drain closed its clients in at least this many steps (an all-at-once close is one). */
+const MIN_DRAIN_STEPS = 5
 /**
  * Persist window of these tests: longer than the tests, so only the shutdown's flush can store the
  * edits (with the default 100 ms they would be stored anyway).
@@ -54,26 +61,29 @@ describe('graceful drain', () => {
       await converged([a.doc, b.doc], 'b to see the edits (the server applied them)')
       const expected = { text: a.doc.getText('text').toString(), map: a.doc.getMap('map').toJSON() }
 
+      const watch = watchDrain(proc.http)
       const signalledAt = performance.now()
       proc.kill('SIGTERM')
       const logs = proc.logs
-      await until(() => logs.some((entry) => entry.msg === 'signal received: draining'), 'the drain to begin', 2_000)
+      await until(() => logs.some((entry) => entry.msg === 'signal received: draining'), 'the drain to begin')
       const notReady = await fetch(`${proc.http}/health/ready`)
       assert.equal(notReady.status, 503)
-      assert.ok(closedAt.length < RAW_CLIENTS, 'every client was already closed when readiness turned 503')
       const refused = await refusedUpgrade(`${proc.url}/drained`)
       assert.equal(refused.status, 503)
       assert.ok(refused.retryAfter !== undefined && Number(refused.retryAfter) > 0, `Retry-After: ${refused.retryAfter}`)
 
-      const codes = await Promise.all(raws.map((raw) => raw.waitClosed(DRAIN_SECONDS * 1000 + 2_000)))
+      const codes = await Promise.all(raws.map((raw) => raw.waitClosed(DRAIN_SECONDS * 1000 + EXIT_DEADLINE_MS)))
       assert.deepEqual(new Set(codes), new Set([1012]))
-      const status = await withDeadline(proc.exited, 'weft to exit', DRAIN_SECONDS * 1000 + 5_000)
+      const status = await withDeadline(proc.exited, 'weft to exit', EXIT_DEADLINE_MS)
       const exitMs = performance.now() - signalledAt
+      const progress = await watch.stop()
       const spreadMs = Math.max(...closedAt) - Math.min(...closedAt)
-      t.diagnostic(`closes spread over ${Math.round(spreadMs)} ms; exited ${Math.round(exitMs)} ms after SIGTERM`)
+      // Wall-clock figures are printed, never asserted.
+      t.diagnostic(`closes spread over ${Math.round(spreadMs)} ms; exited ${Math.round(exitMs)} ms after SIGTERM; drain progress ${progress.closed.join(' ')} of ${progress.total}`)
       assert.equal(status, 0)
-      assert.ok(spreadMs > 300, `all ${RAW_CLIENTS} clients were closed within ${Math.round(spreadMs)} ms`)
-      assert.ok(exitMs < DRAIN_SECONDS * 1000 + EXIT_MARGIN_MS, `exited ${Math.round(exitMs)} ms after SIGTERM`)
+      // Spread over the window, from the server's own count: an all-at-once close is one step.
+      assert.ok(progress.total >= RAW_CLIENTS, `the drain had ${progress.total} connections to close`)
+      assert.ok(drainSteps(progress) >= MIN_DRAIN_STEPS, `the drain closed its ${progress.total} connections in ${drainSteps(progress)} step(s) seen (${progress.closed.join(' ')})`)
       destroy(...providers.splice(0))
 
       const stored = await exportText(dir.path, 'drained')
@@ -106,8 +116,8 @@ describe('graceful drain', () => {
 
       proc.kill('SIGTERM')
       const logs = proc.logs
-      await until(() => logs.some((entry) => entry.msg === 'signal received: draining'), 'the drain to begin', 2_000)
-      // Both clients are most likely still connected (the drain closes clients over 10 s); a edit made
+      await until(() => logs.some((entry) => entry.msg === 'signal received: draining'), 'the drain to begin')
+      // Both clients are most likely still connected (the drain closes clients over 60 s); a edit made
       // now, seen applied by b, must be stored as well.
       const applied = ['before the first signal']
       if (a.wsconnected && b.wsconnected) {
@@ -121,14 +131,14 @@ describe('graceful drain', () => {
       t.diagnostic(`edits applied before the second SIGTERM: ${applied.length}`)
       const second = performance.now()
       proc.kill('SIGTERM')
-      const status = await withDeadline(proc.exited, 'weft to exit after the second SIGTERM', LONG_DRAIN_SECONDS * 1000)
+      // Most of the 60 s schedule is still ahead: only a process that cut it short exits by then.
+      const status = await withDeadline(proc.exited, 'weft to exit after the second SIGTERM', EXIT_DEADLINE_MS)
       const exitMs = performance.now() - second
       t.diagnostic(`exited with ${status} ${Math.round(exitMs)} ms after the second SIGTERM`)
       destroy(...providers.splice(0))
 
       const stored = await exportText(dir.path, 'impatient')
       assert.equal(stored.text, applied.join(''), 'edits applied before the second SIGTERM were lost')
-      assert.ok(exitMs < SECOND_SIGNAL_EXIT_MS, `took ${Math.round(exitMs)} ms after the second SIGTERM`)
       assert.equal(status, 0)
     } finally {
       destroy(...providers)

@@ -118,7 +118,6 @@ const ROUND_TRIPS = 12_000
 const BATCH = 4_000
 /** A batch of 4,000 cases takes well under a second; ten is a hang, not a slow machine. */
 const BATCH_DEADLINE_MS = 10_000
-const FILE_BUDGET_MS = 30_000
 
 // ---------------------------------------------------------------------------------------------
 // Deterministic randomness
@@ -717,7 +716,7 @@ if (isMainThread) {
       assert.deepEqual(result.failures.map((f) => `${corpus[f.index]?.file}: ${f.error}`), [])
     })
 
-    it(`${cases} random and mutated inputs plus ${ROUND_TRIPS} round trips: return or ProtocolError, never a hang (seed ${seed})`, { timeout: FILE_BUDGET_MS + 15_000 }, async (t) => {
+    it(`${cases} random and mutated inputs plus ${ROUND_TRIPS} round trips: return or ProtocolError, never a hang (seed ${seed})`, async (t) => {
       // Printed first, so a run that dies still says how to replay it.
       console.log(`fuzz-decoders: seed ${seed}, ${cases} cases; replay with WEFT_FUZZ_SEED=${seed} WEFT_FUZZ_CASES=${cases}`)
       const started = Date.now()
@@ -739,7 +738,6 @@ if (isMainThread) {
       for (const target of BYTE_TARGETS) {
         if (cases >= 10_000) assert.ok((result.accepted[target] ?? 0) > 50, `${target} accepted ${result.accepted[target] ?? 0} inputs; the generator is not reaching its accepting side`)
       }
-      assert.ok(elapsed < FILE_BUDGET_MS, `the fuzz run took ${elapsed} ms, over its ${FILE_BUDGET_MS} ms budget`)
     })
   })
 }

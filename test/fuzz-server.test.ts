@@ -34,6 +34,7 @@ import {
 import { canonicalState, converged, destroy, provider, RawClient, synced } from './harness/clients.js'
 import { startServer, type InProcessServer } from './harness/server.js'
 import { concat, envNumber, randomBytes, rngFor as seededRng, varUint, type Rng } from './harness/fuzz.js'
+import { LIVE_HANG_MS } from './harness/live-probe.js'
 import { withDeadline } from './harness/wait.js'
 
 // Hostile frames through real sockets against one in-process server, over both protocols, from
@@ -55,7 +56,6 @@ const DEFAULT_CASES = 3_000
 const BATCHES = 6
 const SHARED_LANES = 12
 const PROBE_EVERY_MS = 20
-const LIVE_BOUND_MS = 100
 const FILE_BUDGET_MS = 40_000
 
 const SHARED_ROOMS = ['fz-s0', 'fz-s1', 'fz-s2', 'fz-s3']
@@ -374,7 +374,7 @@ function getLive(port: number): Promise<{ status: number; ms: number }> {
       req.end()
     }),
     'GET /health/live',
-    5_000,
+    LIVE_HANG_MS,
   )
 }
 
@@ -450,7 +450,7 @@ describe('fuzz: the server through real sockets', { timeout: FILE_BUDGET_MS + 20
     await weft?.stop()
   })
 
-  it(`${CASES} hostile frames over both protocols: documented close codes, live within ${LIVE_BOUND_MS} ms, rooms intact (seed ${SEED})`, async (t) => {
+  it(`${CASES} hostile frames over both protocols: documented close codes, /health/live answers throughout, rooms intact (seed ${SEED})`, async (t) => {
     const models = new Map(FUZZ_ROOMS.map((room) => [room, new Y.Doc()] as const))
     const { batches, expectedStates } = buildCases(models)
     const codes = new Map<string, number>()
@@ -460,7 +460,7 @@ describe('fuzz: the server through real sockets', { timeout: FILE_BUDGET_MS + 20
 
     for (const [b, batch] of batches.entries()) {
       const before = new Map(FUZZ_ROOMS.map((room) => [room, canonicalState((weft.server.loadedRoom(room) as { doc: Y.Doc }).doc)]))
-      // Latency probes for the whole batch, each issued on a timer while the fuzzing runs.
+      // Liveness probes for the whole batch, each issued on a timer while the fuzzing runs.
       let fuzzing = true
       const probing = (async () => {
         while (fuzzing) {
@@ -514,12 +514,12 @@ describe('fuzz: the server through real sockets', { timeout: FILE_BUDGET_MS + 20
 
     const answered = probes.filter((p): p is { status: number; ms: number } => !(p instanceof Error))
     const slowest = Math.max(...answered.map((p) => p.ms))
-    t.diagnostic(`close codes: ${JSON.stringify(Object.fromEntries(codes))}; ${probes.length} live probes, slowest ${slowest.toFixed(1)} ms, over ${LIVE_BOUND_MS} ms: ${answered.filter((p) => p.ms >= LIVE_BOUND_MS).map((p) => p.ms.toFixed(0)).join(', ') || 'none'}; ${Date.now() - fileStarted} ms`)
+    // Latencies are printed, never asserted (speed is measured in bench/); a hang fails getLive's deadline.
+    t.diagnostic(`close codes: ${JSON.stringify(Object.fromEntries(codes))}; ${probes.length} live probes, slowest ${slowest.toFixed(1)} ms; ${Date.now() - fileStarted} ms`)
     assert.deepEqual(mismatches.slice(0, 20), [], `${mismatches.length} frames got another outcome than predicted`)
     assert.ok(probes.length >= BATCHES * 2, `live probes ran during the fuzzing (${probes.length})`)
     assert.deepEqual(probes.filter((p) => p instanceof Error).map(String), [], 'every live probe was answered')
     assert.ok(answered.every((p) => p.status === 200), 'every live probe got 200')
-    assert.ok(slowest < LIVE_BOUND_MS, `the slowest /health/live took ${slowest.toFixed(1)} ms (bound ${LIVE_BOUND_MS} ms)`)
     // Every documented outcome was exercised, or the prediction side of the test is vacuous.
     for (const expected of ['1002', '1007', '1009', 'none']) {
       assert.ok([...codes.keys()].some((k) => k.endsWith(` ${expected}`)), `some frame ended with ${expected}`)

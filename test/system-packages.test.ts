@@ -99,7 +99,7 @@ describe('npm test checks its system packages first', () => {
 
   it('a user who may not install packages gets one line naming the exact command, at once', async () => {
     const dir = await toolsDir({ ...standIns('nginx'), 'apt-get': 'exit 0' })
-    const started = Date.now()
+    // 'At once': runScript's deadline fails a script that waits (for a password, say); no timing is asserted.
     const { status, stdout, stderr } = await runScript({ WEFT_TOOLS_PATH: dir }, isRoot ? NOBODY : undefined)
     assert.equal(status, 1)
     assert.equal(stdout, '')
@@ -107,7 +107,6 @@ describe('npm test checks its system packages first', () => {
     assert.equal(lines.length, 1, stderr)
     assert.equal(lines[0], 'npm test needs nginx: run `sudo apt-get update && sudo apt-get install -y nginx`, then npm test again')
     assert.deepEqual(await calls(dir), [], 'apt-get was run')
-    assert.ok(Date.now() - started < 5_000)
   })
 
   it('names every missing program, and says so when there is no apt-get', async () => {

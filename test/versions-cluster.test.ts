@@ -69,7 +69,7 @@ describe('versions on a cluster', () => {
     await redis?.dispose()
   })
 
-  it('listing 150 versions of a 2 MB document is fast, and Redis answers PING within 100 ms meanwhile', async () => {
+  it('listing 150 versions of a 2 MB document reads their descriptions only, and Redis answers PING meanwhile', async (t) => {
     const room = 'big-listing'
     const update = Y.encodeStateAsUpdate(textDoc('x'.repeat(2_000_000)))
     const writer = new RedisSharedState({ redisUrl: redis.url, instanceId: 'test-writer', logger: silent })
@@ -81,6 +81,8 @@ describe('versions on a cluster', () => {
     }
     const pinger = new Redis(redis.url, { lazyConnect: true, maxRetriesPerRequest: 1 })
     await pinger.connect()
+    /** Bytes Redis has sent to all its clients (INFO stats): what the listings cost, without a clock. */
+    const sentByRedis = async (): Promise<number> => Number(/total_net_output_bytes:(\d+)/.exec(await pinger.info('stats'))?.[1])
     const latencies: number[] = []
     let sampling = true
     const sampler = (async () => {
@@ -91,30 +93,40 @@ describe('versions on a cluster', () => {
         await new Promise((resolve) => setTimeout(resolve, 5))
       }
     })()
+    const sentBefore = await sentByRedis()
+    let listed = 0
+    let slowestRoundMs = 0
     try {
       // Rounds of five concurrent listings until PING has been sampled often enough: listings that
       // read only descriptions can finish before a few PINGs come back.
       for (let round = 0; round < 20 && (round === 0 || latencies.length < 10); round++) {
         const started = performance.now()
         const listings = await Promise.all(Array.from({ length: 5 }, (_, i) => http((i % 2 === 0 ? a : b).http, 'GET', `${api(room)}/versions?limit=1000`)))
-        const elapsed = performance.now() - started
+        slowestRoundMs = Math.max(slowestRoundMs, performance.now() - started)
         for (const reply of listings) {
           assert.equal(reply.status, 200)
           const { versions } = JSON.parse(reply.body.toString()) as { versions: Array<{ bytes: number }> }
           assert.equal(versions.length, 150)
           assert.ok(versions.every((v) => v.bytes === update.byteLength))
         }
-        assert.ok(elapsed < 2_000, `five listings took ${elapsed.toFixed(0)} ms`)
+        listed += listings.length
       }
     } finally {
       sampling = false
       await sampler
-      pinger.disconnect()
     }
+    const sentPerListing = ((await sentByRedis()) - sentBefore) / listed
+    pinger.disconnect()
     latencies.sort((x, y) => x - y)
-    const p99 = latencies[Math.floor(latencies.length * 0.99)] ?? 0
+    // Timings are printed, never asserted (speed is measured in bench/).
+    t.diagnostic(
+      `${listed} listings, Redis sent ${(sentPerListing / 1024).toFixed(1)} KiB per listing; slowest round of five ${slowestRoundMs.toFixed(0)} ms; ` +
+        `PING answered ${latencies.length} times, p99 ${(latencies[Math.floor(latencies.length * 0.99)] ?? 0).toFixed(1)} ms`,
+    )
+    // Redis kept answering: PINGs were answered while the listings ran (a blocked Redis answers none).
     assert.ok(latencies.length >= 3, 'PING was sampled during the listings')
-    assert.ok(p99 < 100, `Redis PING p99 ${p99.toFixed(1)} ms while listing`)
+    // Descriptions only: a listing that carried the contents would take 150 x 2 MB out of Redis.
+    assert.ok(sentPerListing < update.byteLength / 4, `Redis sent ${(sentPerListing / 2 ** 20).toFixed(1)} MiB per listing`)
     // The version itself is still served, from its own key.
     const ids = (await listedIds(a, room)) ?? []
     const one = await http(b.http, 'GET', `${api(room)}/versions/${ids[0]}?format=update`)
