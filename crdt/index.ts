@@ -5,6 +5,7 @@
  * documents: no storage, no sockets, no Redis.
  */
 export { MERGE_CHUNK_SIZE, mergeUpdatesInChunks, mergeUpdatesIntoState } from './chunked-merge.js'
+export { boundStringItems, MAX_MERGED_STRING_LENGTH } from './bounded-string-items.js'
 export { missingFrom } from './state-diff.js'
 export { updateChangesDocument } from './update-effect.js'
 export { MERGE_POOL_DEFAULTS, MergePool, mergeWorkerCounters, type MergePoolOptions } from './merge-pool.js'

@@ -7,7 +7,7 @@ import type { SharedFrames, WireFormat } from './wire-format.js'
 import type { Logger } from './logger.js'
 import { CloseCode } from './codes.js'
 import { deepestNewType, dependenciesPresent } from './update-shape.js'
-import { updateChangesDocument } from '../crdt/index.js'
+import { boundStringItems, updateChangesDocument } from '../crdt/index.js'
 import { RoomBroadcast } from './room-broadcast.js'
 import { notify } from './room-events.js'
 import type { RoomRegistry } from './room-registry.js'
@@ -88,6 +88,8 @@ function newRoomDoc(): Y.Doc {
   const observers = (doc as unknown as { _observers?: Map<string, unknown> })._observers
   observers?.delete('load')
   observers?.delete('sync')
+  // Appending to a big text must not copy all of it per update (crdt/bounded-string-items.ts).
+  boundStringItems(doc)
   return doc
 }
 
