@@ -50,6 +50,8 @@ const RANGE_LAST = '~'
 /** Sorts before every key: compacting just it flushes the memtable and compacts nothing. */
 const BEFORE_ALL_KEYS = '\u0000'
 /** Garbage in a range below this many bytes is left to LevelDB: not worth a rewrite at close. */
+/** Largest merged document `replace` writes in one atomic batch; bigger ones are put first (see replace). */
+const ATOMIC_REPLACE_MAX_BYTES = 1024 * 1024
 const RECLAIM_MIN_BYTES = 64 * 1024
 /** ...and below 1/8 of the range's live bytes: rewriting a big document for little is not worth it either. */
 const RECLAIM_LIVE_DIVISOR = 8
@@ -174,14 +176,26 @@ export class LevelStore implements Store, LocalVersionStore {
     // anything appended later (those got higher sequences).
     const mergedKey = formatSequence(Math.max(...sequences))
     const prefix = LOG_KIND + room + ROOM_END
-    await this.db.batch(
-      [
-        ...keys.map((key) => ({ type: 'del' as const, key: prefix + key })),
-        // After the deletes in the same batch: LevelDB applies a batch in order.
-        { type: 'put' as const, key: prefix + mergedKey, value: merged },
-      ],
-      { sync: this.sync },
-    )
+    if (merged.byteLength > ATOMIC_REPLACE_MAX_BYTES) {
+      // classic-level builds a batch on the event loop, copying each value into a buffer that
+      // grows by doubling (a 25 MB document blocked it for tens of ms, hundreds on a slow VM);
+      // a put builds its batch on a libuv thread. So a big document overwrites the highest key
+      // on its own, then the rest go. In between, the log holds the merged document and entries
+      // it already contains: applying them again changes nothing, so a crash there loses
+      // nothing and the next compaction removes them.
+      await this.db.put(prefix + mergedKey, merged, { sync: this.sync })
+      const older = sequences.map(formatSequence).filter((key) => key !== mergedKey)
+      if (older.length > 0) await this.db.batch(older.map((key) => ({ type: 'del' as const, key: prefix + key })), { sync: this.sync })
+    } else {
+      await this.db.batch(
+        [
+          ...keys.map((key) => ({ type: 'del' as const, key: prefix + key })),
+          // After the deletes in the same batch: LevelDB applies a batch in order.
+          { type: 'put' as const, key: prefix + mergedKey, value: merged },
+        ],
+        { sync: this.sync },
+      )
+    }
     this.noteDeletion(roomRange(room), merged.byteLength)
   }
 

@@ -19,8 +19,8 @@ export interface LogEntry {
 }
 
 /**
- * The only way persistence touches storage: an append-only log of Yjs updates per room, plus an
- * atomic replace used by compaction. Implemented by LevelStore (the real one) and MemoryStore
+ * The only way persistence touches storage: an append-only log of Yjs updates per room, plus a
+ * replace used by compaction that never loses content. Implemented by LevelStore (the real one) and MemoryStore
  * (tests, demos, `--data memory`); both validate room names the same way.
  */
 export interface Store {
@@ -31,8 +31,10 @@ export interface Store {
   /** Appends one entry; durable (the LevelDB write done) when it resolves. */
   append(room: string, update: Uint8Array): Promise<string>
   /**
-   * Atomically deletes the listed entries and writes `merged` in their place, ordered before any
-   * entry appended after them. `keys` must not be empty.
+   * Deletes the listed entries and writes `merged` in their place, ordered before any entry
+   * appended after them. `keys` must not be empty. A reader, or a crash, may see `merged` beside
+   * some of the entries it replaces (Yjs applies them again without effect), never those entries
+   * gone without `merged`: the simplest correct store does it in one atomic batch.
    */
   replace(room: string, keys: readonly string[], merged: Uint8Array): Promise<void>
   deleteRoom(room: string): Promise<void>

@@ -7,7 +7,7 @@
  */
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import { InvalidRoomNameError, newVersionId, StoreClosedError, VersionLimitError, type LocalVersionStore, type Store, type VersionRecord, type VersionStore } from '../../persistence/index.js'
+import { InvalidRoomNameError, newVersionId, StoreClosedError, VersionLimitError, type LocalVersionStore, type LogEntry, type Store, type VersionRecord, type VersionStore } from '../../persistence/index.js'
 
 export type ConformingStore = Store & VersionStore
 
@@ -91,6 +91,41 @@ export function describeStoreConformance<S extends ConformingStore>(kind: string
           assert.ok(JSON.stringify(seen) === JSON.stringify(before) || JSON.stringify(seen) === '[[200]]', `round ${round} saw ${seen.length} entries`)
         }
         assert.deepEqual(updatesOf(await store.readLog(room)), [[200]])
+      }
+    }))
+
+    it('replaces with a merged document of several MB: no reader ever sees the entries gone without it', () => withStore(async ({ store }) => {
+      const merged = new Uint8Array(3 * 1024 * 1024 + 7).fill(42)
+      const isMerged = (update: Uint8Array): boolean => update.length === merged.length && update.every((value) => value === 42)
+      for (let round = 0; round < 5; round++) {
+        const room = `big-${round}`
+        const keys: string[] = []
+        for (let i = 0; i < 30; i++) keys.push(await store.append(room, bytes(i)))
+        const reads: Array<Promise<LogEntry[]>> = [store.readLog(room)]
+        const replacing = store.replace(room, keys, merged)
+        let done = false
+        void replacing.then(() => { done = true }, () => { done = true })
+        reads.push(store.readLog(room))
+        // Reads one after another all through the replace (never so many at once that they starve it).
+        while (!done) {
+          const read = store.readLog(room)
+          reads.push(read)
+          await read
+        }
+        await replacing
+        for (const read of await Promise.all(reads)) {
+          const hasMerged = read.some((entry) => isMerged(entry.update))
+          const old = read.filter((entry) => !isMerged(entry.update)).map((entry) => entry.update[0])
+          // Either every old entry is there, or the merged document is (maybe beside some of them, which it contains).
+          assert.ok(hasMerged || old.length === 30, `round ${round}: a read saw ${old.length} old entries and no merged document`)
+          if (hasMerged) assert.equal(read.findIndex((entry) => isMerged(entry.update)), read.length - 1, 'the merged document sorts after the older entries it contains')
+        }
+        const after = await store.readLog(room)
+        assert.equal(after.length, 1)
+        assert.ok(isMerged((after[0] as LogEntry).update))
+        // Later appends still sort after it.
+        await store.append(room, bytes(99))
+        assert.deepEqual((await store.readLog(room)).slice(1).map((entry) => [...entry.update]), [[99]])
       }
     }))
 
