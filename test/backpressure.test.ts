@@ -208,28 +208,40 @@ describe('outbound backpressure over real sockets', () => {
     }
   })
 
-  it('a joiner whose first sync is far over the budget is no slow consumer: paused past the grace period, it still receives the whole document', async () => {
-    const room = 'big-first-sync'
+  /**
+   * A writer puts `megabytes` of text into `room` in 1 MiB updates; then a raw joiner that does
+   * not read (from before it asks) sends `asks` sync step 1s with an empty state vector, so the
+   * replies back up in the server. `run` gets the joiner and its server-side connection.
+   */
+  async function pausedBigJoiner(room: string, megabytes: number, asks: number, run: (joiner: RawClient, joined: Connection, text: string) => Promise<void>): Promise<void> {
     const writer = provider(server.url, room)
     let joiner: RawClient | null = null
     try {
       await synced(writer)
-      // 8 MiB of text in 1 MiB updates: more than loopback's socket buffers hold, 32 times the budget.
-      const chunks = 8
       const text = writer.doc.getText('text')
-      for (let i = 0; i < chunks; i++) text.insert(text.length, String(i).repeat(1024 * 1024))
+      for (let i = 0; i < megabytes; i++) text.insert(text.length, String(i).repeat(1024 * 1024))
       const serverDoc = server.server.loadedRoom(room)?.doc
       assert.ok(serverDoc !== undefined)
-      await until(() => serverDoc.getText('text').length === chunks * 1024 * 1024, 'the server to hold the document', 30_000)
+      await until(() => serverDoc.getText('text').length === megabytes * 1024 * 1024, 'the server to hold the document', 30_000)
       const closesBefore = await metric(server, 'weft_slow_consumer_closes_total')
       const known = new Set(connectionsOf(server))
       joiner = await RawClient.open(`${server.url}/${room}`)
-      // Not reading from before it asks: the whole reply backs up in the server.
       tcpOf(joiner).pause()
-      joiner.send(encodeSyncStep1(Y.encodeStateVector(new Y.Doc())))
+      for (let i = 0; i < asks; i++) joiner.send(encodeSyncStep1(Y.encodeStateVector(new Y.Doc())))
       let connection: Connection | undefined
       await until(() => (connection = [...connectionsOf(server)].find((c) => !known.has(c))) !== undefined, 'the joiner\'s server-side connection')
-      const joined = connection as Connection
+      await run(joiner, connection as Connection, text.toString())
+      assert.equal(await metric(server, 'weft_slow_consumer_closes_total'), closesBefore)
+      assert.equal(joiner.closeCode, null)
+    } finally {
+      joiner?.socket.terminate()
+      destroy(writer)
+    }
+  }
+
+  it('a joiner whose first sync is far over the budget is no slow consumer: paused past the grace period, it still receives the whole document', async () => {
+    // 8 MiB of text: more than loopback's socket buffers hold, 32 times the budget.
+    await pausedBigJoiner('big-first-sync', 8, 1, async (joiner, joined, text) => {
       await until(() => joined.queuedBytes > BUDGET, 'the sync reply to back up over the budget in the server')
       // The condition under test is time itself: past the grace period a slow consumer is closed.
       await new Promise((resolve) => setTimeout(resolve, GRACE_MS * 3))
@@ -237,56 +249,25 @@ describe('outbound backpressure over real sockets', () => {
       assert.equal(joined.closeCode, null, 'the joiner was not closed as a slow consumer')
       tcpOf(joiner).resume()
       const frame = await joiner.frame((f) => decodeYMessage(f).kind === 'sync-step-2', 'the whole document', 30_000)
-      const { doc } = docFromFrames([frame])
-      assert.equal(doc.getText('text').toString(), text.toString())
-      assert.equal(await metric(server, 'weft_slow_consumer_closes_total'), closesBefore)
-      assert.equal(joiner.closeCode, null)
-    } finally {
-      joiner?.socket.terminate()
-      destroy(writer)
-    }
+      assert.equal(docFromFrames([frame]).doc.getText('text').toString(), text)
+    })
   })
 
   it('a big sync reply that must wait behind another in the server is no slow consumer either: both arrive whole', async () => {
     // A Hocuspocus socket opening a second big document while the first is on its way is the
     // usual case; here one y-websocket joiner asks twice, so the second reply waits in weft's queue.
-    const room = 'big-second-sync'
-    const writer = provider(server.url, room)
-    let joiner: RawClient | null = null
-    try {
-      await synced(writer)
-      const chunks = 4
-      const text = writer.doc.getText('text')
-      for (let i = 0; i < chunks; i++) text.insert(text.length, String(i).repeat(1024 * 1024))
-      const serverDoc = server.server.loadedRoom(room)?.doc
-      assert.ok(serverDoc !== undefined)
-      await until(() => serverDoc.getText('text').length === chunks * 1024 * 1024, 'the server to hold the document', 30_000)
-      const closesBefore = await metric(server, 'weft_slow_consumer_closes_total')
-      const known = new Set(connectionsOf(server))
-      joiner = await RawClient.open(`${server.url}/${room}`)
-      tcpOf(joiner).pause()
-      const empty = encodeSyncStep1(Y.encodeStateVector(new Y.Doc()))
-      joiner.send(empty)
-      joiner.send(empty)
-      let connection: Connection | undefined
-      await until(() => (connection = [...connectionsOf(server)].find((c) => !known.has(c))) !== undefined, 'the joiner\'s server-side connection')
-      const joined = connection as Connection
-      await until(() => joined.heldBytes >= chunks * 1024 * 1024, 'the second reply to wait in the server\'s queue')
+    const megabytes = 4
+    await pausedBigJoiner('big-second-sync', megabytes, 2, async (joiner, joined, text) => {
+      await until(() => joined.heldBytes >= megabytes * 1024 * 1024, 'the second reply to wait in the server\'s queue')
       // The condition under test is time itself: past the grace period a slow consumer is closed.
       await new Promise((resolve) => setTimeout(resolve, GRACE_MS * 3))
-      assert.ok(joined.heldBytes >= chunks * 1024 * 1024, 'the second reply is still held for the paused reader')
+      assert.ok(joined.heldBytes >= megabytes * 1024 * 1024, 'the second reply is still held for the paused reader')
       assert.equal(joined.closeCode, null, 'the joiner was not closed as a slow consumer')
       tcpOf(joiner).resume()
-      const reader = joiner
-      const replies = (): Uint8Array[] => reader.frames.filter((f) => decodeYMessage(f).kind === 'sync-step-2')
+      const replies = (): Uint8Array[] => joiner.frames.filter((f) => decodeYMessage(f).kind === 'sync-step-2')
       await until(() => replies().length === 2, 'both replies', 30_000)
-      for (const reply of replies()) assert.equal(docFromFrames([reply]).doc.getText('text').toString(), text.toString())
-      assert.equal(await metric(server, 'weft_slow_consumer_closes_total'), closesBefore)
-      assert.equal(joiner.closeCode, null)
-    } finally {
-      joiner?.socket.terminate()
-      destroy(writer)
-    }
+      for (const reply of replies()) assert.equal(docFromFrames([reply]).doc.getText('text').toString(), text)
+    })
   })
 
   it('a reader that is slow but resumes before the grace period catches up from merged updates to the exact document', async (t) => {
