@@ -268,7 +268,14 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
     stopping = true
     for (const timer of timers) clearInterval(timer)
     await recovered()
-    await until(() => clients.every((c) => (c.y !== undefined ? c.y.wsconnected && c.y.synced : c.h?.provider.isSynced === true && c.h.provider.unsyncedChanges === 0)), 'every client connected and synced', 60_000)
+    const settled = (c: Client): boolean => (c.y !== undefined ? c.y.wsconnected && c.y.synced : c.h?.provider.isSynced === true && c.h.provider.unsyncedChanges === 0)
+    await until(() => clients.every(settled), 'every client connected and synced', 60_000).catch((err: unknown) => {
+      // Which clients, and in what state: a bare timeout says nothing about where to look.
+      const stuck = clients.filter((c) => !settled(c)).map((c) => c.y !== undefined
+        ? `${c.kind} ${c.room} (connected ${c.y.wsconnected}, synced ${c.y.synced})`
+        : `${c.kind} ${c.room} (status ${c.h?.socket.status}, synced ${c.h?.provider.isSynced}, unsynced changes ${c.h?.provider.unsyncedChanges})`)
+      throw new Error(`${(err as Error).message}; not settled: ${stuck.join(', ')}`, { cause: err })
+    })
     const mismatches: string[] = []
     const missing: string[] = []
     let found = 0
