@@ -184,7 +184,7 @@ export class LevelStore implements Store, LocalVersionStore {
       // it already contains: applying them again changes nothing, so a crash there loses
       // nothing and the next compaction removes them.
       await this.db.put(prefix + mergedKey, merged, { sync: this.sync })
-      const older = sequences.map(formatSequence).filter((key) => key !== mergedKey)
+      const older = keys.filter((key) => key !== mergedKey)
       if (older.length > 0) await this.db.batch(older.map((key) => ({ type: 'del' as const, key: prefix + key })), { sync: this.sync })
     } else {
       await this.db.batch(
