@@ -6,13 +6,38 @@
  *
  * `--deflate`: ws's own permessage-deflate (its defaults: context takeover, threshold 1024), which
  * compresses per socket: the comparison for weft's --compression (bench/compression.ts).
+ *
+ * `--sync-reply ROOM=FILE`: the floor of a join storm (scenario 13). The relay then answers every
+ * y-websocket sync step 1 itself, in ROOM with FILE (a document's state, framed once as step 2 and
+ * the same buffer written to every joiner), elsewhere with an empty step 2, and forwards no step 1.
+ * No server can hand a crowd a document with less work than writing these bytes.
  */
+import { readFileSync } from 'node:fs'
 import { createServer } from 'node:http'
+import * as encoding from 'lib0/encoding'
 import { WebSocketServer, type WebSocket } from 'ws'
 
 const portIndex = process.argv.indexOf('--port')
 const port = Number(portIndex === -1 ? '0' : process.argv[portIndex + 1])
 const rooms = new Map<string, Set<WebSocket>>()
+
+/** y-websocket's sync step 2 carrying `update`. */
+function syncStep2 (update: Uint8Array): Uint8Array {
+  const encoder = encoding.createEncoder()
+  encoding.writeVarUint(encoder, 0) // sync message
+  encoding.writeVarUint(encoder, 1) // step 2
+  encoding.writeVarUint8Array(encoder, update)
+  return encoding.toUint8Array(encoder)
+}
+
+const replyIndex = process.argv.indexOf('--sync-reply')
+const replyOption = replyIndex === -1 ? null : (process.argv[replyIndex + 1] as string)
+const replyRoom = replyOption === null ? null : '/' + encodeURIComponent(replyOption.slice(0, replyOption.indexOf('=')))
+const replyFrame = replyOption === null ? null : syncStep2(readFileSync(replyOption.slice(replyOption.indexOf('=') + 1)))
+const EMPTY_REPLY = syncStep2(new Uint8Array([0, 0]))
+
+/** A y-websocket sync step 1: message type 0 (sync), then 0 (step 1). */
+const isSyncStep1 = (data: Buffer): boolean => data.length >= 2 && data[0] === 0 && data[1] === 0
 
 const http = createServer((_req, res) => res.end('relay'))
 const wss = new WebSocketServer({ server: http, perMessageDeflate: process.argv.includes('--deflate'), maxPayload: 512 * 1024 * 1024 })
@@ -27,6 +52,10 @@ wss.on('connection', (socket, req) => {
   const peers = members
   peers.add(socket)
   socket.on('message', (data: Buffer, isBinary: boolean) => {
+    if (replyFrame !== null && isSyncStep1(data)) {
+      socket.send(room === replyRoom ? replyFrame : EMPTY_REPLY, { binary: true })
+      return
+    }
     for (const peer of peers) if (peer !== socket) peer.send(data, { binary: isBinary })
   })
   socket.on('error', () => {})

@@ -4,7 +4,7 @@
  * document elsewhere is loaded cold from storage, written to, compacted and stored). Every
  * server runs with bench/loop-probe.ts, so event-loop delay is measured the same way for all.
  */
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -20,7 +20,7 @@ import {
   connectFailure, httpGet, percentile, round, scaled, serverDied, startOptions, withPool,
   type BenchConfig, type ConnectResult, type Metrics, type Scenario,
 } from './scenarios.js'
-import { startTarget, STATEFUL, type RunningTarget, type TargetName } from './targets.js'
+import { startTarget, STATEFUL, type RunningTarget, type StartOptions, type TargetName } from './targets.js'
 
 const PROBE = fileURLToPath(new URL('./loop-probe.js', import.meta.url))
 const BIG_DOCUMENT_MB = 20
@@ -37,8 +37,8 @@ function bigDocumentBytes (config: BenchConfig): number {
  * Starts the target with the loop probe. `env`: more environment for the server (only weft reads
  * WEFT_* variables), set around the start.
  */
-async function startProbed (name: TargetName, config: BenchConfig, dataDir: string | null, env: Record<string, string> = {}, extraFlags: readonly string[] = []): Promise<RunningTarget> {
-  const options = startOptions(name, config, dataDir)
+async function startProbed (name: TargetName, config: BenchConfig, dataDir: string | null, env: Record<string, string> = {}, extraFlags: readonly string[] = [], extra: Partial<StartOptions> = {}): Promise<RunningTarget> {
+  const options = { ...startOptions(name, config, dataDir), ...extra }
   const saved = Object.fromEntries(Object.keys(env).map((key) => [key, process.env[key]]))
   Object.assign(process.env, env)
   try {
@@ -77,17 +77,11 @@ async function weftGauges (target: RunningTarget): Promise<Record<string, number
   return values
 }
 
-let documentHeap: { bytes: number; mb: number } | null = null
-
 /**
- * Heap a Y.Doc holding the big document takes, MB: the same text in the same chunks as the
- * load's `bulk-text`, applied to a fresh document, measured between two full collections in the
- * coordinator (the same Yjs as the servers).
+ * The big document as a state update: the same text in the same chunks as the load's
+ * `bulk-text`, written by one client into a fresh document.
  */
-function documentHeapMb (totalBytes: number): number {
-  if (documentHeap?.bytes === totalBytes) return documentHeap.mb
-  setFlagsFromString('--expose-gc')
-  const gc = runInNewContext('gc') as () => void
+function bigDocumentState (totalBytes: number): Uint8Array {
   const source = new Y.Doc()
   const body = source.getText('body')
   const alphabet = 'abcdefghijklmnopqrstuvwxyz '
@@ -98,6 +92,20 @@ function documentHeapMb (totalBytes: number): number {
   }
   const state = Y.encodeStateAsUpdate(source)
   source.destroy()
+  return state
+}
+
+let documentHeap: { bytes: number; mb: number } | null = null
+
+/**
+ * Heap a Y.Doc holding the big document takes, MB: `bigDocumentState` applied to a fresh
+ * document, measured between two full collections in the coordinator (the same Yjs as the servers).
+ */
+function documentHeapMb (totalBytes: number): number {
+  if (documentHeap?.bytes === totalBytes) return documentHeap.mb
+  setFlagsFromString('--expose-gc')
+  const gc = runInNewContext('gc') as () => void
+  const state = bigDocumentState(totalBytes)
   gc()
   const before = process.memoryUsage().heapUsed
   const doc = new Y.Doc()
@@ -169,25 +177,38 @@ async function seedDocument (target: RunningTarget, worker: LoadWorker, room: st
 
 /**
  * 13: 150 clients join a room holding a 20 MB document at once, then 10 joins a second for 60 s
- * (quick: 10 s), while a busy room (20 updates/s, 4 trackers) is timed.
+ * (quick: 10 s), while a busy room (20 updates/s, 4 trackers) is timed. The relay is the floor:
+ * it holds the same document's state as one framed buffer and writes it to every joiner
+ * (relay-server.ts `--sync-reply`), so it does the least any server can for the same bytes, on the
+ * same core, to the same load processes.
  */
 const joinStorm: Scenario = {
   id: 13,
   name: 'join-storm',
   title: 'Join storm: 150 clients join a 20 MB document at once, then 10 joins/s; a busy room timed meanwhile',
-  applies: (target) => STATEFUL[target],
+  applies: () => true,
   run: async (name, config) => {
+    const room = 'big-document'
+    const bytes = bigDocumentBytes(config)
+    const floor = name === 'ws-relay'
+    const stateDir = floor ? mkdtempSync(join(tmpdir(), 'weft-bench-state-')) : null
+    let floorBytes = 0
+    if (stateDir !== null) {
+      const state = bigDocumentState(bytes)
+      floorBytes = state.length
+      writeFileSync(join(stateDir, 'state'), state)
+    }
     // The memory probe too: it answers the same signal as the loop probe, with full collections first.
-    const target = await startProbed(name, config, null, {}, MEMORY_PROBE_FLAGS)
+    const started = await startProbed(name, config, null, {}, MEMORY_PROBE_FLAGS, stateDir === null ? {} : { syncReply: { room, file: join(stateDir, 'state') } })
+    // The relay's joiners speak y-websocket: it answers their step 1 itself.
+    const target: RunningTarget = floor ? { ...started, dialect: 'ywebsocket' } : started
     try {
       return await withPool(3, async (pool) => {
         const [timer, joinerA, joinerB] = pool.workers as [LoadWorker, LoadWorker, LoadWorker]
-        const room = 'big-document'
-        const bytes = bigDocumentBytes(config)
         await sleep(500)
         const rssIdle = rssMb(target.pid)
         await connectBusyRoom(target, timer)
-        const documentBytes = await seedDocument(target, joinerA, room, bytes)
+        const documentBytes = floor ? floorBytes : await seedDocument(target, joinerA, room, bytes)
         const docHeap = documentHeapMb(bytes)
         const rssBefore = rssMb(target.pid)
         // What building the document left behind is garbage, not what the storm needs: collected
@@ -278,6 +299,7 @@ const joinStorm: Scenario = {
       }, true)
     } finally {
       await target.stop(15_000, 1_000)
+      if (stateDir !== null) rmSync(stateDir, { recursive: true, force: true })
     }
   },
 }

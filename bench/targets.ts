@@ -53,6 +53,8 @@ export interface StartOptions {
   redisUrl?: string
   /** weft: `--instance-id`; hocuspocus: the Redis extension's identifier. */
   instanceId?: string
+  /** ws-relay: answer sync step 1 in `room` with the document state in `file` (relay-server.ts). */
+  syncReply?: { room: string; file: string }
 }
 
 function command (name: TargetName, port: number, dataDir: string | null, keepWeftLimits: boolean, options: StartOptions): { args: string[]; env: NodeJS.ProcessEnv } {
@@ -90,7 +92,10 @@ function command (name: TargetName, port: number, dataDir: string | null, keepWe
     case 'hocuspocus':
       return { args: [here('./peers/hocuspocus-server.js'), '--port', String(port), '--data', dataDir ?? 'memory', ...cluster], env: {} }
     case 'ws-relay':
-      return { args: [here('./relay-server.js'), '--port', String(port)], env: {} }
+      return {
+        args: [here('./relay-server.js'), '--port', String(port), ...(options.syncReply === undefined ? [] : ['--sync-reply', `${options.syncReply.room}=${options.syncReply.file}`])],
+        env: {},
+      }
   }
 }
 
