@@ -61,7 +61,8 @@ const BEFORE_ALL_KEYS = '\u0000'
  * `putVersion`) gets a put of its own. classic-level builds a batch's LevelDB WriteBatch on the
  * event loop (each value copied, then appended to the batch's growing buffer), a put only copies
  * its value there and LevelDB builds its batch on a libuv thread. With a 20 MB value on a loaded
- * 2-core VM, a batch blocked the loop for a median of 175 to 490 ms (runs of 7 to 9), a put for 2 ms.
+ * 2-core VM, a batch blocked the loop for a median of 175 to 490 ms (runs of 7 to 9), a put for 2 ms
+ * (that one copy, of freshly mapped memory, still took up to 240 ms in some runs).
  */
 const BATCH_VALUE_MAX_BYTES = 1024 * 1024
 /** Garbage in a range below this many bytes is left to LevelDB: not worth a rewrite at close. */
