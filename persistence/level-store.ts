@@ -10,11 +10,12 @@ import { decodeVersionInfo, decodeVersionValue, encodeVersionInfo, encodeVersion
 /**
  * Key layout (UTF-8 strings, compared bytewise by LevelDB):
  *
- *   log \0 <room> \0 <16-digit sequence>   one update of the room's log
- *   version \0 <room> \0 <version id>       one saved version (value: persistence/version-value.ts)
- *   version-info \0 <room> \0 <version id>  its description (encodeVersionInfo): what a listing reads
- *   meta \0 versions-described              present once every version has its description
- *   meta \0 versions-published-epoch        the Redis epoch all versions were last published into
+ *   log \0 <room> \0 <16-digit sequence>       one update of the room's log
+ *   version \0 <room> \0 <version id>          one saved version (value: persistence/version-value.ts)
+ *   version-info \0 <room> \0 <version id>     its description (encodeVersionInfo): what a listing reads
+ *   version-pending \0 <room> \0 <version id>  a big version being written (VERSION_PENDING_KIND)
+ *   meta \0 versions-described                 present once every version has its description
+ *   meta \0 versions-published-epoch           the Redis epoch all versions were last published into
  *
  * The kind comes first so each kind (`version\0…` above, a later `meta\0…`) gets its own range without a
  * migration. Room names never contain control characters (assertStorableRoomName), so the \0
@@ -30,6 +31,12 @@ const VERSION_KIND = 'version\u0000'
 /** quarantine \0 <room> \0 <sequence>: log entries that could not be applied, set aside. */
 const QUARANTINE_KIND = 'quarantine\u0000'
 const VERSION_INFO_KIND = 'version-info\u0000'
+/**
+ * version-pending \0 <room> \0 <version id>: a version over BATCH_VALUE_MAX_BYTES being written in
+ * steps (putVersion). Present while its description is not; `open` deletes the version of every
+ * one it finds (a put cut short by a crash), so what a put began and never finished stays unlisted.
+ */
+const VERSION_PENDING_KIND = 'version-pending\u0000'
 /**
  * Stores written before descriptions existed hold versions without one; `open` describes them
  * once (reading each value once) and then writes this key, so later opens skip the scan.
@@ -49,9 +56,16 @@ const SEQUENCE_LENGTH = formatSequence(0).length
 const RANGE_LAST = '~'
 /** Sorts before every key: compacting just it flushes the memtable and compacts nothing. */
 const BEFORE_ALL_KEYS = '\u0000'
+/**
+ * Largest value written inside a batch; a bigger one (a merged document in `replace`, a version in
+ * `putVersion`) gets a put of its own. classic-level builds a batch's LevelDB WriteBatch on the
+ * event loop (each value copied, then appended to the batch's growing buffer), a put only copies
+ * its value there and LevelDB builds its batch on a libuv thread. With a 20 MB value on a loaded
+ * 2-core VM, a batch blocked the loop for a median of 175 to 490 ms (runs of 7 to 9), a put for 2 ms
+ * (that one copy, of freshly mapped memory, still took up to 240 ms in some runs).
+ */
+const BATCH_VALUE_MAX_BYTES = 1024 * 1024
 /** Garbage in a range below this many bytes is left to LevelDB: not worth a rewrite at close. */
-/** Largest merged document `replace` writes in one atomic batch; bigger ones are put first (see replace). */
-const ATOMIC_REPLACE_MAX_BYTES = 1024 * 1024
 const RECLAIM_MIN_BYTES = 64 * 1024
 /** ...and below 1/8 of the range's live bytes: rewriting a big document for little is not worth it either. */
 const RECLAIM_LIVE_DIVISOR = 8
@@ -87,6 +101,15 @@ interface ReclaimableRange {
    * rewriting a range that did not need it, which costs time, never data.
    */
   liveBytes: number
+}
+
+/** What removes a version whose put did not finish: its document, its description, then its pending mark, in one batch. */
+function unfinishedVersionDeletes(pendingKey: string, key: string, infoKey: string): Array<{ type: 'del'; key: string }> {
+  return [
+    { type: 'del', key },
+    { type: 'del', key: infoKey },
+    { type: 'del', key: pendingKey },
+  ]
 }
 
 /** classic-level hands out Buffers (often slices of a shared pool); callers get plain views. */
@@ -138,6 +161,7 @@ export class LevelStore implements Store, LocalVersionStore {
     }
     const store = new LevelStore(db, files, dir, options.sync ?? false)
     try {
+      await store.deleteUnfinishedVersions()
       await store.describeOldVersions()
     } catch (err) {
       await db.close()
@@ -176,11 +200,9 @@ export class LevelStore implements Store, LocalVersionStore {
     // anything appended later (those got higher sequences).
     const mergedKey = formatSequence(Math.max(...sequences))
     const prefix = LOG_KIND + room + ROOM_END
-    if (merged.byteLength > ATOMIC_REPLACE_MAX_BYTES) {
-      // classic-level builds a batch on the event loop, copying each value into a buffer that
-      // grows by doubling (a 25 MB document blocked it for tens of ms, hundreds on a slow VM);
-      // a put builds its batch on a libuv thread. So a big document overwrites the highest key
-      // on its own, then the rest go. In between, the log holds the merged document and entries
+    if (merged.byteLength > BATCH_VALUE_MAX_BYTES) {
+      // Not in a batch (BATCH_VALUE_MAX_BYTES): a big document overwrites the highest key on its
+      // own, then the rest go. In between, the log holds the merged document and entries
       // it already contains: applying them again changes nothing, so a crash there loses
       // nothing and the next compaction removes them.
       await this.db.put(prefix + mergedKey, merged, { sync: this.sync })
@@ -206,7 +228,7 @@ export class LevelStore implements Store, LocalVersionStore {
     // Log and versions go in one batch, so no crash leaves versions of a deleted document behind
     // (`clear` would delete in chunks, one range at a time).
     const keys: string[] = []
-    for (const range of [roomRange(room), roomRange(room, VERSION_KIND), roomRange(room, VERSION_INFO_KIND), roomRange(room, QUARANTINE_KIND)]) {
+    for (const range of [roomRange(room), roomRange(room, VERSION_KIND), roomRange(room, VERSION_INFO_KIND), roomRange(room, VERSION_PENDING_KIND), roomRange(room, QUARANTINE_KIND)]) {
       for await (const key of this.db.keys(range)) keys.push(key)
     }
     if (keys.length === 0) return
@@ -234,25 +256,59 @@ export class LevelStore implements Store, LocalVersionStore {
 
   // ---- VersionStore ----------------------------------------------------------------------
 
-  /** Durable when it resolves, like `append`: the version and its description are one batch. */
+  /**
+   * Durable when it resolves, like `append`. Up to BATCH_VALUE_MAX_BYTES the version and its
+   * description are one batch. A bigger version goes in three writes, its document in a put of its
+   * own: a pending mark (and the description of a version it replaces) first, then the document,
+   * then its description with the mark removed. So a listing never shows a version without its
+   * document; a put that fails midway, or a crash, leaves nothing listed under the id, and what
+   * it wrote is deleted then or at the next open.
+   */
   async putVersion(room: string, version: VersionRecord, limits?: VersionLimits): Promise<void> {
     this.assertOpen()
     assertStorableRoomName(room)
     assertVersionId(version.id)
     const value = encodeVersionValue(version)
     const info = encodeVersionInfo({ name: version.name, createdAt: version.createdAt, bytes: version.update.byteLength })
+    const key = VERSION_KIND + room + ROOM_END + version.id
+    const infoKey = VERSION_INFO_KIND + room + ROOM_END + version.id
+    const pendingKey = VERSION_PENDING_KIND + room + ROOM_END + version.id
     await this.serializeVersionWrite(room, async () => {
       if (limits !== undefined) {
         const { usage, replaced } = await this.versionUsage(room, version.id)
         checkVersionLimits(room, usage, version.update.byteLength, replaced, limits)
       }
+      if (value.byteLength <= BATCH_VALUE_MAX_BYTES) {
+        await this.db.batch(
+          [
+            { type: 'put', key, value },
+            { type: 'put', key: infoKey, value: info },
+          ],
+          { sync: this.sync },
+        )
+        return
+      }
       await this.db.batch(
         [
-          { type: 'put', key: VERSION_KIND + room + ROOM_END + version.id, value },
-          { type: 'put', key: VERSION_INFO_KIND + room + ROOM_END + version.id, value: info },
+          { type: 'put', key: pendingKey, value: new Uint8Array(0) },
+          { type: 'del', key: infoKey },
         ],
         { sync: this.sync },
       )
+      try {
+        await this.db.put(key, value, { sync: this.sync })
+        await this.db.batch(
+          [
+            { type: 'put', key: infoKey, value: info },
+            { type: 'del', key: pendingKey },
+          ],
+          { sync: this.sync },
+        )
+      } catch (err) {
+        // Not acknowledged, so not kept. If this fails too (the store closed), the next open does it.
+        await this.db.batch(unfinishedVersionDeletes(pendingKey, key, infoKey), { sync: this.sync }).catch(() => undefined)
+        throw err
+      }
     })
     this.noteLiveBytes(roomRange(room, VERSION_KIND), value.byteLength)
   }
@@ -306,7 +362,7 @@ export class LevelStore implements Store, LocalVersionStore {
     await this.serializeVersionWrite(room, async () => {
       // One batch: no crash leaves a description without its version or the other way round.
       const keys: string[] = []
-      for (const range of [roomRange(room, VERSION_KIND), roomRange(room, VERSION_INFO_KIND)]) {
+      for (const range of [roomRange(room, VERSION_KIND), roomRange(room, VERSION_INFO_KIND), roomRange(room, VERSION_PENDING_KIND)]) {
         for await (const key of this.db.keys(range)) keys.push(key)
       }
       if (keys.length > 0) await this.db.batch(keys.map((key) => ({ type: 'del' as const, key })), { sync: this.sync })
@@ -341,6 +397,16 @@ export class LevelStore implements Store, LocalVersionStore {
       if (this.versionWrites.get(room) === tail) this.versionWrites.delete(room)
     })
     return next
+  }
+
+  /** See VERSION_PENDING_KIND. Usually finds nothing: one seek. */
+  private async deleteUnfinishedVersions(): Promise<void> {
+    const deletes: Array<{ type: 'del'; key: string }> = []
+    for await (const pendingKey of this.db.keys({ gte: VERSION_PENDING_KIND, lt: VERSION_PENDING_KIND.slice(0, -1) + ROOM_RANGE_END })) {
+      const roomAndId = pendingKey.slice(VERSION_PENDING_KIND.length)
+      deletes.push(...unfinishedVersionDeletes(pendingKey, VERSION_KIND + roomAndId, VERSION_INFO_KIND + roomAndId))
+    }
+    if (deletes.length > 0) await this.db.batch(deletes, { sync: true })
   }
 
   /** See VERSIONS_DESCRIBED_KEY. Reads every old version once; a crash midway repeats the scan at the next open. */

@@ -101,7 +101,10 @@ export interface VersionStore {
    * (nothing stored) when the room would hold more than the limits allow; the check and the write
    * are one step, so concurrent puts cannot together pass a limit. Without limits (restoring a
    * version that was stored before), it is never refused. A version already stored under the same
-   * id is replaced.
+   * id is replaced. A reader may find the document (`getVersion`) before a listing shows it, never
+   * a listed version without its document, nor a refused version; a put that rejects or is cut
+   * short by a crash leaves nothing listed under its id (a version it was replacing may be gone
+   * too): the simplest correct store writes the document and its description in one atomic batch.
    */
   putVersion(room: string, version: VersionRecord, limits?: VersionLimits): Promise<void>
   /** Oldest first, without the documents; `page` bounds what is read. */

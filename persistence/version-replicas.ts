@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises'
 import type { LocalVersionStore, VersionInfo, VersionLimits, VersionPageRequest, VersionRecord, VersionStore } from './store.js'
 
 /** What the cluster's copy (cluster/shared-state.ts, RedisSharedState) offers beyond a VersionStore. */
@@ -28,6 +29,11 @@ export interface ReplicatedVersionsOptions {
   onRepublished?(bytes: number): void
   /** Counted per version copied from Redis into the local store. */
   onCopied?(bytes: number): void
+  /**
+   * How the pace waits: `ms`, or less once `signal` aborts (close). Default an unref'd timer; a
+   * test passes its own to count the waits instead of timing them.
+   */
+  wait?(ms: number, signal: AbortSignal): Promise<void>
 }
 
 export interface RepublishResult {
@@ -61,7 +67,8 @@ export class ReplicatedVersions implements VersionStore {
   /** The newest Redis epoch heard of (`syncEpoch`); written to the local store after a full round into it. */
   private epoch: string | null = null
   private closed = false
-  private readonly wakers = new Set<() => void>()
+  /** Aborted by close: ends a pace's wait at once. */
+  private readonly closing = new AbortController()
   /** Versions announced by other instances, not yet copied; past COPY_QUEUE the next catch-up finds them instead. */
   private readonly announced: Array<{ room: string; id: string }> = []
   private catchUpNeeded = false
@@ -174,7 +181,7 @@ export class ReplicatedVersions implements VersionStore {
   /** Stops a re-publication or copy in progress at its next step. */
   close(): void {
     this.closed = true
-    for (const wake of [...this.wakers]) wake()
+    this.closing.abort()
   }
 
   private startCopying(): Promise<RepublishResult> {
@@ -294,16 +301,16 @@ export class ReplicatedVersions implements VersionStore {
   private pace(bytes: number): Promise<void> {
     const ms = (bytes * 1000) / this.options.republishBytesPerSecond
     if (ms < 1 || this.closed) return Promise.resolve()
-    return new Promise((resolve) => {
-      const done = (): void => {
-        clearTimeout(timer)
-        this.wakers.delete(done)
-        resolve()
-      }
-      const timer = setTimeout(done, ms)
-      timer.unref()
-      this.wakers.add(done)
-    })
+    return (this.options.wait ?? waitUnlessAborted)(ms, this.closing.signal)
+  }
+}
+
+/** Resolves after `ms`, or at once when `signal` aborts; the timer does not keep the process alive. */
+async function waitUnlessAborted(ms: number, signal: AbortSignal): Promise<void> {
+  try {
+    await sleep(ms, undefined, { signal, ref: false })
+  } catch (err) {
+    if (!signal.aborted) throw err
   }
 }
 

@@ -11,7 +11,7 @@ import { RedisSharedState } from '../cluster/index.js'
 import { MemoryStore, newVersionId, ReplicatedVersions, VersionLimitError, type VersionRecord } from '../persistence/index.js'
 import { encodeVersionValue } from '../persistence/version-value.js'
 import { startRedis, type RedisProcess } from './harness/redis.js'
-import { once, until, withDeadline } from './harness/wait.js'
+import { eventually, once, until, withDeadline } from './harness/wait.js'
 
 const ns = new RedisNamespace()
 
@@ -148,7 +148,12 @@ describe('versions in Redis', () => {
 
     it('republish puts back what Redis lacks, only that, at the configured rate; reads fall back to the local copy meanwhile', async () => {
       const local = new MemoryStore()
-      const replicas = new ReplicatedVersions({ local, shared: a, republishBytesPerSecond: 65_536, logger: silent })
+      // The pace's waits are counted, not timed: what they add up to is what a slow machine cannot change.
+      const waitsMs: number[] = []
+      const wait = async (ms: number): Promise<void> => {
+        waitsMs.push(ms)
+      }
+      const replicas = new ReplicatedVersions({ local, shared: a, republishBytesPerSecond: 65_536, logger: silent, wait })
       const records = Array.from({ length: 4 }, (_, i) => version(i, `r${i}`, 16_384))
       for (const record of records) await replicas.putVersion('replicated', record)
       await raw.flushall()
@@ -158,15 +163,26 @@ describe('versions in Redis', () => {
       assert.deepEqual(await replicas.getVersion('replicated', (records[2] as VersionRecord).id), records[2])
       // One is back already (as if another path had put it): it is not sent again.
       await b.putVersion('replicated', records[0] as VersionRecord)
-      const started = Date.now()
       const result = await withDeadline(replicas.republish(), 'republish', 10_000)
-      const elapsed = Date.now() - started
       assert.deepEqual(result, { versions: 3, bytes: 3 * 16_384 })
-      // Three times 16 KiB at 64 KiB/s: three quarters of a second at least.
-      assert.ok(elapsed >= 700, `re-published in ${elapsed} ms`)
+      // 16 KiB at 64 KiB/s: a quarter of a second after each of the three sent.
+      assert.deepEqual(waitsMs, [250, 250, 250])
       assert.deepEqual((await b.listVersions('replicated')).map((v) => v.id), records.map((r) => r.id))
       for (const record of records) assert.deepEqual(await b.getVersion('replicated', record.id), record)
       assert.deepEqual(await replicas.republish(), { versions: 0, bytes: 0 })
+    })
+
+    it('close ends a re-publication in the middle of a pace\'s wait', async () => {
+      const local = new MemoryStore()
+      // A rate at which the wait after the first version would last hours.
+      const replicas = new ReplicatedVersions({ local, shared: a, republishBytesPerSecond: 1, logger: silent })
+      const records = Array.from({ length: 2 }, (_, i) => version(i, `c${i}`, 16_384))
+      for (const record of records) await local.putVersion('closing', record)
+      await raw.flushall()
+      const republishing = replicas.republish()
+      await eventually(async () => (await b.listVersions('closing')).length === 1, 'the first version re-published')
+      replicas.close()
+      assert.deepEqual(await withDeadline(republishing, 'the re-publication to end at close', 10_000), { versions: 1, bytes: 16_384 })
     })
 
     it('syncEpoch re-publishes once per epoch: not again for the epoch the local store was published into', async () => {

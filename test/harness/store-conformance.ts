@@ -381,6 +381,55 @@ export function describeStoreConformance<S extends ConformingStore>(kind: string
       assert.equal((await store.listVersions('race')).length, 4)
     }))
 
+    it('puts versions of several MB: no reader ever sees one listed without its document, nor a refused one', () => withStore(async ({ store }) => {
+      const size = 3 * 1024 * 1024 + 7
+      const limits = { maxCount: 10, maxBytes: 3 * size }
+      const document = (fill: number, bytes = size): Uint8Array => new Uint8Array(bytes).fill(fill)
+      const isWhole = (got: VersionRecord | null, fill: number, bytes: number): boolean => got !== null && got.update.length === bytes && got.update.every((value) => value === fill)
+      /** The byte each version's document is filled with, by name. */
+      const fills = new Map<string, number>()
+      const refused = new Set<string>()
+      // Reads one after another all through the put (never so many at once that they starve it).
+      async function readThrough(putting: Promise<void>): Promise<void> {
+        let done = false
+        const settled = putting.then(() => { done = true }, () => { done = true })
+        do {
+          for (const info of await store.listVersions('big')) {
+            assert.ok(!refused.has(info.id), `a refused version was listed: ${info.name}`)
+            const got = await store.getVersion('big', info.id)
+            // Listed, so its document is there: the one the description tells (or one put under the id since).
+            assert.ok(got !== null, `${info.name} was listed without its document`)
+            if (got.name === info.name) assert.ok(isWhole(got, fills.get(info.name) ?? -1, info.bytes), `${info.name}: the document is not the one its description tells`)
+          }
+          for (const id of refused) assert.equal(await store.getVersion('big', id), null, 'a refused version was read')
+        } while (!done)
+        await settled
+      }
+      for (let round = 0; round < 3; round++) {
+        const record = version(10 + round, `v${round}`, document(round + 1))
+        fills.set(record.name, round + 1)
+        const putting = store.putVersion('big', record, limits)
+        await readThrough(putting)
+        await putting
+        assert.ok(isWhole(await store.getVersion('big', record.id), round + 1, size))
+      }
+      // Past maxBytes: refused, and never seen.
+      const tooBig = version(20, 'too big', document(9))
+      fills.set(tooBig.name, 9)
+      refused.add(tooBig.id)
+      const refusing = store.putVersion('big', tooBig, limits)
+      await readThrough(refusing.catch(() => undefined))
+      await assert.rejects(refusing, VersionLimitError)
+      // Replacing a big version under its id: the listing then tells the new one, with its document.
+      const first = (await store.listVersions('big', { limit: 1 }))[0]?.id
+      assert.ok(first !== undefined)
+      const replacement: VersionRecord = { id: first, name: 'replaced', createdAt: 30, update: document(7, size - 100) }
+      fills.set('replaced', 7)
+      await readThrough(store.putVersion('big', replacement, limits))
+      assert.deepEqual((await store.listVersions('big')).map((info) => [info.name, info.bytes]), [['replaced', size - 100], ['v1', size], ['v2', size]])
+      assert.ok(isWhole(await store.getVersion('big', first), 7, size - 100))
+    }))
+
     it('lists a page: after an id, at most limit, oldest first', () => withStore(async ({ store }) => {
       const records = Array.from({ length: 5 }, (_, i) => version(100 + i, `p${i}`, bytes(i)))
       for (const record of [...records].reverse()) await store.putVersion('paged', record)
