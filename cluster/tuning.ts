@@ -31,9 +31,13 @@ export interface ClusterTuning {
 }
 
 export const CLUSTER_DEFAULTS: Readonly<ClusterTuning> = Object.freeze({
-  /** How often the heartbeat key is refreshed. */
+  /** How often the heartbeat key is refreshed, where this instance's messages do not stand in for it (RedisRelay.beatCovered). */
   heartbeatMs: 1000,
-  /** TTL of the heartbeat key: awareness of a dead instance goes within this plus one check (< 5 s, issue #6). */
+  /**
+   * TTL of the heartbeat key, and how long a message heard from an instance counts as its heartbeat:
+   * awareness of a dead instance goes within this plus one check (< 5 s, issue #6). At least
+   * 3 × heartbeatMs, or every tick writes the heartbeat.
+   */
   instanceTtlMs: 3000,
   /**
    * How often the check runs: it reads `last` of the held rooms that stayed still since the last
