@@ -8,7 +8,7 @@ import { RedisNamespace, epochCandidate } from './keys.js'
 import { OutageBuffer } from './outage-buffer.js'
 import { decodeRelayMessage, encodeRelayMessage, type RelayMessage } from './relay-message.js'
 import { RelayRoom } from './relay-room.js'
-import { RoomStreams, type StreamRead } from './room-streams.js'
+import { RoomStreams, type StreamRead, type TickRead } from './room-streams.js'
 import { CLUSTER_DEFAULTS, type ClusterTuning, type RelayFaults, type RelayLogger } from './tuning.js'
 import { openRedisConnection, type CommandObserver } from './redis-connection.js'
 import type { RedisPersistence, Relay, RelayAwarenessEntry, RelayHealth, RelayRecovery, RelayRoomHandlers, RelayStats, StoredRooms } from './relay.js'
@@ -25,12 +25,15 @@ export interface RedisRelayOptions extends Partial<ClusterTuning> {
   faults?: RelayFaults
   /** For metrics: each Redis command's name and latency (seconds), failures included. */
   onCommand?: CommandObserver
+  /** For tests: called at each check, with whether it sent a command (false: nothing needed reading). */
+  onCheck?: (sent: boolean) => void
 }
 
 /**
  * The Redis relay (issue #6). Two connections: `cmd` for scripts, heartbeats and checks, `sub`
- * for the room channels. On a timer, each instance sends one command a tick (heartbeat and check
- * in one script, CHECK_TICK), and the shared state reads the epoch through it (onEpochRead).
+ * for the room channels. On a timer, each instance sends at most one command a tick (heartbeat and
+ * check in one script, CHECK_TICK), none when the traffic on its rooms already proves what the
+ * tick would read (`planCheck`), and the shared state reads the epoch through it (onEpochRead).
  * Nothing queues inside ioredis (no offline queue, no resend): while a connection is down this
  * class decides what happens (updates are held, awareness is dropped and re-sent later), so a
  * dead Redis can never grow memory without bound or replay stale commands.
@@ -41,6 +44,7 @@ export class RedisRelay implements Relay {
   private readonly options: Readonly<ClusterTuning>
   private readonly logger: RelayLogger
   private readonly faults: RelayFaults
+  private readonly onCheck: (sent: boolean) => void
   private readonly cmd: Redis
   private readonly sub: Redis
   private readonly streams: RoomStreams
@@ -65,6 +69,12 @@ export class RedisRelay implements Relay {
   /** When this instance last wrote its heartbeat, and last sent a check (which writes it too); ms. */
   private lastBeatAt = 0
   private lastCheckAt = 0
+  /** When the epoch was last read (a check that sent its command, or a reconcile); ms. */
+  private lastEpochReadAt = 0
+  /** An update with no predecessor came for a room whose chain had one: Redis may have lost its data; the next check reads the epoch. */
+  private lossSuspected = false
+  /** When each remote instance was last heard from on a room channel (ms, this clock): a sign of life in place of its heartbeat key. */
+  private readonly heardAtMs = new Map<string, number>()
   private closed = false
   /** Local updates not published yet, per room: those of the current task, published merged by `flushOutgoing`. */
   private readonly outgoing = new Map<string, Uint8Array[]>()
@@ -81,10 +91,11 @@ export class RedisRelay implements Relay {
   private republishAgain = false
 
   constructor(options: RedisRelayOptions) {
-    const { redisUrl, instanceId, logger, faults, prefix, onCommand, ...rest } = options
+    const { redisUrl, instanceId, logger, faults, prefix, onCommand, onCheck, ...rest } = options
     this.instanceId = instanceId
     this.logger = logger
     this.faults = faults ?? {}
+    this.onCheck = onCheck ?? (() => {})
     this.options = Object.freeze({ ...CLUSTER_DEFAULTS, ...stripUndefined(rest) })
     this.outage = new OutageBuffer(this.options.heldBytes)
     const connect = (role: string): Redis =>
@@ -225,9 +236,13 @@ export class RedisRelay implements Relay {
   publishAwareness(name: string, entries: readonly RelayAwarenessEntry[]): void {
     if (this.closed || entries.length === 0 || !this.isUp()) return
     const identities = entries.map((entry) => entry.identity ?? null)
-    const message = encodeRelayMessage({ kind: 'awareness', instance: this.instanceId, ts: Date.now(), awareness: encodeAwarenessUpdate(entries), identities })
+    const sentAt = Date.now()
+    const message = encodeRelayMessage({ kind: 'awareness', instance: this.instanceId, ts: sentAt, awareness: encodeAwarenessUpdate(entries), identities })
     this.counters.commands++
-    this.cmd.publish(this.namespace.room(name).channel, message).catch((err: unknown) => this.noteError(err))
+    this.cmd.publish(this.namespace.room(name).channel, message).then(
+      () => this.rooms.get(name)?.noteSent(sentAt),
+      (err: unknown) => this.noteError(err),
+    )
   }
 
   setStoredRooms(rooms: StoredRooms): void {
@@ -379,11 +394,15 @@ export class RedisRelay implements Relay {
   }
 
   private sendUpdate(name: string, update: Uint8Array): void {
+    const sentAt = Date.now()
     this.streams.publish(this.namespace.room(name), update).then(
-      (length) => {
+      ({ prev, length }) => {
         this.counters.published++
         const room = this.rooms.get(name)
-        if (room !== undefined && length >= this.options.compactAfterEntries && !room.jobs.compacting) void this.compact(room)
+        if (room === undefined) return
+        room.noteSent(sentAt)
+        if (prev === '' && room.chain.lastApplied !== '') this.suspectLoss(room, 'publish')
+        if (length >= this.options.compactAfterEntries && !room.jobs.compacting) void this.compact(room)
       },
       (err: unknown) => {
         // Whether it reached Redis is unknown; sending it again is harmless (updates are idempotent).
@@ -413,8 +432,12 @@ export class RedisRelay implements Relay {
 
   private publishControl(room: RelayRoom, message: RelayMessage): void {
     if (!this.isUp()) return
+    const sentAt = Date.now()
     this.counters.commands++
-    this.cmd.publish(room.keys.channel, encodeRelayMessage(message)).catch((err: unknown) => this.noteError(err))
+    this.cmd.publish(room.keys.channel, encodeRelayMessage(message)).then(
+      () => room.noteSent(sentAt),
+      (err: unknown) => this.noteError(err),
+    )
   }
 
   private resendAwareness(room: RelayRoom): void {
@@ -436,6 +459,11 @@ export class RedisRelay implements Relay {
     const message = decodeRelayMessage(bytes)
     if (message === null) return
     if (this.faults.dropMessage?.(room.name, message) === true) return
+    if (message.instance !== this.instanceId) {
+      // Any message but a goodbye proves its sender alive now (planCheck).
+      if (message.kind === 'gone') this.heardAtMs.delete(message.instance)
+      else this.heardAtMs.set(message.instance, Date.now())
+    }
     if (room.buffer(message)) return
     if (message.instance !== this.instanceId) this.lagMs = this.lagMs * 0.8 + Math.max(0, Date.now() - message.ts) * 0.2
     try {
@@ -449,6 +477,7 @@ export class RedisRelay implements Relay {
     switch (message.kind) {
       case 'update': {
         if (room.chain.covers(message.id)) return
+        if (message.prev === '' && room.chain.lastApplied !== '') this.suspectLoss(room, 'relayed update')
         if (message.instance !== this.instanceId) {
           this.counters.received++
           room.handlers.onUpdate(message.update, message.ts)
@@ -558,7 +587,8 @@ export class RedisRelay implements Relay {
    * Every min(heartbeatMs, checkMs). A check that is due also refreshes the heartbeat, in the same
    * command (CHECK_TICK). A heartbeat due without a check (one still running, a reconcile in
    * progress, Redis half up, or heartbeatMs shorter than checkMs) is a SET of its own, so nothing
-   * the check waits for can let the heartbeat lapse.
+   * the check waits for can let the heartbeat lapse, unless this instance's messages stand in for
+   * it (`beatCovered`).
    */
   private tick(): void {
     if (this.closed || !this.cmdReady) return
@@ -566,17 +596,72 @@ export class RedisRelay implements Relay {
     // Half a tick of slack: intervals fire a little late or early; with equal settings every tick does both.
     const slack = this.tickMs() / 2
     if (now - this.lastCheckAt >= this.options.checkMs - slack && this.startCheck()) return
-    if (now - this.lastBeatAt >= this.options.heartbeatMs - slack) this.heartbeat()
+    if (now - this.lastBeatAt >= this.options.heartbeatMs - slack && !this.beatCovered(now)) this.heartbeat()
   }
 
-  /** Sends a check unless it must wait; true when it did (its command carries the heartbeat). */
+  /** Runs a check unless it must wait; true when it did (a command it sends carries the heartbeat). */
   private startCheck(): boolean {
     if (!this.isUp() || this.checking || this.reconciling) return false
     if (this.reconcileAgain) {
       this.scheduleReconcile()
       return false
     }
-    void this.check()
+    const plan = this.planCheck(Date.now())
+    this.lastCheckAt = Date.now()
+    this.onCheck(plan !== null)
+    if (plan !== null) void this.check(plan)
+    return true
+  }
+
+  /**
+   * What this check must read, or null when the traffic already proved all of it (issue 19: under
+   * steady edits the timers cost no command at all):
+   *
+   * - `last` of a room only when its chain did not move since the previous check
+   *   (StreamChain.movedSinceTick: a lost final message is still healed at the second check).
+   * - The heartbeat of a remote instance whose awareness is held only when it was not heard from
+   *   within instanceTtlMs: a message received is as good a sign of life as its key, and lapses as
+   *   fast, so a dead instance still goes within instanceTtlMs (plus delivery) and one check.
+   * - The epoch whenever a command goes anyway; else when no held room moved, when a stream
+   *   started over (`suspectLoss`: what the next update of every room shows after a FLUSHALL), and
+   *   at least every epochCheckMs in case that tell-tale was lost too. A Redis that restarted
+   *   empty is noticed at the reconnect.
+   * - This instance's heartbeat whenever a command goes anyway, else unless `beatCovered`.
+   */
+  private planCheck(now: number): { rooms: RelayRoom[]; remote: string[] } | null {
+    const active = [...this.rooms.values()].filter((room) => room.isActive)
+    // Every room's chain is asked, once a check: the answer is "since the previous check".
+    const moved = active.map((room) => room.chain.movedSinceTick())
+    const rooms = active.filter((_room, i) => moved[i] !== true)
+    const instances = new Set<string>()
+    for (const room of active) for (const id of room.remoteInstances) instances.add(id)
+    for (const [id, at] of this.heardAtMs) if (now - at >= this.options.instanceTtlMs && !instances.has(id)) this.heardAtMs.delete(id)
+    const remote = [...instances].filter((id) => !(now - (this.heardAtMs.get(id) ?? -Infinity) < this.options.instanceTtlMs))
+    const epochDue = this.lossSuspected || rooms.length === active.length || now - this.lastEpochReadAt >= this.options.epochCheckMs
+    if (rooms.length === 0 && remote.length === 0 && !epochDue && this.beatCovered(now)) return null
+    return { rooms, remote }
+  }
+
+  /**
+   * Whether this instance's messages stand in for its heartbeat now: in every held room where it
+   * has local awareness (the only rooms where others hold its awareness and so read its heartbeat),
+   * two of its messages reached the channel within the last heartbeatMs. Then every instance
+   * holding its awareness heard from it within heartbeatMs of this tick even if one message was
+   * lost, so between two signs of life it sees at most 2 × heartbeatMs plus how late the next tick
+   * is plus delivery; it counts an instance alive for instanceTtlMs after hearing from it
+   * (`planCheck`), so with instanceTtlMs ≥ 3 × heartbeatMs (the defaults: 1 s, 3 s) a live
+   * instance never looks dead while its ticks come less than heartbeatMs late (with the key
+   * alone: 2 × heartbeatMs). A dead one sends nothing more and is gone from the others within
+   * instanceTtlMs and one check of its last message, as with its key alone. Shorter TTLs: every
+   * tick writes the heartbeat.
+   */
+  private beatCovered(now: number): boolean {
+    if (this.options.instanceTtlMs < 3 * this.options.heartbeatMs) return false
+    const since = now - this.options.heartbeatMs
+    for (const room of this.rooms.values()) {
+      if (room.sentTwiceSince(since)) continue
+      if (room.handlers.localAwareness().length > 0) return false
+    }
     return true
   }
 
@@ -648,7 +733,19 @@ export class RedisRelay implements Relay {
       }
     }
     this.epoch = epoch
+    this.lastEpochReadAt = Date.now()
+    this.lossSuspected = false
     this.tellEpoch(epoch)
+  }
+
+  /**
+   * A room's stream started over under this instance (an update with no predecessor, while the
+   * chain had one): Redis lost its data, or at least this room's keys. The next check reads the
+   * epoch whatever the traffic; a room deleted or expired costs one needless read.
+   */
+  private suspectLoss(room: RelayRoom, seenIn: string): void {
+    if (!this.lossSuspected) this.logger.debug({ room: room.name, seenIn }, 'a room stream started over; reading the epoch at the next check')
+    this.lossSuspected = true
   }
 
   private tellEpoch(epoch: string | null): void {
@@ -660,28 +757,39 @@ export class RedisRelay implements Relay {
   }
 
   /**
-   * One command (CHECK_TICK): refreshes the heartbeat and reads the epoch, `last` of every held
-   * room and the heartbeats of the instances whose awareness is held.
+   * One command (CHECK_TICK): refreshes the heartbeat and reads the epoch, `last` of the rooms
+   * and the heartbeats of the instances that `planCheck` chose.
    */
-  private async check(): Promise<void> {
+  private async check(plan: { rooms: RelayRoom[]; remote: string[] }): Promise<void> {
     this.checking = true
-    this.lastCheckAt = this.lastBeatAt = Date.now()
+    const sentAt = Date.now()
+    this.lastBeatAt = sentAt
+    // Cleared before the read: a stream seen starting over while it is out asks for another.
+    const suspected = this.lossSuspected
+    this.lossSuspected = false
     try {
-      const rooms = [...this.rooms.values()].filter((room) => room.isActive)
-      const instances = new Set<string>()
-      for (const room of rooms) for (const id of room.remoteInstances) instances.add(id)
-      const remote = [...instances]
+      const { rooms, remote } = plan
       const heartbeat = { key: this.namespace.instance(this.instanceId), ttlMs: this.options.instanceTtlMs }
-      const read = await this.streams.tick(heartbeat, this.namespace.epochKey, rooms.map((room) => room.keys), remote.map((id) => this.namespace.instance(id)))
+      let read: TickRead
+      try {
+        read = await this.streams.tick(heartbeat, this.namespace.epochKey, rooms.map((room) => room.keys), remote.map((id) => this.namespace.instance(id)))
+      } catch (err) {
+        if (suspected) this.lossSuspected = true
+        throw err
+      }
+      this.lastEpochReadAt = sentAt
       this.tellEpoch(read.epoch)
       if (read.epoch !== this.epoch) {
         this.scheduleReconcile()
         return
       }
-      rooms.forEach((room, i) => this.checkBehind(room, read.lasts[i] ?? null))
+      rooms.forEach((room, i) => {
+        if (room.isActive) this.checkBehind(room, read.lasts[i] ?? null)
+      })
       if (remote.length > 0 && Date.now() >= this.graceUntil) {
         remote.forEach((id, i) => {
-          if (read.alive[i] === false) this.instanceGone(id)
+          // A message that came while the command was out proves it alive after all.
+          if (read.alive[i] === false && !((this.heardAtMs.get(id) ?? 0) >= sentAt)) this.instanceGone(id)
         })
       }
       if (!this.outage.isEmpty) await this.flushHeld()

@@ -35,6 +35,12 @@ export class RelayRoom {
    * gaps too, and a stream compaction runs whatever the state.
    */
   readonly jobs = { healing: false, compacting: false }
+  /**
+   * When this instance's two latest messages on the room's channel were sent (ms, the later one
+   * second; 0 = none), counted once Redis accepted them: each is a sign of life to every instance
+   * that holds the room (RedisRelay.beatCovered).
+   */
+  private readonly sentAtMs = [0, 0]
 
   constructor(
     readonly name: string,
@@ -87,6 +93,18 @@ export class RelayRoom {
   /** stale → following, once a full sync published the local difference. */
   synced(): void {
     if (this.current.kind === 'stale') this.current = { kind: 'following' }
+  }
+
+  /** A message of this instance, sent at `atMs`, reached the channel. */
+  noteSent(atMs: number): void {
+    const [older, newer] = this.sentAtMs as [number, number]
+    if (atMs > newer) this.sentAtMs.splice(0, 2, newer, atMs)
+    else if (atMs > older) this.sentAtMs[0] = atMs
+  }
+
+  /** Whether two messages of this instance reached the channel at `sinceMs` or later. */
+  sentTwiceSince(sinceMs: number): boolean {
+    return (this.sentAtMs[0] as number) >= sinceMs && (this.sentAtMs[0] as number) > 0
   }
 
   leave(): void {

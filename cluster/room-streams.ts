@@ -46,10 +46,13 @@ export class RoomStreams {
     return pipeline.exec()
   }
 
-  /** Appends `update` to the room's stream and publishes it on the room's channel; resolves to the stream's length. */
-  async publish(keys: RoomKeys, update: Uint8Array): Promise<number> {
-    const reply = await this.eval(PUBLISH_UPDATE, [keys.log, keys.last, keys.doc], [this.instanceId, update, String(Date.now()), keys.channel, String(this.retentionMs)])
-    return Number((reply as unknown[])[2])
+  /**
+   * Appends `update` to the room's stream and publishes it on the room's channel; resolves to the
+   * entry's predecessor ('' = none: the stream was empty) and the stream's length.
+   */
+  async publish(keys: RoomKeys, update: Uint8Array): Promise<{ prev: string; length: number }> {
+    const reply = (await this.eval(PUBLISH_UPDATE, [keys.log, keys.last, keys.doc], [this.instanceId, update, String(Date.now()), keys.channel, String(this.retentionMs)])) as [Buffer, Buffer, number]
+    return { prev: reply[1].toString(), length: Number(reply[2]) }
   }
 
   async read(keys: RoomKeys, after: string): Promise<StreamRead> {

@@ -97,8 +97,10 @@ return ARGV[1]
  * One tick of an instance's timer, in one command (issue 19: the timers cost four or five
  * commands a second per instance, more than the edits they guard): refreshes this instance's
  * heartbeat, then reads the epoch, `last` of every held room and the heartbeats of the remote
- * instances whose awareness it holds. Only reads besides the heartbeat, so the epoch is never
- * created here: a missing one is a loss, which the relay's reconcile confirms with ENSURE_EPOCH.
+ * instances whose awareness it holds (only the rooms and instances the traffic did not vouch for,
+ * and not sent at all when that leaves nothing: RedisRelay.planCheck). Only reads besides the
+ * heartbeat, so the epoch is never created here: a missing one is a loss, which the relay's
+ * reconcile confirms with ENSURE_EPOCH.
  * GET one key at a time rather than MGET: `unpack` of thousands of keys overflows Lua's stack.
  *   KEYS: own heartbeat, epoch, last of each held room..., heartbeat of each remote instance...
  *   ARGV: heartbeat value (ms timestamp), heartbeat TTL ms, number of rooms

@@ -17,6 +17,8 @@ export class StreamChain {
   private readonly ahead = new Map<string, string>()
   /** `lastApplied` at the previous check that found the stream's `last` ahead of it. */
   private behindAt: string | null = null
+  /** `lastApplied` at the previous tick of the check (`movedSinceTick`); null before the first. */
+  private tickedAt: string | null = null
 
   get lastApplied(): string {
     return this.applied
@@ -82,6 +84,23 @@ export class StreamChain {
     if (this.behindAt === this.applied) return true
     this.behindAt = this.applied
     return false
+  }
+
+  /**
+   * Called once at each tick of the check: true when the chain moved since the previous tick and
+   * has no gap, and the tick may skip reading the stream's `last` (issue 19). A message lost before
+   * the newest one applied shows in the chain (the next one names it as `prev`); a lost newest
+   * message stops the chain, so the next tick reads `last`. The skipped read counts as one that
+   * found `last` ahead, so that read heals when it finds `last` still ahead with no progress: a lost
+   * final message is still healed at the second tick after the loss, as with a read every tick.
+   * (The price: a message in flight at that read, after a whole tick of silence, costs one needless
+   * heal read.)
+   */
+  movedSinceTick(): boolean {
+    const moved = this.tickedAt !== null && this.applied !== this.tickedAt && this.ahead.size === 0
+    this.tickedAt = this.applied
+    if (moved) this.behindAt = this.applied
+    return moved
   }
 
   /** Redis lost its data: the stream starts over, and so does the chain. */

@@ -19,6 +19,7 @@ export interface ClusterTuning {
   heartbeatMs: number
   instanceTtlMs: number
   checkMs: number
+  epochCheckMs: number
   compactAfterEntries: number
   heldBytes: number
   maxRetryDelayMs: number
@@ -30,12 +31,26 @@ export interface ClusterTuning {
 }
 
 export const CLUSTER_DEFAULTS: Readonly<ClusterTuning> = Object.freeze({
-  /** How often the heartbeat key is refreshed. */
+  /** How often the heartbeat key is refreshed, where this instance's messages do not stand in for it (RedisRelay.beatCovered). */
   heartbeatMs: 1000,
-  /** TTL of the heartbeat key: awareness of a dead instance goes within this plus one check (< 5 s, issue #6). */
+  /**
+   * TTL of the heartbeat key, and how long a message heard from an instance counts as its heartbeat:
+   * awareness of a dead instance goes within this plus one check (< 5 s, issue #6). At least
+   * 3 × heartbeatMs, or every tick writes the heartbeat.
+   */
   instanceTtlMs: 3000,
-  /** How often `last` of every held room, the epoch and the heartbeats of remote instances are read (one pipeline). */
+  /**
+   * How often the check runs: it reads `last` of the held rooms that stayed still since the last
+   * one, the epoch, and the heartbeats of remote instances not heard from lately, in one command;
+   * a check with nothing to read sends none (issue 19, redis-relay.ts `planCheck`).
+   */
   checkMs: 1000,
+  /**
+   * Under traffic, the longest the epoch goes unread. A tick reads it whenever it sends a command,
+   * and at once after an update with no predecessor on a room that had one (what a Redis that lost
+   * its data shows); this bounds the case where that tell-tale was lost too.
+   */
+  epochCheckMs: 10_000,
   /** Stream length at which the publisher that reaches it folds the stream into the snapshot. */
   compactAfterEntries: 500,
   /** Budget for updates held while Redis is down; past it a room is re-synced from `localState()` instead. */

@@ -71,6 +71,22 @@ describe('StreamChain', () => {
     assert.equal(chain.stalledBehind('2-0', false), false, 'not ahead')
   })
 
+  it('lets a check skip reading `last` only after the chain moved, and heals at the first read that finds it still behind', () => {
+    const chain = new StreamChain()
+    chain.startAt('1-0')
+    assert.equal(chain.movedSinceTick(), false, 'the first check reads')
+    chain.advance('1-0', '2-0')
+    assert.equal(chain.movedSinceTick(), true, 'moved: skipped')
+    assert.equal(chain.movedSinceTick(), false, 'still since: read')
+    // The message after 2-0 was lost: the read finds `last` ahead with no progress since the skipped check.
+    assert.equal(chain.stalledBehind('3-0', false), true, 'healed at the first read after the skip')
+    chain.catchUp('3-0')
+    chain.healed()
+    chain.advance('5-0', '6-0')
+    assert.equal(chain.movedSinceTick(), false, 'a gap is no movement: read')
+    assert.equal(chain.stalledBehind('6-0', false), false, 'first sighting after a read')
+  })
+
   it('starts over after a reset', () => {
     const chain = new StreamChain()
     chain.startAt('4-0')
