@@ -4,7 +4,8 @@ import { randomBytes } from 'node:crypto'
  * `<db>` the Redis DB number of --redis.
  *
  *   <p>:epoch                   random token; its disappearance means Redis lost its data
- *   <p>:instance:<id>           heartbeat of one instance (value: ms timestamp), PX 3000
+ *   <p>:instance:<id>           heartbeat of one instance (value: ms timestamp), PX 3000; may lapse
+ *                               while its messages stand in for it (RedisRelay.beatCovered)
  *   <p>:<db>:ask                pub/sub channel: "who has room R?" and the answers (cluster/ask.ts)
  *   <p>:{<r>}:log               Stream of the room's updates not yet in the snapshot (fields i, u)
  *   <p>:{<r>}:doc               Hash: u = snapshot (one merged update), upto = last stream id it
