@@ -245,6 +245,13 @@ export function encodeHocuspocusSyncStep2 (document: string, update: Uint8Array)
   return documentFrame(document, [HocuspocusMessageType.sync, SyncType.step2], update)
 }
 
+/** What comes before a sync step 2's update (as var-bytes) for `document`, as SYNC_STEP2_PREFIX for y-websocket. */
+export function hocuspocusSyncStep2Prefix (document: string): Uint8Array {
+  const frame = documentFrame(document, [HocuspocusMessageType.sync, SyncType.step2], new Uint8Array(0))
+  // The empty update's length, one 0 byte, ends the frame.
+  return frame.subarray(0, frame.length - 1)
+}
+
 export function encodeHocuspocusSyncUpdate (document: string, update: Uint8Array): Uint8Array {
   return documentFrame(document, [HocuspocusMessageType.sync, SyncType.update], update)
 }

@@ -18,6 +18,17 @@ export function writeVarUint (target: Uint8Array, pos: number, value: number): n
   return pos
 }
 
+/**
+ * `prefix`, then `payload` as lib0 var-bytes (varuint length, bytes), in one exactly sized array:
+ * how both protocols frame a sync step 2 after their own header.
+ */
+export function framePayload (prefix: Uint8Array, payload: Uint8Array): Uint8Array {
+  const frame = new Uint8Array(prefix.length + varUintSize(payload.length) + payload.length)
+  frame.set(prefix)
+  frame.set(payload, writeVarUint(frame, prefix.length, payload.length))
+  return frame
+}
+
 export function assertVarUint (value: number, what: string): void {
   if (!Number.isSafeInteger(value) || value < 0) throw new RangeError(`${what} must be a non-negative safe integer, got ${value}`)
 }

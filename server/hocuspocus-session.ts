@@ -21,6 +21,7 @@ import {
   type AwarenessEntry,
   type HocuspocusMessage,
 } from '../protocol/index.js'
+import { hocuspocusSyncStep2Prefix } from '../protocol/hocuspocus.js'
 import { allows, type Authorizer, type Grant } from './access.js'
 import { CloseCode } from './codes.js'
 import { presenceIdentity } from './room-awareness.js'
@@ -438,7 +439,7 @@ export class HocuspocusSession implements ConnectionSession {
       switch (message.kind) {
         case 'sync-step-1':
           validateStateVector(message.stateVector)
-          this.connection.sendSyncReply(room.syncReply(message.stateVector, `hocuspocus:${document.key}`, (update) => encodeHocuspocusSyncStep2(document.key, update)))
+          this.connection.sendSyncReply(room.syncReply(message.stateVector, `hocuspocus:${document.key}`, hocuspocusSyncStep2Prefix(document.key)))
           // The provider's own step 2 answers this; its ack is what clears its unsynced counter.
           if (!message.reply) this.connection.send(encodeHocuspocusSyncStep1(document.key, Y.encodeStateVector(room.doc)))
           break

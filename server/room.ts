@@ -1,4 +1,5 @@
 import * as Y from 'yjs'
+import { framePayload } from '../protocol/varuint-writer.js'
 import { validateUpdate, type AwarenessEntry, type AwarenessRead, type UpdateSummary } from '../protocol/index.js'
 import { InvalidUpdateError, type DocumentWriter } from '../persistence/index.js'
 import type { RelayRoomHandlers } from '../cluster/index.js'
@@ -8,6 +9,7 @@ import type { Logger } from './logger.js'
 import { CloseCode } from './codes.js'
 import { deepestNewType, dependenciesPresent } from './update-shape.js'
 import { boundStringItems, updateChangesDocument } from '../crdt/index.js'
+import { encodeFramedState } from './framed-state.js'
 import { RoomBroadcast } from './room-broadcast.js'
 import { notify } from './room-events.js'
 import type { RoomRegistry } from './room-registry.js'
@@ -60,6 +62,12 @@ export const UPDATE_SHAPE_DEFAULTS: Readonly<UpdateShapeLimits> = Object.freeze(
  * share of the time: the next one waits this many times as long as the last one took.
  */
 const SIZE_MEASURE_BACKOFF = 20
+
+/**
+ * A full-state reply for a document estimated this big or bigger is encoded into its frame's
+ * buffer (framed-state.ts); smaller ones are encoded, then framed (two short copies).
+ */
+const PRESIZED_REPLY_BYTES = 256 * 1024
 
 /** How long a sync reply is kept for more joiners with the same state vector. */
 const SYNC_REPLY_CACHE_MS = 2_000
@@ -318,10 +326,10 @@ export class Room {
   private loadedState: Uint8Array | null = null
 
   /**
-   * The framed answer to a sync step 1 with `stateVector`; `framing` names how `frame` wraps the
-   * update (equal names must mean equal framing).
+   * The framed answer to a sync step 1 with `stateVector`: `prefix` (the protocol's header), then
+   * the update as var-bytes; `framing` names the prefix (equal names must mean equal prefixes).
    */
-  syncReply(stateVector: Uint8Array, framing: string, frame: (update: Uint8Array) => Uint8Array): Uint8Array {
+  syncReply(stateVector: Uint8Array, framing: string, prefix: Uint8Array): Uint8Array {
     const store = this.doc.store
     // Structs waiting for a missing dependency change the reply without an update event.
     const cacheable = store.pendingStructs === null && store.pendingDs === null
@@ -331,7 +339,10 @@ export class Room {
       return cached.frame
     }
     const empty = stateVector.length === 1 && stateVector[0] === 0
-    const reply = frame(empty && cacheable && this.loadedState !== null ? this.loadedState : Y.encodeStateAsUpdate(this.doc, stateVector))
+    let reply: Uint8Array
+    if (empty && cacheable && this.loadedState !== null) reply = framePayload(prefix, this.loadedState)
+    else if (empty && this.sizeEstimate >= PRESIZED_REPLY_BYTES) reply = encodeFramedState(this.doc, stateVector, prefix, this.sizeEstimate + (this.sizeEstimate >> 3))
+    else reply = framePayload(prefix, Y.encodeStateAsUpdate(this.doc, stateVector))
     this.loadedState = null
     if (!cacheable) return reply
     if (this.syncReplies === null) {

@@ -5,7 +5,6 @@ import {
   encodeAwarenessUpdate,
   encodePermissionDenied,
   encodeSyncStep1,
-  encodeSyncStep2,
   encodeSyncUpdate,
   encodeWeftStored,
   readAwarenessUpdate,
@@ -15,6 +14,7 @@ import {
   type AwarenessEntry,
   type AwarenessRead,
 } from '../protocol/index.js'
+import { SYNC_STEP2_PREFIX } from '../protocol/ywebsocket.js'
 import { allows, type Grant } from './access.js'
 import { CloseCode } from './codes.js'
 import { presenceIdentity } from './room-awareness.js'
@@ -132,7 +132,7 @@ export class YWebsocketSession implements RoomMember, ConnectionSession {
       switch (message.kind) {
         case 'sync-step-1':
           validateStateVector(message.stateVector)
-          this.connection.sendSyncReply(this.room.syncReply(message.stateVector, 'y-websocket', encodeSyncStep2))
+          this.connection.sendSyncReply(this.room.syncReply(message.stateVector, 'y-websocket', SYNC_STEP2_PREFIX))
           break
         case 'sync-step-2':
         case 'sync-update':

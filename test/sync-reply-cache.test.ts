@@ -2,6 +2,7 @@ import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
 import * as Y from 'yjs'
 import { encodeSyncStep2, encodeSyncUpdate } from '../protocol/index.js'
+import { SYNC_STEP2_PREFIX } from '../protocol/ywebsocket.js'
 import { canonicalState, RawClient } from './harness/clients.js'
 import { startServer, type InProcessServer } from './harness/server.js'
 import { until } from './harness/wait.js'
@@ -35,11 +36,34 @@ describe('shared sync replies', () => {
       assert.ok(room !== undefined)
       await until(() => room.doc.getText('t').length === 10_000, 'the server to apply the text')
       const empty = Y.encodeStateVector(new Y.Doc())
-      const a = room.syncReply(empty, 'y-websocket', encodeSyncStep2)
-      const b = room.syncReply(Uint8Array.from(empty), 'y-websocket', encodeSyncStep2)
+      const a = room.syncReply(empty, 'y-websocket', SYNC_STEP2_PREFIX)
+      const b = room.syncReply(Uint8Array.from(empty), 'y-websocket', SYNC_STEP2_PREFIX)
       assert.equal(a, b, 'one encoding for both')
-      const partial = room.syncReply(Y.encodeStateVector(writer), 'y-websocket', encodeSyncStep2)
+      const partial = room.syncReply(Y.encodeStateVector(writer), 'y-websocket', SYNC_STEP2_PREFIX)
       assert.notEqual(partial, a, 'another state vector gets its own reply')
+    } finally {
+      first.client.close()
+    }
+  })
+
+  it('a big document is encoded into its reply frame (no copies), and a joiner gets all of it', async () => {
+    const first = await join(server, 'big')
+    try {
+      const writer = new Y.Doc()
+      for (let i = 0; i < 8; i++) {
+        const before = Y.encodeStateVector(writer)
+        writer.getText('t').insert(writer.getText('t').length, String.fromCharCode(97 + i).repeat(64 * 1024))
+        first.client.send(encodeSyncUpdate(Y.encodeStateAsUpdate(writer, before)))
+      }
+      const room = server.server.loadedRoom('big')
+      assert.ok(room !== undefined)
+      await until(() => room.doc.getText('t').length === 8 * 64 * 1024, 'the server to apply the text')
+      const reply = room.syncReply(Y.encodeStateVector(new Y.Doc()), 'y-websocket', SYNC_STEP2_PREFIX)
+      assert.ok(reply.byteOffset > 0, 'a view of the buffer the update was encoded into')
+      assert.deepEqual(reply, encodeSyncStep2(Y.encodeStateAsUpdate(room.doc)))
+      const joiner = await join(server, 'big')
+      joiner.client.close()
+      assert.deepEqual(canonicalState(joiner.doc), canonicalState(writer))
     } finally {
       first.client.close()
     }
@@ -82,7 +106,7 @@ describe('shared sync replies', () => {
       assert.ok(room !== undefined)
       const empty = Y.encodeStateVector(new Y.Doc())
       // Cached while the document is empty, then the dependent update arrives without its base.
-      room.syncReply(empty, 'y-websocket', encodeSyncStep2)
+      room.syncReply(empty, 'y-websocket', SYNC_STEP2_PREFIX)
       // Clients' updates with missing dependencies are refused; only out-of-order updates from
       // the cluster are held pending, applied here as the relay would.
       Y.applyUpdate(room.doc, more, 'cluster')
