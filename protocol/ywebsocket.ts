@@ -99,7 +99,7 @@ export function encodeSyncStep1 (stateVector: Uint8Array): Uint8Array {
   return frameWithPayload([MessageType.sync, SyncType.step1], stateVector)
 }
 
-/** What comes before a sync step 2's update (as var-bytes): the room frames big replies itself (crdt/framed-state.ts). */
+/** What comes before a sync step 2's update (as var-bytes): the room frames big replies itself (server/framed-state.ts). */
 export const SYNC_STEP2_PREFIX: Uint8Array = Uint8Array.of(MessageType.sync, SyncType.step2)
 
 export function encodeSyncStep2 (update: Uint8Array): Uint8Array {
