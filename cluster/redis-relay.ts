@@ -627,6 +627,7 @@ export class RedisRelay implements Relay {
    *   at least every epochCheckMs in case that tell-tale was lost too. A Redis that restarted
    *   empty is noticed at the reconnect.
    * - This instance's heartbeat whenever a command goes anyway, else unless `beatCovered`.
+   * - Always a check while updates are held (a publish failed with Redis up): it sends them.
    */
   private planCheck(now: number): { rooms: RelayRoom[]; remote: string[] } | null {
     const active = [...this.rooms.values()].filter((room) => room.isActive)
@@ -638,7 +639,8 @@ export class RedisRelay implements Relay {
     for (const [id, at] of this.heardAtMs) if (now - at >= this.options.instanceTtlMs && !instances.has(id)) this.heardAtMs.delete(id)
     const remote = [...instances].filter((id) => !(now - (this.heardAtMs.get(id) ?? -Infinity) < this.options.instanceTtlMs))
     const epochDue = this.lossSuspected || rooms.length === active.length || now - this.lastEpochReadAt >= this.options.epochCheckMs
-    if (rooms.length === 0 && remote.length === 0 && !epochDue && this.beatCovered(now)) return null
+    // Updates held after a failed publish are sent by the check (flushHeld), whatever the traffic.
+    if (rooms.length === 0 && remote.length === 0 && !epochDue && this.outage.isEmpty && this.beatCovered(now)) return null
     return { rooms, remote }
   }
 

@@ -223,6 +223,30 @@ describe('the relay timer under traffic (issue 19)', () => {
     await until(() => b.has('flush', 'after'), 'edits relayed after the loss', 5000)
   })
 
+  it('an edit held after its publish failed (Redis refused it, still up) is sent at the next check, though traffic covers the rest', async () => {
+    const a = await peer('held-a')
+    const b = await peer('held-b')
+    await a.join('held')
+    await b.join('held')
+    // b's edits keep the room's chain moving on a, and a hears from b: nothing else makes a's check send.
+    b.startEditing('held')
+    const from = a.checks.length
+    await withinChecks(a, 20, () => a.checks.slice(from).filter((sent) => !sent).length >= 3, 'checks of a under traffic that sent nothing')
+    // Redis refuses writes (OOM) but stays up: a's publish fails and a holds the edit.
+    await redis.command('CONFIG', 'SET', 'maxmemory-policy', 'noeviction')
+    await redis.command('CONFIG', 'SET', 'maxmemory', '1')
+    try {
+      a.edit('held', 'refused once')
+      await until(() => a.relay.stats().heldBytes > 0, 'a to hold the refused edit', 5000)
+    } finally {
+      await redis.command('CONFIG', 'SET', 'maxmemory', '0')
+    }
+    const checks = await withinChecks(a, 2, () => b.has('held', 'refused once'), 'the held edit relayed to b')
+    b.stopEditing()
+    console.log(`# held edit sent at a's check ${checks} after Redis took writes again`)
+    assert.equal(a.relay.stats().heldBytes, 0)
+  })
+
   it('an instance whose awareness is held but which publishes nothing still writes its heartbeat, and stays', async () => {
     const a = await peer('quiet-a')
     const b = await peer('quiet-b')
