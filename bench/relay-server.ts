@@ -14,27 +14,18 @@
  */
 import { readFileSync } from 'node:fs'
 import { createServer } from 'node:http'
-import * as encoding from 'lib0/encoding'
 import { WebSocketServer, type WebSocket } from 'ws'
+import { encodeSyncStep2 } from '../protocol/index.js'
 
 const portIndex = process.argv.indexOf('--port')
 const port = Number(portIndex === -1 ? '0' : process.argv[portIndex + 1])
 const rooms = new Map<string, Set<WebSocket>>()
 
-/** y-websocket's sync step 2 carrying `update`. */
-function syncStep2 (update: Uint8Array): Uint8Array {
-  const encoder = encoding.createEncoder()
-  encoding.writeVarUint(encoder, 0) // sync message
-  encoding.writeVarUint(encoder, 1) // step 2
-  encoding.writeVarUint8Array(encoder, update)
-  return encoding.toUint8Array(encoder)
-}
-
 const replyIndex = process.argv.indexOf('--sync-reply')
 const replyOption = replyIndex === -1 ? null : (process.argv[replyIndex + 1] as string)
 const replyRoom = replyOption === null ? null : '/' + encodeURIComponent(replyOption.slice(0, replyOption.indexOf('=')))
-const replyFrame = replyOption === null ? null : syncStep2(readFileSync(replyOption.slice(replyOption.indexOf('=') + 1)))
-const EMPTY_REPLY = syncStep2(new Uint8Array([0, 0]))
+const replyFrame = replyOption === null ? null : encodeSyncStep2(readFileSync(replyOption.slice(replyOption.indexOf('=') + 1)))
+const EMPTY_REPLY = encodeSyncStep2(new Uint8Array([0, 0]))
 
 /** A y-websocket sync step 1: message type 0 (sync), then 0 (step 1). */
 const isSyncStep1 = (data: Buffer): boolean => data.length >= 2 && data[0] === 0 && data[1] === 0

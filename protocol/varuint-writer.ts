@@ -19,10 +19,12 @@ export function writeVarUint (target: Uint8Array, pos: number, value: number): n
 }
 
 /**
- * `prefix`, then `payload` as lib0 var-bytes (varuint length, bytes), in one exactly sized array:
- * how both protocols frame a sync step 2 after their own header.
+ * `prefix` (y-websocket's [type, subType?], a Hocuspocus header), then `payload` as lib0
+ * var-bytes (varuint length, bytes), in one exactly sized array: this runs once per broadcast,
+ * so no growable encoder and no second copy. Every y-websocket type and sub-type is below 128
+ * and therefore its own one-byte varuint.
  */
-export function framePayload (prefix: Uint8Array, payload: Uint8Array): Uint8Array {
+export function framePayload (prefix: ArrayLike<number>, payload: Uint8Array): Uint8Array {
   const frame = new Uint8Array(prefix.length + varUintSize(payload.length) + payload.length)
   frame.set(prefix)
   frame.set(payload, writeVarUint(frame, prefix.length, payload.length))

@@ -1,6 +1,6 @@
 import { ByteReader } from './byte-reader.js'
 import { ProtocolError } from './errors.js'
-import { assertVarUint, varUintSize, writeVarUint } from './varuint-writer.js'
+import { assertVarUint, framePayload, varUintSize, writeVarUint } from './varuint-writer.js'
 
 /** Outer message types of the y-websocket protocol (y-protocols). */
 export const MessageType = { sync: 0, awareness: 1, auth: 2, queryAwareness: 3 } as const
@@ -82,36 +82,23 @@ function readReason (reader: ByteReader): string {
   }
 }
 
-/**
- * [type, subType?, varuint length, payload], written into one exactly sized array: this runs
- * once per broadcast, so no growable encoder and no second copy. Every type and sub-type is
- * below 128 and therefore its own one-byte varuint.
- */
-function frameWithPayload (prefix: readonly number[], payload: Uint8Array): Uint8Array {
-  const frame = new Uint8Array(prefix.length + varUintSize(payload.length) + payload.length)
-  frame.set(prefix)
-  const pos = writeVarUint(frame, prefix.length, payload.length)
-  frame.set(payload, pos)
-  return frame
-}
-
 export function encodeSyncStep1 (stateVector: Uint8Array): Uint8Array {
-  return frameWithPayload([MessageType.sync, SyncType.step1], stateVector)
+  return framePayload([MessageType.sync, SyncType.step1], stateVector)
 }
 
 /** What comes before a sync step 2's update (as var-bytes): the room frames big replies itself (server/framed-state.ts). */
 export const SYNC_STEP2_PREFIX: Uint8Array = Uint8Array.of(MessageType.sync, SyncType.step2)
 
 export function encodeSyncStep2 (update: Uint8Array): Uint8Array {
-  return frameWithPayload([MessageType.sync, SyncType.step2], update)
+  return framePayload(SYNC_STEP2_PREFIX, update)
 }
 
 export function encodeSyncUpdate (update: Uint8Array): Uint8Array {
-  return frameWithPayload([MessageType.sync, SyncType.update], update)
+  return framePayload([MessageType.sync, SyncType.update], update)
 }
 
 export function encodeAwareness (awarenessUpdate: Uint8Array): Uint8Array {
-  return frameWithPayload([MessageType.awareness], awarenessUpdate)
+  return framePayload([MessageType.awareness], awarenessUpdate)
 }
 
 export function encodeQueryAwareness (): Uint8Array {
@@ -119,7 +106,7 @@ export function encodeQueryAwareness (): Uint8Array {
 }
 
 export function encodePermissionDenied (reason: string): Uint8Array {
-  return frameWithPayload([MessageType.auth, AuthType.permissionDenied], new TextEncoder().encode(reason))
+  return framePayload([MessageType.auth, AuthType.permissionDenied], new TextEncoder().encode(reason))
 }
 
 /**

@@ -129,6 +129,15 @@ describe('the relay timer under traffic (issue 19)', () => {
     await redis?.dispose()
   })
 
+  /** Two instances, `<room>-a` and `<room>-b` (with `bOptions`), both in `room`. */
+  const pair = async (room: string, bOptions: Partial<RedisRelayOptions> = {}): Promise<[Peer, Peer]> => {
+    const a = await peer(`${room}-a`)
+    const b = await peer(`${room}-b`, bOptions)
+    await a.join(room)
+    await b.join(room)
+    return [a, b]
+  }
+
   /** Three instances in one room, each with a client's awareness, so each reads the others' liveness. */
   const cluster = async (room: string): Promise<Peer[]> => {
     const all = [await peer(`${room}-a`), await peer(`${room}-b`), await peer(`${room}-c`)]
@@ -188,10 +197,7 @@ describe('the relay timer under traffic (issue 19)', () => {
   it('a message lost at the tail of a burst is still healed within two checks, though checks under the burst read no `last`', async () => {
     let drop = false
     const dropUpdates = (_room: string, message: RelayMessage): boolean => drop && message.kind === 'update'
-    const a = await peer('tail-a')
-    const b = await peer('tail-b', { faults: { dropMessage: dropUpdates } })
-    await a.join('tail')
-    await b.join('tail')
+    const [a, b] = await pair('tail', { faults: { dropMessage: dropUpdates } })
     a.startEditing('tail')
     const from = b.checks.length
     await withinChecks(b, 20, () => b.checks.slice(from).filter((sent) => !sent).length >= 3, 'checks of b under the burst that sent nothing')
@@ -205,10 +211,7 @@ describe('the relay timer under traffic (issue 19)', () => {
   })
 
   it('notices a FLUSHALL under traffic within two checks, though its checks read no epoch (epochCheckMs 60 s)', async () => {
-    const a = await peer('flush-a')
-    const b = await peer('flush-b')
-    await a.join('flush')
-    await b.join('flush')
+    const [a, b] = await pair('flush')
     a.startEditing('flush')
     b.startEditing('flush')
     const from = [a, b].map((p) => p.checks.length)
@@ -224,10 +227,7 @@ describe('the relay timer under traffic (issue 19)', () => {
   })
 
   it('an edit held after its publish failed (Redis refused it, still up) is sent at the next check, though traffic covers the rest', async () => {
-    const a = await peer('held-a')
-    const b = await peer('held-b')
-    await a.join('held')
-    await b.join('held')
+    const [a, b] = await pair('held')
     // b's edits keep the room's chain moving on a, and a hears from b: nothing else makes a's check send.
     b.startEditing('held')
     const from = a.checks.length
@@ -248,10 +248,7 @@ describe('the relay timer under traffic (issue 19)', () => {
   })
 
   it('an instance whose awareness is held but which publishes nothing still writes its heartbeat, and stays', async () => {
-    const a = await peer('quiet-a')
-    const b = await peer('quiet-b')
-    await a.join('quiet')
-    await b.join('quiet')
+    const [a, b] = await pair('quiet')
     b.setAwareness('quiet', 7)
     await until(() => a.holds('quiet', b.id), 'b\'s awareness on a', 5000)
     // a's edits keep the room's chain moving on b, so b has no `last` to read: only its heartbeat is due.
