@@ -8,7 +8,7 @@ import { InvalidRoomNameError, InvalidUpdateError, WriterClosedError } from './e
 import { LevelStore } from './level-store.js'
 import { LogCompactor, type SnapshotSource } from './log-compaction.js'
 import { MemoryStore } from './memory-store.js'
-import { RoomWork, createPendingWrite, rejectWrites, settled, type PendingWrite } from './room-work.js'
+import { PendingWrite, RoomWork, rejectWrites, settled } from './room-work.js'
 import type { LocalVersionStore, LogEntry, Store, StoredRoom } from './store.js'
 
 export type { StorageHealth } from './append-failures.js'
@@ -126,7 +126,7 @@ export class DocumentWriter extends EventEmitter {
     // Refused here: an unstorable name would otherwise fail every retry and hold health down forever.
     if (!isValidRoomName(room)) return Promise.reject(new InvalidRoomNameError(room))
     const work = this.work(room)
-    const write = createPendingWrite(update)
+    const write = new PendingWrite(update)
     work.queued.push(write)
     // The window starts with the first update of a batch and is not extended by later ones:
     // it bounds how long any update waits.

@@ -2,44 +2,42 @@ import { RoomDeletedError, WriterClosedError } from './errors.js'
 
 type WriteOutcome = 'pending' | 'saved' | 'refused' | 'abandoned'
 
-/** One `DocumentWriter.write` call: its bytes and the promise its caller holds. */
-export interface PendingWrite {
-  readonly update: Uint8Array
-  /** performance.now() of the `write` call. */
-  readonly at: number
-  readonly done: Promise<void>
-  outcome: WriteOutcome
-  resolve(): void
-  reject(err: Error, outcome: 'refused' | 'abandoned'): void
-}
+const ignore = (): void => {}
 
-export function createPendingWrite(update: Uint8Array): PendingWrite {
-  let resolvePromise!: () => void
-  let rejectPromise!: (err: Error) => void
-  const done = new Promise<void>((resolve, reject) => {
-    resolvePromise = resolve
-    rejectPromise = reject
-  })
-  // A caller that does not await a write must not crash the process with an unhandled rejection:
-  // the failure also reaches the log and close()'s `unsaved`. Awaiting callers still get it.
-  done.catch(() => {})
-  const write: PendingWrite = {
-    update,
-    at: performance.now(),
-    done,
-    outcome: 'pending',
-    resolve() {
-      if (write.outcome !== 'pending') return
-      write.outcome = 'saved'
-      resolvePromise()
-    },
-    reject(err, outcome) {
-      if (write.outcome !== 'pending') return
-      write.outcome = outcome
-      rejectPromise(err)
-    },
+/**
+ * One `DocumentWriter.write` call: its bytes and the promise its caller holds. A class, so a write
+ * carries no closures of its own: it lives until its append is stored, long enough for the young
+ * generation's collector to copy it, and a busy process makes a thousand a second.
+ */
+export class PendingWrite {
+  /** performance.now() of the `write` call. */
+  readonly at = performance.now()
+  readonly done: Promise<void>
+  outcome: WriteOutcome = 'pending'
+  private resolvePromise!: () => void
+  private rejectPromise!: (err: Error) => void
+
+  constructor(readonly update: Uint8Array) {
+    this.done = new Promise<void>((resolve, reject) => {
+      this.resolvePromise = resolve
+      this.rejectPromise = reject
+    })
+    // A caller that does not await a write must not crash the process with an unhandled rejection:
+    // the failure also reaches the log and close()'s `unsaved`. Awaiting callers still get it.
+    this.done.catch(ignore)
   }
-  return write
+
+  resolve(): void {
+    if (this.outcome !== 'pending') return
+    this.outcome = 'saved'
+    this.resolvePromise()
+  }
+
+  reject(err: Error, outcome: 'refused' | 'abandoned'): void {
+    if (this.outcome !== 'pending') return
+    this.outcome = outcome
+    this.rejectPromise(err)
+  }
 }
 
 /** Rejects writes that will never be stored: their room was deleted (refused) or close() gave up (abandoned). */
@@ -58,7 +56,6 @@ export interface LogSize {
   baseBytes: number
 }
 
-const ignore = (): void => {}
 export const settled = (promise: Promise<unknown>): Promise<void> => promise.then(ignore, ignore)
 
 /**
