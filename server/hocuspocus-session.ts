@@ -374,7 +374,7 @@ export class HocuspocusSession implements ConnectionSession {
     document.held = []
     if (this.denied !== null && this.denied.delete(key) && !held.some(({ message }) => message.kind === 'sync-step-1')) {
       // A retry after a denial: the provider sent its step 1 only on socket open, and it was dropped.
-      this.connection.send(encodeHocuspocusSyncStep2(key, Y.encodeStateAsUpdate(document.room.doc)))
+      this.connection.send(encodeHocuspocusSyncStep2(key, document.room.encodeState()))
       this.connection.send(encodeHocuspocusSyncStep1(key, Y.encodeStateVector(document.room.doc)))
     }
     for (const { message, bytes } of held) {

@@ -347,7 +347,7 @@ export class HttpApi {
         res.end()
         return
       }
-      const update = Y.encodeStateAsUpdate(room.doc)
+      const update = room.encodeState()
       if (binary) {
         sendBinary(res, update, { etag })
         return
@@ -382,7 +382,7 @@ export class HttpApi {
         throw err
       }
     }
-    await this.withExistingRoom(params[0] as string, (room) => sendBinary(res, Y.encodeStateAsUpdate(room.doc, stateVector)))
+    await this.withExistingRoom(params[0] as string, (room) => sendBinary(res, stateVector === undefined ? room.encodeState() : Y.encodeStateAsUpdate(room.doc, stateVector)))
   }
 
   private async postUpdate({ req, res, params, grant }: RouteContext): Promise<void> {
@@ -466,7 +466,7 @@ export class HttpApi {
     if (typeof name !== 'string' || name === '' || name.length > 200) throw new ApiError('bad_request', 'name must be a string of 1 to 200 characters')
     const room = params[0] as string
     this.takeVersionRate(room)
-    const update = await this.withExistingRoom(room, (r) => Y.encodeStateAsUpdate(r.doc))
+    const update = await this.withExistingRoom(room, (r) => r.encodeState())
     const version = { id: newVersionId(), name, createdAt: Date.now(), update }
     try {
       await this.versionStore((v) => v.putVersion(room, version, this.deps.versionLimits))
@@ -542,7 +542,7 @@ export class HttpApi {
   private async versionDiff({ res, params }: RouteContext): Promise<void> {
     const room = params[0] as string
     const version = await this.loadVersion(room, params[1] as string)
-    const current = await this.withExistingRoom(room, (r) => Y.encodeStateAsUpdate(r.doc))
+    const current = await this.withExistingRoom(room, (r) => r.encodeState())
     // Everything the version lacks: applying it to the version's document yields the document now.
     sendBinary(res, Y.diffUpdate(current, Y.encodeStateVectorFromUpdate(version.update)))
   }

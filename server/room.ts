@@ -9,7 +9,7 @@ import type { Logger } from './logger.js'
 import { CloseCode } from './codes.js'
 import { deepestNewType, dependenciesPresent } from './update-shape.js'
 import { boundStringItems, updateChangesDocument } from '../crdt/index.js'
-import { encodeFramedState } from './framed-state.js'
+import { encodeFramedState, encodeState } from './framed-state.js'
 import { RoomBroadcast } from './room-broadcast.js'
 import { notify } from './room-events.js'
 import type { RoomRegistry } from './room-registry.js'
@@ -65,7 +65,8 @@ const SIZE_MEASURE_BACKOFF = 20
 
 /**
  * A full-state reply for a document estimated this big or bigger is encoded into its frame's
- * buffer (framed-state.ts); smaller ones are encoded, then framed (two short copies).
+ * buffer, and a full state for anything else (HTTP, versions, compaction) into one buffer sized up
+ * front (framed-state.ts); smaller ones are encoded, then framed (two short copies).
  */
 const PRESIZED_REPLY_BYTES = 256 * 1024
 
@@ -489,7 +490,7 @@ export class Room {
         if (removed.length > 0) this.broadcast.awareness(removed)
       },
       localAwareness: () => this.awareness.liveEntries((owner) => !(owner instanceof RemoteInstance)),
-      localState: () => Y.encodeStateAsUpdate(this.doc),
+      localState: () => this.encodeState(),
     }
   }
 
@@ -513,9 +514,19 @@ export class Room {
 
   /** The whole document as one update, for compaction; its length is also an exact size measurement. */
   snapshot(): Uint8Array {
-    const state = Y.encodeStateAsUpdate(this.docValue)
+    const state = this.encodeState()
     this.sizeEstimate = state.length
     return state
+  }
+
+  /**
+   * The whole document as one update (the bytes of Y.encodeStateAsUpdate). A big one is encoded
+   * into a buffer sized from the size estimate: one buffer instead of the encoder's doubling ones
+   * and their copy.
+   */
+  encodeState(): Uint8Array {
+    if (this.sizeEstimate < PRESIZED_REPLY_BYTES) return Y.encodeStateAsUpdate(this.docValue)
+    return encodeState(this.docValue, this.sizeEstimate + (this.sizeEstimate >> 3))
   }
 
   /**

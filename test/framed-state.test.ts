@@ -4,7 +4,7 @@ import * as Y from 'yjs'
 import { encodeHocuspocusSyncStep2, encodeSyncStep2 } from '../protocol/index.js'
 import { hocuspocusSyncStep2Prefix } from '../protocol/hocuspocus.js'
 import { SYNC_STEP2_PREFIX } from '../protocol/ywebsocket.js'
-import { encodeFramedState } from '../server/framed-state.js'
+import { encodeFramedState, encodeState } from '../server/framed-state.js'
 
 // server/framed-state.ts: a big document's sync step 2 is encoded straight into its frame's buffer,
 // and the frame holds exactly the bytes encoding and then framing would give.
@@ -74,11 +74,25 @@ describe('framed state', () => {
     assert.ok(target.store.pendingStructs !== null)
     const frame = encodeFramedState(target, EMPTY_STATE_VECTOR, SYNC_STEP2_PREFIX, 64 * 1024)
     assert.deepEqual(frame, encodeSyncStep2(Y.encodeStateAsUpdate(target)))
+    assert.deepEqual(encodeState(target, 64 * 1024), Y.encodeStateAsUpdate(target))
     // And what it carries completes a document that has the dependency.
     const joiner = new Y.Doc()
     Y.applyUpdate(joiner, first)
     const payload = Y.encodeStateAsUpdate(target)
     Y.applyUpdate(joiner, payload)
     assert.equal(joiner.getText('t').toString(), 'rst second')
+  })
+
+  it('encodes the whole state alone into one buffer too: the bytes of Y.encodeStateAsUpdate, whatever the hint', () => {
+    // The document as the tests before left it (one of them edits it).
+    const state = Y.encodeStateAsUpdate(doc)
+    const fitting = encodeState(doc, state.length + 1024)
+    assert.deepEqual(fitting, state)
+    assert.equal(fitting.byteOffset, 0)
+    assert.equal(fitting.buffer.byteLength, state.length + 1024, 'the buffer sized from the hint, not a copy')
+    assert.deepEqual(encodeState(doc, 1000), state)
+    const huge = encodeState(doc, state.length * 4)
+    assert.deepEqual(huge, state)
+    assert.equal(huge.buffer.byteLength, huge.length, 'not kept in a buffer four times its size')
   })
 })

@@ -61,6 +61,17 @@ describe('shared sync replies', () => {
       const reply = room.syncReply(Y.encodeStateVector(new Y.Doc()), 'y-websocket', SYNC_STEP2_PREFIX)
       assert.ok(reply.byteOffset > 0, 'a view of the buffer the update was encoded into')
       assert.deepEqual(reply, encodeSyncStep2(Y.encodeStateAsUpdate(room.doc)))
+      // The whole state for HTTP, versions and compaction: one buffer sized up front (Yjs's own
+      // encoder returns an exact copy), with the same bytes.
+      const state = room.encodeState()
+      assert.ok(state.buffer.byteLength > state.length, 'encoded into a buffer sized from the estimate')
+      assert.deepEqual(state, Y.encodeStateAsUpdate(room.doc))
+      const http = server.url.replace('ws://', 'http://')
+      for (const path of ['/api/rooms/big?format=update', '/api/rooms/big/updates']) {
+        const res = await fetch(`${http}${path}`)
+        assert.equal(res.status, 200, path)
+        assert.deepEqual(new Uint8Array(await res.arrayBuffer()), Y.encodeStateAsUpdate(room.doc), path)
+      }
       const joiner = await join(server, 'big')
       joiner.client.close()
       assert.deepEqual(canonicalState(joiner.doc), canonicalState(writer))
