@@ -66,15 +66,14 @@ class MemoryLog {
     this.rebuild(kept.sort((a, b) => a.seq - b.seq))
   }
 
-  /** Moves the entry of `seq` to `quarantined`; false when there is none. */
-  quarantine(seq: number): boolean {
+  /** Moves the entry of `seq`, if there is one, to `quarantined`. */
+  quarantine(seq: number): void {
     const index = this.seqs.indexOf(seq)
-    if (index === -1) return false
+    if (index === -1) return
     this.quarantined.push({ key: formatSequence(seq), update: copyBytes(this.view(index)) })
     const kept: Array<{ seq: number; update: Uint8Array }> = []
     for (let i = 0; i < this.seqs.length; i++) if (i !== index) kept.push({ seq: this.seqs[i] as number, update: this.view(i) })
     this.rebuild(kept)
-    return true
   }
 
   clear(): void {
