@@ -34,16 +34,14 @@ class PresizedUpdateEncoder extends Y.UpdateEncoderV1 {
  * in front; one far too big costs a copy.
  */
 export function encodeFramedState (doc: Y.Doc, stateVector: Uint8Array, prefix: Uint8Array, capacityHint: number): Uint8Array {
-  // Yjs merges pending structs and deletes into the encoded update only for its own encoder class.
-  if (doc.store.pendingStructs !== null || doc.store.pendingDs !== null) return framePayload(prefix, Y.encodeStateAsUpdate(doc, stateVector))
   const reserve = prefix.length + MAX_LENGTH_BYTES
-  const encoded = Y.encodeStateAsUpdateV2(doc, stateVector, new PresizedUpdateEncoder(reserve, capacityHint))
+  const encoded = encodePresized(doc, stateVector, reserve, capacityHint)
+  if (encoded === null) return framePayload(prefix, Y.encodeStateAsUpdate(doc, stateVector))
   const length = encoded.length - reserve
   const start = reserve - prefix.length - varUintSize(length)
   encoded.set(prefix, start)
   writeVarUint(encoded, start + prefix.length, length)
-  // The frame keeps its whole buffer alive: a hint far too big is not kept for as long as the frame.
-  return encoded.byteLength * 2 < encoded.buffer.byteLength ? encoded.slice(start) : encoded.subarray(start)
+  return fitted(encoded.subarray(start))
 }
 
 /**
@@ -52,9 +50,23 @@ export function encodeFramedState (doc: Y.Doc, stateVector: Uint8Array, prefix: 
  * VM: 277 ms of the event loop against 501 on the first encode, a tenth to a half once memory is warm.
  */
 export function encodeState (doc: Y.Doc, capacityHint: number): Uint8Array {
-  if (doc.store.pendingStructs !== null || doc.store.pendingDs !== null) return Y.encodeStateAsUpdate(doc)
-  const encoded = Y.encodeStateAsUpdateV2(doc, EMPTY_STATE_VECTOR, new PresizedUpdateEncoder(0, capacityHint))
-  return encoded.byteLength * 2 < encoded.buffer.byteLength ? encoded.slice() : encoded
+  const encoded = encodePresized(doc, EMPTY_STATE_VECTOR, 0, capacityHint)
+  return encoded === null ? Y.encodeStateAsUpdate(doc) : fitted(encoded)
 }
 
 const EMPTY_STATE_VECTOR = Uint8Array.of(0)
+
+/**
+ * The update against `stateVector` in a PresizedUpdateEncoder's buffer, after `reserve` bytes
+ * (the view starts at 0); null while Yjs holds pending structs or deletes, which it merges into
+ * the encoded update only for its own encoder class.
+ */
+function encodePresized (doc: Y.Doc, stateVector: Uint8Array, reserve: number, capacity: number): Uint8Array | null {
+  if (doc.store.pendingStructs !== null || doc.store.pendingDs !== null) return null
+  return Y.encodeStateAsUpdateV2(doc, stateVector, new PresizedUpdateEncoder(reserve, capacity))
+}
+
+/** `view` itself, or a copy when its buffer is over twice its size: whoever keeps it keeps the whole buffer alive. */
+function fitted (view: Uint8Array): Uint8Array {
+  return view.byteLength * 2 < view.buffer.byteLength ? view.slice() : view
+}

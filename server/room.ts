@@ -342,7 +342,7 @@ export class Room {
     const empty = stateVector.length === 1 && stateVector[0] === 0
     let reply: Uint8Array
     if (empty && cacheable && this.loadedState !== null) reply = framePayload(prefix, this.loadedState)
-    else if (empty && this.sizeEstimate >= PRESIZED_REPLY_BYTES) reply = encodeFramedState(this.doc, stateVector, prefix, this.sizeEstimate + (this.sizeEstimate >> 3))
+    else if (empty && this.presizeHint !== null) reply = encodeFramedState(this.doc, stateVector, prefix, this.presizeHint)
     else reply = framePayload(prefix, Y.encodeStateAsUpdate(this.doc, stateVector))
     this.loadedState = null
     if (!cacheable) return reply
@@ -525,8 +525,13 @@ export class Room {
    * and their copy.
    */
   encodeState(): Uint8Array {
-    if (this.sizeEstimate < PRESIZED_REPLY_BYTES) return Y.encodeStateAsUpdate(this.docValue)
-    return encodeState(this.docValue, this.sizeEstimate + (this.sizeEstimate >> 3))
+    const hint = this.presizeHint
+    return hint === null ? Y.encodeStateAsUpdate(this.docValue) : encodeState(this.docValue, hint)
+  }
+
+  /** The buffer size a whole-state encoding starts with (the estimate plus an eighth); null for a document too small to bother. */
+  private get presizeHint(): number | null {
+    return this.sizeEstimate < PRESIZED_REPLY_BYTES ? null : this.sizeEstimate + (this.sizeEstimate >> 3)
   }
 
   /**
