@@ -15,7 +15,7 @@ import * as Y from 'yjs'
 import type { WebsocketProvider } from 'y-websocket'
 import { RawClient, canonicalState, converged, destroy, provider, synced } from './harness/clients.js'
 import { NGINX_DIR, startNginx, type NginxProcess } from './harness/nginx.js'
-import { startRedis, type RedisProcess } from './harness/redis.js'
+import { freePort, startRedis, type RedisProcess } from './harness/redis.js'
 import { spawnWeft, tempDir, type WeftProcess } from './harness/server.js'
 import { eventually, until, withDeadline } from './harness/wait.js'
 import { metricValue } from './harness/metrics.js'
@@ -94,7 +94,7 @@ describe('weft instances behind nginx (deploy/nginx)', () => {
       /proxy_read_timeout 1h;/,
       /proxy_buffering off;/,
     ]) assert.match(template, directive)
-    assert.match(nginx.config, /server 127\.0\.0\.1:\d+ max_fails=1 fail_timeout=5s;/)
+    assert.match(nginx.config, /server 127\.0\.0\.1:\d+ max_fails=0;/)
     // Plain HTTP goes through too.
     const res = await fetch(`${nginx.http}/health/ready`)
     assert.equal(res.status, 200)
@@ -231,6 +231,33 @@ describe('weft instances behind nginx (deploy/nginx)', () => {
       console.log(`drain of ${victim.name} (${moved.length} rooms, ${movedClients.length} clients): all back through nginx ${reconnectedMs} ms after SIGTERM; ${duringDrain} edits made by all clients from SIGTERM to the last reconnect`)
     } finally {
       stop()
+    }
+  })
+})
+
+describe('nginx after every instance was down at once (a restart of the whole cluster)', () => {
+  it('lets every reconnecting client back at once, with no other traffic to clear a failure mark', { timeout: 60_000 }, async () => {
+    const ports = [await freePort(), await freePort(), await freePort()]
+    const nginx = await startNginx({ upstreams: ports.map((port) => `127.0.0.1:${port}`) })
+    const wefts: WeftProcess[] = []
+    const providers: WebsocketProvider[] = []
+    try {
+      // Nothing listens yet: each request is refused by every instance in turn.
+      for (let i = 0; i < ports.length; i++) assert.equal((await fetch(`${nginx.http}/api/rooms/down-${i}`)).status, 502)
+      for (const port of ports) wefts.push(await spawnWeft(['--port', String(port), '--data', 'memory']))
+      // Only WebSockets from here on. With `max_fails=1 fail_timeout=5s` nginx let one upgrade
+      // per instance through every 5 s, and nothing cleared the marks: 30 clients took ~50 s.
+      for (let i = 0; i < 30; i++) providers.push(provider(nginx.url, `storm-${i}`))
+      await until(() => providers.every((p) => p.wsconnected && p.synced), 'all 30 clients connected and synced through nginx', 15_000).catch((err: unknown) => {
+        throw new Error(`${(err as Error).message}: ${providers.filter((p) => p.synced).length} of 30 made it`, { cause: err })
+      })
+      const counts = await Promise.all(wefts.map(async (weft) => (await metricValue(weft.http, 'weft_connections')) ?? 0))
+      assert.equal(counts.reduce((a, b) => a + b, 0), 30, `every client holds one connection (${counts.join(', ')})`)
+    } finally {
+      destroy(...providers)
+      await nginx.stop()
+      for (const weft of wefts) weft.kill('SIGKILL')
+      await Promise.all(wefts.map((weft) => weft.exited))
     }
   })
 })

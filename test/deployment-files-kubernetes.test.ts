@@ -204,7 +204,7 @@ test("nginx runs deploy/nginx's configuration, rendered for the StatefulSet's in
   const domain = `${weft.spec?.serviceName}.${weft.metadata?.namespace}.svc.cluster.local`
   const upstreams = [
     'resolver kube-dns.kube-system.svc.cluster.local valid=10s;',
-    ...Array.from({ length: replicas }, (_, i) => `server ${weft.metadata?.name}-${i}.${domain}:${DEFAULTS.port} resolve max_fails=1 fail_timeout=5s;`),
+    ...Array.from({ length: replicas }, (_, i) => `server ${weft.metadata?.name}-${i}.${domain}:${DEFAULTS.port} resolve max_fails=0;`),
   ].join('\n    ')
   const expected = renderTemplate(readRepoFile('deploy/nginx/weft.conf.template'), {
     WEFT_UPSTREAMS: upstreams,

@@ -26,7 +26,7 @@ export interface NginxProcess {
 export interface NginxOptions {
   /** host:port of each weft instance. */
   upstreams: string[]
-  /** Appended to each `server` line: the passive health check. */
+  /** Appended to each `server` line; default: what the deployment files use. */
   serverParameters?: string
   /** The instances' --hocuspocus-path (WEFT_HOCUSPOCUS_PATH of the template); default `/`. */
   hocuspocusPath?: string
@@ -83,7 +83,7 @@ function canConnect(port: number): Promise<boolean> {
 export async function startNginx(options: NginxOptions): Promise<NginxProcess> {
   const dir = await mkdtemp(join(tmpdir(), 'weft-nginx-'))
   const port = await freePort()
-  const parameters = options.serverParameters ?? 'max_fails=1 fail_timeout=5s'
+  const parameters = options.serverParameters ?? 'max_fails=0'
   const upstreams = options.upstreams.map((address) => `server ${address} ${parameters};`).join('\n    ')
   const template = await readFile(join(NGINX_DIR, 'weft.conf.template'), 'utf8')
   // The tests listen on loopback only; the deployment listens on every address.

@@ -72,6 +72,8 @@ interface Client {
   /** Hocuspocus: edits made but not yet covered by an unsyncedChanges count of 0. */
   unacked: string[]
   acked: number
+  /** The last few connection events (close codes, errors), for the report when a client never settles. */
+  events: string[]
   y?: WebsocketProvider
   h?: { provider: HocuspocusProvider; socket: HocuspocusProviderWebsocket }
 }
@@ -96,10 +98,14 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
   const reads = { ok: 0, notFound: 0, unavailable: 0, other: 0 }
   const rooms = Array.from({ length: options.rooms }, (_, i) => roomName(i))
 
+  const note = (client: Client, what: string): void => {
+    client.events.push(`+${((Date.now() - started) / 1000).toFixed(1)} s ${what}`)
+    if (client.events.length > 6) client.events.shift()
+  }
   const launch = async (instance: Instance): Promise<void> => {
     instance.weft = await spawnWeft([
       '--port', String(instance.port), '--redis', redis.url, '--instance-id', instance.name, '--data', instance.data,
-      '--hocuspocus-path', HOCUSPOCUS_PATH, '--drain-seconds', '2', '--trusted-proxies', '127.0.0.1', '--log-level', 'warn',
+      '--hocuspocus-path', HOCUSPOCUS_PATH, '--drain-seconds', '2', '--trusted-proxies', '127.0.0.1', '--log-level', 'info',
       '--max-connections-per-ip', '10000', '--upgrades-per-second-per-ip', '10000', '--inbound-messages-per-second', '10000',
     ])
   }
@@ -110,6 +116,20 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
       return res.status === 200 && body.redis === 'up' && body.republish === undefined
     } catch {
       return false
+    }
+  }
+  /** Where to look when clients do not come back: nginx's logs, each instance's counts and last log lines. */
+  const reportCluster = async (): Promise<void> => {
+    if (nginx !== null) {
+      log(`soak: nginx errors (last 15): ${nginx.stderr().trim().split('\n').slice(-15).join(' | ')}`)
+      log(`soak: nginx access (last 15): ${(await nginx.accessLog()).slice(-15).join(' | ')}`)
+    }
+    for (const instance of instances) {
+      const base = `http://127.0.0.1:${instance.port}`
+      const metrics = await fetch(`${base}/metrics`).then((r) => r.text(), (e: unknown) => `unreachable: ${String(e)}`)
+      const wanted = metrics.split('\n').filter((l) => /^weft_(connections|upgrades_total|closes_total|rooms_loaded|cluster_redis)/.test(l))
+      log(`soak: ${instance.name} (${instance.port}): ${wanted.join('; ')}`)
+      log(`soak: ${instance.name} last log lines: ${JSON.stringify(instance.weft?.logs.slice(-12))}`)
     }
   }
   const recovered = (): Promise<void> => eventually(async () => (await Promise.all(instances.map(ready))).every(Boolean), 'every instance ready, on Redis, not re-publishing', 60_000, 100)
@@ -131,12 +151,18 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
 
     // One client of each protocol per room, through nginx.
     for (const room of rooms) {
-      const y: Client = { room, kind: 'y-websocket', doc: new Y.Doc(), made: [], unacked: [], acked: 0 }
+      const y: Client = { room, kind: 'y-websocket', doc: new Y.Doc(), made: [], unacked: [], acked: 0, events: [] }
       y.y = provider(lb.url, room, y.doc)
-      const h: Client = { room, kind: 'hocuspocus', doc: new Y.Doc(), made: [], unacked: [], acked: 0 }
+      y.y.on('connection-close', (event) => note(y, `close ${event?.code ?? 'local'}`))
+      y.y.on('connection-error', () => note(y, 'error'))
+      y.y.on('sync', (synced) => note(y, `sync ${synced}`))
+      const h: Client = { room, kind: 'hocuspocus', doc: new Y.Doc(), made: [], unacked: [], acked: 0, events: [] }
       const socket = new HocuspocusProviderWebsocket({ url: `${lb.url}${HOCUSPOCUS_PATH}/${room}`, WebSocketPolyfill: WebSocket, delay: 100, minDelay: 50, maxDelay: 1000 })
       const hp = new HocuspocusProvider({ websocketProvider: socket, name: room, document: h.doc })
       hp.attach()
+      socket.on('status', ({ status }: { status: string }) => note(h, status))
+      socket.on('disconnect', ({ event }: { event?: { code?: number } }) => note(h, `close ${event?.code ?? 'local'}`))
+      hp.on('synced', ({ state }: { state: boolean }) => note(h, `synced ${state}`))
       hp.on('unsyncedChanges', ({ number }: { number: number }) => {
         if (number !== 0) return
         h.acked += h.unacked.length
@@ -269,12 +295,14 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
     for (const timer of timers) clearInterval(timer)
     await recovered()
     const settled = (c: Client): boolean => (c.y !== undefined ? c.y.wsconnected && c.y.synced : c.h?.provider.isSynced === true && c.h.provider.unsyncedChanges === 0)
-    await until(() => clients.every(settled), 'every client connected and synced', 60_000).catch((err: unknown) => {
+    await until(() => clients.every(settled), 'every client connected and synced', 60_000).catch(async (err: unknown) => {
       // Which clients, and in what state: a bare timeout says nothing about where to look.
       const stuck = clients.filter((c) => !settled(c)).map((c) => c.y !== undefined
-        ? `${c.kind} ${c.room} (connected ${c.y.wsconnected}, synced ${c.y.synced})`
-        : `${c.kind} ${c.room} (status ${c.h?.socket.status}, synced ${c.h?.provider.isSynced}, unsynced changes ${c.h?.provider.unsyncedChanges})`)
-      throw new Error(`${(err as Error).message}; not settled: ${stuck.join(', ')}`, { cause: err })
+        ? `${c.kind} ${c.room} (connecting ${c.y.wsconnecting}, connected ${c.y.wsconnected}, synced ${c.y.synced}; ${c.events.join(', ')})`
+        : `${c.kind} ${c.room} (status ${c.h?.socket.status}, synced ${c.h?.provider.isSynced}, unsynced changes ${c.h?.provider.unsyncedChanges}; ${c.events.join(', ')})`)
+      for (const line of stuck) log(`soak: not settled: ${line}`)
+      await reportCluster()
+      throw new Error(`${(err as Error).message}; ${stuck.length} of ${clients.length} not settled (the log above has each one and the cluster's state)`, { cause: err })
     })
     const mismatches: string[] = []
     const missing: string[] = []
