@@ -70,6 +70,11 @@ export interface WeftOptions {
   inboundBytesPerSecond: number
   /** Milliseconds a connection may stay over --send-queue-bytes before it is closed with 1013. */
   slowConsumerGraceMs: number
+  /**
+   * Big sync replies (over a quarter of --send-queue-bytes: a whole document for a joiner) written
+   * at once, server-wide; the others wait their turn in their send queues. 0: no limit.
+   */
+  syncRepliesAtOnce: number
   /** Milliseconds a room with no connections stays loaded after it is persisted. */
   roomUnloadDelayMs: number
   /** Embedding only (no flag): milliseconds one hook or `authenticate` call may take before it counts as failed. */
@@ -210,6 +215,7 @@ export const DEFAULTS: Readonly<WeftOptions> = Object.freeze({
   inboundMessagesPerSecond: 500,
   inboundBytesPerSecond: 8 * 1024 * 1024,
   slowConsumerGraceMs: 5_000,
+  syncRepliesAtOnce: 8,
   roomUnloadDelayMs: 5_000,
   hookTimeoutMs: 5_000,
   maxPendingHookCalls: 10_000,
@@ -321,6 +327,7 @@ export const SETTINGS: readonly SettingSpec[] = [
   { key: 'inboundMessagesPerSecond', flag: '--inbound-messages-per-second', env: 'WEFT_INBOUND_MESSAGES_PER_SECOND', kind: 'int', min: 1 },
   { key: 'inboundBytesPerSecond', flag: '--inbound-bytes-per-second', env: 'WEFT_INBOUND_BYTES_PER_SECOND', kind: 'int', min: 1024 },
   { key: 'slowConsumerGraceMs', flag: '--slow-consumer-grace-ms', env: 'WEFT_SLOW_CONSUMER_GRACE_MS', kind: 'int', min: 0, max: 600_000 },
+  { key: 'syncRepliesAtOnce', flag: '--sync-replies-at-once', env: 'WEFT_SYNC_REPLIES_AT_ONCE', kind: 'int', min: 0, max: 100_000 },
   { key: 'heartbeatIntervalMs', flag: '--heartbeat-interval-ms', env: 'WEFT_HEARTBEAT_INTERVAL_MS', kind: 'int', min: 100, max: 600_000 },
   // Room integrity (issue 12): Yjs recurses once per nesting level; ~1,000 levels overflow its stack.
   { key: 'maxNestingDepth', flag: '--max-nesting-depth', env: 'WEFT_MAX_NESTING_DEPTH', kind: 'int', min: 2, max: 512 },
@@ -491,7 +498,7 @@ export function resolveOptions(partial: Partial<WeftOptions> = {}): Readonly<Wef
   if (!Number.isInteger(options.port) || options.port < 0 || options.port > 65535) {
     throw new ConfigError('--port', `invalid --port: ${options.port} is not between 0 and 65535`)
   }
-  for (const key of ['mergeWorkers', 'mergeWorkerThresholdBytes'] as const) {
+  for (const key of ['mergeWorkers', 'mergeWorkerThresholdBytes', 'syncRepliesAtOnce'] as const) {
     if (!Number.isSafeInteger(options[key]) || options[key] < 0) throw new ConfigError(key, `invalid ${key}: ${options[key]} is not a whole number ≥ 0`)
   }
   if ((options.tlsCert === null) !== (options.tlsKey === null)) {
@@ -717,6 +724,7 @@ const SETTING_HELP: Partial<Record<keyof WeftOptions, string>> = {
   inboundMessagesPerSecond: 'per connection; past it the socket is paused',
   inboundBytesPerSecond: 'per connection; past it the socket is paused',
   slowConsumerGraceMs: 'time over --send-queue-bytes before a 1013 close',
+  syncRepliesAtOnce: 'big sync replies written at once; others wait (0: no limit)',
   heartbeatIntervalMs: 'ping interval; two silent intervals end a connection',
   maxNestingDepth: 'deepest nesting of shared types; deeper updates are refused',
   maxPendingBytes: 'out-of-order cluster updates held per room',

@@ -14,12 +14,18 @@ import type { ConnectionInfo } from './hooks.js'
 import type { Logger } from './logger.js'
 import type { ServerMetrics } from './metrics.js'
 import { PreAuthGuard } from './preauth-guard.js'
+import { ReplyGate } from './reply-gate.js'
 import type { RoomRegistry } from './room.js'
 import { YWebsocketSession, type PendingLimits } from './ywebsocket-session.js'
 
 /** What a connection may send before its room has loaded: past either bound it is closed with 1013. */
 const PENDING_MESSAGES = 1_000
 const PENDING_BYTES = 8 * 1024 * 1024
+/**
+ * Longest turn of one big sync reply at the gate: a reader slower than this gives its turn to the
+ * next joiner (its reply goes on). 20 MB reach a reader on loopback in well under a second.
+ */
+const REPLY_TURN_MS = 1_000
 
 /** Heartbeat ticks per interval; each checks the connections whose id falls in its slice. */
 const HEARTBEAT_SLICES = 16
@@ -65,6 +71,7 @@ export class ConnectionRegistry {
       inboundMessagesPerSecond: options.inboundMessagesPerSecond,
       inboundBytesPerSecond: options.inboundBytesPerSecond,
       maxMessageBytes: options.maxMessageBytes,
+      replyGate: options.syncRepliesAtOnce === 0 ? null : new ReplyGate(options.syncRepliesAtOnce, REPLY_TURN_MS, () => metrics.syncReplyWaits.inc()),
       compression: options.compression
         ? new FrameCompression(options.compressionThresholdBytes, {
             compressed: (input, output) => {

@@ -9,6 +9,7 @@ import type { SharedFrames, WireFormat } from './wire-format.js'
 import type { FrameCompression } from './frame-compression.js'
 import { takesSharedDeflate } from './negotiated-deflate.js'
 import type { TrafficMeter } from './metrics.js'
+import type { ReplyGate, ReplyWaiter } from './reply-gate.js'
 
 /** The same for every connection of a server: pass one object to all of them. */
 export interface ConnectionLimits {
@@ -23,6 +24,8 @@ export interface ConnectionLimits {
   maxMessageBytes: number
   /** --compression: shared permessage-deflate frames for sockets that negotiated it (null: off). */
   compression?: FrameCompression | null
+  /** --sync-replies-at-once: turns for writing big sync replies, server-wide (absent or null: no limit). */
+  replyGate?: ReplyGate | null
 }
 
 /** Shared by every connection of a server (one object, no closures per connection). */
@@ -90,7 +93,7 @@ function debtMs(tokens: number, ratePerSecond: number): number {
  * shared likewise, the two inbound budgets as three numbers, liveness read from the socket's byte
  * count instead of listeners, and a send queue only once the reader falls behind.
  */
-export class Connection {
+export class Connection implements ReplyWaiter {
   readonly id = nextConnectionId++
   private stateValue: ConnectionState = 'open'
   /**
@@ -100,6 +103,10 @@ export class Connection {
   private bytesReadAtTick = -1
   /** Bytes of big sync replies written since the socket last drained (see sendSyncReply). */
   private syncReplyInFlight = 0
+  /** Turns of the reply gate this connection holds (a Hocuspocus socket may write several documents' replies). */
+  private replyTurns = 0
+  /** Ends the turns when the replies take longer than the gate's turn. */
+  private replyTurnTimer: NodeJS.Timeout | null = null
   /** Created when the socket's buffer first reaches the soft mark; until then frames go straight to `ws`. */
   private queue: SendQueue | null = null
   /**
@@ -202,6 +209,7 @@ export class Connection {
   private onSocketClose(code: number): void {
     this.stateValue = 'closed'
     this.queue?.close()
+    this.endReplyTurns()
     if (this.resumeTimer !== null) clearTimeout(this.resumeTimer)
     this.backlog = null
     const final = this.closeCode ?? code
@@ -325,28 +333,59 @@ export class Connection {
       return
     }
     this.meter?.sent(frame)
-    // Behind already (another document's reply on a Hocuspocus socket, say): held in order, and
-    // still left out of the mark.
-    if (!this.direct) {
+    // Behind already (another document's reply on a Hocuspocus socket, say), or no turn free:
+    // held in order, and still left out of the mark.
+    if (!this.direct || !this.writeSyncReply(frame)) {
       this.sendQueue().sendFrame(frame, true)
       return
     }
-    this.writeSyncReply(frame)
     this.checkBudget()
   }
 
-  /** Writes a big sync reply, which the slow-consumer mark leaves out until the socket has drained. */
-  private writeSyncReply(frame: Uint8Array): void {
+  /**
+   * Writes a big sync reply, which the slow-consumer mark leaves out until the socket has drained;
+   * false when the server's turns for big replies are all taken (the gate calls replyTurn later).
+   */
+  private writeSyncReply(frame: Uint8Array): boolean {
+    const gate = this.limits.replyGate
+    if (gate != null) {
+      if (!gate.tryEnter(this)) return false
+      this.replyTurns++
+      if (this.replyTurnTimer === null) {
+        this.replyTurnTimer = setTimeout(() => this.endReplyTurns(), gate.turnMs)
+        this.replyTurnTimer.unref()
+      }
+    }
     if (this.syncReplyInFlight === 0) {
       // A frame this size leaves the stream over its high-water mark: 'drain' follows once it is all written.
       const drained = (): void => {
         this.raw.off('drain', drained)
         this.syncReplyInFlight = 0
+        this.endReplyTurns()
       }
       this.raw.on('drain', drained)
     }
     this.syncReplyInFlight += frame.length
     this.write(frame)
+    return true
+  }
+
+  /** The gate has a turn free: the reply held in the send queue asks again. */
+  replyTurn(): void {
+    if (this.stateValue !== 'open') return
+    this.queue?.flush()
+  }
+
+  /** Gives back this connection's turns (its replies are out, took too long, or it closed) and its place in the line. */
+  private endReplyTurns(): void {
+    const gate = this.limits.replyGate
+    if (gate == null) return
+    if (this.replyTurnTimer !== null) clearTimeout(this.replyTurnTimer)
+    this.replyTurnTimer = null
+    if (this.stateValue !== 'open') gate.forget(this)
+    const turns = this.replyTurns
+    this.replyTurns = 0
+    for (let i = 0; i < turns; i++) gate.leave()
   }
 
   /** Bytes of sync replies the socket may still hold, which the slow-consumer mark leaves out. */
@@ -448,6 +487,7 @@ export class Connection {
     this.stateValue = 'closing'
     this.closeCode = code
     this.queue?.close()
+    this.endReplyTurns()
     this.socket.close(code, reason)
     // A peer that never answers the close handshake must not hold the socket forever.
     setTimeout(() => this.terminate(), 5_000).unref()

@@ -170,6 +170,11 @@ export class ServerMetrics {
     help: 'Connections closed with 1013 for staying over the send-queue budget past the grace period',
     registers: [this.registry],
   })
+  readonly syncReplyWaits = new Counter({
+    name: 'weft_sync_reply_waits_total',
+    help: 'Big sync replies that waited for a turn (--sync-replies-at-once)',
+    registers: [this.registry],
+  })
   readonly coalescedUpdates = new Counter({
     name: 'weft_coalesced_updates_total',
     help: 'Updates merged into others for connections that fell behind',

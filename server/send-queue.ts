@@ -13,8 +13,12 @@ export interface FrameSink {
    * by every joiner, so it costs the connection no memory of its own). Absent: none.
    */
   exemptBytes?(): number
-  /** Writes a frame the hard mark leaves out while the socket holds it (see `sendFrame`). Absent: `send`. */
-  sendExempt?(frame: Uint8Array): void
+  /**
+   * Writes a frame the hard mark leaves out while the socket holds it (see `sendFrame`); false
+   * when it cannot go yet (the server's turns for big replies are taken): the queue keeps it, and
+   * what follows it, until the owner calls `flush()` again. Absent: `send`.
+   */
+  sendExempt?(frame: Uint8Array): boolean
 }
 
 export interface SendQueueLimits {
@@ -96,9 +100,7 @@ export class SendQueue {
    */
   sendFrame(frame: Uint8Array, exempt = false): void {
     if (this.closed) return
-    if (!this.holding) {
-      this.write(frame, exempt)
-    } else {
+    if (this.holding || !this.write(frame, exempt)) {
       this.frames.push({ frame, exempt })
       this.frameBytes += frame.length
       this.heldBytes += frame.length
@@ -107,9 +109,11 @@ export class SendQueue {
     this.checkBudget()
   }
 
-  private write(frame: Uint8Array, exempt: boolean): void {
-    if (exempt && this.sink.sendExempt !== undefined) this.sink.sendExempt(frame)
-    else this.sink.send(frame)
+  /** False: an exempt frame that cannot go yet. */
+  private write(frame: Uint8Array, exempt: boolean): boolean {
+    if (exempt && this.sink.sendExempt !== undefined) return this.sink.sendExempt(frame)
+    this.sink.send(frame)
+    return true
   }
 
   /**
@@ -154,10 +158,11 @@ export class SendQueue {
   flush(): void {
     if (this.closed) return
     while (this.frames.length > 0 && this.sink.bufferedAmount() < this.limits.softBytes) {
-      const { frame, exempt } = this.frames.shift() as { frame: Uint8Array; exempt: boolean }
+      const { frame, exempt } = this.frames[0] as { frame: Uint8Array; exempt: boolean }
+      if (!this.write(frame, exempt)) break
+      this.frames.shift()
       this.frameBytes -= frame.length
       if (exempt) this.exemptHeldBytes -= frame.length
-      this.write(frame, exempt)
     }
     if (this.frames.length === 0) {
       for (const [document, pending] of this.documents) {

@@ -7,7 +7,7 @@ import { decodeYMessage, encodeSyncStep1, encodeSyncUpdate } from '../protocol/i
 import type { Connection } from '../server/connection.js'
 import { destroy, provider, RawClient, synced } from './harness/clients.js'
 import { startServer, type InProcessServer } from './harness/server.js'
-import { until, withDeadline } from './harness/wait.js'
+import { eventually, until, withDeadline } from './harness/wait.js'
 import { metricValue } from './harness/metrics.js'
 
 // Issue #4 over real sockets: a reader that stops reading is first fed merged data, then closed
@@ -316,6 +316,58 @@ describe('outbound backpressure over real sockets', () => {
       lagging?.socket.terminate()
       destroy(writer)
       await roomy.stop()
+    }
+  })
+})
+
+describe('big sync replies take turns (--sync-replies-at-once)', () => {
+  it('one reply at a time: the others wait in order, and a joiner that stops reading gives up its turn', async () => {
+    // Replies over a quarter of the budget are big; one turn server-wide.
+    const turns = await startServer({ sendQueueBytes: BUDGET, slowConsumerGraceMs: GRACE_MS, syncRepliesAtOnce: 1, ...UNTHROTTLED })
+    const room = 'turns'
+    const writer = provider(turns.url, room)
+    const joiners: WebsocketProvider[] = []
+    let stalled: RawClient | null = null
+    let waiting: RawClient | null = null
+    try {
+      await synced(writer)
+      const text = writer.doc.getText('text')
+      // 8 MiB: more than loopback's socket buffers hold, so a reader that stops reading keeps its reply unsent.
+      for (let i = 0; i < 8; i++) text.insert(text.length, String(i).repeat(1024 * 1024))
+      const serverDoc = turns.server.loadedRoom(room)?.doc
+      assert.ok(serverDoc !== undefined)
+      await until(() => serverDoc.getText('text').length === 8 * 1024 * 1024, 'the server to hold the document', 30_000)
+      const document = text.toString()
+      const waitsBefore = await metric(turns, 'weft_sync_reply_waits_total')
+      // The stalled joiner takes the only turn and never drains its socket.
+      const known = new Set(connectionsOf(turns))
+      stalled = await RawClient.open(`${turns.url}/${room}`)
+      tcpOf(stalled).pause()
+      stalled.send(encodeSyncStep1(Y.encodeStateVector(new Y.Doc())))
+      let stalledConnection: Connection | undefined
+      await until(() => (stalledConnection = [...connectionsOf(turns)].find((c) => !known.has(c))) !== undefined && stalledConnection.queuedBytes > BUDGET, 'the stalled joiner to hold its reply')
+      // A raw joiner asks while the turn is taken; an edit made after it asked must reach it after its reply.
+      waiting = await RawClient.open(`${turns.url}/${room}`)
+      waiting.send(encodeSyncStep1(Y.encodeStateVector(new Y.Doc())))
+      await eventually(async () => (await metric(turns, 'weft_sync_reply_waits_total')) > waitsBefore, 'the second reply to wait for a turn', 10_000, 20)
+      text.insert(0, 'after-ask:')
+      for (let i = 0; i < 3; i++) joiners.push(provider(turns.url, room))
+      // Every waiter gets its reply although the stalled joiner never reads: its turn ends.
+      await Promise.all(joiners.map((p) => synced(p, 30_000)))
+      for (const p of joiners) assert.equal(p.doc.getText('text').toString(), `after-ask:${document}`)
+      await until(() => docFromFrames(waiting?.frames ?? []).doc.getText('text').length === document.length + 10, 'the raw waiter to have the document and the edit', 30_000)
+      const kinds = waiting.frames.map((f) => decodeYMessage(f).kind).filter((kind) => kind === 'sync-step-2' || kind === 'sync-update')
+      assert.equal(kinds[0], 'sync-step-2', `the reply came first, the edit after it (${kinds.join(', ')})`)
+      assert.ok((await metric(turns, 'weft_sync_reply_waits_total')) - waitsBefore >= 2, 'the joiners after the stalled one waited for turns')
+      assert.equal(stalled.closeCode, null, 'the stalled joiner is not closed for its reply')
+      tcpOf(stalled).resume()
+      const reply = await stalled.frame((f) => decodeYMessage(f).kind === 'sync-step-2', 'the stalled joiner\'s whole reply', 30_000)
+      assert.equal(docFromFrames([reply]).doc.getText('text').toString(), document)
+    } finally {
+      stalled?.socket.terminate()
+      waiting?.socket.terminate()
+      destroy(writer, ...joiners)
+      await turns.stop()
     }
   })
 })
