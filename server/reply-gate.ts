@@ -58,12 +58,4 @@ export class ReplyGate {
   forget(waiter: ReplyWaiter): void {
     this.waiting.delete(waiter)
   }
-
-  get inUse(): number {
-    return this.writing
-  }
-
-  get queued(): number {
-    return this.waiting.size
-  }
 }
