@@ -3,8 +3,9 @@ import { EventEmitter } from 'node:events'
 import { test } from 'node:test'
 import type { WebSocket } from 'ws'
 import { Connection, type ConnectionEvents, type ConnectionLimits, type RawSocket } from '../server/connection.js'
+import { ReplyGate } from '../server/reply-gate.js'
 import type { SharedFrames, WireFormat } from '../server/wire-format.js'
-import { once } from './harness/wait.js'
+import { once, until } from './harness/wait.js'
 
 // The outbound path and the close of one connection over a stand-in socket whose buffer empties
 // only when the test says so. The connection creates its send queue only once the socket falls
@@ -38,11 +39,11 @@ const LIMITS: ConnectionLimits = { sendQueueBytes: 4000, slowConsumerGraceMs: 20
 const format: WireFormat = { name: 'test', update: (_doc, update) => update, awareness: () => new Uint8Array() }
 const shared = (frame: Uint8Array): SharedFrames => ({ get: () => frame })
 
-function connection(events: ConnectionEvents = {}, released: { count: number } = { count: 0 }): { conn: Connection; socket: FakeSocket; raw: FakeRaw } {
+function connection(events: ConnectionEvents = {}, released: { count: number } = { count: 0 }, limits: ConnectionLimits = LIMITS): { conn: Connection; socket: FakeSocket; raw: FakeRaw } {
   const socket = new FakeSocket()
   const raw = new FakeRaw()
   const ticket = { ip: '127.0.0.1', release: () => released.count++ }
-  const conn = new Connection(socket as unknown as WebSocket, raw as unknown as RawSocket, ticket, LIMITS, events)
+  const conn = new Connection(socket as unknown as WebSocket, raw as unknown as RawSocket, ticket, limits, events)
   return { conn, socket, raw }
 }
 
@@ -103,4 +104,39 @@ test('on close the admission slot is given back once, then the server and the se
   assert.deepEqual(order, ['server this 4404 released=1', 'session 4404'])
   conn.send(new Uint8Array(1))
   assert.equal(socket.sent.length, 0, 'nothing is sent after the close')
+})
+
+test('big sync replies take turns: a waiting reply holds back what follows it, and a drain, a close or the end of a turn hands the turn to the next in line', async () => {
+  let waits = 0
+  const gate = new ReplyGate(1, 100, () => waits++)
+  const limits: ConnectionLimits = { ...LIMITS, replyGate: gate }
+  const joiner = (): ReturnType<typeof connection> => connection({}, { count: 0 }, limits)
+  const [a, b, c, d] = [joiner(), joiner(), joiner(), joiner()]
+  const reply = new Uint8Array(2000) // over the soft mark: a big reply
+  a.conn.sendSyncReply(reply)
+  assert.equal(a.socket.sent.length, 1, 'the first reply takes the only turn')
+  b.conn.sendSyncReply(reply)
+  b.conn.send(new Uint8Array(7))
+  c.conn.sendSyncReply(reply)
+  assert.deepEqual([b.socket.sent.length, c.socket.sent.length, waits], [0, 0, 2], 'the others wait, and what b sends after its reply waits with it')
+  // a's reply is out of its socket: the turn goes to b, which came before c.
+  a.socket.bufferedAmount = 0
+  a.raw.emit('drain')
+  assert.deepEqual(b.socket.sent.map((f) => f.length), [2000], 'b writes its reply; the frame after it waits for b\'s socket to drain')
+  assert.equal(c.socket.sent.length, 0)
+  b.socket.bufferedAmount = 0
+  b.raw.emit('drain')
+  assert.deepEqual(b.socket.sent.map((f) => f.length), [2000, 7], 'then the frame that followed it')
+  assert.deepEqual(c.socket.sent.map((f) => f.length), [2000], 'and b\'s drain handed the turn to c')
+  // c never drains: its turn ends after the gate's turn, and d's reply goes out without waiting for c.
+  d.conn.sendSyncReply(reply)
+  assert.equal(d.socket.sent.length, 0)
+  await until(() => d.socket.sent.length === 1, 'c\'s turn to end', 2_000)
+  // A connection that closes while it waits leaves the line; one that closes while it writes gives its turn back.
+  const [e, f] = [joiner(), joiner()]
+  e.conn.sendSyncReply(reply)
+  f.conn.sendSyncReply(reply)
+  e.socket.terminate()
+  d.socket.terminate()
+  assert.deepEqual([e.socket.sent.length, f.socket.sent.length], [0, 1], 'd\'s close handed the turn past e (closed) to f')
 })
