@@ -395,9 +395,10 @@ export class RedisRelay implements Relay {
 
   private sendUpdate(name: string, update: Uint8Array): void {
     const sentAt = Date.now()
-    this.streams.publish(this.namespace.room(name), update).then(
-      ({ prev, length }) => {
+    this.streams.publish(this.namespace.room(name), this.namespace.epochKey, update).then(
+      ({ prev, length, epoch }) => {
         this.counters.published++
+        this.publishedEpoch(epoch, sentAt)
         const room = this.rooms.get(name)
         if (room === undefined) return
         room.noteSent(sentAt)
@@ -410,6 +411,22 @@ export class RedisRelay implements Relay {
         this.hold(name, update)
       },
     )
+  }
+
+  /**
+   * A publish read the epoch in the same command: as good as a check's read, so the check's
+   * every-epochCheckMs read is not due while this instance publishes, and another epoch (or none)
+   * is a loss noticed at once. Not while a reconcile is setting the epoch itself, nor for a
+   * publish sent before the epoch was last read (what it found is older news).
+   */
+  private publishedEpoch(epoch: string | null, sentAt: number): void {
+    if (this.reconciling || this.epoch === null || sentAt < this.lastEpochReadAt) return
+    if (epoch === this.epoch) {
+      this.lastEpochReadAt = sentAt
+      return
+    }
+    this.tellEpoch(epoch)
+    this.scheduleReconcile()
   }
 
   private hold(name: string, update: Uint8Array): void {
@@ -862,7 +879,7 @@ export class RedisRelay implements Relay {
     const cluster = read.updates.length === 0 ? null : await mergeUpdatesInChunks(read.updates)
     const missing = missingFrom(state, cluster)
     if (missing !== null) {
-      await this.streams.publish(keys, missing)
+      await this.streams.publish(keys, this.namespace.epochKey, missing)
       this.counters.published++
     }
     return true

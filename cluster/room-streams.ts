@@ -48,11 +48,12 @@ export class RoomStreams {
 
   /**
    * Appends `update` to the room's stream and publishes it on the room's channel; resolves to the
-   * entry's predecessor ('' = none: the stream was empty) and the stream's length.
+   * entry's predecessor ('' = none: the stream was empty), the stream's length and the data epoch
+   * at `epochKey` as the same command found it (null: none).
    */
-  async publish(keys: RoomKeys, update: Uint8Array): Promise<{ prev: string; length: number }> {
-    const reply = (await this.eval(PUBLISH_UPDATE, [keys.log, keys.last, keys.doc], [this.instanceId, update, String(Date.now()), keys.channel, String(this.retentionMs)])) as [Buffer, Buffer, number]
-    return { prev: reply[1].toString(), length: Number(reply[2]) }
+  async publish(keys: RoomKeys, epochKey: string, update: Uint8Array): Promise<{ prev: string; length: number; epoch: string | null }> {
+    const reply = (await this.eval(PUBLISH_UPDATE, [keys.log, keys.last, keys.doc, epochKey], [this.instanceId, update, String(Date.now()), keys.channel, String(this.retentionMs)])) as [Buffer, Buffer, number, Buffer | null]
+    return { prev: reply[1].toString(), length: Number(reply[2]), epoch: reply[3] === null || reply[3] === undefined ? null : reply[3].toString() }
   }
 
   async read(keys: RoomKeys, after: string): Promise<StreamRead> {

@@ -17,9 +17,10 @@ const NETSTRING = `local function ns(s) return #s .. ':' .. s end`
  * One edit, one command: appends the update to the room's stream, swaps `last` and publishes
  * the message (prev, id, instance, ts, update) that lets every receiver notice a lost predecessor.
  * Atomic, so the prev chain on the channel is exactly the stream's order. With a retention
- * (ARGV[5] ms, '0' = none) every key of the room lives that long after its last edit.
- *   KEYS: log, last, doc    ARGV: instance, update, ts, channel, retention ms
- *   returns { id, prev, stream length }
+ * (ARGV[5] ms, '0' = none) every key of the room lives that long after its last edit. It also
+ * reads the data epoch, so an instance that publishes needs no timer command to read it.
+ *   KEYS: log, last, doc, epoch    ARGV: instance, update, ts, channel, retention ms
+ *   returns { id, prev, stream length, epoch or nil }
  */
 export const PUBLISH_UPDATE = script('publish', `${NETSTRING}
 local id = redis.call('XADD', KEYS[1], '*', 'i', ARGV[1], 'u', ARGV[2])
@@ -33,7 +34,7 @@ if ttl > 0 then
   redis.call('PEXPIRE', KEYS[3], ttl)
 end
 redis.call('PUBLISH', ARGV[4], 'U' .. ns(prev) .. ns(id) .. ns(ARGV[1]) .. ns(ARGV[3]) .. ns(ARGV[2]))
-return { id, prev, redis.call('XLEN', KEYS[1]) }
+return { id, prev, redis.call('XLEN', KEYS[1]), redis.call('GET', KEYS[4]) }
 `)
 
 /**

@@ -177,6 +177,38 @@ describe('the relay timer under traffic (issue 19)', () => {
     for (const p of all) assert.equal((await redis.command('EXISTS', `weft:instance:${p.id}`)).startsWith(':0'), true, `${p.id}'s heartbeat key lapsed`)
   })
 
+  it('an instance that publishes reads the epoch with each publish: with the backstop due at every check, its checks still send nothing', async () => {
+    // epochCheckMs as short as a check: without the epoch in the publish script, every check would read it.
+    const a = await peer('epoch-a', { epochCheckMs: TIMINGS.checkMs })
+    const b = await peer('epoch-b', { epochCheckMs: TIMINGS.checkMs })
+    await a.join('epoch')
+    await b.join('epoch')
+    a.startEditing('epoch')
+    b.startEditing('epoch')
+    await withinChecks(a, 20, () => a.checks.length >= 6 && b.checks.length >= 6, 'a few checks under traffic')
+    const monitor = await monitorRedis(redis.port)
+    let seen: MonitoredCommand[]
+    let names: Map<string, string>
+    const from = [a, b].map((p) => p.checks.length)
+    try {
+      names = await clientNames(redis)
+      await until(() => [a, b].every((p, i) => p.checks.length - (from[i] as number) >= 12), '12 checks of both instances', 30_000)
+      seen = [...monitor.seen]
+    } finally {
+      monitor.stop()
+    }
+    for (const p of [a, b]) {
+      const sent = timerCommands(seen, names, p.id)
+      console.log(`# ${p.id}: ${sent} timer commands in 12 checks with the epoch due at each`)
+      assert.ok(sent <= 1, `${p.id} sent ${sent} timer commands in 12 checks`)
+    }
+    // And a loss is noticed by the next publish, without a check.
+    await redis.command('FLUSHALL')
+    await withinChecks(a, 3, () => [a, b].every((p) => p.relay.recovery().losses >= 1), 'both to notice the loss')
+    a.stopEditing()
+    b.stopEditing()
+  })
+
   it(`a killed instance that was publishing (its heartbeat key lapsed) is gone within ${GONE_WITHIN_CHECKS} checks of the others`, async () => {
     const all = await cluster('kill')
     const [a, b, c] = all as [Peer, Peer, Peer]
