@@ -374,7 +374,8 @@ export class HocuspocusSession implements ConnectionSession {
     document.held = []
     if (this.denied !== null && this.denied.delete(key) && !held.some(({ message }) => message.kind === 'sync-step-1')) {
       // A retry after a denial: the provider sent its step 1 only on socket open, and it was dropped.
-      this.connection.send(encodeHocuspocusSyncStep2(key, document.room.encodeState()))
+      // The whole document, so a sync reply like any other (a turn, and no slow-consumer count).
+      this.connection.sendSyncReply(encodeHocuspocusSyncStep2(key, document.room.encodeState()))
       this.connection.send(encodeHocuspocusSyncStep1(key, Y.encodeStateVector(document.room.doc)))
     }
     for (const { message, bytes } of held) {

@@ -7,6 +7,8 @@ import { decodeYMessage, encodeSyncStep1, encodeSyncUpdate } from '../protocol/i
 import type { Connection } from '../server/connection.js'
 import { destroy, provider, RawClient, synced } from './harness/clients.js'
 import { startServer, type InProcessServer } from './harness/server.js'
+import { destroyHocuspocus, hocuspocus, nextEvent, type Hocuspocus } from './harness/hocuspocus.js'
+import { signToken } from './harness/tokens.js'
 import { eventually, until, withDeadline } from './harness/wait.js'
 import { metricValue } from './harness/metrics.js'
 
@@ -367,6 +369,49 @@ describe('big sync replies take turns (--sync-replies-at-once)', () => {
       stalled?.socket.terminate()
       waiting?.socket.terminate()
       destroy(writer, ...joiners)
+      await turns.stop()
+    }
+  })
+})
+
+describe('a Hocuspocus retry after a denial (server with an auth secret)', () => {
+  it('gets the whole document as a sync reply: it waits for a turn like any other, and arrives', async () => {
+    const secret = 'reply-turns-test-secret-0123456789abcdef'
+    const room = 'turns-retry'
+    const turns = await startServer({ authSecret: secret, sendQueueBytes: BUDGET, slowConsumerGraceMs: GRACE_MS, syncRepliesAtOnce: 1, ...UNTHROTTLED })
+    const good = await signToken({ rooms: [room], access: 'write' }, { secret, subject: 'u1' })
+    const writer = provider(turns.url, room, new Y.Doc(), { params: { token: good } })
+    let stalled: RawClient | null = null
+    let hp: Hocuspocus | null = null
+    try {
+      await synced(writer)
+      const text = writer.doc.getText('text')
+      for (let i = 0; i < 8; i++) text.insert(text.length, String(i).repeat(1024 * 1024))
+      const serverDoc = turns.server.loadedRoom(room)?.doc
+      assert.ok(serverDoc !== undefined)
+      await until(() => serverDoc.getText('text').length === 8 * 1024 * 1024, 'the server to hold the document', 30_000)
+      // Denied first: the step 1 the provider sends on open is dropped with the denial.
+      const client = hocuspocus(turns.url, room, { token: await signToken({ rooms: ['elsewhere'], access: 'write' }, { secret, subject: 'u1' }) })
+      hp = client
+      await nextEvent(client.provider, 'authenticationFailed', 'the denial')
+      // A y-websocket joiner that never reads takes the only turn.
+      const known = new Set(connectionsOf(turns))
+      stalled = await RawClient.open(`${turns.url}/${room}?token=${good}`)
+      tcpOf(stalled).pause()
+      stalled.send(encodeSyncStep1(Y.encodeStateVector(new Y.Doc())))
+      let stalledConnection: Connection | undefined
+      await until(() => (stalledConnection = [...connectionsOf(turns)].find((c) => !known.has(c))) !== undefined && stalledConnection.queuedBytes > BUDGET, 'the stalled joiner to hold its reply')
+      const waitsBefore = await metric(turns, 'weft_sync_reply_waits_total')
+      client.provider.configuration.token = good
+      const resynced = nextEvent<unknown>(client.provider, 'synced', 'synced after the retry', () => true, 30_000)
+      await client.provider.sendToken()
+      await eventually(async () => (await metric(turns, 'weft_sync_reply_waits_total')) > waitsBefore, 'the retry\'s reply to wait for a turn', 10_000, 20)
+      await resynced
+      assert.equal(client.doc.getText('text').toString(), text.toString())
+    } finally {
+      stalled?.socket.terminate()
+      if (hp !== null) destroyHocuspocus(hp)
+      destroy(writer)
       await turns.stop()
     }
   })
