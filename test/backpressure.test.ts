@@ -322,6 +322,31 @@ describe('outbound backpressure over real sockets', () => {
   })
 })
 
+/**
+ * The writer puts 8 MiB of text into `room` (more than loopback's socket buffers hold, so a reader
+ * that stops reading keeps its reply unsent); resolves once the server holds it all.
+ */
+async function writeBigDocument(server: InProcessServer, writer: WebsocketProvider, room: string): Promise<Y.Text> {
+  await synced(writer)
+  const text = writer.doc.getText('text')
+  for (let i = 0; i < 8; i++) text.insert(text.length, String(i).repeat(1024 * 1024))
+  const serverDoc = server.server.loadedRoom(room)?.doc
+  assert.ok(serverDoc !== undefined)
+  await until(() => serverDoc.getText('text').length === 8 * 1024 * 1024, 'the server to hold the document', 30_000)
+  return text
+}
+
+/** A raw joiner of `url` that never reads asks for the whole document: its reply takes a turn and stays in the server. */
+async function stallTheTurn(server: InProcessServer, url: string): Promise<RawClient> {
+  const known = new Set(connectionsOf(server))
+  const stalled = await RawClient.open(url)
+  tcpOf(stalled).pause()
+  stalled.send(encodeSyncStep1(Y.encodeStateVector(new Y.Doc())))
+  let connection: Connection | undefined
+  await until(() => (connection = [...connectionsOf(server)].find((c) => !known.has(c))) !== undefined && connection.queuedBytes > BUDGET, 'the stalled joiner to hold its reply')
+  return stalled
+}
+
 describe('big sync replies take turns (--sync-replies-at-once)', () => {
   it('one reply at a time: the others wait in order, and a joiner that stops reading gives up its turn', async () => {
     // Replies over a quarter of the budget are big; one turn server-wide.
@@ -332,22 +357,11 @@ describe('big sync replies take turns (--sync-replies-at-once)', () => {
     let stalled: RawClient | null = null
     let waiting: RawClient | null = null
     try {
-      await synced(writer)
-      const text = writer.doc.getText('text')
-      // 8 MiB: more than loopback's socket buffers hold, so a reader that stops reading keeps its reply unsent.
-      for (let i = 0; i < 8; i++) text.insert(text.length, String(i).repeat(1024 * 1024))
-      const serverDoc = turns.server.loadedRoom(room)?.doc
-      assert.ok(serverDoc !== undefined)
-      await until(() => serverDoc.getText('text').length === 8 * 1024 * 1024, 'the server to hold the document', 30_000)
+      const text = await writeBigDocument(turns, writer, room)
       const document = text.toString()
       const waitsBefore = await metric(turns, 'weft_sync_reply_waits_total')
       // The stalled joiner takes the only turn and never drains its socket.
-      const known = new Set(connectionsOf(turns))
-      stalled = await RawClient.open(`${turns.url}/${room}`)
-      tcpOf(stalled).pause()
-      stalled.send(encodeSyncStep1(Y.encodeStateVector(new Y.Doc())))
-      let stalledConnection: Connection | undefined
-      await until(() => (stalledConnection = [...connectionsOf(turns)].find((c) => !known.has(c))) !== undefined && stalledConnection.queuedBytes > BUDGET, 'the stalled joiner to hold its reply')
+      stalled = await stallTheTurn(turns, `${turns.url}/${room}`)
       // A raw joiner asks while the turn is taken; an edit made after it asked must reach it after its reply.
       waiting = await RawClient.open(`${turns.url}/${room}`)
       waiting.send(encodeSyncStep1(Y.encodeStateVector(new Y.Doc())))
@@ -384,23 +398,13 @@ describe('a Hocuspocus retry after a denial (server with an auth secret)', () =>
     let stalled: RawClient | null = null
     let hp: Hocuspocus | null = null
     try {
-      await synced(writer)
-      const text = writer.doc.getText('text')
-      for (let i = 0; i < 8; i++) text.insert(text.length, String(i).repeat(1024 * 1024))
-      const serverDoc = turns.server.loadedRoom(room)?.doc
-      assert.ok(serverDoc !== undefined)
-      await until(() => serverDoc.getText('text').length === 8 * 1024 * 1024, 'the server to hold the document', 30_000)
+      const text = await writeBigDocument(turns, writer, room)
       // Denied first: the step 1 the provider sends on open is dropped with the denial.
       const client = hocuspocus(turns.url, room, { token: await signToken({ rooms: ['elsewhere'], access: 'write' }, { secret, subject: 'u1' }) })
       hp = client
       await nextEvent(client.provider, 'authenticationFailed', 'the denial')
       // A y-websocket joiner that never reads takes the only turn.
-      const known = new Set(connectionsOf(turns))
-      stalled = await RawClient.open(`${turns.url}/${room}?token=${good}`)
-      tcpOf(stalled).pause()
-      stalled.send(encodeSyncStep1(Y.encodeStateVector(new Y.Doc())))
-      let stalledConnection: Connection | undefined
-      await until(() => (stalledConnection = [...connectionsOf(turns)].find((c) => !known.has(c))) !== undefined && stalledConnection.queuedBytes > BUDGET, 'the stalled joiner to hold its reply')
+      stalled = await stallTheTurn(turns, `${turns.url}/${room}?token=${good}`)
       const waitsBefore = await metric(turns, 'weft_sync_reply_waits_total')
       client.provider.configuration.token = good
       const resynced = nextEvent<unknown>(client.provider, 'synced', 'synced after the retry', () => true, 30_000)
