@@ -335,8 +335,12 @@ export class Connection implements ReplyWaiter {
     this.meter?.sent(frame)
     // Behind already (another document's reply on a Hocuspocus socket, say), or no turn free:
     // held in order, and still left out of the mark.
-    if (!this.direct || !this.writeSyncReply(frame)) {
+    if (!this.direct) {
       this.sendQueue().sendFrame(frame, true)
+      return
+    }
+    if (!this.writeSyncReply(frame)) {
+      this.sendQueue().holdFrame(frame, true)
       return
     }
     this.checkBudget()

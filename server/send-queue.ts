@@ -100,13 +100,22 @@ export class SendQueue {
    */
   sendFrame(frame: Uint8Array, exempt = false): void {
     if (this.closed) return
-    if (this.holding || !this.write(frame, exempt)) {
-      this.frames.push({ frame, exempt })
-      this.frameBytes += frame.length
-      this.heldBytes += frame.length
-      if (exempt) this.exemptHeldBytes += frame.length
-    }
+    if (this.holding || !this.write(frame, exempt)) this.push(frame, exempt)
     this.checkBudget()
+  }
+
+  /** Holds `frame` behind whatever is held, without trying to write it now (the owner just did). */
+  holdFrame(frame: Uint8Array, exempt = false): void {
+    if (this.closed) return
+    this.push(frame, exempt)
+    this.checkBudget()
+  }
+
+  private push(frame: Uint8Array, exempt: boolean): void {
+    this.frames.push({ frame, exempt })
+    this.frameBytes += frame.length
+    this.heldBytes += frame.length
+    if (exempt) this.exemptHeldBytes += frame.length
   }
 
   /** False: an exempt frame that cannot go yet. */
