@@ -284,6 +284,51 @@ export class BodyBudget {
   }
 }
 
+export interface ResponseLimits {
+  maxResponseBytesInFlight: number
+  maxResponseBytesInFlightPerIp: number
+}
+
+/**
+ * HTTP API answers on their way to clients: the bytes weft holds for them, server-wide and per
+ * address, from the moment an answer is built until its client has taken it (or the connection
+ * is gone). A client that asks for a big document and never reads would otherwise hold a copy of
+ * it for as long as it keeps the connection open: thirty such requests for a 12 MB document
+ * held 340 MB (binary) and 740 MB (JSON). One answer alone is always admitted, so a document
+ * bigger than a bound can still be read.
+ */
+export class ResponseBudget {
+  private bytes = 0
+  private readonly perIp = new Map<string, number>()
+
+  constructor(private readonly limits: ResponseLimits) {}
+
+  get inFlightBytes(): number {
+    return this.bytes
+  }
+
+  /** Reserves `size` bytes for an answer to `ip`; null when admitted (then `release` them once). */
+  reserve(ip: string, size: number): BodyRefusal | null {
+    const fromIp = this.perIp.get(ip) ?? 0
+    if (fromIp > 0 && fromIp + size > this.limits.maxResponseBytesInFlightPerIp) {
+      return { error: 'too_many_requests', message: 'too many answer bytes on their way to this address; read them first', reason: 'response_bytes_per_ip' }
+    }
+    if (this.bytes > 0 && this.bytes + size > this.limits.maxResponseBytesInFlight) {
+      return { error: 'unavailable', message: 'too many answer bytes on their way to clients; retry shortly', reason: 'response_bytes' }
+    }
+    this.bytes += size
+    this.perIp.set(ip, fromIp + size)
+    return null
+  }
+
+  release(ip: string, size: number): void {
+    this.bytes -= size
+    const left = (this.perIp.get(ip) ?? size) - size
+    if (left <= 0) this.perIp.delete(ip)
+    else this.perIp.set(ip, left)
+  }
+}
+
 export interface PendingConnectionLimits {
   headersTimeoutMs: number
   maxPendingConnections: number

@@ -117,6 +117,12 @@ export interface WeftOptions {
   maxConcurrentBodiesPerIp: number
   /** Bytes of HTTP request bodies held at once, server-wide (declared lengths reserved up front); more get 503. */
   maxBodyBytesInFlight: number
+  /** Bytes of HTTP API answers on their way to clients at once, server-wide; more get 503 (one answer alone always goes). */
+  maxResponseBytesInFlight: number
+  /** The same for one address; more get 429. */
+  maxResponseBytesInFlightPerIp: number
+  /** Milliseconds an HTTP answer may stay with its client reading none of it; then the connection is cut. */
+  sendTimeoutMs: number
   /** Bytes of one ProseMirror JSON body of PUT /api/rooms/:room/content; building its update costs about 1 s of CPU per MB. */
   maxContentBytes: number
   /** Milliseconds a new TCP connection may take to send a complete request head; then it is cut. */
@@ -237,6 +243,9 @@ export const DEFAULTS: Readonly<WeftOptions> = Object.freeze({
   maxConcurrentBodies: 64,
   maxConcurrentBodiesPerIp: 8,
   maxBodyBytesInFlight: 128 * 1024 * 1024,
+  maxResponseBytesInFlight: 256 * 1024 * 1024,
+  maxResponseBytesInFlightPerIp: 64 * 1024 * 1024,
+  sendTimeoutMs: 30_000,
   maxContentBytes: 1024 * 1024,
   headersTimeoutMs: 10_000,
   maxPendingConnections: 2_000,
@@ -347,6 +356,9 @@ export const SETTINGS: readonly SettingSpec[] = [
   { key: 'maxConcurrentBodies', flag: '--max-concurrent-bodies', env: 'WEFT_MAX_CONCURRENT_BODIES', kind: 'int', min: 1 },
   { key: 'maxConcurrentBodiesPerIp', flag: '--max-concurrent-bodies-per-ip', env: 'WEFT_MAX_CONCURRENT_BODIES_PER_IP', kind: 'int', min: 1 },
   { key: 'maxBodyBytesInFlight', flag: '--max-body-bytes-in-flight', env: 'WEFT_MAX_BODY_BYTES_IN_FLIGHT', kind: 'int', min: 1024 },
+  { key: 'maxResponseBytesInFlight', flag: '--max-response-bytes-in-flight', env: 'WEFT_MAX_RESPONSE_BYTES_IN_FLIGHT', kind: 'int', min: 1024 },
+  { key: 'maxResponseBytesInFlightPerIp', flag: '--max-response-bytes-in-flight-per-ip', env: 'WEFT_MAX_RESPONSE_BYTES_IN_FLIGHT_PER_IP', kind: 'int', min: 1024 },
+  { key: 'sendTimeoutMs', flag: '--send-timeout-ms', env: 'WEFT_SEND_TIMEOUT_MS', kind: 'int', min: 100, max: 3_600_000 },
   { key: 'maxContentBytes', flag: '--max-content-bytes', env: 'WEFT_MAX_CONTENT_BYTES', kind: 'int', min: 1024 },
   { key: 'headersTimeoutMs', flag: '--headers-timeout-ms', env: 'WEFT_HEADERS_TIMEOUT_MS', kind: 'int', min: 100, max: 600_000 },
   { key: 'maxPendingConnections', flag: '--max-pending-connections', env: 'WEFT_MAX_PENDING_CONNECTIONS', kind: 'int', min: 1 },
@@ -530,6 +542,9 @@ export function resolveOptions(partial: Partial<WeftOptions> = {}): Readonly<Wef
     'maxConcurrentBodies',
     'maxConcurrentBodiesPerIp',
     'maxBodyBytesInFlight',
+    'maxResponseBytesInFlight',
+    'maxResponseBytesInFlightPerIp',
+    'sendTimeoutMs',
     'maxContentBytes',
     'headersTimeoutMs',
     'maxPendingConnections',
@@ -741,6 +756,9 @@ const SETTING_HELP: Partial<Record<keyof WeftOptions, string>> = {
   maxConcurrentBodies: 'HTTP bodies read at once',
   maxConcurrentBodiesPerIp: 'HTTP bodies read at once per address',
   maxBodyBytesInFlight: 'bytes of HTTP bodies held at once',
+  maxResponseBytesInFlight: 'bytes of HTTP answers on their way to clients at once',
+  maxResponseBytesInFlightPerIp: 'bytes of HTTP answers on their way to one address at once',
+  sendTimeoutMs: 'time an HTTP answer may wait for its client to read',
   maxContentBytes: 'bytes of one ProseMirror JSON body (PUT .../content)',
   headersTimeoutMs: 'time a connection may take to send its request head',
   maxPendingConnections: 'connections still sending their request head',

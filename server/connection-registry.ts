@@ -99,6 +99,11 @@ export class ConnectionRegistry {
     })
   }
 
+  /** The turns big sync replies take (--sync-replies-at-once), shared with big HTTP answers; null: no limit. */
+  get replyGate(): ReplyGate | null {
+    return this.limits.replyGate ?? null
+  }
+
   get size(): number {
     return this.connections.size
   }

@@ -62,7 +62,7 @@ const OPEN = 1
 export type ConnectionState = 'open' | 'closing' | 'closed'
 
 /** Share of the budget past which broadcasts are held and merged instead of sent. */
-const SOFT_MARK_SHARE = 0.25
+export const SOFT_MARK_SHARE = 0.25
 
 /**
  * `ws` never compresses: it would deflate per socket, asynchronously, queueing the socket's later

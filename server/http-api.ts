@@ -7,10 +7,11 @@ import { isVersionId, newVersionId, VersionLimitError } from '../persistence/ind
 import { allows, roomInScope, type Access, type Authorizer, type Grant } from './access.js'
 import type { BodyBudget, RoomRefusal } from './admission.js'
 import type { HttpErrorCode } from './codes.js'
-import { sendError, sendJson } from './http-response.js'
+import { sendError, type Headers } from './http-response.js'
 import { ContentRequestError, ContentShapeError, contentField, contentQuery, NotXmlFieldError, parseContentBody, renderContent, replacementUpdate, type ContentQuery } from './content-api.js'
 import { documentToJson, type ShareKind } from './document-json.js'
 import type { Logger } from './logger.js'
+import { sendAnswer, type AnswerLimits } from './response-writer.js'
 import { RoomLoadError, UpdateSource, type Room, type RoomMember, type RoomRegistry } from './room.js'
 import type { Tickets } from './tickets.js'
 import { MAX_SUBJECT_LENGTH, type RevokeResult } from './revocation.js'
@@ -50,6 +51,8 @@ export interface HttpApiDeps {
   bodies: BodyBudget
   /** Milliseconds a body may take to arrive whole; then 408. */
   bodyTimeoutMs: number
+  /** What bounds the answers on their way out (see sendAnswer). */
+  answers: AnswerLimits
   /** Claims a room for an address for the duration of a request (see RoomQuota); null when granted. */
   claimRoom(ip: string, room: string): RoomRefusal | null
   releaseRoom(ip: string, room: string): void
@@ -324,7 +327,7 @@ export class HttpApi {
     const from = cursor === null ? 0 : stored.findIndex((r) => r.room > cursor)
     const page = from === -1 ? [] : stored.slice(from, from + limit)
     const next = from !== -1 && from + limit < stored.length ? (page[page.length - 1]?.room ?? null) : null
-    sendJson(res, 200, {
+    answerJson(res, 200, {
       rooms: page.map((r) => ({ room: r.room, storedBytes: r.bytes, entries: r.entries, quarantined: r.quarantined ?? 0, loaded: this.deps.rooms.get(r.room) !== undefined })),
       nextCursor: next,
     })
@@ -347,13 +350,13 @@ export class HttpApi {
         res.end()
         return
       }
-      const update = room.encodeState()
+      const update = room.sharedState()
       if (binary) {
-        sendBinary(res, update, { etag })
+        answerBinary(res, update, { etag })
         return
       }
       if (content !== null) {
-        sendContent(res, update, content, { etag })
+        answerContent(res, update, content, { etag })
         return
       }
       // Read from a copy: giving a top-level name a concrete type is a one-way change in Yjs,
@@ -361,13 +364,13 @@ export class HttpApi {
       const copy = new Y.Doc()
       Y.applyUpdate(copy, update)
       for (const name of Object.keys(kinds)) if (!copy.share.has(name)) copy.get(name)
-      sendJson(res, 200, documentToJson(copy, kinds, { textAsDelta: delta }), { etag })
+      answerJson(res, 200, documentToJson(copy, kinds, { textAsDelta: delta }), { etag })
       copy.destroy()
     })
   }
 
   private async stateVector({ res, params }: RouteContext): Promise<void> {
-    await this.withExistingRoom(params[0] as string, (room) => sendBinary(res, Y.encodeStateVector(room.doc)))
+    await this.withExistingRoom(params[0] as string, (room) => answerBinary(res, Y.encodeStateVector(room.doc)))
   }
 
   private async updatesSince({ res, query, params }: RouteContext): Promise<void> {
@@ -382,7 +385,7 @@ export class HttpApi {
         throw err
       }
     }
-    await this.withExistingRoom(params[0] as string, (room) => sendBinary(res, stateVector === undefined ? room.encodeState() : Y.encodeStateAsUpdate(room.doc, stateVector)))
+    await this.withExistingRoom(params[0] as string, (room) => answerBinary(res, stateVector === undefined ? room.sharedState() : Y.encodeStateAsUpdate(room.doc, stateVector)))
   }
 
   private async postUpdate({ req, res, params, grant }: RouteContext): Promise<void> {
@@ -477,7 +480,7 @@ export class HttpApi {
     }
     this.deps.onVersion?.('created')
     await this.deps.webhooks?.recordVersion(room, version, grant.subject)
-    sendJson(res, 201, { id: version.id, name: version.name, createdAt: version.createdAt })
+    answerJson(res, 201, { id: version.id, name: version.name, createdAt: version.createdAt })
   }
 
   /** Refuses with 429 past --versions-per-minute-per-room: every version copies the whole document. */
@@ -512,7 +515,7 @@ export class HttpApi {
     if (found.length === 0 && cursor === null) await this.withExistingRoom(room, () => undefined)
     const versions = found.slice(0, limit)
     const nextCursor = found.length > limit ? (versions[versions.length - 1]?.id ?? null) : null
-    sendJson(res, 200, { versions, nextCursor })
+    answerJson(res, 200, { versions, nextCursor })
   }
 
   private async loadVersion(room: string, id: string) {
@@ -525,26 +528,26 @@ export class HttpApi {
     const version = await this.loadVersion(params[0] as string, params[1] as string)
     const binary = query.get('format') === 'update' || (req.headers.accept ?? '').includes('application/octet-stream')
     if (binary) {
-      sendBinary(res, version.update)
+      answerBinary(res, version.update)
       return
     }
     const content = contentQuery(query)
     if (content !== null) {
-      sendContent(res, version.update, content)
+      answerContent(res, version.update, content)
       return
     }
     const doc = new Y.Doc()
     Y.applyUpdate(doc, version.update)
-    sendJson(res, 200, { id: version.id, name: version.name, createdAt: version.createdAt, content: documentToJson(doc, parseTypes(query.get('types')), { textAsDelta: query.get('text') === 'delta' }) })
+    answerJson(res, 200, { id: version.id, name: version.name, createdAt: version.createdAt, content: documentToJson(doc, parseTypes(query.get('types')), { textAsDelta: query.get('text') === 'delta' }) })
     doc.destroy()
   }
 
   private async versionDiff({ res, params }: RouteContext): Promise<void> {
     const room = params[0] as string
     const version = await this.loadVersion(room, params[1] as string)
-    const current = await this.withExistingRoom(room, (r) => r.encodeState())
+    const current = await this.withExistingRoom(room, (r) => r.sharedState())
     // Everything the version lacks: applying it to the version's document yields the document now.
-    sendBinary(res, Y.diffUpdate(current, Y.encodeStateVectorFromUpdate(version.update)))
+    answerBinary(res, Y.diffUpdate(current, Y.encodeStateVectorFromUpdate(version.update)))
   }
 
   private async issueTicket({ res, grant }: RouteContext): Promise<void> {
@@ -553,7 +556,7 @@ export class HttpApi {
       this.deps.log.error({ err }, 'issuing a ticket failed')
       throw new ApiError('unavailable', 'tickets are unavailable right now', { 'retry-after': 5 })
     })
-    sendJson(res, 200, ticket)
+    answerJson(res, 200, ticket)
   }
 
   /**
@@ -589,14 +592,14 @@ export class HttpApi {
       this.deps.log.error({ err }, 'sending a revocation to the other instances failed')
       throw new ApiError('unavailable', 'the connections on this instance were closed, but the other instances could not be reached; send the request again', { 'retry-after': 5 })
     }
-    sendJson(res, 200, result)
+    answerJson(res, 200, result)
   }
 
   /** Dead letters (oldest first, `?limit=`) of rooms in the token's scope; none without --webhook-url. */
   private listDeadWebhooks({ res, query, grant }: RouteContext): Promise<void> {
     const limit = pageSize(query.get('limit'))
     const outbox = this.deps.webhooks ?? null
-    sendJson(res, 200, outbox === null ? { deadLetters: [], total: 0 } : outbox.deadLetters(limit, (room) => roomInScope(grant, room)))
+    answerJson(res, 200, outbox === null ? { deadLetters: [], total: 0 } : outbox.deadLetters(limit, (room) => roomInScope(grant, room)))
     return Promise.resolve()
   }
 
@@ -614,7 +617,7 @@ export class HttpApi {
     }
     const outbox = this.deps.webhooks ?? null
     const requeued = outbox === null ? 0 : await outbox.retryDead((ids as string[] | undefined) ?? null, (room) => roomInScope(grant, room))
-    sendJson(res, 200, { requeued })
+    answerJson(res, 200, { requeued })
   }
 
   private async versionStore<T>(work: (versions: VersionStore) => Promise<T>): Promise<T> {
@@ -715,14 +718,26 @@ function readBody(req: IncomingMessage, limit: number): Promise<Uint8Array> {
   })
 }
 
-/** A rich-text representation (?format=prosemirror|text) of a document's field. */
-function sendContent(res: ServerResponse, update: Uint8Array, query: ContentQuery, extraHeaders: Record<string, string | number> = {}): void {
-  const { contentType, body } = renderContent(update, query)
-  res.writeHead(200, { 'content-type': contentType, 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store', ...extraHeaders })
-  res.end(body)
+/**
+ * An answer with a body, through the answer budget, the reply gate's turns and the send timeout
+ * (sendAnswer). Only for requests HttpApi.handle admitted: their address is known.
+ */
+function answer(res: ServerResponse, status: number, headers: Headers, body: Uint8Array | string): void {
+  const gate = bodyGates.get(res.req)
+  if (gate === undefined) throw new Error('answer outside HttpApi.handle')
+  sendAnswer(res, gate.ip, gate.deps.answers, status, headers, body)
 }
 
-function sendBinary(res: ServerResponse, bytes: Uint8Array, extraHeaders: Record<string, string | number> = {}): void {
-  res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': bytes.length, 'cache-control': 'no-store', ...extraHeaders })
-  res.end(bytes)
+function answerJson(res: ServerResponse, status: number, value: unknown, extraHeaders: Headers = {}): void {
+  answer(res, status, { 'content-type': 'application/json', 'cache-control': 'no-store', ...extraHeaders }, JSON.stringify(value))
+}
+
+/** A rich-text representation (?format=prosemirror|text) of a document's field. */
+function answerContent(res: ServerResponse, update: Uint8Array, query: ContentQuery, extraHeaders: Headers = {}): void {
+  const { contentType, body } = renderContent(update, query)
+  answer(res, 200, { 'content-type': contentType, 'cache-control': 'no-store', ...extraHeaders }, body)
+}
+
+function answerBinary(res: ServerResponse, bytes: Uint8Array, extraHeaders: Headers = {}): void {
+  answer(res, 200, { 'content-type': 'application/octet-stream', 'cache-control': 'no-store', ...extraHeaders }, bytes)
 }

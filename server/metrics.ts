@@ -172,7 +172,7 @@ export class ServerMetrics {
   })
   readonly syncReplyWaits = new Counter({
     name: 'weft_sync_reply_waits_total',
-    help: 'Big sync replies that waited for a turn (--sync-replies-at-once)',
+    help: 'Big sync replies and big HTTP answers that waited for a turn (--sync-replies-at-once)',
     registers: [this.registry],
   })
   readonly coalescedUpdates = new Counter({

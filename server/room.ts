@@ -73,6 +73,9 @@ const PRESIZED_REPLY_BYTES = 256 * 1024
 /** How long a sync reply is kept for more joiners with the same state vector. */
 const SYNC_REPLY_CACHE_MS = 2_000
 
+const EMPTY_STATE_VECTOR = Uint8Array.of(0)
+const NO_PREFIX = new Uint8Array(0)
+
 /**
  * Edits an application makes to the doc itself (seeding it in onLoad): stored, relayed and
  * broadcast like any update, but not reported back to the application as a change.
@@ -527,6 +530,20 @@ export class Room {
   encodeState(): Uint8Array {
     const hint = this.presizeHint
     return hint === null ? Y.encodeStateAsUpdate(this.docValue) : encodeState(this.docValue, hint)
+  }
+
+  /**
+   * The whole document as one update, like encodeState, but shared with the full-state sync
+   * replies while the document is unchanged: a crowd of readers (HTTP GETs of a big document, say)
+   * costs one encoding and one buffer, and a room just loaded answers with its stored state.
+   * The bytes must not be changed.
+   */
+  sharedState(): Uint8Array {
+    const frame = this.syncReply(EMPTY_STATE_VECTOR, 'state', NO_PREFIX)
+    // The frame is the state as var-bytes: skip its length.
+    let start = 0
+    while (((frame[start] as number) & 0x80) !== 0) start++
+    return frame.subarray(start + 1)
   }
 
   /** The buffer size a whole-state encoding starts with (the estimate plus an eighth); null for a document too small to bother. */

@@ -26,9 +26,10 @@ import { serveApiDescription, serveHomePage } from './home-page.js'
 import { DemoPage, demoEnabled } from './demo-page.js'
 import { rawError, RETRY_AFTER_SECONDS, sendError, sendJson } from './http-response.js'
 import { MemoryTickets, Tickets } from './tickets.js'
-import { Admission, BodyBudget, ClientAddress, PendingConnections, RoomQuota } from './admission.js'
+import { Admission, BodyBudget, ClientAddress, PendingConnections, ResponseBudget, RoomQuota } from './admission.js'
 import type { StatelessEvent } from './hocuspocus-session.js'
 import { ConnectionRegistry } from './connection-registry.js'
+import { SOFT_MARK_SHARE } from './connection.js'
 import { HookRunner } from './hook-runner.js'
 import type { Authenticate, WeftHooks } from './hooks.js'
 import { createLogger, type Logger } from './logger.js'
@@ -130,6 +131,8 @@ export class WeftServer {
   private readonly admission: Admission
   private readonly roomQuota: RoomQuota
   private readonly bodies: BodyBudget
+  /** HTTP answers on their way to clients (--max-response-bytes-in-flight[-per-ip]). */
+  private readonly answers: ResponseBudget
   private pending: PendingConnections | null = null
   private readonly authorizer: Authorizer
   /** The demo editor (--demo); null when it is off. */
@@ -174,6 +177,7 @@ export class WeftServer {
     this.admission = new Admission(this.options)
     this.roomQuota = new RoomQuota(this.options)
     this.bodies = new BodyBudget(this.options)
+    this.answers = new ResponseBudget(this.options)
     const { metrics, options: resolved } = this
     this.hooks = new HookRunner(hooks ?? {}, {
       timeoutMs: resolved.hookTimeoutMs,
@@ -380,6 +384,14 @@ export class WeftServer {
       addressOf: (req) => this.clientAddress.of(req),
       bodies: this.bodies,
       bodyTimeoutMs: this.options.bodyTimeoutMs,
+      answers: {
+        budget: this.answers,
+        gate: this.connections.replyGate,
+        // A body the size of a big sync reply takes a turn like one.
+        bigBytes: Math.floor(this.options.sendQueueBytes * SOFT_MARK_SHARE),
+        sendTimeoutMs: this.options.sendTimeoutMs,
+        onRefused: (reason) => this.metrics.httpRefusals.inc({ reason }),
+      },
       claimRoom: (ip, room) => this.claimRoom(ip, room, 'http'),
       releaseRoom: (ip, room) => this.roomQuota.release(ip, room),
       onRefused: (reason) => this.metrics.httpRefusals.inc({ reason }),
