@@ -88,12 +88,18 @@ export function percentile (sorted: number[], p: number): number | null {
 
 export const round = (n: number, digits = 1): number => Number(n.toFixed(digits))
 
+/** BENCH_CPU_PROF_INTERVAL: the profiles' sampling interval in µs (node's default 1000 is too coarse to see millisecond stalls). */
+function profileInterval (): string[] {
+  const interval = process.env.BENCH_CPU_PROF_INTERVAL
+  return interval === undefined || interval === '' ? [] : ['--cpu-prof-interval', interval]
+}
+
 export function startOptions (name: TargetName, config: BenchConfig, dataDir: string | null): Parameters<typeof startTarget>[1] {
   const profileDir = process.env.BENCH_CPU_PROF
   // A peer without a SIGTERM handler would die before writing its profile: exit cleanly instead.
   const profile = profileDir === undefined || profileDir === ''
     ? []
-    : ['--cpu-prof', '--cpu-prof-dir', profileDir, ...(name === 'weft' ? [] : ['--import', "data:text/javascript,process.on('SIGTERM',()=>process.exit(0))"])]
+    : ['--cpu-prof', '--cpu-prof-dir', profileDir, ...profileInterval(), ...(name === 'weft' ? [] : ['--import', "data:text/javascript,process.on('SIGTERM',()=>process.exit(0))"])]
   return { dataDir, ...(name === 'weft' ? { nodeFlags: [...profile, ...config.weftNodeFlags], keepWeftLimits: config.keepWeftLimits } : { nodeFlags: profile }) }
 }
 
