@@ -252,6 +252,12 @@ export function hocuspocusSyncStep2Prefix (document: string): Uint8Array {
   return frame.subarray(0, frame.length - 1)
 }
 
+/** What precedes the awareness update (as var-bytes) in `document`'s Awareness frame. */
+export function hocuspocusAwarenessPrefix (document: string): Uint8Array {
+  const frame = documentFrame(document, [HocuspocusMessageType.awareness], new Uint8Array(0))
+  return frame.subarray(0, frame.length - 1)
+}
+
 export function encodeHocuspocusSyncUpdate (document: string, update: Uint8Array): Uint8Array {
   return documentFrame(document, [HocuspocusMessageType.sync, SyncType.update], update)
 }

@@ -89,6 +89,9 @@ export function encodeSyncStep1 (stateVector: Uint8Array): Uint8Array {
 /** What comes before a sync step 2's update (as var-bytes): the room frames big replies itself (server/framed-state.ts). */
 export const SYNC_STEP2_PREFIX: Uint8Array = Uint8Array.of(MessageType.sync, SyncType.step2)
 
+/** What precedes the awareness update (as var-bytes) in an awareness message. */
+export const AWARENESS_PREFIX: Uint8Array = Uint8Array.of(MessageType.awareness)
+
 export function encodeSyncStep2 (update: Uint8Array): Uint8Array {
   return framePayload(SYNC_STEP2_PREFIX, update)
 }

@@ -123,6 +123,8 @@ export interface WeftOptions {
   maxResponseBytesInFlightPerIp: number
   /** Milliseconds an HTTP answer may stay with its client reading none of it; then the connection is cut. */
   sendTimeoutMs: number
+  /** Shortest milliseconds between two answers to a client asking again for a whole document (sync step 1) or the room's presence (query-awareness). */
+  repeatAnswerIntervalMs: number
   /** Bytes of one ProseMirror JSON body of PUT /api/rooms/:room/content; building its update costs about 1 s of CPU per MB. */
   maxContentBytes: number
   /** Milliseconds a new TCP connection may take to send a complete request head; then it is cut. */
@@ -246,6 +248,7 @@ export const DEFAULTS: Readonly<WeftOptions> = Object.freeze({
   maxResponseBytesInFlight: 256 * 1024 * 1024,
   maxResponseBytesInFlightPerIp: 64 * 1024 * 1024,
   sendTimeoutMs: 30_000,
+  repeatAnswerIntervalMs: 1_000,
   maxContentBytes: 1024 * 1024,
   headersTimeoutMs: 10_000,
   maxPendingConnections: 2_000,
@@ -359,6 +362,7 @@ export const SETTINGS: readonly SettingSpec[] = [
   { key: 'maxResponseBytesInFlight', flag: '--max-response-bytes-in-flight', env: 'WEFT_MAX_RESPONSE_BYTES_IN_FLIGHT', kind: 'int', min: 1024 },
   { key: 'maxResponseBytesInFlightPerIp', flag: '--max-response-bytes-in-flight-per-ip', env: 'WEFT_MAX_RESPONSE_BYTES_IN_FLIGHT_PER_IP', kind: 'int', min: 1024 },
   { key: 'sendTimeoutMs', flag: '--send-timeout-ms', env: 'WEFT_SEND_TIMEOUT_MS', kind: 'int', min: 100, max: 3_600_000 },
+  { key: 'repeatAnswerIntervalMs', flag: '--repeat-answer-interval-ms', env: 'WEFT_REPEAT_ANSWER_INTERVAL_MS', kind: 'int', min: 0, max: 60_000 },
   { key: 'maxContentBytes', flag: '--max-content-bytes', env: 'WEFT_MAX_CONTENT_BYTES', kind: 'int', min: 1024 },
   { key: 'headersTimeoutMs', flag: '--headers-timeout-ms', env: 'WEFT_HEADERS_TIMEOUT_MS', kind: 'int', min: 100, max: 600_000 },
   { key: 'maxPendingConnections', flag: '--max-pending-connections', env: 'WEFT_MAX_PENDING_CONNECTIONS', kind: 'int', min: 1 },
@@ -510,7 +514,7 @@ export function resolveOptions(partial: Partial<WeftOptions> = {}): Readonly<Wef
   if (!Number.isInteger(options.port) || options.port < 0 || options.port > 65535) {
     throw new ConfigError('--port', `invalid --port: ${options.port} is not between 0 and 65535`)
   }
-  for (const key of ['mergeWorkers', 'mergeWorkerThresholdBytes', 'syncRepliesAtOnce'] as const) {
+  for (const key of ['mergeWorkers', 'mergeWorkerThresholdBytes', 'syncRepliesAtOnce', 'repeatAnswerIntervalMs'] as const) {
     if (!Number.isSafeInteger(options[key]) || options[key] < 0) throw new ConfigError(key, `invalid ${key}: ${options[key]} is not a whole number ≥ 0`)
   }
   if ((options.tlsCert === null) !== (options.tlsKey === null)) {
@@ -759,6 +763,7 @@ const SETTING_HELP: Partial<Record<keyof WeftOptions, string>> = {
   maxResponseBytesInFlight: 'bytes of HTTP answers on their way to clients at once',
   maxResponseBytesInFlightPerIp: 'bytes of HTTP answers on their way to one address at once',
   sendTimeoutMs: 'time an HTTP answer may wait for its client to read',
+  repeatAnswerIntervalMs: 'shortest time between two answers to a repeated sync step 1 or query-awareness',
   maxContentBytes: 'bytes of one ProseMirror JSON body (PUT .../content)',
   headersTimeoutMs: 'time a connection may take to send its request head',
   maxPendingConnections: 'connections still sending their request head',

@@ -392,6 +392,11 @@ export class Connection implements ReplyWaiter {
     for (let i = 0; i < turns; i++) gate.leave()
   }
 
+  /** True while a big sync reply waits in the send queue or is not yet out of the socket. */
+  get syncReplyOnItsWay(): boolean {
+    return this.syncReplyInFlight > 0 || (this.queue?.exemptHeldByteCount ?? 0) > 0
+  }
+
   /** Bytes of sync replies the socket may still hold, which the slow-consumer mark leaves out. */
   private syncReplyBytes(): number {
     return this.syncReplyInFlight === 0 ? 0 : Math.min(this.syncReplyInFlight, this.socket.bufferedAmount)

@@ -21,10 +21,11 @@ import {
   type AwarenessEntry,
   type HocuspocusMessage,
 } from '../protocol/index.js'
-import { hocuspocusSyncStep2Prefix } from '../protocol/hocuspocus.js'
+import { hocuspocusAwarenessPrefix, hocuspocusSyncStep2Prefix } from '../protocol/hocuspocus.js'
 import { allows, type Authorizer, type Grant } from './access.js'
 import { CloseCode } from './codes.js'
 import { presenceIdentity } from './room-awareness.js'
+import { SyncAsks } from './sync-asks.js'
 import type { Connection, ConnectionSession } from './connection.js'
 import type { Logger } from './logger.js'
 import type { ConnectionInfo } from './hooks.js'
@@ -141,6 +142,15 @@ class HocuspocusDocument implements RoomMember {
 
   /** presenceIdentity of the grant, once authenticated (awareness is only handled after that). */
   identity: string | null = null
+  /** performance.now() of the last answer to a query-awareness. */
+  awarenessAnsweredAt = -Infinity
+  /** When its sync step 1s are answered; made at the first. */
+  syncAsks: SyncAsks | null = null
+
+  /** Every live awareness state of the room as this document's Awareness frame; null when there is none. */
+  awarenessSnapshot(): Uint8Array | null {
+    return this.room === null ? null : this.room.awarenessSnapshot(`hocuspocus:${this.key}`, hocuspocusAwarenessPrefix(this.key))
+  }
 
   get readOnly(): boolean {
     return this.grant === null || !allows(this.grant.access, 'write')
@@ -241,6 +251,7 @@ export class HocuspocusSession implements ConnectionSession {
     this.preauth?.dispose()
     for (const document of this.documents.list()) {
       if (document.expiry !== null) clearTimeout(document.expiry)
+      document.syncAsks?.close()
       document.state = 'closed'
       document.room?.leave(document)
       this.unclaim(document, code)
@@ -368,8 +379,8 @@ export class HocuspocusSession implements ConnectionSession {
     }
     if ((document.state as DocumentState) !== 'loading') return
     document.state = 'ready'
-    const states = document.room.awareness.liveEntries()
-    if (states.length > 0) this.connection.send(encodeHocuspocusAwareness(key, encodeAwarenessUpdate(states)))
+    const states = document.awarenessSnapshot()
+    if (states !== null) this.connection.send(states)
     const held = document.held
     document.held = []
     if (this.denied !== null && this.denied.delete(key) && !held.some(({ message }) => message.kind === 'sync-step-1')) {
@@ -390,10 +401,25 @@ export class HocuspocusSession implements ConnectionSession {
     this.heldBytes -= bytes
   }
 
+  /** When `document`'s sync step 1s are answered (see SyncAsks), made at its first. */
+  private syncAsksOf(document: HocuspocusDocument, room: Room): SyncAsks {
+    document.syncAsks ??= new SyncAsks(
+      (stateVector) => {
+        if (document.state === 'closed') return
+        this.connection.sendSyncReply(room.syncReply(stateVector, `hocuspocus:${document.key}`, hocuspocusSyncStep2Prefix(document.key)))
+      },
+      () => this.connection.syncReplyOnItsWay,
+      () => this.registry.onSyncAskDeferred(),
+      this.registry.repeatAnswerIntervalMs,
+    )
+    return document.syncAsks
+  }
+
   /** `code`: what onDisconnect hears; 1000 when the client closed the document itself. */
   private forget(document: HocuspocusDocument, code: number = CloseCode.normal): void {
     if (document.expiry !== null) clearTimeout(document.expiry)
     document.expiry = null
+    document.syncAsks?.close()
     for (const { bytes } of document.held) this.release(bytes)
     document.held = []
     document.state = 'closed'
@@ -440,7 +466,7 @@ export class HocuspocusSession implements ConnectionSession {
       switch (message.kind) {
         case 'sync-step-1':
           validateStateVector(message.stateVector)
-          this.connection.sendSyncReply(room.syncReply(message.stateVector, `hocuspocus:${document.key}`, hocuspocusSyncStep2Prefix(document.key)))
+          this.syncAsksOf(document, room).ask(message.stateVector)
           // The provider's own step 2 answers this; its ack is what clears its unsynced counter.
           if (!message.reply) this.connection.send(encodeHocuspocusSyncStep1(document.key, Y.encodeStateVector(room.doc)))
           break
@@ -451,9 +477,13 @@ export class HocuspocusSession implements ConnectionSession {
         case 'awareness':
           room.applyAwareness(readAwarenessUpdate(message.update, room.awarenessLimits), document)
           break
-        case 'query-awareness':
-          this.connection.send(encodeHocuspocusAwareness(document.key, encodeAwarenessUpdate(room.awareness.liveEntries())))
+        case 'query-awareness': {
+          const now = performance.now()
+          if (!room.answersAwarenessQuery(document.awarenessAnsweredAt, now)) break
+          document.awarenessAnsweredAt = now
+          this.connection.send(document.awarenessSnapshot() ?? encodeHocuspocusAwareness(document.key, encodeAwarenessUpdate([])))
           break
+        }
         case 'stateless':
           this.hooks.onStateless({ room: document.roomName, payload: message.payload, subject: document.grant?.subject ?? null })
           break

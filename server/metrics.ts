@@ -175,6 +175,11 @@ export class ServerMetrics {
     help: 'Big sync replies and big HTTP answers that waited for a turn (--sync-replies-at-once)',
     registers: [this.registry],
   })
+  readonly syncAsksDeferred = new Counter({
+    name: 'weft_sync_asks_deferred_total',
+    help: 'Sync step 1 messages answered later than they came: asked again within a second, or while the last big reply was on its way',
+    registers: [this.registry],
+  })
   readonly coalescedUpdates = new Counter({
     name: 'weft_coalesced_updates_total',
     help: 'Updates merged into others for connections that fell behind',

@@ -48,7 +48,7 @@ export function awarenessLimits(options: Pick<WeftOptions, 'awarenessMaxEntriesP
 }
 
 /** Why an entry was refused; the label of weft_awareness_refused_total. */
-export type AwarenessRefusal = 'not-owner' | 'reserved' | 'connection-clients' | 'room-entries' | 'room-bytes' | 'state-bytes' | 'message-entries'
+export type AwarenessRefusal = 'not-owner' | 'reserved' | 'connection-clients' | 'room-entries' | 'room-bytes' | 'state-bytes' | 'message-entries' | 'query-repeated'
 
 /**
  * y-protocols' outdatedTimeout: stock clients renew their state every 15 s and drop others'
@@ -102,6 +102,8 @@ export class RoomAwareness {
   /** The client IDs of each owner: one number (a stock client has one), a Set when it has more. */
   private owned: Map<object, number | Set<number>> | null = null
   private liveBytes = 0
+  /** Counts changes of the live states: what was encoded from them is current while it stays the same. */
+  private changes = 0
 
   constructor(
     private readonly limits: AwarenessLimits,
@@ -144,6 +146,7 @@ export class RoomAwareness {
           continue
         }
         this.liveBytes += state.length - current.state.length
+        this.changes++
         current.clock = clock
         current.state = state
         current.updatedAt = now
@@ -194,6 +197,7 @@ export class RoomAwareness {
       this.departed?.delete(clientId)
       ;(this.live ??= new Map()).set(clientId, { clock, state, owner, identity: who, updatedAt: now })
       this.liveBytes += state.length
+      this.changes++
       this.own(owner, mine, clientId)
       accepted.set(clientId, { clientId, clock, state, identity: who })
     }
@@ -223,6 +227,7 @@ export class RoomAwareness {
   private unlink(clientId: number, presence: LivePresence): void {
     this.live?.delete(clientId)
     this.liveBytes -= presence.state.length
+    this.changes++
     const mine = this.owned?.get(presence.owner)
     if (mine === clientId) this.owned?.delete(presence.owner)
     else if (typeof mine === 'object') {
@@ -273,6 +278,11 @@ export class RoomAwareness {
       out.push({ clientId, clock: presence.clock, state: presence.state, identity: presence.identity })
     }
     return out
+  }
+
+  /** Changes so far of the live states (a state set, changed or removed). */
+  get version(): number {
+    return this.changes
   }
 
   /** Live states. */

@@ -41,6 +41,8 @@ export class RoomRegistry {
 
   /** How long a room gathers awareness changes before sending them merged (--awareness-flush-ms); 0 = those of one socket read. */
   awarenessFlushMs = 0
+  /** Shortest time between two answers to a client's repeated sync step 1 or query-awareness (--repeat-answer-interval-ms). */
+  repeatAnswerIntervalMs = 1_000
   /** Called with the number of updates each merged broadcast carried (for metrics). */
   onBatched: (updates: number) => void = () => {}
   /**
@@ -56,6 +58,9 @@ export class RoomRegistry {
   onQuarantined: () => void = () => {}
   /** Called when a room was reset after Yjs threw (for metrics). */
   onReset: () => void = () => {}
+
+  /** Called for each sync step 1 answered later than it came (see SyncAsks; for metrics). */
+  onSyncAskDeferred: () => void = () => {}
 
   /** Called with awareness entries a room refused, by reason (for metrics). */
   onAwarenessRefused: (reason: AwarenessRefusal, count: number) => void = () => {}

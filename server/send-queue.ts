@@ -89,6 +89,11 @@ export class SendQueue {
     return this.heldBytes
   }
 
+  /** Bytes of held frames the hard mark leaves out (big sync replies waiting). */
+  get exemptHeldByteCount(): number {
+    return this.exemptHeldBytes
+  }
+
   private get holding(): boolean {
     return this.heldBytes > 0 || this.sink.bufferedAmount() >= this.limits.softBytes
   }

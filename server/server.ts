@@ -360,11 +360,13 @@ export class WeftServer {
     }, awarenessLimits(options), this.roomEvents ?? this.hooks)
     const rooms = this.rooms
     rooms.awarenessFlushMs = options.awarenessFlushMs
+    rooms.repeatAnswerIntervalMs = options.repeatAnswerIntervalMs
     rooms.onBatched = (count) => this.metrics.batchedUpdates.inc(count)
     rooms.onRefused = (reason) => this.metrics.updateRefusals.inc({ reason })
     rooms.onQuarantined = () => this.metrics.quarantinedEntries.inc()
     rooms.onReset = () => this.metrics.roomResets.inc()
     rooms.onAwarenessRefused = (reason, count) => this.metrics.awarenessRefused.inc({ reason }, count)
+    rooms.onSyncAskDeferred = () => this.metrics.syncAsksDeferred.inc()
     rooms.onDelivered = (protocol, source, ms, now) => this.metrics.observeDelivery(protocol, source, ms / 1000, now)
     this.webhooks = await this.openWebhooks(writer, rooms)
     this.statusPage.start()

@@ -14,10 +14,11 @@ import {
   type AwarenessEntry,
   type AwarenessRead,
 } from '../protocol/index.js'
-import { SYNC_STEP2_PREFIX } from '../protocol/ywebsocket.js'
+import { AWARENESS_PREFIX, SYNC_STEP2_PREFIX } from '../protocol/ywebsocket.js'
 import { allows, type Grant } from './access.js'
 import { CloseCode } from './codes.js'
 import { presenceIdentity } from './room-awareness.js'
+import { SyncAsks } from './sync-asks.js'
 import type { Connection, ConnectionSession } from './connection.js'
 import type { Logger } from './logger.js'
 import { UpdateSource, type ApplyOutcome, type Room, type RoomMember, type RoomRegistry } from './room.js'
@@ -29,6 +30,11 @@ export const yWebsocketFormat: WireFormat = {
   update: (_room, update) => encodeSyncUpdate(update),
   awareness: (_room, entries) => encodeAwareness(encodeAwarenessUpdate(entries)),
 }
+
+/** The room's awareness snapshot in y-websocket framing (Room.awarenessSnapshot). */
+const AWARENESS_FRAMING = 'y-websocket'
+/** The answer to a query-awareness in a room without states. */
+const NO_AWARENESS = encodeAwareness(encodeAwarenessUpdate([]))
 
 export interface PendingLimits {
   /** Frames held while the room loads, at most. */
@@ -52,6 +58,10 @@ export class YWebsocketSession implements RoomMember, ConnectionSession {
   private readonly source: UpdateSource
   /** `stored` acknowledgements (asked for with ?weft-saved=1); null for everyone else. */
   private readonly acks: StoredAcks | null
+  /** performance.now() of the last answer to a query-awareness. */
+  private awarenessAnsweredAt = -Infinity
+  /** When this connection's sync step 1s are answered. */
+  private readonly syncAsks: SyncAsks
 
   constructor(
     private readonly connection: Connection,
@@ -67,6 +77,12 @@ export class YWebsocketSession implements RoomMember, ConnectionSession {
     this.identity = presenceIdentity(grant.subject)
     this.source = new UpdateSource({ kind: 'client', protocol: 'y-websocket', subject: grant.subject }, this, allows(grant.access, 'write'))
     this.room = registry.join(roomName, this)
+    this.syncAsks = new SyncAsks(
+      (stateVector) => this.connection.sendSyncReply(this.room.syncReply(stateVector, 'y-websocket', SYNC_STEP2_PREFIX)),
+      () => connection.syncReplyOnItsWay,
+      () => registry.onSyncAskDeferred(),
+      registry.repeatAnswerIntervalMs,
+    )
     this.expiry = grant.expiresAt === null ? null : setTimeout(() => connection.close(CloseCode.unauthorized, 'access token expired'), Math.max(0, grant.expiresAt - Date.now()))
     this.expiry?.unref()
     connection.bind(this)
@@ -95,6 +111,7 @@ export class YWebsocketSession implements RoomMember, ConnectionSession {
 
   closed(): void {
     if (this.expiry !== null) clearTimeout(this.expiry)
+    this.syncAsks.close()
     this.room.leave(this)
   }
 
@@ -102,8 +119,8 @@ export class YWebsocketSession implements RoomMember, ConnectionSession {
     if (this.connection.state !== 'open') return
     const doc = this.room.doc
     this.connection.send(encodeSyncStep1(Y.encodeStateVector(doc)))
-    const states = this.room.awareness.liveEntries()
-    if (states.length > 0) this.connection.send(encodeAwareness(encodeAwarenessUpdate(states)))
+    const states = this.room.awarenessSnapshot(AWARENESS_FRAMING, AWARENESS_PREFIX)
+    if (states !== null) this.connection.send(states)
     const held = this.pending ?? []
     this.pending = null
     this.pendingBytes = 0
@@ -132,7 +149,7 @@ export class YWebsocketSession implements RoomMember, ConnectionSession {
       switch (message.kind) {
         case 'sync-step-1':
           validateStateVector(message.stateVector)
-          this.connection.sendSyncReply(this.room.syncReply(message.stateVector, 'y-websocket', SYNC_STEP2_PREFIX))
+          this.syncAsks.ask(message.stateVector)
           break
         case 'sync-step-2':
         case 'sync-update':
@@ -142,8 +159,10 @@ export class YWebsocketSession implements RoomMember, ConnectionSession {
           this.applyAwareness(readAwarenessUpdate(message.update, this.room.awarenessLimits))
           break
         case 'query-awareness': {
-          const states = this.room.awareness.liveEntries()
-          this.connection.send(encodeAwareness(encodeAwarenessUpdate(states)))
+          const now = performance.now()
+          if (!this.room.answersAwarenessQuery(this.awarenessAnsweredAt, now)) break
+          this.awarenessAnsweredAt = now
+          this.connection.send(this.room.awarenessSnapshot(AWARENESS_FRAMING, AWARENESS_PREFIX) ?? NO_AWARENESS)
           break
         }
         case 'auth-denied':

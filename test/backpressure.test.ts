@@ -3,7 +3,7 @@ import { after, before, describe, it } from 'node:test'
 import type { Socket } from 'node:net'
 import * as Y from 'yjs'
 import type { WebsocketProvider } from 'y-websocket'
-import { decodeYMessage, encodeSyncStep1, encodeSyncUpdate } from '../protocol/index.js'
+import { decodeHocuspocusMessage, decodeYMessage, encodeHocuspocusClientAuthToken, encodeHocuspocusSyncStep1, encodeSyncStep1, encodeSyncUpdate } from '../protocol/index.js'
 import type { Connection } from '../server/connection.js'
 import { destroy, provider, RawClient, synced } from './harness/clients.js'
 import { startServer, type InProcessServer } from './harness/server.js'
@@ -255,21 +255,65 @@ describe('outbound backpressure over real sockets', () => {
     })
   })
 
-  it('a big sync reply that must wait behind another in the server is no slow consumer either: both arrive whole', async () => {
-    // A Hocuspocus socket opening a second big document while the first is on its way is the
-    // usual case; here one y-websocket joiner asks twice, so the second reply waits in weft's queue.
+  it('a big sync reply that must wait behind another in the server is no slow consumer either: a Hocuspocus socket opening two big documents gets both whole', async () => {
+    // The second document's reply waits in weft's queue behind the first, which the paused
+    // reader does not take. (A y-websocket joiner that asks twice no longer makes a second reply
+    // while the first is on its way: reply-floods.test.ts.)
     const megabytes = 4
-    await pausedBigJoiner('big-second-sync', megabytes, 2, async (joiner, joined, text) => {
-      await until(() => joined.heldBytes >= megabytes * 1024 * 1024, 'the second reply to wait in the server\'s queue')
+    const rooms = ['big-second-a', 'big-second-b']
+    const writers = rooms.map((room) => provider(server.url, room))
+    let joiner: RawClient | null = null
+    try {
+      await Promise.all(writers.map((writer) => synced(writer)))
+      for (const writer of writers) {
+        const text = writer.doc.getText('text')
+        for (let i = 0; i < megabytes; i++) text.insert(text.length, String(i).repeat(1024 * 1024))
+      }
+      for (const room of rooms) {
+        const serverDoc = server.server.loadedRoom(room)?.doc
+        assert.ok(serverDoc !== undefined)
+        await until(() => serverDoc.getText('text').length === megabytes * 1024 * 1024, `the server to hold ${room}`, 30_000)
+      }
+      const closesBefore = await metric(server, 'weft_slow_consumer_closes_total')
+      const known = new Set(connectionsOf(server))
+      const socket = await RawClient.open(`${server.url}/`)
+      joiner = socket
+      tcpOf(socket).pause()
+      for (const room of rooms) {
+        socket.send(encodeHocuspocusClientAuthToken(room, 'open-mode', 'raw-test'))
+        socket.send(encodeHocuspocusSyncStep1(room, Y.encodeStateVector(new Y.Doc())))
+      }
+      let joined: Connection | undefined
+      await until(() => (joined = [...connectionsOf(server)].find((c) => !known.has(c))) !== undefined, 'the joiner\'s server-side connection')
+      const connection = joined as Connection
+      await until(() => connection.heldBytes >= megabytes * 1024 * 1024, 'the second reply to wait in the server\'s queue')
       // The condition under test is time itself: past the grace period a slow consumer is closed.
       await new Promise((resolve) => setTimeout(resolve, GRACE_MS * 3))
-      assert.ok(joined.heldBytes >= megabytes * 1024 * 1024, 'the second reply is still held for the paused reader')
-      assert.equal(joined.closeCode, null, 'the joiner was not closed as a slow consumer')
-      tcpOf(joiner).resume()
-      const replies = (): Uint8Array[] => joiner.frames.filter((f) => decodeYMessage(f).kind === 'sync-step-2')
+      assert.ok(connection.heldBytes >= megabytes * 1024 * 1024, 'the second reply is still held for the paused reader')
+      assert.equal(connection.closeCode, null, 'the joiner was not closed as a slow consumer')
+      tcpOf(socket).resume()
+      const replies = (): Array<{ document: string; update: Uint8Array }> =>
+        socket.frames.flatMap((frame) => {
+          try {
+            const message = decodeHocuspocusMessage(frame)
+            return message.kind === 'sync-step-2' ? [{ document: message.document, update: message.update }] : []
+          } catch {
+            return []
+          }
+        })
       await until(() => replies().length === 2, 'both replies', 30_000)
-      for (const reply of replies()) assert.equal(docFromFrames([reply]).doc.getText('text').toString(), text)
-    })
+      assert.deepEqual(replies().map((reply) => reply.document).sort(), rooms)
+      for (const reply of replies()) {
+        const doc = new Y.Doc()
+        Y.applyUpdate(doc, reply.update)
+        assert.equal(doc.getText('text').toString(), writers[rooms.indexOf(reply.document)]?.doc.getText('text').toString())
+      }
+      assert.equal(await metric(server, 'weft_slow_consumer_closes_total'), closesBefore)
+      assert.equal(socket.closeCode, null)
+    } finally {
+      joiner?.socket.terminate()
+      destroy(...writers)
+    }
   })
 
   it('a reader that is slow but resumes before the grace period catches up from merged updates to the exact document', async (t) => {

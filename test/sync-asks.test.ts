@@ -1,0 +1,49 @@
+import assert from 'node:assert/strict'
+import { test } from 'node:test'
+import { SyncAsks } from '../server/sync-asks.js'
+
+const SYNC_ASK_INTERVAL_MS = 1_000
+
+// SyncAsks on a clock of its own and Node's mock timers: when a repeated sync step 1 is answered.
+
+test('the first ask is answered at once; repeats wait for the interval and for the last big reply to leave, then the newest is answered once', (t) => {
+  t.mock.timers.enable({ apis: ['setTimeout'] })
+  let now = 0
+  let replyOnItsWay = false
+  let deferred = 0
+  const answered: number[] = []
+  const asks = new SyncAsks((stateVector) => answered.push(stateVector[0] as number), () => replyOnItsWay, () => deferred++, SYNC_ASK_INTERVAL_MS, () => now)
+
+  asks.ask(Uint8Array.of(1))
+  assert.deepEqual(answered, [1])
+  replyOnItsWay = true
+  asks.ask(Uint8Array.of(2))
+  asks.ask(Uint8Array.of(3))
+  assert.deepEqual(answered, [1], 'repeats within the interval wait')
+  assert.equal(deferred, 2)
+
+  now = SYNC_ASK_INTERVAL_MS
+  t.mock.timers.tick(SYNC_ASK_INTERVAL_MS)
+  assert.deepEqual(answered, [1], 'past the interval, but the last reply is still on its way')
+  now += 500
+  t.mock.timers.tick(500)
+  assert.deepEqual(answered, [1])
+
+  replyOnItsWay = false
+  now += 100
+  t.mock.timers.tick(100)
+  assert.deepEqual(answered, [1, 3], 'once it has left, the newest ask is answered, once')
+  now += 10 * SYNC_ASK_INTERVAL_MS
+  t.mock.timers.tick(10 * SYNC_ASK_INTERVAL_MS)
+  assert.deepEqual(answered, [1, 3])
+
+  // Long after the last answer, with nothing on its way, an ask is answered at once again.
+  asks.ask(Uint8Array.of(4))
+  assert.deepEqual(answered, [1, 3, 4])
+  asks.ask(Uint8Array.of(5))
+  asks.close()
+  now += 10 * SYNC_ASK_INTERVAL_MS
+  t.mock.timers.tick(10 * SYNC_ASK_INTERVAL_MS)
+  assert.deepEqual(answered, [1, 3, 4], 'nothing is answered after close')
+  assert.equal(deferred, 3)
+})
