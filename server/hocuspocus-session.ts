@@ -10,7 +10,6 @@ import {
   encodeHocuspocusStateless,
   encodeHocuspocusSyncStatus,
   encodeHocuspocusSyncStep1,
-  encodeHocuspocusSyncStep2,
   encodeHocuspocusSyncUpdate,
   isValidRoomName,
   parseHocuspocusRoutingKey,
@@ -54,6 +53,9 @@ function sessionFormat(key: string): WireFormat {
  * well inside that keeps idle sockets open.
  */
 const KEEPALIVE_MS = 10_000
+
+/** The state vector of a client that has nothing. */
+const EMPTY_STATE_VECTOR = Uint8Array.of(0)
 
 /**
  * One timer pings every open Hocuspocus socket of the process: a timer per socket would cost each
@@ -385,8 +387,9 @@ export class HocuspocusSession implements ConnectionSession {
     document.held = []
     if (this.denied !== null && this.denied.delete(key) && !held.some(({ message }) => message.kind === 'sync-step-1')) {
       // A retry after a denial: the provider sent its step 1 only on socket open, and it was dropped.
-      // The whole document, so a sync reply like any other (a turn, and no slow-consumer count).
-      this.connection.sendSyncReply(encodeHocuspocusSyncStep2(key, document.room.encodeState()))
+      // Answered as a step 1 with an empty state vector: the whole document, shared with the
+      // room's other full-state replies, a sync reply like any other (a turn, no slow-consumer count).
+      this.syncAsksOf(document, document.room).ask(EMPTY_STATE_VECTOR)
       this.connection.send(encodeHocuspocusSyncStep1(key, Y.encodeStateVector(document.room.doc)))
     }
     for (const { message, bytes } of held) {

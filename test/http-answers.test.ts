@@ -92,11 +92,21 @@ function answersInFlight(weft: InProcessServer): number {
   return (weft.server as unknown as { answers: { inFlightBytes: number } }).answers.inFlightBytes
 }
 
+/** Runs `body` against a fresh in-memory server with `options`; its raw requests (pushed to `requests`) and the server go at the end. */
+async function withServer(options: Parameters<typeof startServer>[0], body: (weft: InProcessServer, requests: RawRequest[]) => Promise<void>): Promise<void> {
+  const weft = await startServer({ data: 'memory', ...options })
+  const requests: RawRequest[] = []
+  try {
+    await body(weft, requests)
+  } finally {
+    for (const request of requests) request.socket.destroy()
+    await weft.stop()
+  }
+}
+
 describe('HTTP answers on their way out', () => {
   it('a reader that stops reading holds its answer against the budget (the next read from its address gets 429) until --send-timeout-ms cuts it; then a reader gets the exact document', async () => {
-    const weft = await startServer({ data: 'memory', maxResponseBytesInFlightPerIp: 12 * MiB, sendTimeoutMs: 1_500, syncRepliesAtOnce: 0 })
-    const requests: RawRequest[] = []
-    try {
+    await withServer({ maxResponseBytesInFlightPerIp: 12 * MiB, sendTimeoutMs: 1_500, syncRepliesAtOnce: 0 }, async (weft, requests) => {
       const state = await writeDocument(weft, 'budget', 10)
       const stalled = new RawRequest(weft.port, 'GET', '/api/rooms/budget?format=update')
       requests.push(stalled)
@@ -128,10 +138,7 @@ describe('HTTP answers on their way out', () => {
       assert.equal((await reader.head('a reader after the cut')).status, 200)
       assert.deepEqual(new Uint8Array(await reader.body('the whole document')), state)
       await until(() => answersInFlight(weft) === 0, 'the read answer to be given back')
-    } finally {
-      for (const request of requests) request.socket.destroy()
-      await weft.stop()
-    }
+    })
   })
 
   it('readers of the whole state share one encoding while the document is unchanged, and every read after an edit has the edit', async () => {
@@ -170,9 +177,7 @@ describe('HTTP answers on their way out', () => {
   })
 
   it('a big answer waits for a turn of --sync-replies-at-once: with the only turn held by a stalled reader, the next answer sends nothing until that turn ends; a reader that leaves the line gives its bytes back; HEAD waits for nothing', async () => {
-    const weft = await startServer({ data: 'memory', syncRepliesAtOnce: 1, sendQueueBytes: 1 * MiB, sendTimeoutMs: 60_000 })
-    const requests: RawRequest[] = []
-    try {
+    await withServer({ syncRepliesAtOnce: 1, sendQueueBytes: 1 * MiB, sendTimeoutMs: 60_000 }, async (weft, requests) => {
       const state = await writeDocument(weft, 'turns', 10)
       const holder = new RawRequest(weft.port, 'GET', '/api/rooms/turns?format=update')
       requests.push(holder)
@@ -204,9 +209,6 @@ describe('HTTP answers on their way out', () => {
       assert.deepEqual(new Uint8Array(await holder.body('the holder, once it reads')), state)
       await until(() => answersInFlight(weft) === 0, 'every answer to be given back')
       assert.equal(await metricValue(weft.http, 'weft_sync_reply_waits_total'), 2)
-    } finally {
-      for (const request of requests) request.socket.destroy()
-      await weft.stop()
-    }
+    })
   })
 })

@@ -71,11 +71,21 @@ function step2Of(frame: Uint8Array): Uint8Array | null {
   }
 }
 
+/** Runs `body` against a fresh in-memory server; its raw clients (pushed to `clients`) and the server go at the end. */
+async function withServer(body: (weft: InProcessServer, clients: RawClient[]) => Promise<void>): Promise<void> {
+  const weft = await startServer({ data: 'memory' })
+  const clients: RawClient[] = []
+  try {
+    await body(weft, clients)
+  } finally {
+    for (const client of clients) client.socket.terminate()
+    await weft.stop()
+  }
+}
+
 describe('floods of messages that ask for everything', () => {
   it('y-websocket query-awareness: 50 at once get one answer, 49 are counted; every newcomer and answer has the states as they are now', async () => {
-    const weft = await startServer({ data: 'memory' })
-    const clients: RawClient[] = []
-    try {
+    await withServer(async (weft, clients) => {
       const owner = await RawClient.open(`${weft.url}/presence-flood`)
       clients.push(owner)
       owner.send(encodeAwareness(encodeAwarenessUpdate([entry(101, 20_000), entry(102, 20_000)])))
@@ -103,16 +113,11 @@ describe('floods of messages that ask for everything', () => {
       const states = new Map((awarenessEntries(welcome) ?? []).map((e) => [e.clientId, e]))
       assert.equal(states.get(101)?.clock, 2, 'the newcomer gets the state after the change')
       assert.equal(states.get(102)?.clock, 1)
-    } finally {
-      for (const client of clients) client.socket.terminate()
-      await weft.stop()
-    }
+    })
   })
 
   it('y-websocket sync step 1: 200 made-up state vectors from a client that does not read make one reply, then one for the newest once it reads; nothing else', async () => {
-    const weft = await startServer({ data: 'memory' })
-    const clients: RawClient[] = []
-    try {
+    await withServer(async (weft, clients) => {
       const doc = await writeDocument(weft, 'sync-flood', 8)
       const total = Y.getState(doc.store, doc.clientID)
       const flooder = await RawClient.open(`${weft.url}/sync-flood`)
@@ -135,16 +140,11 @@ describe('floods of messages that ask for everything', () => {
       await until(() => replies().length === 3, 'the reply to the last ask', 20_000)
       assert.deepEqual(clockRange(doc, replies()[2] as Uint8Array), [0, 0], 'nothing is missing')
       assert.equal(await metricValue(weft.http, 'weft_sync_asks_deferred_total'), 200)
-    } finally {
-      for (const client of clients) client.socket.terminate()
-      await weft.stop()
-    }
+    })
   })
 
   it('Hocuspocus: repeated SyncStep1 and QueryAwareness for one document are answered once a second, the newest state vector at the end', async () => {
-    const weft = await startServer({ data: 'memory' })
-    const clients: RawClient[] = []
-    try {
+    await withServer(async (weft, clients) => {
       const doc = await writeDocument(weft, 'hp-flood', 1)
       const total = Y.getState(doc.store, doc.clientID)
       const client = await RawClient.hocuspocusJoined(weft.url, 'hp-flood', 'open-mode')
@@ -169,9 +169,6 @@ describe('floods of messages that ask for everything', () => {
       assert.equal(await metricValue(weft.http, 'weft_sync_asks_deferred_total'), 20)
       await until(() => awarenessAnswers() === 1, 'the one QueryAwareness answer')
       assert.equal(await metricValue(weft.http, 'weft_awareness_refused_total', '{reason="query-repeated"}'), 19)
-    } finally {
-      for (const client of clients) client.socket.terminate()
-      await weft.stop()
-    }
+    })
   })
 })
