@@ -73,11 +73,12 @@ const PRESIZED_REPLY_BYTES = 256 * 1024
 /** How long a sync reply is kept for more joiners with the same state vector. */
 const SYNC_REPLY_CACHE_MS = 2_000
 
+/** What sharedState asks syncReply for: the whole state (an empty state vector), with no header. */
 const EMPTY_STATE_VECTOR = Uint8Array.of(0)
+const NO_PREFIX = new Uint8Array(0)
 
 /** Framings of a room's awareness snapshot kept at once (y-websocket, and Hocuspocus names). */
 const MAX_AWARENESS_FRAMINGS = 4
-const NO_PREFIX = new Uint8Array(0)
 
 /**
  * Edits an application makes to the doc itself (seeding it in onLoad): stored, relayed and
@@ -336,13 +337,6 @@ export class Room {
   private awarenessFramesVersion = -1
 
   /**
-   * Every live awareness state as one message, `prefix` then the awareness update as var-bytes
-   * (`framing` names the prefix), for a newcomer or a query-awareness answer; null when there is
-   * none. While no state changes, every member with the same framing gets the same buffer: a
-   * crowd of joiners, or a client asking again and again, costs neither an encoding nor a copy of
-   * up to --awareness-max-room-bytes each.
-   */
-  /**
    * Whether a query-awareness is answered, for an asker last answered at `lastAnsweredAt`
    * (performance.now(); -Infinity: never). One answer per --repeat-answer-interval-ms: the asker
    * has had every state since its last answer (each change is broadcast to it), so an earlier
@@ -355,6 +349,13 @@ export class Room {
     return false
   }
 
+  /**
+   * Every live awareness state as one message, `prefix` then the awareness update as var-bytes
+   * (`framing` names the prefix), for a newcomer or a query-awareness answer; null when there is
+   * none. While no state changes, every member with the same framing gets the same buffer: a
+   * crowd of joiners, or a client asking again and again, costs neither an encoding nor a copy of
+   * up to --awareness-max-room-bytes each.
+   */
   awarenessSnapshot(framing: string, prefix: Uint8Array): Uint8Array | null {
     if (this.awareness.size === 0) return null
     if (this.awarenessFramesVersion !== this.awareness.version) {

@@ -4,11 +4,12 @@ const RECHECK_MS = 100
 /**
  * When one document's sync step 1 messages on one connection are answered. The first is answered
  * at once. Another (a resync, or a client asking again and again) is answered at most once per
- * `intervalMs` (--repeat-answer-interval-ms), and not while the connection still has a big sync reply on its way: until
- * then only the newest state vector is kept, and answered then. Nothing is lost by the wait: the
- * client has had the last reply and every update since. Without it, sync step 1s with made-up
- * state vectors, 500 a second, each made weft encode and hold another copy of the document:
- * 13 GB and 84 CPU-seconds in 6 s for a 4 MB document, from one read-only connection.
+ * `intervalMs` (--repeat-answer-interval-ms), and not while the connection still has a big sync
+ * reply on its way: until then only the newest state vector is kept, and answered then. Nothing
+ * is lost by the wait: the client has had the last reply and every update since. Without it, sync
+ * step 1s with made-up state vectors, 500 a second, each made weft encode and hold another copy
+ * of the document: 13 GB and 84 CPU-seconds in 6 s for a 4 MB document, from one read-only
+ * connection.
  */
 export class SyncAsks {
   private answeredAt = -Infinity
