@@ -201,6 +201,35 @@ describe('HTTP bodies held at once', () => {
     }
   })
 
+  it('an upload refused part-way gets its answer, not a reset: 40 uploads of 8 MiB of a declared 32 MiB all read 413, and each connection is closed after', async () => {
+    // A process of its own: the race is between two processes' sockets.
+    const weft = await spawnWeft(['--data', 'memory', '--log-level', 'warn'])
+    try {
+      const upload = (i: number): Promise<{ status: string; closed: Promise<void> }> =>
+        new Promise((resolve) => {
+          const req = request({ host: '127.0.0.1', port: weft.port, path: `/api/rooms/big-${i}/updates`, method: 'POST', agent: false, headers: { 'content-type': 'application/octet-stream', 'content-length': String(32 * MiB) } }, (res) => {
+            const socket = req.socket
+            const closed = socket === null || socket.destroyed ? Promise.resolve() : new Promise<void>((done) => socket.once('close', () => done()))
+            res.resume()
+            res.on('end', () => resolve({ status: String(res.statusCode), closed }))
+          })
+          // Closed at once, the server's socket reset the connection under the client's writes.
+          req.on('error', (err: NodeJS.ErrnoException) => resolve({ status: err.code ?? 'error', closed: Promise.resolve() }))
+          for (let at = 0; at < 8 * MiB; at += SLICE) req.write(PAYLOAD)
+        })
+      // One after another: a crowd of them at once hides the race (the server is slower to close each).
+      const outcomes: Array<{ status: string; closed: Promise<void> }> = []
+      for (let i = 0; i < 40; i++) outcomes.push(await upload(i))
+      const statuses = new Map<string, number>()
+      for (const { status } of outcomes) statuses.set(status, (statuses.get(status) ?? 0) + 1)
+      assert.deepEqual([...statuses], [['413', 40]])
+      await withDeadline(Promise.all(outcomes.map(({ closed }) => closed)), 'the refused uploads\' connections to close')
+    } finally {
+      weft.kill('SIGTERM')
+      await weft.exited
+    }
+  })
+
   it('--max-body-bytes-in-flight: a declared length is reserved up front; chunked bodies are counted as they arrive; 503 past it', async () => {
     const weft = await startServer({ maxBodyBytesInFlight: 5 * MiB, maxConcurrentBodiesPerIp: 100, bodyTimeoutMs: 1_500 })
     try {
