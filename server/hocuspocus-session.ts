@@ -149,9 +149,14 @@ class HocuspocusDocument implements RoomMember {
   /** When its sync step 1s are answered; made at the first. */
   syncAsks: SyncAsks | null = null
 
+  /** What precedes an awareness update in this document's Awareness frame; made at the first use. */
+  private awarenessPrefix: Uint8Array | null = null
+
   /** Every live awareness state of the room as this document's Awareness frame; null when there is none. */
   awarenessSnapshot(): Uint8Array | null {
-    return this.room === null ? null : this.room.awarenessSnapshot(`hocuspocus:${this.key}`, hocuspocusAwarenessPrefix(this.key))
+    if (this.room === null) return null
+    this.awarenessPrefix ??= hocuspocusAwarenessPrefix(this.key)
+    return this.room.awarenessSnapshot(`hocuspocus:${this.key}`, this.awarenessPrefix)
   }
 
   get readOnly(): boolean {

@@ -47,7 +47,6 @@ class Answer implements ReplyWaiter {
   private waiting = false
   private hasTurn = false
   private turnTimer: NodeJS.Timeout | null = null
-  private released = false
 
   constructor(
     private readonly res: ServerResponse,
@@ -60,7 +59,7 @@ class Answer implements ReplyWaiter {
   ) {}
 
   start(): void {
-    // 'close' comes after the last byte left (or the connection went), also while waiting.
+    // 'close' comes once: after the last byte left, or when the connection went (also while waiting).
     this.res.once('close', () => this.closed())
     const { gate } = this.limits
     if (gate !== null && this.bytes > this.limits.bigBytes && !this.enter(gate)) {
@@ -112,8 +111,6 @@ class Answer implements ReplyWaiter {
     this.waiting = false
     this.body = null
     this.endTurn()
-    if (this.released) return
-    this.released = true
     this.limits.budget.release(this.ip, this.bytes)
   }
 }

@@ -60,13 +60,13 @@ export class YWebsocketSession implements RoomMember, ConnectionSession {
   private readonly acks: StoredAcks | null
   /** performance.now() of the last answer to a query-awareness. */
   private awarenessAnsweredAt = -Infinity
-  /** When this connection's sync step 1s are answered. */
-  private readonly syncAsks: SyncAsks
+  /** When this connection's sync step 1s are answered; made at the first (a connection that never asks costs none). */
+  private syncAsks: SyncAsks | null = null
 
   constructor(
     private readonly connection: Connection,
     roomName: string,
-    registry: RoomRegistry,
+    private readonly registry: RoomRegistry,
     /** Shared by every session of a server. */
     private readonly limits: PendingLimits,
     private readonly grant: Grant,
@@ -77,12 +77,6 @@ export class YWebsocketSession implements RoomMember, ConnectionSession {
     this.identity = presenceIdentity(grant.subject)
     this.source = new UpdateSource({ kind: 'client', protocol: 'y-websocket', subject: grant.subject }, this, allows(grant.access, 'write'))
     this.room = registry.join(roomName, this)
-    this.syncAsks = new SyncAsks(
-      (stateVector) => this.connection.sendSyncReply(this.room.syncReply(stateVector, 'y-websocket', SYNC_STEP2_PREFIX)),
-      () => connection.syncReplyOnItsWay,
-      () => registry.onSyncAskDeferred(),
-      registry.repeatAnswerIntervalMs,
-    )
     this.expiry = grant.expiresAt === null ? null : setTimeout(() => connection.close(CloseCode.unauthorized, 'access token expired'), Math.max(0, grant.expiresAt - Date.now()))
     this.expiry?.unref()
     connection.bind(this)
@@ -111,7 +105,7 @@ export class YWebsocketSession implements RoomMember, ConnectionSession {
 
   closed(): void {
     if (this.expiry !== null) clearTimeout(this.expiry)
-    this.syncAsks.close()
+    this.syncAsks?.close()
     this.room.leave(this)
   }
 
@@ -149,6 +143,12 @@ export class YWebsocketSession implements RoomMember, ConnectionSession {
       switch (message.kind) {
         case 'sync-step-1':
           validateStateVector(message.stateVector)
+          this.syncAsks ??= new SyncAsks(
+            (stateVector) => this.connection.sendSyncReply(this.room.syncReply(stateVector, 'y-websocket', SYNC_STEP2_PREFIX)),
+            () => this.connection.syncReplyOnItsWay,
+            () => this.registry.onSyncAskDeferred(),
+            this.registry.repeatAnswerIntervalMs,
+          )
           this.syncAsks.ask(message.stateVector)
           break
         case 'sync-step-2':
