@@ -9,3 +9,4 @@ export { boundStringItems, MAX_MERGED_STRING_LENGTH } from './bounded-string-ite
 export { missingFrom } from './state-diff.js'
 export { updateChangesDocument } from './update-effect.js'
 export { MERGE_POOL_DEFAULTS, MergePool, mergeWorkerCounters, type MergePoolOptions } from './merge-pool.js'
+export { JobRefused, serveJobs, WorkerPool, type JobResult } from './worker-pool.js'

@@ -11,6 +11,7 @@ import { createSecureContext } from 'node:tls'
 import { readFileSync } from 'node:fs'
 import { REDIS_PREFIX_PATTERN } from '../cluster/keys.js'
 import { MERGE_POOL_DEFAULTS } from '../crdt/index.js'
+import { DOCUMENT_READS_DEFAULTS } from './document-reads.js'
 import { ClientAddress } from './admission.js'
 import { MAX_JWKS_BYTES, parseJwks } from './jwks.js'
 
@@ -85,6 +86,10 @@ export interface WeftOptions {
   mergeWorkers: number
   /** Embedding only (no flag): merges of fewer bytes than this stay on the event loop. */
   mergeWorkerThresholdBytes: number
+  /** Embedding only (no flag): worker threads for HTTP reads of big documents (JSON, rich text, diffs); 0 = all on the event loop. */
+  readWorkers: number
+  /** Embedding only (no flag): reads of documents of fewer bytes than this stay on the event loop. */
+  readWorkerThresholdBytes: number
   /** Milliseconds between server pings; a connection silent for two intervals is terminated. */
   heartbeatIntervalMs: number
   /** Deepest nesting of shared types in a document (a root type is 1); deeper updates are refused. */
@@ -123,6 +128,10 @@ export interface WeftOptions {
   maxResponseBytesInFlightPerIp: number
   /** Milliseconds an HTTP answer may stay with its client reading none of it; then the connection is cut. */
   sendTimeoutMs: number
+  /** HTTP reads of big documents (JSON, rich text, diffs) waiting or running on the read workers at once, server-wide; more get 503. */
+  maxDocumentReads: number
+  /** The same for one address; more get 429. */
+  maxDocumentReadsPerIp: number
   /** Shortest milliseconds between two answers to a client asking again for a whole document (sync step 1) or the room's presence (query-awareness). */
   repeatAnswerIntervalMs: number
   /** Bytes of one ProseMirror JSON body of PUT /api/rooms/:room/content; building its update costs about 1 s of CPU per MB. */
@@ -229,6 +238,8 @@ export const DEFAULTS: Readonly<WeftOptions> = Object.freeze({
   maxPendingHookCalls: 10_000,
   mergeWorkers: MERGE_POOL_DEFAULTS.workers,
   mergeWorkerThresholdBytes: MERGE_POOL_DEFAULTS.thresholdBytes,
+  readWorkers: DOCUMENT_READS_DEFAULTS.workers,
+  readWorkerThresholdBytes: DOCUMENT_READS_DEFAULTS.thresholdBytes,
   heartbeatIntervalMs: 30_000,
   maxNestingDepth: 256,
   maxPendingBytes: 1024 * 1024,
@@ -248,6 +259,8 @@ export const DEFAULTS: Readonly<WeftOptions> = Object.freeze({
   maxResponseBytesInFlight: 256 * 1024 * 1024,
   maxResponseBytesInFlightPerIp: 64 * 1024 * 1024,
   sendTimeoutMs: 30_000,
+  maxDocumentReads: DOCUMENT_READS_DEFAULTS.maxTotal,
+  maxDocumentReadsPerIp: DOCUMENT_READS_DEFAULTS.maxPerIp,
   repeatAnswerIntervalMs: 1_000,
   maxContentBytes: 1024 * 1024,
   headersTimeoutMs: 10_000,
@@ -362,6 +375,8 @@ export const SETTINGS: readonly SettingSpec[] = [
   { key: 'maxResponseBytesInFlight', flag: '--max-response-bytes-in-flight', env: 'WEFT_MAX_RESPONSE_BYTES_IN_FLIGHT', kind: 'int', min: 1024 },
   { key: 'maxResponseBytesInFlightPerIp', flag: '--max-response-bytes-in-flight-per-ip', env: 'WEFT_MAX_RESPONSE_BYTES_IN_FLIGHT_PER_IP', kind: 'int', min: 1024 },
   { key: 'sendTimeoutMs', flag: '--send-timeout-ms', env: 'WEFT_SEND_TIMEOUT_MS', kind: 'int', min: 100, max: 3_600_000 },
+  { key: 'maxDocumentReads', flag: '--max-document-reads', env: 'WEFT_MAX_DOCUMENT_READS', kind: 'int', min: 1 },
+  { key: 'maxDocumentReadsPerIp', flag: '--max-document-reads-per-ip', env: 'WEFT_MAX_DOCUMENT_READS_PER_IP', kind: 'int', min: 1 },
   { key: 'repeatAnswerIntervalMs', flag: '--repeat-answer-interval-ms', env: 'WEFT_REPEAT_ANSWER_INTERVAL_MS', kind: 'int', min: 0, max: 60_000 },
   { key: 'maxContentBytes', flag: '--max-content-bytes', env: 'WEFT_MAX_CONTENT_BYTES', kind: 'int', min: 1024 },
   { key: 'headersTimeoutMs', flag: '--headers-timeout-ms', env: 'WEFT_HEADERS_TIMEOUT_MS', kind: 'int', min: 100, max: 600_000 },
@@ -514,7 +529,7 @@ export function resolveOptions(partial: Partial<WeftOptions> = {}): Readonly<Wef
   if (!Number.isInteger(options.port) || options.port < 0 || options.port > 65535) {
     throw new ConfigError('--port', `invalid --port: ${options.port} is not between 0 and 65535`)
   }
-  for (const key of ['mergeWorkers', 'mergeWorkerThresholdBytes', 'syncRepliesAtOnce', 'repeatAnswerIntervalMs'] as const) {
+  for (const key of ['mergeWorkers', 'mergeWorkerThresholdBytes', 'readWorkers', 'readWorkerThresholdBytes', 'syncRepliesAtOnce', 'repeatAnswerIntervalMs'] as const) {
     if (!Number.isSafeInteger(options[key]) || options[key] < 0) throw new ConfigError(key, `invalid ${key}: ${options[key]} is not a whole number ≥ 0`)
   }
   if ((options.tlsCert === null) !== (options.tlsKey === null)) {
@@ -549,6 +564,8 @@ export function resolveOptions(partial: Partial<WeftOptions> = {}): Readonly<Wef
     'maxResponseBytesInFlight',
     'maxResponseBytesInFlightPerIp',
     'sendTimeoutMs',
+    'maxDocumentReads',
+    'maxDocumentReadsPerIp',
     'maxContentBytes',
     'headersTimeoutMs',
     'maxPendingConnections',
@@ -763,6 +780,8 @@ const SETTING_HELP: Partial<Record<keyof WeftOptions, string>> = {
   maxResponseBytesInFlight: 'bytes of HTTP answers on their way to clients at once',
   maxResponseBytesInFlightPerIp: 'bytes of HTTP answers on their way to one address at once',
   sendTimeoutMs: 'time an HTTP answer may wait for its client to read',
+  maxDocumentReads: 'HTTP reads of big documents in progress at once',
+  maxDocumentReadsPerIp: 'HTTP reads of big documents in progress at once per address',
   repeatAnswerIntervalMs: 'shortest time between two answers to a repeated sync step 1 or query-awareness',
   maxContentBytes: 'bytes of one ProseMirror JSON body (PUT .../content)',
   headersTimeoutMs: 'time a connection may take to send its request head',

@@ -9,8 +9,9 @@ import { allows, roomInScope, type Access, type Authorizer, type Grant } from '.
 import type { BodyBudget, RoomRefusal } from './admission.js'
 import type { HttpErrorCode } from './codes.js'
 import { sendError, type Headers } from './http-response.js'
-import { ContentRequestError, ContentShapeError, contentField, contentQuery, NotXmlFieldError, parseContentBody, renderContent, replacementUpdate, type ContentQuery } from './content-api.js'
-import { documentToJson, type ShareKind } from './document-json.js'
+import { ContentRequestError, ContentShapeError, contentField, contentQuery, NotXmlFieldError, parseContentBody, replacementUpdate } from './content-api.js'
+import type { ShareKind } from './document-json.js'
+import { ReadAbandoned, ReadRefused, ReadsBusy, type DocumentReads, type ReadOutput, type ReadTask } from './document-reads.js'
 import type { Logger } from './logger.js'
 import { sendAnswer, type AnswerLimits } from './response-writer.js'
 import { RoomLoadError, UpdateSource, type Room, type RoomMember, type RoomRegistry } from './room.js'
@@ -54,6 +55,8 @@ export interface HttpApiDeps {
   bodyTimeoutMs: number
   /** What bounds the answers on their way out (see sendAnswer). */
   answers: AnswerLimits
+  /** Reads that cost CPU in proportion to the document (JSON, rich text, diffs): big ones on a worker, bounded per address. */
+  reads: DocumentReads
   /** Claims a room for an address for the duration of a request (see RoomQuota); null when granted. */
   claimRoom(ip: string, room: string): RoomRefusal | null
   releaseRoom(ip: string, room: string): void
@@ -341,34 +344,25 @@ export class HttpApi {
     const kinds = parseTypes(query.get('types'))
     const delta = query.get('text') === 'delta'
     const content = binary ? null : contentQuery(query)
-    await this.withExistingRoom(name, (room) => {
-      // State vector and delete set: a change that only deletes must change the tag too. The
-      // representation (binary, delta, the types asked for, a rich-text format) is part of it.
-      const snapshot = Y.encodeSnapshot(Y.snapshot(room.doc))
+    const state = await this.withExistingRoom(name, (room) => {
+      // The document's state vector and delete set (a change that only deletes must change the
+      // tag too), then the representation: binary, delta, the types asked for, a rich-text format.
       const variant = binary ? 'u' : content !== null ? `${content.format}:${content.field}` : `${delta ? 'd' : 'j'}:${query.get('types') ?? ''}`
-      const etag = `"${createHash('sha1').update(snapshot).update(variant).digest('base64url')}"`
+      const etag = `"${createHash('sha1').update(room.snapshotDigest()).update(variant).digest('base64url')}"`
       if (req.headers['if-none-match'] === etag) {
         res.writeHead(304, { etag })
         res.end()
-        return
+        return null
       }
-      const update = room.sharedState()
-      if (binary) {
-        answerBinary(res, update, { etag })
-        return
-      }
-      if (content !== null) {
-        answerContent(res, update, content, { etag })
-        return
-      }
-      // Read from a copy: giving a top-level name a concrete type is a one-way change in Yjs,
-      // and the live document must stay free for whatever its clients call it.
-      const copy = new Y.Doc()
-      Y.applyUpdate(copy, update)
-      for (const name of Object.keys(kinds)) if (!copy.share.has(name)) copy.get(name)
-      answerJson(res, 200, documentToJson(copy, kinds, { textAsDelta: delta }), { etag })
-      copy.destroy()
+      return { update: room.sharedState(), etag }
     })
+    if (state === null) return
+    if (binary) {
+      answerBinary(res, state.update, { etag: state.etag })
+      return
+    }
+    const task: ReadTask = content !== null ? { kind: 'content', query: content } : { kind: 'json', kinds, textAsDelta: delta, declareKinds: true, envelope: null }
+    await this.answerRead(res, [state.update], task, { etag: state.etag })
   }
 
   private async stateVector({ res, params }: RouteContext): Promise<void> {
@@ -387,7 +381,9 @@ export class HttpApi {
         throw err
       }
     }
-    await this.withExistingRoom(params[0] as string, (room) => answerBinary(res, stateVector === undefined ? room.sharedState() : Y.encodeStateAsUpdate(room.doc, stateVector)))
+    const state = await this.withExistingRoom(params[0] as string, (room) => room.sharedState())
+    if (stateVector === undefined) answerBinary(res, state)
+    else await this.answerRead(res, [state], { kind: 'since', stateVector })
   }
 
   private async postUpdate({ req, res, params, grant }: RouteContext): Promise<void> {
@@ -534,14 +530,9 @@ export class HttpApi {
       return
     }
     const content = contentQuery(query)
-    if (content !== null) {
-      answerContent(res, version.update, content)
-      return
-    }
-    const doc = new Y.Doc()
-    Y.applyUpdate(doc, version.update)
-    answerJson(res, 200, { id: version.id, name: version.name, createdAt: version.createdAt, content: documentToJson(doc, parseTypes(query.get('types')), { textAsDelta: query.get('text') === 'delta' }) })
-    doc.destroy()
+    const envelope = { id: version.id, name: version.name, createdAt: version.createdAt }
+    const task: ReadTask = content !== null ? { kind: 'content', query: content } : { kind: 'json', kinds: parseTypes(query.get('types')), textAsDelta: query.get('text') === 'delta', declareKinds: false, envelope }
+    await this.answerRead(res, [version.update], task)
   }
 
   private async versionDiff({ res, params }: RouteContext): Promise<void> {
@@ -549,7 +540,32 @@ export class HttpApi {
     const version = await this.loadVersion(room, params[1] as string)
     const current = await this.withExistingRoom(room, (r) => r.sharedState())
     // Everything the version lacks: applying it to the version's document yields the document now.
-    answerBinary(res, Y.diffUpdate(current, Y.encodeStateVectorFromUpdate(version.update)))
+    await this.answerRead(res, [current, version.update], { kind: 'since-update' })
+  }
+
+  /**
+   * Answers with a read of a document (see DocumentReads: a big one runs on a worker, in turn
+   * with other addresses' reads). Past the bounds the request gets 429 or 503; a client that
+   * left before its read started gets nothing, and nothing is read.
+   */
+  private async answerRead(res: ServerResponse, inputs: readonly Uint8Array[], task: ReadTask, extraHeaders: Headers = {}): Promise<void> {
+    const left = new AbortController()
+    const onClose = (): void => left.abort()
+    res.once('close', onClose)
+    let output: ReadOutput
+    try {
+      output = await this.deps.reads.read(this.deps.addressOf(res.req), inputs, task, left.signal)
+    } catch (err) {
+      if (err instanceof ReadAbandoned) return
+      if (err instanceof ReadRefused) throw new ApiError('bad_request', err.message)
+      if (err instanceof ReadsBusy) {
+        throw this.refusal(err.reason, new ApiError(err.reason === 'document_reads_per_ip' ? 'too_many_requests' : 'unavailable', err.message, { 'retry-after': 1 }))
+      }
+      throw err
+    } finally {
+      res.off('close', onClose)
+    }
+    answer(res, 200, { 'content-type': output.contentType, 'cache-control': 'no-store', ...extraHeaders }, output.body)
   }
 
   private async issueTicket({ res, grant }: RouteContext): Promise<void> {
@@ -761,12 +777,6 @@ function lingerAfterAnswer(req: IncomingMessage): void {
     timer.unref()
     this.once('close', () => clearTimeout(timer))
   }
-}
-
-/** A rich-text representation (?format=prosemirror|text) of a document's field. */
-function answerContent(res: ServerResponse, update: Uint8Array, query: ContentQuery, extraHeaders: Headers = {}): void {
-  const { contentType, body } = renderContent(update, query)
-  answer(res, 200, { 'content-type': contentType, 'cache-control': 'no-store', ...extraHeaders }, body)
 }
 
 function answerBinary(res: ServerResponse, bytes: Uint8Array, extraHeaders: Headers = {}): void {

@@ -1,6 +1,7 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 import type { Relay, RelayRecovery, RelayStats } from '../cluster/index.js'
 import { mergeWorkerCounters } from '../crdt/index.js'
+import { documentReadCounters } from './document-reads.js'
 import { buildInfo } from './build-info.js'
 import { FastHistogram, type HistogramSeries } from './fast-histogram.js'
 import { DELIVERY_BUCKETS, PERSIST_BUCKETS, SloWindow } from './slo-window.js'
@@ -395,6 +396,18 @@ export class ServerMetrics {
     })
   }
 
+  /** HTTP reads of big documents waiting or running on the read workers (see DocumentReads). */
+  observeDocumentReads(reads: { readonly inProgress: number }): void {
+    new Gauge({
+      name: 'weft_document_reads_in_progress',
+      help: 'HTTP reads of big documents (JSON, rich text, diffs) waiting or running on the read workers',
+      registers: [this.registry],
+      collect() {
+        this.set(reads.inProgress)
+      },
+    })
+  }
+
   /** A Counter that follows a running total kept elsewhere (the relay's): it goes up by the difference at each scrape. */
   private counterOf(name: string, help: string, total: () => number): void {
     let reported = 0
@@ -521,6 +534,8 @@ export class ServerMetrics {
     collectDefaultMetrics({ register: this.registry, prefix: 'weft_' })
     this.processCounter('weft_merge_worker_jobs_total', 'Large merges (cold load, compaction) a worker thread did instead of the event loop', () => mergeWorkerCounters.jobs)
     this.processCounter('weft_merge_worker_fallbacks_total', 'Merges a worker thread failed (crashed or exited), done on the event loop instead; updates Yjs refused are not counted', () => mergeWorkerCounters.fallbacks)
+    this.processCounter('weft_document_read_worker_jobs_total', 'HTTP reads of big documents (JSON, rich text, diffs) a worker thread did instead of the event loop', () => documentReadCounters.jobs)
+    this.processCounter('weft_document_read_worker_fallbacks_total', 'HTTP reads of documents a worker thread failed (crashed or exited), done on the event loop instead', () => documentReadCounters.fallbacks)
     const { version, commit } = buildInfo()
     new Gauge({ name: 'weft_build_info', help: 'Always 1; the labels say which build runs', labelNames: ['version', 'commit'] as const, registers: [this.registry] }).set({ version, commit }, 1)
     this.setState('starting')

@@ -26,6 +26,7 @@ import { serveApiDescription, serveHomePage } from './home-page.js'
 import { DemoPage, demoEnabled } from './demo-page.js'
 import { rawError, RETRY_AFTER_SECONDS, sendError, sendJson } from './http-response.js'
 import { MemoryTickets, Tickets } from './tickets.js'
+import { DocumentReads } from './document-reads.js'
 import { Admission, BodyBudget, ClientAddress, PendingConnections, ResponseBudget, RoomQuota } from './admission.js'
 import type { StatelessEvent } from './hocuspocus-session.js'
 import { ConnectionRegistry } from './connection-registry.js'
@@ -133,6 +134,8 @@ export class WeftServer {
   private readonly bodies: BodyBudget
   /** HTTP answers on their way to clients (--max-response-bytes-in-flight[-per-ip]). */
   private readonly answers: ResponseBudget
+  /** HTTP reads that cost CPU in proportion to the document, big ones on a worker thread. */
+  private readonly reads: DocumentReads
   private pending: PendingConnections | null = null
   private readonly authorizer: Authorizer
   /** The demo editor (--demo); null when it is off. */
@@ -178,6 +181,13 @@ export class WeftServer {
     this.roomQuota = new RoomQuota(this.options)
     this.bodies = new BodyBudget(this.options)
     this.answers = new ResponseBudget(this.options)
+    this.reads = new DocumentReads({
+      workers: this.options.readWorkers,
+      thresholdBytes: this.options.readWorkerThresholdBytes,
+      maxTotal: this.options.maxDocumentReads,
+      maxPerIp: this.options.maxDocumentReadsPerIp,
+    })
+    this.metrics.observeDocumentReads(this.reads)
     const { metrics, options: resolved } = this
     this.hooks = new HookRunner(hooks ?? {}, {
       timeoutMs: resolved.hookTimeoutMs,
@@ -394,6 +404,7 @@ export class WeftServer {
         sendTimeoutMs: this.options.sendTimeoutMs,
         onRefused: (reason) => this.metrics.httpRefusals.inc({ reason }),
       },
+      reads: this.reads,
       claimRoom: (ip, room) => this.claimRoom(ip, room, 'http'),
       releaseRoom: (ip, room) => this.roomQuota.release(ip, room),
       onRefused: (reason) => this.metrics.httpRefusals.inc({ reason }),
@@ -781,6 +792,7 @@ export class WeftServer {
       await closed
     }
     this.wss.close()
+    await this.reads.close()
     this.transition('stopped')
     if (unsaved.length > 0) this.log.error({ rooms: unsaved }, 'stopped with unsaved rooms')
     else this.log.info('stopped')

@@ -16,7 +16,7 @@ import { removeStoreDirs, storeTempDir } from './harness/stores.js'
 
 after(removeStoreDirs)
 
-const CRASHING_WORKER = new URL('./harness/crashing-merge-worker.js', import.meta.url)
+const CRASHING_WORKER = new URL('./harness/crashing-worker.js', import.meta.url)
 const ROOM = 'big-document'
 
 /** A document written the way an editor writes one: many updates from two clients, text and a map, with deletions. */
