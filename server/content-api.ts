@@ -89,9 +89,14 @@ export function parseContentBody(body: Uint8Array): ProsemirrorDoc {
  * update without awaiting in between, so `doc` cannot change under it.
  */
 export function replacementUpdate(doc: Y.Doc, field: string, content: ProsemirrorDoc): { update: Uint8Array; changed: boolean } {
+  return replacementFromState(Y.encodeStateAsUpdate(doc), field, content)
+}
+
+/** replacementUpdate for the document whose whole state is `state` (a worker has no live document). */
+export function replacementFromState(state: Uint8Array, field: string, content: ProsemirrorDoc): { update: Uint8Array; changed: boolean } {
   const copy = new Y.Doc()
   try {
-    Y.applyUpdate(copy, Y.encodeStateAsUpdate(doc))
+    Y.applyUpdate(copy, state)
     const before = Y.encodeStateVector(copy)
     const fragment = xmlFragmentOf(copy, field)
     const old = JSON.stringify(fragmentToProsemirrorJSON(fragment, field))
@@ -100,7 +105,7 @@ export function replacementUpdate(doc: Y.Doc, field: string, content: Prosemirro
       fragment.insert(0, prosemirrorToXmlNodes(content))
     })
     // Compared as it reads back (adjacent runs merged, null attrs dropped), not as it was sent.
-    if (JSON.stringify(fragmentToProsemirrorJSON(fragment, field)) === old) return { update: Y.encodeStateAsUpdate(doc, before), changed: false }
+    if (JSON.stringify(fragmentToProsemirrorJSON(fragment, field)) === old) return { update: Y.diffUpdate(state, before), changed: false }
     return { update: Y.encodeStateAsUpdate(copy, before), changed: true }
   } finally {
     copy.destroy()

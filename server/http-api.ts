@@ -407,12 +407,25 @@ export class HttpApi {
    */
   private async putContent({ req, res, query, params, grant }: RouteContext): Promise<void> {
     const field = contentField(query)
-    const content = parseContentBody(await readBody(req, Math.min(this.deps.maxBodyBytes, this.deps.maxContentBytes ?? this.deps.maxBodyBytes)))
-    await this.withRoom(params[0] as string, (room, member) => {
-      // Built from the room's document and applied with no await between: nothing can interleave.
-      const { update } = replacementUpdate(room.doc, field, content)
-      return this.applyDurably(room, member, grant, update, validateUpdate(update))
-    })
+    const body = await readBody(req, Math.min(this.deps.maxBodyBytes, this.deps.maxContentBytes ?? this.deps.maxBodyBytes))
+    const content = parseContentBody(body)
+    // The update is built from the document's state as a document read (on a worker when big),
+    // then applied if the document has not changed meanwhile; if it has, it is built again. After
+    // REPLACE_ATTEMPTS changes in a row it is built on the event loop and applied with no await
+    // between: the field then holds exactly the content sent, whatever else was written.
+    for (let attempt = 1; ; attempt++) {
+      const last = attempt === REPLACE_ATTEMPTS
+      const seen = last ? null : await this.withRoom(params[0] as string, (room) => ({ state: room.sharedState(), digest: room.snapshotDigest() }))
+      const built = seen === null ? null : await this.runRead(res, [seen.state], { kind: 'replace', field, content }, body.length)
+      if (seen !== null && built === null) return
+      const applied = await this.withRoom(params[0] as string, async (room, member) => {
+        if (seen !== null && !room.snapshotDigest().equals(seen.digest)) return false
+        const update = built?.body ?? replacementUpdate(room.doc, field, content).update
+        await this.applyDurably(room, member, grant, update, validateUpdate(update))
+        return true
+      })
+      if (applied) break
+    }
     res.writeHead(204)
     res.end()
   }
@@ -549,14 +562,19 @@ export class HttpApi {
    * left before its read started gets nothing, and nothing is read.
    */
   private async answerRead(res: ServerResponse, inputs: readonly Uint8Array[], task: ReadTask, extraHeaders: Headers = {}): Promise<void> {
+    const output = await this.runRead(res, inputs, task)
+    if (output !== null) answer(res, 200, { 'content-type': output.contentType, 'cache-control': 'no-store', ...extraHeaders }, output.body)
+  }
+
+  /** The read for the request `res` answers; null when its client left before the read started. */
+  private async runRead(res: ServerResponse, inputs: readonly Uint8Array[], task: ReadTask, extraBytes = 0): Promise<ReadOutput | null> {
     const left = new AbortController()
     const onClose = (): void => left.abort()
     res.once('close', onClose)
-    let output: ReadOutput
     try {
-      output = await this.deps.reads.read(this.deps.addressOf(res.req), inputs, task, left.signal)
+      return await this.deps.reads.read(this.deps.addressOf(res.req), inputs, task, { signal: left.signal, extraBytes })
     } catch (err) {
-      if (err instanceof ReadAbandoned) return
+      if (err instanceof ReadAbandoned) return null
       if (err instanceof ReadRefused) throw new ApiError('bad_request', err.message)
       if (err instanceof ReadsBusy) {
         throw this.refusal(err.reason, new ApiError(err.reason === 'document_reads_per_ip' ? 'too_many_requests' : 'unavailable', err.message, { 'retry-after': 1 }))
@@ -565,7 +583,6 @@ export class HttpApi {
     } finally {
       res.off('close', onClose)
     }
-    answer(res, 200, { 'content-type': output.contentType, 'cache-control': 'no-store', ...extraHeaders }, output.body)
   }
 
   private async issueTicket({ res, grant }: RouteContext): Promise<void> {
@@ -749,6 +766,9 @@ function answer(res: ServerResponse, status: number, headers: Headers, body: Uin
 function answerJson(res: ServerResponse, status: number, value: unknown, extraHeaders: Headers = {}): void {
   answer(res, status, { 'content-type': 'application/json', 'cache-control': 'no-store', ...extraHeaders }, JSON.stringify(value))
 }
+
+/** Times a PUT .../content builds its update off the event loop before it builds it on the event loop (see putContent). */
+const REPLACE_ATTEMPTS = 3
 
 /** How long a connection whose request body was refused part-way stays open after the answer. */
 const LINGER_MS = 2_000

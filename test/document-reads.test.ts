@@ -99,6 +99,29 @@ describe('document reads on a worker', () => {
     }
   })
 
+  it('a PUT of rich text builds the same replacement on the worker as on the event loop', async () => {
+    const state = richDocument()
+    const content = { type: 'doc' as const, content: [{ type: 'heading', attrs: { level: 1 }, content: [{ type: 'text', text: 'Title' }] }, { type: 'paragraph', content: [{ type: 'text', text: 'body' }] }] }
+    const task: ReadTask = { kind: 'replace', field: 'default', content }
+    const reads = new DocumentReads({ workers: 1, thresholdBytes: 0 })
+    try {
+      const jobs = documentReadCounters.jobs
+      const onWorker = await reads.read('127.0.0.1', [state], task)
+      assert.equal(documentReadCounters.jobs, jobs + 1)
+      // New items carry the copy's random client ID, so the bytes differ: what they make is compared.
+      const fieldAfter = (update: Uint8Array): unknown => {
+        const doc = new Y.Doc()
+        Y.applyUpdate(doc, state)
+        Y.applyUpdate(doc, update)
+        return JSON.parse(new TextDecoder().decode(readDocument([Y.encodeStateAsUpdate(doc)], { kind: 'content', query: { format: 'prosemirror', field: 'default' } }).body))
+      }
+      assert.deepEqual(fieldAfter(onWorker.body), content)
+      assert.deepEqual(fieldAfter(readDocument([state], task).body), content)
+    } finally {
+      await reads.close()
+    }
+  })
+
   it('a read that does not fit the document is refused with its message, on the worker as on the event loop, and the worker is not counted as failing', async () => {
     const state = richDocument()
     const task: ReadTask = { kind: 'content', query: { format: 'text', field: 'body' } }
@@ -147,7 +170,7 @@ describe('document reads on a worker', () => {
       const jobs = documentReadCounters.jobs
       const gone = new AbortController()
       const running = reads.read('a', [state], task)
-      const waiting = reads.read('a', [state], task, gone.signal)
+      const waiting = reads.read('a', [state], task, { signal: gone.signal })
       gone.abort()
       await running
       await assert.rejects(waiting, ReadAbandoned)
@@ -234,6 +257,31 @@ describe('document reads over HTTP', () => {
       Y.applyUpdate(rebuilt, since.body)
       assert.equal(rebuilt.getMap('meta').get('title'), 'changed')
       assert.deepEqual(Y.encodeStateVector(rebuilt), Y.encodeStateVector(doc))
+    })
+  })
+
+  it('a PUT of rich text into a big document is built on a worker; an edit of the field meanwhile makes it build again, so the field holds exactly what was sent', async () => {
+    await withServer({}, async (weft) => {
+      const doc = fragmentedDocument(150_000)
+      const fragment = doc.getXmlFragment('default')
+      const old = new Y.XmlElement('paragraph')
+      old.insert(0, [new Y.XmlText('old')])
+      fragment.insert(0, [old])
+      await writeDocument(weft, 'big', doc)
+      const jobs = (await metricValue(weft.http, 'weft_document_read_worker_jobs_total')) ?? 0
+      const content = { type: 'doc', content: [{ type: 'paragraph', content: [{ type: 'text', text: 'sent' }] }] }
+      const put = httpRequest(weft.port, '/api/rooms/big/content?field=default', { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify(content) })
+      await eventually(async () => (await metricValue(weft.http, 'weft_document_reads_in_progress')) === 1, 'the replacement being built')
+      // Another writer adds a paragraph to the field while the replacement is built from the state before it.
+      const before = Y.encodeStateVector(doc)
+      const concurrent = new Y.XmlElement('paragraph')
+      concurrent.insert(0, [new Y.XmlText('concurrent')])
+      fragment.insert(1, [concurrent])
+      assert.equal(await postUpdateStatus(weft.http, 'big', Y.encodeStateAsUpdate(doc, before)), 204)
+      assert.equal((await withDeadline(put, 'the PUT', 60_000)).status, 204)
+      assert.equal(await metricValue(weft.http, 'weft_document_read_worker_jobs_total'), jobs + 2, 'built twice: the document changed under the first')
+      const read = await httpBytes(weft.http, 'GET', '/api/rooms/big?format=prosemirror&field=default', { timeoutMs: 60_000 })
+      assert.deepEqual(JSON.parse(read.body.toString()), content)
     })
   })
 })
