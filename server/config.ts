@@ -128,6 +128,10 @@ export interface WeftOptions {
   maxResponseBytesInFlightPerIp: number
   /** Milliseconds an HTTP answer may stay with its client reading none of it; then the connection is cut. */
   sendTimeoutMs: number
+  /** Bytes of big sync replies held until they are out of their sockets, server-wide (each shared reply once); past it a big reply's ask waits. */
+  maxSyncReplyBytes: number
+  /** The same for the replies one address's asks built. */
+  maxSyncReplyBytesPerIp: number
   /** HTTP reads of big documents (JSON, rich text, diffs) waiting or running on the read workers at once, server-wide; more get 503. */
   maxDocumentReads: number
   /** The same for one address; more get 429. */
@@ -259,6 +263,8 @@ export const DEFAULTS: Readonly<WeftOptions> = Object.freeze({
   maxResponseBytesInFlight: 256 * 1024 * 1024,
   maxResponseBytesInFlightPerIp: 64 * 1024 * 1024,
   sendTimeoutMs: 30_000,
+  maxSyncReplyBytes: 256 * 1024 * 1024,
+  maxSyncReplyBytesPerIp: 128 * 1024 * 1024,
   maxDocumentReads: DOCUMENT_READS_DEFAULTS.maxTotal,
   maxDocumentReadsPerIp: DOCUMENT_READS_DEFAULTS.maxPerIp,
   repeatAnswerIntervalMs: 1_000,
@@ -375,6 +381,8 @@ export const SETTINGS: readonly SettingSpec[] = [
   { key: 'maxResponseBytesInFlight', flag: '--max-response-bytes-in-flight', env: 'WEFT_MAX_RESPONSE_BYTES_IN_FLIGHT', kind: 'int', min: 1024 },
   { key: 'maxResponseBytesInFlightPerIp', flag: '--max-response-bytes-in-flight-per-ip', env: 'WEFT_MAX_RESPONSE_BYTES_IN_FLIGHT_PER_IP', kind: 'int', min: 1024 },
   { key: 'sendTimeoutMs', flag: '--send-timeout-ms', env: 'WEFT_SEND_TIMEOUT_MS', kind: 'int', min: 100, max: 3_600_000 },
+  { key: 'maxSyncReplyBytes', flag: '--max-sync-reply-bytes', env: 'WEFT_MAX_SYNC_REPLY_BYTES', kind: 'int', min: 1024 },
+  { key: 'maxSyncReplyBytesPerIp', flag: '--max-sync-reply-bytes-per-ip', env: 'WEFT_MAX_SYNC_REPLY_BYTES_PER_IP', kind: 'int', min: 1024 },
   { key: 'maxDocumentReads', flag: '--max-document-reads', env: 'WEFT_MAX_DOCUMENT_READS', kind: 'int', min: 1 },
   { key: 'maxDocumentReadsPerIp', flag: '--max-document-reads-per-ip', env: 'WEFT_MAX_DOCUMENT_READS_PER_IP', kind: 'int', min: 1 },
   { key: 'repeatAnswerIntervalMs', flag: '--repeat-answer-interval-ms', env: 'WEFT_REPEAT_ANSWER_INTERVAL_MS', kind: 'int', min: 0, max: 60_000 },
@@ -564,6 +572,8 @@ export function resolveOptions(partial: Partial<WeftOptions> = {}): Readonly<Wef
     'maxResponseBytesInFlight',
     'maxResponseBytesInFlightPerIp',
     'sendTimeoutMs',
+    'maxSyncReplyBytes',
+    'maxSyncReplyBytesPerIp',
     'maxDocumentReads',
     'maxDocumentReadsPerIp',
     'maxContentBytes',
@@ -780,6 +790,8 @@ const SETTING_HELP: Partial<Record<keyof WeftOptions, string>> = {
   maxResponseBytesInFlight: 'bytes of HTTP answers on their way to clients at once',
   maxResponseBytesInFlightPerIp: 'bytes of HTTP answers on their way to one address at once',
   sendTimeoutMs: 'time an HTTP answer may wait for its client to read',
+  maxSyncReplyBytes: 'bytes of big sync replies held until they are out of their sockets',
+  maxSyncReplyBytesPerIp: 'the same for the replies one address asked for',
   maxDocumentReads: 'HTTP reads of big documents in progress at once',
   maxDocumentReadsPerIp: 'HTTP reads of big documents in progress at once per address',
   repeatAnswerIntervalMs: 'shortest time between two answers to a repeated sync step 1 or query-awareness',

@@ -1,3 +1,4 @@
+import { ReplyMemory } from './reply-memory.js'
 import type { Socket } from 'node:net'
 import type { WebSocket } from 'ws'
 import { OPEN_GRANT, type AuthContext, type Authorizer, type Grant } from './access.js'
@@ -72,6 +73,8 @@ export class ConnectionRegistry {
       inboundBytesPerSecond: options.inboundBytesPerSecond,
       maxMessageBytes: options.maxMessageBytes,
       replyGate: options.syncRepliesAtOnce === 0 ? null : new ReplyGate(options.syncRepliesAtOnce, REPLY_TURN_MS, () => metrics.syncReplyWaits.inc()),
+      replyMemory: new ReplyMemory(options),
+      replyStallMs: options.sendTimeoutMs,
       compression: options.compression
         ? new FrameCompression(options.compressionThresholdBytes, {
             compressed: (input, output) => {
@@ -102,6 +105,11 @@ export class ConnectionRegistry {
   /** The turns big sync replies take (--sync-replies-at-once), shared with big HTTP answers; null: no limit. */
   get replyGate(): ReplyGate | null {
     return this.limits.replyGate ?? null
+  }
+
+  /** The memory big sync replies hold (--max-sync-reply-bytes[-per-ip]). */
+  get replyMemory(): ReplyMemory {
+    return this.limits.replyMemory as ReplyMemory
   }
 
   get size(): number {

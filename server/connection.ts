@@ -10,6 +10,7 @@ import type { FrameCompression } from './frame-compression.js'
 import { takesSharedDeflate } from './negotiated-deflate.js'
 import type { TrafficMeter } from './metrics.js'
 import type { ReplyGate, ReplyWaiter } from './reply-gate.js'
+import type { ReplyMemory } from './reply-memory.js'
 
 /** The same for every connection of a server: pass one object to all of them. */
 export interface ConnectionLimits {
@@ -26,6 +27,10 @@ export interface ConnectionLimits {
   compression?: FrameCompression | null
   /** --sync-replies-at-once: turns for writing big sync replies, server-wide (absent or null: no limit). */
   replyGate?: ReplyGate | null
+  /** --max-sync-reply-bytes[-per-ip]: the memory big sync replies hold, server-wide (absent or null: not counted). */
+  replyMemory?: ReplyMemory | null
+  /** --send-timeout-ms: a big sync reply its reader takes none of for this long closes the connection with 1013 (absent: never). */
+  replyStallMs?: number
 }
 
 /** Shared by every connection of a server (one object, no closures per connection). */
@@ -54,7 +59,10 @@ export interface ConnectionSession {
 }
 
 /** The raw stream under the WebSocket, seen through what the connection needs of it. */
-export type RawSocket = Pick<Socket, 'bytesRead' | 'on' | 'off'> & Partial<Pick<Socket, 'write'>>
+export type RawSocket = Pick<Socket, 'bytesRead' | 'on' | 'off'> & Partial<Pick<Socket, 'write' | 'bytesWritten' | 'writableLength'>>
+
+/** Node's stream handle under a socket: `writeQueueSize` is what libuv still has to hand to the kernel. */
+type WithHandle = { _handle?: { writeQueueSize?: unknown } | null }
 
 /** `WebSocket.OPEN`. */
 const OPEN = 1
@@ -107,6 +115,13 @@ export class Connection implements ReplyWaiter {
   private replyTurns = 0
   /** Ends the turns when the replies take longer than the gate's turn. */
   private replyTurnTimer: NodeJS.Timeout | null = null
+  /** Big sync replies counted in the reply memory: waiting in the send queue, and written but not yet out of the socket. */
+  private repliesWaiting: Uint8Array[] | null = null
+  private repliesWritten: Uint8Array[] | null = null
+  /** Watches a big reply on its way for progress (see watchReplies); null when none is on its way. */
+  private stallTimer: NodeJS.Timeout | null = null
+  /** What the socket had handed to the kernel at the last look, and when that last grew. */
+  private replyProgress = { sent: 0, queued: 0, at: 0 }
   /** Created when the socket's buffer first reaches the soft mark; until then frames go straight to `ws`. */
   private queue: SendQueue | null = null
   /**
@@ -210,6 +225,12 @@ export class Connection implements ReplyWaiter {
     this.stateValue = 'closed'
     this.queue?.close()
     this.endReplyTurns()
+    this.releaseReplies(this.repliesWaiting)
+    this.releaseReplies(this.repliesWritten)
+    this.repliesWaiting = null
+    this.repliesWritten = null
+    if (this.stallTimer !== null) clearTimeout(this.stallTimer)
+    this.stallTimer = null
     if (this.resumeTimer !== null) clearTimeout(this.resumeTimer)
     this.backlog = null
     const final = this.closeCode ?? code
@@ -333,6 +354,8 @@ export class Connection implements ReplyWaiter {
       return
     }
     this.meter?.sent(frame)
+    this.limits.replyMemory?.hold(frame, this.ip)
+    ;(this.repliesWaiting ??= []).push(frame)
     // Behind already (another document's reply on a Hocuspocus socket, say), or no turn free:
     // held in order, and still left out of the mark.
     if (!this.direct) {
@@ -366,12 +389,66 @@ export class Connection implements ReplyWaiter {
         this.raw.off('drain', drained)
         this.syncReplyInFlight = 0
         this.endReplyTurns()
+        this.releaseReplies(this.repliesWritten)
+        this.repliesWritten = null
+        if (this.stallTimer !== null) clearTimeout(this.stallTimer)
+        this.stallTimer = null
       }
       this.raw.on('drain', drained)
+      this.watchReplies()
+    }
+    const waiting = this.repliesWaiting?.indexOf(frame) ?? -1
+    if (waiting !== -1) {
+      ;(this.repliesWaiting as Uint8Array[]).splice(waiting, 1)
+      ;(this.repliesWritten ??= []).push(frame)
     }
     this.syncReplyInFlight += frame.length
     this.write(frame)
     return true
+  }
+
+  private releaseReplies(replies: readonly Uint8Array[] | null): void {
+    const memory = this.limits.replyMemory
+    if (replies === null || memory == null) return
+    for (const reply of replies) memory.release(reply)
+  }
+
+  /**
+   * While a big reply is on its way, looks every third of --send-timeout-ms whether the socket
+   * handed more of it to the kernel; a reader that took none of it for the whole timeout is closed
+   * with 1013 like any slow consumer, and its reply's memory given back. Without this, a reader
+   * that stopped reading kept its reply for as long as it stayed connected (a socket still writing
+   * counts as alive for the heartbeat). libuv's write queue shows the progress of one big write,
+   * which the stream reports only once it is all written.
+   */
+  private watchReplies(): void {
+    const stallMs = this.limits.replyStallMs
+    if (stallMs === undefined || this.stallTimer !== null) return
+    this.replyProgress = { ...this.handedToKernel(), at: this.clock.now() }
+    const look = (): void => {
+      this.stallTimer = null
+      if (this.stateValue !== 'open' || this.syncReplyInFlight === 0) return
+      const now = this.clock.now()
+      const { sent, queued } = this.handedToKernel()
+      const last = this.replyProgress
+      if (sent > last.sent || queued < last.queued) this.replyProgress = { sent, queued, at: now }
+      else this.replyProgress = { sent, queued, at: last.at }
+      if (now - this.replyProgress.at >= stallMs) {
+        this.events.onSlowConsumer?.()
+        this.close(CloseCode.tryAgainLater, 'slow consumer')
+        return
+      }
+      this.stallTimer = setTimeout(look, Math.ceil(stallMs / 3))
+      this.stallTimer.unref()
+    }
+    this.stallTimer = setTimeout(look, Math.ceil(stallMs / 3))
+    this.stallTimer.unref()
+  }
+
+  /** Bytes whose writes the stream completed, and bytes of the write in progress libuv still holds. */
+  private handedToKernel(): { sent: number; queued: number } {
+    const queued = (this.raw as WithHandle)._handle?.writeQueueSize
+    return { sent: (this.raw.bytesWritten ?? 0) - (this.raw.writableLength ?? 0), queued: typeof queued === 'number' ? queued : 0 }
   }
 
   /** The gate has a turn free: the reply held in the send queue asks again. */

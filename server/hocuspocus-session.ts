@@ -417,6 +417,7 @@ export class HocuspocusSession implements ConnectionSession {
         this.connection.sendSyncReply(room.syncReply(stateVector, `hocuspocus:${document.key}`, hocuspocusSyncStep2Prefix(document.key)))
       },
       () => this.connection.syncReplyOnItsWay,
+      (stateVector) => room.mayBuildSyncReply(stateVector, `hocuspocus:${document.key}`, this.connection.ip),
       () => this.registry.onSyncAskDeferred(),
       this.registry.repeatAnswerIntervalMs,
     )

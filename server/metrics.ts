@@ -396,6 +396,18 @@ export class ServerMetrics {
     })
   }
 
+  /** The memory big sync replies hold (see ReplyMemory). */
+  observeReplyMemory(memory: { readonly heldBytes: number }): void {
+    new Gauge({
+      name: 'weft_sync_reply_bytes',
+      help: 'Bytes of big sync replies held until they are out of their sockets, each shared reply counted once (--max-sync-reply-bytes)',
+      registers: [this.registry],
+      collect() {
+        this.set(memory.heldBytes)
+      },
+    })
+  }
+
   /** HTTP reads of big documents waiting or running on the read workers (see DocumentReads). */
   observeDocumentReads(reads: { readonly inProgress: number }): void {
     new Gauge({

@@ -1,3 +1,4 @@
+import type { ReplyMemory } from './reply-memory.js'
 import type { DocumentWriter } from '../persistence/index.js'
 import type { Relay } from '../cluster/index.js'
 import type { AwarenessLimits, AwarenessRefusal } from './room-awareness.js'
@@ -61,6 +62,10 @@ export class RoomRegistry {
 
   /** Called for each sync step 1 answered later than it came (see SyncAsks; for metrics). */
   onSyncAskDeferred: () => void = () => {}
+  /** The memory big sync replies hold (--max-sync-reply-bytes[-per-ip]); null: not bounded. */
+  replyMemory: ReplyMemory | null = null
+  /** Past this many bytes a sync reply is big (a quarter of --send-queue-bytes): it needs reply memory. */
+  bigReplyBytes = Infinity
 
   /** Called with awareness entries a room refused, by reason (for metrics). */
   onAwarenessRefused: (reason: AwarenessRefusal, count: number) => void = () => {}

@@ -376,6 +376,37 @@ export class Room {
   }
 
   /**
+   * Whether the reply to a sync step 1 with `stateVector` may be built now, for a connection of
+   * `ip`: a reply already built (the cached one) or a small one always may; a big one only while
+   * --max-sync-reply-bytes[-per-ip] admit it (see ReplyMemory), else the ask waits. Its size is
+   * predicted from the clocks the state vector lacks, as a share of the document's size.
+   */
+  mayBuildSyncReply(stateVector: Uint8Array, framing: string, ip: string): boolean {
+    const memory = this.registry.replyMemory
+    if (memory === null) return true
+    const store = this.doc.store
+    const cached = store.pendingStructs === null && store.pendingDs === null ? this.syncReplies?.get(framing) : undefined
+    if (cached !== undefined && Buffer.compare(cached.stateVector, stateVector) === 0) return true
+    const predicted = this.predictedReplyBytes(stateVector)
+    return predicted <= this.registry.bigReplyBytes || memory.admits(ip, predicted)
+  }
+
+  /** About how many bytes the reply to `stateVector` takes: the document's size times the share of its clocks the vector lacks. */
+  private predictedReplyBytes(stateVector: Uint8Array): number {
+    const has = Y.decodeStateVector(stateVector)
+    let total = 0
+    let missing = 0
+    for (const [client, structs] of this.doc.store.clients) {
+      const last = structs[structs.length - 1]
+      if (last === undefined) continue
+      const clock = last.id.clock + last.length
+      total += clock
+      missing += Math.max(0, clock - (has.get(client) ?? 0))
+    }
+    return total === 0 ? 0 : Math.ceil((this.sizeEstimate * missing) / total)
+  }
+
+  /**
    * The framed answer to a sync step 1 with `stateVector`: `prefix` (the protocol's header), then
    * the update as var-bytes; `framing` names the prefix (equal names must mean equal prefixes).
    */

@@ -377,6 +377,10 @@ export class WeftServer {
     rooms.onReset = () => this.metrics.roomResets.inc()
     rooms.onAwarenessRefused = (reason, count) => this.metrics.awarenessRefused.inc({ reason }, count)
     rooms.onSyncAskDeferred = () => this.metrics.syncAsksDeferred.inc()
+    rooms.replyMemory = this.connections.replyMemory
+    // The connection's rule for a big reply: past a quarter of the send budget.
+    rooms.bigReplyBytes = Math.floor(options.sendQueueBytes * SOFT_MARK_SHARE)
+    this.metrics.observeReplyMemory(this.connections.replyMemory)
     rooms.onDelivered = (protocol, source, ms, now) => this.metrics.observeDelivery(protocol, source, ms / 1000, now)
     this.webhooks = await this.openWebhooks(writer, rooms)
     this.statusPage.start()

@@ -3,7 +3,8 @@ const RECHECK_MS = 100
 
 /**
  * When one document's sync step 1 messages on one connection are answered. The first is answered
- * at once. Another (a resync, or a client asking again and again) is answered at most once per
+ * at once, unless its reply would be big and the server's memory for big replies is taken
+ * (--max-sync-reply-bytes[-per-ip]): then it waits until that memory is given back. Another (a resync, or a client asking again and again) is answered at most once per
  * `intervalMs` (--repeat-answer-interval-ms), and not while the connection still has a big sync
  * reply on its way: until then only the newest state vector is kept, and answered then. Nothing
  * is lost by the wait: the client has had the last reply and every update since. Without it, sync
@@ -21,6 +22,8 @@ export class SyncAsks {
     private readonly answer: (stateVector: Uint8Array) => void,
     /** True while the connection has a big sync reply held or in its socket. */
     private readonly replyOnItsWay: () => boolean,
+    /** Whether the reply to `stateVector` may be built now (see Room.mayBuildSyncReply). */
+    private readonly mayBuild: (stateVector: Uint8Array) => boolean,
     /** An ask that was not answered at once (for metrics). */
     private readonly onDeferred: () => void,
     private readonly intervalMs: number,
@@ -28,7 +31,7 @@ export class SyncAsks {
   ) {}
 
   ask(stateVector: Uint8Array): void {
-    if (this.waiting === null && this.mayAnswer()) {
+    if (this.waiting === null && this.mayAnswer(stateVector)) {
       this.reply(stateVector)
       return
     }
@@ -44,9 +47,9 @@ export class SyncAsks {
     this.waiting = null
   }
 
-  private mayAnswer(): boolean {
-    if (this.answeredAt === -Infinity) return true
-    return this.now() - this.answeredAt >= this.intervalMs && !this.replyOnItsWay()
+  private mayAnswer(stateVector: Uint8Array): boolean {
+    if (this.answeredAt !== -Infinity && (this.now() - this.answeredAt < this.intervalMs || this.replyOnItsWay())) return false
+    return this.mayBuild(stateVector)
   }
 
   private schedule(): void {
@@ -56,7 +59,7 @@ export class SyncAsks {
       this.timer = null
       const stateVector = this.waiting
       if (stateVector === null) return
-      if (!this.mayAnswer()) {
+      if (!this.mayAnswer(stateVector)) {
         this.schedule()
         return
       }

@@ -146,6 +146,7 @@ export class YWebsocketSession implements RoomMember, ConnectionSession {
           this.syncAsks ??= new SyncAsks(
             (stateVector) => this.connection.sendSyncReply(this.room.syncReply(stateVector, 'y-websocket', SYNC_STEP2_PREFIX)),
             () => this.connection.syncReplyOnItsWay,
+            (stateVector) => this.room.mayBuildSyncReply(stateVector, 'y-websocket', this.connection.ip),
             () => this.registry.onSyncAskDeferred(),
             this.registry.repeatAnswerIntervalMs,
           )

@@ -14,9 +14,9 @@ import {
   type AwarenessEntry,
 } from '../protocol/index.js'
 import { awarenessEntries, RawClient } from './harness/clients.js'
-import { postUpdateStatus } from './harness/http.js'
 import { metricValue } from './harness/metrics.js'
 import { startServer, type InProcessServer } from './harness/server.js'
+import { clockRange, step2Of, stateVectorAt, writeTextDocument } from './harness/sync-replies.js'
 import { eventually, until } from './harness/wait.js'
 
 // A message of a few bytes that asks for everything: query-awareness (every presence state of
@@ -29,46 +29,6 @@ import { eventually, until } from './harness/wait.js'
 /** A state of `bytes` characters for client `clientId`. */
 function entry(clientId: number, bytes: number, clock = 1): AwarenessEntry {
   return { clientId, clock, state: JSON.stringify({ user: { name: 'p'.repeat(bytes) } }) }
-}
-
-/** A document of about `mib` MiB of text in 64 KiB inserts by one client, written through the API. */
-async function writeDocument(weft: InProcessServer, room: string, mib: number): Promise<Y.Doc> {
-  const doc = new Y.Doc()
-  const text = doc.getText('t')
-  for (let i = 0; i < mib * 16; i++) text.insert(text.length, 'q'.repeat(64 * 1024))
-  assert.equal(await postUpdateStatus(weft.http, room, Y.encodeStateAsUpdate(doc)), 204)
-  return doc
-}
-
-/** A state vector that has `clock` of `doc`'s only client (Yjs's encoding: count, then client and clock). */
-function stateVectorAt(doc: Y.Doc, clock: number): Uint8Array {
-  const bytes: number[] = []
-  const varUint = (n: number): void => {
-    while (n > 0x7f) {
-      bytes.push((n & 0x7f) | 0x80)
-      n = Math.floor(n / 128)
-    }
-    bytes.push(n)
-  }
-  varUint(1)
-  varUint(doc.clientID)
-  varUint(clock)
-  return Uint8Array.from(bytes)
-}
-
-/** Which clocks of `doc`'s client an update holds: [from, to). */
-function clockRange(doc: Y.Doc, update: Uint8Array): [number, number] {
-  const { from, to } = Y.parseUpdateMeta(update)
-  return [from.get(doc.clientID) ?? 0, to.get(doc.clientID) ?? 0]
-}
-
-function step2Of(frame: Uint8Array): Uint8Array | null {
-  try {
-    const message = decodeYMessage(frame)
-    return message.kind === 'sync-step-2' ? message.update : null
-  } catch {
-    return null
-  }
 }
 
 /** Runs `body` against a fresh in-memory server; its raw clients (pushed to `clients`) and the server go at the end. */
@@ -118,7 +78,7 @@ describe('floods of messages that ask for everything', () => {
 
   it('y-websocket sync step 1: 200 made-up state vectors from a client that does not read make one reply, then one for the newest once it reads; nothing else', async () => {
     await withServer(async (weft, clients) => {
-      const doc = await writeDocument(weft, 'sync-flood', 8)
+      const doc = await writeTextDocument(weft, 'sync-flood', 8)
       const total = Y.getState(doc.store, doc.clientID)
       const flooder = await RawClient.open(`${weft.url}/sync-flood`)
       clients.push(flooder)
@@ -145,7 +105,7 @@ describe('floods of messages that ask for everything', () => {
 
   it('Hocuspocus: repeated SyncStep1 and QueryAwareness for one document are answered once a second, the newest state vector at the end', async () => {
     await withServer(async (weft, clients) => {
-      const doc = await writeDocument(weft, 'hp-flood', 1)
+      const doc = await writeTextDocument(weft, 'hp-flood', 1)
       const total = Y.getState(doc.store, doc.clientID)
       const client = await RawClient.hocuspocusJoined(weft.url, 'hp-flood', 'open-mode')
       clients.push(client)

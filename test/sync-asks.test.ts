@@ -12,7 +12,7 @@ test('the first ask is answered at once; repeats wait for the interval and for t
   let replyOnItsWay = false
   let deferred = 0
   const answered: number[] = []
-  const asks = new SyncAsks((stateVector) => answered.push(stateVector[0] as number), () => replyOnItsWay, () => deferred++, SYNC_ASK_INTERVAL_MS, () => now)
+  const asks = new SyncAsks((stateVector) => answered.push(stateVector[0] as number), () => replyOnItsWay, () => true, () => deferred++, SYNC_ASK_INTERVAL_MS, () => now)
 
   asks.ask(Uint8Array.of(1))
   assert.deepEqual(answered, [1])
@@ -46,4 +46,40 @@ test('the first ask is answered at once; repeats wait for the interval and for t
   t.mock.timers.tick(10 * SYNC_ASK_INTERVAL_MS)
   assert.deepEqual(answered, [1, 3, 4], 'nothing is answered after close')
   assert.equal(deferred, 3)
+})
+
+test('an ask whose reply may not be built yet (reply memory taken) waits, the first one too, and is answered, the newest only, once it may', (t) => {
+  t.mock.timers.enable({ apis: ['setTimeout'] })
+  let now = 0
+  let memoryFree = false
+  let deferred = 0
+  const asked: number[] = []
+  const answered: number[] = []
+  const asks = new SyncAsks(
+    (stateVector) => answered.push(stateVector[0] as number),
+    () => false,
+    (stateVector) => {
+      asked.push(stateVector[0] as number)
+      return memoryFree
+    },
+    () => deferred++,
+    SYNC_ASK_INTERVAL_MS,
+    () => now,
+  )
+  asks.ask(Uint8Array.of(1))
+  assert.deepEqual(answered, [], 'the first ask waits for memory')
+  assert.deepEqual(asked, [1])
+  asks.ask(Uint8Array.of(2))
+  for (let i = 0; i < 5; i++) {
+    now += 100
+    t.mock.timers.tick(100)
+  }
+  assert.deepEqual(answered, [], 'still no memory')
+  assert.ok(asked.length > 2, 'it looked again')
+  assert.ok(asked.slice(1).every((vector) => vector === 2), 'for the newest state vector')
+  memoryFree = true
+  now += 100
+  t.mock.timers.tick(100)
+  assert.deepEqual(answered, [2])
+  assert.equal(deferred, 2)
 })

@@ -1,0 +1,48 @@
+// Documents big enough that their sync replies are big, state vectors made up for them, and the
+// sync step 2 in a frame: for tests of how big replies are paced and bounded.
+import assert from 'node:assert/strict'
+import * as Y from 'yjs'
+import { decodeYMessage } from '../../protocol/index.js'
+import { postUpdateStatus } from './http.js'
+import type { InProcessServer } from './server.js'
+
+/** A document of about `mib` MiB of text in 64 KiB inserts by one client, written through the API. */
+export async function writeTextDocument(weft: InProcessServer, room: string, mib: number): Promise<Y.Doc> {
+  const doc = new Y.Doc()
+  const text = doc.getText('t')
+  for (let i = 0; i < mib * 16; i++) text.insert(text.length, 'q'.repeat(64 * 1024))
+  assert.equal(await postUpdateStatus(weft.http, room, Y.encodeStateAsUpdate(doc)), 204)
+  return doc
+}
+
+/** A state vector that has `clock` of `doc`'s only client (Yjs's encoding: count, then client and clock). */
+export function stateVectorAt(doc: Y.Doc, clock: number): Uint8Array {
+  const bytes: number[] = []
+  const varUint = (n: number): void => {
+    while (n > 0x7f) {
+      bytes.push((n & 0x7f) | 0x80)
+      n = Math.floor(n / 128)
+    }
+    bytes.push(n)
+  }
+  varUint(1)
+  varUint(doc.clientID)
+  varUint(clock)
+  return Uint8Array.from(bytes)
+}
+
+/** Which clocks of `doc`'s client an update holds: [from, to). */
+export function clockRange(doc: Y.Doc, update: Uint8Array): [number, number] {
+  const { from, to } = Y.parseUpdateMeta(update)
+  return [from.get(doc.clientID) ?? 0, to.get(doc.clientID) ?? 0]
+}
+
+/** The update of a y-websocket sync step 2 frame; null for any other frame. */
+export function step2Of(frame: Uint8Array): Uint8Array | null {
+  try {
+    const message = decodeYMessage(frame)
+    return message.kind === 'sync-step-2' ? message.update : null
+  } catch {
+    return null
+  }
+}

@@ -1,0 +1,105 @@
+import assert from 'node:assert/strict'
+import { describe, it } from 'node:test'
+import * as Y from 'yjs'
+import { decodeYMessage, encodeSyncStep1 } from '../protocol/index.js'
+import { ReplyMemory } from '../server/reply-memory.js'
+import { RawClient } from './harness/clients.js'
+import { metricValue } from './harness/metrics.js'
+import { startServer, type InProcessServer } from './harness/server.js'
+import { clockRange, step2Of, stateVectorAt, writeTextDocument } from './harness/sync-replies.js'
+import { eventually } from './harness/wait.js'
+
+// The memory big sync replies hold: each distinct reply counts once until it is out of every
+// socket holding it, bounded server-wide and per address (--max-sync-reply-bytes[-per-ip]); an
+// ask whose big reply does not fit waits. A reader that takes none of its big reply for
+// --send-timeout-ms is closed with 1013 and the memory given back.
+
+const MiB = 1024 * 1024
+
+async function withServer(options: Parameters<typeof startServer>[0], body: (weft: InProcessServer, clients: RawClient[]) => Promise<void>): Promise<void> {
+  const weft = await startServer({ data: 'memory', ...options })
+  const clients: RawClient[] = []
+  try {
+    await body(weft, clients)
+  } finally {
+    for (const client of clients) client.socket.terminate()
+    await weft.stop()
+  }
+}
+
+/** A raw client of `room` that has the server's sync step 1 and reads nothing more. */
+async function stalledReader(weft: InProcessServer, room: string, clients: RawClient[]): Promise<RawClient> {
+  const client = await RawClient.open(`${weft.url}/${room}`)
+  clients.push(client)
+  await client.frame((frame) => decodeYMessage(frame).kind === 'sync-step-1', 'the server’s sync step 1')
+  client.socket.pause()
+  return client
+}
+
+const heldBytes = async (weft: InProcessServer): Promise<number> => (await metricValue(weft.http, 'weft_sync_reply_bytes')) ?? -1
+
+describe('reply memory', () => {
+  it('counts a shared reply once, admits one reply alone past the bound, and bounds each address', () => {
+    const memory = new ReplyMemory({ maxSyncReplyBytes: 10, maxSyncReplyBytesPerIp: 6 })
+    assert.ok(memory.admits('a', 50), 'nothing held: one reply alone always goes')
+    const big = new Uint8Array(8)
+    memory.hold(big, 'a')
+    memory.hold(big, 'b')
+    assert.equal(memory.heldBytes, 8, 'two holders of one buffer')
+    assert.ok(!memory.admits('c', 3), 'past the server-wide bound')
+    assert.ok(memory.admits('c', 2))
+    assert.ok(!memory.admits('a', 1), 'a is past its own bound')
+    memory.release(big)
+    assert.equal(memory.heldBytes, 8, 'still held by the other')
+    memory.release(big)
+    assert.equal(memory.heldBytes, 0)
+    assert.ok(memory.admits('a', 6))
+  })
+
+  it('a big reply that does not fit waits until a held one is out; a reply already built (same state vector) goes at once', async () => {
+    await withServer({ maxSyncReplyBytes: 12 * MiB, sendTimeoutMs: 60_000 }, async (weft, clients) => {
+      const doc = await writeTextDocument(weft, 'memory', 8)
+      const total = Y.getState(doc.store, doc.clientID)
+      const first = await stalledReader(weft, 'memory', clients)
+      first.send(encodeSyncStep1(stateVectorAt(doc, 1)))
+      await eventually(async () => (await heldBytes(weft)) > 7 * MiB, 'the first reply to be held')
+      const held = await heldBytes(weft)
+
+      const second = await RawClient.open(`${weft.url}/memory`)
+      clients.push(second)
+      second.send(encodeSyncStep1(stateVectorAt(doc, 2)))
+      await eventually(async () => (await metricValue(weft.http, 'weft_sync_asks_deferred_total')) === 1, 'the second ask to wait')
+
+      // The same state vector as the first: its reply is built already and shared.
+      const same = await RawClient.open(`${weft.url}/memory`)
+      clients.push(same)
+      same.send(encodeSyncStep1(stateVectorAt(doc, 1)))
+      const shared = step2Of(await same.frame((frame) => step2Of(frame) !== null, 'the shared reply', 20_000)) as Uint8Array
+      assert.deepEqual(clockRange(doc, shared), [1, total])
+      assert.equal(await heldBytes(weft), held, 'the shared reply is counted once')
+      assert.equal(second.frames.filter((frame) => step2Of(frame) !== null).length, 0, 'the second reply was not built while memory was taken')
+
+      first.socket.resume()
+      const reply = step2Of(await second.frame((frame) => step2Of(frame) !== null, 'the second reply, once the first is out', 20_000)) as Uint8Array
+      assert.deepEqual(clockRange(doc, reply), [2, total])
+      await eventually(async () => (await heldBytes(weft)) === 0, 'every reply out and given back')
+      assert.equal(await metricValue(weft.http, 'weft_sync_asks_deferred_total'), 1)
+    })
+  })
+
+  it('a reader that takes none of its big reply for --send-timeout-ms is closed with 1013 and its reply given back', async () => {
+    await withServer({ sendTimeoutMs: 1_500 }, async (weft, clients) => {
+      const doc = await writeTextDocument(weft, 'stall', 8)
+      const reader = await stalledReader(weft, 'stall', clients)
+      reader.send(encodeSyncStep1(stateVectorAt(doc, 1)))
+      await eventually(async () => (await heldBytes(weft)) > 7 * MiB, 'the reply to be held')
+      await eventually(async () => (await metricValue(weft.http, 'weft_slow_consumer_closes_total')) === 1, 'the stalled reader to be closed', 15_000)
+      // The close frame waits behind the reply; the socket is cut 5 s after the close.
+      await eventually(async () => (await heldBytes(weft)) === 0, 'the reply to be given back', 15_000)
+      // A reader that reads is not cut: the same reply, read at once, arrives whole.
+      const { client, step2 } = await RawClient.joined(`${weft.url}/stall`)
+      clients.push(client)
+      assert.deepEqual(clockRange(doc, step2), [0, Y.getState(doc.store, doc.clientID)])
+    })
+  })
+})
