@@ -1,4 +1,3 @@
-import { ReplyMemory } from './reply-memory.js'
 import type { Socket } from 'node:net'
 import type { WebSocket } from 'ws'
 import { OPEN_GRANT, type AuthContext, type Authorizer, type Grant } from './access.js'
@@ -16,6 +15,7 @@ import type { Logger } from './logger.js'
 import type { ServerMetrics } from './metrics.js'
 import { PreAuthGuard } from './preauth-guard.js'
 import { ReplyGate } from './reply-gate.js'
+import { ReplyMemory } from './reply-memory.js'
 import type { RoomRegistry } from './room.js'
 import { YWebsocketSession, type PendingLimits } from './ywebsocket-session.js'
 

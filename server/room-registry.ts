@@ -1,7 +1,7 @@
-import type { ReplyMemory } from './reply-memory.js'
 import type { DocumentWriter } from '../persistence/index.js'
 import type { Relay } from '../cluster/index.js'
 import type { AwarenessLimits, AwarenessRefusal } from './room-awareness.js'
+import type { ReplyMemory } from './reply-memory.js'
 import type { WireFormat } from './wire-format.js'
 import type { Logger } from './logger.js'
 import type { UpdateOrigin } from './hooks.js'

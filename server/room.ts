@@ -384,11 +384,17 @@ export class Room {
   mayBuildSyncReply(stateVector: Uint8Array, framing: string, ip: string): boolean {
     const memory = this.registry.replyMemory
     if (memory === null) return true
-    const store = this.doc.store
-    const cached = store.pendingStructs === null && store.pendingDs === null ? this.syncReplies?.get(framing) : undefined
-    if (cached !== undefined && Buffer.compare(cached.stateVector, stateVector) === 0) return true
+    if (this.cachedSyncReply(stateVector, framing) !== undefined) return true
     const predicted = this.predictedReplyBytes(stateVector)
     return predicted <= this.registry.bigReplyBytes || memory.admits(ip, predicted)
+  }
+
+  /** The reply to `stateVector` with `framing` if it is built and still valid (see syncReply). */
+  private cachedSyncReply(stateVector: Uint8Array, framing: string): Uint8Array | undefined {
+    const store = this.doc.store
+    if (store.pendingStructs !== null || store.pendingDs !== null) return undefined
+    const cached = this.syncReplies?.get(framing)
+    return cached !== undefined && Buffer.compare(cached.stateVector, stateVector) === 0 ? cached.frame : undefined
   }
 
   /** About how many bytes the reply to `stateVector` takes: the document's size times the share of its clocks the vector lacks. */
@@ -411,14 +417,14 @@ export class Room {
    * the update as var-bytes; `framing` names the prefix (equal names must mean equal prefixes).
    */
   syncReply(stateVector: Uint8Array, framing: string, prefix: Uint8Array): Uint8Array {
+    const cached = this.cachedSyncReply(stateVector, framing)
+    if (cached !== undefined) {
+      this.syncRepliesUsedAt = performance.now()
+      return cached
+    }
     const store = this.doc.store
     // Structs waiting for a missing dependency change the reply without an update event.
     const cacheable = store.pendingStructs === null && store.pendingDs === null
-    const cached = cacheable ? this.syncReplies?.get(framing) : undefined
-    if (cached !== undefined && Buffer.compare(cached.stateVector, stateVector) === 0) {
-      this.syncRepliesUsedAt = performance.now()
-      return cached.frame
-    }
     const empty = stateVector.length === 1 && stateVector[0] === 0
     let reply: Uint8Array
     if (empty && cacheable && this.loadedState !== null) reply = framePayload(prefix, this.loadedState)
