@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import * as Y from 'yjs'
-import { decodeYMessage, encodeSyncStep1 } from '../protocol/index.js'
+import { decodeHocuspocusMessage, decodeYMessage, encodeHocuspocusClientAuthToken, encodeHocuspocusSyncStep1, encodeSyncStep1 } from '../protocol/index.js'
 import { ReplyMemory } from '../server/reply-memory.js'
 import { RawClient } from './harness/clients.js'
 import { metricValue } from './harness/metrics.js'
@@ -84,6 +84,41 @@ describe('reply memory', () => {
       assert.deepEqual(clockRange(doc, reply), [2, total])
       await eventually(async () => (await heldBytes(weft)) === 0, 'every reply out and given back')
       assert.equal(await metricValue(weft.http, 'weft_sync_asks_deferred_total'), 1)
+    })
+  })
+
+  it('Hocuspocus: a second big document on a socket that reads nothing waits for the first reply to be out, then comes', async () => {
+    await withServer({ maxSyncReplyBytes: 12 * MiB, sendTimeoutMs: 60_000 }, async (weft, clients) => {
+      const first = await writeTextDocument(weft, 'hp-first', 8)
+      const second = await writeTextDocument(weft, 'hp-second', 8)
+      const client = await RawClient.open(`${weft.url}/`)
+      clients.push(client)
+      client.socket.pause()
+      const empty = Y.encodeStateVector(new Y.Doc())
+      for (const room of ['hp-first', 'hp-second']) {
+        client.send(encodeHocuspocusClientAuthToken(room, 'open-mode', 'raw-test'))
+        client.send(encodeHocuspocusSyncStep1(room, empty))
+      }
+      await eventually(async () => (await metricValue(weft.http, 'weft_sync_asks_deferred_total')) === 1, 'the second document’s ask to wait')
+      const held = await heldBytes(weft)
+      assert.ok(held > 7 * MiB && held < 9 * MiB, `one reply held, not two (${held} bytes)`)
+
+      client.socket.resume()
+      const replies = new Map<string, Uint8Array>()
+      await eventually(async () => {
+        for (const frame of client.frames) {
+          try {
+            const message = decodeHocuspocusMessage(frame)
+            if (message.kind === 'sync-step-2') replies.set(message.document, message.update)
+          } catch {
+            // not a document frame
+          }
+        }
+        return replies.size === 2
+      }, 'both replies', 20_000)
+      assert.deepEqual(clockRange(first, replies.get('hp-first') as Uint8Array), [0, Y.getState(first.store, first.clientID)])
+      assert.deepEqual(clockRange(second, replies.get('hp-second') as Uint8Array), [0, Y.getState(second.store, second.clientID)])
+      await eventually(async () => (await heldBytes(weft)) === 0, 'both replies out and given back')
     })
   })
 
