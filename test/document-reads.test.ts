@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict'
+import { connect } from 'node:net'
 import { describe, it } from 'node:test'
 import * as Y from 'yjs'
 import { DocumentReads, documentReadCounters, readDocument, ReadAbandoned, ReadRefused, ReadsBusy, type ReadOutput, type ReadTask } from '../server/document-reads.js'
@@ -282,6 +283,44 @@ describe('document reads over HTTP', () => {
       assert.equal(await metricValue(weft.http, 'weft_document_read_worker_jobs_total'), jobs + 2, 'built twice: the document changed under the first')
       const read = await httpBytes(weft.http, 'GET', '/api/rooms/big?format=prosemirror&field=default', { timeoutMs: 60_000 })
       assert.deepEqual(JSON.parse(read.body.toString()), content)
+    })
+  })
+
+  it('under load from many addresses, with clients leaving mid-read: each address gets at least its bound, every answer is the document, every refusal is counted, nothing stays in progress', async () => {
+    await withServer({ trustedProxies: ['127.0.0.1'], maxDocumentReadsPerIp: 2 }, async (weft) => {
+      // Each read takes about a quarter of a second on the one worker: every address's later requests come while its first two are in progress.
+      const doc = fragmentedDocument(60_000)
+      await writeDocument(weft, 'crowd', doc)
+      const expected = documentToJson(doc)
+      const addresses = Array.from({ length: 8 }, (_, i) => `10.0.0.${i + 1}`)
+      const answers = await Promise.all(
+        addresses.flatMap((address) => Array.from({ length: 4 }, () => httpRequest(weft.port, '/api/rooms/crowd', { headers: { 'x-forwarded-for': address } }).then((answer) => ({ address, answer })))),
+      )
+      // Clients that leave before their answer: their reads are dropped or their answers go nowhere.
+      const leavers = Array.from({ length: 6 }, (_, i) => {
+        const socket = connect(weft.port, '127.0.0.1')
+        socket.on('error', () => {})
+        socket.write(`GET /api/rooms/crowd HTTP/1.1\r\nHost: weft\r\nX-Forwarded-For: 10.0.1.${i}\r\n\r\n`, () => socket.destroy())
+        return socket
+      })
+      let refused = 0
+      for (const address of addresses) {
+        const mine = answers.filter((a) => a.address === address).map((a) => a.answer)
+        assert.ok(mine.filter((answer) => answer.status === 200).length >= 2, `${address} gets its two reads`)
+        for (const answer of mine) {
+          if (answer.status === 200) assert.deepEqual(JSON.parse(answer.body), expected)
+          else {
+            assert.equal(answer.status, 429)
+            assert.match(answer.body, /"error":"too_many_requests"/)
+            refused++
+          }
+        }
+      }
+      assert.ok(refused > 0, 'some reads were past the bound of their address')
+      assert.equal(await metricValue(weft.http, 'weft_http_refusals_total', '{reason="document_reads_per_ip"}'), refused)
+      await eventually(async () => leavers.every((socket) => socket.destroyed) && (await metricValue(weft.http, 'weft_document_reads_in_progress')) === 0, 'every read done or dropped')
+      const after = await httpBytes(weft.http, 'GET', '/api/rooms/crowd')
+      assert.deepEqual(JSON.parse(after.body.toString()), expected, 'the server reads on afterwards')
     })
   })
 })
