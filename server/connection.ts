@@ -59,7 +59,7 @@ export interface ConnectionSession {
 }
 
 /** The raw stream under the WebSocket, seen through what the connection needs of it. */
-export type RawSocket = Pick<Socket, 'bytesRead' | 'on' | 'off'> & Partial<Pick<Socket, 'write' | 'bytesWritten' | 'writableLength'>>
+export type RawSocket = Pick<Socket, 'bytesRead' | 'on' | 'off'> & Partial<Pick<Socket, 'write' | 'bytesWritten' | 'writableLength' | 'writableNeedDrain'>>
 
 /** Node's stream handle under a socket: `writeQueueSize` is what libuv still has to hand to the kernel. */
 type WithHandle = { _handle?: { writeQueueSize?: unknown } | null }
@@ -118,6 +118,8 @@ export class Connection implements ReplyWaiter {
   /** Big sync replies counted in the reply memory: waiting in the send queue, and written but not yet out of the socket. */
   private repliesWaiting: Uint8Array[] | null = null
   private repliesWritten: Uint8Array[] | null = null
+  /** Ends the big replies' time on their way when the socket drains (see writeSyncReply); null when none is on its way. */
+  private replyDrained: (() => void) | null = null
   /** Watches a big reply on its way for progress (see watchReplies); null when none is on its way. */
   private stallTimer: NodeJS.Timeout | null = null
   /** What the socket had handed to the kernel at the last look, and when that last grew. */
@@ -387,6 +389,7 @@ export class Connection implements ReplyWaiter {
       // A frame this size leaves the stream over its high-water mark: 'drain' follows once it is all written.
       const drained = (): void => {
         this.raw.off('drain', drained)
+        this.replyDrained = null
         this.syncReplyInFlight = 0
         this.endReplyTurns()
         this.releaseReplies(this.repliesWritten)
@@ -395,6 +398,7 @@ export class Connection implements ReplyWaiter {
         this.stallTimer = null
       }
       this.raw.on('drain', drained)
+      this.replyDrained = drained
       this.watchReplies()
     }
     const waiting = this.repliesWaiting?.indexOf(frame) ?? -1
@@ -404,6 +408,12 @@ export class Connection implements ReplyWaiter {
     }
     this.syncReplyInFlight += frame.length
     this.write(frame)
+    // A reply the stream took below its high-water mark (a small --send-queue-bytes makes small
+    // replies big) brings no 'drain': as far as weft can tell it is out.
+    if (this.raw.writableNeedDrain === false) {
+      const drained = this.replyDrained
+      if (drained !== null) queueMicrotask(drained)
+    }
     return true
   }
 

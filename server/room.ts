@@ -383,7 +383,8 @@ export class Room {
    */
   mayBuildSyncReply(stateVector: Uint8Array, framing: string, ip: string): boolean {
     const memory = this.registry.replyMemory
-    if (memory === null) return true
+    // A document smaller than a big reply cannot make one (its delete set is part of its size).
+    if (memory === null || this.sizeEstimate <= this.registry.bigReplyBytes) return true
     if (this.cachedSyncReply(stateVector, framing) !== undefined) return true
     const predicted = this.predictedReplyBytes(stateVector)
     return predicted <= this.registry.bigReplyBytes || memory.admits(ip, predicted)

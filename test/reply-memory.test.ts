@@ -7,7 +7,8 @@ import { RawClient } from './harness/clients.js'
 import { metricValue } from './harness/metrics.js'
 import { startServer, type InProcessServer } from './harness/server.js'
 import { clockRange, step2Of, stateVectorAt, writeTextDocument } from './harness/sync-replies.js'
-import { eventually } from './harness/wait.js'
+import { postUpdateStatus } from './harness/http.js'
+import { eventually, until } from './harness/wait.js'
 
 // The memory big sync replies hold: each distinct reply counts once until it is out of every
 // socket holding it, bounded server-wide and per address (--max-sync-reply-bytes[-per-ip]); an
@@ -119,6 +120,21 @@ describe('reply memory', () => {
       assert.deepEqual(clockRange(first, replies.get('hp-first') as Uint8Array), [0, Y.getState(first.store, first.clientID)])
       assert.deepEqual(clockRange(second, replies.get('hp-second') as Uint8Array), [0, Y.getState(second.store, second.clientID)])
       await eventually(async () => (await heldBytes(weft)) === 0, 'both replies out and given back')
+    })
+  })
+
+  it('with a small --send-queue-bytes a reply the socket takes at once is given back, and the next ask of its connection is answered', async () => {
+    // A quarter of 8 KiB makes a reply of a few KiB big, yet the socket takes it without a 'drain'.
+    await withServer({ sendQueueBytes: 8 * 1024, repeatAnswerIntervalMs: 0 }, async (weft, clients) => {
+      const doc = new Y.Doc()
+      doc.getText('t').insert(0, 's'.repeat(6 * 1024))
+      assert.equal(await postUpdateStatus(weft.http, 'small-queue', Y.encodeStateAsUpdate(doc)), 204)
+      const { client, step2 } = await RawClient.joined(`${weft.url}/small-queue`)
+      clients.push(client)
+      assert.ok(step2.length > 2 * 1024, `the reply (${step2.length} bytes) is big for this queue`)
+      await eventually(async () => (await heldBytes(weft)) === 0, 'the reply to be given back')
+      client.send(encodeSyncStep1(Y.encodeStateVector(doc)))
+      await until(() => client.frames.filter((frame) => step2Of(frame) !== null).length === 2, 'the answer to the next ask')
     })
   })
 
