@@ -61,8 +61,12 @@ export interface ConnectionSession {
 /** The raw stream under the WebSocket, seen through what the connection needs of it. */
 export type RawSocket = Pick<Socket, 'bytesRead' | 'on' | 'off'> & Partial<Pick<Socket, 'write' | 'bytesWritten' | 'writableLength' | 'writableNeedDrain'>>
 
-/** Node's stream handle under a socket: `writeQueueSize` is what libuv still has to hand to the kernel. */
-type WithHandle = { _handle?: { writeQueueSize?: unknown } | null }
+/**
+ * Node's stream handle under a socket: `writeQueueSize` is what libuv still has to hand to the
+ * kernel. A TLS socket's own handle counts what it encrypted and never goes down; the TCP socket
+ * under it (`_parent`) does.
+ */
+type WithHandle = { _handle?: { writeQueueSize?: unknown } | null; _parent?: WithHandle | null }
 
 /** `WebSocket.OPEN`. */
 const OPEN = 1
@@ -429,7 +433,7 @@ export class Connection implements ReplyWaiter {
    * with 1013 like any slow consumer, and its reply's memory given back. Without this, a reader
    * that stopped reading kept its reply for as long as it stayed connected (a socket still writing
    * counts as alive for the heartbeat). libuv's write queue shows the progress of one big write,
-   * which the stream reports only once it is all written.
+   * which the stream reports only once it is all written (see WithHandle).
    */
   private watchReplies(): void {
     const stallMs = this.limits.replyStallMs
@@ -457,7 +461,8 @@ export class Connection implements ReplyWaiter {
 
   /** Bytes whose writes the stream completed, and bytes of the write in progress libuv still holds. */
   private handedToKernel(): { sent: number; queued: number } {
-    const queued = (this.raw as WithHandle)._handle?.writeQueueSize
+    const raw = this.raw as WithHandle
+    const queued = (raw._parent ?? raw)._handle?.writeQueueSize
     return { sent: (this.raw.bytesWritten ?? 0) - (this.raw.writableLength ?? 0), queued: typeof queued === 'number' ? queued : 0 }
   }
 

@@ -1,14 +1,19 @@
 import assert from 'node:assert/strict'
+import { readFileSync } from 'node:fs'
+import type { Socket } from 'node:net'
+import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import * as Y from 'yjs'
 import { decodeHocuspocusMessage, decodeYMessage, encodeHocuspocusClientAuthToken, encodeHocuspocusSyncStep1, encodeSyncStep1 } from '../protocol/index.js'
 import { ReplyMemory } from '../server/reply-memory.js'
 import { RawClient } from './harness/clients.js'
 import { metricValue } from './harness/metrics.js'
-import { startServer, type InProcessServer } from './harness/server.js'
+import { startServer, tempDir, type InProcessServer } from './harness/server.js'
+import { makeCertificate } from './harness/tls.js'
 import { clockRange, step2Of, stateVectorAt, writeTextDocument } from './harness/sync-replies.js'
 import { postUpdateStatus } from './harness/http.js'
-import { eventually, until } from './harness/wait.js'
+import { eventually, until, withDeadline } from './harness/wait.js'
+import { WebSocket } from 'ws'
 
 // The memory big sync replies hold: each distinct reply counts once until it is out of every
 // socket holding it, bounded server-wide and per address (--max-sync-reply-bytes[-per-ip]); an
@@ -153,4 +158,51 @@ describe('reply memory', () => {
       assert.deepEqual(clockRange(doc, step2), [0, Y.getState(doc.store, doc.clientID)])
     })
   })
+
+  for (const secure of [false, true]) {
+    it(`a reader that reads slowly, ${secure ? 'over wss' : 'over ws'}, for longer than --send-timeout-ms is not cut: it gets the whole reply`, async () => {
+      const dir = await tempDir('weft-slow-reader-')
+      try {
+        const tls = secure ? makeCertificate(dir.path) : null
+        // Written through plain HTTP into LevelDB first: the TLS server below answers https only.
+        const data = join(dir.path, 'data')
+        let doc = new Y.Doc()
+        await withServer({ data }, async (weft) => {
+          doc = await writeTextDocument(weft, 'slow-reader', 14)
+        })
+        await withServer({ data, sendTimeoutMs: 3_000, ...(tls === null ? {} : { tlsCert: tls.cert, tlsKey: tls.key }) }, async (weft, clients) => {
+          const url = `${secure ? 'wss' : 'ws'}://127.0.0.1:${weft.port}/slow-reader`
+          const client = new RawClient(new WebSocket(url, tls === null ? {} : { ca: readFileSync(tls.cert) }))
+          clients.push(client)
+          await withDeadline(client.opened, 'the client to open')
+          // Takes about 512 KiB, then stops for 300 ms: the 14 MiB reply takes about 9 s. The
+          // kernel's buffers take the first 6 MiB or so; the rest leaves weft over 5 s, in steps
+          // of about 2 MiB (Linux wakes a writer once half its send buffer is free).
+          const raw = (client.socket as unknown as { _socket: Socket })._socket
+          let taken = 0
+          raw.on('data', (chunk: Buffer) => {
+            taken += chunk.length
+            if (taken < 512 * 1024) return
+            taken = 0
+            client.socket.pause()
+            setTimeout(() => client.socket.resume(), 300).unref()
+          })
+          const started = performance.now()
+          client.send(encodeSyncStep1(Y.encodeStateVector(new Y.Doc())))
+          const reply = step2Of(await client.frame((frame) => step2Of(frame) !== null, 'the whole reply', 60_000)) as Uint8Array
+          assert.ok(performance.now() - started > 3_000, 'the reply took longer than the send timeout')
+          assert.deepEqual(clockRange(doc, reply), [0, Y.getState(doc.store, doc.clientID)])
+          // Still connected: one more ask is answered (a connection being closed reads nothing more).
+          client.send(encodeSyncStep1(Y.encodeStateVector(doc)))
+          const replies = (): number => client.frames.filter((frame) => step2Of(frame) !== null).length
+          await until(() => replies() === 2 || client.closeCode !== null, 'the answer to one more ask, or a close')
+          assert.equal(client.closeCode, null, 'still connected')
+          // Over plain HTTP only: the TLS server answers https alone.
+          if (!secure) assert.equal((await metricValue(weft.http, 'weft_slow_consumer_closes_total')) ?? 0, 0)
+        })
+      } finally {
+        await dir.remove()
+      }
+    })
+  }
 })
