@@ -15,8 +15,7 @@ import {
 } from '../protocol/index.js'
 import { awarenessEntries, RawClient } from './harness/clients.js'
 import { metricValue } from './harness/metrics.js'
-import { startServer, type InProcessServer } from './harness/server.js'
-import { clockRange, step2Of, stateVectorAt, writeTextDocument } from './harness/sync-replies.js'
+import { clockRange, step2Of, stateVectorAt, withRawClients, writeTextDocument } from './harness/sync-replies.js'
 import { eventually, until } from './harness/wait.js'
 
 // A message of a few bytes that asks for everything: query-awareness (every presence state of
@@ -31,21 +30,9 @@ function entry(clientId: number, bytes: number, clock = 1): AwarenessEntry {
   return { clientId, clock, state: JSON.stringify({ user: { name: 'p'.repeat(bytes) } }) }
 }
 
-/** Runs `body` against a fresh in-memory server; its raw clients (pushed to `clients`) and the server go at the end. */
-async function withServer(body: (weft: InProcessServer, clients: RawClient[]) => Promise<void>): Promise<void> {
-  const weft = await startServer({ data: 'memory' })
-  const clients: RawClient[] = []
-  try {
-    await body(weft, clients)
-  } finally {
-    for (const client of clients) client.socket.terminate()
-    await weft.stop()
-  }
-}
-
 describe('floods of messages that ask for everything', () => {
   it('y-websocket query-awareness: 50 at once get one answer, 49 are counted; every newcomer and answer has the states as they are now', async () => {
-    await withServer(async (weft, clients) => {
+    await withRawClients({}, async (weft, clients) => {
       const owner = await RawClient.open(`${weft.url}/presence-flood`)
       clients.push(owner)
       owner.send(encodeAwareness(encodeAwarenessUpdate([entry(101, 20_000), entry(102, 20_000)])))
@@ -77,7 +64,7 @@ describe('floods of messages that ask for everything', () => {
   })
 
   it('y-websocket sync step 1: 200 made-up state vectors from a client that does not read make one reply, then one for the newest once it reads; nothing else', async () => {
-    await withServer(async (weft, clients) => {
+    await withRawClients({}, async (weft, clients) => {
       const doc = await writeTextDocument(weft, 'sync-flood', 8)
       const total = Y.getState(doc.store, doc.clientID)
       const flooder = await RawClient.open(`${weft.url}/sync-flood`)
@@ -104,7 +91,7 @@ describe('floods of messages that ask for everything', () => {
   })
 
   it('Hocuspocus: repeated SyncStep1 and QueryAwareness for one document are answered once a second, the newest state vector at the end', async () => {
-    await withServer(async (weft, clients) => {
+    await withRawClients({}, async (weft, clients) => {
       const doc = await writeTextDocument(weft, 'hp-flood', 1)
       const total = Y.getState(doc.store, doc.clientID)
       const client = await RawClient.hocuspocusJoined(weft.url, 'hp-flood', 'open-mode')

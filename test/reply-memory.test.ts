@@ -8,9 +8,9 @@ import { decodeHocuspocusMessage, decodeYMessage, encodeHocuspocusClientAuthToke
 import { ReplyMemory } from '../server/reply-memory.js'
 import { RawClient } from './harness/clients.js'
 import { metricValue } from './harness/metrics.js'
-import { startServer, tempDir, type InProcessServer } from './harness/server.js'
+import { tempDir, type InProcessServer } from './harness/server.js'
 import { makeCertificate } from './harness/tls.js'
-import { clockRange, step2Of, stateVectorAt, writeTextDocument } from './harness/sync-replies.js'
+import { clockRange, step2Of, stateVectorAt, withRawClients, writeTextDocument } from './harness/sync-replies.js'
 import { postUpdateStatus } from './harness/http.js'
 import { eventually, until, withDeadline } from './harness/wait.js'
 import { WebSocket } from 'ws'
@@ -21,17 +21,6 @@ import { WebSocket } from 'ws'
 // --send-timeout-ms is closed with 1013 and the memory given back.
 
 const MiB = 1024 * 1024
-
-async function withServer(options: Parameters<typeof startServer>[0], body: (weft: InProcessServer, clients: RawClient[]) => Promise<void>): Promise<void> {
-  const weft = await startServer({ data: 'memory', ...options })
-  const clients: RawClient[] = []
-  try {
-    await body(weft, clients)
-  } finally {
-    for (const client of clients) client.socket.terminate()
-    await weft.stop()
-  }
-}
 
 /** A raw client of `room` that has the server's sync step 1 and reads nothing more. */
 async function stalledReader(weft: InProcessServer, room: string, clients: RawClient[]): Promise<RawClient> {
@@ -63,7 +52,7 @@ describe('reply memory', () => {
   })
 
   it('a big reply that does not fit waits until a held one is out; a reply already built (same state vector) goes at once', async () => {
-    await withServer({ maxSyncReplyBytes: 12 * MiB, sendTimeoutMs: 60_000 }, async (weft, clients) => {
+    await withRawClients({ maxSyncReplyBytes: 12 * MiB, sendTimeoutMs: 60_000 }, async (weft, clients) => {
       const doc = await writeTextDocument(weft, 'memory', 8)
       const total = Y.getState(doc.store, doc.clientID)
       const first = await stalledReader(weft, 'memory', clients)
@@ -94,7 +83,7 @@ describe('reply memory', () => {
   })
 
   it('Hocuspocus: a second big document on a socket that reads nothing waits for the first reply to be out, then comes', async () => {
-    await withServer({ maxSyncReplyBytes: 12 * MiB, sendTimeoutMs: 60_000 }, async (weft, clients) => {
+    await withRawClients({ maxSyncReplyBytes: 12 * MiB, sendTimeoutMs: 60_000 }, async (weft, clients) => {
       const first = await writeTextDocument(weft, 'hp-first', 8)
       const second = await writeTextDocument(weft, 'hp-second', 8)
       const client = await RawClient.open(`${weft.url}/`)
@@ -130,7 +119,7 @@ describe('reply memory', () => {
 
   it('with a small --send-queue-bytes a reply the socket takes at once is given back, and the next ask of its connection is answered', async () => {
     // A quarter of 8 KiB makes a reply of a few KiB big, yet the socket takes it without a 'drain'.
-    await withServer({ sendQueueBytes: 8 * 1024, repeatAnswerIntervalMs: 0 }, async (weft, clients) => {
+    await withRawClients({ sendQueueBytes: 8 * 1024, repeatAnswerIntervalMs: 0 }, async (weft, clients) => {
       const doc = new Y.Doc()
       doc.getText('t').insert(0, 's'.repeat(6 * 1024))
       assert.equal(await postUpdateStatus(weft.http, 'small-queue', Y.encodeStateAsUpdate(doc)), 204)
@@ -144,7 +133,7 @@ describe('reply memory', () => {
   })
 
   it('a reader that takes none of its big reply for --send-timeout-ms is closed with 1013 and its reply given back', async () => {
-    await withServer({ sendTimeoutMs: 1_500 }, async (weft, clients) => {
+    await withRawClients({ sendTimeoutMs: 1_500 }, async (weft, clients) => {
       const doc = await writeTextDocument(weft, 'stall', 8)
       const reader = await stalledReader(weft, 'stall', clients)
       reader.send(encodeSyncStep1(stateVectorAt(doc, 1)))
@@ -167,10 +156,10 @@ describe('reply memory', () => {
         // Written through plain HTTP into LevelDB first: the TLS server below answers https only.
         const data = join(dir.path, 'data')
         let doc = new Y.Doc()
-        await withServer({ data }, async (weft) => {
+        await withRawClients({ data }, async (weft) => {
           doc = await writeTextDocument(weft, 'slow-reader', 14)
         })
-        await withServer({ data, sendTimeoutMs: 3_000, ...(tls === null ? {} : { tlsCert: tls.cert, tlsKey: tls.key }) }, async (weft, clients) => {
+        await withRawClients({ data, sendTimeoutMs: 3_000, ...(tls === null ? {} : { tlsCert: tls.cert, tlsKey: tls.key }) }, async (weft, clients) => {
           const url = `${secure ? 'wss' : 'ws'}://127.0.0.1:${weft.port}/slow-reader`
           const client = new RawClient(new WebSocket(url, tls === null ? {} : { ca: readFileSync(tls.cert) }))
           clients.push(client)

@@ -3,8 +3,9 @@
 import assert from 'node:assert/strict'
 import * as Y from 'yjs'
 import { decodeYMessage } from '../../protocol/index.js'
+import type { RawClient } from './clients.js'
 import { postUpdateStatus } from './http.js'
-import type { InProcessServer } from './server.js'
+import { startServer, type InProcessServer } from './server.js'
 
 /** A document of about `mib` MiB of text in 64 KiB inserts by one client, written through the API. */
 export async function writeTextDocument(weft: InProcessServer, room: string, mib: number): Promise<Y.Doc> {
@@ -44,5 +45,17 @@ export function step2Of(frame: Uint8Array): Uint8Array | null {
     return message.kind === 'sync-step-2' ? message.update : null
   } catch {
     return null
+  }
+}
+
+/** Runs `body` against a fresh in-memory server; its raw clients (pushed to `clients`) and the server go at the end. */
+export async function withRawClients(options: Parameters<typeof startServer>[0], body: (weft: InProcessServer, clients: RawClient[]) => Promise<void>): Promise<void> {
+  const weft = await startServer({ data: 'memory', ...options })
+  const clients: RawClient[] = []
+  try {
+    await body(weft, clients)
+  } finally {
+    for (const client of clients) client.socket.terminate()
+    await weft.stop()
   }
 }
