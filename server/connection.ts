@@ -413,10 +413,13 @@ export class Connection implements ReplyWaiter {
     this.syncReplyInFlight += frame.length
     this.write(frame)
     // A reply the stream took below its high-water mark (a small --send-queue-bytes makes small
-    // replies big) brings no 'drain': as far as weft can tell it is out.
-    if (this.raw.writableNeedDrain === false) {
-      const drained = this.replyDrained
-      if (drained !== null) queueMicrotask(drained)
+    // replies big) brings no 'drain': as far as weft can tell it is out. Looked at again after
+    // this turn's writes, one of which may still bring a 'drain'.
+    const drained = this.replyDrained
+    if (drained !== null && this.raw.writableNeedDrain === false) {
+      queueMicrotask(() => {
+        if (this.replyDrained === drained && this.raw.writableNeedDrain === false) drained()
+      })
     }
     return true
   }
