@@ -10,7 +10,7 @@ import { RedisNamespace } from '../cluster/keys.js'
 import { RedisSharedState } from '../cluster/index.js'
 import { MemoryStore, newVersionId, ReplicatedVersions, VersionLimitError, type VersionRecord } from '../persistence/index.js'
 import { encodeVersionValue } from '../persistence/version-value.js'
-import { startRedis, type RedisProcess } from './harness/redis.js'
+import { monitorRedis, startRedis, type RedisProcess } from './harness/redis.js'
 import { eventually, once, until, withDeadline } from './harness/wait.js'
 
 const ns = new RedisNamespace()
@@ -61,18 +61,19 @@ describe('versions in Redis', () => {
     const room = 'monitored'
     const records = [version(1, 'one', 50_000), version(2, 'two', 50_000), version(3, 'three', 50_000)]
     for (const record of records) await a.putVersion(room, record)
-    const monitor = await raw.monitor()
-    const seen: string[][] = []
-    monitor.on('monitor', (_time: string, args: string[]) => seen.push(args))
+    // A MONITOR of the harness's own: ioredis's monitor() can take a command printed just after
+    // its MONITOR's OK for a reply it never asked for, and throw.
+    const monitor = await monitorRedis(redis.port)
     try {
       const marker = `end-${newVersionId()}`
       const listed = await b.listVersions(room, { limit: 10 })
       assert.deepEqual(listed.map((v) => [v.name, v.bytes]), [['one', 50_000], ['two', 50_000], ['three', 50_000]])
       await raw.echo(marker)
-      await until(() => seen.some((args) => args.includes(marker)), 'MONITOR to show the marker')
+      await until(() => monitor.seen.some((command) => command.args.includes(marker)), 'MONITOR to show the marker')
     } finally {
-      monitor.disconnect()
+      monitor.stop()
     }
+    const seen = monitor.seen.map((command) => command.args)
     const { contentPrefix } = ns.versions(room)
     const commands = seen.map((args) => args.map((arg) => arg.slice(0, 80)).join(' '))
     assert.ok(commands.some((c) => /^zrangebylex/i.test(c)), `the listing ran: ${commands.join(' | ')}`)

@@ -125,6 +125,22 @@ export interface MonitoredCommand {
   client: string
   command: string
   key: string | null
+  /** The name and every argument as sent (MONITOR's escapes undone). */
+  args: string[]
+}
+
+/** The quoted words of a MONITOR line, with redis-server's escapes (sdscatrepr) undone. */
+function monitoredArgs(line: string): string[] {
+  const words: string[] = []
+  for (const match of line.slice(line.indexOf(']') + 1).matchAll(/"((?:[^"\\]|\\.)*)"/g)) {
+    words.push(
+      (match[1] as string).replace(/\\(x[0-9a-f]{2}|.)/g, (_all, escape: string) => {
+        if (escape.startsWith('x') && escape.length === 3) return String.fromCharCode(parseInt(escape.slice(1), 16))
+        return ({ n: '\n', r: '\r', t: '\t', a: '\x07', b: '\b' } as Record<string, string>)[escape] ?? escape
+      }),
+    )
+  }
+  return words
 }
 
 export interface RedisMonitor {
@@ -149,7 +165,7 @@ export async function monitorRedis(port: number): Promise<RedisMonitor> {
       // +1700000000.123456 [0 127.0.0.1:54321] "evalsha" "sha" ...
       const match = /^\+(\d+\.\d+) \[\d+ ([^\]]+)\] "([^"]*)"(?: "([^"]*)")?/.exec(line)
       if (match === null) continue
-      seen.push({ seconds: Number(match[1]), client: match[2] as string, command: (match[3] as string).toLowerCase(), key: match[4] ?? null })
+      seen.push({ seconds: Number(match[1]), client: match[2] as string, command: (match[3] as string).toLowerCase(), key: match[4] ?? null, args: monitoredArgs(line) })
     }
   })
   socket.on('error', () => undefined)
