@@ -572,7 +572,7 @@ export class HttpApi {
     const onClose = (): void => left.abort()
     res.once('close', onClose)
     try {
-      return await this.deps.reads.read(this.deps.addressOf(res.req), inputs, task, { signal: left.signal, extraBytes })
+      return await this.deps.reads.read(admitted(res).ip, inputs, task, { signal: left.signal, extraBytes })
     } catch (err) {
       if (err instanceof ReadAbandoned) return null
       if (err instanceof ReadRefused) throw new ApiError('bad_request', err.message)
@@ -758,9 +758,15 @@ function readBody(req: IncomingMessage, limit: number): Promise<Uint8Array> {
  * (sendAnswer). Only for requests HttpApi.handle admitted: their address is known.
  */
 function answer(res: ServerResponse, status: number, headers: Headers, body: Uint8Array | string): void {
+  const gate = admitted(res)
+  sendAnswer(res, gate.ip, gate.deps.answers, status, headers, body)
+}
+
+/** What HttpApi.handle noted of the request `res` answers: its address (read once) and the API's deps. */
+function admitted(res: ServerResponse): BodyGate {
   const gate = bodyGates.get(res.req)
   if (gate === undefined) throw new Error('answer outside HttpApi.handle')
-  sendAnswer(res, gate.ip, gate.deps.answers, status, headers, body)
+  return gate
 }
 
 function answerJson(res: ServerResponse, status: number, value: unknown, extraHeaders: Headers = {}): void {

@@ -398,24 +398,22 @@ export class ServerMetrics {
 
   /** The memory big sync replies hold (see ReplyMemory). */
   observeReplyMemory(memory: { readonly heldBytes: number }): void {
-    new Gauge({
-      name: 'weft_sync_reply_bytes',
-      help: 'Bytes of big sync replies held until they are out of their sockets, each shared reply counted once (--max-sync-reply-bytes)',
-      registers: [this.registry],
-      collect() {
-        this.set(memory.heldBytes)
-      },
-    })
+    this.gaugeOf('weft_sync_reply_bytes', 'Bytes of big sync replies held until they are out of their sockets, each shared reply counted once (--max-sync-reply-bytes)', () => memory.heldBytes)
   }
 
   /** HTTP reads of big documents waiting or running on the read workers (see DocumentReads). */
   observeDocumentReads(reads: { readonly inProgress: number }): void {
+    this.gaugeOf('weft_document_reads_in_progress', 'HTTP reads of big documents (JSON, rich text, diffs) waiting or running on the read workers', () => reads.inProgress)
+  }
+
+  /** A Gauge that reads a value kept elsewhere at each scrape. */
+  private gaugeOf(name: string, help: string, value: () => number): void {
     new Gauge({
-      name: 'weft_document_reads_in_progress',
-      help: 'HTTP reads of big documents (JSON, rich text, diffs) waiting or running on the read workers',
+      name,
+      help,
       registers: [this.registry],
       collect() {
-        this.set(reads.inProgress)
+        this.set(value())
       },
     })
   }
