@@ -8,7 +8,7 @@ import type { ClientSpec } from './load-protocol.js'
 import type { LoadPool, MergedStats } from './load.js'
 import { cpuSeconds, freePort, peakRssMb, SERVER_CPU, spawnCommandPinned, stopProcess, waitForPort } from './processes.js'
 import {
-  connectFailure, GRACE_MS, monitorRedis, percentile, prefixed, redisCommandCalls, round, SATURATION_RATES, scaled, startOptions, withPool,
+  type ClockWindow, connectFailure, GRACE_MS, monitorRedis, percentile, prefixed, redisCommandCalls, round, SATURATION_RATES, scaled, startOptions, withPool,
   type BenchConfig, type Metrics, type Scenario,
 } from './scenarios.js'
 import { startTarget, type RunningTarget, type TargetName } from './targets.js'
@@ -87,6 +87,8 @@ interface Step {
   sentShare: number
   /** INFO commandstats deltas over the step (commands run inside scripts included). */
   commands: Map<string, number>
+  /** When the step's writing started and its deliveries ended (the window its figures cover). */
+  window: ClockWindow
 }
 
 /** Writes at `rate` for `seconds`, waits for stragglers, and measures every instance's receivers, CPU and Redis. */
@@ -97,6 +99,7 @@ async function clusterStep (cluster: Cluster, pool: LoadPool, rate: number, seco
   const redisBefore = cpuSeconds(cluster.redisPid)
   const loadBefore = pool.cpuSeconds()
   const callsBefore = redisCommandCalls(cluster.redisPort)
+  const startedAt = Date.now()
   const started = performance.now()
   await pool.all({ type: 'write', ratePerSecond: rate, durationMs: seconds * 1000, paddingBytes: 0, distinctKeys: true })
   const writtenMs = performance.now() - started
@@ -148,6 +151,7 @@ async function clusterStep (cluster: Cluster, pool: LoadPool, rate: number, seco
     elapsedSeconds,
     sentShare: seconds / Math.max(seconds, writtenMs / 1000 - 0.1),
     commands,
+    window: { fromMs: startedAt, toMs: Date.now() },
   }
 }
 
@@ -217,7 +221,8 @@ async function crowd (name: TargetName, config: BenchConfig, cluster: Cluster): 
     const monitor = monitorRedis(cluster.redisPort)
     await new Promise((resolve) => setTimeout(resolve, 300))
     const step = await clusterStep(cluster, pool, 20, config.liveSeconds)
-    const topLevel = [...(await monitor.stop()).entries()].sort((x, y) => y[1] - x[1])
+    // Only what came while the step's edits flowed: the second of quiet before it has checks of its own.
+    const topLevel = [...(await monitor.stop(step.window)).entries()].sort((x, y) => y[1] - x[1])
     const topLevelTotal = topLevel.reduce((sum, [, n]) => sum + n, 0)
     // Updates relayed in the window (one publish script, or one PUBLISH, each); the rest is periodic.
     const relayed = step.commands.get(RELAY_COMMAND[name] ?? 'publish') ?? 0

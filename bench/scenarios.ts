@@ -630,24 +630,36 @@ export function redisCommandCalls (port: number): Map<string, number> {
  * `redis-cli MONITOR` on the load core: commands the clients sent (top level), told apart from
  * the ones scripts ran (`[0 lua]`), which INFO commandstats counts as well.
  */
-export function monitorRedis (port: number): { stop: () => Promise<Map<string, number>> } {
+/** A span of wall-clock time, ms since the epoch (Redis's MONITOR stamps each command with its clock, the same machine's). */
+export interface ClockWindow { fromMs: number, toMs: number }
+
+/**
+ * The commands clients sent to Redis while it runs (MONITOR, without what scripts ran), counted
+ * by name; with `window`, only those Redis received inside it.
+ */
+export function monitorRedis (port: number): { stop: (window?: ClockWindow) => Promise<Map<string, number>> } {
   const child = spawnCommandPinned(LOAD_CPU, 'redis-cli', ['-p', String(port), 'monitor'], { stdio: ['ignore', 'pipe', 'ignore'] })
-  const calls = new Map<string, number>()
+  const seen: Array<{ atMs: number, command: string }> = []
   let rest = ''
   child.stdout?.setEncoding('utf8')
   child.stdout?.on('data', (chunk: string) => {
     const lines = (rest + chunk).split('\n')
     rest = lines.pop() ?? ''
     for (const line of lines) {
-      const match = /^\d+\.\d+ \[\d+ ([^\]]+)\] "([^"]+)"/.exec(line)
-      if (match === null || match[1] === 'lua') continue
-      const command = (match[2] as string).toLowerCase()
-      if (command !== 'info' && command !== 'monitor') calls.set(command, (calls.get(command) ?? 0) + 1)
+      const match = /^(\d+\.\d+) \[\d+ ([^\]]+)\] "([^"]+)"/.exec(line)
+      if (match === null || match[2] === 'lua') continue
+      const command = (match[3] as string).toLowerCase()
+      if (command !== 'info' && command !== 'monitor') seen.push({ atMs: Number(match[1]) * 1000, command })
     }
   })
   return {
-    stop: async () => {
+    stop: async (window) => {
       await stopProcess(child, 2_000)
+      const calls = new Map<string, number>()
+      for (const { atMs, command } of seen) {
+        if (window !== undefined && (atMs < window.fromMs || atMs > window.toMs)) continue
+        calls.set(command, (calls.get(command) ?? 0) + 1)
+      }
       return calls
     },
   }

@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto'
+import { createHash, randomBytes } from 'node:crypto'
 /**
  * The Redis key layout of the cluster, in one place. `<p>` is --redis-prefix (default `weft`),
  * `<db>` the Redis DB number of --redis.
@@ -65,6 +65,15 @@ export const REDIS_PREFIX_PATTERN = /^[A-Za-z0-9_.-]{1,64}$/
  */
 export function epochCandidate(): string {
   return `${Date.now().toString(36)}.${randomBytes(12).toString('base64url')}`
+}
+
+/**
+ * The short form of a data epoch that update messages carry (relay-message.ts): the first 32 bits
+ * of its SHA-1, in decimal, as the publish script computes it (redis.sha1hex). Two epochs share a
+ * tag once in 2^32; a receiver that sees another tag reads the epoch itself.
+ */
+export function epochTag(epoch: string): string {
+  return String(parseInt(createHash('sha1').update(epoch, 'utf8').digest('hex').slice(0, 8), 16))
 }
 
 export function roomTag(room: string): string {

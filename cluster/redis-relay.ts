@@ -4,7 +4,7 @@ import * as Y from 'yjs'
 import { mergeUpdatesInChunks, missingFrom } from '../crdt/index.js'
 import { decodeAwarenessUpdate, encodeAwarenessUpdate } from '../protocol/index.js'
 import { ClusterAsks } from './cluster-asks.js'
-import { RedisNamespace, epochCandidate } from './keys.js'
+import { RedisNamespace, epochCandidate, epochTag } from './keys.js'
 import { OutageBuffer } from './outage-buffer.js'
 import { decodeRelayMessage, encodeRelayMessage, type RelayMessage } from './relay-message.js'
 import { RelayRoom } from './relay-room.js'
@@ -61,6 +61,8 @@ export class RedisRelay implements Relay {
   private lastError = 'connecting'
   private reportedUp = false
   private epoch: string | null = null
+  /** The tag of `epoch` that update messages carry (keys.ts epochTag). */
+  private epochTagKnown: string | null = null
   /** Remote instances are not declared gone before this time (they may still be reconnecting). */
   private graceUntil = 0
   private reconciling = false
@@ -71,6 +73,12 @@ export class RedisRelay implements Relay {
   private lastCheckAt = 0
   /** When the epoch was last read (a check that sent its command, or a reconcile); ms. */
   private lastEpochReadAt = 0
+  /**
+   * When an update of another instance last carried the known epoch's tag (relayedEpoch); ms. Only
+   * for the backstop: it is not a read of this instance's, so it does not make a publish that
+   * found another epoch older news (publishedEpoch).
+   */
+  private epochRelayedAt = 0
   /** An update with no predecessor came for a room whose chain had one: Redis may have lost its data; the next check reads the epoch. */
   private lossSuspected = false
   /** When each remote instance was last heard from on a room channel (ms, this clock): a sign of life in place of its heartbeat key. */
@@ -429,6 +437,23 @@ export class RedisRelay implements Relay {
     this.scheduleReconcile()
   }
 
+  /**
+   * An update of another instance carried the tag of the epoch its publish found: the same tag
+   * proves the epoch as a read of this instance's own would, so the check's every-epochCheckMs
+   * read is not due while others publish either (an instance that only receives). Another tag is
+   * a loss, or older news from before one: the next check reads the epoch. Older instances send
+   * no tag; then the check reads it as before.
+   */
+  private relayedEpoch(tag: string): void {
+    if (this.reconciling || this.epochTagKnown === null) return
+    if (tag === this.epochTagKnown) {
+      this.epochRelayedAt = Date.now()
+      return
+    }
+    if (!this.lossSuspected) this.logger.debug({ instance: this.instanceId }, 'a relayed update names another data epoch; reading it at the next check')
+    this.lossSuspected = true
+  }
+
   private hold(name: string, update: Uint8Array): void {
     if (this.outage.hold(name, update)) return
     // Over budget: what was held for this room is forgotten; it re-syncs from the local document
@@ -480,6 +505,7 @@ export class RedisRelay implements Relay {
       // Any message but a goodbye proves its sender alive now (planCheck).
       if (message.kind === 'gone') this.heardAtMs.delete(message.instance)
       else this.heardAtMs.set(message.instance, Date.now())
+      if (message.kind === 'update' && message.epochTag !== undefined) this.relayedEpoch(message.epochTag)
     }
     if (room.buffer(message)) return
     if (message.instance !== this.instanceId) this.lagMs = this.lagMs * 0.8 + Math.max(0, Date.now() - message.ts) * 0.2
@@ -640,9 +666,10 @@ export class RedisRelay implements Relay {
    *   within instanceTtlMs: a message received is as good a sign of life as its key, and lapses as
    *   fast, so a dead instance still goes within instanceTtlMs (plus delivery) and one check.
    * - The epoch whenever a command goes anyway; else when no held room moved, when a stream
-   *   started over (`suspectLoss`: what the next update of every room shows after a FLUSHALL), and
-   *   at least every epochCheckMs in case that tell-tale was lost too. A Redis that restarted
-   *   empty is noticed at the reconnect.
+   *   started over (`suspectLoss`: what the next update of every room shows after a FLUSHALL) or
+   *   a relayed update named another epoch (`relayedEpoch`), and at least every epochCheckMs in
+   *   case those tell-tales were lost too, unless this instance's publishes or another's relayed
+   *   updates proved the epoch within it. A Redis that restarted empty is noticed at the reconnect.
    * - This instance's heartbeat whenever a command goes anyway, else unless `beatCovered`.
    * - Always a check while updates are held (a publish failed with Redis up): it sends them.
    */
@@ -655,7 +682,7 @@ export class RedisRelay implements Relay {
     for (const room of active) for (const id of room.remoteInstances) instances.add(id)
     for (const [id, at] of this.heardAtMs) if (now - at >= this.options.instanceTtlMs && !instances.has(id)) this.heardAtMs.delete(id)
     const remote = [...instances].filter((id) => !(now - (this.heardAtMs.get(id) ?? -Infinity) < this.options.instanceTtlMs))
-    const epochDue = this.lossSuspected || rooms.length === active.length || now - this.lastEpochReadAt >= this.options.epochCheckMs
+    const epochDue = this.lossSuspected || rooms.length === active.length || now - Math.max(this.lastEpochReadAt, this.epochRelayedAt) >= this.options.epochCheckMs
     // Updates held after a failed publish are sent by the check (flushHeld), whatever the traffic.
     if (rooms.length === 0 && remote.length === 0 && !epochDue && this.outage.isEmpty && this.beatCovered(now)) return null
     return { rooms, remote }
@@ -752,6 +779,7 @@ export class RedisRelay implements Relay {
       }
     }
     this.epoch = epoch
+    this.epochTagKnown = epochTag(epoch)
     this.lastEpochReadAt = Date.now()
     this.lossSuspected = false
     this.tellEpoch(epoch)

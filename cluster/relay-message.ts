@@ -15,9 +15,15 @@
  * `ts` is the publisher's clock in ms (decimal): for the lag figure, and for updates also the
  * origin's arrival time in weft_delivery_seconds{source="cluster"} (it is taken in the same tick
  * as the update arrived and was applied there).
+ *
+ * An update's `ts` may end in `.<epoch tag>`: the tag (keys.ts `epochTag`) of the data epoch the
+ * publish script found, so that an instance that only receives learns the epoch from the traffic
+ * instead of reading it (issue 19). Carried inside `ts` because instances of two versions share
+ * the channel during a rolling upgrade: an older instance reads `99.1234` as 99 ms and a fraction,
+ * where a field of its own would make it drop the message as malformed.
  */
 export type RelayMessage =
-  | { kind: 'update'; prev: string; id: string; instance: string; ts: number; update: Uint8Array }
+  | { kind: 'update'; prev: string; id: string; instance: string; ts: number; update: Uint8Array; epochTag?: string }
   | { kind: 'awareness'; instance: string; ts: number; awareness: Uint8Array; identities?: ReadonlyArray<string | null> }
   | { kind: 'query'; instance: string; ts: number }
   | { kind: 'gone'; instance: string; ts: number }
@@ -25,6 +31,7 @@ export type RelayMessage =
 const KIND_BYTES = { update: 0x55, awareness: 0x41, query: 0x51, gone: 0x47 } as const // U A Q G
 const COLON = 0x3a
 const MAX_LENGTH_DIGITS = 10
+const DIGITS = /^[0-9]+$/
 
 function field(bytes: Uint8Array): Buffer[] {
   return [Buffer.from(`${bytes.length}:`, 'latin1'), Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)]
@@ -45,7 +52,7 @@ export function encodeRelayMessage(message: RelayMessage): Buffer {
     add(text(message.id))
   }
   add(text(message.instance))
-  add(text(String(message.ts)))
+  add(text(message.kind === 'update' && message.epochTag !== undefined ? `${message.ts}.${message.epochTag}` : String(message.ts)))
   if (message.kind === 'update') add(message.update)
   if (message.kind === 'awareness') {
     add(message.awareness)
@@ -83,7 +90,10 @@ export function decodeRelayMessage(bytes: Uint8Array): RelayMessage | null {
     const ts = str()
     const update = next()
     if (prev === null || id === null || instance === null || ts === null || update === null || pos !== bytes.length) return null
-    return { kind: 'update', prev, id, instance, ts: Number(ts), update }
+    const dot = ts.indexOf('.')
+    if (dot < 0) return { kind: 'update', prev, id, instance, ts: Number(ts), update }
+    const epochTag = ts.slice(dot + 1)
+    return { kind: 'update', prev, id, instance, ts: Number(ts.slice(0, dot)), update, ...(DIGITS.test(epochTag) ? { epochTag } : {}) }
   }
   if (kind === KIND_BYTES.awareness || kind === KIND_BYTES.query || kind === KIND_BYTES.gone) {
     const instance = str()

@@ -18,7 +18,9 @@ const NETSTRING = `local function ns(s) return #s .. ':' .. s end`
  * the message (prev, id, instance, ts, update) that lets every receiver notice a lost predecessor.
  * Atomic, so the prev chain on the channel is exactly the stream's order. With a retention
  * (ARGV[5] ms, '0' = none) every key of the room lives that long after its last edit. It also
- * reads the data epoch, so an instance that publishes needs no timer command to read it.
+ * reads the data epoch, so an instance that publishes needs no timer command to read it, and
+ * puts the epoch's tag after the message's ts (keys.ts `epochTag`), so one that receives needs
+ * none either.
  *   KEYS: log, last, doc, epoch    ARGV: instance, update, ts, channel, retention ms
  *   returns { id, prev, stream length, epoch or nil }
  */
@@ -33,8 +35,11 @@ if ttl > 0 then
   redis.call('PEXPIRE', KEYS[2], ttl)
   redis.call('PEXPIRE', KEYS[3], ttl)
 end
-redis.call('PUBLISH', ARGV[4], 'U' .. ns(prev) .. ns(id) .. ns(ARGV[1]) .. ns(ARGV[3]) .. ns(ARGV[2]))
-return { id, prev, redis.call('XLEN', KEYS[1]), redis.call('GET', KEYS[4]) }
+local epoch = redis.call('GET', KEYS[4])
+local ts = ARGV[3]
+if epoch then ts = ts .. '.' .. string.format('%d', tonumber(string.sub(redis.sha1hex(epoch), 1, 8), 16)) end
+redis.call('PUBLISH', ARGV[4], 'U' .. ns(prev) .. ns(id) .. ns(ARGV[1]) .. ns(ts) .. ns(ARGV[2]))
+return { id, prev, redis.call('XLEN', KEYS[1]), epoch }
 `)
 
 /**

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import * as Y from 'yjs'
 import { MemoryBus, MemoryRelay, type RelayRoomHandlers } from '../cluster/index.js'
-import { RedisNamespace, compareStreamIds, nextStreamId } from '../cluster/keys.js'
+import { RedisNamespace, compareStreamIds, epochTag, nextStreamId } from '../cluster/keys.js'
 import { decodeRelayMessage, encodeRelayMessage, type RelayMessage } from '../cluster/relay-message.js'
 import { missingFrom } from '../crdt/state-diff.js'
 import type { AwarenessEntry } from '../protocol/index.js'
@@ -34,6 +34,20 @@ describe('relay message codec', () => {
     ]) {
       assert.deepEqual(plain(decodeRelayMessage(encodeRelayMessage(message))), message)
     }
+  })
+
+  it('reads the epoch tag an update\'s ts may carry, which an older instance reads as a fraction of a millisecond', () => {
+    const tagged = Buffer.concat([Buffer.from('U0:3:1-04:inst13:99.4294967295', 'latin1'), Buffer.from('3:', 'latin1'), Buffer.of(0, 0, 1)])
+    assert.deepEqual(plain(decodeRelayMessage(tagged)), { kind: 'update', prev: '', id: '1-0', instance: 'inst', ts: 99, update: Uint8Array.of(0, 0, 1), epochTag: '4294967295' })
+    // What the decoder before the tag did with the field: Number(ts).
+    assert.ok(Math.abs(Number('99.4294967295') - 99) < 1)
+    const message = { kind: 'update' as const, prev: '1-0', id: '1-1', instance: 'a', ts: 5, update: Uint8Array.of(9), epochTag: epochTag('lz1.abc') }
+    assert.deepEqual(plain(decodeRelayMessage(encodeRelayMessage(message))), message)
+    assert.match(message.epochTag, /^[0-9]{1,10}$/)
+    assert.notEqual(epochTag('lz1.abc'), epochTag('lz1.abd'))
+    // A tag that is not digits is no tag; the message still counts.
+    const odd = decodeRelayMessage(Buffer.from('U0:3:1-01:i4:99.x1:u', 'latin1'))
+    assert.equal(odd?.kind === 'update' && odd.ts === 99 && odd.epochTag === undefined, true)
   })
 
   it('returns null for malformed or unknown messages', () => {

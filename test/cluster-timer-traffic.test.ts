@@ -209,6 +209,49 @@ describe('the relay timer under traffic (issue 19)', () => {
     b.stopEditing()
   })
 
+  it('an instance that only receives learns the epoch from the relayed updates: with the backstop due at every check, its checks send nothing', async () => {
+    // b edits nothing and holds no awareness: without the epoch's tag in a's messages, each of
+    // b's checks would read the epoch (epochCheckMs as short as a check).
+    const a = await peer('tag-a', { epochCheckMs: TIMINGS.checkMs })
+    const b = await peer('tag-b', { epochCheckMs: TIMINGS.checkMs })
+    await a.join('tag')
+    await b.join('tag')
+    a.startEditing('tag')
+    await withinChecks(b, 20, () => b.checks.length >= 6, 'a few checks of b under a\'s traffic')
+    const monitor = await monitorRedis(redis.port)
+    let seen: MonitoredCommand[]
+    let names: Map<string, string>
+    const from = b.checks.length
+    try {
+      names = await clientNames(redis)
+      await until(() => b.checks.length - from >= 12, '12 checks of b', 30_000)
+      seen = [...monitor.seen]
+    } finally {
+      monitor.stop()
+    }
+    const sent = timerCommands(seen, names, b.id)
+    console.log(`# receiving b: ${sent} timer commands in 12 checks with the epoch due at each`)
+    assert.ok(sent <= 1, `b sent ${sent} timer commands in 12 checks`)
+    assert.ok((b.docs.get('tag')?.getArray('log').length ?? 0) > 0, 'b received a\'s edits')
+    a.stopEditing()
+  })
+
+  it('an instance that only receives notices another epoch from the tag of the next relayed update (epochCheckMs 60 s)', async () => {
+    const [a, b] = await pair('retag')
+    a.startEditing('retag')
+    const from = b.checks.length
+    await withinChecks(b, 20, () => b.checks.slice(from).filter((sent) => !sent).length >= 3, 'checks of b under a\'s traffic that sent nothing')
+    // The data stays; only the epoch changes (as when another Redis took over under the same
+    // address): no update names "no predecessor", so only the tag tells b.
+    await redis.command('SET', 'weft:epoch', 'another-epoch')
+    const checks = await withinChecks(b, 3, () => b.relay.recovery().losses >= 1, 'b to notice the other epoch')
+    console.log(`# another epoch noticed by the receiving instance after ${checks} checks`)
+    assert.ok(a.relay.recovery().losses >= 1, 'the publishing instance noticed it too')
+    a.stopEditing()
+    a.edit('retag', 'after')
+    await until(() => b.has('retag', 'after'), 'edits relayed after the new epoch', 5000)
+  })
+
   it(`a killed instance that was publishing (its heartbeat key lapsed) is gone within ${GONE_WITHIN_CHECKS} checks of the others`, async () => {
     const all = await cluster('kill')
     const [a, b, c] = all as [Peer, Peer, Peer]
