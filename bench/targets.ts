@@ -79,6 +79,8 @@ function command (name: TargetName, port: number, dataDir: string | null, keepWe
           WEFT_UPGRADES_PER_SECOND: '1000000',
           // Every load socket comes from 127.0.0.x: the per-IP upgrade limit (default 100/s) too.
           WEFT_UPGRADES_PER_SECOND_PER_IP: '1000000',
+          // ...and its HTTP API requests (default 200/s): scenario 9 reads documents in a loop.
+          WEFT_HTTP_REQUESTS_PER_SECOND_PER_IP: '1000000',
           // ...and the per-address room quota (500) and loaded-room cap: scenario 16 opens 10,000 rooms.
           WEFT_MAX_ROOMS_PER_IP: '1000000',
           WEFT_MAX_LOADED_ROOMS: '1000000',

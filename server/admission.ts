@@ -2,7 +2,7 @@ import { BlockList, isIP, type Socket } from 'node:net'
 import type { IncomingMessage } from 'node:http'
 import type { HttpErrorCode } from './codes.js'
 import { rawError } from './http-response.js'
-import { TokenBucket, systemClock, type Clock } from './token-bucket.js'
+import { KeyedBuckets, TokenBucket, systemClock, type Clock } from './token-bucket.js'
 
 export interface AdmissionLimits {
   maxConnections: number
@@ -32,26 +32,14 @@ export class Admission {
   private readonly perIp = new Map<string, number>()
   private readonly upgrades: TokenBucket
   /** Per-address upgrade buckets; idle full ones are dropped so the map follows active addresses only. */
-  private readonly upgradesPerIp = new Map<string, TokenBucket>()
+  private readonly upgradesPerIp: KeyedBuckets
 
   constructor(
     private readonly limits: AdmissionLimits,
     private readonly clock: Clock = systemClock,
   ) {
     this.upgrades = new TokenBucket(limits.upgradesPerSecond, limits.upgradesPerSecond * 2, clock)
-  }
-
-  private ipBucket(ip: string): TokenBucket {
-    let bucket = this.upgradesPerIp.get(ip)
-    if (bucket === undefined) {
-      if (this.upgradesPerIp.size > 10_000) {
-        for (const [key, b] of this.upgradesPerIp) if (b.waitFor(b.capacity) === 0) this.upgradesPerIp.delete(key)
-      }
-      const rate = this.limits.upgradesPerSecondPerIp
-      bucket = new TokenBucket(rate, rate * 2, this.clock)
-      this.upgradesPerIp.set(ip, bucket)
-    }
-    return bucket
+    this.upgradesPerIp = new KeyedBuckets(limits.upgradesPerSecondPerIp, limits.upgradesPerSecondPerIp * 2, undefined, clock)
   }
 
   get connections(): number {
@@ -68,7 +56,7 @@ export class Admission {
     if (roomFull) {
       return { admitted: false, error: 'unavailable', message: 'room is full', result: 'room_full' }
     }
-    if (!this.ipBucket(ip).tryTake()) {
+    if (!this.upgradesPerIp.tryTake(ip)) {
       return { admitted: false, error: 'too_many_requests', message: 'too many connection attempts from this address; retry shortly', result: 'ip_rate' }
     }
     if (!this.upgrades.tryTake()) {

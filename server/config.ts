@@ -65,6 +65,8 @@ export interface WeftOptions {
   upgradesPerSecond: number
   /** WebSocket upgrades admitted per second from one address (burst twice this); more get 429. */
   upgradesPerSecondPerIp: number
+  /** Requests to the HTTP API (/api/...) per second from one address (burst twice this); more get 429. */
+  httpRequestsPerSecondPerIp: number
   /** Inbound messages per second per connection; past it the socket is paused, not dropped. */
   inboundMessagesPerSecond: number
   /** Inbound bytes per second per connection; past it the socket is paused, not dropped. */
@@ -233,6 +235,7 @@ export const DEFAULTS: Readonly<WeftOptions> = Object.freeze({
   maxRoomConnections: 10_000,
   upgradesPerSecond: 1_000,
   upgradesPerSecondPerIp: 100,
+  httpRequestsPerSecondPerIp: 200,
   inboundMessagesPerSecond: 500,
   inboundBytesPerSecond: 8 * 1024 * 1024,
   slowConsumerGraceMs: 5_000,
@@ -355,6 +358,7 @@ export const SETTINGS: readonly SettingSpec[] = [
   { key: 'maxRoomConnections', flag: '--max-room-connections', env: 'WEFT_MAX_ROOM_CONNECTIONS', kind: 'int', min: 1 },
   { key: 'upgradesPerSecond', flag: '--upgrades-per-second', env: 'WEFT_UPGRADES_PER_SECOND', kind: 'int', min: 1 },
   { key: 'upgradesPerSecondPerIp', flag: '--upgrades-per-second-per-ip', env: 'WEFT_UPGRADES_PER_SECOND_PER_IP', kind: 'int', min: 1 },
+  { key: 'httpRequestsPerSecondPerIp', flag: '--http-requests-per-second-per-ip', env: 'WEFT_HTTP_REQUESTS_PER_SECOND_PER_IP', kind: 'int', min: 1 },
   { key: 'inboundMessagesPerSecond', flag: '--inbound-messages-per-second', env: 'WEFT_INBOUND_MESSAGES_PER_SECOND', kind: 'int', min: 1 },
   { key: 'inboundBytesPerSecond', flag: '--inbound-bytes-per-second', env: 'WEFT_INBOUND_BYTES_PER_SECOND', kind: 'int', min: 1024 },
   { key: 'slowConsumerGraceMs', flag: '--slow-consumer-grace-ms', env: 'WEFT_SLOW_CONSUMER_GRACE_MS', kind: 'int', min: 0, max: 600_000 },
@@ -554,6 +558,7 @@ export function resolveOptions(partial: Partial<WeftOptions> = {}): Readonly<Wef
     'maxRoomConnections',
     'upgradesPerSecond',
     'upgradesPerSecondPerIp',
+    'httpRequestsPerSecondPerIp',
     'inboundMessagesPerSecond',
     'inboundBytesPerSecond',
     'heartbeatIntervalMs',
@@ -767,6 +772,7 @@ const SETTING_HELP: Partial<Record<keyof WeftOptions, string>> = {
   maxRoomConnections: 'connections admitted at once to one room',
   upgradesPerSecond: 'WebSocket upgrades per second (burst twice this)',
   upgradesPerSecondPerIp: 'WebSocket upgrades per second per address',
+  httpRequestsPerSecondPerIp: 'HTTP API requests per second per address (burst twice this)',
   inboundMessagesPerSecond: 'per connection; past it the socket is paused',
   inboundBytesPerSecond: 'per connection; past it the socket is paused',
   slowConsumerGraceMs: 'time over --send-queue-bytes before a 1013 close',

@@ -17,7 +17,7 @@ import { sendAnswer, type AnswerLimits } from './response-writer.js'
 import { RoomLoadError, UpdateSource, type Room, type RoomMember, type RoomRegistry } from './room.js'
 import type { Tickets } from './tickets.js'
 import { MAX_SUBJECT_LENGTH, type RevokeResult } from './revocation.js'
-import { TokenBucket } from './token-bucket.js'
+import { KeyedBuckets } from './token-bucket.js'
 import type { WebhookOutbox } from './webhooks/index.js'
 
 /** An error an endpoint answers with: the contract's JSON body and the status of its code. */
@@ -66,6 +66,8 @@ export interface HttpApiDeps {
   versionLimits?: VersionLimits
   /** --versions-per-minute-per-room; undefined = no rate limit. */
   versionsPerMinutePerRoom?: number
+  /** --http-requests-per-second-per-ip (burst twice that); undefined = no rate limit. */
+  requestsPerSecondPerIp?: number
   /** Each version saved, and each refused (by the limit that refused it). */
   onVersion?(outcome: 'created' | 'count' | 'bytes' | 'rate'): void
   /** POST /api/connections/revoke (issue 16): ends a subject's connections on every instance. */
@@ -119,9 +121,6 @@ interface BodyGate {
  */
 const bodyGates = new WeakMap<IncomingMessage, BodyGate>()
 
-/** Rooms whose version-rate bucket is remembered before full (idle) buckets are forgotten. */
-const VERSION_RATE_ROOMS = 10_000
-
 /** Page size of GET /api/rooms (and of version listings) when `limit` is not given, and the most it may ask for. */
 const DEFAULT_PAGE = 100
 const MAX_PAGE = 1000
@@ -134,9 +133,15 @@ const MAX_PAGE = 1000
 export class HttpApi {
   readonly routes: readonly Route[]
   /** Per room: versions it may still get now (--versions-per-minute-per-room). */
-  private readonly versionRate = new Map<string, TokenBucket>()
+  private readonly versionRate: KeyedBuckets | null
+  /** --http-requests-per-second-per-ip; null = none (an embedding's own front limits them). */
+  private readonly requestRate: KeyedBuckets | null
 
   constructor(private readonly deps: HttpApiDeps) {
+    const perMinute = deps.versionsPerMinutePerRoom
+    this.versionRate = perMinute === undefined ? null : new KeyedBuckets(perMinute / 60, perMinute)
+    const perSecond = deps.requestsPerSecondPerIp
+    this.requestRate = perSecond === undefined ? null : new KeyedBuckets(perSecond, perSecond * 2)
     this.routes = [
       { method: 'GET', path: '/api/rooms', scope: 'admin', handle: (c) => this.listRooms(c) },
       { method: 'GET', path: '/api/rooms/{room}', scope: 'read', handle: (c) => this.getRoom(c) },
@@ -165,6 +170,9 @@ export class HttpApi {
   async handle(req: IncomingMessage, res: ServerResponse, path: string, queryString: string): Promise<void> {
     let claimed: { ip: string; room: string } | null = null
     try {
+      const ip = this.deps.addressOf(req)
+      // Before anything that costs: a token's signature, a room's load, a body.
+      this.takeRequestRate(req, ip)
       if (!this.originAllowed(req, res)) throw this.refusal('origin', new ApiError('forbidden', 'origin not allowed'))
       if (req.method === 'OPTIONS' && this.deps.allowOrigins !== null) {
         this.preflight(res, path)
@@ -175,7 +183,6 @@ export class HttpApi {
       const room = match.route.path.includes('{room}') ? (match.params[0] as string) : null
       const grant = await this.authenticate(req, query, match.route.scope, room)
       if (match.route.accepts !== undefined) this.checkContentType(req, match.route.accepts)
-      const ip = this.deps.addressOf(req)
       bodyGates.set(req, { ip, deps: this.deps })
       if (room !== null) {
         // The room counts for this address while the request holds it (--max-rooms-per-ip).
@@ -199,6 +206,20 @@ export class HttpApi {
     } finally {
       if (claimed !== null) this.deps.releaseRoom(claimed.ip, claimed.room)
     }
+  }
+
+  /**
+   * Refuses with 429 past --http-requests-per-second-per-ip. A request with a body is answered
+   * with `Connection: close` (its body is not read), like the other refusals before a body.
+   */
+  private takeRequestRate(req: IncomingMessage, ip: string): void {
+    const rate = this.requestRate
+    if (rate === null || rate.tryTake(ip)) return
+    const hasBody = req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined
+    throw this.refusal('rate_per_ip', new ApiError('too_many_requests', `more than ${rate.ratePerSecond} API requests a second from this address (--http-requests-per-second-per-ip); retry shortly`, {
+      'retry-after': rate.retryAfterSeconds(ip),
+      ...(hasBody ? { connection: 'close' } : {}),
+    }))
   }
 
   private refusal(reason: string, error: ApiError): ApiError {
@@ -496,21 +517,11 @@ export class HttpApi {
 
   /** Refuses with 429 past --versions-per-minute-per-room: every version copies the whole document. */
   private takeVersionRate(room: string): void {
-    const perMinute = this.deps.versionsPerMinutePerRoom
-    if (perMinute === undefined) return
-    let bucket = this.versionRate.get(room)
-    if (bucket === undefined) {
-      if (this.versionRate.size >= VERSION_RATE_ROOMS) {
-        // A full bucket says nothing a new one would not: forgetting it loses no limit.
-        for (const [name, held] of this.versionRate) if (held.waitFor(held.capacity) === 0) this.versionRate.delete(name)
-      }
-      bucket = new TokenBucket(perMinute / 60, perMinute)
-      this.versionRate.set(room, bucket)
-    }
-    if (bucket.tryTake()) return
+    const rate = this.versionRate
+    if (rate === null || rate.tryTake(room)) return
     this.deps.onVersion?.('rate')
-    throw new ApiError('too_many_requests', `room "${room}" got more than ${perMinute} versions in a minute (--versions-per-minute-per-room)`, {
-      'retry-after': Math.max(1, Math.ceil(bucket.waitFor() / 1000)),
+    throw new ApiError('too_many_requests', `room "${room}" got more than ${rate.capacity} versions in a minute (--versions-per-minute-per-room)`, {
+      'retry-after': rate.retryAfterSeconds(room),
     })
   }
 

@@ -414,6 +414,7 @@ export class WeftServer {
       onRefused: (reason) => this.metrics.httpRefusals.inc({ reason }),
       versionLimits: { maxCount: this.options.maxVersionsPerRoom, maxBytes: this.options.maxVersionBytesPerRoom },
       versionsPerMinutePerRoom: this.options.versionsPerMinutePerRoom,
+      requestsPerSecondPerIp: this.options.httpRequestsPerSecondPerIp,
       onVersion: (outcome) => (outcome === 'created' ? this.metrics.versionsCreated.inc() : this.metrics.versionRefusals.inc({ reason: outcome })),
       webhooks: this.webhooks,
     })

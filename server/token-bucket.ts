@@ -53,3 +53,55 @@ export class TokenBucket {
     return this.tokens >= cost ? 0 : Math.ceil(((cost - this.tokens) * 1000) / this.ratePerSecond)
   }
 }
+
+/**
+ * One token bucket per key (an address, a room), each `ratePerSecond` with a burst of `capacity`.
+ * The map is bounded: at `maxKeys` the full buckets are forgotten (a full bucket says nothing a new
+ * one would not), and when too few are full the oldest ones go too, down to nine tenths of the
+ * bound, so that many keys at once (addresses of a big network) cost one sweep per tenth of the
+ * bound, not one per request. A forgotten key starts over with a full burst.
+ */
+export class KeyedBuckets {
+  private readonly buckets = new Map<string, TokenBucket>()
+
+  constructor(
+    readonly ratePerSecond: number,
+    readonly capacity: number,
+    private readonly maxKeys = 10_000,
+    private readonly clock: Clock = systemClock,
+  ) {}
+
+  get size(): number {
+    return this.buckets.size
+  }
+
+  /** Takes one token of `key`'s bucket if it has one; false (nothing taken) otherwise. */
+  tryTake(key: string): boolean {
+    return this.bucket(key).tryTake()
+  }
+
+  /** Whole seconds until `key` has a token again, at least 1: a Retry-After. */
+  retryAfterSeconds(key: string): number {
+    return Math.max(1, Math.ceil(this.bucket(key).waitFor() / 1000))
+  }
+
+  private bucket(key: string): TokenBucket {
+    let bucket = this.buckets.get(key)
+    if (bucket === undefined) {
+      if (this.buckets.size >= this.maxKeys) this.sweep()
+      bucket = new TokenBucket(this.ratePerSecond, this.capacity, this.clock)
+      this.buckets.set(key, bucket)
+    }
+    return bucket
+  }
+
+  private sweep(): void {
+    for (const [key, held] of this.buckets) if (held.waitFor(held.capacity) === 0) this.buckets.delete(key)
+    const keep = Math.floor(this.maxKeys * 0.9)
+    // Oldest first: a Map iterates in insertion order.
+    for (const key of this.buckets.keys()) {
+      if (this.buckets.size <= keep) break
+      this.buckets.delete(key)
+    }
+  }
+}

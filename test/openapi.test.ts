@@ -1,8 +1,9 @@
 /**
  * docs/openapi.yaml against the server: every route the HTTP API registers is in the spec with
  * its scope, and every operation of the spec is a route the server answers (the three non-API
- * endpoints included). The YAML is read line by line (no parser dependency): the spec keeps
- * paths at two spaces of indent and methods at four, which this test also enforces.
+ * endpoints included). The YAML is read line by line for the layout the spec keeps (paths at two
+ * spaces of indent, methods at four, which this test also enforces), and parsed whole (`yaml`)
+ * for what a client generator would see.
  */
 import assert from 'node:assert/strict'
 import { readFile } from 'node:fs/promises'
@@ -15,6 +16,7 @@ import { HttpError } from '../server/codes.js'
 import type { HttpApi } from '../server/http-api.js'
 import { startServer, type InProcessServer } from './harness/server.js'
 import { withDeadline } from './harness/wait.js'
+import { parseDocument } from 'yaml'
 
 const METHODS = ['get', 'put', 'post', 'delete', 'options', 'head', 'patch', 'trace']
 const NON_API = ['GET /health/live', 'GET /health/ready', 'GET /metrics', 'GET /status', 'GET /status.json']
@@ -116,6 +118,23 @@ describe('docs/openapi.yaml', () => {
     assert.match(yaml, /^security:\n {2}- bearer: \[\]$/m)
   })
 
+  it('is valid YAML, and every response of every operation is a response object or a reference', () => {
+    const document = parseDocument(yaml, { uniqueKeys: true, strict: true })
+    assert.deepEqual(document.errors.map((error) => error.message), [])
+    const spec = document.toJS() as { paths: Record<string, Record<string, { responses?: Record<string, unknown> }>> }
+    for (const [path, item] of Object.entries(spec.paths)) {
+      for (const method of METHODS) {
+        const responses = item[method]?.responses
+        if (responses === undefined) continue
+        for (const [status, response] of Object.entries(responses)) {
+          assert.match(status, /^[1-5]\d\d$/, `${method} ${path}: ${status} is not a status`)
+          const shape = response as { description?: unknown; $ref?: unknown } | null
+          assert.ok(shape !== null && (typeof shape.description === 'string' || typeof shape.$ref === 'string'), `${method} ${path} ${status}: ${JSON.stringify(response)}`)
+        }
+      }
+    }
+  })
+
   it('lists every route the server registers, and nothing else besides /health/live, /health/ready, /metrics and /status(.json)', () => {
     const spec = operationsOf(yaml).map((op) => `${op.method} ${op.path}`).sort()
     const server = [...api.routes.map((route) => `${route.method} ${route.path}`), ...NON_API].sort()
@@ -136,6 +155,8 @@ describe('docs/openapi.yaml', () => {
       assert.ok(op.statuses.some((s) => s.startsWith('2')), `${op.method} ${op.path} has a success response`)
       assert.ok(op.statuses.includes('401'), `${op.method} ${op.path} documents 401`)
       assert.ok(op.statuses.includes('503'), `${op.method} ${op.path} documents 503`)
+      // --http-requests-per-second-per-ip applies to every route of the API.
+      assert.ok(op.statuses.includes('429'), `${op.method} ${op.path} documents 429`)
       if (op.path.includes('{room}')) {
         for (const status of ['400', '403']) assert.ok(op.statuses.includes(status), `${op.method} ${op.path} documents ${status}`)
       }
