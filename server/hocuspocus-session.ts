@@ -411,14 +411,19 @@ export class HocuspocusSession implements ConnectionSession {
 
   /** When `document`'s sync step 1s are answered (see SyncAsks), made at its first. */
   private syncAsksOf(document: HocuspocusDocument, room: Room): SyncAsks {
-    document.syncAsks ??= new SyncAsks(
-      (stateVector) => {
-        if (document.state === 'closed') return
-        this.connection.sendSyncReply(room.syncReply(stateVector, `hocuspocus:${document.key}`, hocuspocusSyncStep2Prefix(document.key)))
+    if (document.syncAsks !== null) return document.syncAsks
+    const waiter = {}
+    document.syncAsks = new SyncAsks(
+      {
+        answer: (stateVector) => {
+          if (document.state === 'closed') return
+          this.connection.sendSyncReply(room.syncReply(stateVector, `hocuspocus:${document.key}`, hocuspocusSyncStep2Prefix(document.key)))
+        },
+        replyOnItsWay: () => this.connection.syncReplyOnItsWay,
+        mayBuild: (stateVector) => room.mayBuildSyncReply(stateVector, `hocuspocus:${document.key}`, this.connection.ip, waiter),
+        onDeferred: () => this.registry.onSyncAskDeferred(),
+        settled: () => this.registry.replyMemory?.forget(waiter),
       },
-      () => this.connection.syncReplyOnItsWay,
-      (stateVector) => room.mayBuildSyncReply(stateVector, `hocuspocus:${document.key}`, this.connection.ip),
-      () => this.registry.onSyncAskDeferred(),
       this.registry.repeatAnswerIntervalMs,
     )
     return document.syncAsks

@@ -379,15 +379,16 @@ export class Room {
    * Whether the reply to a sync step 1 with `stateVector` may be built now, for a connection of
    * `ip`: a reply already built (the cached one) or a small one always may; a big one only while
    * --max-sync-reply-bytes[-per-ip] admit it (see ReplyMemory), else the ask waits. Its size is
-   * predicted from the clocks the state vector lacks, as a share of the document's size.
+   * predicted from the clocks the state vector lacks, as a share of the document's size. `waiter`
+   * (one per asking connection and document) takes its place in line while it waits.
    */
-  mayBuildSyncReply(stateVector: Uint8Array, framing: string, ip: string): boolean {
+  mayBuildSyncReply(stateVector: Uint8Array, framing: string, ip: string, waiter?: object): boolean {
     const memory = this.registry.replyMemory
     // A document smaller than a big reply cannot make one (its delete set is part of its size).
     if (memory === null || this.sizeEstimate <= this.registry.bigReplyBytes) return true
     if (this.cachedSyncReply(stateVector, framing) !== undefined) return true
     const predicted = this.predictedReplyBytes(stateVector)
-    return predicted <= this.registry.bigReplyBytes || memory.admits(ip, predicted)
+    return predicted <= this.registry.bigReplyBytes || memory.admits(ip, predicted, waiter)
   }
 
   /** The reply to `stateVector` with `framing` if it is built and still valid (see syncReply). */

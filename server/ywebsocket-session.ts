@@ -137,19 +137,28 @@ export class YWebsocketSession implements RoomMember, ConnectionSession {
     this.handle(data)
   }
 
+  /** When this connection's sync step 1s are answered (see SyncAsks), made at its first. */
+  private newSyncAsks(): SyncAsks {
+    const waiter = {}
+    return new SyncAsks(
+      {
+        answer: (stateVector) => this.connection.sendSyncReply(this.room.syncReply(stateVector, 'y-websocket', SYNC_STEP2_PREFIX)),
+        replyOnItsWay: () => this.connection.syncReplyOnItsWay,
+        mayBuild: (stateVector) => this.room.mayBuildSyncReply(stateVector, 'y-websocket', this.connection.ip, waiter),
+        onDeferred: () => this.registry.onSyncAskDeferred(),
+        settled: () => this.registry.replyMemory?.forget(waiter),
+      },
+      this.registry.repeatAnswerIntervalMs,
+    )
+  }
+
   private handle(frame: Uint8Array): void {
     try {
       const message = decodeYMessage(frame)
       switch (message.kind) {
         case 'sync-step-1':
           validateStateVector(message.stateVector)
-          this.syncAsks ??= new SyncAsks(
-            (stateVector) => this.connection.sendSyncReply(this.room.syncReply(stateVector, 'y-websocket', SYNC_STEP2_PREFIX)),
-            () => this.connection.syncReplyOnItsWay,
-            (stateVector) => this.room.mayBuildSyncReply(stateVector, 'y-websocket', this.connection.ip),
-            () => this.registry.onSyncAskDeferred(),
-            this.registry.repeatAnswerIntervalMs,
-          )
+          this.syncAsks ??= this.newSyncAsks()
           this.syncAsks.ask(message.stateVector)
           break
         case 'sync-step-2':

@@ -51,6 +51,46 @@ describe('reply memory', () => {
     assert.ok(memory.admits('a', 6))
   })
 
+  it('waiting asks get memory in turn by address: one address asking again and again does not keep another\'s one ask waiting', () => {
+    let now = 0
+    const memory = new ReplyMemory({ maxSyncReplyBytes: 10, maxSyncReplyBytesPerIp: 10 }, () => now)
+    const held = new Uint8Array(10)
+    memory.hold(held, 'x')
+    // Everything is taken: a's three connections ask first, then b's one. Map order is the order
+    // in which they look again below: a's first, as their timers may well fire.
+    const waiters = new Map<object, string>([[{}, 'a'], [{}, 'a'], [{}, 'a'], [{}, 'b']])
+    for (const [waiter, ip] of waiters) assert.equal(memory.admits(ip, 6, waiter), false)
+    assert.equal(memory.waitingAsks, 4)
+    const order: string[] = []
+    /** Memory is given back; the waiting asks look again until one is admitted, which then holds it. */
+    const freeOnce = (): void => {
+      memory.release(held)
+      now += 100
+      for (const [waiter, ip] of waiters) {
+        if (!memory.admits(ip, 6, waiter)) continue
+        order.push(ip)
+        waiters.delete(waiter)
+        break
+      }
+      memory.hold(held, 'x')
+    }
+    freeOnce()
+    freeOnce()
+    assert.deepEqual(order, ['a', 'b'], 'a waited longest, then b, though a\'s asks look first')
+    freeOnce()
+    assert.deepEqual(order, ['a', 'b', 'a'])
+    assert.equal(memory.waitingAsks, 1)
+    // A waiter that stopped asking (its connection still sends an older reply) keeps no one waiting.
+    const quiet = {}
+    assert.equal(memory.admits('c', 6, quiet), false)
+    now += 1000
+    memory.release(held)
+    assert.ok(memory.admits('d', 6, {}), 'c and a stopped asking: d goes')
+    memory.forget(quiet)
+    for (const waiter of waiters.keys()) memory.forget(waiter)
+    assert.equal(memory.waitingAsks, 0)
+  })
+
   it('a big reply that does not fit waits until a held one is out; a reply already built (same state vector) goes at once', async () => {
     await withRawClients({ maxSyncReplyBytes: 12 * MiB, sendTimeoutMs: 60_000 }, async (weft, clients) => {
       const doc = await writeTextDocument(weft, 'memory', 8)
@@ -79,6 +119,37 @@ describe('reply memory', () => {
       assert.deepEqual(clockRange(doc, reply), [2, total])
       await eventually(async () => (await heldBytes(weft)) === 0, 'every reply out and given back')
       assert.equal(await metricValue(weft.http, 'weft_sync_asks_deferred_total'), 1)
+    })
+  })
+
+  it('asks waiting for memory take turns by address: one ask of another address goes before the rest of an address with many', async () => {
+    await withRawClients({ maxSyncReplyBytes: 12 * MiB, sendTimeoutMs: 60_000, trustedProxies: ['127.0.0.1'] }, async (weft, clients) => {
+      const doc = await writeTextDocument(weft, 'turns', 8)
+      const open = async (address: string): Promise<RawClient> => {
+        const client = await RawClient.open(`${weft.url}/turns`, { 'x-forwarded-for': address })
+        clients.push(client)
+        await client.frame((frame) => decodeYMessage(frame).kind === 'sync-step-1', 'the server’s sync step 1')
+        return client
+      }
+      const first = await open('10.0.0.1')
+      first.socket.pause()
+      first.send(encodeSyncStep1(stateVectorAt(doc, 1)))
+      await eventually(async () => (await heldBytes(weft)) > 7 * MiB, 'the first reply to be held')
+      // Four more asks of the same address, then one of another, each with a state vector of its own.
+      const waiting: Array<[string, RawClient]> = []
+      for (const [i, address] of ['10.0.0.1', '10.0.0.1', '10.0.0.1', '10.0.0.1', '10.0.0.2'].entries()) {
+        const client = await open(address)
+        client.send(encodeSyncStep1(stateVectorAt(doc, 2 + i)))
+        await eventually(async () => (await metricValue(weft.http, 'weft_sync_asks_deferred_total')) === i + 1, `ask ${i + 2} to wait`)
+        waiting.push([address === '10.0.0.1' ? `a${i + 2}` : 'b', client])
+      }
+      const arrivals: string[] = []
+      const replies = waiting.map(([name, client]) => client.frame((frame) => step2Of(frame) !== null, `the reply of ${name}`, 60_000).then(() => arrivals.push(name)))
+      first.socket.resume()
+      await Promise.all(replies)
+      // One of a's goes first (a has waited longest), then b's, then a's others.
+      assert.equal(arrivals.indexOf('b'), 1, `order of the replies: ${arrivals.join(', ')}`)
+      await eventually(async () => (await heldBytes(weft)) === 0, 'every reply out and given back')
     })
   })
 

@@ -12,7 +12,11 @@ test('the first ask is answered at once; repeats wait for the interval and for t
   let replyOnItsWay = false
   let deferred = 0
   const answered: number[] = []
-  const asks = new SyncAsks((stateVector) => answered.push(stateVector[0] as number), () => replyOnItsWay, () => true, () => deferred++, SYNC_ASK_INTERVAL_MS, () => now)
+  const asks = new SyncAsks(
+    { answer: (stateVector) => answered.push(stateVector[0] as number), replyOnItsWay: () => replyOnItsWay, mayBuild: () => true, onDeferred: () => deferred++ },
+    SYNC_ASK_INTERVAL_MS,
+    () => now,
+  )
 
   asks.ask(Uint8Array.of(1))
   assert.deepEqual(answered, [1])
@@ -55,14 +59,18 @@ test('an ask whose reply may not be built yet (reply memory taken) waits, the fi
   let deferred = 0
   const asked: number[] = []
   const answered: number[] = []
+  let settled = 0
   const asks = new SyncAsks(
-    (stateVector) => answered.push(stateVector[0] as number),
-    () => false,
-    (stateVector) => {
-      asked.push(stateVector[0] as number)
-      return memoryFree
+    {
+      answer: (stateVector) => answered.push(stateVector[0] as number),
+      replyOnItsWay: () => false,
+      mayBuild: (stateVector) => {
+        asked.push(stateVector[0] as number)
+        return memoryFree
+      },
+      onDeferred: () => deferred++,
+      settled: () => settled++,
     },
-    () => deferred++,
     SYNC_ASK_INTERVAL_MS,
     () => now,
   )
@@ -75,6 +83,7 @@ test('an ask whose reply may not be built yet (reply memory taken) waits, the fi
     t.mock.timers.tick(100)
   }
   assert.deepEqual(answered, [], 'still no memory')
+  assert.equal(settled, 0, 'it keeps its place in line while it waits')
   assert.ok(asked.length > 2, 'it looked again')
   assert.ok(asked.slice(1).every((vector) => vector === 2), 'for the newest state vector')
   memoryFree = true
@@ -82,4 +91,10 @@ test('an ask whose reply may not be built yet (reply memory taken) waits, the fi
   t.mock.timers.tick(100)
   assert.deepEqual(answered, [2])
   assert.equal(deferred, 2)
+  assert.equal(settled, 1, 'answered: its place in line is given up')
+  memoryFree = false
+  now += 10 * SYNC_ASK_INTERVAL_MS
+  asks.ask(Uint8Array.of(3))
+  asks.close()
+  assert.equal(settled, 2, 'closed while waiting: given up too')
 })

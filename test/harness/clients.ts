@@ -152,8 +152,8 @@ export class RawClient {
     this.opened.catch(() => {})
   }
 
-  static async open(url: string): Promise<RawClient> {
-    const client = new RawClient(new WebSocket(url))
+  static async open(url: string, headers: Record<string, string> = {}): Promise<RawClient> {
+    const client = new RawClient(new WebSocket(url, { headers }))
     await withDeadline(client.opened, `raw client to open ${url}`)
     return client
   }
