@@ -13,7 +13,10 @@ export interface AdmissionLimits {
 
 /** A connection slot, held from the admission check until the socket closes. */
 export interface AdmissionTicket {
+  /** What the per-address limits count the connection under (ClientAddress.limitKey). */
   readonly ip: string
+  /** The client's own address, for hooks and logs (`ip` unless an IPv6 address was grouped). */
+  readonly address?: string
   release(): void
 }
 
@@ -46,7 +49,8 @@ export class Admission {
     return this.total
   }
 
-  tryAdmit(ip: string, roomFull: boolean): AdmissionResult {
+  /** `ip`: the limit key (ClientAddress.limitKey); `address`: the client's own address, which the ticket carries. */
+  tryAdmit(ip: string, roomFull: boolean, address = ip): AdmissionResult {
     if (this.total >= this.limits.maxConnections) {
       return { admitted: false, error: 'unavailable', message: 'server is full', result: 'full' }
     }
@@ -64,7 +68,7 @@ export class Admission {
     }
     this.total++
     this.perIp.set(ip, (this.perIp.get(ip) ?? 0) + 1)
-    return { admitted: true, ticket: new Ticket(ip, this.freeSlot) }
+    return { admitted: true, ticket: new Ticket(ip, address, this.freeSlot) }
   }
 
   /** One function for every ticket (a ticket is held per connection: no closure each). */
@@ -82,6 +86,7 @@ class Ticket implements AdmissionTicket {
 
   constructor(
     readonly ip: string,
+    readonly address: string,
     private readonly free: (ip: string) => void,
   ) {}
 
@@ -100,7 +105,11 @@ class Ticket implements AdmissionTicket {
 export class ClientAddress {
   private readonly trusted: BlockList | null
 
-  constructor(trustedProxies: readonly string[]) {
+  constructor(
+    trustedProxies: readonly string[],
+    /** --ipv6-prefix-length: the bits of an IPv6 address that name one client for the per-address limits. */
+    private readonly ipv6PrefixLength = 64,
+  ) {
     if (trustedProxies.length === 0) {
       this.trusted = null
       return
@@ -138,6 +147,11 @@ export class ClientAddress {
     return this.trusted.check(plain, family === 6 ? 'ipv6' : 'ipv4')
   }
 
+  /** What the per-address limits count `address` under: see limitKey. */
+  limitKey(address: string): string {
+    return limitKey(address, this.ipv6PrefixLength)
+  }
+
   of(req: IncomingMessage): string {
     const peer = req.socket.remoteAddress ?? 'unknown'
     if (!this.isTrusted(peer)) return peer
@@ -152,6 +166,44 @@ export class ClientAddress {
     }
     return hops[0] ?? peer
   }
+}
+
+/**
+ * What the per-address limits count a client address under. One IPv6 client usually holds a whole
+ * /64 (a home network, a cloud instance) and may pick any address in it, so counting each address
+ * alone would give it 2^64 budgets: an IPv6 address counts as its first `prefixLength` bits, named
+ * `2001:db8:1:2::/64`. An IPv4 address (IPv4-mapped ones included) counts alone. Anything else
+ * (a Unix socket, 'unknown') is its own key.
+ */
+export function limitKey(address: string, prefixLength: number): string {
+  if (address.startsWith('::ffff:') && isIP(address.slice(7)) === 4) return address.slice(7)
+  if (prefixLength >= 128 || isIP(address) !== 6) return address
+  const groups = ipv6Groups(address)
+  if (groups === null) return address
+  const kept: string[] = []
+  for (let i = 0; i * 16 < prefixLength; i++) {
+    const bits = Math.min(16, prefixLength - i * 16)
+    kept.push((((groups[i] as number) >> (16 - bits)) << (16 - bits)).toString(16))
+  }
+  return `${kept.join(':')}${kept.length < 8 ? '::' : ''}/${prefixLength}`
+}
+
+/** The eight 16-bit groups of a valid IPv6 address (a zone and an embedded IPv4 tail allowed); null if it is not one. */
+function ipv6Groups(address: string): number[] | null {
+  const zone = address.indexOf('%')
+  let text = zone < 0 ? address : address.slice(0, zone)
+  const tail = text.slice(text.lastIndexOf(':') + 1)
+  if (isIP(tail) === 4) {
+    const [a, b, c, d] = tail.split('.').map(Number) as [number, number, number, number]
+    text = `${text.slice(0, text.length - tail.length)}${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`
+  }
+  const halves = text.split('::')
+  if (halves.length > 2) return null
+  const parse = (half: string): number[] => (half === '' ? [] : half.split(':').map((group) => parseInt(group, 16)))
+  const head = parse(halves[0] as string)
+  const rest = halves.length === 2 ? parse(halves[1] as string) : []
+  const groups = halves.length === 2 ? [...head, ...new Array<number>(8 - head.length - rest.length).fill(0), ...rest] : head
+  return groups.length === 8 && groups.every((group) => Number.isInteger(group) && group >= 0 && group <= 0xffff) ? groups : null
 }
 
 export interface RoomQuotaLimits {
@@ -344,6 +396,8 @@ export class PendingConnections {
     /** Addresses the per-address cap does not apply to (trusted proxies carry many clients). */
     private readonly exempt: (ip: string) => boolean,
     private readonly onRefused: (reason: string) => void,
+    /** What the cap counts an address under (ClientAddress.limitKey). */
+    private readonly keyOf: (address: string) => string = (address) => address,
   ) {
     const done = (socket: Socket): void => this.done(socket)
     this.onPendingClose = function (this: Socket) {
@@ -356,13 +410,14 @@ export class PendingConnections {
   }
 
   accept(socket: Socket): void {
-    const ip = socket.remoteAddress ?? 'unknown'
+    const address = socket.remoteAddress ?? 'unknown'
     if (this.pending.size >= this.limits.maxPendingConnections) {
       this.refuse(socket, 'unavailable', 'too many connections waiting to send a request', 'pending_connections')
       return
     }
+    const ip = this.keyOf(address)
     const fromIp = this.perIp.get(ip) ?? 0
-    if (fromIp >= this.limits.maxPendingConnectionsPerIp && !this.exempt(ip)) {
+    if (fromIp >= this.limits.maxPendingConnectionsPerIp && !this.exempt(address)) {
       this.refuse(socket, 'too_many_requests', 'too many connections from this address waiting to send a request', 'pending_connections_per_ip')
       return
     }
@@ -430,6 +485,10 @@ export class ClaimedTicket implements AdmissionTicket {
 
   get ip(): string {
     return this.slot.ip
+  }
+
+  get address(): string | undefined {
+    return this.slot.address
   }
 
   release(): void {

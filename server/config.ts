@@ -67,6 +67,8 @@ export interface WeftOptions {
   upgradesPerSecondPerIp: number
   /** Requests to the HTTP API (/api/...) per second from one address (burst twice this); more get 429. */
   httpRequestsPerSecondPerIp: number
+  /** The bits of an IPv6 address that count as one client for every per-address limit (128 = each address alone). */
+  ipv6PrefixLength: number
   /** Inbound messages per second per connection; past it the socket is paused, not dropped. */
   inboundMessagesPerSecond: number
   /** Inbound bytes per second per connection; past it the socket is paused, not dropped. */
@@ -236,6 +238,7 @@ export const DEFAULTS: Readonly<WeftOptions> = Object.freeze({
   upgradesPerSecond: 1_000,
   upgradesPerSecondPerIp: 100,
   httpRequestsPerSecondPerIp: 200,
+  ipv6PrefixLength: 64,
   inboundMessagesPerSecond: 500,
   inboundBytesPerSecond: 8 * 1024 * 1024,
   slowConsumerGraceMs: 5_000,
@@ -359,6 +362,7 @@ export const SETTINGS: readonly SettingSpec[] = [
   { key: 'upgradesPerSecond', flag: '--upgrades-per-second', env: 'WEFT_UPGRADES_PER_SECOND', kind: 'int', min: 1 },
   { key: 'upgradesPerSecondPerIp', flag: '--upgrades-per-second-per-ip', env: 'WEFT_UPGRADES_PER_SECOND_PER_IP', kind: 'int', min: 1 },
   { key: 'httpRequestsPerSecondPerIp', flag: '--http-requests-per-second-per-ip', env: 'WEFT_HTTP_REQUESTS_PER_SECOND_PER_IP', kind: 'int', min: 1 },
+  { key: 'ipv6PrefixLength', flag: '--ipv6-prefix-length', env: 'WEFT_IPV6_PREFIX_LENGTH', kind: 'int', min: 1, max: 128 },
   { key: 'inboundMessagesPerSecond', flag: '--inbound-messages-per-second', env: 'WEFT_INBOUND_MESSAGES_PER_SECOND', kind: 'int', min: 1 },
   { key: 'inboundBytesPerSecond', flag: '--inbound-bytes-per-second', env: 'WEFT_INBOUND_BYTES_PER_SECOND', kind: 'int', min: 1024 },
   { key: 'slowConsumerGraceMs', flag: '--slow-consumer-grace-ms', env: 'WEFT_SLOW_CONSUMER_GRACE_MS', kind: 'int', min: 0, max: 600_000 },
@@ -559,6 +563,7 @@ export function resolveOptions(partial: Partial<WeftOptions> = {}): Readonly<Wef
     'upgradesPerSecond',
     'upgradesPerSecondPerIp',
     'httpRequestsPerSecondPerIp',
+    'ipv6PrefixLength',
     'inboundMessagesPerSecond',
     'inboundBytesPerSecond',
     'heartbeatIntervalMs',
@@ -773,6 +778,7 @@ const SETTING_HELP: Partial<Record<keyof WeftOptions, string>> = {
   upgradesPerSecond: 'WebSocket upgrades per second (burst twice this)',
   upgradesPerSecondPerIp: 'WebSocket upgrades per second per address',
   httpRequestsPerSecondPerIp: 'HTTP API requests per second per address (burst twice this)',
+  ipv6PrefixLength: 'bits of an IPv6 address that count as one client for per-address limits',
   inboundMessagesPerSecond: 'per connection; past it the socket is paused',
   inboundBytesPerSecond: 'per connection; past it the socket is paused',
   slowConsumerGraceMs: 'time over --send-queue-bytes before a 1013 close',

@@ -174,8 +174,14 @@ export class Connection implements ReplyWaiter {
     return this.deflate !== null
   }
 
+  /** What the per-address limits count this connection under (ClientAddress.limitKey). */
   get ip(): string {
     return this.ticket.ip
+  }
+
+  /** The client's own address, for hooks and logs. */
+  get address(): string {
+    return this.ticket.address ?? this.ticket.ip
   }
 
   get state(): ConnectionState {

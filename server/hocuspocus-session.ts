@@ -367,7 +367,7 @@ export class HocuspocusSession implements ConnectionSession {
     document.claimed = true
     document.grant = decision.grant
     document.source = new UpdateSource({ kind: 'client', protocol: 'hocuspocus', subject: decision.grant.subject }, document, allows(decision.grant.access, 'write'))
-    document.info = { room: document.roomName, protocol: 'hocuspocus', subject: decision.grant.subject, remoteAddress: this.connection.ip }
+    document.info = { room: document.roomName, protocol: 'hocuspocus', subject: decision.grant.subject, remoteAddress: this.connection.address }
     this.hooks.opened(document, document.info)
     document.identity = presenceIdentity(decision.grant.subject)
     const expiresAt = decision.grant.expiresAt

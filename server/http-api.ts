@@ -47,7 +47,7 @@ export interface HttpApiDeps {
   log: Logger
   /** --allow-origin: browser requests (with an Origin header) from other origins get 403; null = any. */
   allowOrigins: readonly string[] | null
-  /** The client's address (behind trusted proxies, from X-Forwarded-For). */
+  /** What the per-address limits count the client under: its address (behind trusted proxies, from X-Forwarded-For), an IPv6 one grouped by --ipv6-prefix-length. */
   addressOf(req: IncomingMessage): string
   /** Request bodies being read, server-wide and per address. */
   bodies: BodyBudget

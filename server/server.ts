@@ -213,7 +213,7 @@ export class WeftServer {
       onClosed: (protocol, count) => this.metrics.revokedConnections.inc({ protocol }, count),
       onInvalid: (text) => this.log.warn({ text }, 'revocation message ignored: not a revocation'),
     })
-    this.clientAddress = new ClientAddress(this.options.trustedProxies)
+    this.clientAddress = new ClientAddress(this.options.trustedProxies, this.options.ipv6PrefixLength)
     this.statusPage = this.createStatusPage()
     this.connections = new ConnectionRegistry({
       options: resolved,
@@ -397,7 +397,7 @@ export class WeftServer {
       maxContentBytes: this.options.maxContentBytes,
       log: this.log,
       allowOrigins: this.options.allowOrigins,
-      addressOf: (req) => this.clientAddress.of(req),
+      addressOf: (req) => this.clientAddress.limitKey(this.clientAddress.of(req)),
       bodies: this.bodies,
       bodyTimeoutMs: this.options.bodyTimeoutMs,
       answers: {
@@ -504,7 +504,7 @@ export class WeftServer {
     // The whole request, body included: the body's own deadline answers 408 first; this is the backstop.
     server.requestTimeout = options.headersTimeoutMs + options.bodyTimeoutMs + 1_000
     server.keepAliveTimeout = 5_000
-    const pending = new PendingConnections(options, (ip) => this.clientAddress.isTrusted(ip), (reason) => metrics.httpRefusals.inc({ reason }))
+    const pending = new PendingConnections(options, (ip) => this.clientAddress.isTrusted(ip), (reason) => metrics.httpRefusals.inc({ reason }), (address) => this.clientAddress.limitKey(address))
     this.pending = pending
     // With TLS the request's socket is the TLS socket; the handshake has its own timeout.
     if ('setSecureContext' in server) {

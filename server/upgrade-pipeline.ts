@@ -118,8 +118,9 @@ export class UpgradePipeline {
       return
     }
     // Admission first, the credential after: a refusal for capacity must not use up a single-use ticket.
-    const ip = deps.clientAddress.of(req)
-    const verdict = deps.admission.tryAdmit(ip, room !== null && rooms.isFull(room))
+    const address = deps.clientAddress.of(req)
+    const ip = deps.clientAddress.limitKey(address)
+    const verdict = deps.admission.tryAdmit(ip, room !== null && rooms.isFull(room), address)
     if (!verdict.admitted) {
       this.refuse(socket, verdict.error, verdict.message, verdict.result)
       return
@@ -139,7 +140,7 @@ export class UpgradePipeline {
     const slot = ticket
     const release = (): void => slot.release()
     socket.once('close', release)
-    const context: AuthContext = { protocol: room === null ? 'hocuspocus' : 'y-websocket', headers: req.headers, remoteAddress: ip }
+    const context: AuthContext = { protocol: room === null ? 'hocuspocus' : 'y-websocket', headers: req.headers, remoteAddress: address }
     // y-websocket carries its credential on the URL and is checked before the upgrade; the
     // Hocuspocus provider sends it per document inside the socket.
     let grant: Grant | null = null

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict'
 import { connect } from 'node:net'
 import { describe, it } from 'node:test'
 import { WebSocket } from 'ws'
+import { limitKey } from '../server/admission.js'
 import { startServer, type InProcessServer } from './harness/server.js'
 import { eventually, withDeadline } from './harness/wait.js'
 import { metricValue } from './harness/metrics.js'
@@ -162,6 +163,25 @@ describe('admission limits before the upgrade', () => {
     })
   })
 
+  it('IPv6: the addresses of one /64 count as one client (--ipv6-prefix-length), the hooks still see each address; 128 counts each alone', async () => {
+    const seen: string[] = []
+    await withServer({ maxConnectionsPerIp: 2, trustedProxies: ['127.0.0.1'], authenticate: ({ remoteAddress }) => {
+      seen.push(remoteAddress)
+      return { subject: 'anyone', access: 'write' }
+    } }, async (server, sockets) => {
+      sockets.push(await admitted(`${server.url}/v6`, forwardedFor('2001:db8:0:1::a')))
+      sockets.push(await admitted(`${server.url}/v6`, forwardedFor('2001:db8:0:1:ffff:ffff:ffff:ffff')))
+      // Another address of the same /64: the same client, past its two connections.
+      assertRefused(await attempt(`${server.url}/v6`, forwardedFor('2001:db8:0:1::c')), 429, 'too_many_requests')
+      // The next /64 is another client.
+      sockets.push(await admitted(`${server.url}/v6`, forwardedFor('2001:db8:0:2::a')))
+      assert.deepEqual(seen, ['2001:db8:0:1::a', '2001:db8:0:1:ffff:ffff:ffff:ffff', '2001:db8:0:2::a'], 'each hook call names the client\'s own address')
+    })
+    await withServer({ maxConnectionsPerIp: 2, trustedProxies: ['127.0.0.1'], ipv6PrefixLength: 128 }, async (server, sockets) => {
+      for (const address of ['2001:db8:0:1::a', '2001:db8:0:1::b', '2001:db8:0:1::c']) sockets.push(await admitted(`${server.url}/v6`, forwardedFor(address)))
+    })
+  })
+
   it('no trusted proxy: X-Forwarded-For is ignored and the peer address counts', async () => {
     await withServer({ maxConnectionsPerIp: 2 }, async (server, sockets) => {
       sockets.push(await admitted(`${server.url}/direct`, forwardedFor('203.0.113.1')))
@@ -192,5 +212,25 @@ describe('admission limits before the upgrade', () => {
       sockets.push(await admitted(`${server.url}/after-bad-handshake`))
       assertRefused(await attempt(`${server.url}/after-bad-handshake`), 429, 'too_many_requests')
     })
+  })
+})
+
+describe('limitKey', () => {
+  it('groups an IPv6 address by its prefix, in every spelling; an IPv4 address, mapped or not, counts alone', () => {
+    const cases: Array<[string, number, string]> = [
+      ['2001:db8:1:2:3:4:5:6', 64, '2001:db8:1:2::/64'],
+      ['2001:0db8:0001:0002::1', 64, '2001:db8:1:2::/64'],
+      ['2001:db8:1:3::1', 64, '2001:db8:1:3::/64'],
+      ['2001:db8:1:2345::', 60, '2001:db8:1:2340::/60'],
+      ['2001:db8:1:2::1', 48, '2001:db8:1::/48'],
+      ['2001:db8:1:2::1', 128, '2001:db8:1:2::1'],
+      ['fe80::1%eth0', 64, 'fe80:0:0:0::/64'],
+      ['64:ff9b::1.2.3.4', 96, '64:ff9b:0:0:0:0::/96'],
+      ['::1', 64, '0:0:0:0::/64'],
+      ['::ffff:203.0.113.9', 64, '203.0.113.9'],
+      ['203.0.113.9', 64, '203.0.113.9'],
+      ['unknown', 64, 'unknown'],
+    ]
+    for (const [address, bits, key] of cases) assert.equal(limitKey(address, bits), key, `${address} /${bits}`)
   })
 })

@@ -111,6 +111,17 @@ describe('--http-requests-per-second-per-ip', () => {
     })
   })
 
+  it('the addresses of one IPv6 /64 share a rate; the next /64 has its own', async () => {
+    await withServer({ httpRequestsPerSecondPerIp: 1 }, async (weft) => {
+      assert.equal((await httpRequest(weft.port, '/api/rooms/doc/updates', { method: 'POST', headers: { 'x-forwarded-for': '10.0.2.9', 'content-type': 'application/octet-stream' }, body: textUpdate('v6') })).status, 204)
+      // A burst of two for the /64, whichever of its addresses asks.
+      assert.equal((await getFrom(weft, '2001:db8::1')).status, 200)
+      assert.equal((await getFrom(weft, '2001:db8::2')).status, 200)
+      assert.equal((await getFrom(weft, '2001:db8::ffff:3')).status, 429)
+      assert.equal((await getFrom(weft, '2001:db8:0:1::1')).status, 200)
+    })
+  })
+
   it('under a flood of concurrent requests from one address, it gets no more than its burst and rate; another address gets every answer', async () => {
     const rate = 50
     await withServer({ httpRequestsPerSecondPerIp: rate }, async (weft) => {
