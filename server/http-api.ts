@@ -215,7 +215,8 @@ export class HttpApi {
   private takeRequestRate(req: IncomingMessage, ip: string): void {
     const rate = this.requestRate
     if (rate === null || rate.tryTake(ip)) return
-    const hasBody = req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined
+    const length = req.headers['content-length']
+    const hasBody = (length !== undefined && length !== '0') || req.headers['transfer-encoding'] !== undefined
     throw this.refusal('rate_per_ip', new ApiError('too_many_requests', `more than ${rate.ratePerSecond} API requests a second from this address (--http-requests-per-second-per-ip); retry shortly`, {
       'retry-after': rate.retryAfterSeconds(ip),
       ...(hasBody ? { connection: 'close' } : {}),

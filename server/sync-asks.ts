@@ -1,17 +1,7 @@
 /** How often an ask that waits for the connection's last big reply to leave looks again. */
 const RECHECK_MS = 100
 
-/**
- * When one document's sync step 1 messages on one connection are answered. The first is answered
- * at once, unless its reply would be big and the server's memory for big replies is taken
- * (--max-sync-reply-bytes[-per-ip]): then it waits until that memory is given back. Another (a resync, or a client asking again and again) is answered at most once per
- * `intervalMs` (--repeat-answer-interval-ms), and not while the connection still has a big sync
- * reply on its way: until then only the newest state vector is kept, and answered then. Nothing
- * is lost by the wait: the client has had the last reply and every update since. Without it, sync
- * step 1s with made-up state vectors, 500 a second, each made weft encode and hold another copy
- * of the document: 13 GB and 84 CPU-seconds in 6 s for a 4 MB document, from one read-only
- * connection.
- */
+/** What SyncAsks needs of its connection and document. */
 export interface SyncAskHooks {
   /** Sends the reply to `stateVector`. */
   answer(stateVector: Uint8Array): void
@@ -25,6 +15,18 @@ export interface SyncAskHooks {
   settled?(): void
 }
 
+/**
+ * When one document's sync step 1 messages on one connection are answered. The first is answered
+ * at once, unless its reply would be big and the server's memory for big replies is taken
+ * (--max-sync-reply-bytes[-per-ip]): then it waits, in line by address, until that memory is
+ * given back. Another (a resync, or a client asking again and again) is answered at most once per
+ * `intervalMs` (--repeat-answer-interval-ms), and not while the connection still has a big sync
+ * reply on its way: until then only the newest state vector is kept, and answered then. Nothing
+ * is lost by the wait: the client has had the last reply and every update since. Without it, sync
+ * step 1s with made-up state vectors, 500 a second, each made weft encode and hold another copy
+ * of the document: 13 GB and 84 CPU-seconds in 6 s for a 4 MB document, from one read-only
+ * connection.
+ */
 export class SyncAsks {
   private answeredAt = -Infinity
   private waiting: Uint8Array | null = null

@@ -138,6 +138,22 @@ describe('the relay timer under traffic (issue 19)', () => {
     return [a, b]
   }
 
+  /** Watches Redis while each of `peers` runs `checks` more checks: each one's timer commands (MONITOR) and its checks meanwhile. */
+  const watchChecks = async (peers: readonly Peer[], checks: number, what: string, timeoutMs = 30_000): Promise<Array<{ sent: number; checks: boolean[] }>> => {
+    const monitor = await monitorRedis(redis.port)
+    const from = peers.map((p) => p.checks.length)
+    let seen: MonitoredCommand[]
+    let names: Map<string, string>
+    try {
+      names = await clientNames(redis)
+      await until(() => peers.every((p, i) => p.checks.length - (from[i] as number) >= checks), what, timeoutMs)
+      seen = [...monitor.seen]
+    } finally {
+      monitor.stop()
+    }
+    return peers.map((p, i) => ({ sent: timerCommands(seen, names, p.id), checks: p.checks.slice(from[i]) }))
+  }
+
   /** Three instances in one room, each with a client's awareness, so each reads the others' liveness. */
   const cluster = async (room: string): Promise<Peer[]> => {
     const all = [await peer(`${room}-a`), await peer(`${room}-b`), await peer(`${room}-c`)]
@@ -153,20 +169,9 @@ describe('the relay timer under traffic (issue 19)', () => {
     // Warm-up: each has heard from the others and published for a few checks.
     const a = all[0] as Peer
     await withinChecks(a, 20, () => all.every((p) => p.checks.length >= 6), 'a few checks under traffic')
-    const monitor = await monitorRedis(redis.port)
-    let seen: MonitoredCommand[]
-    let names: Map<string, string>
-    const from = all.map((p) => p.checks.length)
-    try {
-      names = await clientNames(redis)
-      await until(() => all.every((p, i) => p.checks.length - (from[i] as number) >= 12), '12 checks of every instance', 30_000)
-      seen = [...monitor.seen]
-    } finally {
-      monitor.stop()
-    }
+    const watched = await watchChecks(all, 12, '12 checks of every instance')
     for (const [i, p] of all.entries()) {
-      const checks = p.checks.slice(from[i])
-      const sent = timerCommands(seen, names, p.id)
+      const { sent, checks } = watched[i] as { sent: number; checks: boolean[] }
       console.log(`# ${p.id}: ${checks.length} checks under traffic, ${checks.filter(Boolean).length} sent a command; MONITOR: ${sent} timer commands`)
       // Before issue 19 front 5: one CHECK_TICK per check. One of slack for a check that found a chain still.
       assert.ok(sent <= 1, `${p.id} sent ${sent} timer commands in ${checks.length} checks`)
@@ -186,19 +191,9 @@ describe('the relay timer under traffic (issue 19)', () => {
     a.startEditing('epoch')
     b.startEditing('epoch')
     await withinChecks(a, 20, () => a.checks.length >= 6 && b.checks.length >= 6, 'a few checks under traffic')
-    const monitor = await monitorRedis(redis.port)
-    let seen: MonitoredCommand[]
-    let names: Map<string, string>
-    const from = [a, b].map((p) => p.checks.length)
-    try {
-      names = await clientNames(redis)
-      await until(() => [a, b].every((p, i) => p.checks.length - (from[i] as number) >= 12), '12 checks of both instances', 30_000)
-      seen = [...monitor.seen]
-    } finally {
-      monitor.stop()
-    }
-    for (const p of [a, b]) {
-      const sent = timerCommands(seen, names, p.id)
+    const watched = await watchChecks([a, b], 12, '12 checks of both instances')
+    for (const [i, p] of [a, b].entries()) {
+      const { sent } = watched[i] as { sent: number }
       console.log(`# ${p.id}: ${sent} timer commands in 12 checks with the epoch due at each`)
       assert.ok(sent <= 1, `${p.id} sent ${sent} timer commands in 12 checks`)
     }
@@ -218,18 +213,7 @@ describe('the relay timer under traffic (issue 19)', () => {
     await b.join('tag')
     a.startEditing('tag')
     await withinChecks(b, 20, () => b.checks.length >= 6, 'a few checks of b under a\'s traffic')
-    const monitor = await monitorRedis(redis.port)
-    let seen: MonitoredCommand[]
-    let names: Map<string, string>
-    const from = b.checks.length
-    try {
-      names = await clientNames(redis)
-      await until(() => b.checks.length - from >= 12, '12 checks of b', 30_000)
-      seen = [...monitor.seen]
-    } finally {
-      monitor.stop()
-    }
-    const sent = timerCommands(seen, names, b.id)
+    const { sent } = (await watchChecks([b], 12, '12 checks of b'))[0] as { sent: number }
     console.log(`# receiving b: ${sent} timer commands in 12 checks with the epoch due at each`)
     assert.ok(sent <= 1, `b sent ${sent} timer commands in 12 checks`)
     assert.ok((b.docs.get('tag')?.getArray('log').length ?? 0) > 0, 'b received a\'s edits')
@@ -328,19 +312,9 @@ describe('the relay timer under traffic (issue 19)', () => {
     await until(() => a.holds('quiet', b.id), 'b\'s awareness on a', 5000)
     // a's edits keep the room's chain moving on b, so b has no `last` to read: only its heartbeat is due.
     a.startEditing('quiet')
-    const monitor = await monitorRedis(redis.port)
-    let seen: MonitoredCommand[]
-    let names: Map<string, string>
-    const from = b.checks.length
-    try {
-      names = await clientNames(redis)
-      await until(() => b.checks.length - from >= 2 * GONE_WITHIN_CHECKS, 'b\'s checks past its heartbeat TTL twice over', 60_000)
-      seen = [...monitor.seen]
-    } finally {
-      monitor.stop()
-    }
-    const checks = b.checks.length - from
-    const beats = timerCommands(seen, names, b.id)
+    const watched = (await watchChecks([b], 2 * GONE_WITHIN_CHECKS, 'b\'s checks past its heartbeat TTL twice over', 60_000))[0] as { sent: number; checks: boolean[] }
+    const checks = watched.checks.length
+    const beats = watched.sent
     console.log(`# quiet b: ${beats} heartbeat writes in ${checks} checks while a edits`)
     assert.ok(beats >= checks - 2, `b wrote its heartbeat ${beats} times in ${checks} checks`)
     assert.ok(a.holds('quiet', b.id), 'the quiet instance was not declared gone')
