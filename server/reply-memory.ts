@@ -15,6 +15,18 @@ interface Waiter {
 /** A waiter that has not asked for this long has stopped asking for now (its connection holds it back): it keeps no one waiting. */
 const WAITER_STALE_MS = 300
 
+/** Whose turn it is is worked out again after this long even when nothing changed (waiters go stale or ask again). */
+const TURN_FRESH_MS = 50
+
+/** The first address in line with a live waiting ask that fits, and the addresses ahead of it (none of theirs fit). */
+interface Turn {
+  holder: string | null
+  ahead: Set<string>
+  /** `ReplyMemory.changes` and the time it was worked out at. */
+  changes: number
+  at: number
+}
+
 interface HeldReply {
   /** Connections holding the buffer (it is shared by every joiner with the same state vector). */
   holders: number
@@ -47,6 +59,9 @@ export class ReplyMemory {
   /** Waiting asks by address; the addresses in turn order (a Map keeps insertion order). */
   private readonly waiting = new Map<string, Map<object, Waiter>>()
   private readonly waiterIp = new Map<object, string>()
+  /** Counts changes of the memory held and of the line; a worked-out turn holds while it stays. */
+  private changes = 0
+  private turn: Turn | null = null
 
   constructor(
     private readonly limits: ReplyMemoryLimits,
@@ -78,6 +93,7 @@ export class ReplyMemory {
       if (rest !== undefined) {
         this.waiting.delete(ip)
         this.waiting.set(ip, rest)
+        this.changes++
       }
       return true
     }
@@ -93,6 +109,7 @@ export class ReplyMemory {
     const ofIp = this.waiting.get(ip)
     ofIp?.delete(waiter)
     if (ofIp?.size === 0) this.waiting.delete(ip)
+    this.changes++
   }
 
   private fits(ip: string, bytes: number): boolean {
@@ -102,14 +119,26 @@ export class ReplyMemory {
     return this.bytes + bytes <= this.limits.maxSyncReplyBytes
   }
 
-  /** No other address ahead of `ip` in line has a live waiting ask that would fit now. */
+  /**
+   * No other address ahead of `ip` in line has a live waiting ask that would fit now. Every waiting
+   * ask looks again every 100 ms, so the turn is worked out once per change (or TURN_FRESH_MS),
+   * not once per look: with thousands waiting, a look is not a walk through all of them.
+   */
   private hasTurn(ip: string): boolean {
-    const since = this.now() - WAITER_STALE_MS
-    for (const [other, waiters] of this.waiting) {
-      if (other === ip) return true
-      for (const waiter of waiters.values()) if (waiter.askedAt >= since && this.fits(other, waiter.bytes)) return false
+    const now = this.now()
+    let turn = this.turn
+    if (turn === null || turn.changes !== this.changes || now - turn.at >= TURN_FRESH_MS) turn = this.turn = this.findTurn(now)
+    return turn.holder === null || turn.holder === ip || turn.ahead.has(ip)
+  }
+
+  private findTurn(now: number): Turn {
+    const since = now - WAITER_STALE_MS
+    const ahead = new Set<string>()
+    for (const [ip, waiters] of this.waiting) {
+      for (const waiter of waiters.values()) if (waiter.askedAt >= since && this.fits(ip, waiter.bytes)) return { holder: ip, ahead, changes: this.changes, at: now }
+      ahead.add(ip)
     }
-    return true
+    return { holder: null, ahead, changes: this.changes, at: now }
   }
 
   private wait(waiter: object, ip: string, bytes: number): void {
@@ -132,6 +161,7 @@ export class ReplyMemory {
       return
     }
     this.held.set(reply, { holders: 1, ip })
+    this.changes++
     this.bytes += reply.length
     this.perIp.set(ip, (this.perIp.get(ip) ?? 0) + reply.length)
   }
@@ -141,6 +171,7 @@ export class ReplyMemory {
     if (entry === undefined) return
     if (--entry.holders > 0) return
     this.held.delete(reply)
+    this.changes++
     this.bytes -= reply.length
     const left = (this.perIp.get(entry.ip) ?? 0) - reply.length
     if (left <= 0) this.perIp.delete(entry.ip)
