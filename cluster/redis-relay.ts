@@ -8,7 +8,7 @@ import { RedisNamespace, epochCandidate, epochTag } from './keys.js'
 import { OutageBuffer } from './outage-buffer.js'
 import { decodeRelayMessage, encodeRelayMessage, type RelayMessage } from './relay-message.js'
 import { RelayRoom } from './relay-room.js'
-import { RoomStreams, type StreamRead, type TickRead } from './room-streams.js'
+import { RoomStreams, type CompactionWrite, type StreamRead, type TickRead } from './room-streams.js'
 import { CLUSTER_DEFAULTS, type ClusterTuning, type RelayFaults, type RelayLogger } from './tuning.js'
 import { openRedisConnection, type CommandObserver } from './redis-connection.js'
 import type { RedisPersistence, Relay, RelayAwarenessEntry, RelayHealth, RelayRecovery, RelayRoomHandlers, RelayStats, StoredRooms } from './relay.js'
@@ -111,7 +111,7 @@ export class RedisRelay implements Relay {
     this.cmd = connect('cmd')
     this.sub = connect('sub')
     this.namespace = new RedisNamespace(prefix, this.cmd.options.db ?? 0)
-    this.streams = new RoomStreams(this.cmd, instanceId, this.options.retentionMs, this.counters)
+    this.streams = new RoomStreams(this.cmd, instanceId, this.options.retentionMs, this.options.compactAfterEntries, this.counters)
     this.asks = new ClusterAsks(
       {
         instanceId,
@@ -403,19 +403,24 @@ export class RedisRelay implements Relay {
 
   private sendUpdate(name: string, update: Uint8Array): void {
     const sentAt = Date.now()
-    this.streams.publish(this.namespace.room(name), this.namespace.epochKey, update).then(
-      ({ prev, length, epoch }) => {
+    const owner = this.rooms.get(name)
+    const carried = owner?.takeCompaction() ?? null
+    this.streams.publish(this.namespace.room(name), this.namespace.epochKey, update, carried).then(
+      ({ prev, epoch, folded, whole }) => {
         this.counters.published++
         this.publishedEpoch(epoch, sentAt)
+        if (owner !== undefined && carried !== null) this.compacted(owner, carried, folded === true)
         const room = this.rooms.get(name)
         if (room === undefined) return
         room.noteSent(sentAt)
         if (prev === '' && room.chain.lastApplied !== '') this.suspectLoss(room, 'publish')
-        if (length >= this.options.compactAfterEntries && !room.jobs.compacting) void this.compact(room)
+        if (whole !== null && !room.jobs.compacting) void this.compact(room, whole)
       },
       (err: unknown) => {
         // Whether it reached Redis is unknown; sending it again is harmless (updates are idempotent).
+        // A compaction it carried is dropped: the stream's next multiple of compactAfterEntries brings another.
         this.noteError(err)
+        if (owner !== undefined && carried !== null) this.compacted(owner, carried, false)
         this.hold(name, update)
       },
     )
@@ -605,19 +610,41 @@ export class RedisRelay implements Relay {
     room.synced()
   }
 
-  private async compact(room: RelayRoom): Promise<void> {
+  /**
+   * Merges the room as a publish returned it (PUBLISH_UPDATE: its stream reached a multiple of
+   * compactAfterEntries) into one snapshot, for the next publish of this room to carry: under
+   * traffic a compaction costs no command of its own. A room that stays quiet for
+   * compactWaitMs gets it alone (COMPACT_ROOM).
+   */
+  private async compact(room: RelayRoom, read: StreamRead): Promise<void> {
+    if (read.updates.length === 0 || read.lastId === '' || read.lastId === read.upto) return
     room.jobs.compacting = true
+    let snapshot: Uint8Array
     try {
-      const read = await this.read(room, '')
-      if (read.updates.length === 0 || read.lastId === '' || read.lastId === read.upto) return
-      const snapshot = await mergeUpdatesInChunks(read.updates)
-      const applied = await this.streams.compact(room.keys, read, snapshot)
-      this.logger.debug({ room: room.name, upto: read.lastId, bytes: snapshot.byteLength, applied }, 'room stream compacted')
+      snapshot = await mergeUpdatesInChunks(read.updates)
     } catch (err) {
       this.noteError(err)
-    } finally {
       room.jobs.compacting = false
+      return
     }
+    if (room.hasLeft || this.closed) return
+    room.compaction = { version: read.version, snapshot, upto: read.lastId }
+    await delay(this.options.compactWaitMs)
+    // Taken by a publish meanwhile, or dropped because the room was left.
+    const alone = room.takeCompaction()
+    if (alone === null || this.closed) return
+    try {
+      this.compacted(room, alone, await this.streams.compact(room.keys, alone))
+    } catch (err) {
+      this.noteError(err)
+      this.compacted(room, alone, false)
+    }
+  }
+
+  /** A compaction's write was sent (carried by a publish, or alone): the room may compact again. */
+  private compacted(room: RelayRoom, compaction: CompactionWrite, applied: boolean): void {
+    this.logger.debug({ room: room.name, upto: compaction.upto, bytes: compaction.snapshot.byteLength, applied }, 'room stream compacted')
+    room.jobs.compacting = false
   }
 
   // ---- periodic work -----------------------------------------------------------------------

@@ -1,6 +1,7 @@
 import type { RoomKeys } from './keys.js'
 import type { RelayMessage } from './relay-message.js'
 import type { RelayRoomHandlers } from './relay.js'
+import type { CompactionWrite } from './room-streams.js'
 import { StreamChain } from './stream-chain.js'
 
 /**
@@ -35,6 +36,11 @@ export class RelayRoom {
    * gaps too, and a stream compaction runs whatever the state.
    */
   readonly jobs = { healing: false, compacting: false }
+  /**
+   * A compaction merged and not yet written: the next publish of this instance carries it
+   * (RedisRelay.sendUpdate), or it is sent alone when the room stays quiet (RedisRelay.compact).
+   */
+  compaction: CompactionWrite | null = null
   /**
    * When this instance's two latest messages on the room's channel were sent (ms, the later one
    * second; 0 = none), counted once Redis accepted them: each is a sign of life to every instance
@@ -107,7 +113,15 @@ export class RelayRoom {
     return (this.sentAtMs[0] as number) >= sinceMs && (this.sentAtMs[0] as number) > 0
   }
 
+  /** The compaction waiting to be written, which the caller now writes; null when none waits. */
+  takeCompaction(): CompactionWrite | null {
+    const compaction = this.compaction
+    this.compaction = null
+    return compaction
+  }
+
   leave(): void {
     this.current = { kind: 'left' }
+    this.compaction = null
   }
 }

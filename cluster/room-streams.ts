@@ -16,6 +16,28 @@ export interface StreamRead {
   lastId: string
 }
 
+/** A compaction's write, merged from a StreamRead: carried by the publisher's next publish, or sent alone. */
+export interface CompactionWrite {
+  /** The version of the snapshot the read found. */
+  version: string
+  snapshot: Uint8Array
+  /** The last entry the snapshot covers. */
+  upto: string
+}
+
+/** What a publish found: see PUBLISH_UPDATE. */
+export interface Published {
+  /** The entry's predecessor ('' = none: the stream was empty). */
+  prev: string
+  length: number
+  /** The data epoch (null: none). */
+  epoch: string | null
+  /** Whether the compaction the publish carried was written; null when it carried none. */
+  folded: boolean | null
+  /** The room whole, when this publish made the stream's length a multiple of compactAfterEntries. */
+  whole: StreamRead | null
+}
+
 /** What one tick read (RoomStreams.tick), in the order it was asked. */
 export interface TickRead {
   /** null: Redis has no epoch (it lost its data). */
@@ -35,6 +57,8 @@ export class RoomStreams {
     private readonly instanceId: string,
     /** Keys of a room expire this long after its last edit; 0 = never. */
     private readonly retentionMs: number,
+    /** Publishes return the room whole at every this many stream entries, for a compaction; 0 = never. */
+    private readonly compactAfterEntries: number,
     private readonly counters: { commands: number },
   ) {}
 
@@ -47,38 +71,30 @@ export class RoomStreams {
   }
 
   /**
-   * Appends `update` to the room's stream and publishes it on the room's channel; resolves to the
-   * entry's predecessor ('' = none: the stream was empty), the stream's length and the data epoch
-   * at `epochKey` as the same command found it (null: none).
+   * Appends `update` to the room's stream and publishes it on the room's channel, carrying
+   * `compaction`'s write when given (PUBLISH_UPDATE).
    */
-  async publish(keys: RoomKeys, epochKey: string, update: Uint8Array): Promise<{ prev: string; length: number; epoch: string | null }> {
-    const reply = (await this.eval(PUBLISH_UPDATE, [keys.log, keys.last, keys.doc, epochKey], [this.instanceId, update, String(Date.now()), keys.channel, String(this.retentionMs)])) as [Buffer, Buffer, number, Buffer | null]
-    return { prev: reply[1].toString(), length: Number(reply[2]), epoch: reply[3] === null || reply[3] === undefined ? null : reply[3].toString() }
+  async publish(keys: RoomKeys, epochKey: string, update: Uint8Array, compaction: CompactionWrite | null = null): Promise<Published> {
+    const args: Array<string | Uint8Array> = [this.instanceId, update, String(Date.now()), keys.channel, String(this.retentionMs), String(this.compactAfterEntries)]
+    if (compaction !== null) args.push(...compactionArgs(compaction))
+    const reply = (await this.eval(PUBLISH_UPDATE, [keys.log, keys.last, keys.doc, epochKey], args)) as [Buffer, Buffer, number, Buffer | null, number, RoomReply | null]
+    const folded = Number(reply[4])
+    return {
+      prev: reply[1].toString(),
+      length: Number(reply[2]),
+      epoch: reply[3] === null || reply[3] === undefined ? null : reply[3].toString(),
+      folded: folded === -1 ? null : folded === 1,
+      whole: reply[5] === null || reply[5] === undefined ? null : this.decodeRead(reply[5], ''),
+    }
   }
 
   async read(keys: RoomKeys, after: string): Promise<StreamRead> {
-    const reply = (await this.eval(READ_ROOM, [keys.doc, keys.log], [after])) as [Buffer, Buffer, Buffer | null, Array<[Buffer, Buffer[]]>]
-    const [upto, version, snapshot, entries] = reply
-    const updates: Uint8Array[] = snapshot === null ? [] : [snapshot]
-    let foreign = 0
-    let lastId = after
-    if (upto.length > 0 && compareStreamIds(upto.toString(), lastId) > 0) lastId = upto.toString()
-    for (const [id, fields] of entries) {
-      let instance = ''
-      for (let i = 0; i + 1 < fields.length; i += 2) {
-        const field = (fields[i] as Buffer).toString()
-        if (field === 'u') updates.push(fields[i + 1] as Buffer)
-        else if (field === 'i') instance = (fields[i + 1] as Buffer).toString('utf8')
-      }
-      if (instance !== this.instanceId) foreign++
-      lastId = id.toString()
-    }
-    return { upto: upto.toString(), version: version.toString(), updates, foreign, lastId }
+    return this.decodeRead((await this.eval(READ_ROOM, [keys.doc, keys.log], [after])) as RoomReply, after)
   }
 
-  /** Folds the entries of `read` into `snapshot`, unless the room changed version since; true when it did. */
-  async compact(keys: RoomKeys, read: StreamRead, snapshot: Uint8Array): Promise<boolean> {
-    const applied = await this.eval(COMPACT_ROOM, [keys.doc, keys.log], [read.version, snapshot, read.lastId, nextStreamId(read.lastId), String(this.retentionMs)])
+  /** Writes a compaction alone (COMPACT_ROOM); true when it was applied. */
+  async compact(keys: RoomKeys, compaction: CompactionWrite): Promise<boolean> {
+    const applied = await this.eval(COMPACT_ROOM, [keys.doc, keys.log], [...compactionArgs(compaction), String(this.retentionMs)])
     return Number(applied) === 1
   }
 
@@ -103,6 +119,25 @@ export class RoomStreams {
     }
   }
 
+  private decodeRead(reply: RoomReply, after: string): StreamRead {
+    const [upto, version, snapshot, entries] = reply
+    const updates: Uint8Array[] = snapshot === null || snapshot === undefined ? [] : [snapshot]
+    let foreign = 0
+    let lastId = after
+    if (upto.length > 0 && compareStreamIds(upto.toString(), lastId) > 0) lastId = upto.toString()
+    for (const [id, fields] of entries) {
+      let instance = ''
+      for (let i = 0; i + 1 < fields.length; i += 2) {
+        const field = (fields[i] as Buffer).toString()
+        if (field === 'u') updates.push(fields[i + 1] as Buffer)
+        else if (field === 'i') instance = (fields[i + 1] as Buffer).toString('utf8')
+      }
+      if (instance !== this.instanceId) foreign++
+      lastId = id.toString()
+    }
+    return { upto: upto.toString(), version: version.toString(), updates, foreign, lastId }
+  }
+
   private async eval(script: Script, keys: string[], args: Array<string | Uint8Array>): Promise<unknown> {
     const argv = args.map((arg) => (typeof arg === 'string' ? arg : Buffer.from(arg.buffer, arg.byteOffset, arg.byteLength)))
     this.counters.commands++
@@ -115,4 +150,12 @@ export class RoomStreams {
       return await this.cmd.callBuffer('eval', script.lua, keys.length, ...keys, ...argv)
     }
   }
+}
+
+/** A room as READ_ROOM (and PUBLISH_UPDATE's READ_WHOLE) return it. */
+type RoomReply = [Buffer, Buffer, Buffer | null, Array<[Buffer, Buffer[]]>]
+
+/** A compaction's arguments to FOLD: expected version, snapshot, upto, minid. */
+function compactionArgs(compaction: CompactionWrite): Array<string | Uint8Array> {
+  return [compaction.version, compaction.snapshot, compaction.upto, nextStreamId(compaction.upto)]
 }

@@ -13,6 +13,43 @@ function script(name: string, lua: string): Script {
 
 const NETSTRING = `local function ns(s) return #s .. ':' .. s end`
 
+/** Whether stream id a comes before stream id b (both 'ms-seq'). */
+const BEFORE = `local function before(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
+  return am < bm or (am == bm and as < bs)
+end`
+
+/**
+ * A compaction's write: replaces the snapshot (KEYS doc) with one that also covers the stream
+ * (KEYS log) up to `upto`, and trims those entries; returns 1 when it did. Refused (0) when
+ * another compaction changed the snapshot since it was read (version compare), or when the stream
+ * no longer holds the entry after the old snapshot, up to `upto` (the room was deleted or expired,
+ * and may have started again, since the read): the stream and the snapshot together always hold
+ * the whole document, and a deleted room's snapshot is never written back.
+ */
+const FOLD = `${BEFORE}
+local function fold(doc, log, version, snapshot, upto, minid, ttl)
+  local v = redis.call('HGET', doc, 'v') or '0'
+  if v ~= version then return 0 end
+  local first = redis.call('XRANGE', log, '-', '+', 'COUNT', 1)[1]
+  if not first or before(upto, first[1]) then return 0 end
+  redis.call('HSET', doc, 'u', snapshot, 'upto', upto, 'v', tostring(tonumber(v) + 1))
+  redis.call('XTRIM', log, 'MINID', minid)
+  if ttl > 0 then redis.call('PEXPIRE', doc, ttl) end
+  return 1
+end`
+
+/**
+ * The snapshot and every stream entry, for a compaction (the reply's last element when asked):
+ *   { upto or '', version, snapshot or nil, [[id, [field, value, ...]], ...] }
+ */
+const READ_WHOLE = `local function whole(doc, log)
+  local snap = redis.call('HMGET', doc, 'upto', 'v', 'u')
+  return { snap[1] or '', snap[2] or '0', snap[3], redis.call('XRANGE', log, '-', '+') }
+end`
+
 /**
  * One edit, one command: appends the update to the room's stream, swaps `last` and publishes
  * the message (prev, id, instance, ts, update) that lets every receiver notice a lost predecessor.
@@ -21,15 +58,26 @@ const NETSTRING = `local function ns(s) return #s .. ':' .. s end`
  * reads the data epoch, so an instance that publishes needs no timer command to read it, and
  * puts the epoch's tag after the message's ts (keys.ts `epochTag`), so one that receives needs
  * none either.
- *   KEYS: log, last, doc, epoch    ARGV: instance, update, ts, channel, retention ms
- *   returns { id, prev, stream length, epoch or nil }
+ * Stream compaction rides on publishes too (issue 19: no command of its own under traffic): the
+ * publish that makes the stream's length a multiple of ARGV[6] ('0' = never) returns the room
+ * whole, and the publisher's next publish carries the merged snapshot (ARGV[7..10], the write of
+ * `fold`). A room that goes quiet meanwhile gets the write alone (COMPACT_ROOM).
+ *   KEYS: log, last, doc, epoch
+ *   ARGV: instance, update, ts, channel, retention ms, compact every n entries,
+ *         [expected version, snapshot, upto, minid (the id after upto)]
+ *   returns { id, prev, stream length, epoch or nil, folded (1, 0, or -1 when none was carried),
+ *             the room whole (READ_WHOLE) or nil }
  */
 export const PUBLISH_UPDATE = script('publish', `${NETSTRING}
+${FOLD}
+${READ_WHOLE}
+local ttl = tonumber(ARGV[5])
+local folded = -1
+if #ARGV >= 10 then folded = fold(KEYS[3], KEYS[1], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ttl) end
 local id = redis.call('XADD', KEYS[1], '*', 'i', ARGV[1], 'u', ARGV[2])
 local prev = redis.call('GET', KEYS[2])
 if not prev then prev = '' end
 redis.call('SET', KEYS[2], id)
-local ttl = tonumber(ARGV[5])
 if ttl > 0 then
   redis.call('PEXPIRE', KEYS[1], ttl)
   redis.call('PEXPIRE', KEYS[2], ttl)
@@ -39,7 +87,11 @@ local epoch = redis.call('GET', KEYS[4])
 local ts = ARGV[3]
 if epoch then ts = ts .. '.' .. string.format('%d', tonumber(string.sub(redis.sha1hex(epoch), 1, 8), 16)) end
 redis.call('PUBLISH', ARGV[4], 'U' .. ns(prev) .. ns(id) .. ns(ARGV[1]) .. ns(ts) .. ns(ARGV[2]))
-return { id, prev, redis.call('XLEN', KEYS[1]), epoch }
+local length = redis.call('XLEN', KEYS[1])
+local every = tonumber(ARGV[6])
+local room = false
+if every > 0 and length >= every and length % every == 0 then room = whole(KEYS[3], KEYS[1]) end
+return { id, prev, length, epoch, folded, room }
 `)
 
 /**
@@ -49,13 +101,7 @@ return { id, prev, redis.call('XLEN', KEYS[1]), epoch }
  *   KEYS: doc, log    ARGV: after
  *   returns { upto or '', version, snapshot or nil, [[id, [field, value, ...]], ...] }
  */
-export const READ_ROOM = script('read', `
-local function before(a, b)
-  local am, as = string.match(a, '^(%d+)-(%d+)$')
-  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
-  am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
-  return am < bm or (am == bm and as < bs)
-end
+export const READ_ROOM = script('read', `${BEFORE}
 local snap = redis.call('HMGET', KEYS[1], 'upto', 'v')
 local upto = snap[1]
 local after = ARGV[1]
@@ -71,20 +117,13 @@ return { upto or '', snap[2] or '0', doc, entries }
 `)
 
 /**
- * Replaces the snapshot with one that also covers the stream up to ARGV[3] and trims those
- * entries, unless another compaction changed the snapshot since it was read (version compare):
- * the stream and the snapshot together always hold the whole document.
+ * A compaction's write on its own (FOLD), for a room that went quiet before its publisher's next
+ * publish could carry it.
  *   KEYS: doc, log    ARGV: expected version, snapshot, upto, minid (the id after upto), retention ms
- *   returns 1 when applied, 0 when another compaction won
+ *   returns 1 when applied, 0 when refused
  */
-export const COMPACT_ROOM = script('compact', `
-local v = redis.call('HGET', KEYS[1], 'v') or '0'
-if v ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'u', ARGV[2], 'upto', ARGV[3], 'v', tostring(tonumber(v) + 1))
-redis.call('XTRIM', KEYS[2], 'MINID', ARGV[4])
-local ttl = tonumber(ARGV[5])
-if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
-return 1
+export const COMPACT_ROOM = script('compact', `${FOLD}
+return fold(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]))
 `)
 
 /**

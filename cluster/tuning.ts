@@ -21,6 +21,7 @@ export interface ClusterTuning {
   checkMs: number
   epochCheckMs: number
   compactAfterEntries: number
+  compactWaitMs: number
   heldBytes: number
   maxRetryDelayMs: number
   joinWaitMs: number
@@ -51,8 +52,14 @@ export const CLUSTER_DEFAULTS: Readonly<ClusterTuning> = Object.freeze({
    * its data shows); this bounds the case where that tell-tale was lost too.
    */
   epochCheckMs: 10_000,
-  /** Stream length at which the publisher that reaches it folds the stream into the snapshot. */
+  /**
+   * The publish that makes a room's stream this long, or a multiple of it, brings the room whole to
+   * its publisher, which folds the stream into the snapshot; its next publish of the room writes
+   * the snapshot (scripts.ts PUBLISH_UPDATE).
+   */
   compactAfterEntries: 500,
+  /** How long a merged compaction waits for the next publish of its room to carry it before it is written alone. */
+  compactWaitMs: 1000,
   /** Budget for updates held while Redis is down; past it a room is re-synced from `localState()` instead. */
   heldBytes: 16 * 1024 * 1024,
   /** Reconnect backoff: 50 ms doubling, capped here, with jitter. The cap bounds convergence after a fault clears. */

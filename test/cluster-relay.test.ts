@@ -238,21 +238,67 @@ describe('RedisRelay against a real redis-server', () => {
     assert.ok(converged([a, b], 'gap'))
   })
 
-  it('gives a late joiner the whole document, also after compaction trimmed the stream', async () => {
-    const a = await peer('late-a', { compactAfterEntries: 20 })
+  it('gives a late joiner the whole document, also after compaction trimmed the stream; the compactions ride on publishes', async () => {
+    let checksSent = 0
+    // No compaction is written alone within this test: each must ride on a publish.
+    const a = await peer('late-a', { compactAfterEntries: 20, compactWaitMs: 60_000, onCheck: (sent) => void (sent && checksSent++) })
     await a.join('late')
+    const commandsBefore = a.relay.stats().commands
+    const checksBefore = checksSent
+    // One edit per publish's reply, as a room edited at a human pace publishes: a compaction's
+    // write needs a publish after its read.
     for (let i = 0; i < 75; i++) {
       a.edit('late', `e${i}`)
-      await nextTurn()
+      await until(() => a.relay.stats().published === i + 1, `edit ${i} published`, 5000)
     }
-    await until(() => a.relay.stats().published === 75, 'all published', 5000)
-    await eventually(async () => (await redis.command('HEXISTS', roomKey('late', 'doc'), 'u')).startsWith(':1'), 'a snapshot exists', 5000)
+    const version = Number(/\$\d+\r?\n(\d+)/.exec(await redis.command('HGET', roomKey('late', 'doc'), 'v'))?.[1])
+    assert.ok(version >= 2, `the snapshot was written ${version} times`)
     const xlen = Number(/:(\d+)/.exec(await redis.command('XLEN', roomKey('late', 'log')))?.[1])
-    assert.ok(xlen < 75, `stream trimmed to ${xlen} entries`)
+    assert.ok(xlen < 20, `stream trimmed to ${xlen} entries`)
+    // Each compaction's read came back with a publish, and its write went with the next one.
+    assert.equal(a.relay.stats().commands - commandsBefore - (checksSent - checksBefore), 75, 'one command per edit, compactions included')
     const c = await peer('late-c')
     await c.join('late')
     assert.equal(c.length('late'), 75)
     assert.ok(converged([a, c], 'late'))
+  })
+
+  it('writes a compaction alone when its room goes quiet before the next publish', async () => {
+    const a = await peer('quiet-a', { compactAfterEntries: 5, compactWaitMs: 100 })
+    await a.join('quiet')
+    for (let i = 0; i < 5; i++) {
+      a.edit('quiet', `e${i}`)
+      await nextTurn()
+    }
+    await until(() => a.relay.stats().published === 5, 'all published', 5000)
+    // The fifth publish brought the room whole; nothing follows it, so the write goes alone.
+    await eventually(async () => (await redis.command('XLEN', roomKey('quiet', 'log'))).startsWith(':0'), 'the stream folded into the snapshot', 5000)
+    const last = await redis.command('GET', roomKey('quiet', 'last'))
+    const upto = await redis.command('HGET', roomKey('quiet', 'doc'), 'upto')
+    assert.equal(upto, last, 'the snapshot covers the last entry')
+    const c = await peer('quiet-c')
+    await c.join('quiet')
+    assert.equal(c.length('quiet'), 5)
+    assert.ok(converged([a, c], 'quiet'))
+  })
+
+  it('never writes a compaction back into a room deleted since its read', async () => {
+    const compacted: Array<{ applied: boolean }> = []
+    const logger = { ...silent, debug: (obj: object, msg: string) => void (msg === 'room stream compacted' && compacted.push(obj as { applied: boolean })) }
+    const a = await peer('gone-a', { compactAfterEntries: 5, compactWaitMs: 300, logger })
+    await a.join('gone')
+    for (let i = 0; i < 5; i++) {
+      a.edit('gone', `e${i}`)
+      await nextTurn()
+    }
+    await until(() => a.relay.stats().published === 5, 'all published', 5000)
+    // The fifth publish brought the room whole, and its compaction waits for a next publish; the
+    // room is deleted meanwhile, as deleteRoom (or the retention) deletes it.
+    assert.equal(compacted.length, 0, 'not written yet')
+    await redis.command('DEL', roomKey('gone', 'log'), roomKey('gone', 'doc'), roomKey('gone', 'last'))
+    await until(() => compacted.length === 1, 'the compaction was written alone', 5000)
+    assert.equal(compacted[0]?.applied, false, 'refused')
+    assert.equal((await redis.command('EXISTS', roomKey('gone', 'log'), roomKey('gone', 'doc'), roomKey('gone', 'last'))).trim(), ':0')
   })
 
   it('relays awareness and removes a killed instance within 5 s', async () => {
