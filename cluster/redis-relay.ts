@@ -53,7 +53,7 @@ export class RedisRelay implements Relay {
   private readonly channels = new Map<string, string>()
   /** Local updates not yet published, while Redis is down or a publish failed. */
   private readonly outage: OutageBuffer
-  private readonly counters = { published: 0, received: 0, healed: 0, commands: 0 }
+  private readonly counters = { published: 0, received: 0, healed: 0, commands: 0, compacted: 0 }
   private lagMs = 0
   private cmdReady = false
   private subReady = false
@@ -644,6 +644,7 @@ export class RedisRelay implements Relay {
   /** A compaction's write was sent (carried by a publish, or alone): the room may compact again. */
   private compacted(room: RelayRoom, compaction: CompactionWrite, applied: boolean): void {
     this.logger.debug({ room: room.name, upto: compaction.upto, bytes: compaction.snapshot.byteLength, applied }, 'room stream compacted')
+    if (applied) this.counters.compacted++
     room.jobs.compacting = false
   }
 

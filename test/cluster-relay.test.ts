@@ -253,6 +253,7 @@ describe('RedisRelay against a real redis-server', () => {
     }
     const version = Number(/\$\d+\r?\n(\d+)/.exec(await redis.command('HGET', roomKey('late', 'doc'), 'v'))?.[1])
     assert.ok(version >= 2, `the snapshot was written ${version} times`)
+    assert.equal(a.relay.stats().compacted, version, 'every write counted')
     const xlen = Number(/:(\d+)/.exec(await redis.command('XLEN', roomKey('late', 'log')))?.[1])
     assert.ok(xlen < 20, `stream trimmed to ${xlen} entries`)
     // Each compaction's read came back with a publish, and its write went with the next one.
@@ -517,7 +518,9 @@ describe('RedisRelay through Redis faults', () => {
       dropRate = 0
       const calmAt = Date.now()
       await until(() => rooms.every((room) => converged(peers, room)), 'all rooms converged', 5000)
-      console.log(`# random: ${step} edits, faults ${faultsSeen.join(',') || 'none'}; converged ${Date.now() - calmAt} ms after the last fault`)
+      const compacted = peers.reduce((sum, p) => sum + p.relay.stats().compacted, 0)
+      console.log(`# random: ${step} edits, ${compacted} compactions, faults ${faultsSeen.join(',') || 'none'}; converged ${Date.now() - calmAt} ms after the last fault`)
+      assert.ok(compacted > 0, 'the streams were compacted meanwhile')
       // And Redis agrees: a newcomer reads the same document.
       const d = new Peer('r-d', redis.url)
       peers.push(d)
