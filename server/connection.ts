@@ -71,6 +71,9 @@ type WithHandle = { _handle?: { writeQueueSize?: unknown } | null; _parent?: Wit
 /** `WebSocket.OPEN`. */
 const OPEN = 1
 
+/** An empty write: its callback runs once everything written before it is out (flushWhenWritten). */
+const NOTHING = Buffer.alloc(0)
+
 export type ConnectionState = 'open' | 'closing' | 'closed'
 
 /** Share of the budget past which broadcasts are held and merged instead of sent. */
@@ -124,6 +127,8 @@ export class Connection implements ReplyWaiter {
   private repliesWritten: Uint8Array[] | null = null
   /** Ends the big replies' time on their way when the socket drains (see writeSyncReply); null when none is on its way. */
   private replyDrained: (() => void) | null = null
+  /** An empty write is on its way whose callback flushes the send queue (flushWhenWritten). */
+  private flushOnWritten = false
   /** Watches a big reply on its way for progress (see watchReplies); null when none is on its way. */
   private stallTimer: NodeJS.Timeout | null = null
   /** What the socket had handed to the kernel at the last look, and when that last grew. */
@@ -333,8 +338,34 @@ export class Connection implements ReplyWaiter {
     this.raw.on('drain', () => {
       queue.flush()
       this.events.onQueueBytes?.(queue.totalBytes)
+      this.flushWhenWritten()
     })
     return queue
+  }
+
+  /**
+   * Held data goes out when the socket drains, but Node emits 'drain' only after a write found the
+   * stream at its high-water mark (16 KiB on Node 20, 64 KiB from Node 22), and the soft mark is
+   * lower when --send-queue-bytes is under four times that. Then no 'drain' comes, and what the
+   * queue holds would wait for the next heartbeat, or be taken for a slow consumer's. So while
+   * the queue holds and no 'drain' is due, an empty write goes behind what the socket has, and its
+   * callback (everything before it is out) flushes the queue. Again after a flush that sent
+   * something, or with bytes still on their way; not for a queue that only waits for a reply's
+   * turn on an empty socket (`replyTurn` flushes that).
+   */
+  private flushWhenWritten(): void {
+    const { queue, raw } = this
+    if (this.flushOnWritten || queue === null || queue.heldByteCount === 0 || raw.write === undefined || raw.writableNeedDrain !== false) return
+    if (this.stateValue !== 'open' || this.socket.readyState !== OPEN) return
+    this.flushOnWritten = true
+    raw.write(NOTHING, () => {
+      this.flushOnWritten = false
+      if (this.stateValue !== 'open') return
+      const held = queue.heldByteCount
+      queue.flush()
+      this.events.onQueueBytes?.(queue.totalBytes)
+      if (queue.heldByteCount < held || (raw.writableLength ?? 0) > 0) this.flushWhenWritten()
+    })
   }
 
   /** True while frames may bypass the queue: none exists and the socket is below the soft mark. */
@@ -348,6 +379,7 @@ export class Connection implements ReplyWaiter {
     if (this.socket.bufferedAmount - this.syncReplyBytes() > this.limits.sendQueueBytes) {
       this.events.onQueueBytes?.(this.socket.bufferedAmount)
       this.sendQueue().flush()
+      this.flushWhenWritten()
     }
   }
 
@@ -372,10 +404,12 @@ export class Connection implements ReplyWaiter {
     // held in order, and still left out of the mark.
     if (!this.direct) {
       this.sendQueue().sendFrame(frame, true)
+      this.flushWhenWritten()
       return
     }
     if (!this.writeSyncReply(frame)) {
       this.sendQueue().holdFrame(frame, true)
+      this.flushWhenWritten()
       return
     }
     this.checkBudget()
@@ -479,6 +513,7 @@ export class Connection implements ReplyWaiter {
   replyTurn(): void {
     if (this.stateValue !== 'open') return
     this.queue?.flush()
+    this.flushWhenWritten()
   }
 
   /** Gives back this connection's turns (its replies are out, took too long, or it closed) and its place in the line. */
@@ -509,6 +544,7 @@ export class Connection implements ReplyWaiter {
     this.meter?.sent(frame)
     if (!this.direct) {
       this.sendQueue().sendFrame(frame)
+      this.flushWhenWritten()
       return
     }
     this.write(frame)
@@ -521,6 +557,7 @@ export class Connection implements ReplyWaiter {
     if (!this.direct) {
       this.meter?.sentBroadcast('update', update.length)
       this.sendQueue().sendUpdate(document, update, frames, format)
+      this.flushWhenWritten()
       return
     }
     this.sendShared(frames, format, 'update')
@@ -565,6 +602,7 @@ export class Connection implements ReplyWaiter {
     if (!this.direct) {
       this.meter?.sentBroadcast('awareness', 0)
       this.sendQueue().sendAwareness(document, entries, frames, format)
+      this.flushWhenWritten()
       return
     }
     this.sendShared(frames, format, 'awareness')

@@ -366,6 +366,50 @@ describe('outbound backpressure over real sockets', () => {
   })
 })
 
+describe('a send queue whose soft mark is under the socket\'s high-water mark', () => {
+  it('sends what it held as soon as the reader reads, though no \'drain\' comes: not at the next heartbeat', async (t) => {
+    // 16 KiB: the soft mark (4 KiB) is under the stream's high-water mark (16 KiB on Node 20, 64 KiB
+    // from 22), so the socket's writes never return false and Node emits no 'drain' for them.
+    // Heartbeats (which flush too) and the grace period are far beyond the test's deadlines.
+    const small = await startServer({ sendQueueBytes: 16 * 1024, slowConsumerGraceMs: 300_000, heartbeatIntervalMs: 300_000, ...UNTHROTTLED })
+    const room = 'no-drain'
+    const writer = provider(small.url, room)
+    let lagging: RawClient | null = null
+    let busy: BusyWriter | null = null
+    try {
+      await synced(writer)
+      const reader = await slowReader(small, room)
+      lagging = reader.client
+      tcpOf(lagging).pause()
+      // Small updates, one a turn, until the server holds some for the paused reader: the loopback
+      // buffers fill, then the socket's stream takes frames up to the soft mark and no further.
+      busy = new BusyWriter(writer, () => reader.connection.heldBytes === 0)
+      await withDeadline(busy.done, 'the server to hold updates for the paused reader', 60_000)
+      assert.ok(reader.connection.heldBytes > 0, 'updates were held for the paused reader')
+      const text = writer.doc.getText('text')
+      await until(() => (small.server.loadedRoom(room)?.doc.getText('text').length ?? 0) === text.length, 'the server to apply every edit')
+      const expected = text.toString()
+      const resumedAt = Date.now()
+      tcpOf(lagging).resume()
+      const frames = lagging.frames
+      let built = docFromFrames([])
+      await until(() => {
+        built = docFromFrames(frames)
+        return built.doc.getText('text').length === expected.length
+      }, 'the reader to get what was held, with no write, drain or heartbeat to send it', 10_000)
+      t.diagnostic(`caught up ${Date.now() - resumedAt} ms after resuming (${expected.length} characters)`)
+      assert.equal(built.doc.getText('text').toString(), expected)
+      assert.equal(reader.connection.heldBytes, 0)
+      assert.equal(reader.connection.state, 'open')
+    } finally {
+      await busy?.stop()
+      lagging?.socket.terminate()
+      destroy(writer)
+      await small.stop()
+    }
+  })
+})
+
 /**
  * The writer puts 8 MiB of text into `room` (more than loopback's socket buffers hold, so a reader
  * that stops reading keeps its reply unsent); resolves once the server holds it all.
