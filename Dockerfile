@@ -7,7 +7,7 @@
 # without a Docker engine.
 
 # ---- build: compile TypeScript ----
-FROM node:20-bookworm-slim AS build
+FROM node:24-bookworm-slim AS build
 WORKDIR /src
 
 COPY package.json package-lock.json ./
@@ -25,14 +25,14 @@ RUN WEFT_BUILD_COMMIT="$WEFT_BUILD_COMMIT" WEFT_BUILD_TIME="$WEFT_BUILD_TIME" np
 
 # ---- production dependencies only ----
 # classic-level (LevelDB) ships prebuilt binaries in its npm package: no compiler needed.
-FROM node:20-bookworm-slim AS deps
+FROM node:24-bookworm-slim AS deps
 WORKDIR /src
 COPY package.json package-lock.json ./
 COPY scripts/prepare.mjs scripts/
 RUN npm ci --omit=dev --no-audit --no-fund
 
 # ---- runtime ----
-FROM node:20-bookworm-slim AS runtime
+FROM node:24-bookworm-slim AS runtime
 ARG WEFT_BUILD_COMMIT=""
 ARG WEFT_BUILD_TIME=""
 # Keep in step with package.json "version" (a test checks).

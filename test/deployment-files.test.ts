@@ -28,7 +28,7 @@ function only(keyword: string): Instruction {
 test('Dockerfile is multi-stage', () => {
   assert.ok(lastStage >= 1, 'at least two FROM stages')
   for (const from of dockerfile.filter((i) => i.keyword === 'FROM')) {
-    assert.match(from.args, /^node:20-bookworm-slim\b/, `FROM ${from.args}`)
+    assert.match(from.args, /^node:24-bookworm-slim\b/, `FROM ${from.args}`)
   }
 })
 

@@ -4,7 +4,7 @@
 // address), over https when WEFT_TLS_CERT is set and http otherwise; when that scheme fails
 // at the connection level it tries the other, so `serve --tls-cert ...` given as flags works
 // too. The certificate is not checked: it names the public host, not 127.0.0.1, and this only
-// asks the local process whether it is ready. Node 20 built-ins only (the slim image has no curl).
+// asks the local process whether it is ready. Node.js built-ins only (the slim image has no curl).
 import { request as httpRequest } from 'node:http'
 import { request as httpsRequest } from 'node:https'
 
