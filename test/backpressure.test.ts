@@ -116,6 +116,16 @@ class BusyWriter {
   }
 }
 
+/** Waits until the frames `reader` received build a document with `expected`'s length of text; returns it. */
+async function caughtUp(reader: RawClient, expected: string, what: string, timeoutMs: number): Promise<ReturnType<typeof docFromFrames>> {
+  let built = docFromFrames([])
+  await until(() => {
+    built = docFromFrames(reader.frames)
+    return built.doc.getText('text').length === expected.length
+  }, what, timeoutMs)
+  return built
+}
+
 /** Records, for a reader provider, how long each writer update took to arrive. */
 function latencies(p: WebsocketProvider): number[] {
   const seen: number[] = []
@@ -344,12 +354,7 @@ describe('outbound backpressure over real sockets', () => {
       t.diagnostic(`writer sent ${busy.writes} updates; lagging queue peaked at ${maxQueued} bytes (budget ${ROOMY_BUDGET}); ${coalesced} updates merged`)
 
       const expected = writer.doc.getText('text').toString()
-      const frames = lagging.frames
-      let built = docFromFrames([])
-      await until(() => {
-        built = docFromFrames(frames)
-        return built.doc.getText('text').length === expected.length
-      }, 'the lagging reader to catch up', 20_000)
+      const built = await caughtUp(lagging, expected, 'the lagging reader to catch up', 20_000)
       assert.equal(built.doc.getText('text').toString(), expected)
       assert.equal(built.doc.getArray('sent').length, busy.writes)
       assert.ok(coalesced > 0, 'updates were merged for the lagging reader')
@@ -391,12 +396,7 @@ describe('a send queue whose soft mark is under the socket\'s high-water mark', 
       const expected = text.toString()
       const resumedAt = Date.now()
       tcpOf(lagging).resume()
-      const frames = lagging.frames
-      let built = docFromFrames([])
-      await until(() => {
-        built = docFromFrames(frames)
-        return built.doc.getText('text').length === expected.length
-      }, 'the reader to get what was held, with no write, drain or heartbeat to send it', 10_000)
+      const built = await caughtUp(lagging, expected, 'the reader to get what was held, with no write, drain or heartbeat to send it', 10_000)
       t.diagnostic(`caught up ${Date.now() - resumedAt} ms after resuming (${expected.length} characters)`)
       assert.equal(built.doc.getText('text').toString(), expected)
       assert.equal(reader.connection.heldBytes, 0)
