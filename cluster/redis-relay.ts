@@ -628,11 +628,12 @@ export class RedisRelay implements Relay {
       return
     }
     if (room.hasLeft || this.closed) return
-    room.compaction = { version: read.version, snapshot, upto: read.lastId }
+    const alone: CompactionWrite = { version: read.version, snapshot, upto: read.lastId }
+    room.compaction = alone
     await delay(this.options.compactWaitMs)
-    // Taken by a publish meanwhile, or dropped because the room was left.
-    const alone = room.takeCompaction()
-    if (alone === null || this.closed) return
+    // Taken by a publish meanwhile (and maybe followed by the next one's), or dropped because the room was left.
+    if (room.compaction !== alone || this.closed) return
+    room.compaction = null
     try {
       this.compacted(room, alone, await this.streams.compact(room.keys, alone))
     } catch (err) {
