@@ -29,7 +29,6 @@ export interface CompactionWrite {
 export interface Published {
   /** The entry's predecessor ('' = none: the stream was empty). */
   prev: string
-  length: number
   /** The data epoch (null: none). */
   epoch: string | null
   /** Whether the compaction the publish carried was written; null when it carried none. */
@@ -81,7 +80,6 @@ export class RoomStreams {
     const folded = Number(reply[4])
     return {
       prev: reply[1].toString(),
-      length: Number(reply[2]),
       epoch: reply[3] === null || reply[3] === undefined ? null : reply[3].toString(),
       folded: folded === -1 ? null : folded === 1,
       whole: reply[5] === null || reply[5] === undefined ? null : this.decodeRead(reply[5], ''),
