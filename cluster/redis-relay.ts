@@ -418,9 +418,8 @@ export class RedisRelay implements Relay {
       },
       (err: unknown) => {
         // Whether it reached Redis is unknown; sending it again is harmless (updates are idempotent).
-        // A compaction it carried is dropped: the stream's next multiple of compactAfterEntries brings another.
         this.noteError(err)
-        if (owner !== undefined && carried !== null) this.compacted(owner, carried, false)
+        if (owner !== undefined && carried !== null) this.keepCompaction(owner, carried)
         this.hold(name, update)
       },
     )
@@ -638,8 +637,25 @@ export class RedisRelay implements Relay {
       this.compacted(room, alone, await this.streams.compact(room.keys, alone))
     } catch (err) {
       this.noteError(err)
-      this.compacted(room, alone, false)
+      this.keepCompaction(room, alone)
     }
+  }
+
+  /**
+   * A compaction whose write failed on its way (Redis down or refusing writes) waits again for the
+   * room's next publish (the held updates bring one once Redis answers), not for the stream's next
+   * multiple of compactAfterEntries. It holds one snapshot of the room meanwhile, as while it waits
+   * for compactWaitMs. Writing it late is safe: the version check and the stream's first entry
+   * refuse it when the room moved on.
+   */
+  private keepCompaction(room: RelayRoom, compaction: CompactionWrite): void {
+    // No other compaction of the room starts meanwhile (jobs.compacting stays set until it is written).
+    if (room.hasLeft || this.closed) {
+      this.compacted(room, compaction, false)
+      return
+    }
+    this.logger.debug({ room: room.name, upto: compaction.upto }, 'room stream compaction kept for the next publish')
+    room.compaction = compaction
   }
 
   /** A compaction's write was sent (carried by a publish, or alone): the room may compact again. */

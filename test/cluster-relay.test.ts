@@ -302,6 +302,39 @@ describe('RedisRelay against a real redis-server', () => {
     assert.equal((await redis.command('EXISTS', roomKey('gone', 'log'), roomKey('gone', 'doc'), roomKey('gone', 'last'))).trim(), ':0')
   })
 
+  it('keeps a compaction whose write failed for the next publish, which writes it once Redis takes writes again', async () => {
+    const logged: Array<{ msg: string; applied?: boolean }> = []
+    const logger = { ...silent, debug: (obj: object, msg: string) => void (msg.startsWith('room stream compact') && logged.push({ msg, ...obj })) }
+    const kept = (): number => logged.filter((entry) => entry.msg === 'room stream compaction kept for the next publish').length
+    const a = await peer('kept-a', { compactAfterEntries: 5, compactWaitMs: 300, logger })
+    await a.join('kept')
+    for (let i = 0; i < 5; i++) {
+      a.edit('kept', `e${i}`)
+      await nextTurn()
+    }
+    await until(() => a.relay.stats().published === 5, 'all published', 5000)
+    // Redis refuses every write (OOM) while the fifth publish's compaction waits to go alone.
+    await redis.command('CONFIG', 'SET', 'maxmemory', '1')
+    try {
+      await until(() => logged.length > 0, 'the compaction written alone', 5000)
+      assert.equal(kept(), 1, `refused on its way, kept: ${JSON.stringify(logged)}`)
+      // The next publish carries it, and fails too: kept again, with the update held.
+      a.edit('kept', 'e5')
+      await until(() => kept() === 2, 'the carrying publish failed', 5000)
+    } finally {
+      await redis.command('CONFIG', 'SET', 'maxmemory', '0')
+    }
+    // The held update goes again, with the compaction.
+    await until(() => logged.some((entry) => entry.applied === true), 'the kept compaction written', 10_000)
+    assert.equal(a.relay.stats().compacted, 1)
+    const xlen = Number(/:(\d+)/.exec(await redis.command('XLEN', roomKey('kept', 'log')))?.[1])
+    assert.equal(xlen, 1, 'only the update after the snapshot is left in the stream')
+    const c = await peer('kept-c')
+    await c.join('kept')
+    assert.equal(c.length('kept'), 6)
+    assert.ok(converged([a, c], 'kept'))
+  })
+
   it('relays awareness and removes a killed instance within 5 s', async () => {
     const a = await peer('aw-a')
     const b = await peer('aw-b')
