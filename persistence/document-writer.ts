@@ -117,6 +117,11 @@ export class DocumentWriter extends EventEmitter {
     return this.failures.health
   }
 
+  /** Whether load merges a log of `bytes` on a worker thread rather than the event loop. */
+  mergesOffLoop(bytes: number): boolean {
+    return this.state === 'open' && this.merges.offloads(bytes)
+  }
+
   hasPending(room: string): boolean {
     return this.rooms.get(room)?.hasPending ?? false
   }

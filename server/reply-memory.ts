@@ -27,6 +27,17 @@ interface Turn {
   at: number
 }
 
+/**
+ * What a reply being built off the event loop will take (Room.syncReplyOffLoop), held from when
+ * its ask is admitted until the reply itself is held: asks admitted meanwhile see it.
+ */
+export class ReplyReservation {
+  constructor(readonly length: number) {}
+}
+
+/** A reply buffer, or the reservation of one being built. */
+type Held = Uint8Array | ReplyReservation
+
 interface HeldReply {
   /** Connections holding the buffer (it is shared by every joiner with the same state vector). */
   holders: number
@@ -53,7 +64,7 @@ interface HeldReply {
  * the next one waiting.
  */
 export class ReplyMemory {
-  private readonly held = new Map<Uint8Array, HeldReply>()
+  private readonly held = new Map<Held, HeldReply>()
   private readonly perIp = new Map<string, number>()
   private bytes = 0
   /** Waiting asks by address; the addresses in turn order (a Map keeps insertion order). */
@@ -154,7 +165,7 @@ export class ReplyMemory {
   }
 
   /** A connection of `ip` holds `reply` (call release once for each hold). */
-  hold(reply: Uint8Array, ip: string): void {
+  hold(reply: Held, ip: string): void {
     const entry = this.held.get(reply)
     if (entry !== undefined) {
       entry.holders++
@@ -166,7 +177,7 @@ export class ReplyMemory {
     this.perIp.set(ip, (this.perIp.get(ip) ?? 0) + reply.length)
   }
 
-  release(reply: Uint8Array): void {
+  release(reply: Held): void {
     const entry = this.held.get(reply)
     if (entry === undefined) return
     if (--entry.holders > 0) return

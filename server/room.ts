@@ -11,6 +11,7 @@ import { CloseCode } from './codes.js'
 import { deepestNewType, dependenciesPresent } from './update-shape.js'
 import { boundStringItems, updateChangesDocument } from '../crdt/index.js'
 import { encodeFramedState, encodeState } from './framed-state.js'
+import { ReplyReservation } from './reply-memory.js'
 import { RoomBroadcast } from './room-broadcast.js'
 import { notify } from './room-events.js'
 import type { RoomRegistry } from './room-registry.js'
@@ -88,6 +89,18 @@ const MAX_AWARENESS_FRAMINGS = 4
 const APPLICATION_EDIT = Symbol('application edit')
 
 const TOO_LARGE: ApplyOutcome = Object.freeze({ kind: 'tooLarge' })
+
+/** A whole-state reply being merged from storage (Room.syncReplyOffLoop). */
+interface StateBuild {
+  /** Room.docChanges when it started: only asks made before the next change may share it. */
+  changes: number
+  /** The merged state; null when storage could not be read. */
+  state: Promise<Uint8Array | null>
+  /** The framed reply per framing, made once for every ask that shares the build. */
+  frames: Map<string, Uint8Array>
+  /** Its place in the reply memory until the replies are held, shared by every ask like the reply. */
+  reservation: ReplyReservation
+}
 
 /**
  * One Yjs document and the members editing it. The room has a Y.Doc; it is not one.
@@ -255,6 +268,7 @@ export class Room {
     this.docValue = newRoomDoc()
     this.docValue.on('update', this.onDocUpdate)
     this.snapshotDigestValue = null
+    this.docChanges++
   }
 
   private async loadOnce(): Promise<void> {
@@ -334,6 +348,10 @@ export class Room {
   private syncRepliesUsedAt = 0
   /** The stored state the room loaded, while the document is unchanged since: a full-state reply without encoding. */
   private loadedState: Uint8Array | null = null
+  /** Changes of the document so far (its update events): what a whole-state build started at. */
+  private docChanges = 0
+  /** The whole-state reply being merged off the event loop (see syncReplyOffLoop); null when none is. */
+  private stateBuild: StateBuild | null = null
   /** Every live awareness state as a framed message per framing, while awareness.version is `awarenessFramesVersion`. */
   private awarenessFrames: Map<string, Uint8Array> | null = null
   private awarenessFramesVersion = -1
@@ -433,7 +451,12 @@ export class Room {
     else if (empty && this.presizeHint !== null) reply = encodeFramedState(this.doc, stateVector, prefix, this.presizeHint)
     else reply = framePayload(prefix, Y.encodeStateAsUpdate(this.doc, stateVector))
     this.loadedState = null
-    if (!cacheable) return reply
+    if (cacheable) this.cacheSyncReply(framing, stateVector, reply)
+    return reply
+  }
+
+  /** Keeps `reply` for more joiners with the same state vector and framing, while the document stays as it is. */
+  private cacheSyncReply(framing: string, stateVector: Uint8Array, reply: Uint8Array): void {
     if (this.syncReplies === null) {
       this.syncReplies = new Map()
       this.syncRepliesUsedAt = performance.now()
@@ -448,7 +471,73 @@ export class Room {
       setTimeout(expire, SYNC_REPLY_CACHE_MS).unref()
     }
     this.syncReplies.set(framing, { stateVector: Uint8Array.from(stateVector), frame: reply })
+  }
+
+  /**
+   * syncReply, except for the whole state of a big document when no reply to it is cached: that
+   * is merged from storage by the writer's merge workers (see DocumentWriter.load) instead of
+   * encoded on the event loop, which took 100–200 ms for 20 MB and held every room of the process
+   * up while it ran (the first joiner of a crowd, and the first after each change). Storage holds
+   * every change the document has (each is written before anyone hears of it), so the merge is
+   * the document as of the ask, and what changes later reaches the asker as a broadcast: it is a
+   * member already. Asks made before the document changes again share one merge and one frame;
+   * a later ask starts another, since the changes between would reach it neither way. Resolves
+   * to null when the room was unloaded meanwhile; falls back to syncReply when storage fails.
+   *
+   * For y-websocket only: a client there is synced when the step 2 arrives, whatever came before
+   * it. A Hocuspocus provider is also synced by the acknowledgement of its own step 2, which would
+   * then overtake the reply: it would show an empty document as synced (and an application that
+   * seeds empty documents would seed it again).
+   */
+  syncReplyOffLoop(stateVector: Uint8Array, framing: string, prefix: Uint8Array, ip: string): Uint8Array | Promise<Uint8Array | null> {
+    if (!this.buildsReplyOffLoop(stateVector, framing)) return this.syncReply(stateVector, framing, prefix)
+    let build = this.stateBuild
+    if (build === null || build.changes !== this.docChanges) build = this.stateBuild = this.startStateBuild()
+    const shared = build
+    const reply = shared.state.then((state) => {
+      if (this.stateValue === 'unloaded') return null
+      if (state === null) return this.syncReply(stateVector, framing, prefix)
+      let frame = shared.frames.get(framing)
+      if (frame === undefined) {
+        frame = framePayload(prefix, state)
+        shared.frames.set(framing, frame)
+        // Unchanged since: joiners after these get the same buffer, and other framings this state.
+        if (shared.changes === this.docChanges) {
+          this.cacheSyncReply(framing, EMPTY_STATE_VECTOR, frame)
+          this.loadedState = state
+        }
+      }
+      return frame
+    })
+    // The ask was admitted for this size (mayBuildSyncReply): held until the asker holds the reply,
+    // which it does in the same run of microtasks, so no other ask is admitted in between.
+    const memory = this.registry.replyMemory
+    if (memory !== null) {
+      memory.hold(shared.reservation, ip)
+      const release = (): void => memory.release(shared.reservation)
+      reply.then(release, release)
+    }
     return reply
+  }
+
+  private buildsReplyOffLoop(stateVector: Uint8Array, framing: string): boolean {
+    const empty = stateVector.length === 1 && stateVector[0] === 0
+    if (!empty || this.loadedState !== null || this.cachedSyncReply(stateVector, framing) !== undefined) return false
+    const store = this.doc.store
+    if (store.pendingStructs !== null || store.pendingDs !== null) return false
+    return this.writer.mergesOffLoop(this.sizeEstimate)
+  }
+
+  private startStateBuild(): StateBuild {
+    const state = this.writer.load(this.name).catch((err: unknown) => {
+      this.log.warn({ room: this.name, err }, 'the whole state could not be read from storage; it is encoded on the event loop')
+      return null
+    })
+    const build: StateBuild = { changes: this.docChanges, state, frames: new Map(), reservation: new ReplyReservation(this.sizeEstimate) }
+    void state.then(() => {
+      if (this.stateBuild === build) this.stateBuild = null
+    })
+    return build
   }
 
   /**
@@ -458,6 +547,7 @@ export class Room {
    * application made it.
    */
   private readonly onDocUpdate = (update: Uint8Array, origin: unknown): void => {
+    this.docChanges++
     this.syncReplies = null
     this.loadedState = null
     this.snapshotDigestValue = null

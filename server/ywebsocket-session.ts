@@ -142,7 +142,11 @@ export class YWebsocketSession implements RoomMember, ConnectionSession {
     const waiter = {}
     return new SyncAsks(
       {
-        answer: (stateVector) => this.connection.sendSyncReply(this.room.syncReply(stateVector, 'y-websocket', SYNC_STEP2_PREFIX)),
+        answer: (stateVector) => {
+          const reply = this.room.syncReplyOffLoop(stateVector, 'y-websocket', SYNC_STEP2_PREFIX, this.connection.ip)
+          if (reply instanceof Uint8Array) this.connection.sendSyncReply(reply)
+          else reply.then((frame) => frame !== null && this.connection.sendSyncReply(frame)).catch((err: unknown) => this.failed(err))
+        },
         replyOnItsWay: () => this.connection.syncReplyOnItsWay,
         mayBuild: (stateVector) => this.room.mayBuildSyncReply(stateVector, 'y-websocket', this.connection.ip, waiter),
         onDeferred: () => this.registry.onSyncAskDeferred(),
@@ -186,9 +190,13 @@ export class YWebsocketSession implements RoomMember, ConnectionSession {
         this.connection.close(err.closeCode, err.message.slice(0, 100))
         return
       }
-      this.log.error({ room: this.room.name, conn: this.connection.id, err }, 'message handling failed')
-      this.connection.close(CloseCode.internalError, 'internal error')
+      this.failed(err)
     }
+  }
+
+  private failed(err: unknown): void {
+    this.log.error({ room: this.room.name, conn: this.connection.id, err }, 'message handling failed')
+    this.connection.close(CloseCode.internalError, 'internal error')
   }
 
   private applyUpdate(update: Uint8Array): void {

@@ -5,6 +5,7 @@ import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import * as Y from 'yjs'
 import { decodeHocuspocusMessage, decodeYMessage, encodeHocuspocusClientAuthToken, encodeHocuspocusSyncStep1, encodeSyncStep1 } from '../protocol/index.js'
+import type { DocumentWriter } from '../persistence/index.js'
 import { ReplyMemory } from '../server/reply-memory.js'
 import { RawClient } from './harness/clients.js'
 import { metricValue } from './harness/metrics.js'
@@ -150,6 +151,47 @@ describe('reply memory', () => {
       // One of a's goes first (a has waited longest), then b's, then a's others.
       assert.equal(arrivals.indexOf('b'), 1, `order of the replies: ${arrivals.join(', ')}`)
       await eventually(async () => (await heldBytes(weft)) === 0, 'every reply out and given back')
+    })
+  })
+
+  it('a big reply still being merged off the event loop counts as held: another document\'s ask waits meanwhile', async () => {
+    await withRawClients({ maxSyncReplyBytes: 12 * MiB, sendTimeoutMs: 60_000 }, async (weft, clients) => {
+      const first = await writeTextDocument(weft, 'merging-first', 8)
+      const second = await writeTextDocument(weft, 'merging-second', 8)
+      const internals = weft.server as unknown as { writer: DocumentWriter }
+      const load = internals.writer.load.bind(internals.writer)
+      const loads: string[] = []
+      let open = (): void => {}
+      const gate = new Promise<void>((resolve) => (open = resolve))
+      // The merge of the first document's state is held until the test lets it go.
+      internals.writer.load = async (room: string) => {
+        loads.push(room)
+        const state = await load(room)
+        await gate
+        return state
+      }
+      try {
+        const a = await stalledReader(weft, 'merging-first', clients)
+        const b = await stalledReader(weft, 'merging-second', clients)
+        const empty = Y.encodeStateVector(new Y.Doc())
+        a.send(encodeSyncStep1(empty))
+        await until(() => loads.length === 1, 'the first document’s merge to start')
+        b.send(encodeSyncStep1(empty))
+        await eventually(async () => (await metricValue(weft.http, 'weft_sync_asks_deferred_total')) === 1, 'the second document’s ask to wait')
+        assert.deepEqual(loads, ['merging-first'], 'no merge for the second document yet')
+        const reserved = await heldBytes(weft)
+        assert.ok(reserved > 7 * MiB && reserved < 9 * MiB, `the merge's reply counted (${reserved} bytes)`)
+        open()
+        a.socket.resume()
+        b.socket.resume()
+        const replies = await Promise.all([a, b].map((client) => client.frame((frame) => step2Of(frame) !== null, 'a reply', 30_000)))
+        assert.deepEqual(clockRange(first, step2Of(replies[0] as Uint8Array) as Uint8Array), [0, Y.getState(first.store, first.clientID)])
+        assert.deepEqual(clockRange(second, step2Of(replies[1] as Uint8Array) as Uint8Array), [0, Y.getState(second.store, second.clientID)])
+        await eventually(async () => (await heldBytes(weft)) === 0, 'both replies out and given back')
+      } finally {
+        open()
+        internals.writer.load = load
+      }
     })
   })
 

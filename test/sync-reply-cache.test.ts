@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
 import * as Y from 'yjs'
-import { encodeSyncStep2, encodeSyncUpdate } from '../protocol/index.js'
+import { mergeWorkerCounters } from '../crdt/index.js'
+import type { DocumentWriter } from '../persistence/index.js'
+import { decodeYMessage, encodeSyncStep1, encodeSyncStep2, encodeSyncUpdate } from '../protocol/index.js'
 import { SYNC_STEP2_PREFIX } from '../protocol/ywebsocket.js'
-import { canonicalState, RawClient } from './harness/clients.js'
+import { canonicalState, hocuspocusClient, provider, RawClient, synced, type HocuspocusClient } from './harness/clients.js'
 import { startServer, type InProcessServer } from './harness/server.js'
 import { until } from './harness/wait.js'
 
@@ -127,6 +129,113 @@ describe('shared sync replies', () => {
       Y.applyUpdate(joiner.doc, base)
       assert.equal(joiner.doc.getText('t').toString(), 'base more')
     } finally {
+      first.client.close()
+    }
+  })
+})
+
+/** Writes `chunks` × 64 KiB of text into `room` through `client`; resolves once the server holds all of it. */
+async function writeText(server: InProcessServer, client: RawClient, room: string, chunks: number): Promise<Y.Doc> {
+  const writer = new Y.Doc()
+  for (let i = 0; i < chunks; i++) {
+    const before = Y.encodeStateVector(writer)
+    writer.getText('t').insert(writer.getText('t').length, String.fromCharCode(97 + i).repeat(64 * 1024))
+    client.send(encodeSyncUpdate(Y.encodeStateAsUpdate(writer, before)))
+  }
+  const loaded = server.server.loadedRoom(room)
+  assert.ok(loaded !== undefined)
+  await until(() => loaded.doc.getText('t').length === chunks * 64 * 1024, 'the server to apply the text')
+  return writer
+}
+
+/** The document a raw y-websocket client holds: its sync step 2 and every update it received, in any order. */
+function heldBy(client: RawClient): Y.Doc {
+  const doc = new Y.Doc()
+  for (const frame of client.frames) {
+    const message = decodeYMessage(frame)
+    if (message.kind === 'sync-step-2' || message.kind === 'sync-update') Y.applyUpdate(doc, message.update)
+  }
+  return doc
+}
+
+describe('whole-state replies of a big document, merged off the event loop', () => {
+  let server: InProcessServer
+  before(async () => {
+    // 512 KiB documents are big here: their whole state goes to the merge worker.
+    server = await startServer({ mergeWorkerThresholdBytes: 64 * 1024 })
+  })
+  after(async () => {
+    await server.stop()
+  })
+
+  it('merges the state a changed document has in storage on a worker for a y-websocket joiner; a Hocuspocus joiner after it gets that state', async () => {
+    const first = await join(server, 'off-loop')
+    try {
+      const writer = await writeText(server, first.client, 'off-loop', 8)
+      const jobs = mergeWorkerCounters.jobs
+      const doc = new Y.Doc()
+      const ywebsocket = provider(server.url, 'off-loop', doc)
+      let hocuspocus: HocuspocusClient | null = null
+      try {
+        await synced(ywebsocket)
+        assert.equal(mergeWorkerCounters.jobs - jobs, 1, 'merged on the worker')
+        hocuspocus = hocuspocusClient(server.url, 'off-loop')
+        await hocuspocus.synced()
+        assert.equal(mergeWorkerCounters.jobs - jobs, 1, 'the merged state again, unchanged since')
+        assert.deepEqual(canonicalState(doc), canonicalState(writer), 'y-websocket')
+        assert.deepEqual(canonicalState(hocuspocus.provider.document), canonicalState(writer), 'Hocuspocus')
+      } finally {
+        ywebsocket.destroy()
+        // Its awareness (and the awareness timer) goes with the document.
+        doc.destroy()
+        hocuspocus?.destroy()
+      }
+    } finally {
+      first.client.close()
+    }
+  })
+
+  it('a change made while the state is merged reaches the joiner waiting for it, and a joiner after the change gets a merge of its own', async () => {
+    const first = await join(server, 'merging')
+    const internals = server.server as unknown as { writer: DocumentWriter }
+    const load = internals.writer.load.bind(internals.writer)
+    const loads: string[] = []
+    let open = (): void => {}
+    const gate = new Promise<void>((resolve) => (open = resolve))
+    // The state is read when asked for and handed over when the test says: a merge that takes long.
+    internals.writer.load = async (room: string) => {
+      loads.push(room)
+      const state = await load(room)
+      await gate
+      return state
+    }
+    const joiners: RawClient[] = []
+    try {
+      const writer = await writeText(server, first.client, 'merging', 8)
+      const empty = Y.encodeStateVector(new Y.Doc())
+      const a = await RawClient.open(`${server.url}/merging`)
+      joiners.push(a)
+      a.send(encodeSyncStep1(empty))
+      await until(() => loads.length === 1, 'the first joiner’s merge to start')
+      // A change while that merge runs: the first joiner hears of it as a member.
+      const before = Y.encodeStateVector(writer)
+      writer.getText('t').insert(0, 'late ')
+      first.client.send(encodeSyncUpdate(Y.encodeStateAsUpdate(writer, before)))
+      const room = server.server.loadedRoom('merging')
+      await until(() => room?.doc.getText('t').toString().startsWith('late ') === true, 'the change to apply')
+      // A joiner after the change never heard of it: the merge already running lacks it.
+      const b = await RawClient.open(`${server.url}/merging`)
+      joiners.push(b)
+      b.send(encodeSyncStep1(empty))
+      await until(() => loads.length === 2, 'a merge for the second joiner')
+      open()
+      for (const joiner of [a, b]) await joiner.frame((frame) => decodeYMessage(frame).kind === 'sync-step-2', 'the sync step 2')
+      assert.deepEqual(canonicalState(heldBy(a)), canonicalState(writer), 'the first joiner: the merge and the change')
+      assert.deepEqual(canonicalState(heldBy(b)), canonicalState(writer), 'the second joiner: a merge with the change')
+    } finally {
+      open()
+      internals.writer.load = load
+      for (const joiner of joiners) joiner.close()
       first.client.close()
     }
   })
