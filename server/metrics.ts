@@ -543,7 +543,7 @@ export class ServerMetrics {
   constructor() {
     // Event-loop lag, heap and CPU come from prom-client's default collectors.
     collectDefaultMetrics({ register: this.registry, prefix: 'weft_' })
-    this.processCounter('weft_merge_worker_jobs_total', 'Large merges (cold load, compaction) a worker thread did instead of the event loop', () => mergeWorkerCounters.jobs)
+    this.processCounter('weft_merge_worker_jobs_total', 'Large merges (cold load, compaction, a big whole-state reply) a worker thread did instead of the event loop', () => mergeWorkerCounters.jobs)
     this.processCounter('weft_merge_worker_fallbacks_total', 'Merges a worker thread failed (crashed or exited), done on the event loop instead; updates Yjs refused are not counted', () => mergeWorkerCounters.fallbacks)
     this.processCounter('weft_document_read_worker_jobs_total', 'HTTP reads of big documents (JSON, rich text, diffs) a worker thread did instead of the event loop', () => documentReadCounters.jobs)
     this.processCounter('weft_document_read_worker_fallbacks_total', 'HTTP reads of documents a worker thread failed (crashed or exited), done on the event loop instead', () => documentReadCounters.fallbacks)
