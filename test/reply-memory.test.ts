@@ -5,13 +5,12 @@ import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import * as Y from 'yjs'
 import { decodeHocuspocusMessage, decodeYMessage, encodeHocuspocusClientAuthToken, encodeHocuspocusSyncStep1, encodeSyncStep1 } from '../protocol/index.js'
-import type { DocumentWriter } from '../persistence/index.js'
 import { ReplyMemory } from '../server/reply-memory.js'
 import { RawClient } from './harness/clients.js'
 import { metricValue } from './harness/metrics.js'
 import { tempDir, type InProcessServer } from './harness/server.js'
 import { makeCertificate } from './harness/tls.js'
-import { clockRange, step2Of, stateVectorAt, withRawClients, writeTextDocument } from './harness/sync-replies.js'
+import { clockRange, holdLoads, step2Of, stateVectorAt, withRawClients, writeTextDocument } from './harness/sync-replies.js'
 import { postUpdateStatus } from './harness/http.js'
 import { eventually, until, withDeadline } from './harness/wait.js'
 import { WebSocket } from 'ws'
@@ -158,18 +157,8 @@ describe('reply memory', () => {
     await withRawClients({ maxSyncReplyBytes: 12 * MiB, sendTimeoutMs: 60_000 }, async (weft, clients) => {
       const first = await writeTextDocument(weft, 'merging-first', 8)
       const second = await writeTextDocument(weft, 'merging-second', 8)
-      const internals = weft.server as unknown as { writer: DocumentWriter }
-      const load = internals.writer.load.bind(internals.writer)
-      const loads: string[] = []
-      let open = (): void => {}
-      const gate = new Promise<void>((resolve) => (open = resolve))
       // The merge of the first document's state is held until the test lets it go.
-      internals.writer.load = async (room: string) => {
-        loads.push(room)
-        const state = await load(room)
-        await gate
-        return state
-      }
+      const { loads, open, restore } = holdLoads(weft)
       try {
         const a = await stalledReader(weft, 'merging-first', clients)
         const b = await stalledReader(weft, 'merging-second', clients)
@@ -189,8 +178,7 @@ describe('reply memory', () => {
         assert.deepEqual(clockRange(second, step2Of(replies[1] as Uint8Array) as Uint8Array), [0, Y.getState(second.store, second.clientID)])
         await eventually(async () => (await heldBytes(weft)) === 0, 'both replies out and given back')
       } finally {
-        open()
-        internals.writer.load = load
+        restore()
       }
     })
   })

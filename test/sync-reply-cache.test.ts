@@ -2,11 +2,11 @@ import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
 import * as Y from 'yjs'
 import { mergeWorkerCounters } from '../crdt/index.js'
-import type { DocumentWriter } from '../persistence/index.js'
 import { decodeYMessage, encodeSyncStep1, encodeSyncStep2, encodeSyncUpdate } from '../protocol/index.js'
 import { SYNC_STEP2_PREFIX } from '../protocol/ywebsocket.js'
 import { canonicalState, hocuspocusClient, provider, RawClient, synced, type HocuspocusClient } from './harness/clients.js'
 import { startServer, type InProcessServer } from './harness/server.js'
+import { holdLoads } from './harness/sync-replies.js'
 import { until } from './harness/wait.js'
 
 // Joiners with the same state vector share one encoded sync reply, and never one that is stale.
@@ -197,18 +197,8 @@ describe('whole-state replies of a big document, merged off the event loop', () 
 
   it('a change made while the state is merged reaches the joiner waiting for it, and a joiner after the change gets a merge of its own', async () => {
     const first = await join(server, 'merging')
-    const internals = server.server as unknown as { writer: DocumentWriter }
-    const load = internals.writer.load.bind(internals.writer)
-    const loads: string[] = []
-    let open = (): void => {}
-    const gate = new Promise<void>((resolve) => (open = resolve))
     // The state is read when asked for and handed over when the test says: a merge that takes long.
-    internals.writer.load = async (room: string) => {
-      loads.push(room)
-      const state = await load(room)
-      await gate
-      return state
-    }
+    const { loads, open, restore } = holdLoads(server)
     const joiners: RawClient[] = []
     try {
       const writer = await writeText(server, first.client, 'merging', 8)
@@ -233,8 +223,7 @@ describe('whole-state replies of a big document, merged off the event loop', () 
       assert.deepEqual(canonicalState(heldBy(a)), canonicalState(writer), 'the first joiner: the merge and the change')
       assert.deepEqual(canonicalState(heldBy(b)), canonicalState(writer), 'the second joiner: a merge with the change')
     } finally {
-      open()
-      internals.writer.load = load
+      restore()
       for (const joiner of joiners) joiner.close()
       first.client.close()
     }

@@ -2,6 +2,7 @@
 // sync step 2 in a frame: for tests of how big replies are paced and bounded.
 import assert from 'node:assert/strict'
 import * as Y from 'yjs'
+import type { DocumentWriter } from '../../persistence/index.js'
 import { decodeYMessage } from '../../protocol/index.js'
 import type { RawClient } from './clients.js'
 import { postUpdateStatus } from './http.js'
@@ -57,5 +58,32 @@ export async function withRawClients(options: Parameters<typeof startServer>[0],
   } finally {
     for (const client of clients) client.socket.terminate()
     await weft.stop()
+  }
+}
+
+/**
+ * Holds back what the server's writer loads (a whole state merged for a big reply, say): each
+ * load reads storage when asked, as it would, and hands the result over only once `open` is
+ * called. `loads` lists the rooms asked for; `restore` puts the writer back.
+ */
+export function holdLoads(weft: InProcessServer): { loads: string[]; open(): void; restore(): void } {
+  const writer = (weft.server as unknown as { writer: DocumentWriter }).writer
+  const load = writer.load.bind(writer)
+  const loads: string[] = []
+  let open = (): void => {}
+  const gate = new Promise<void>((resolve) => (open = resolve))
+  writer.load = async (room: string) => {
+    loads.push(room)
+    const state = await load(room)
+    await gate
+    return state
+  }
+  return {
+    loads,
+    open: () => open(),
+    restore() {
+      open()
+      writer.load = load
+    },
   }
 }
