@@ -346,7 +346,10 @@ export class Room {
   private syncReplies: Map<string, { stateVector: Uint8Array; frame: Uint8Array }> | null = null
   /** When a cached reply was last used: the cache lives while joiners keep coming. */
   private syncRepliesUsedAt = 0
-  /** The stored state the room loaded, while the document is unchanged since: a full-state reply without encoding. */
+  /**
+   * The document's whole state as storage gave it (when the room loaded, or merged for a big reply
+   * since: see syncReplyOffLoop), while the document is unchanged: a full-state reply without encoding.
+   */
   private loadedState: Uint8Array | null = null
   /** Changes of the document so far (its update events): what a whole-state build started at. */
   private docChanges = 0
