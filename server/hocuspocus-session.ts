@@ -148,6 +148,30 @@ class HocuspocusDocument implements RoomMember {
   awarenessAnsweredAt = -Infinity
   /** When its sync step 1s are answered; made at the first. */
   syncAsks: SyncAsks | null = null
+  /**
+   * Set while the first sync step 1 of this document waits for its reply to be sent (the ask
+   * waits for reply memory, or the reply is merged off the event loop); resolves when it is sent
+   * or the document closes. Acknowledgements wait for it: the provider counts as synced once its
+   * own step 2 is acknowledged, which must not come before the document it asked for.
+   */
+  replySent: { done: Promise<void>; resolve(): void } | null = null
+  /** A reply was sent: later step 1s (a provider syncing again) hold nothing back. */
+  private replied = false
+
+  /** The first sync step 1 is asked: acknowledgements wait for its reply from now on. */
+  awaitReply(): void {
+    if (this.replySent !== null || this.replied) return
+    let resolve = (): void => {}
+    const done = new Promise<void>((r) => (resolve = r))
+    this.replySent = { done, resolve }
+  }
+
+  /** The reply is sent (or will never be): acknowledgements go out. */
+  replyDone(): void {
+    this.replied = true
+    this.replySent?.resolve()
+    this.replySent = null
+  }
 
   /** What precedes an awareness update in this document's Awareness frame; made at the first use. */
   private awarenessPrefix: Uint8Array | null = null
@@ -394,6 +418,7 @@ export class HocuspocusSession implements ConnectionSession {
       // A retry after a denial: the provider sent its step 1 only on socket open, and it was dropped.
       // Answered as a step 1 with an empty state vector: the whole document, shared with the
       // room's other full-state replies, a sync reply like any other (a turn, no slow-consumer count).
+      document.awaitReply()
       this.syncAsksOf(document, document.room).ask(EMPTY_STATE_VECTOR)
       this.connection.send(encodeHocuspocusSyncStep1(key, Y.encodeStateVector(document.room.doc)))
     }
@@ -417,7 +442,18 @@ export class HocuspocusSession implements ConnectionSession {
       {
         answer: (stateVector) => {
           if (document.state === 'closed') return
-          this.connection.sendSyncReply(room.syncReply(stateVector, `hocuspocus:${document.key}`, hocuspocusSyncStep2Prefix(document.key)))
+          const reply = room.syncReplyOffLoop(stateVector, `hocuspocus:${document.key}`, hocuspocusSyncStep2Prefix(document.key), this.connection.ip)
+          if (reply instanceof Uint8Array) {
+            this.connection.sendSyncReply(reply)
+            document.replyDone()
+            return
+          }
+          reply
+            .then((frame) => {
+              if (frame !== null && document.state !== 'closed') this.connection.sendSyncReply(frame)
+            })
+            .catch((err: unknown) => this.fail(err))
+            .finally(() => document.replyDone())
         },
         replyOnItsWay: () => this.connection.syncReplyOnItsWay,
         mayBuild: (stateVector) => room.mayBuildSyncReply(stateVector, `hocuspocus:${document.key}`, this.connection.ip, waiter),
@@ -434,6 +470,7 @@ export class HocuspocusSession implements ConnectionSession {
     if (document.expiry !== null) clearTimeout(document.expiry)
     document.expiry = null
     document.syncAsks?.close()
+    document.replyDone()
     for (const { bytes } of document.held) this.release(bytes)
     document.held = []
     document.state = 'closed'
@@ -480,6 +517,7 @@ export class HocuspocusSession implements ConnectionSession {
       switch (message.kind) {
         case 'sync-step-1':
           validateStateVector(message.stateVector)
+          document.awaitReply()
           this.syncAsksOf(document, room).ask(message.stateVector)
           // The provider's own step 2 answers this; its ack is what clears its unsynced counter.
           if (!message.reply) this.connection.send(encodeHocuspocusSyncStep1(document.key, Y.encodeStateVector(room.doc)))
@@ -526,7 +564,7 @@ export class HocuspocusSession implements ConnectionSession {
       case 'readOnly':
         // Readonly providers keep sending their edits; refused ones get SyncStatus(0), a step 2
         // that repeats what the room has gets SyncStatus(1) so the provider can reach "synced".
-        this.connection.send(encodeHocuspocusSyncStatus(key, !outcome.changesDocument))
+        this.acknowledge(document, Promise.resolve(), !outcome.changesDocument)
         return
       case 'tooLarge':
         this.connection.send(encodeHocuspocusSyncStatus(key, false))
@@ -538,12 +576,23 @@ export class HocuspocusSession implements ConnectionSession {
         break
     }
     // Acknowledged only once the update is in storage: "no unsynced changes" means saved.
-    outcome.durable.then(
-      () => this.connection.send(encodeHocuspocusSyncStatus(key, true)),
-      (err: unknown) => {
-        this.log.error({ room: room.name, err }, 'update could not be stored; not acknowledged')
-        this.connection.send(encodeHocuspocusSyncStatus(key, false))
-      },
+    this.acknowledge(document, outcome.durable.catch((err: unknown) => {
+      this.log.error({ room: room.name, err }, 'update could not be stored; not acknowledged')
+      throw err
+    }), true)
+  }
+
+  /**
+   * SyncStatus once `durable` settles (`applied`, or false when it rejects), and not before the
+   * reply to the document's pending sync step 1 is sent (HocuspocusDocument.replySent).
+   */
+  private acknowledge(document: HocuspocusDocument, durable: Promise<void>, applied: boolean): void {
+    const key = document.key
+    const pending = document.replySent?.done
+    const ready = pending === undefined ? durable : pending.then(() => durable)
+    ready.then(
+      () => this.connection.send(encodeHocuspocusSyncStatus(key, applied)),
+      () => this.connection.send(encodeHocuspocusSyncStatus(key, false)),
     )
   }
 

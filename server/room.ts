@@ -486,11 +486,8 @@ export class Room {
    * member already. Asks made before the document changes again share one merge and one frame;
    * a later ask starts another, since the changes between would reach it neither way. Resolves
    * to null when the room was unloaded meanwhile; falls back to syncReply when storage fails.
-   *
-   * For y-websocket only: a client there is synced when the step 2 arrives, whatever came before
-   * it. A Hocuspocus provider is also synced by the acknowledgement of its own step 2, which would
-   * then overtake the reply: it would show an empty document as synced (and an application that
-   * seeds empty documents would seed it again).
+   * A Hocuspocus provider is also synced by the acknowledgement of its own step 2: the session
+   * holds its acknowledgements until the reply is sent (HocuspocusDocument.replySent).
    */
   syncReplyOffLoop(stateVector: Uint8Array, framing: string, prefix: Uint8Array, ip: string): Uint8Array | Promise<Uint8Array | null> {
     if (!this.buildsReplyOffLoop(stateVector, framing)) return this.syncReply(stateVector, framing, prefix)

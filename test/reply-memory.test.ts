@@ -4,9 +4,10 @@ import type { Socket } from 'node:net'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import * as Y from 'yjs'
-import { decodeHocuspocusMessage, decodeYMessage, encodeHocuspocusClientAuthToken, encodeHocuspocusSyncStep1, encodeSyncStep1 } from '../protocol/index.js'
+import type { DocumentWriter } from '../persistence/index.js'
+import { decodeHocuspocusMessage, decodeYMessage, encodeAwareness, encodeAwarenessUpdate, encodeHocuspocusClientAuthToken, encodeHocuspocusSyncStep1, encodeSyncStep1 } from '../protocol/index.js'
 import { ReplyMemory } from '../server/reply-memory.js'
-import { RawClient } from './harness/clients.js'
+import { canonicalState, hocuspocusClient, RawClient } from './harness/clients.js'
 import { metricValue } from './harness/metrics.js'
 import { tempDir, type InProcessServer } from './harness/server.js'
 import { makeCertificate } from './harness/tls.js'
@@ -179,6 +180,34 @@ describe('reply memory', () => {
         await eventually(async () => (await heldBytes(weft)) === 0, 'both replies out and given back')
       } finally {
         restore()
+      }
+    })
+  })
+
+  it('a stock Hocuspocus provider whose ask waits for reply memory is not synced until its reply came', async () => {
+    await withRawClients({ maxSyncReplyBytes: 12 * MiB, sendTimeoutMs: 60_000 }, async (weft, clients) => {
+      await writeTextDocument(weft, 'full-first', 8)
+      const second = await writeTextDocument(weft, 'full-second', 8)
+      const reader = await stalledReader(weft, 'full-first', clients)
+      reader.send(encodeSyncStep1(Y.encodeStateVector(new Y.Doc())))
+      await eventually(async () => (await heldBytes(weft)) > 7 * MiB, 'the first reply held')
+      const hocuspocus = hocuspocusClient(weft.url, 'full-second')
+      try {
+        await eventually(async () => (await metricValue(weft.http, 'weft_sync_asks_deferred_total')) === 1, 'the provider’s ask to wait')
+        await eventually(async () => ((await metricValue(weft.http, 'weft_messages_total', '{direction="in",protocol="hocuspocus",type="sync_step2"}')) ?? 0) >= 1, 'the provider’s step 2')
+        await (weft.server as unknown as { writer: DocumentWriter }).writer.flush('full-second')
+        // Anything sent to the provider from now on comes after an acknowledgement sent until now.
+        const other = await RawClient.open(`${weft.url}/full-second`)
+        clients.push(other)
+        other.send(encodeAwareness(encodeAwarenessUpdate([{ clientId: 4242, clock: 1, state: '{"probe":true}' }])))
+        const provider = hocuspocus.provider
+        await until(() => provider.awareness?.getStates().has(4242) === true, 'a later message to reach the provider')
+        assert.equal(provider.isSynced, false, 'not synced while its reply waits')
+        reader.socket.resume()
+        await hocuspocus.synced(30_000)
+        assert.deepEqual(canonicalState(provider.document), canonicalState(second))
+      } finally {
+        hocuspocus.destroy()
       }
     })
   })

@@ -2,12 +2,14 @@ import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
 import * as Y from 'yjs'
 import { mergeWorkerCounters } from '../crdt/index.js'
-import { decodeYMessage, encodeSyncStep1, encodeSyncStep2, encodeSyncUpdate } from '../protocol/index.js'
+import type { DocumentWriter } from '../persistence/index.js'
+import { decodeYMessage, encodeAwareness, encodeAwarenessUpdate, encodeSyncStep1, encodeSyncStep2, encodeSyncUpdate } from '../protocol/index.js'
 import { SYNC_STEP2_PREFIX } from '../protocol/ywebsocket.js'
 import { canonicalState, hocuspocusClient, provider, RawClient, synced, type HocuspocusClient } from './harness/clients.js'
 import { startServer, type InProcessServer } from './harness/server.js'
 import { holdLoads } from './harness/sync-replies.js'
-import { until } from './harness/wait.js'
+import { metricValue } from './harness/metrics.js'
+import { eventually, until } from './harness/wait.js'
 
 // Joiners with the same state vector share one encoded sync reply, and never one that is stale.
 
@@ -191,6 +193,34 @@ describe('whole-state replies of a big document, merged off the event loop', () 
         hocuspocus?.destroy()
       }
     } finally {
+      first.client.close()
+    }
+  })
+
+  it('a Hocuspocus joiner gets the merged state too, and is not synced before it has it', async () => {
+    const first = await join(server, 'hp-merging')
+    const { loads, open, restore } = holdLoads(server)
+    let hocuspocus: HocuspocusClient | null = null
+    try {
+      const writer = await writeText(server, first.client, 'hp-merging', 8)
+      hocuspocus = hocuspocusClient(server.url, 'hp-merging')
+      await until(() => loads.length === 1, 'the merge for the Hocuspocus joiner')
+      // Its own step 2 (the answer to the server's step 1) has arrived and is stored: its
+      // acknowledgement, which makes the provider synced, waits for the reply.
+      await eventually(async () => ((await metricValue(server.http, 'weft_messages_total', '{direction="in",protocol="hocuspocus",type="sync_step2"}')) ?? 0) >= 1, 'the provider’s step 2')
+      const internals = server.server as unknown as { writer: DocumentWriter }
+      await internals.writer.flush('hp-merging')
+      // Anything sent to the provider from now on comes after an acknowledgement sent until now.
+      first.client.send(encodeAwareness(encodeAwarenessUpdate([{ clientId: 4242, clock: 1, state: '{"probe":true}' }])))
+      const provider = hocuspocus.provider
+      await until(() => provider.awareness?.getStates().has(4242) === true, 'a later message to reach the provider')
+      assert.equal(provider.isSynced, false, 'not synced before the document arrived')
+      open()
+      await hocuspocus.synced()
+      assert.deepEqual(canonicalState(hocuspocus.provider.document), canonicalState(writer))
+    } finally {
+      restore()
+      hocuspocus?.destroy()
       first.client.close()
     }
   })
