@@ -6,9 +6,9 @@ import type { DocumentWriter } from '../persistence/index.js'
 import { decodeYMessage, encodeAwareness, encodeAwarenessUpdate, encodeSyncStep1, encodeSyncStep2, encodeSyncUpdate } from '../protocol/index.js'
 import { SYNC_STEP2_PREFIX } from '../protocol/ywebsocket.js'
 import { canonicalState, hocuspocusClient, provider, RawClient, synced, type HocuspocusClient } from './harness/clients.js'
+import { metricValue } from './harness/metrics.js'
 import { startServer, type InProcessServer } from './harness/server.js'
 import { holdLoads } from './harness/sync-replies.js'
-import { metricValue } from './harness/metrics.js'
 import { eventually, until } from './harness/wait.js'
 
 // Joiners with the same state vector share one encoded sync reply, and never one that is stale.
