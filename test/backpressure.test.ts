@@ -7,6 +7,7 @@ import { decodeHocuspocusMessage, decodeYMessage, encodeHocuspocusClientAuthToke
 import type { Connection } from '../server/connection.js'
 import { destroy, provider, RawClient, synced } from './harness/clients.js'
 import { startServer, type InProcessServer } from './harness/server.js'
+import { docFromFrames } from './harness/sync-replies.js'
 import { destroyHocuspocus, hocuspocus, nextEvent, type Hocuspocus } from './harness/hocuspocus.js'
 import { signToken } from './harness/tokens.js'
 import { eventually, until, withDeadline } from './harness/wait.js'
@@ -60,20 +61,6 @@ async function slowReader(server: InProcessServer, room: string): Promise<{ clie
   const connection = [...connectionsOf(server)].find((c) => !known.has(c))
   assert.ok(connection !== undefined, 'the reader has a server-side connection')
   return { client, connection }
-}
-
-/** The document a raw reader has built from every frame it received. */
-function docFromFrames(frames: readonly Uint8Array[]): { doc: Y.Doc; updateFrames: number } {
-  const doc = new Y.Doc()
-  let updateFrames = 0
-  for (const frame of frames) {
-    const message = decodeYMessage(frame)
-    if (message.kind === 'sync-step-2' || message.kind === 'sync-update') {
-      Y.applyUpdate(doc, message.update)
-      if (message.kind === 'sync-update') updateFrames++
-    }
-  }
-  return { doc, updateFrames }
 }
 
 /**

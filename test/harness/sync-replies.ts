@@ -87,3 +87,17 @@ export function holdLoads(weft: InProcessServer): { loads: string[]; open(): voi
     },
   }
 }
+
+/** The document a raw reader has built from every frame it received. */
+export function docFromFrames(frames: readonly Uint8Array[]): { doc: Y.Doc; updateFrames: number } {
+  const doc = new Y.Doc()
+  let updateFrames = 0
+  for (const frame of frames) {
+    const message = decodeYMessage(frame)
+    if (message.kind === 'sync-step-2' || message.kind === 'sync-update') {
+      Y.applyUpdate(doc, message.update)
+      if (message.kind === 'sync-update') updateFrames++
+    }
+  }
+  return { doc, updateFrames }
+}
