@@ -27,6 +27,8 @@ const BIG_DOCUMENT_MB = 20
 const CHUNK_BYTES = 64 * 1024
 /** Updates per second of the busy room's writer (like scenario 1). */
 const BUSY_RATE = 20
+/** Scenario 13's typist in the big document, updates a second, while the joins go on. */
+const EDIT_RATE = 10
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
 
 function bigDocumentBytes (config: BenchConfig): number {
@@ -177,7 +179,9 @@ async function seedDocument (target: RunningTarget, worker: LoadWorker, room: st
 
 /**
  * 13: 150 clients join a room holding a 20 MB document at once, then 10 joins a second for 60 s
- * (quick: 10 s), while a busy room (20 updates/s, 4 trackers) is timed. The relay is the floor:
+ * (quick: 10 s), then 10 joins a second for 30 s (quick: 10 s) while a client types into the big
+ * document (10 updates/s, so every joiner comes after a change), while a busy room (20
+ * updates/s, 4 trackers) is timed. The relay is the floor:
  * it holds the same document's state as one framed buffer and writes it to every joiner
  * (relay-server.ts `--sync-reply`), so it does the least any server can for the same bytes, on the
  * same core, to the same load processes.
@@ -203,8 +207,8 @@ const joinStorm: Scenario = {
     // The relay's joiners speak y-websocket: it answers their step 1 itself.
     const target: RunningTarget = floor ? { ...started, dialect: 'ywebsocket' } : started
     try {
-      return await withPool(3, async (pool) => {
-        const [timer, joinerA, joinerB] = pool.workers as [LoadWorker, LoadWorker, LoadWorker]
+      return await withPool(4, async (pool) => {
+        const [timer, joinerA, joinerB, typist] = pool.workers as [LoadWorker, LoadWorker, LoadWorker, LoadWorker]
         await sleep(500)
         const rssIdle = rssMb(target.pid)
         await connectBusyRoom(target, timer)
@@ -241,46 +245,76 @@ const joinStorm: Scenario = {
         }
         // Steady: 10 joins a second, five from each joiner process per second; a process still
         // busy with its last batch sends the missed joins with its next one.
+        const joinSteadily = async (seconds: number): Promise<{ wanted: number; synced: number; batchMs: number[] }> => {
+          const joins = { wanted: 0, synced: 0, batchMs: [] as number[] }
+          const joiner = async (worker: LoadWorker, perSecond: number): Promise<void> => {
+            const started = performance.now()
+            let sent = 0
+            while (performance.now() - started < seconds * 1000) {
+              const due = Math.min(perSecond * seconds, Math.floor(((performance.now() - started) / 1000 + 1) * perSecond))
+              const count = due - sent
+              if (count <= 0) {
+                await sleep(20)
+                continue
+              }
+              sent = due
+              joins.wanted += count
+              const joined = await worker.request<ConnectResult>({ type: 'connect', port: target.port, dialect: target.dialect, clients: light(count), concurrency: 0, timeoutMs: 60_000 })
+              joins.synced += joined.synced
+              joins.batchMs.push(joined.allSyncedMs)
+            }
+          }
+          await Promise.all([joiner(joinerA, 5), joiner(joinerB, 5)])
+          return joins
+        }
         await timer.request({ type: 'reset' })
         const steadySeconds = config.quick ? 10 : 60
         const steadyBusy = busyWriting(timer)
-        const batchMs: number[] = []
-        let steadySynced = 0
-        let steadyWanted = 0
-        const joiner = async (worker: LoadWorker, perSecond: number): Promise<void> => {
-          const started = performance.now()
-          let sent = 0
-          while (performance.now() - started < steadySeconds * 1000) {
-            const due = Math.min(perSecond * steadySeconds, Math.floor(((performance.now() - started) / 1000 + 1) * perSecond))
-            const count = due - sent
-            if (count <= 0) {
-              await sleep(20)
-              continue
-            }
-            sent = due
-            steadyWanted += count
-            const joined = await worker.request<ConnectResult>({ type: 'connect', port: target.port, dialect: target.dialect, clients: light(count), concurrency: 0, timeoutMs: 60_000 })
-            steadySynced += joined.synced
-            batchMs.push(joined.allSyncedMs)
-          }
-        }
-        await Promise.all([joiner(joinerA, 5), joiner(joinerB, 5)])
+        const steady = await joinSteadily(steadySeconds)
         await steadyBusy.stop()
+        const steadyMetrics: Metrics = {
+          steady_seconds: steadySeconds,
+          steady_joins: steady.wanted,
+          steady_synced: steady.synced,
+          ...batchMetrics('steady_', steady.batchMs),
+          ...prefixedLoop('steady_', await loopDelay(target)),
+          ...(await busyStats(timer, 'steady_busy_')),
+        }
+        // Edited: the same joins while a client types into the big document, so each joiner
+        // comes after a change: a reply built from the document as it is gets built per joiner.
+        const typing = await typist.request<ConnectResult>({ type: 'connect', port: target.port, dialect: target.dialect, clients: [{ room, role: 'writer' }], concurrency: 0, timeoutMs: 60_000 })
+        if (typing.synced !== 1) throw connectFailure(`${room} typist`, typing.synced, 1)
+        await timer.request({ type: 'reset' })
+        await loopDelay(target)
+        const editSeconds = config.quick ? 10 : 30
+        const gaugesEditBefore = await weftGauges(target)
+        const cpuEditBefore = cpuSeconds(target.pid)
+        const editBusy = busyWriting(timer)
+        const typed = typist.request<{ type: 'written'; sent: number }>({ type: 'write', ratePerSecond: EDIT_RATE, durationMs: editSeconds * 1000, paddingBytes: 0 })
+        const edited = await joinSteadily(editSeconds)
+        const edits = await typed
+        await editBusy.stop()
+        const gaugesEditAfter = await weftGauges(target)
+        const editedMetrics: Metrics = {
+          edited_seconds: editSeconds,
+          edited_edits: edits.sent,
+          edited_joins: edited.wanted,
+          edited_synced: edited.synced,
+          ...batchMetrics('edited_', edited.batchMs),
+          edited_cpuSeconds: round(cpuSeconds(target.pid) - cpuEditBefore, 2),
+          ...prefixedLoop('edited_', await loopDelay(target)),
+          ...(await busyStats(timer, 'edited_busy_')),
+          ...(gaugesEditBefore !== null && gaugesEditAfter !== null ? { edited_weftMergeWorkerJobs: (gaugesEditAfter.weft_merge_worker_jobs_total ?? 0) - (gaugesEditBefore.weft_merge_worker_jobs_total ?? 0) } : {}),
+        }
         sampler.stop()
         const gaugesAfter = await weftGauges(target)
-        const sortedBatches = [...batchMs].sort((x, y) => x - y)
         const peak = peakRssMb(target.pid)
         return {
           documentBytes,
           docHeapMb: round(docHeap),
           ...storm,
-          steady_seconds: steadySeconds,
-          steady_joins: steadyWanted,
-          steady_synced: steadySynced,
-          steady_batchSyncP50Ms: percentile(sortedBatches, 50) === null ? null : round(percentile(sortedBatches, 50) as number, 1),
-          steady_batchSyncMaxMs: sortedBatches.length === 0 ? null : round(sortedBatches[sortedBatches.length - 1] as number, 1),
-          ...prefixedLoop('steady_', await loopDelay(target)),
-          ...(await busyStats(timer, 'steady_busy_')),
+          ...steadyMetrics,
+          ...editedMetrics,
           cpuSeconds: round(cpuSeconds(target.pid) - cpuBefore, 2),
           rssIdleMb: round(rssIdle),
           rssBeforeMb: round(rssBefore),
@@ -302,6 +336,16 @@ const joinStorm: Scenario = {
       if (stateDir !== null) rmSync(stateDir, { recursive: true, force: true })
     }
   },
+}
+
+/** The joins' batches: how long the median and the slowest batch took until all its joiners synced. */
+function batchMetrics (prefix: string, batchMs: readonly number[]): Metrics {
+  const sorted = [...batchMs].sort((x, y) => x - y)
+  const p50 = percentile(sorted, 50)
+  return {
+    [`${prefix}batchSyncP50Ms`]: p50 === null ? null : round(p50, 1),
+    [`${prefix}batchSyncMaxMs`]: sorted.length === 0 ? null : round(sorted[sorted.length - 1] as number, 1),
+  }
 }
 
 function prefixedLoop (prefix: string, delay: LoopDelay | null): Metrics {

@@ -11,6 +11,7 @@ import { takesSharedDeflate } from './negotiated-deflate.js'
 import type { TrafficMeter } from './metrics.js'
 import type { ReplyGate, ReplyWaiter } from './reply-gate.js'
 import type { ReplyMemory } from './reply-memory.js'
+import type { OffLoopReply } from './room.js'
 
 /** The same for every connection of a server: pass one object to all of them. */
 export interface ConnectionLimits {
@@ -381,6 +382,12 @@ export class Connection implements ReplyWaiter {
       this.sendQueue().flush()
       this.flushWhenWritten()
     }
+  }
+
+  /** A whole state merged off the event loop (Room.syncReplyOffLoop) as a sync reply, then the changes made since it was merged. */
+  sendOffLoopReply(built: OffLoopReply): void {
+    this.sendSyncReply(built.reply)
+    if (built.changesSince !== null) this.send(built.changesSince)
   }
 
   /**

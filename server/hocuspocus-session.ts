@@ -442,15 +442,15 @@ export class HocuspocusSession implements ConnectionSession {
       {
         answer: (stateVector) => {
           if (document.state === 'closed') return
-          const reply = room.syncReplyOffLoop(stateVector, `hocuspocus:${document.key}`, hocuspocusSyncStep2Prefix(document.key), this.connection.ip)
+          const reply = room.syncReplyOffLoop(stateVector, `hocuspocus:${document.key}`, hocuspocusSyncStep2Prefix(document.key), document.format, this.connection.ip)
           if (reply instanceof Uint8Array) {
             this.connection.sendSyncReply(reply)
             document.replyDone()
             return
           }
           reply
-            .then((frame) => {
-              if (frame !== null && document.state !== 'closed') this.connection.sendSyncReply(frame)
+            .then((built) => {
+              if (built !== null && document.state !== 'closed') this.connection.sendOffLoopReply(built)
             })
             .catch((err: unknown) => this.fail(err))
             .finally(() => document.replyDone())

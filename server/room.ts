@@ -75,6 +75,14 @@ const PRESIZED_REPLY_BYTES = 256 * 1024
 /** How long a sync reply is kept for more joiners with the same state vector. */
 const SYNC_REPLY_CACHE_MS = 2_000
 
+/**
+ * A merged whole state is followed by the document's changes since it was merged, up to this many
+ * updates and bytes (merged into one update frame on the event loop, so they stay small); past
+ * either, the next joiner's state is merged afresh (Room.syncReplyOffLoop).
+ */
+const STATE_TAIL_MAX_UPDATES = 256
+const STATE_TAIL_MAX_BYTES = 256 * 1024
+
 /** What sharedState asks syncReply for: the whole state (an empty state vector), with no header. */
 const EMPTY_STATE_VECTOR = Uint8Array.of(0)
 const NO_PREFIX = new Uint8Array(0)
@@ -88,11 +96,16 @@ const MAX_AWARENESS_FRAMINGS = 4
  */
 const APPLICATION_EDIT = Symbol('application edit')
 
+/** The state vector of a client that has nothing: it asks for the whole document. */
+function isEmptyStateVector(stateVector: Uint8Array): boolean {
+  return stateVector.length === 1 && stateVector[0] === 0
+}
+
 const TOO_LARGE: ApplyOutcome = Object.freeze({ kind: 'tooLarge' })
 
-/** A whole-state reply being merged from storage (Room.syncReplyOffLoop). */
+/** A whole-state reply merged from storage (Room.syncReplyOffLoop), and the document's changes since. */
 interface StateBuild {
-  /** Room.docChanges when it started: only asks made before the next change may share it. */
+  /** Room.docChanges when it started: the state holds every change until then. */
   changes: number
   /** The merged state; null when storage could not be read. */
   state: Promise<Uint8Array | null>
@@ -100,6 +113,25 @@ interface StateBuild {
   frames: Map<string, Uint8Array>
   /** Its place in the reply memory until the replies are held, shared by every ask like the reply. */
   reservation: ReplyReservation
+  /**
+   * Every update the document committed since it started, in order: an ask made later gets the
+   * state, then the first of these it needs. Appended while `tailOpen`; never shortened, since
+   * asks made earlier still read their part.
+   */
+  tail: Uint8Array[]
+  tailBytes: number
+  /** False once the tail reached STATE_TAIL_MAX_UPDATES or STATE_TAIL_MAX_BYTES: no later ask shares the build. */
+  tailOpen: boolean
+  /** The first `count` updates of the tail merged into one frame, per framing (the last made). */
+  tailFrames: Map<string, { count: number; frame: Uint8Array }>
+  /** When an ask last shared it: a merged build is kept while asks keep coming (SYNC_REPLY_CACHE_MS). */
+  usedAt: number
+}
+
+/** A whole-state reply built off the event loop: the state's frame, then the document's changes since it was merged (an update frame), if any. */
+export interface OffLoopReply {
+  reply: Uint8Array
+  changesSince: Uint8Array | null
 }
 
 /**
@@ -269,6 +301,7 @@ export class Room {
     this.docValue.on('update', this.onDocUpdate)
     this.snapshotDigestValue = null
     this.docChanges++
+    this.stateBuild = null
   }
 
   private async loadOnce(): Promise<void> {
@@ -408,6 +441,8 @@ export class Room {
     // A document smaller than a big reply cannot make one (its delete set is part of its size).
     if (memory === null || this.sizeEstimate <= this.registry.bigReplyBytes) return true
     if (this.cachedSyncReply(stateVector, framing) !== undefined) return true
+    // A whole state being merged, or merged and followed by the changes since: shared like a cached reply.
+    if (this.stateBuild !== null && this.extendsToNow(this.stateBuild) && this.buildsReplyOffLoop(stateVector, framing)) return true
     const predicted = this.predictedReplyBytes(stateVector)
     return predicted <= this.registry.bigReplyBytes || memory.admits(ip, predicted, waiter)
   }
@@ -448,7 +483,7 @@ export class Room {
     const store = this.doc.store
     // Structs waiting for a missing dependency change the reply without an update event.
     const cacheable = store.pendingStructs === null && store.pendingDs === null
-    const empty = stateVector.length === 1 && stateVector[0] === 0
+    const empty = isEmptyStateVector(stateVector)
     let reply: Uint8Array
     if (empty && cacheable && this.loadedState !== null) reply = framePayload(prefix, this.loadedState)
     else if (empty && this.presizeHint !== null) reply = encodeFramedState(this.doc, stateVector, prefix, this.presizeHint)
@@ -482,21 +517,28 @@ export class Room {
    * encoded on the event loop, which took 100–200 ms for 20 MB and held every room of the process
    * up while it ran (the first joiner of a crowd, and the first after each change). Storage holds
    * every change the document has (each is written before anyone hears of it), so the merge is
-   * the document as of the ask, and what changes later reaches the asker as a broadcast: it is a
-   * member already. Asks made before the document changes again share one merge and one frame;
-   * a later ask starts another, since the changes between would reach it neither way. Resolves
-   * to null when the room was unloaded meanwhile; falls back to syncReply when storage fails.
-   * A Hocuspocus provider is also synced by the acknowledgement of its own step 2: the session
-   * holds its acknowledgements until the reply is sent (HocuspocusDocument.replySent).
+   * the document as of its start; the room keeps every change committed since (the build's tail)
+   * and a later ask gets the merged state, then those changes as one update frame. Asks share one
+   * merge and one frame per protocol while the tail stays within STATE_TAIL_MAX_UPDATES and
+   * STATE_TAIL_MAX_BYTES and asks keep coming (SYNC_REPLY_CACHE_MS); then the next ask starts
+   * another merge. A document edited while joiners stream in is so merged once per so many
+   * changes, not once per joiner. What changes after an ask reaches the asker as a broadcast: it
+   * is a member already. Resolves to null when the room was unloaded meanwhile; falls back to
+   * syncReply when storage fails. A Hocuspocus provider is also synced by the acknowledgement of
+   * its own step 2: the session holds its acknowledgements until the reply is sent
+   * (HocuspocusDocument.replySent).
    */
-  syncReplyOffLoop(stateVector: Uint8Array, framing: string, prefix: Uint8Array, ip: string): Uint8Array | Promise<Uint8Array | null> {
+  syncReplyOffLoop(stateVector: Uint8Array, framing: string, prefix: Uint8Array, format: WireFormat, ip: string): Uint8Array | Promise<OffLoopReply | null> {
     if (!this.buildsReplyOffLoop(stateVector, framing)) return this.syncReply(stateVector, framing, prefix)
     let build = this.stateBuild
-    if (build === null || build.changes !== this.docChanges) build = this.stateBuild = this.startStateBuild()
+    if (build === null || !this.extendsToNow(build)) build = this.stateBuild = this.startStateBuild()
     const shared = build
-    const reply = shared.state.then((state) => {
+    shared.usedAt = performance.now()
+    // The changes the merged state lacks for this ask; later ones reach the asker as broadcasts.
+    const count = this.docChanges - shared.changes
+    const reply = shared.state.then((state): OffLoopReply | null => {
       if (this.stateValue === 'unloaded') return null
-      if (state === null) return this.syncReply(stateVector, framing, prefix)
+      if (state === null) return { reply: this.syncReply(stateVector, framing, prefix), changesSince: null }
       let frame = shared.frames.get(framing)
       if (frame === undefined) {
         frame = framePayload(prefix, state)
@@ -507,7 +549,7 @@ export class Room {
           this.loadedState = state
         }
       }
-      return frame
+      return { reply: frame, changesSince: count === 0 ? null : this.tailFrame(shared, count, framing, format) }
     })
     // The ask was admitted for this size (mayBuildSyncReply): held until the asker holds the reply,
     // which it does in the same run of microtasks, so no other ask is admitted in between.
@@ -521,11 +563,15 @@ export class Room {
   }
 
   private buildsReplyOffLoop(stateVector: Uint8Array, framing: string): boolean {
-    const empty = stateVector.length === 1 && stateVector[0] === 0
-    if (!empty || this.loadedState !== null || this.cachedSyncReply(stateVector, framing) !== undefined) return false
+    if (!isEmptyStateVector(stateVector) || this.loadedState !== null || this.cachedSyncReply(stateVector, framing) !== undefined) return false
     const store = this.doc.store
     if (store.pendingStructs !== null || store.pendingDs !== null) return false
     return this.writer.mergesOffLoop(this.sizeEstimate)
+  }
+
+  /** Whether `build`'s state and tail hold the document as it is now: every change since it started went through commit. */
+  private extendsToNow(build: StateBuild): boolean {
+    return build.tailOpen && build.changes + build.tail.length === this.docChanges
   }
 
   private startStateBuild(): StateBuild {
@@ -533,11 +579,51 @@ export class Room {
       this.log.warn({ room: this.name, err }, 'the whole state could not be read from storage; it is encoded on the event loop')
       return null
     })
-    const build: StateBuild = { changes: this.docChanges, state, frames: new Map(), reservation: new ReplyReservation(this.sizeEstimate) }
-    void state.then(() => {
-      if (this.stateBuild === build) this.stateBuild = null
+    const build: StateBuild = {
+      changes: this.docChanges,
+      state,
+      frames: new Map(),
+      reservation: new ReplyReservation(this.sizeEstimate),
+      tail: [],
+      tailBytes: 0,
+      tailOpen: true,
+      tailFrames: new Map(),
+      usedAt: performance.now(),
+    }
+    void state.then((merged) => {
+      if (this.stateBuild !== build) return
+      if (merged === null) this.stateBuild = null
+      else this.keepWhileUsed(build)
     })
     return build
+  }
+
+  /** Drops `build` once no ask has shared it for SYNC_REPLY_CACHE_MS (its state and frames are a document's size each). */
+  private keepWhileUsed(build: StateBuild): void {
+    const idleMs = performance.now() - build.usedAt
+    if (this.stateBuild !== build) return
+    if (idleMs >= SYNC_REPLY_CACHE_MS) this.stateBuild = null
+    else setTimeout(() => this.keepWhileUsed(build), SYNC_REPLY_CACHE_MS - idleMs).unref()
+  }
+
+  /** A change committed while `build` is the room's: part of its tail, or the end of its sharing. */
+  private extendTail(build: StateBuild, update: Uint8Array): void {
+    if (build.tail.length >= STATE_TAIL_MAX_UPDATES || build.tailBytes + update.length > STATE_TAIL_MAX_BYTES) {
+      build.tailOpen = false
+      return
+    }
+    build.tail.push(update)
+    build.tailBytes += update.length
+  }
+
+  /** The first `count` updates of `build`'s tail as one update frame in `format`, made once per framing and count. */
+  private tailFrame(build: StateBuild, count: number, framing: string, format: WireFormat): Uint8Array {
+    const made = build.tailFrames.get(framing)
+    if (made?.count === count) return made.frame
+    const updates = build.tail.slice(0, count)
+    const frame = format.update(this.name, updates.length === 1 ? (updates[0] as Uint8Array) : Y.mergeUpdates(updates))
+    build.tailFrames.set(framing, { count, frame })
+    return frame
   }
 
   /**
@@ -565,6 +651,8 @@ export class Room {
   private commit(update: Uint8Array, source: UpdateSource | typeof APPLICATION_EDIT, arrivedAt: number): Promise<void> {
     this.sizeEstimate += update.length
     this.updatesCommitted++
+    const build = this.stateBuild
+    if (build?.tailOpen === true) this.extendTail(build, update)
     // Durability first: the write is scheduled before anyone hears of the update.
     const write = this.writer.write(this.name, update)
     const [stored, failed] = (this.writeHandlers ??= [() => this.writeStored(), (err: unknown) => this.writeFailed(err)])

@@ -143,9 +143,9 @@ export class YWebsocketSession implements RoomMember, ConnectionSession {
     return new SyncAsks(
       {
         answer: (stateVector) => {
-          const reply = this.room.syncReplyOffLoop(stateVector, 'y-websocket', SYNC_STEP2_PREFIX, this.connection.ip)
+          const reply = this.room.syncReplyOffLoop(stateVector, 'y-websocket', SYNC_STEP2_PREFIX, yWebsocketFormat, this.connection.ip)
           if (reply instanceof Uint8Array) this.connection.sendSyncReply(reply)
-          else reply.then((frame) => frame !== null && this.connection.sendSyncReply(frame)).catch((err: unknown) => this.failed(err))
+          else reply.then((built) => built !== null && this.connection.sendOffLoopReply(built)).catch((err: unknown) => this.failed(err))
         },
         replyOnItsWay: () => this.connection.syncReplyOnItsWay,
         mayBuild: (stateVector) => this.room.mayBuildSyncReply(stateVector, 'y-websocket', this.connection.ip, waiter),

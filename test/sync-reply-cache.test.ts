@@ -203,7 +203,7 @@ describe('whole-state replies of a big document, merged off the event loop', () 
     }
   })
 
-  it('a change made while the state is merged reaches the joiner waiting for it, and a joiner after the change gets a merge of its own', async () => {
+  it('a change made while the state is merged reaches the joiner waiting for it; a joiner after the change shares that merge and gets the change after it', async () => {
     const first = await join(server, 'merging')
     // The state is read when asked for and handed over when the test says: a merge that takes long.
     const { loads, open, restore } = holdLoads(server)
@@ -221,18 +221,88 @@ describe('whole-state replies of a big document, merged off the event loop', () 
       first.client.send(encodeSyncUpdate(Y.encodeStateAsUpdate(writer, before)))
       const room = server.server.loadedRoom('merging')
       await until(() => room?.doc.getText('t').toString().startsWith('late ') === true, 'the change to apply')
-      // A joiner after the change never heard of it: the merge already running lacks it.
+      // A joiner after the change never heard of it: the merge lacks it, so it follows the state.
       const b = await RawClient.open(`${server.url}/merging`)
       joiners.push(b)
       b.send(encodeSyncStep1(empty))
-      await until(() => loads.length === 2, 'a merge for the second joiner')
       open()
       for (const joiner of [a, b]) await joiner.frame((frame) => decodeYMessage(frame).kind === 'sync-step-2', 'the sync step 2')
+      await b.frame((frame) => decodeYMessage(frame).kind === 'sync-update', 'the change after the state')
+      assert.equal(loads.length, 1, 'one merge for both')
       assert.deepEqual(canonicalState(docFromFrames(a.frames).doc), canonicalState(writer), 'the first joiner: the merge and the change')
-      assert.deepEqual(canonicalState(docFromFrames(b.frames).doc), canonicalState(writer), 'the second joiner: a merge with the change')
+      assert.deepEqual(canonicalState(docFromFrames(b.frames).doc), canonicalState(writer), 'the second joiner: the merge, then the change')
     } finally {
       restore()
       for (const joiner of joiners) joiner.close()
+      first.client.close()
+    }
+  })
+
+  it('joiners of a document being edited share a merge while the changes since stay small; past that, the next joiner gets a merge of its own', async () => {
+    const first = await join(server, 'edited')
+    const { loads, open, restore } = holdLoads(server)
+    open()
+    const joiners: RawClient[] = []
+    try {
+      const writer = await writeTextDocument(server, 'edited', 0.5)
+      const room = server.server.loadedRoom('edited')
+      const edit = async (text: string): Promise<void> => {
+        const before = Y.encodeStateVector(writer)
+        writer.getText('t').insert(0, text)
+        first.client.send(encodeSyncUpdate(Y.encodeStateAsUpdate(writer, before)))
+        await until(() => room?.doc.getText('t').length === writer.getText('t').length, 'the change to apply')
+      }
+      /** A joiner that has the whole document: the state, then the changes since it was merged, if any. */
+      const joined = async (changesFollow: boolean): Promise<RawClient> => {
+        const joiner = await RawClient.open(`${server.url}/edited`)
+        joiners.push(joiner)
+        joiner.send(encodeSyncStep1(Y.encodeStateVector(new Y.Doc())))
+        await joiner.frame((frame) => decodeYMessage(frame).kind === 'sync-step-2', 'the sync step 2')
+        if (changesFollow) await joiner.frame((frame) => decodeYMessage(frame).kind === 'sync-update', 'the changes after the state')
+        assert.deepEqual(canonicalState(docFromFrames(joiner.frames).doc), canonicalState(writer), `joiner ${joiners.length}`)
+        return joiner
+      }
+      await edit('a change so that nothing is cached ')
+      await joined(false)
+      assert.equal(loads.length, 1, 'the first joiner’s merge')
+      for (let i = 0; i < 5; i++) await edit(`typing ${i} `)
+      const typed = await joined(true)
+      assert.equal(docFromFrames(typed.frames).updateFrames, 1, 'the five changes in one frame')
+      assert.equal(loads.length, 1, 'five small changes later: the same merge')
+      // More than STATE_TAIL_MAX_BYTES (256 KiB) since the merge.
+      await edit('p'.repeat(300 * 1024))
+      await joined(false)
+      assert.equal(loads.length, 2, 'a merge of its own past the bound')
+      await edit('after the second merge ')
+      await joined(true)
+      assert.equal(loads.length, 2, 'the next joiner shares the second merge')
+    } finally {
+      restore()
+      for (const joiner of joiners) joiner.close()
+      first.client.close()
+    }
+  })
+
+  it('a Hocuspocus joiner after a change gets the merged state, then the change in Hocuspocus framing', async () => {
+    const first = await join(server, 'hp-edited')
+    let hocuspocus: HocuspocusClient | null = null
+    try {
+      const writer = await writeTextDocument(server, 'hp-edited', 0.5)
+      const ywebsocket = await join(server, 'hp-edited')
+      ywebsocket.client.close()
+      const jobs = mergeWorkerCounters.jobs
+      const before = Y.encodeStateVector(writer)
+      writer.getText('t').insert(0, 'changed since the merge ')
+      first.client.send(encodeSyncUpdate(Y.encodeStateAsUpdate(writer, before)))
+      const room = server.server.loadedRoom('hp-edited')
+      await until(() => room?.doc.getText('t').toString().startsWith('changed since') === true, 'the change to apply')
+      hocuspocus = hocuspocusClient(server.url, 'hp-edited')
+      await hocuspocus.synced()
+      await until(() => hocuspocus?.provider.document.getText('t').length === writer.getText('t').length, 'the change after the state')
+      assert.deepEqual(canonicalState(hocuspocus.provider.document), canonicalState(writer))
+      assert.equal(mergeWorkerCounters.jobs, jobs, 'no merge for the Hocuspocus joiner')
+    } finally {
+      hocuspocus?.destroy()
       first.client.close()
     }
   })
