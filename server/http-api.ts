@@ -366,7 +366,7 @@ export class HttpApi {
     const kinds = parseTypes(query.get('types'))
     const delta = query.get('text') === 'delta'
     const content = binary ? null : contentQuery(query)
-    const state = await this.withExistingRoom(name, (room) => {
+    const state = await this.withExistingRoom(name, async (room) => {
       // The document's state vector and delete set (a change that only deletes must change the
       // tag too), then the representation: binary, delta, the types asked for, a rich-text format.
       const variant = binary ? 'u' : content !== null ? `${content.format}:${content.field}` : `${delta ? 'd' : 'j'}:${query.get('types') ?? ''}`
@@ -376,7 +376,7 @@ export class HttpApi {
         res.end()
         return null
       }
-      return { update: room.sharedState(), etag }
+      return { update: await room.sharedStateOffLoop(), etag }
     })
     if (state === null) return
     if (binary) {
@@ -403,7 +403,7 @@ export class HttpApi {
         throw err
       }
     }
-    const state = await this.withExistingRoom(params[0] as string, (room) => room.sharedState())
+    const state = await this.withExistingRoom(params[0] as string, (room) => room.sharedStateOffLoop())
     if (stateVector === undefined) answerBinary(res, state)
     else await this.answerRead(res, [state], { kind: 'since', stateVector })
   }
@@ -437,7 +437,11 @@ export class HttpApi {
     // between: the field then holds exactly the content sent, whatever else was written.
     for (let attempt = 1; ; attempt++) {
       const last = attempt === REPLACE_ATTEMPTS
-      const seen = last ? null : await this.withRoom(params[0] as string, (room) => ({ state: room.sharedState(), digest: room.snapshotDigest() }))
+      const seen = last ? null : await this.withRoom(params[0] as string, async (room) => {
+        // The digest first: the state is the document as of this call, even when it is merged off the event loop.
+        const digest = room.snapshotDigest()
+        return { state: await room.sharedStateOffLoop(), digest }
+      })
       const built = seen === null ? null : await this.runRead(res, [seen.state], { kind: 'replace', field, content }, body.length)
       if (seen !== null && built === null) return
       const applied = await this.withRoom(params[0] as string, async (room, member) => {
@@ -563,7 +567,7 @@ export class HttpApi {
   private async versionDiff({ res, params }: RouteContext): Promise<void> {
     const room = params[0] as string
     const version = await this.loadVersion(room, params[1] as string)
-    const current = await this.withExistingRoom(room, (r) => r.sharedState())
+    const current = await this.withExistingRoom(room, (r) => r.sharedStateOffLoop())
     // Everything the version lacks: applying it to the version's document yields the document now.
     await this.answerRead(res, [current, version.update], { kind: 'since-update' })
   }

@@ -86,6 +86,8 @@ const STATE_TAIL_MAX_BYTES = 256 * 1024
 /** What sharedState asks syncReply for: the whole state (an empty state vector), with no header. */
 const EMPTY_STATE_VECTOR = Uint8Array.of(0)
 const NO_PREFIX = new Uint8Array(0)
+/** The framing name of sharedState's replies. */
+const STATE_FRAMING = 'state'
 
 /** Framings of a room's awareness snapshot kept at once (y-websocket, and Hocuspocus names). */
 const MAX_AWARENESS_FRAMINGS = 4
@@ -126,6 +128,8 @@ interface StateBuild {
   tailFrames: Map<string, { count: number; frame: Uint8Array }>
   /** When an ask last shared it: a merged build is kept while asks keep coming (SYNC_REPLY_CACHE_MS). */
   usedAt: number
+  /** The merge has ended (`state` is settled). */
+  done: boolean
 }
 
 /** A whole-state reply built off the event loop: the state's frame, then the document's changes since it was merged (an update frame), if any. */
@@ -386,8 +390,10 @@ export class Room {
   private loadedState: Uint8Array | null = null
   /** Changes of the document so far (its update events): what a whole-state build started at. */
   private docChanges = 0
-  /** The whole-state reply being merged off the event loop (see syncReplyOffLoop); null when none is. */
+  /** The whole state last merged off the event loop, and the changes since (see syncReplyOffLoop); null when none is kept. */
   private stateBuild: StateBuild | null = null
+  /** Reads waiting for the merge that runs to end before they start theirs (see sharedStateOffLoop). */
+  private queuedStateRead: Promise<Uint8Array> | null = null
   /** Every live awareness state as a framed message per framing, while awareness.version is `awarenessFramesVersion`. */
   private awarenessFrames: Map<string, Uint8Array> | null = null
   private awarenessFramesVersion = -1
@@ -589,8 +595,10 @@ export class Room {
       tailOpen: true,
       tailFrames: new Map(),
       usedAt: performance.now(),
+      done: false,
     }
     void state.then((merged) => {
+      build.done = true
       if (this.stateBuild !== build) return
       if (merged === null) this.stateBuild = null
       else this.keepWhileUsed(build)
@@ -803,11 +811,38 @@ export class Room {
    * The bytes must not be changed.
    */
   sharedState(): Uint8Array {
-    const frame = this.syncReply(EMPTY_STATE_VECTOR, 'state', NO_PREFIX)
+    const frame = this.syncReply(EMPTY_STATE_VECTOR, STATE_FRAMING, NO_PREFIX)
     // The frame is the state as var-bytes: skip its length.
     let start = 0
     while (((frame[start] as number) & 0x80) !== 0) start++
     return frame.subarray(start + 1)
+  }
+
+  /**
+   * sharedState, except for a big document with no encoding of it at hand: its state is then
+   * merged from storage on the merge worker, as for a joiner (see syncReplyOffLoop), instead of
+   * encoded on the event loop, where a 20 MB document took 100–200 ms while every room of the
+   * process waited (an HTTP client reading a document that is being edited asked for that after
+   * every change). One update is wanted, not a state and the changes since, so a merge is shared
+   * only while no change came since it started; one that lacks changes is waited for, and the
+   * reads that waited share the next merge, which starts when it ends. A room so has at most one
+   * merge running and one waiting for reads, however many readers ask. The state is the
+   * document as of the call or later, never earlier.
+   */
+  sharedStateOffLoop(): Uint8Array | Promise<Uint8Array> {
+    if (!this.buildsReplyOffLoop(EMPTY_STATE_VECTOR, STATE_FRAMING)) return this.sharedState()
+    let build = this.stateBuild
+    if (build !== null && !build.done && !(this.extendsToNow(build) && build.tail.length === 0)) {
+      const running = build.state
+      this.queuedStateRead ??= running.then(() => {
+        this.queuedStateRead = null
+        return this.sharedStateOffLoop()
+      })
+      return this.queuedStateRead
+    }
+    if (build === null || !this.extendsToNow(build) || build.tail.length > 0) build = this.stateBuild = this.startStateBuild()
+    build.usedAt = performance.now()
+    return build.state.then((state) => state ?? this.sharedState())
   }
 
   /**

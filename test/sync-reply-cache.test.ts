@@ -5,7 +5,8 @@ import { mergeWorkerCounters } from '../crdt/index.js'
 import type { DocumentWriter } from '../persistence/index.js'
 import { decodeYMessage, encodeAwareness, encodeAwarenessUpdate, encodeSyncStep1, encodeSyncStep2, encodeSyncUpdate } from '../protocol/index.js'
 import { SYNC_STEP2_PREFIX } from '../protocol/ywebsocket.js'
-import { canonicalState, hocuspocusClient, provider, RawClient, synced, type HocuspocusClient } from './harness/clients.js'
+import { canonicalState, canonicalUpdate, hocuspocusClient, provider, RawClient, synced, type HocuspocusClient } from './harness/clients.js'
+import { httpBytes, postUpdateStatus } from './harness/http.js'
 import { metricValue } from './harness/metrics.js'
 import { startServer, type InProcessServer } from './harness/server.js'
 import { docFromFrames, holdLoads, writeTextDocument } from './harness/sync-replies.js'
@@ -304,6 +305,67 @@ describe('whole-state replies of a big document, merged off the event loop', () 
     } finally {
       hocuspocus?.destroy()
       first.client.close()
+    }
+  })
+
+  it('an HTTP read of a big document after a change merges its state on the worker; reads after it share that merge until the next change', async () => {
+    // Two stored entries: what storage holds is merged, not read back as it is.
+    const writer = new Y.Doc()
+    for (const part of [await writeTextDocument(server, 'http-read', 0.25), await writeTextDocument(server, 'http-read', 0.25)]) Y.applyUpdate(writer, Y.encodeStateAsUpdate(part))
+    const get = async (path: string): Promise<Buffer> => {
+      const answer = await httpBytes(server.http, 'GET', path)
+      assert.equal(answer.status, 200, path)
+      return answer.body
+    }
+    const jobs = mergeWorkerCounters.jobs
+    assert.deepEqual(canonicalUpdate(await get('/api/rooms/http-read?format=update')), canonicalState(writer), 'binary')
+    assert.equal(mergeWorkerCounters.jobs - jobs, 1, 'merged on the worker')
+    const json = JSON.parse((await get('/api/rooms/http-read')).toString('utf8')) as { t: string }
+    assert.equal(json.t, writer.getText('t').toString(), 'JSON')
+    assert.deepEqual(canonicalUpdate(await get('/api/rooms/http-read/updates')), canonicalState(writer), 'the updates endpoint')
+    assert.equal(mergeWorkerCounters.jobs - jobs, 1, 'unchanged since: the same merge')
+    const before = Y.encodeStateVector(writer)
+    writer.getText('t').insert(0, 'changed ')
+    assert.equal(await postUpdateStatus(server.http, 'http-read', Y.encodeStateAsUpdate(writer, before)), 204)
+    assert.deepEqual(canonicalUpdate(await get('/api/rooms/http-read?format=update')), canonicalState(writer), 'after the change')
+    assert.equal(mergeWorkerCounters.jobs - jobs, 2, 'a merge with the change')
+  })
+
+  it('HTTP reads while a merge that lacks a change runs wait for it and share one merge after it', async () => {
+    const writer = await writeTextDocument(server, 'http-queued', 0.5)
+    const { loads, open, restore } = holdLoads(server)
+    const room = server.server.loadedRoom('http-queued')
+    assert.ok(room !== undefined)
+    // Counts the reads that reached the room.
+    const sharedStateOffLoop = room.sharedStateOffLoop.bind(room)
+    let asked = 0
+    room.sharedStateOffLoop = () => {
+      asked++
+      return sharedStateOffLoop()
+    }
+    try {
+      const read = (): Promise<Y.Doc> =>
+        httpBytes(server.http, 'GET', '/api/rooms/http-queued?format=update').then((answer) => {
+          assert.equal(answer.status, 200)
+          const doc = new Y.Doc()
+          Y.applyUpdate(doc, answer.body)
+          return doc
+        })
+      const first = read()
+      await until(() => loads.length === 1, 'the first read’s merge')
+      const before = Y.encodeStateVector(writer)
+      writer.getText('t').insert(0, 'late ')
+      assert.equal(await postUpdateStatus(server.http, 'http-queued', Y.encodeStateAsUpdate(writer, before)), 204)
+      const later = [read(), read(), read()]
+      await until(() => asked === 4, 'the later reads to reach the room')
+      assert.equal(loads.length, 1, 'no merge of their own while one runs')
+      open()
+      const firstDoc = await first
+      assert.ok(!firstDoc.getText('t').toString().startsWith('late '), 'the first read: the document as it was asked for')
+      for (const doc of await Promise.all(later)) assert.deepEqual(canonicalState(doc), canonicalState(writer), 'a later read has the change')
+      assert.equal(loads.length, 2, 'the later reads share one merge')
+    } finally {
+      restore()
     }
   })
 })
