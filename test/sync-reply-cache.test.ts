@@ -22,6 +22,15 @@ async function join(server: InProcessServer, room: string): Promise<{ client: Ra
   return { client, doc }
 }
 
+/** Types `text` at the start of `writer`'s text, sends it from `client`, and waits until the server's `room` has it. */
+async function typeInto(server: InProcessServer, room: string, writer: Y.Doc, client: RawClient, text: string): Promise<void> {
+  const before = Y.encodeStateVector(writer)
+  writer.getText('t').insert(0, text)
+  client.send(encodeSyncUpdate(Y.encodeStateAsUpdate(writer, before)))
+  const loaded = server.server.loadedRoom(room)
+  await until(() => loaded?.doc.getText('t').length === writer.getText('t').length, 'the change to apply')
+}
+
 describe('shared sync replies', () => {
   let server: InProcessServer
   before(async () => {
@@ -217,11 +226,7 @@ describe('whole-state replies of a big document, merged off the event loop', () 
       a.send(encodeSyncStep1(empty))
       await until(() => loads.length === 1, 'the first joiner’s merge to start')
       // A change while that merge runs: the first joiner hears of it as a member.
-      const before = Y.encodeStateVector(writer)
-      writer.getText('t').insert(0, 'late ')
-      first.client.send(encodeSyncUpdate(Y.encodeStateAsUpdate(writer, before)))
-      const room = server.server.loadedRoom('merging')
-      await until(() => room?.doc.getText('t').toString().startsWith('late ') === true, 'the change to apply')
+      await typeInto(server, 'merging', writer, first.client, 'late ')
       // A joiner after the change never heard of it: the merge lacks it, so it follows the state.
       const b = await RawClient.open(`${server.url}/merging`)
       joiners.push(b)
@@ -246,13 +251,7 @@ describe('whole-state replies of a big document, merged off the event loop', () 
     const joiners: RawClient[] = []
     try {
       const writer = await writeTextDocument(server, 'edited', 0.5)
-      const room = server.server.loadedRoom('edited')
-      const edit = async (text: string): Promise<void> => {
-        const before = Y.encodeStateVector(writer)
-        writer.getText('t').insert(0, text)
-        first.client.send(encodeSyncUpdate(Y.encodeStateAsUpdate(writer, before)))
-        await until(() => room?.doc.getText('t').length === writer.getText('t').length, 'the change to apply')
-      }
+      const edit = (text: string): Promise<void> => typeInto(server, 'edited', writer, first.client, text)
       /** A joiner that has the whole document: the state, then the changes since it was merged, if any. */
       const joined = async (changesFollow: boolean): Promise<RawClient> => {
         const joiner = await RawClient.open(`${server.url}/edited`)
@@ -292,11 +291,7 @@ describe('whole-state replies of a big document, merged off the event loop', () 
       const ywebsocket = await join(server, 'hp-edited')
       ywebsocket.client.close()
       const jobs = mergeWorkerCounters.jobs
-      const before = Y.encodeStateVector(writer)
-      writer.getText('t').insert(0, 'changed since the merge ')
-      first.client.send(encodeSyncUpdate(Y.encodeStateAsUpdate(writer, before)))
-      const room = server.server.loadedRoom('hp-edited')
-      await until(() => room?.doc.getText('t').toString().startsWith('changed since') === true, 'the change to apply')
+      await typeInto(server, 'hp-edited', writer, first.client, 'changed since the merge ')
       hocuspocus = hocuspocusClient(server.url, 'hp-edited')
       await hocuspocus.synced()
       await until(() => hocuspocus?.provider.document.getText('t').length === writer.getText('t').length, 'the change after the state')
