@@ -43,7 +43,7 @@ const APPLY_CHUNK_BYTES = 256 * 1024
  * array pushes takes Yjs gigabytes of heap to apply; the state of the same document loads in
  * milliseconds.) Yields between chunks of about 256 KiB.
  */
-export async function mergeUpdatesIntoState(updates: readonly Uint8Array[]): Promise<Uint8Array> {
+export async function mergeUpdatesIntoState(updates: readonly Uint8Array[], headroom = 0): Promise<Uint8Array> {
   if (updates.length === 0) throw new RangeError('nothing to merge')
   const doc = new Y.Doc({ gc: true })
   let sinceYield = 0
@@ -57,5 +57,33 @@ export async function mergeUpdatesIntoState(updates: readonly Uint8Array[]): Pro
   }
   const state = Y.encodeStateAsUpdate(doc)
   doc.destroy()
+  if (headroom === 0) return state
+  const buffer = new Uint8Array(headroom + state.length)
+  buffer.set(state, headroom)
+  return markHeadroom(buffer.subarray(headroom))
+}
+
+/**
+ * States made with headroom (mergeUpdatesIntoState, MergePool.mergeIntoState): bytes of their
+ * ArrayBuffer in front of them that belong to nobody, so a message header can be written there
+ * and the state sent as it lies instead of copied behind the header. Claimed once.
+ */
+const headrooms = new WeakMap<Uint8Array, number>()
+
+/** Records that the bytes of `state`'s buffer in front of it are free: it owns its whole buffer, from offset 0. */
+export function markHeadroom(state: Uint8Array): Uint8Array {
+  if (state.byteOffset > 0 && state.buffer.byteLength === state.byteOffset + state.length) headrooms.set(state, state.byteOffset)
   return state
+}
+
+/**
+ * `bytes` of `state`'s headroom and the state behind them, as one view, for the caller to write a
+ * header into; null when it has less headroom or it was claimed already (the header of another
+ * view would be overwritten).
+ */
+export function claimHeadroom(state: Uint8Array, bytes: number): Uint8Array | null {
+  const free = headrooms.get(state)
+  if (free === undefined || free < bytes) return null
+  headrooms.delete(state)
+  return new Uint8Array(state.buffer, state.byteOffset - bytes, bytes + state.length)
 }

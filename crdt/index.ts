@@ -4,7 +4,7 @@
  * and the sessions ask whether an update would change a document. Pure functions over updates and
  * documents: no storage, no sockets, no Redis.
  */
-export { MERGE_CHUNK_SIZE, mergeUpdatesInChunks, mergeUpdatesIntoState } from './chunked-merge.js'
+export { claimHeadroom, MERGE_CHUNK_SIZE, mergeUpdatesInChunks, mergeUpdatesIntoState } from './chunked-merge.js'
 export { boundStringItems, MAX_MERGED_STRING_LENGTH } from './bounded-string-items.js'
 export { missingFrom } from './state-diff.js'
 export { updateChangesDocument } from './update-effect.js'

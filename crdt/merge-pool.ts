@@ -1,4 +1,4 @@
-import { mergeUpdatesIntoState } from './chunked-merge.js'
+import { markHeadroom, mergeUpdatesIntoState } from './chunked-merge.js'
 import { JobRefused, WorkerPool } from './worker-pool.js'
 
 /** Settings of a MergePool; see MERGE_POOL_DEFAULTS. */
@@ -49,24 +49,25 @@ export class MergePool {
     return !this.closed && this.options.workers > 0 && bytes >= this.options.thresholdBytes
   }
 
-  /** The updates merged into one encoded document state (see mergeUpdatesIntoState). */
-  async mergeIntoState(updates: readonly Uint8Array[]): Promise<Uint8Array> {
+  /** The updates merged into one encoded document state (see mergeUpdatesIntoState), `headroom` bytes into its buffer. */
+  async mergeIntoState(updates: readonly Uint8Array[], headroom = 0): Promise<Uint8Array> {
     if (updates.length === 0) throw new RangeError('nothing to merge')
     const bytes = updates.reduce((sum, update) => sum + update.byteLength, 0)
-    if (!this.offloads(bytes)) return mergeUpdatesIntoState(updates)
+    if (!this.offloads(bytes)) return mergeUpdatesIntoState(updates, headroom)
     this.pool ??= new WorkerPool(this.options.workerUrl ?? WORKER_URL, this.options.workers)
     let state: Uint8Array
     try {
-      state = (await this.pool.run(updates, null)).result
+      state = (await this.pool.run(updates, { headroom })).result
     } catch (err) {
       // The worker crashed, or Yjs refused the updates there: the calling thread does it, and
       // throws what Yjs throws there, as it would have without workers. Only a worker that
       // failed counts as a fallback; refused data is the data's fault, not the worker's.
       if (!(err instanceof JobRefused)) mergeWorkerCounters.fallbacks++
-      return mergeUpdatesIntoState(updates)
+      return mergeUpdatesIntoState(updates, headroom)
     }
     mergeWorkerCounters.jobs++
-    return state
+    // Transferred: the headroom the worker left is still in front of it, and still free.
+    return headroom === 0 ? state : markHeadroom(state)
   }
 
   /** Ends the workers; merges asked for later run on the calling thread, unfinished ones fall back. */

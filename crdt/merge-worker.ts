@@ -5,4 +5,4 @@
 import { mergeUpdatesIntoState } from './chunked-merge.js'
 import { serveJobs } from './worker-pool.js'
 
-serveJobs(async (updates) => ({ result: await mergeUpdatesIntoState(updates), meta: '' }))
+serveJobs(async (updates, task) => ({ result: await mergeUpdatesIntoState(updates, (task as { headroom?: number } | null)?.headroom ?? 0), meta: '' }))

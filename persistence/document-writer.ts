@@ -147,9 +147,10 @@ export class DocumentWriter extends EventEmitter {
   /**
    * The stored document merged with the updates of this room not yet durable, so it includes every
    * write accepted before the call. It does not wait for those appends: a room must stay loadable
-   * while appends fail (a full disk still reads).
+   * while appends fail (a full disk still reads). A state merged here has `headroom` free bytes
+   * in front of it (see claimHeadroom); one read back as it is has none.
    */
-  async load(room: string): Promise<Uint8Array | null> {
+  async load(room: string, headroom = 0): Promise<Uint8Array | null> {
     this.assertOpen()
     if (!isValidRoomName(room)) throw new InvalidRoomNameError(room)
     const work = this.work(room)
@@ -164,7 +165,7 @@ export class DocumentWriter extends EventEmitter {
     if (updates.length === 0) return null
     if (updates.length === 1) return updates[0] as Uint8Array
     try {
-      return await this.merges.mergeIntoState(updates)
+      return await this.merges.mergeIntoState(updates, headroom)
     } catch (err) {
       // Some entry cannot be applied: the caller may look at them one by one (loadEntries).
       throw new InvalidUpdateError(room, err)

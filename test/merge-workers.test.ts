@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict'
 import { after, describe, it } from 'node:test'
 import * as Y from 'yjs'
-import { MergePool, mergeUpdatesIntoState, mergeWorkerCounters } from '../crdt/index.js'
+import { claimHeadroom, MergePool, mergeUpdatesIntoState, mergeWorkerCounters } from '../crdt/index.js'
 import { DocumentWriter, LevelStore, type WriterOptions } from '../persistence/index.js'
 import { rm } from 'node:fs/promises'
 import { ConfigError, createServer } from '../server/index.js'
@@ -83,6 +83,31 @@ describe('merges on worker threads', () => {
       assert.deepEqual(secondHalf, expected)
       assert.deepEqual(firstHalf, await mergeUpdatesIntoState(history.slice(0, 700)))
       assert.equal(mergeWorkerCounters.jobs - jobs, 3)
+    } finally {
+      await pool.close()
+    }
+  })
+
+  it('a state merged with headroom has those bytes free in front of it, in its own buffer, claimed once; on a worker and on the event loop', async () => {
+    const pool = new MergePool({ workers: 1, thresholdBytes: 0 })
+    try {
+      const expected = await mergeUpdatesIntoState(history)
+      for (const state of [await pool.mergeIntoState(history, 64), await mergeUpdatesIntoState(history, 64)]) {
+        assert.deepEqual(state, expected, 'the same bytes')
+        assert.equal(state.byteOffset, 64)
+        const framed = claimHeadroom(state, 10)
+        assert.ok(framed !== null)
+        assert.equal(framed.buffer, state.buffer, 'no copy')
+        assert.equal(framed.length, state.length + 10)
+        framed.fill(7, 0, 10)
+        assert.deepEqual(state, expected, 'a header written there leaves the state as it was')
+        assert.equal(claimHeadroom(state, 10), null, 'claimed once')
+      }
+      assert.equal(claimHeadroom(await pool.mergeIntoState(history), 1), null, 'none asked for, none given')
+      // A Buffer from Node's pool lies behind other buffers' bytes: never headroom.
+      const pooled = Buffer.from(expected.subarray(0, 100))
+      assert.ok(pooled.byteOffset > 0 || pooled.buffer.byteLength > pooled.length)
+      assert.equal(claimHeadroom(pooled, 1), null)
     } finally {
       await pool.close()
     }

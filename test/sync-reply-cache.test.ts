@@ -169,6 +169,10 @@ describe('whole-state replies of a big document, merged off the event loop', () 
       try {
         await synced(ywebsocket)
         assert.equal(mergeWorkerCounters.jobs - jobs, 1, 'merged on the worker')
+        // The reply's header went into the merged state's headroom: one buffer for both, no copy.
+        const build = (server.server.loadedRoom('off-loop') as unknown as { stateBuild: { state: Promise<Uint8Array>; frames: Map<string, Uint8Array> } | null }).stateBuild
+        assert.ok(build !== null)
+        assert.equal(build.frames.get('y-websocket')?.buffer, (await build.state).buffer)
         hocuspocus = hocuspocusClient(server.url, 'off-loop')
         await hocuspocus.synced()
         assert.equal(mergeWorkerCounters.jobs - jobs, 1, 'the merged state again, unchanged since')
