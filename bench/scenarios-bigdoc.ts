@@ -180,7 +180,7 @@ async function seedDocument (target: RunningTarget, worker: LoadWorker, room: st
 /**
  * 13: 150 clients join a room holding a 20 MB document at once, then 10 joins a second for 60 s
  * (quick: 10 s), then 10 joins a second for 30 s (quick: 10 s) while a client types into the big
- * document (10 updates/s, so every joiner comes after a change), while a busy room (20
+ * document (10 updates/s, so every joiner comes after a change); throughout, a busy room (20
  * updates/s, 4 trackers) is timed. The relay is the floor:
  * it holds the same document's state as one framed buffer and writes it to every joiner
  * (relay-server.ts `--sync-reply`), so it does the least any server can for the same bytes, on the
