@@ -384,10 +384,21 @@ export class Connection implements ReplyWaiter {
     }
   }
 
-  /** A whole state merged off the event loop (Room.syncReplyOffLoop) as a sync reply, then the changes made since it was merged. */
-  sendOffLoopReply(built: OffLoopReply): void {
-    this.sendSyncReply(built.reply)
-    if (built.changesSince !== null) this.send(built.changesSince)
+  /**
+   * What Room.syncReplyOffLoop answered: a reply sent now (null is returned), or one being built,
+   * sent once built (the state as a sync reply, then the changes since it was merged) unless the
+   * room was unloaded or `wanted()` is false by then; the promise settles when that is decided.
+   */
+  sendBuiltReply(reply: Uint8Array | Promise<OffLoopReply | null>, wanted: () => boolean = () => true): Promise<void> | null {
+    if (reply instanceof Uint8Array) {
+      this.sendSyncReply(reply)
+      return null
+    }
+    return reply.then((built) => {
+      if (built === null || !wanted()) return
+      this.sendSyncReply(built.reply)
+      if (built.changesSince !== null) this.send(built.changesSince)
+    })
   }
 
   /**

@@ -443,17 +443,9 @@ export class HocuspocusSession implements ConnectionSession {
         answer: (stateVector) => {
           if (document.state === 'closed') return
           const reply = room.syncReplyOffLoop(stateVector, `hocuspocus:${document.key}`, hocuspocusSyncStep2Prefix(document.key), document.format, this.connection.ip)
-          if (reply instanceof Uint8Array) {
-            this.connection.sendSyncReply(reply)
-            document.replyDone()
-            return
-          }
-          reply
-            .then((built) => {
-              if (built !== null && document.state !== 'closed') this.connection.sendOffLoopReply(built)
-            })
-            .catch((err: unknown) => this.fail(err))
-            .finally(() => document.replyDone())
+          const sent = this.connection.sendBuiltReply(reply, () => document.state !== 'closed')
+          if (sent === null) document.replyDone()
+          else sent.catch((err: unknown) => this.fail(err)).finally(() => document.replyDone())
         },
         replyOnItsWay: () => this.connection.syncReplyOnItsWay,
         mayBuild: (stateVector) => room.mayBuildSyncReply(stateVector, `hocuspocus:${document.key}`, this.connection.ip, waiter),

@@ -115,6 +115,20 @@ function frameState(prefix: Uint8Array, state: Uint8Array): Uint8Array {
   return frame
 }
 
+/**
+ * Calls `drop` once `usedAt()` is SYNC_REPLY_CACHE_MS in the past, looking again whenever it was
+ * used meanwhile; stops looking when `kept()` turns false (the cache was replaced or dropped).
+ */
+function dropWhenIdle(usedAt: () => number, kept: () => boolean, drop: () => void): void {
+  const look = (): void => {
+    if (!kept()) return
+    const idleMs = performance.now() - usedAt()
+    if (idleMs >= SYNC_REPLY_CACHE_MS) drop()
+    else setTimeout(look, SYNC_REPLY_CACHE_MS - idleMs).unref()
+  }
+  look()
+}
+
 /** The state vector of a client that has nothing: it asks for the whole document. */
 function isEmptyStateVector(stateVector: Uint8Array): boolean {
   return stateVector.length === 1 && stateVector[0] === 0
@@ -524,13 +538,7 @@ export class Room {
       this.syncRepliesUsedAt = performance.now()
       // Only for a crowd arriving together (or a steady stream of joiners): a quiet room does not keep a copy of its document.
       const replies = this.syncReplies
-      const expire = (): void => {
-        if (this.syncReplies !== replies) return
-        const idleMs = performance.now() - this.syncRepliesUsedAt
-        if (idleMs >= SYNC_REPLY_CACHE_MS) this.syncReplies = null
-        else setTimeout(expire, SYNC_REPLY_CACHE_MS - idleMs).unref()
-      }
-      setTimeout(expire, SYNC_REPLY_CACHE_MS).unref()
+      dropWhenIdle(() => this.syncRepliesUsedAt, () => this.syncReplies === replies, () => (this.syncReplies = null))
     }
     this.syncReplies.set(framing, { stateVector: Uint8Array.from(stateVector), frame: reply })
   }
@@ -618,18 +626,14 @@ export class Room {
     void state.then((merged) => {
       build.done = true
       if (this.stateBuild !== build) return
-      if (merged === null) this.stateBuild = null
-      else this.keepWhileUsed(build)
+      if (merged === null) {
+        this.stateBuild = null
+        return
+      }
+      // Its state and frames are a document's size each: kept while asks keep sharing it.
+      dropWhenIdle(() => build.usedAt, () => this.stateBuild === build, () => (this.stateBuild = null))
     })
     return build
-  }
-
-  /** Drops `build` once no ask has shared it for SYNC_REPLY_CACHE_MS (its state and frames are a document's size each). */
-  private keepWhileUsed(build: StateBuild): void {
-    const idleMs = performance.now() - build.usedAt
-    if (this.stateBuild !== build) return
-    if (idleMs >= SYNC_REPLY_CACHE_MS) this.stateBuild = null
-    else setTimeout(() => this.keepWhileUsed(build), SYNC_REPLY_CACHE_MS - idleMs).unref()
   }
 
   /** A change committed while `build` is the room's: part of its tail, or the end of its sharing. */
@@ -849,18 +853,19 @@ export class Room {
    */
   sharedStateOffLoop(): Uint8Array | Promise<Uint8Array> {
     if (!this.buildsReplyOffLoop(EMPTY_STATE_VECTOR, STATE_FRAMING)) return this.sharedState()
-    let build = this.stateBuild
-    if (build !== null && !build.done && !(this.extendsToNow(build) && build.tail.length === 0)) {
-      const running = build.state
-      this.queuedStateRead ??= running.then(() => {
+    const build = this.stateBuild
+    // The document as it is now, with no changes after the state.
+    const current = build !== null && this.extendsToNow(build) && build.tail.length === 0
+    if (build !== null && !current && !build.done) {
+      this.queuedStateRead ??= build.state.then(() => {
         this.queuedStateRead = null
         return this.sharedStateOffLoop()
       })
       return this.queuedStateRead
     }
-    if (build === null || !this.extendsToNow(build) || build.tail.length > 0) build = this.stateBuild = this.startStateBuild()
-    build.usedAt = performance.now()
-    return build.state.then((state) => state ?? this.sharedState())
+    const shared = current ? build : (this.stateBuild = this.startStateBuild())
+    shared.usedAt = performance.now()
+    return shared.state.then((state) => state ?? this.sharedState())
   }
 
   /**

@@ -144,8 +144,7 @@ export class YWebsocketSession implements RoomMember, ConnectionSession {
       {
         answer: (stateVector) => {
           const reply = this.room.syncReplyOffLoop(stateVector, 'y-websocket', SYNC_STEP2_PREFIX, yWebsocketFormat, this.connection.ip)
-          if (reply instanceof Uint8Array) this.connection.sendSyncReply(reply)
-          else reply.then((built) => built !== null && this.connection.sendOffLoopReply(built)).catch((err: unknown) => this.failed(err))
+          this.connection.sendBuiltReply(reply)?.catch((err: unknown) => this.failed(err))
         },
         replyOnItsWay: () => this.connection.syncReplyOnItsWay,
         mayBuild: (stateVector) => this.room.mayBuildSyncReply(stateVector, 'y-websocket', this.connection.ip, waiter),
