@@ -173,6 +173,11 @@ describe('whole-state replies of a big document, merged off the event loop', () 
         const build = (server.server.loadedRoom('off-loop') as unknown as { stateBuild: { state: Promise<Uint8Array>; frames: Map<string, Uint8Array> } | null }).stateBuild
         assert.ok(build !== null)
         assert.equal(build.frames.get('y-websocket')?.buffer, (await build.state).buffer)
+        // The room keeps the state past its cached reply: once that expired (dropped here), the
+        // next joiner gets the frame made in the headroom again, not the state copied behind a header.
+        const room = server.server.loadedRoom('off-loop') as unknown as { syncReplies: unknown; syncReply: (sv: Uint8Array, framing: string, prefix: Uint8Array) => Uint8Array }
+        room.syncReplies = null
+        assert.equal(room.syncReply(Uint8Array.of(0), 'y-websocket', SYNC_STEP2_PREFIX), build.frames.get('y-websocket'))
         hocuspocus = hocuspocusClient(server.url, 'off-loop')
         await hocuspocus.synced()
         assert.equal(mergeWorkerCounters.jobs - jobs, 1, 'the merged state again, unchanged since')
