@@ -31,6 +31,12 @@ export type Command =
       timeoutMs: number
       /** Trackers: also wait until their Y.Array `log` holds this many entries (cold load). */
       completeLength?: number
+      /**
+       * Light clients gather messages up to this many bytes and count longer ones without keeping
+       * them (bench/light-socket.ts): for joiners of a big document, whose load process would
+       * otherwise spend its core gathering replies. Unset: every client uses `ws`.
+       */
+      wholeBytes?: number
     }
   /**
    * Writers set a Y.Map key to their send time `ratePerSecond` times a second. By default one key

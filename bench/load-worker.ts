@@ -6,6 +6,7 @@
 import { Agent, get } from 'node:http'
 import WebSocket from 'ws'
 import * as Y from 'yjs'
+import { LightSocket } from './light-socket.js'
 import type { ClientSpec, Command, ConnectResult, GroupStats, Reply, StatsResult } from './load-protocol.js'
 import { countUpdates, HOCUSPOCUS_PONG, readLive, socketUrl, WireCodec, type Dialect } from './wire.js'
 
@@ -18,6 +19,8 @@ const EMPTY_STATE_VECTOR = Uint8Array.of(0)
 const SOURCE_ADDRESSES = 16
 /** A writer stops queueing history while this much is buffered in its socket. */
 const WRITER_BUFFER_BYTES = 1 << 20
+/** What a light client keeps of a message longer than `wholeBytes`: enough to classify it (a Hocuspocus document name included). */
+const PREFIX_BYTES = 4096
 
 interface Counters {
   received: Map<string, number>
@@ -53,7 +56,7 @@ function bump (map: Map<string, number>, key: string, by = 1): void {
 class Client {
   readonly codec: WireCodec
   readonly doc: Y.Doc | null
-  socket: WebSocket | null = null
+  socket: WebSocket | LightSocket | null = null
   synced = false
   closed = false
   startedAt = 0
@@ -77,25 +80,31 @@ class Client {
     return this.doc === null ? 0 : this.doc.getArray('log').length
   }
 
-  open (port: number, index: number, completeLength: number): Promise<void> {
+  /** `wholeBytes`: see the `connect` command; only light clients take it. */
+  open (port: number, index: number, completeLength: number, wholeBytes?: number): Promise<void> {
     this.completeLength = completeLength
     this.startedAt = performance.now()
     const localAddress = `127.0.0.${1 + ((index + workerIndex * 7) % SOURCE_ADDRESSES)}`
-    const socket = new WebSocket(socketUrl(this.codec.dialect, port, this.spec.room), {
-      perMessageDeflate: false,
-      localAddress,
-      maxPayload: 512 * 1024 * 1024,
-    })
-    socket.binaryType = 'nodebuffer'
-    this.socket = socket
+    const url = socketUrl(this.codec.dialect, port, this.spec.room)
     return new Promise<void>((resolve) => {
       const done = (): void => resolve()
+      let socket: WebSocket | LightSocket
+      if (wholeBytes !== undefined && this.spec.role === 'light') {
+        const light = new LightSocket(url, { localAddress, wholeBytes, prefixBytes: PREFIX_BYTES })
+        light.on('message', (data, length) => this.onFrame(data, length, done))
+        socket = light
+      } else {
+        const ws = new WebSocket(url, { perMessageDeflate: false, localAddress, maxPayload: 512 * 1024 * 1024 })
+        ws.binaryType = 'nodebuffer'
+        ws.on('message', (data: Buffer) => this.onFrame(data, data.length, done))
+        socket = ws
+      }
+      this.socket = socket
       socket.on('open', () => {
         const sv = this.doc === null ? EMPTY_STATE_VECTOR : Y.encodeStateVector(this.doc)
         for (const frame of this.codec.hello(sv)) socket.send(frame)
         if (this.codec.dialect === 'relay') this.markSynced(done)
       })
-      socket.on('message', (data: Buffer) => this.onFrame(data, done))
       socket.on('error', () => {
         // The close event that follows does the bookkeeping.
       })
@@ -159,8 +168,16 @@ class Client {
     }
   }
 
-  private onFrame (frame: Buffer, done: () => void): void {
+  /** `length`: the message's; longer than `frame` when a light client kept only its first bytes. */
+  private onFrame (frame: Buffer, length: number, done: () => void): void {
     const role = this.spec.role
+    if (length > frame.length) {
+      // Only a light client's, and only a sync reply is that long: a live update of a writer never is.
+      const kind = this.codec.kind(frame)
+      if (kind === 'step2') this.markSynced(done)
+      else if (kind === 'update' && this.synced) bump(counters.received, this.spec.room)
+      return
+    }
     if (this.codec.isPing(frame)) {
       this.socket?.send(HOCUSPOCUS_PONG)
       return
@@ -208,7 +225,7 @@ async function connect (command: Extract<Command, { type: 'connect' }>): Promise
   const lane = async (): Promise<void> => {
     while (next < fresh.length) {
       const i = next++
-      await (fresh[i] as Client).open(command.port, base + i, command.completeLength ?? 0)
+      await (fresh[i] as Client).open(command.port, base + i, command.completeLength ?? 0, command.wholeBytes)
     }
   }
   const lanes = Array.from({ length: Math.min(limit, fresh.length) }, lane)
@@ -322,7 +339,7 @@ async function churn (command: Extract<Command, { type: 'churn' }>): Promise<Rep
   return { type: 'churned', cycles: done, failed }
 }
 
-function drained (socket: WebSocket | null, below = WRITER_BUFFER_BYTES): Promise<void> {
+function drained (socket: { readyState: number, bufferedAmount: number } | null, below = WRITER_BUFFER_BYTES): Promise<void> {
   return new Promise((resolve) => {
     const poll = (): void => {
       if (socket === null || socket.readyState !== WebSocket.OPEN || socket.bufferedAmount < below) resolve()

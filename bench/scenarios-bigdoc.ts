@@ -29,6 +29,12 @@ const CHUNK_BYTES = 64 * 1024
 const BUSY_RATE = 20
 /** Scenario 13's typist in the big document, updates a second, while the joins go on. */
 const EDIT_RATE = 10
+/**
+ * Scenario 13's joiners gather messages up to this long and count longer ones (the sync reply)
+ * without keeping them: gathering 150 replies of 20 MB took the two load processes' core longer
+ * than any server took to send them (bench/light-socket.ts).
+ */
+const JOINER_WHOLE_BYTES = 1 << 20
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
 
 function bigDocumentBytes (config: BenchConfig): number {
@@ -230,8 +236,8 @@ const joinStorm: Scenario = {
         const half = Math.ceil(stormClients / 2)
         const light = (n: number): ClientSpec[] => Array.from({ length: n }, () => ({ room, role: 'light' }))
         const [a, b] = await Promise.all([
-          joinerA.request<ConnectResult>({ type: 'connect', port: target.port, dialect: target.dialect, clients: light(half), concurrency: 0, timeoutMs: 120_000 }),
-          joinerB.request<ConnectResult>({ type: 'connect', port: target.port, dialect: target.dialect, clients: light(stormClients - half), concurrency: 0, timeoutMs: 120_000 }),
+          joinerA.request<ConnectResult>({ type: 'connect', port: target.port, dialect: target.dialect, clients: light(half), wholeBytes: JOINER_WHOLE_BYTES, concurrency: 0, timeoutMs: 120_000 }),
+          joinerB.request<ConnectResult>({ type: 'connect', port: target.port, dialect: target.dialect, clients: light(stormClients - half), wholeBytes: JOINER_WHOLE_BYTES, concurrency: 0, timeoutMs: 120_000 }),
         ])
         await busy.stop()
         const stormRssMax = sampler.max
@@ -259,7 +265,7 @@ const joinStorm: Scenario = {
               }
               sent = due
               joins.wanted += count
-              const joined = await worker.request<ConnectResult>({ type: 'connect', port: target.port, dialect: target.dialect, clients: light(count), concurrency: 0, timeoutMs: 60_000 })
+              const joined = await worker.request<ConnectResult>({ type: 'connect', port: target.port, dialect: target.dialect, clients: light(count), wholeBytes: JOINER_WHOLE_BYTES, concurrency: 0, timeoutMs: 60_000 })
               joins.synced += joined.synced
               joins.batchMs.push(joined.allSyncedMs)
             }

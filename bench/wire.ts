@@ -119,18 +119,32 @@ export class WireCodec {
   decode (frame: Uint8Array): Incoming {
     if (frame.length < 2) return { kind: 'other' }
     const d = decoding.createDecoder(frame)
+    const kind = this.readKind(d)
+    if (kind === 'step1' || kind === 'step2' || kind === 'update') return { kind, payload: decoding.readVarUint8Array(d) }
+    return { kind }
+  }
+
+  /**
+   * The kind of a message from its first bytes: a prefix of a long message is enough (the load
+   * worker's light clients keep only the prefix of a sync reply; bench/light-socket.ts).
+   */
+  kind (prefix: Uint8Array): Incoming['kind'] {
+    return prefix.length < 2 ? 'other' : this.readKind(decoding.createDecoder(prefix))
+  }
+
+  /** Reads a message's types; a sync message's payload is next. */
+  private readKind (d: decoding.Decoder): Incoming['kind'] {
     if (this.dialect === 'hocuspocus') decoding.readVarString(d)
     const type = decoding.readVarUint(d)
     if (type === MessageSync || type === MessageSyncReply) {
       const sub = decoding.readVarUint(d)
-      const payload = decoding.readVarUint8Array(d)
-      if (sub === SyncStep1) return { kind: 'step1', payload }
-      if (sub === SyncStep2) return { kind: 'step2', payload }
-      if (sub === SyncUpdate) return { kind: 'update', payload }
-      return { kind: 'other' }
+      if (sub === SyncStep1) return 'step1'
+      if (sub === SyncStep2) return 'step2'
+      if (sub === SyncUpdate) return 'update'
+      return 'other'
     }
-    if (type === MessageAuth && decoding.readVarUint(d) === AuthAuthenticated) return { kind: 'authenticated' }
-    return { kind: 'other' }
+    if (type === MessageAuth && decoding.readVarUint(d) === AuthAuthenticated) return 'authenticated'
+    return 'other'
   }
 
   /**
