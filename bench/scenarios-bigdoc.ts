@@ -333,6 +333,8 @@ const joinStorm: Scenario = {
           peakRssOverDocHeap: round(peak / docHeap, 2),
           peakRssAboveIdleOverDocHeap: round((peak - rssIdle) / docHeap, 2),
           stormRssAboveIdleOverDocHeap: round((stormRssMax - rssIdle) / docHeap, 2),
+          // What the storm itself cost: its RSS max above the RSS left after the full collections just before it.
+          stormRssAddedOverDocHeap: round((stormRssMax - rssCollected) / docHeap, 2),
           ...(gaugesBefore !== null && gaugesAfter !== null ? { weftMergeWorkerJobs: (gaugesAfter.weft_merge_worker_jobs_total ?? 0) - (gaugesBefore.weft_merge_worker_jobs_total ?? 0) } : {}),
           ...serverDied(target),
         }
