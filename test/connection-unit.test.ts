@@ -7,6 +7,9 @@ import { ReplyGate } from '../server/reply-gate.js'
 import type { SharedFrames, WireFormat } from '../server/wire-format.js'
 import { once, until } from './harness/wait.js'
 
+/** Resolves after the event loop's next check phase: immediates set before this call have run. */
+const nextLoopTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve))
+
 // The outbound path and the close of one connection over a stand-in socket whose buffer empties
 // only when the test says so. The connection creates its send queue only once the socket falls
 // behind; these tests pin that nothing changes for the reader because of it.
@@ -127,6 +130,9 @@ test('big sync replies take turns: a waiting reply holds back what follows it, a
   b.socket.bufferedAmount = 0
   b.raw.emit('drain')
   assert.deepEqual(b.socket.sent.map((f) => f.length), [2000, 7], 'then the frame that followed it')
+  // a's and b's turns started in this turn of the event loop: c's starts in the next.
+  assert.equal(c.socket.sent.length, 0)
+  await nextLoopTurn()
   assert.deepEqual(c.socket.sent.map((f) => f.length), [2000], 'and b\'s drain handed the turn to c')
   // c never drains: its turn ends after the gate's turn, and d's reply goes out without waiting for c.
   d.conn.sendSyncReply(reply)
@@ -139,4 +145,22 @@ test('big sync replies take turns: a waiting reply holds back what follows it, a
   e.socket.terminate()
   d.socket.terminate()
   assert.deepEqual([e.socket.sent.length, f.socket.sent.length], [0, 1], 'd\'s close handed the turn past e (closed) to f')
+})
+
+test('big replies start at most two to a turn of the event loop, the others in the next turns, in order, without counting as waits', async () => {
+  let waits = 0
+  const gate = new ReplyGate(8, 1_000, () => waits++)
+  const limits: ConnectionLimits = { ...LIMITS, replyGate: gate }
+  const joiners = Array.from({ length: 5 }, () => connection({}, { count: 0 }, limits))
+  const reply = new Uint8Array(2000)
+  // A crowd's shared reply resolves for all of them in one run of microtasks.
+  for (const j of joiners) j.conn.sendSyncReply(reply)
+  const written = (): number[] => joiners.map((j) => j.socket.sent.length)
+  assert.deepEqual(written(), [1, 1, 0, 0, 0], 'two start now: each first write is copied into the kernel on the event loop')
+  await nextLoopTurn()
+  assert.deepEqual(written(), [1, 1, 1, 1, 0], 'two more in the next turn, in the order they asked')
+  await nextLoopTurn()
+  assert.deepEqual(written(), [1, 1, 1, 1, 1])
+  assert.equal(waits, 0, 'turns were free: none waited for one')
+  for (const j of joiners) j.socket.terminate()
 })
