@@ -42,7 +42,8 @@ export class FrameReader {
   private remaining = -1
   private opcode = 0
   private fin = false
-  /** The data message being read: its opcode, length so far, and what is kept of it. */
+  /** The data message being read (its first frame came, its last not yet): its length so far, and what is kept of it. */
+  private inMessage = false
   private messageLength = 0
   private kept: Buffer[] = []
   private keptBytes = 0
@@ -98,8 +99,10 @@ export class FrameReader {
       if (length > 125 || !this.fin) throw new Error('a control frame is fragmented or longer than 125 bytes')
       this.control = []
     } else if (this.opcode === OP_CONTINUATION) {
-      if (this.messageLength === 0 && this.kept.length === 0) throw new Error('a continuation frame without a message')
+      if (!this.inMessage) throw new Error('a continuation frame without a message')
     } else if (this.opcode === OP_TEXT || this.opcode === OP_BINARY) {
+      if (this.inMessage) throw new Error('a new message before the last one\'s final frame')
+      this.inMessage = true
       this.messageLength = 0
       this.kept = []
       this.keptBytes = 0
@@ -140,6 +143,7 @@ export class FrameReader {
     let data = Buffer.concat(this.kept)
     // A fragmented message first thought small can turn out long: keep its prefix only.
     if (length > this.wholeBytes && data.length > this.prefixBytes) data = data.subarray(0, this.prefixBytes)
+    this.inMessage = false
     this.messageLength = 0
     this.kept = []
     this.keptBytes = 0

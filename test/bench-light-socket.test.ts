@@ -81,10 +81,14 @@ test('a fragmented message is one message, a ping between its fragments is read 
     serverFrame(0, bytes(50, 7)),
     serverFrame(2, bytes(40, 8), true),
     serverFrame(0, bytes(40, 9)),
+    // A first fragment may be empty.
+    serverFrame(2, bytes(0, 0), true),
+    serverFrame(0, bytes(5, 10)),
   ])
   eachChunking(stream, (read) => {
     assert.deepEqual(read.controls, [{ opcode: 9, payload: ping }])
-    assert.equal(read.messages.length, 2)
+    assert.equal(read.messages.length, 3)
+    assert.deepEqual(read.messages[2], { data: bytes(5, 10), length: 5 })
     // 140 bytes in three frames, past wholeBytes only in its last: cut to the prefix at the end.
     assert.deepEqual(read.messages[0], { data: bytes(60, 5).subarray(0, 10), length: 140 })
     assert.deepEqual(read.messages[1], { data: Buffer.concat([bytes(40, 8), bytes(40, 9)]), length: 80 })
@@ -96,7 +100,8 @@ test('frames no server may send are refused', () => {
   const reserved = Buffer.of(0xc2, 0x01, 0)
   const longPing = serverFrame(9, bytes(126, 0))
   const orphan = serverFrame(0, bytes(3, 0))
-  for (const frame of [masked, reserved, longPing, orphan]) {
+  const interleaved = Buffer.concat([serverFrame(2, bytes(3, 0), true), serverFrame(2, bytes(3, 0))])
+  for (const frame of [masked, reserved, longPing, orphan, interleaved]) {
     assert.throws(() => reader(100, 10).reader.push(frame))
   }
 })
