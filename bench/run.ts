@@ -28,6 +28,8 @@
  *   BENCH_MEMORY_UPDATES     updates of the memory-over-time scenario (1000000; quick 100000)
  *   BENCH_MEMORY_CYCLES      its connect/disconnect cycles (50000; quick 5000)
  *   BENCH_SCALE              multiplies client and room counts (1); e.g. 0.02 for a smoke run
+ *   BENCH_RELAY_WORK_US      the relay spins this many µs per forwarded message (0): the floor
+ *                            with a price per update (relay-server.ts --work-us)
  *   BENCH_ROUNDS             runs of each scenario per target (1); the targets' order alternates
  *                            between rounds, and the report gives each metric's median and spread
  */
@@ -46,6 +48,11 @@ function numberFromEnv (name: string, fallback: number): number {
   const value = Number(raw)
   if (!Number.isFinite(value) || value <= 0) throw new Error(`${name} must be a positive number, not "${raw}"`)
   return value
+}
+
+/** Like numberFromEnv, 0 allowed. */
+function nonNegativeFromEnv (name: string, fallback: number): number {
+  return process.env[name] === '0' ? 0 : numberFromEnv(name, fallback)
 }
 
 function readConfig (): BenchConfig {
@@ -73,6 +80,7 @@ function readConfig (): BenchConfig {
     memoryCycles: numberFromEnv('BENCH_MEMORY_CYCLES', quick ? 5_000 : 50_000),
     clusterRooms: numberFromEnv('BENCH_CLUSTER_ROOMS', 20),
     rounds: Math.floor(numberFromEnv('BENCH_ROUNDS', 1)),
+    relayWorkUs: nonNegativeFromEnv('BENCH_RELAY_WORK_US', 0),
     keepWeftLimits: process.env.BENCH_WEFT_DEFAULT_LIMITS === '1',
     weftNodeFlags: [
       ...(profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : []),

@@ -58,6 +58,8 @@ export interface BenchConfig {
   /** memory-over-time: updates over all rooms, and connect/disconnect cycles, in total. */
   memoryUpdates: number
   memoryCycles: number
+  /** The relay's busy microseconds per forwarded message, in the scenarios started with startOptions (0: none). */
+  relayWorkUs: number
   /** Set by `withHocuspocusPath`: weft is driven through its Hocuspocus path instead of y-websocket framing. */
   weftDialect?: Dialect
 }
@@ -100,6 +102,7 @@ export function startOptions (name: TargetName, config: BenchConfig, dataDir: st
   const profile = profileDir === undefined || profileDir === ''
     ? []
     : ['--cpu-prof', '--cpu-prof-dir', profileDir, ...profileInterval(), ...(name === 'weft' ? [] : ['--import', "data:text/javascript,process.on('SIGTERM',()=>process.exit(0))"])]
+  if (name === 'ws-relay') return { dataDir, nodeFlags: profile, relayWorkUs: config.relayWorkUs }
   return { dataDir, ...(name === 'weft' ? { nodeFlags: [...profile, ...config.weftNodeFlags], keepWeftLimits: config.keepWeftLimits } : { nodeFlags: profile }) }
 }
 

@@ -53,6 +53,8 @@ export interface StartOptions {
   redisUrl?: string
   /** weft: `--instance-id`; hocuspocus: the Redis extension's identifier. */
   instanceId?: string
+  /** ws-relay: microseconds of busy work per forwarded message (relay-server.ts `--work-us`; 0: none). */
+  relayWorkUs?: number
   /** ws-relay: answer sync step 1 in `room` with the document state in `file` (relay-server.ts). */
   syncReply?: { room: string; file: string }
 }
@@ -95,7 +97,11 @@ function command (name: TargetName, port: number, dataDir: string | null, keepWe
       return { args: [here('./peers/hocuspocus-server.js'), '--port', String(port), '--data', dataDir ?? 'memory', ...cluster], env: {} }
     case 'ws-relay':
       return {
-        args: [here('./relay-server.js'), '--port', String(port), ...(options.syncReply === undefined ? [] : ['--sync-reply', `${options.syncReply.room}=${options.syncReply.file}`])],
+        args: [
+          here('./relay-server.js'), '--port', String(port),
+          ...(options.syncReply === undefined ? [] : ['--sync-reply', `${options.syncReply.room}=${options.syncReply.file}`]),
+          ...(options.relayWorkUs === undefined || options.relayWorkUs === 0 ? [] : ['--work-us', String(options.relayWorkUs)]),
+        ],
         env: {},
       }
   }
