@@ -8,6 +8,7 @@ import { InvalidRoomNameError, InvalidUpdateError, WriterClosedError } from './e
 import { LevelStore } from './level-store.js'
 import { LogCompactor, type SnapshotSource } from './log-compaction.js'
 import { MemoryStore } from './memory-store.js'
+import { PersistWindows } from './persist-windows.js'
 import { PendingWrite, RoomWork, rejectWrites, settled } from './room-work.js'
 import type { LocalVersionStore, LogEntry, Store, StoredRoom } from './store.js'
 
@@ -84,6 +85,7 @@ export class DocumentWriter extends EventEmitter {
   private readonly failures: StorageHealthTracker
   private readonly compactor: LogCompactor
   private readonly merges: MergePool
+  private readonly windows: PersistWindows
   private state: WriterState = 'open'
   /** Set when close's deadline expired: loops stop and what was not stored is abandoned. */
   private stopped = false
@@ -103,6 +105,7 @@ export class DocumentWriter extends EventEmitter {
     })
     this.compactor = new LogCompactor(store, { compactEntries, compactBytes, retryAfterFailureMs: retryMaxMs }, options.snapshots ?? null, this.logger, () => this.state === 'open', options.onCompacted, this.merges)
     this.onBatchStored = options.onBatchStored ?? (() => {})
+    this.windows = new PersistWindows(this.options.persistWindowMs, (work) => this.kick(work))
   }
 
   override on(event: 'health', listener: (health: StorageHealth) => void): this {
@@ -135,12 +138,7 @@ export class DocumentWriter extends EventEmitter {
     work.queued.push(write)
     // The window starts with the first update of a batch and is not extended by later ones:
     // it bounds how long any update waits.
-    if (work.timer === null) {
-      work.timer = setTimeout(() => {
-        work.timer = null
-        this.kick(work)
-      }, this.options.persistWindowMs)
-    }
+    this.windows.start(work)
     return write.done
   }
 
@@ -221,7 +219,7 @@ export class DocumentWriter extends EventEmitter {
     if (!isValidRoomName(room)) throw new InvalidRoomNameError(room)
     const work = this.work(room)
     work.generation++
-    this.clearTimer(work)
+    this.windows.cancel(work)
     const superseded = work.queued
     work.queued = []
     rejectWrites(superseded, room, 'deleted')
@@ -310,7 +308,7 @@ export class DocumentWriter extends EventEmitter {
     const unsaved: string[] = []
     for (const work of this.rooms.values()) {
       if (work.hasPending) unsaved.push(work.room)
-      this.clearTimer(work)
+      this.windows.cancel(work)
       work.wakeRetry?.()
       rejectWrites(work.unstored, work.room, 'closed')
       work.queued = []
@@ -335,16 +333,9 @@ export class DocumentWriter extends EventEmitter {
     return work
   }
 
-  private clearTimer(work: RoomWork): void {
-    if (work.timer !== null) {
-      clearTimeout(work.timer)
-      work.timer = null
-    }
-  }
-
   /** Starts the room's drain loop unless it runs already (it takes everything queued before it stops). */
   private kick(work: RoomWork): void {
-    this.clearTimer(work)
+    this.windows.cancel(work)
     if (work.draining || this.stopped) return
     work.draining = true
     this.drain(work).catch((err: unknown) => {
@@ -359,11 +350,11 @@ export class DocumentWriter extends EventEmitter {
       while (work.deletion !== null) await settled(work.deletion)
       if (this.stopped || work.queued.length === 0) {
         // Cleared in the same tick as the emptiness check: a write arriving after it sees a loop
-        // that is not running and its timer starts a new one.
+        // that is not running and its window starts a new one.
         work.draining = false
         return
       }
-      this.clearTimer(work)
+      this.windows.cancel(work)
       // At most MAX_BATCH_UPDATES per append: Yjs applies a merged update of thousands of small
       // structs far more slowly than the same structs in small updates (a burst of 25,000 array
       // pushes merged into one entry took 10 s to load), so a burst becomes several entries.

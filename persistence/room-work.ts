@@ -72,7 +72,8 @@ export class RoomWork {
   /** Taken by the drain loop: being merged, appended, or waiting for a retry. */
   inFlight: PendingWrite[] | null = null
   storeCall: Promise<unknown> | null = null
-  timer: NodeJS.Timeout | null = null
+  /** When the room's persist window ends (performance.now()); null: none runs (persist-windows.ts). */
+  windowEndsAt: number | null = null
   draining = false
   /** Bumped by deleteRoom; a batch taken under an older generation belongs to the deleted document. */
   generation = 0
