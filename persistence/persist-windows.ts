@@ -58,12 +58,16 @@ export class PersistWindows {
     return setTimeout(this.fire, Math.max(0, Math.ceil(at - this.now())))
   }
 
-  /** The timer is armed for the first window: it has ended, and so have those within the slack after it. */
+  /**
+   * The timer is armed for the first window: it has ended, and so have those within the slack
+   * after it, and all that ended while the timer waited for a busy event loop (with a window of
+   * 0 every one would otherwise wait a turn of its own).
+   */
   private readonly fire = (): void => {
     this.timer = null
     const first = this.first()
     if (first === undefined) return
-    const until = (first.windowEndsAt as number) + this.slackMs
+    const until = Math.max(first.windowEndsAt as number, this.now()) + this.slackMs
     const ended: RoomWork[] = []
     for (const work of this.running) {
       if ((work.windowEndsAt as number) > until) break

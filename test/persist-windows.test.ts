@@ -8,7 +8,7 @@ import assert from 'node:assert/strict'
 import { PersistWindows } from '../persistence/persist-windows.js'
 import { RoomWork } from '../persistence/room-work.js'
 
-function setup (t: TestContext, windowMs: number): { windows: PersistWindows, ended: string[], advance: (ms: number) => void, endedAt: Map<string, number> } {
+function setup (t: TestContext, windowMs: number): { windows: PersistWindows, ended: string[], advance: (ms: number) => void, endedAt: Map<string, number>, stall: (ms: number) => void } {
   t.mock.timers.enable({ apis: ['setTimeout'] })
   let now = 1_000
   const ended: string[] = []
@@ -24,7 +24,11 @@ function setup (t: TestContext, windowMs: number): { windows: PersistWindows, en
       t.mock.timers.tick(1)
     }
   }
-  return { windows, ended, advance, endedAt }
+  // The clock moves but the timers wait: a busy event loop.
+  const stall = (ms: number): void => {
+    now += ms
+  }
+  return { windows, ended, advance, endedAt, stall }
 }
 
 test('a window ends when its first update has waited the window, not before', (t) => {
@@ -82,4 +86,15 @@ test('a cancelled window never ends; the timer moves on to the next one', (t) =>
   windows.start(a)
   advance(100)
   assert.deepEqual(ended, ['b', 'a'], 'a window starts again in full after a cancel')
+})
+
+test('every window that ended while the event loop was busy ends when the timer fires', (t) => {
+  const { windows, ended, advance, stall } = setup(t, 0)
+  for (const name of ['a', 'b', 'c']) {
+    windows.start(new RoomWork(name))
+    stall(5)
+  }
+  assert.deepEqual(ended, [])
+  advance(1)
+  assert.deepEqual(ended, ['a', 'b', 'c'], 'one turn for all, not a turn each')
 })
