@@ -46,7 +46,7 @@ export class MemoryBus {
 
 export class MemoryRelay implements Relay {
   private readonly rooms = new Set<string>()
-  private readonly counters = { published: 0, received: 0, healed: 0, commands: 0, compacted: 0, heldBytes: 0 }
+  private readonly counters = { published: 0, received: 0, healed: 0, commands: 0, checks: 0, compacted: 0, heldBytes: 0 }
   private closed = false
 
   constructor(private readonly bus: MemoryBus, readonly instanceId: string) {}

@@ -53,7 +53,7 @@ export class RedisRelay implements Relay {
   private readonly channels = new Map<string, string>()
   /** Local updates not yet published, while Redis is down or a publish failed. */
   private readonly outage: OutageBuffer
-  private readonly counters = { published: 0, received: 0, healed: 0, commands: 0, compacted: 0 }
+  private readonly counters = { published: 0, received: 0, healed: 0, commands: 0, checks: 0, compacted: 0 }
   private lagMs = 0
   private cmdReady = false
   private subReady = false
@@ -697,7 +697,10 @@ export class RedisRelay implements Relay {
     const plan = this.planCheck(Date.now())
     this.lastCheckAt = Date.now()
     this.onCheck(plan !== null)
-    if (plan !== null) void this.check(plan)
+    if (plan !== null) {
+      this.counters.checks++
+      void this.check(plan)
+    }
     return true
   }
 

@@ -44,6 +44,8 @@ export interface RelayStats {
   healed: number
   /** Redis commands sent, for the cost-per-edit figure. */
   commands: number
+  /** Periodic checks that sent a command (one EVALSHA each); a check with nothing to read sends none. */
+  checks: number
   /** Room streams this instance folded into their snapshots (compactions written and applied). */
   compacted: number
   /** Bytes of local updates held (merged per room) while Redis is unreachable, waiting to be sent. */

@@ -354,6 +354,7 @@ export class ServerMetrics {
       ['received', 'Updates received from other instances'],
       ['healed', 'Updates recovered by gap detection or catch-up instead of arriving live'],
       ['commands', 'Redis commands the relay sent'],
+      ['checks', 'Periodic checks the relay sent to Redis (one command each; a check with nothing to read sends none)'],
       ['compacted', 'Room streams in Redis this instance folded into their snapshots'],
     ]
     for (const [key, help] of counters) this.counterOf(`weft_relay_${key}_total`, help, () => relay.stats()[key])

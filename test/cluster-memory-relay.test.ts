@@ -146,6 +146,6 @@ describe('MemoryRelay', () => {
     await a.close()
     await a.close()
     await until(() => !mb.seen.has('a'), 'goodbye relayed')
-    assert.deepEqual(b.stats(), { published: 1, received: 1, healed: 0, commands: 0, compacted: 0, heldBytes: 0 })
+    assert.deepEqual(b.stats(), { published: 1, received: 1, healed: 0, commands: 0, checks: 0, compacted: 0, heldBytes: 0 })
   })
 })

@@ -82,7 +82,7 @@ describe('the README metrics table matches /metrics', () => {
   })
 
   it('exposes the relay totals as counters (they were gauges) and the build as weft_build_info', async () => {
-    for (const name of ['weft_relay_published_total', 'weft_relay_received_total', 'weft_relay_healed_total', 'weft_relay_commands_total']) assert.equal(exposed.get(name), 'counter', name)
+    for (const name of ['weft_relay_published_total', 'weft_relay_received_total', 'weft_relay_healed_total', 'weft_relay_commands_total', 'weft_relay_checks_total']) assert.equal(exposed.get(name), 'counter', name)
     const text = await scrapeMetrics(weft.http)
     assert.match(text, /^weft_build_info\{version="[^"]+",commit="[^"]+"\} 1$/m)
     assert.match(text, /^weft_server_state\{state="serving"\} 1$/m)
