@@ -49,6 +49,12 @@ export interface WriterOptions {
   mergeWorkers?: number
   /** Merges of fewer bytes stay on the event loop (default 1 MiB). */
   mergeWorkerThresholdBytes?: number
+  /**
+   * Rooms with nothing in flight the writer keeps what it knows of (their log-size estimate, for
+   * compaction), the least recently used forgotten first (default 10,000, a few MB). Without a
+   * bound every room ever read or written would stay in memory until the process ends.
+   */
+  idleRoomsKept?: number
   /** @internal The worker script (tests use one that fails). */
   mergeWorkerUrl?: URL
 }
@@ -59,6 +65,9 @@ const CLOSE_RESERVE_MS = 500
 /** Updates merged into one log entry at most. */
 const MAX_BATCH_UPDATES = 64
 
+/** Rooms forgetIdleRooms looks at per new room at most: the rooms at work it meets go to the back. */
+const FORGET_LOOKS = 64
+
 export const WRITER_DEFAULTS = Object.freeze({
   persistWindowMs: 100,
   mergeWorkers: MERGE_POOL_DEFAULTS.workers,
@@ -67,6 +76,7 @@ export const WRITER_DEFAULTS = Object.freeze({
   compactBytes: 16 * 1024 * 1024,
   retryBaseMs: 100,
   retryMaxMs: 10_000,
+  idleRoomsKept: 10_000,
 })
 
 type WriterState = 'open' | 'closing' | 'closed'
@@ -152,14 +162,20 @@ export class DocumentWriter extends EventEmitter {
     this.assertOpen()
     if (!isValidRoomName(room)) throw new InvalidRoomNameError(room)
     const work = this.work(room)
-    while (work.deletion !== null) await settled(work.deletion)
-    // Taken before reading: an append that completes during the read is then in both, which a
-    // merge tolerates (Yjs skips structs it already has); the other order could miss it.
-    const pending = work.unstored.map((write) => write.update)
-    const log = await this.store.readLog(room)
-    this.compactor.noteLogRead(work, log)
-    const updates = log.map((entry) => entry.update).concat(pending)
-    this.compactor.maybeCompact(work)
+    let updates: Uint8Array[]
+    work.holds++
+    try {
+      while (work.deletion !== null) await settled(work.deletion)
+      // Taken before reading: an append that completes during the read is then in both, which a
+      // merge tolerates (Yjs skips structs it already has); the other order could miss it.
+      const pending = work.unstored.map((write) => write.update)
+      const log = await this.store.readLog(room)
+      this.compactor.noteLogRead(work, log)
+      updates = log.map((entry) => entry.update).concat(pending)
+      this.compactor.maybeCompact(work)
+    } finally {
+      work.holds--
+    }
     if (updates.length === 0) return null
     if (updates.length === 1) return updates[0] as Uint8Array
     try {
@@ -175,9 +191,14 @@ export class DocumentWriter extends EventEmitter {
     this.assertOpen()
     if (!isValidRoomName(room)) throw new InvalidRoomNameError(room)
     const work = this.work(room)
-    while (work.deletion !== null) await settled(work.deletion)
-    const pending = work.unstored.map((write) => write.update)
-    return { log: await this.store.readLog(room), pending }
+    work.holds++
+    try {
+      while (work.deletion !== null) await settled(work.deletion)
+      const pending = work.unstored.map((write) => write.update)
+      return { log: await this.store.readLog(room), pending }
+    } finally {
+      work.holds--
+    }
   }
 
   /**
@@ -191,8 +212,13 @@ export class DocumentWriter extends EventEmitter {
     const work = this.work(room)
     const move = work.maintenance.then(() => this.store.quarantine(room, key))
     work.maintenance = settled(move)
-    await move
-    this.compactor.noteQuarantined(work)
+    work.holds++
+    try {
+      await move
+      this.compactor.noteQuarantined(work)
+    } finally {
+      work.holds--
+    }
   }
 
   /**
@@ -324,13 +350,37 @@ export class DocumentWriter extends EventEmitter {
     if (writes.some((write) => write.outcome === 'abandoned')) throw new WriterClosedError(work.room)
   }
 
+  /** The room's work, made most recently used (last in `rooms`), and made when it is new. */
   private work(room: string): RoomWork {
     let work = this.rooms.get(room)
-    if (work === undefined) {
+    if (work !== undefined) {
+      this.rooms.delete(room)
+    } else {
       work = new RoomWork(room)
-      this.rooms.set(room, work)
+      if (this.rooms.size >= this.options.idleRoomsKept) this.forgetIdleRooms()
     }
+    this.rooms.set(room, work)
     return work
+  }
+
+  /**
+   * Forgets the least recently used rooms that are idle, until fewer than idleRoomsKept are
+   * known. A room at work goes to the back instead, so the next look is at another; looking at
+   * FORGET_LOOKS rooms at most per new room, the known rooms exceed the bound by no more than the
+   * rooms at work.
+   */
+  private forgetIdleRooms(): void {
+    let looked = 0
+    for (const [room, work] of this.rooms) {
+      if (this.rooms.size < this.options.idleRoomsKept || looked++ === FORGET_LOOKS) return
+      this.rooms.delete(room)
+      if (!work.idle) this.rooms.set(room, work)
+    }
+  }
+
+  /** Rooms the writer currently keeps work for (at most idleRoomsKept idle ones, plus those at work). */
+  get knownRooms(): number {
+    return this.rooms.size
   }
 
   /** Starts the room's drain loop unless it runs already (it takes everything queued before it stops). */
@@ -468,6 +518,7 @@ function validateOptions(options: WriterOptions): ResolvedOptions {
     retryMaxMs: options.retryMaxMs ?? WRITER_DEFAULTS.retryMaxMs,
     mergeWorkers: options.mergeWorkers ?? WRITER_DEFAULTS.mergeWorkers,
     mergeWorkerThresholdBytes: options.mergeWorkerThresholdBytes ?? WRITER_DEFAULTS.mergeWorkerThresholdBytes,
+    idleRoomsKept: options.idleRoomsKept ?? WRITER_DEFAULTS.idleRoomsKept,
   }
   const check = (name: keyof typeof resolved, ok: boolean): void => {
     if (!ok) throw new RangeError(`DocumentWriter option ${name} is invalid: ${resolved[name]}`)
@@ -479,6 +530,7 @@ function validateOptions(options: WriterOptions): ResolvedOptions {
   check('retryMaxMs', Number.isFinite(resolved.retryMaxMs) && resolved.retryMaxMs >= resolved.retryBaseMs)
   check('mergeWorkers', Number.isInteger(resolved.mergeWorkers) && resolved.mergeWorkers >= 0)
   check('mergeWorkerThresholdBytes', Number.isFinite(resolved.mergeWorkerThresholdBytes) && resolved.mergeWorkerThresholdBytes >= 0)
+  check('idleRoomsKept', Number.isSafeInteger(resolved.idleRoomsKept) && resolved.idleRoomsKept >= 1)
   return resolved
 }
 

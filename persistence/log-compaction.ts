@@ -88,6 +88,7 @@ export class LogCompactor {
   noteLogRead(work: RoomWork, log: readonly LogEntry[]): void {
     // A compaction in progress knows better; it sets the size when it is done.
     if (work.compactionQueued) return
+    work.logKnown = true
     work.log = {
       entries: log.length,
       bytes: log.reduce((sum, entry) => sum + entry.update.byteLength, 0),
@@ -100,6 +101,39 @@ export class LogCompactor {
     work.log.bytes += bytes
     work.appendedEntries++
     work.appendedBytes += bytes
+    if (!work.logKnown) this.measure(work)
+  }
+
+  /**
+   * A room written without a load since the writer made its work (it forgot the room, see
+   * DocumentWriter idleRoomsKept, and the room stayed loaded): its log is read once on the
+   * maintenance chain, so a room written now and then among many does not grow its log for ever
+   * with an estimate that starts over at every write.
+   */
+  private measure(work: RoomWork): void {
+    if (!this.accepting() || work.compactionQueued) return
+    work.logKnown = true
+    // Counts as a compaction while it reads: the room is not forgotten, and none starts meanwhile.
+    work.compactionQueued = true
+    const entriesBefore = work.appendedEntries
+    const bytesBefore = work.appendedBytes
+    const read = work.maintenance.then(() => this.store.readLog(work.room))
+    work.maintenance = settled(read)
+    read.then(
+      (log) => {
+        work.compactionQueued = false
+        this.noteLogRead(work, log)
+        // Appends stored while the read waited or ran may be missing from it: counted on top, so
+        // the estimate errs towards compacting a little early (those before the read are counted twice).
+        work.log.entries += work.appendedEntries - entriesBefore
+        work.log.bytes += work.appendedBytes - bytesBefore
+        this.maybeCompact(work)
+      },
+      (err: unknown) => {
+        work.compactionQueued = false
+        this.logger.warn({ room: work.room, err }, 'reading the log to size it failed; it is read again at the room\'s next load')
+      },
+    )
   }
 
   noteQuarantined(work: RoomWork): void {
@@ -107,6 +141,7 @@ export class LogCompactor {
   }
 
   noteDeleted(work: RoomWork): void {
+    work.logKnown = true
     work.log = { entries: 0, bytes: 0, baseBytes: 0 }
   }
 
@@ -160,6 +195,7 @@ export class LogCompactor {
       await this.store.replace(work.room, log.map((entry) => entry.key), merged)
       // Appends that completed between the counter snapshot and the read are counted twice;
       // the estimate errs towards compacting a little early, which is harmless.
+      work.logKnown = true
       work.log = {
         entries: 1 + work.appendedEntries - entriesBefore,
         bytes: merged.byteLength + work.appendedBytes - bytesBefore,

@@ -88,14 +88,30 @@ export class RoomWork {
   compactionQueued = false
   lastCompactionFailure = 0
   log: LogSize = { entries: 0, bytes: 0, baseBytes: 0 }
+  /** False until `log` was read from the store (a load, a compaction, a deletion): a room the writer forgot starts over unknown. */
+  logKnown = false
   /** Totals of successful appends, to tell which entries arrived while a compaction was reading. */
   appendedEntries = 0
   appendedBytes = 0
+
+  // ---- forgetting (document-writer.ts forgetIdleRooms)
+  /** Calls that use this work across an await without a flag of their own (load, loadEntries, quarantine). */
+  holds = 0
 
   constructor(readonly room: string) {}
 
   get hasPending(): boolean {
     return this.queued.length > 0 || this.inFlight !== null
+  }
+
+  /**
+   * Nothing queued, in flight, waiting or running for the room: the writer may forget it. All it
+   * would lose is the log-size estimate (the room's next load reads it again) and the failure
+   * backoff, which a room without failures does not have.
+   */
+  get idle(): boolean {
+    return this.holds === 0 && !this.draining && this.queued.length === 0 && this.inFlight === null && this.storeCall === null &&
+      this.windowEndsAt === null && this.deletion === null && !this.compactionQueued && this.wakeRetry === null && this.failedAttempts === 0
   }
 
   /** Every write not yet stored, oldest first. */

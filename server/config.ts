@@ -11,6 +11,7 @@ import { createSecureContext } from 'node:tls'
 import { readFileSync } from 'node:fs'
 import { REDIS_PREFIX_PATTERN } from '../cluster/keys.js'
 import { MERGE_POOL_DEFAULTS } from '../crdt/index.js'
+import { WRITER_DEFAULTS } from '../persistence/index.js'
 import { DOCUMENT_READS_DEFAULTS } from './document-reads.js'
 import { ClientAddress } from './admission.js'
 import { MAX_JWKS_BYTES, parseJwks } from './jwks.js'
@@ -90,6 +91,8 @@ export interface WeftOptions {
   mergeWorkers: number
   /** Embedding only (no flag): merges of fewer bytes than this stay on the event loop. */
   mergeWorkerThresholdBytes: number
+  /** Embedding only (no flag): rooms with nothing being stored whose log-size estimate the writer keeps, least recently used forgotten first. */
+  idleRoomsKept: number
   /** Embedding only (no flag): worker threads for HTTP reads of big documents (JSON, rich text, diffs); 0 = all on the event loop. */
   readWorkers: number
   /** Embedding only (no flag): reads of documents of fewer bytes than this stay on the event loop. */
@@ -248,6 +251,7 @@ export const DEFAULTS: Readonly<WeftOptions> = Object.freeze({
   maxPendingHookCalls: 10_000,
   mergeWorkers: MERGE_POOL_DEFAULTS.workers,
   mergeWorkerThresholdBytes: MERGE_POOL_DEFAULTS.thresholdBytes,
+  idleRoomsKept: WRITER_DEFAULTS.idleRoomsKept,
   readWorkers: DOCUMENT_READS_DEFAULTS.workers,
   readWorkerThresholdBytes: DOCUMENT_READS_DEFAULTS.thresholdBytes,
   heartbeatIntervalMs: 30_000,
@@ -601,6 +605,7 @@ export function resolveOptions(partial: Partial<WeftOptions> = {}): Readonly<Wef
     'authJwksRefreshSeconds',
     'authJwksMaxAgeSeconds',
     'authMaxRevocations',
+    'idleRoomsKept',
   ] as const) {
     if (!Number.isInteger(options[key]) || options[key] <= 0) throw new ConfigError(key, `invalid ${key}: must be a positive whole number`)
   }

@@ -273,6 +273,7 @@ export class WeftServer {
       persistWindowMs: this.options.persistWindowMs,
       mergeWorkers: this.options.mergeWorkers,
       mergeWorkerThresholdBytes: this.options.mergeWorkerThresholdBytes,
+      idleRoomsKept: this.options.idleRoomsKept,
       logger: this.log,
       // Compaction takes a loaded room's live document. A room Yjs broke is forgotten at once
       // (Room.reset): only a sound document is snapshotted.
