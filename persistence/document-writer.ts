@@ -162,20 +162,16 @@ export class DocumentWriter extends EventEmitter {
     this.assertOpen()
     if (!isValidRoomName(room)) throw new InvalidRoomNameError(room)
     const work = this.work(room)
-    let updates: Uint8Array[]
-    work.holds++
-    try {
+    const updates = await holding(work, async () => {
       while (work.deletion !== null) await settled(work.deletion)
       // Taken before reading: an append that completes during the read is then in both, which a
       // merge tolerates (Yjs skips structs it already has); the other order could miss it.
       const pending = work.unstored.map((write) => write.update)
       const log = await this.store.readLog(room)
       this.compactor.noteLogRead(work, log)
-      updates = log.map((entry) => entry.update).concat(pending)
       this.compactor.maybeCompact(work)
-    } finally {
-      work.holds--
-    }
+      return log.map((entry) => entry.update).concat(pending)
+    })
     if (updates.length === 0) return null
     if (updates.length === 1) return updates[0] as Uint8Array
     try {
@@ -191,14 +187,11 @@ export class DocumentWriter extends EventEmitter {
     this.assertOpen()
     if (!isValidRoomName(room)) throw new InvalidRoomNameError(room)
     const work = this.work(room)
-    work.holds++
-    try {
+    return holding(work, async () => {
       while (work.deletion !== null) await settled(work.deletion)
       const pending = work.unstored.map((write) => write.update)
       return { log: await this.store.readLog(room), pending }
-    } finally {
-      work.holds--
-    }
+    })
   }
 
   /**
@@ -212,13 +205,10 @@ export class DocumentWriter extends EventEmitter {
     const work = this.work(room)
     const move = work.maintenance.then(() => this.store.quarantine(room, key))
     work.maintenance = settled(move)
-    work.holds++
-    try {
+    await holding(work, async () => {
       await move
       this.compactor.noteQuarantined(work)
-    } finally {
-      work.holds--
-    }
+    })
   }
 
   /**
@@ -489,6 +479,16 @@ export class DocumentWriter extends EventEmitter {
 
   private assertOpen(): void {
     if (this.state !== 'open') throw new WriterClosedError()
+  }
+}
+
+/** Runs `task` with `work` held: the writer does not forget the room meanwhile (RoomWork.idle). */
+async function holding<T>(work: RoomWork, task: () => Promise<T>): Promise<T> {
+  work.holds++
+  try {
+    return await task()
+  } finally {
+    work.holds--
   }
 }
 

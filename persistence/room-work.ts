@@ -110,8 +110,8 @@ export class RoomWork {
    * backoff, which a room without failures does not have.
    */
   get idle(): boolean {
-    return this.holds === 0 && !this.draining && this.queued.length === 0 && this.inFlight === null && this.storeCall === null &&
-      this.windowEndsAt === null && this.deletion === null && !this.compactionQueued && this.wakeRetry === null && this.failedAttempts === 0
+    return !this.hasPending && this.holds === 0 && !this.draining && this.storeCall === null && this.windowEndsAt === null &&
+      this.deletion === null && !this.compactionQueued && this.wakeRetry === null && this.failedAttempts === 0
   }
 
   /** Every write not yet stored, oldest first. */
